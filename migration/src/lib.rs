@@ -1,0 +1,19 @@
+//! Migrations for the sample schema of `sea-orm-idempotent`: one `pull_requests` table, as a
+//! GitHub integration stores pull requests it learns about from webhooks.
+//!
+//! Run them with the CLI (`cargo run -p migration -- up`, `down`, `fresh`, `refresh`, `reset`,
+//! `status`) against `DATABASE_URL`, or from code with [`Migrator::up`](MigratorTrait::up).
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261126_000001_create_pull_requests;
+
+/// Every migration of the sample schema, in order.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261126_000001_create_pull_requests::Migration)]
+    }
+}

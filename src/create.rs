@@ -1,0 +1,310 @@
+//! `IdempotentCreate`: lock, look, insert if missing, for any SeaORM entity.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use sea_orm::sea_query::{Expr, ExprTrait, InsertStatement, Query};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue, ColumnTrait, ConnectionTrait, DbErr, EntityTrait,
+    FromQueryResult, Iterable, QueryFilter, Value,
+};
+use tracing::{Instrument, field};
+
+use crate::backend::Serialization;
+use crate::{Error, LockKey, Outcome, TransactionSource, Wait};
+
+/// The boxed error a `make_data` closure may fail with.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Create a row exactly once per natural key, however many callers ask at the same moment.
+///
+/// Implement the three required items for an entity; [`create_once`](Self::create_once),
+/// [`create_once_with`](Self::create_once_with) and
+/// [`create_once_waiting`](Self::create_once_waiting) come for free.
+///
+/// ```ignore
+/// impl IdempotentCreate for pull_requests::Entity {
+///     type Key = i64;                   // GitHub's pull-request id
+///     type Data = NewPullRequest;       // what a new row needs besides the key
+///     fn key_column() -> pull_requests::Column { pull_requests::Column::PrId }
+///     fn new_active_model(pr_id: &i64, data: NewPullRequest) -> pull_requests::ActiveModel { ... }
+/// }
+/// ```
+///
+/// # What a call does
+///
+/// 1. Looks for the row by key (one statement). Most duplicate deliveries end here.
+/// 2. Otherwise begins a transaction (READ COMMITTED on PostgreSQL, IMMEDIATE on SQLite) or a
+///    savepoint in the caller's transaction, and takes the key's lock: PostgreSQL's
+///    transaction-scoped advisory lock on [`LockKey::for_entity`]`(lock_namespace(), key)`.
+/// 3. With the lock held, a fresh statement inserts the row unless it exists now (under READ
+///    COMMITTED each statement sees every transaction committed before it started, so it sees
+///    the row of a caller that held the lock before us), and returns it.
+/// 4. Commits (or releases the savepoint), which releases the lock.
+///
+/// The key column is set from `key`, whatever [`new_active_model`](Self::new_active_model)
+/// put there, so the row found and the row inserted are always the same key.
+#[async_trait::async_trait]
+pub trait IdempotentCreate: EntityTrait {
+    /// The natural key: what makes two events "the same" (e.g. GitHub's pull-request id). It is
+    /// bound as a parameter when querying, and its `Display` form is hashed into the lock key,
+    /// so two keys that display the same share a lock.
+    type Key: Into<Value> + Clone + fmt::Display + fmt::Debug + Send + Sync;
+
+    /// What a new row needs besides the key.
+    type Data: Send;
+
+    /// The column holding the natural key. It should be UNIQUE: the lock makes the constraint
+    /// never fire, and the constraint keeps out writers that do not take the lock.
+    fn key_column() -> Self::Column;
+
+    /// Builds the row to insert for `key` from `data`.
+    fn new_active_model(key: &Self::Key, data: Self::Data) -> Self::ActiveModel;
+
+    /// The namespace hashed into the lock key; by default the table name, so equal natural
+    /// keys of different tables never wait for each other. Override it only to share locks
+    /// deliberately, and never change it while old code may run beside new.
+    fn lock_namespace() -> &'static str {
+        Self::default().table_name()
+    }
+
+    /// Creates the row for `key` from `data` unless it exists, waiting for the lock as long as
+    /// it takes ([`Wait::Forever`]).
+    ///
+    /// `db` is a [`DatabaseConnection`](sea_orm::DatabaseConnection) (the call runs in its own
+    /// transaction) or a caller's [`DatabaseTransaction`](sea_orm::DatabaseTransaction) (a
+    /// savepoint in it; the caller's commit decides, and the lock is held until then).
+    ///
+    /// # Errors
+    ///
+    /// See [`create_once_waiting`](Self::create_once_waiting).
+    ///
+    /// # Cancel Safety
+    ///
+    /// See [`create_once_waiting`](Self::create_once_waiting).
+    async fn create_once<C>(
+        db: &C,
+        key: Self::Key,
+        data: Self::Data,
+    ) -> Result<Outcome<Self::Model>, Error>
+    where
+        C: TransactionSource,
+    {
+        create::<Self, C, MadeAlready<Self::Data>, _, Infallible>(
+            db,
+            key,
+            Wait::Forever,
+            NewRow::Ready(data),
+        )
+        .await
+    }
+
+    /// Like [`create_once`](Self::create_once), but the data is made by `make_data`, which runs
+    /// only when the row does not exist yet, while the lock is held: fetch details from an API
+    /// once, not once per duplicate. Keep it short: every caller with the same key waits for it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MakeData`] when `make_data` fails (nothing written, lock released); otherwise
+    /// see [`create_once_waiting`](Self::create_once_waiting).
+    ///
+    /// # Cancel Safety
+    ///
+    /// See [`create_once_waiting`](Self::create_once_waiting).
+    async fn create_once_with<C, F, Fut, E>(
+        db: &C,
+        key: Self::Key,
+        make_data: F,
+    ) -> Result<Outcome<Self::Model>, Error>
+    where
+        C: TransactionSource,
+        F: FnOnce() -> Fut + Send,
+        Fut: Future<Output = Result<Self::Data, E>> + Send,
+        E: Into<BoxError>,
+    {
+        create::<Self, C, F, Fut, E>(db, key, Wait::Forever, NewRow::Make(make_data)).await
+    }
+
+    /// The general form: like [`create_once_with`](Self::create_once_with), waiting for the
+    /// key's lock as `wait` says.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::LockTimeout`] / [`Error::LockBusy`]: the wait ran out (retryable);
+    /// - [`Error::Deadlock`]: PostgreSQL aborted the transaction to break a deadlock
+    ///   (retryable);
+    /// - [`Error::UnsafeIsolation`]: `db` is a caller's REPEATABLE READ or SERIALIZABLE
+    ///   transaction; returned before any write;
+    /// - [`Error::UnsupportedBackend`]: neither PostgreSQL nor SQLite;
+    /// - [`Error::MakeData`]: `make_data` failed;
+    /// - [`Error::Database`]: anything else, e.g. the data violates a constraint or the table
+    ///   does not exist. [`Error::is_retryable`] tells whether a retry can help.
+    ///
+    /// After an error nothing was written: the transaction (or savepoint) was rolled back.
+    ///
+    /// # Cancel Safety
+    ///
+    /// Dropping the future (a timeout, a client gone) writes nothing: the transaction is
+    /// rolled back, which releases the lock, and the connection goes back to the pool. If the
+    /// future is dropped while PostgreSQL is still waiting for the lock, that connection
+    /// cannot be used until the wait ends; bound waits with [`Wait::Timeout`] where callers may
+    /// go away. A panic inside `make_data` unwinds the same way.
+    async fn create_once_waiting<C, F, Fut, E>(
+        db: &C,
+        key: Self::Key,
+        wait: Wait,
+        make_data: F,
+    ) -> Result<Outcome<Self::Model>, Error>
+    where
+        C: TransactionSource,
+        F: FnOnce() -> Fut + Send,
+        Fut: Future<Output = Result<Self::Data, E>> + Send,
+        E: Into<BoxError>,
+    {
+        create::<Self, C, F, Fut, E>(db, key, wait, NewRow::Make(make_data)).await
+    }
+}
+
+/// The (never called) maker type of [`NewRow::Ready`].
+type MadeAlready<D> = fn() -> std::future::Ready<Result<D, Infallible>>;
+
+/// The data of a new row: given up front, or made only once we know the row is missing.
+enum NewRow<D, F> {
+    Ready(D),
+    Make(F),
+}
+
+async fn create<T, C, F, Fut, E>(
+    db: &C,
+    key: T::Key,
+    wait: Wait,
+    new_row: NewRow<T::Data, F>,
+) -> Result<Outcome<T::Model>, Error>
+where
+    T: IdempotentCreate,
+    C: TransactionSource,
+    F: FnOnce() -> Fut + Send,
+    Fut: Future<Output = Result<T::Data, E>> + Send,
+    E: Into<BoxError>,
+{
+    let serialization = Serialization::of(db.get_database_backend())?;
+    let lock_key = LockKey::for_entity(T::lock_namespace(), &key);
+    let span = tracing::info_span!(
+        "create_once",
+        entity = T::default().table_name(),
+        natural_key = %key,
+        lock_key = %lock_key,
+        lock_wait_us = field::Empty,
+        outcome = field::Empty,
+    );
+    let result = async {
+        // Most duplicates arrive after the first delivery committed: one statement, no lock.
+        if let Some(model) = find::<T, _>(db, &key).await? {
+            return Ok(Outcome::Existing(model));
+        }
+        let (txn, begin_wait) = serialization.begin(db, lock_key, wait).await?;
+        let lock_wait = serialization.lock(&txn, lock_key, wait).await?;
+        record_wait(begin_wait + lock_wait);
+        let outcome = match new_row {
+            NewRow::Ready(data) => insert_unless_exists::<T, _>(&txn, &key, data).await?,
+            NewRow::Make(make_data) => match find::<T, _>(&txn, &key).await? {
+                Some(model) => Outcome::Existing(model),
+                None => {
+                    let data = make_data().await.map_err(|e| Error::MakeData(e.into()))?;
+                    insert_unless_exists::<T, _>(&txn, &key, data).await?
+                }
+            },
+        };
+        txn.commit().await?;
+        Ok(outcome)
+    }
+    .instrument(span.clone())
+    .await;
+    span.record(
+        "outcome",
+        match &result {
+            Ok(outcome) => outcome.as_str(),
+            Err(_) => "error",
+        },
+    );
+    result
+}
+
+fn record_wait(waited: Duration) {
+    tracing::Span::current().record("lock_wait_us", waited.as_micros() as u64);
+}
+
+async fn find<T, C>(db: &C, key: &T::Key) -> Result<Option<T::Model>, DbErr>
+where
+    T: IdempotentCreate,
+    C: ConnectionTrait,
+{
+    T::find()
+        .filter(T::key_column().eq(key.clone()))
+        .one(db)
+        .await
+}
+
+/// Inserts the row with a guard (`INSERT ... SELECT ... WHERE NOT EXISTS`), then, only if the
+/// guard found the row, reads it. Under the lock the guard never fires on PostgreSQL unless the
+/// row appeared between our first look and the lock; on SQLite inside a caller's transaction
+/// it is what makes look-and-insert one atomic statement under the write lock.
+async fn insert_unless_exists<T, C>(
+    txn: &C,
+    key: &T::Key,
+    data: T::Data,
+) -> Result<Outcome<T::Model>, Error>
+where
+    T: IdempotentCreate,
+    C: ConnectionTrait,
+{
+    let insert = insert_unless_exists_statement::<T>(key, T::new_active_model(key, data));
+    if let Some(row) = txn.query_one(&insert).await? {
+        return Ok(Outcome::Created(T::Model::from_query_result(&row, "")?));
+    }
+    match find::<T, _>(txn, key).await? {
+        Some(model) => Ok(Outcome::Existing(model)),
+        None => Err(Error::Database(DbErr::RecordNotFound(format!(
+            "{}: the insert found a row for key {key} that is no longer there",
+            T::default().table_name()
+        )))),
+    }
+}
+
+/// `INSERT INTO t (cols) SELECT vals WHERE NOT EXISTS (SELECT 1 FROM t WHERE key = $k)
+/// RETURNING cols`, every value bound, with SeaORM's own per-column casts (enums).
+fn insert_unless_exists_statement<T: IdempotentCreate>(
+    key: &T::Key,
+    mut row: T::ActiveModel,
+) -> InsertStatement {
+    row.set(T::key_column(), key.clone().into());
+    let (columns, values): (Vec<_>, Vec<_>) = T::Column::iter()
+        .filter_map(|column| match row.get(column) {
+            ActiveValue::Set(value) | ActiveValue::Unchanged(value) => {
+                Some((column, column.save_as(Expr::val(value))))
+            }
+            ActiveValue::NotSet => None,
+        })
+        .unzip();
+    let existing = Query::select()
+        .expr(Expr::val(1))
+        .from(T::default().table_ref())
+        .and_where(T::key_column().eq(key.clone()))
+        .to_owned();
+    let source = Query::select()
+        .exprs(values)
+        .and_where(Expr::exists(existing).not())
+        .to_owned();
+    Query::insert()
+        .into_table(T::default().table_ref())
+        .columns(columns)
+        .select_from(source)
+        .expect("columns and values are built pairwise, so their counts match")
+        .returning(
+            Query::returning()
+                .exprs(T::Column::iter().map(|column| column.select_as(Expr::col(column)))),
+        )
+        .to_owned()
+}

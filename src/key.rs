@@ -1,0 +1,123 @@
+//! How a natural key becomes the number PostgreSQL locks on.
+//!
+//! The derivations here are part of the public contract: two processes (or two versions of a
+//! service, or a Rust and a Python service) exclude each other only if they derive the same
+//! number for the same thing. Do not change them: changing them changes every key, and old and
+//! new code running side by side during a deploy would stop excluding each other.
+
+use std::fmt;
+
+/// The key handed to PostgreSQL's advisory-lock functions.
+///
+/// PostgreSQL has two key spaces that never collide with each other: one 64-bit integer
+/// ([`LockKey::BigInt`]) or a pair of 32-bit integers ([`LockKey::Pair`]).
+///
+/// # Collisions
+///
+/// Keys derived from names are hashes (crc32), so two different names can map to the same
+/// key. A collision never loses or duplicates data: the two callers merely wait for each
+/// other as if they shared a key. With the pair form the namespace (table) and the natural
+/// key are hashed separately, so keys of different tables never collide with each other's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LockKey {
+    /// `pg_advisory_xact_lock(int4, int4)`: a namespace and a key within it.
+    Pair(i32, i32),
+    /// `pg_advisory_xact_lock(int8)`: one 64-bit key.
+    BigInt(i64),
+}
+
+impl LockKey {
+    /// The key of a name, as the common Django recipe computes it:
+    /// `cursor.execute("SELECT pg_advisory_xact_lock(%s)", [zlib.crc32(name.encode())])`.
+    ///
+    /// A Rust service using this key and a Python service using that recipe exclude each other
+    /// on the same name. The value is the unsigned IEEE crc32 of the UTF-8 bytes, as Python's
+    /// `zlib.crc32` returns it, widened to `i64`.
+    ///
+    /// ```
+    /// use sea_orm_idempotent::LockKey;
+    /// // Python: zlib.crc32(b"PR-123") == 3670997212
+    /// assert_eq!(LockKey::crc32("PR-123"), LockKey::BigInt(3_670_997_212));
+    /// ```
+    pub fn crc32(name: &str) -> LockKey {
+        LockKey::BigInt(i64::from(crc32fast::hash(name.as_bytes())))
+    }
+
+    /// The key of one natural key of one entity: `Pair(crc32(namespace), crc32(key.to_string()))`,
+    /// each crc32 bit-cast to `i32`.
+    ///
+    /// This is the key [`IdempotentCreate::create_once`](crate::IdempotentCreate::create_once)
+    /// locks; the namespace is [`IdempotentCreate::lock_namespace`](crate::IdempotentCreate::lock_namespace)
+    /// (the table name unless overridden).
+    ///
+    /// ```
+    /// use sea_orm_idempotent::LockKey;
+    /// // Python: zlib.crc32(b"pull_requests") == 724609916, zlib.crc32(b"123") == 2286445522
+    /// assert_eq!(
+    ///     LockKey::for_entity("pull_requests", &123_i64),
+    ///     LockKey::Pair(724_609_916, 2_286_445_522_u32 as i32),
+    /// );
+    /// ```
+    pub fn for_entity(namespace: &str, key: &impl fmt::Display) -> LockKey {
+        LockKey::Pair(
+            crc32_as_i32(namespace.as_bytes()),
+            crc32_as_i32(key.to_string().as_bytes()),
+        )
+    }
+}
+
+/// The crc32 reinterpreted as a signed 32-bit integer (a bit-cast, as PostgreSQL's `int4`
+/// holds it), so every value of the hash is a distinct key.
+fn crc32_as_i32(bytes: &[u8]) -> i32 {
+    crc32fast::hash(bytes) as i32
+}
+
+impl fmt::Display for LockKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LockKey::Pair(namespace, key) => write!(f, "({namespace}, {key})"),
+            LockKey::BigInt(key) => write!(f, "{key}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Golden vectors computed with Python's zlib.crc32. If one of these fails, the derivation
+    // changed and every deployed key with it: revert the change.
+    #[test]
+    fn crc32_matches_python_zlib() {
+        assert_eq!(LockKey::crc32("PR-123"), LockKey::BigInt(3_670_997_212));
+        assert_eq!(LockKey::crc32("hello"), LockKey::BigInt(907_060_870));
+        assert_eq!(LockKey::crc32(""), LockKey::BigInt(0));
+    }
+
+    #[test]
+    fn entity_keys_are_bit_cast_pairs() {
+        assert_eq!(
+            LockKey::for_entity("pull_requests", &123_i64),
+            LockKey::Pair(724_609_916, (2_286_445_522_u32) as i32)
+        );
+        // A crc32 above i32::MAX becomes a negative int4, not a clamped or wrapped-differently one.
+        assert_eq!(
+            LockKey::for_entity("pull_requests", &123_i64),
+            LockKey::Pair(724_609_916, -2_008_521_774)
+        );
+    }
+
+    #[test]
+    fn namespaces_separate_equal_natural_keys() {
+        assert_ne!(
+            LockKey::for_entity("pull_requests", &1_i64),
+            LockKey::for_entity("issues", &1_i64)
+        );
+    }
+
+    #[test]
+    fn display_is_what_postgres_would_be_given() {
+        assert_eq!(LockKey::Pair(1, -2).to_string(), "(1, -2)");
+        assert_eq!(LockKey::BigInt(42).to_string(), "42");
+    }
+}

@@ -1,0 +1,96 @@
+//! Create a SeaORM row exactly once per natural key, however many times the event arrives.
+//!
+//! Services receive events at least once: GitHub may deliver the same pull-request webhook
+//! twice, to two workers, at the same moment. Both look for the row, both miss, both insert,
+//! and one fails on the unique constraint. This crate makes "find or create" one call that is
+//! correct under any concurrency, by serialising exactly the callers that share a key with
+//! PostgreSQL's transaction-scoped advisory lock (`pg_advisory_xact_lock`):
+//!
+//! ```
+//! # use sea_orm::{DatabaseBackend, MockDatabase, Value};
+//! # use std::collections::BTreeMap;
+//! use entity::{NewPullRequest, PullRequest};
+//! use sea_orm_idempotent::{IdempotentCreate, Outcome};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), sea_orm_idempotent::Error> {
+//! # let pr = entity::pull_requests::Model { id: 1, pr_id: 42, repository: "octo/app".into(),
+//! #     number: 7, title: "Fix".into(), author: "mona".into(), state: "open".into(),
+//! #     head_sha: "a".repeat(40), first_delivery_id: "d-1".into(),
+//! #     created_at: "2026-11-26T00:00:00Z".parse().unwrap() };
+//! # let lock_row = BTreeMap::from([("acquired", Value::from(true)),
+//! #     ("isolation", Value::from("read committed"))]);
+//! # let db = MockDatabase::new(DatabaseBackend::Postgres)
+//! #     .append_query_results([Vec::<entity::pull_requests::Model>::new()])
+//! #     .append_query_results([vec![lock_row]])
+//! #     .append_query_results([vec![pr.clone()]])
+//! #     .into_connection();
+//! # let new_pr = NewPullRequest { repository: "octo/app".into(), number: 7, title: "Fix".into(),
+//! #     author: "mona".into(), state: "open".into(), head_sha: "a".repeat(40),
+//! #     delivery_id: "d-1".into() };
+//! match PullRequest::create_once(&db, 42, new_pr).await? {
+//!     Outcome::Created(pr) => println!("stored pull request {}", pr.pr_id),
+//!     Outcome::Existing(pr) => println!("duplicate delivery of {} absorbed", pr.pr_id),
+//! }
+//! # let log = db.into_transaction_log();
+//! # let sql: Vec<String> = log.iter().flat_map(|t| t.statements()).map(|s| s.sql.clone()).collect();
+//! # assert!(sql[0].starts_with(r#"SELECT "pull_requests"."id""#), "{sql:?}"); // look, no lock
+//! # assert!(sql[1].contains("pg_advisory_xact_lock($1, $2)"), "{sql:?}");    // then lock
+//! # assert!(sql[2].contains("WHERE NOT EXISTS"), "{sql:?}");                  // insert unless there
+//! # Ok(()) }
+//! ```
+//!
+//! # The lock's scope
+//!
+//! The lock is **transaction-scoped**: PostgreSQL releases it at COMMIT or ROLLBACK, never
+//! earlier, and there is no unlock call to forget. A dropped future, a panic or a lost
+//! connection rolls the transaction back, which releases it. Because it never outlives the
+//! transaction it also works through PgBouncer in transaction-pooling mode, where a
+//! session-scoped `pg_advisory_lock` would stay behind on a server connection that another
+//! client is handed next. Advisory locks block nothing but other takers of the same key:
+//! readers, writers and callers with other keys never wait.
+//!
+//! # Why READ COMMITTED
+//!
+//! After the lock is granted the row must be looked for by a *new* statement: under READ
+//! COMMITTED each statement sees everything committed before it started, including the row of
+//! the caller that held the lock before us. Under REPEATABLE READ or SERIALIZABLE the snapshot
+//! is taken at the transaction's first statement, before the lock wait, and the look would miss
+//! that row. So the crate begins its own transactions as READ COMMITTED explicitly (whatever
+//! the server's default), and inside a caller's stricter transaction it returns
+//! [`Error::UnsafeIsolation`] before writing anything, instead of a unique violation.
+//!
+//! # Keys
+//!
+//! Entity keys lock `LockKey::Pair(crc32(namespace), crc32(key.to_string()))`
+//! ([`LockKey::for_entity`]); [`LockKey::crc32`] gives the key of the common Python recipe
+//! `pg_advisory_xact_lock(zlib.crc32(name))`, so Rust and Python services exclude each other on
+//! the same name. A hash collision only makes two keys wait for each other; it never loses or
+//! duplicates a row.
+//!
+//! # Cancel safety
+//!
+//! Every async function documents its cancel safety. In short: dropping a call writes nothing
+//! and releases its lock; a connection whose statement is still waiting on the server stays
+//! busy until that wait ends, so bound waits with [`Wait::Timeout`] where callers may go away.
+//!
+//! # Backends
+//!
+//! PostgreSQL uses advisory locks. SQLite has none: an IMMEDIATE transaction takes its write
+//! lock before the look, serialising creators across connections and processes. Other
+//! backends get [`Error::UnsupportedBackend`].
+
+mod backend;
+mod create;
+mod error;
+mod key;
+mod lock;
+mod outcome;
+mod source;
+
+pub use create::IdempotentCreate;
+pub use error::Error;
+pub use key::LockKey;
+pub use lock::{Wait, acquire_advisory_lock, acquire_shared_advisory_lock};
+pub use outcome::Outcome;
+pub use source::TransactionSource;
