@@ -24,6 +24,8 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// [`create_once_with`](Self::create_once_with) and
 /// [`create_once_waiting`](Self::create_once_waiting) come for free.
 ///
+/// The sample schema's impl (`entity/src/idempotent.rs` in the repository) in short:
+///
 /// ```ignore
 /// impl IdempotentCreate for pull_requests::Entity {
 ///     type Key = i64;                   // GitHub's pull-request id
@@ -289,7 +291,7 @@ fn insert_unless_exists_statement<T: IdempotentCreate>(
         })
         .unzip();
     let existing = Query::select()
-        .expr(Expr::val(1))
+        .expr(Expr::cust("1"))
         .from(T::default().table_ref())
         .and_where(T::key_column().eq(key.clone()))
         .to_owned();

@@ -1,0 +1,483 @@
+//! `create_once` against a real PostgreSQL server: concurrent tasks, several OS processes, a
+//! caller's transaction, isolation levels, waiting, and `Send`.
+//!
+//! The race tests can fail: `naive_find_then_insert_races_on_the_same_workload` runs the
+//! same workload with the lock left out (find, then insert, as most code does) and shows unique
+//! violations; `create_once` on it shows none.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{new_pr, rows_for, total_rows};
+use entity::{PullRequest, pull_requests};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
+    IsolationLevel, QueryFilter, SqlErr, Statement, TransactionTrait,
+};
+use sea_orm_idempotent::{Error, IdempotentCreate, LockKey, Outcome, Wait, acquire_advisory_lock};
+use test_support::TestDb;
+use tokio::sync::Barrier;
+
+const KEYS: i64 = 100;
+const CALLERS_PER_KEY: usize = 8;
+const TASKS: usize = 64;
+const POOL: u32 = 8;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Strategy {
+    /// `PullRequest::create_once`.
+    CreateOnce,
+    /// Find, then insert, no lock: what most code does.
+    Naive,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Tally {
+    created: usize,
+    existing: usize,
+    unique_violations: usize,
+    other_errors: usize,
+}
+
+/// `TASKS` tasks over one pool of `POOL` connections; every key in
+/// `first_key..first_key + KEYS` is requested by `CALLERS_PER_KEY` tasks that start together
+/// and walk the same keys in the same order, so the requests for a key arrive at once.
+async fn race(db: &DatabaseConnection, strategy: Strategy, first_key: i64) -> Tally {
+    let groups = TASKS / CALLERS_PER_KEY;
+    let barrier = Arc::new(Barrier::new(TASKS));
+    let mut handles = Vec::new();
+    for task in 0..TASKS {
+        let db = db.clone();
+        let barrier = barrier.clone();
+        let group = (task % groups) as i64;
+        handles.push(tokio::spawn(async move {
+            let mut tally = Tally::default();
+            barrier.wait().await;
+            for pr_id in (first_key..first_key + KEYS).filter(|k| k % groups as i64 == group) {
+                match strategy {
+                    Strategy::CreateOnce => {
+                        match PullRequest::create_once(&db, pr_id, new_pr(pr_id)).await {
+                            Ok(Outcome::Created(_)) => tally.created += 1,
+                            Ok(Outcome::Existing(_)) => tally.existing += 1,
+                            Err(Error::Database(e))
+                                if matches!(
+                                    e.sql_err(),
+                                    Some(SqlErr::UniqueConstraintViolation(_))
+                                ) =>
+                            {
+                                tally.unique_violations += 1
+                            }
+                            Err(e) => {
+                                eprintln!("create_once({pr_id}): {e:?}");
+                                tally.other_errors += 1
+                            }
+                        }
+                    }
+                    Strategy::Naive => match naive_find_then_insert(&db, pr_id).await {
+                        Ok(true) => tally.created += 1,
+                        Ok(false) => tally.existing += 1,
+                        Err(e)
+                            if matches!(
+                                e.sql_err(),
+                                Some(SqlErr::UniqueConstraintViolation(_))
+                            ) =>
+                        {
+                            tally.unique_violations += 1
+                        }
+                        Err(e) => {
+                            eprintln!("naive({pr_id}): {e:?}");
+                            tally.other_errors += 1
+                        }
+                    },
+                }
+            }
+            tally
+        }));
+    }
+    let mut total = Tally::default();
+    for handle in handles {
+        let t = handle.await.expect("task panicked");
+        total.created += t.created;
+        total.existing += t.existing;
+        total.unique_violations += t.unique_violations;
+        total.other_errors += t.other_errors;
+    }
+    total
+}
+
+/// The race this crate exists to close: both callers find nothing, both insert.
+async fn naive_find_then_insert(db: &DatabaseConnection, pr_id: i64) -> Result<bool, DbErr> {
+    let found = PullRequest::find()
+        .filter(pull_requests::Column::PrId.eq(pr_id))
+        .one(db)
+        .await?;
+    if found.is_some() {
+        return Ok(false);
+    }
+    PullRequest::new_active_model(&pr_id, new_pr(pr_id))
+        .insert(db)
+        .await?;
+    Ok(true)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_tasks_create_each_key_exactly_once() {
+    let test_db = TestDb::new().await;
+    let db = test_db.connect(POOL).await;
+
+    let tally = race(&db, Strategy::CreateOnce, 1).await;
+
+    assert_eq!(
+        tally,
+        Tally {
+            created: KEYS as usize,
+            existing: KEYS as usize * (CALLERS_PER_KEY - 1),
+            unique_violations: 0,
+            other_errors: 0,
+        }
+    );
+    assert_eq!(total_rows(&db).await, KEYS as u64);
+    for pr_id in 1..=KEYS {
+        assert_eq!(rows_for(&db, pr_id).await, 1, "pr_id {pr_id}");
+    }
+}
+
+/// The same workload without the lock: duplicates collide on the unique constraint. This is
+/// what `many_tasks_create_each_key_exactly_once` would see if `create_once` did not lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn naive_find_then_insert_races_on_the_same_workload() {
+    let test_db = TestDb::new().await;
+    let db = test_db.connect(POOL).await;
+
+    let tally = race(&db, Strategy::Naive, 1).await;
+
+    eprintln!("naive find-then-insert: {tally:?}");
+    assert!(
+        tally.unique_violations > 0,
+        "the naive workload should race, or the test proves nothing: {tally:?}"
+    );
+    assert_eq!(tally.other_errors, 0);
+    // The unique constraint still saves the data, at the price of errors a person triages.
+    assert_eq!(total_rows(&db).await, KEYS as u64);
+}
+
+/// Environment variables of the worker processes of `several_processes_create_each_key_once`.
+const WORKER_URL: &str = "SEA_ORM_IDEMPOTENT_TEST_WORKER_URL";
+const WORKER_FIRST_KEY: &str = "SEA_ORM_IDEMPOTENT_TEST_WORKER_FIRST_KEY";
+
+/// One racing process. Started by `several_processes_create_each_key_once` with the database
+/// in the environment, it races there and reports its tally; run plainly, it is a one-process
+/// run of the same workload on a database of its own and checks it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn race_worker_process() {
+    match std::env::var(WORKER_URL) {
+        Ok(url) => {
+            let first_key = std::env::var(WORKER_FIRST_KEY).unwrap().parse().unwrap();
+            let db = test_support::connect(&url, POOL).await;
+            let tally = race(&db, Strategy::CreateOnce, first_key).await;
+            println!(
+                "WORKER_TALLY created={} existing={} unique_violations={} other_errors={}",
+                tally.created, tally.existing, tally.unique_violations, tally.other_errors
+            );
+        }
+        Err(_) => {
+            let test_db = TestDb::new().await;
+            let db = test_db.connect(POOL).await;
+            let tally = race(&db, Strategy::CreateOnce, 1_000).await;
+            assert_eq!(tally.created, KEYS as usize);
+            assert_eq!(tally.unique_violations + tally.other_errors, 0);
+        }
+    }
+}
+
+/// Four OS processes (this test binary, re-run as `race_worker_process`) race on the same
+/// keys at once: each key is created once in all, with no errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_processes_create_each_key_once() {
+    const PROCESSES: usize = 4;
+    const FIRST_KEY: i64 = 5_000;
+    let test_db = TestDb::new().await;
+    let exe = std::env::current_exe().unwrap();
+    let children: Vec<_> = (0..PROCESSES)
+        .map(|_| {
+            tokio::process::Command::new(&exe)
+                .args([
+                    "race_worker_process",
+                    "--exact",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(WORKER_URL, &test_db.url)
+                .env(WORKER_FIRST_KEY, FIRST_KEY.to_string())
+                .output()
+        })
+        .collect();
+    let mut created = 0;
+    for child in children {
+        let output = child.await.expect("run a worker process");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "worker failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let line = stdout
+            .lines()
+            .find_map(|l| l.find("WORKER_TALLY").map(|at| &l[at..]))
+            .unwrap_or_else(|| panic!("no tally from worker:\n{stdout}"));
+        let field = |name: &str| -> usize {
+            line.split_whitespace()
+                .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        assert_eq!(field("unique_violations"), 0, "{line}");
+        assert_eq!(field("other_errors"), 0, "{line}");
+        created += field("created");
+    }
+    let db = test_db.connect(1).await;
+    assert_eq!(
+        created, KEYS as usize,
+        "Created returned once per key across processes"
+    );
+    assert_eq!(total_rows(&db).await, KEYS as u64);
+    for pr_id in FIRST_KEY..FIRST_KEY + KEYS {
+        assert_eq!(rows_for(&db, pr_id).await, 1, "pr_id {pr_id}");
+    }
+}
+
+fn key_of(pr_id: i64) -> LockKey {
+    LockKey::for_entity("pull_requests", &pr_id)
+}
+
+/// Whether another connection could take `key` right now.
+async fn lock_is_free(db: &DatabaseConnection, key: LockKey) -> bool {
+    let txn = db.begin().await.unwrap();
+    let free = match acquire_advisory_lock(&txn, key, Wait::No).await {
+        Ok(()) => true,
+        Err(Error::LockBusy { .. }) => false,
+        Err(e) => panic!("unexpected {e:?}"),
+    };
+    txn.rollback().await.unwrap();
+    free
+}
+
+#[tokio::test]
+async fn inside_a_callers_transaction_the_callers_commit_decides() {
+    let test_db = TestDb::new().await;
+    let db = test_db.connect(2).await;
+    let other = test_db.connect(1).await;
+
+    // Rolled back: no row, and the lock is gone with the transaction.
+    let txn = db.begin().await.unwrap();
+    let outcome = PullRequest::create_once(&txn, 10, new_pr(10))
+        .await
+        .unwrap();
+    assert!(outcome.is_created());
+    assert!(
+        !lock_is_free(&other, key_of(10)).await,
+        "held until the caller ends"
+    );
+    assert_eq!(rows_for(&other, 10).await, 0, "not visible before commit");
+    txn.rollback().await.unwrap();
+    assert!(
+        lock_is_free(&other, key_of(10)).await,
+        "released by the rollback"
+    );
+    assert_eq!(rows_for(&other, 10).await, 0);
+
+    // Committed: the row is there, created once.
+    let txn = db.begin().await.unwrap();
+    assert!(
+        PullRequest::create_once(&txn, 10, new_pr(10))
+            .await
+            .unwrap()
+            .is_created()
+    );
+    assert!(
+        !PullRequest::create_once(&txn, 10, new_pr(10))
+            .await
+            .unwrap()
+            .is_created()
+    );
+    txn.commit().await.unwrap();
+    assert_eq!(rows_for(&other, 10).await, 1);
+    assert!(lock_is_free(&other, key_of(10)).await);
+}
+
+#[tokio::test]
+async fn stricter_isolation_in_a_callers_transaction_is_refused_before_writing() {
+    let test_db = TestDb::new().await;
+    let db = test_db.connect(1).await;
+    for level in [IsolationLevel::RepeatableRead, IsolationLevel::Serializable] {
+        let txn = db.begin_with_config(Some(level), None).await.unwrap();
+        let err = PullRequest::create_once(&txn, 20, new_pr(20))
+            .await
+            .unwrap_err();
+        match &err {
+            Error::UnsafeIsolation { level: reported } => {
+                assert!(
+                    reported == "repeatable read" || reported == "serializable",
+                    "{reported}"
+                )
+            }
+            other => panic!("expected UnsafeIsolation, got {other:?}"),
+        }
+        assert!(!err.is_retryable());
+        txn.rollback().await.unwrap();
+    }
+    assert_eq!(rows_for(&db, 20).await, 0);
+}
+
+/// The crate's own transactions are READ COMMITTED even when the server defaults to
+/// REPEATABLE READ.
+#[tokio::test]
+async fn own_transactions_are_read_committed_whatever_the_default() {
+    let test_db = TestDb::new().await;
+    let db = test_db.connect(1).await;
+    db.execute_unprepared(&format!(
+        "ALTER DATABASE \"{}\" SET default_transaction_isolation = 'repeatable read'",
+        test_db.name
+    ))
+    .await
+    .unwrap();
+    let db = test_db.connect(1).await; // new sessions pick the default up
+    let level = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT current_setting('default_transaction_isolation') AS level",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get::<String>("", "level")
+        .unwrap();
+    assert_eq!(level, "repeatable read");
+    assert!(
+        PullRequest::create_once(&db, 30, new_pr(30))
+            .await
+            .unwrap()
+            .is_created()
+    );
+}
+
+#[tokio::test]
+async fn waiting_can_be_bounded_or_refused() {
+    let test_db = TestDb::new().await;
+    let holder = test_db.connect(1).await;
+    let db = test_db.connect(1).await; // one connection: it must be usable after the error
+
+    let held = holder.begin().await.unwrap();
+    acquire_advisory_lock(&held, key_of(40), Wait::Forever)
+        .await
+        .unwrap();
+
+    let timeout = Duration::from_millis(300);
+    let started = Instant::now();
+    let err = PullRequest::create_once_waiting(&db, 40, Wait::Timeout(timeout), || async {
+        Ok::<_, std::convert::Infallible>(new_pr(40))
+    })
+    .await
+    .unwrap_err();
+    let waited = started.elapsed();
+    assert!(
+        matches!(err, Error::LockTimeout { key, timeout: Some(t), .. } if key == key_of(40) && t == timeout),
+        "{err:?}"
+    );
+    assert!(err.is_retryable());
+    assert!(
+        waited >= timeout,
+        "gave up after {waited:?}, before the {timeout:?} bound"
+    );
+
+    let err = PullRequest::create_once_waiting(&db, 40, Wait::No, || async {
+        Ok::<_, std::convert::Infallible>(new_pr(40))
+    })
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, Error::LockBusy { key } if key == key_of(40)),
+        "{err:?}"
+    );
+
+    // The single pooled connection is usable, and the holder was never disturbed.
+    assert_eq!(rows_for(&db, 40).await, 0);
+    held.commit().await.unwrap();
+    assert!(
+        PullRequest::create_once_waiting(&db, 40, Wait::No, || async {
+            Ok::<_, std::convert::Infallible>(new_pr(40))
+        })
+        .await
+        .unwrap()
+        .is_created()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn make_data_runs_once_per_key_however_many_callers() {
+    let test_db = TestDb::new().await;
+    let db = test_db.connect(POOL).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let barrier = Arc::new(Barrier::new(16));
+    let handles: Vec<_> = (0..16)
+        .map(|_| {
+            let (db, calls, barrier) = (db.clone(), calls.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                PullRequest::create_once_with(&db, 50, || async move {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, std::io::Error>(new_pr(50))
+                })
+                .await
+                .unwrap()
+            })
+        })
+        .collect();
+    let mut created = 0;
+    for handle in handles {
+        created += usize::from(handle.await.unwrap().is_created());
+    }
+    assert_eq!(created, 1);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(rows_for(&db, 50).await, 1);
+}
+
+#[tokio::test]
+async fn the_existing_row_is_returned_as_stored() {
+    let test_db = TestDb::new().await;
+    let db = test_db.connect(1).await;
+    let first = PullRequest::create_once(&db, 60, new_pr(60)).await.unwrap();
+    let mut changed = new_pr(60);
+    changed.title = "a later delivery's title".into();
+    let second = PullRequest::create_once(&db, 60, changed).await.unwrap();
+    assert!(first.is_created() && !second.is_created());
+    assert_eq!(first.model(), second.model());
+    assert_eq!(second.into_model().title, "Pull request 60");
+}
+
+/// axum handlers and `tokio::spawn` need `Send` futures; this does not compile otherwise.
+#[tokio::test]
+async fn create_once_futures_are_send() {
+    fn assert_send<T: Send>(value: T) -> T {
+        value
+    }
+    let test_db = TestDb::new().await;
+    let db = test_db.connect(1).await;
+    let txn = db.begin().await.unwrap();
+    let in_txn = assert_send(PullRequest::create_once_with(&txn, 71, || async {
+        Ok::<_, std::io::Error>(new_pr(71))
+    }));
+    assert!(in_txn.await.unwrap().is_created());
+    txn.commit().await.unwrap();
+    let future = assert_send(PullRequest::create_once(&db, 70, new_pr(70)));
+    assert!(future.await.unwrap().is_created());
+    let spawned = tokio::spawn(assert_send(async move {
+        PullRequest::create_once(&db, 72, new_pr(72)).await
+    }));
+    let outcome = spawned.await.unwrap().unwrap();
+    assert!(outcome.is_created());
+}
