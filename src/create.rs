@@ -149,10 +149,11 @@ pub trait IdempotentCreate: EntityTrait {
     /// # Cancel Safety
     ///
     /// Dropping the future (a timeout, a client gone) writes nothing: the transaction is
-    /// rolled back, which releases the lock, and the connection goes back to the pool. If the
-    /// future is dropped while PostgreSQL is still waiting for the lock, that connection
-    /// cannot be used until the wait ends; bound waits with [`Wait::Timeout`] where callers may
-    /// go away. A panic inside `make_data` unwinds the same way.
+    /// rolled back, which releases the lock, and the connection goes back to the pool. If it is
+    /// dropped while PostgreSQL is still waiting for the lock, the server-side wait ends within
+    /// one bounded slice (see [`Wait::Forever`]) and is never turned into a lock held for the
+    /// departed caller; meanwhile that one connection stays busy. A panic inside `make_data`
+    /// unwinds the same way.
     async fn create_once_waiting<C, F, Fut, E>(
         db: &C,
         key: Self::Key,

@@ -36,7 +36,7 @@
 //! # let sql: Vec<String> = log.iter().flat_map(|t| t.statements()).map(|s| s.sql.clone()).collect();
 //! # assert!(sql[0].starts_with(r#"SELECT "pull_requests"."id""#), "{sql:?}"); // look, no lock
 //! # assert_eq!(sql[1], "BEGIN");
-//! # assert!(sql[2].contains("pg_advisory_xact_lock($1, $2)"), "{sql:?}");    // then lock
+//! # assert!(sql[2].contains("pg_try_advisory_xact_lock($1, $2)"), "{sql:?}"); // then lock
 //! # assert!(sql[3].contains("WHERE NOT EXISTS"), "{sql:?}");                  // insert unless there
 //! # assert_eq!(sql[4], "COMMIT");
 //! # Ok(()) }

@@ -8,21 +8,24 @@
 
 use std::time::{Duration, Instant};
 
-use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, Statement, Value};
+use sea_orm::{
+    ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, Statement, TransactionTrait, Value,
+};
 
 use crate::{Error, LockKey};
 
 /// How long to wait for a lock another transaction holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Wait {
-    /// Wait until the holder commits or rolls back (PostgreSQL's default behaviour).
+    /// Wait until the holder commits or rolls back. On the server the wait runs in bounded
+    /// slices (twice `deadlock_timeout`, at least a second), so a caller that goes away stops
+    /// waiting within a slice; to the caller it is one wait with no end.
     #[default]
     Forever,
-    /// Wait at most this long, bounded by the server (`SET LOCAL lock_timeout`), not by client
-    /// polling; then fail with [`Error::LockTimeout`]. The bound stays in force for the rest of
-    /// the transaction, as `SET LOCAL` does, so later lock waits in the same transaction are
-    /// bounded by it too. Durations are rounded up to whole milliseconds; a zero duration is
-    /// [`Wait::No`].
+    /// Wait at most this long, bounded by the server (`SET LOCAL lock_timeout` for the wait
+    /// only, in a savepoint; the previous `lock_timeout` is restored), not by client polling;
+    /// then fail with [`Error::LockTimeout`], leaving the transaction usable. Durations are
+    /// rounded up to whole milliseconds; a zero duration is [`Wait::No`].
     Timeout(Duration),
     /// Try once; fail with [`Error::LockBusy`] if another transaction holds the key.
     No,
@@ -66,15 +69,16 @@ pub(crate) enum Mode {
 /// when PostgreSQL breaks a deadlock by aborting this transaction, [`Error::UnsafeIsolation`]
 /// (before waiting) when `txn` is REPEATABLE READ or SERIALIZABLE, whose snapshot would hide
 /// what the previous holder wrote, [`Error::UnsupportedBackend`] when `txn` is not PostgreSQL,
-/// and [`Error::Database`] for anything else. After an error PostgreSQL has aborted the
-/// transaction (or, with [`Wait::No`] and an unsafe level, left it as it was); roll it back.
+/// and [`Error::Database`] for anything else. After a timeout or a busy lock `txn` is as it
+/// was and still usable; after a deadlock or a database error PostgreSQL has aborted it.
 ///
 /// # Cancel Safety
 ///
-/// Dropping the future does not leave the lock taken on the caller's behalf once `txn` is
-/// rolled back (dropping `txn` rolls it back). While the statement waits on the server, the
-/// connection stays busy until the wait ends: bound it with [`Wait::Timeout`] where callers
-/// may go away.
+/// Dropping the future leaves no lock behind once `txn` is dropped (which rolls it back). A
+/// wait still running on the server ends within one slice of [`Wait::Forever`] (2 s with the
+/// default `deadlock_timeout`) or the caller's [`Wait::Timeout`]: unanswered if the key is
+/// still held, and if it was granted meanwhile, released by the rollback queued behind it.
+/// Until then that one connection stays busy; then it returns to its pool.
 pub async fn acquire_advisory_lock(
     txn: &DatabaseTransaction,
     key: LockKey,
@@ -103,11 +107,18 @@ pub async fn acquire_shared_advisory_lock(
     acquire(txn, key, Mode::Shared, wait).await.map(|_| ())
 }
 
-/// Takes the lock in one statement and returns how long the server made us wait.
+/// Takes the lock and returns how long it took.
 ///
-/// The statement first checks the isolation level (and refuses before waiting under a
-/// snapshot-per-transaction level), then sets `lock_timeout` if asked, then takes the lock.
-/// `CASE` guarantees that order: PostgreSQL evaluates its branches only when reached.
+/// 1. One statement checks the isolation level (refusing, before any wait, a level whose
+///    snapshot predates the lock), tries the lock without waiting, and reads `lock_timeout` so
+///    it can be restored. Uncontended, that is the only round trip.
+/// 2. Contended, each wait runs in a savepoint with `lock_timeout` set for it: a timeout rolls
+///    back to the savepoint (the caller's transaction stays usable) and the previous
+///    `lock_timeout` is restored once the lock is granted. [`Wait::Forever`] waits in slices
+///    of twice the server's `deadlock_timeout` (at least a second): every server-side wait is
+///    bounded, so a caller that goes away mid-wait leaves its connection busy for at most one
+///    slice, and deadlock detection (which needs a wait longer than `deadlock_timeout`) still
+///    runs.
 pub(crate) async fn acquire(
     txn: &DatabaseTransaction,
     key: LockKey,
@@ -118,27 +129,70 @@ pub(crate) async fn acquire(
     if backend != DbBackend::Postgres {
         return Err(Error::UnsupportedBackend { backend });
     }
-    let wait = normalize(wait);
-    let statement = lock_statement(key, mode, wait);
     let started = Instant::now();
-    let row = txn
-        .query_one_raw(statement)
-        .await
-        .map_err(|err| Error::from_lock_wait(err, key, wait))?;
-    let waited = started.elapsed();
-    let row = row.ok_or_else(|| {
-        Error::Database(sea_orm::DbErr::RecordNotFound(
-            "the advisory-lock statement returned no row".into(),
-        ))
-    })?;
-    let acquired: Option<bool> = row.try_get("", "acquired")?;
-    match acquired {
-        Some(true) => Ok(waited),
-        Some(false) => Err(Error::LockBusy { key }),
-        None => Err(Error::UnsafeIsolation {
-            level: row.try_get("", "isolation")?,
-        }),
+    let attempt = txn
+        .query_one_raw(try_statement(key, mode))
+        .await?
+        .ok_or_else(|| no_row("try"))?;
+    match attempt.try_get::<Option<bool>>("", "acquired")? {
+        Some(true) => return Ok(started.elapsed()),
+        Some(false) => {}
+        None => {
+            return Err(Error::UnsafeIsolation {
+                level: attempt.try_get("", "isolation")?,
+            });
+        }
     }
+    let previous_lock_timeout: String = attempt.try_get("", "lock_timeout")?;
+    match normalize(wait) {
+        Wait::No => return Err(Error::LockBusy { key }),
+        Wait::Timeout(timeout) => {
+            let bound = Bound::Fixed(timeout);
+            wait_in_savepoint(txn, key, mode, bound, &previous_lock_timeout)
+                .await
+                .map_err(|err| Error::from_lock_wait(err, key, wait))?;
+        }
+        Wait::Forever => loop {
+            let slice = Bound::DeadlockSlice;
+            match wait_in_savepoint(txn, key, mode, slice, &previous_lock_timeout).await {
+                Ok(()) => break,
+                // Only this slice ran out: wait again.
+                Err(err) => match Error::from_lock_wait(err, key, wait) {
+                    Error::LockTimeout { .. } => continue,
+                    other => return Err(other),
+                },
+            }
+        },
+    }
+    Ok(started.elapsed())
+}
+
+/// One bounded wait inside a savepoint. Granted: the savepoint is released and the lock
+/// belongs to `txn`. Not granted: rolled back to the savepoint, `txn` as it was.
+async fn wait_in_savepoint(
+    txn: &DatabaseTransaction,
+    key: LockKey,
+    mode: Mode,
+    bound: Bound,
+    previous_lock_timeout: &str,
+) -> Result<(), DbErr> {
+    let savepoint = txn.begin().await?;
+    match savepoint
+        .execute_raw(wait_statement(key, mode, bound, previous_lock_timeout))
+        .await
+    {
+        Ok(_) => savepoint.commit().await,
+        Err(err) => {
+            savepoint.rollback().await?;
+            Err(err)
+        }
+    }
+}
+
+fn no_row(statement: &str) -> Error {
+    Error::Database(DbErr::RecordNotFound(format!(
+        "the advisory-lock {statement} statement returned no row"
+    )))
 }
 
 /// `Timeout(0)` would mean "no timeout" to PostgreSQL; it means "do not wait" to a caller.
@@ -149,45 +203,80 @@ fn normalize(wait: Wait) -> Wait {
     }
 }
 
-/// Builds the lock statement. Only fixed text is formatted into the SQL (function names and
-/// placeholder numbers); the key and the timeout are bound parameters.
-fn lock_statement(key: LockKey, mode: Mode, wait: Wait) -> Statement {
-    let function = match (mode, wait) {
-        (Mode::Exclusive, Wait::No) => "pg_try_advisory_xact_lock",
-        (Mode::Exclusive, _) => "pg_advisory_xact_lock",
-        (Mode::Shared, Wait::No) => "pg_try_advisory_xact_lock_shared",
-        (Mode::Shared, _) => "pg_advisory_xact_lock_shared",
-    };
-    let mut values: Vec<Value> = match key {
+/// How long one server-side wait may last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bound {
+    /// The caller's [`Wait::Timeout`].
+    Fixed(Duration),
+    /// One slice of [`Wait::Forever`]: twice the server's `deadlock_timeout`, at least 1 s.
+    DeadlockSlice,
+}
+
+/// The PostgreSQL function for a mode, waiting or not. Fixed text, never user input.
+fn function(mode: Mode, waiting: bool) -> &'static str {
+    match (mode, waiting) {
+        (Mode::Exclusive, false) => "pg_try_advisory_xact_lock",
+        (Mode::Exclusive, true) => "pg_advisory_xact_lock",
+        (Mode::Shared, false) => "pg_try_advisory_xact_lock_shared",
+        (Mode::Shared, true) => "pg_advisory_xact_lock_shared",
+    }
+}
+
+/// The key as bound parameters, and their placeholders (`$1, $2` or `$1`).
+fn key_parameters(key: LockKey) -> (Vec<Value>, String) {
+    let values: Vec<Value> = match key {
         LockKey::Pair(namespace, key) => vec![namespace.into(), key.into()],
         LockKey::BigInt(key) => vec![key.into()],
     };
-    let arguments = (1..=values.len())
+    let placeholders = (1..=values.len())
         .map(|n| format!("${n}"))
         .collect::<Vec<_>>()
         .join(", ");
-    let take = match wait {
-        // pg_try_* returns whether it got the lock.
-        Wait::No => format!("{function}({arguments})"),
-        // The waiting functions return void; selecting from them yields one row once granted.
-        Wait::Forever | Wait::Timeout(_) => format!("(SELECT true FROM {function}({arguments}))"),
-    };
-    let set_timeout = match wait {
-        Wait::Timeout(timeout) => {
-            values.push(timeout_setting(timeout).into());
-            format!(
-                "WHEN set_config('lock_timeout', ${}, true) IS NULL THEN NULL ",
-                values.len()
-            )
-        }
-        Wait::Forever | Wait::No => String::new(),
-    };
+    (values, placeholders)
+}
+
+/// Step 1: isolation check, then a try-lock (`CASE` evaluates its branches in order, so the
+/// lock is not touched under an unsafe level), and the `lock_timeout` to restore later.
+fn try_statement(key: LockKey, mode: Mode) -> Statement {
+    let (values, placeholders) = key_parameters(key);
+    let try_lock = function(mode, false);
     let sql = format!(
         "SELECT CASE \
          WHEN current_setting('transaction_isolation') NOT IN ('read committed', 'read uncommitted') THEN NULL \
-         {set_timeout}\
-         ELSE {take} END AS acquired, \
-         current_setting('transaction_isolation') AS isolation"
+         ELSE {try_lock}({placeholders}) END AS acquired, \
+         current_setting('transaction_isolation') AS isolation, \
+         current_setting('lock_timeout') AS lock_timeout"
+    );
+    Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
+}
+
+/// Step 2: set `lock_timeout` for this wait, wait, and once granted restore the previous
+/// value. Order is guaranteed by SQL itself: `CASE` evaluates `WHEN` before `ELSE`, and a
+/// `SELECT` evaluates its `FROM` (the lock) before its target list (the restore).
+fn wait_statement(
+    key: LockKey,
+    mode: Mode,
+    bound: Bound,
+    previous_lock_timeout: &str,
+) -> Statement {
+    let (mut values, placeholders) = key_parameters(key);
+    let lock = function(mode, true);
+    let bound_sql = match bound {
+        Bound::Fixed(timeout) => {
+            values.push(timeout_setting(timeout).into());
+            format!("${}", values.len())
+        }
+        Bound::DeadlockSlice => "greatest(1000, ceil(extract(epoch FROM \
+             current_setting('deadlock_timeout')::interval) * 2000))::bigint || 'ms'"
+            .to_owned(),
+    };
+    values.push(previous_lock_timeout.into());
+    let previous = format!("${}", values.len());
+    let sql = format!(
+        "SELECT CASE \
+         WHEN set_config('lock_timeout', {bound_sql}, true) IS NULL THEN NULL \
+         ELSE (SELECT set_config('lock_timeout', {previous}, true) FROM {lock}({placeholders})) \
+         END AS restored"
     );
     Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
 }
@@ -204,32 +293,60 @@ mod tests {
 
     #[test]
     fn keys_and_timeouts_are_bound_not_formatted() {
-        let statement = lock_statement(
+        let statement = wait_statement(
             LockKey::Pair(7, -9),
             Mode::Exclusive,
-            Wait::Timeout(Duration::from_millis(250)),
+            Bound::Fixed(Duration::from_millis(250)),
+            "0",
         );
         assert!(!statement.sql.contains('7') && !statement.sql.contains("250"));
-        assert!(statement.sql.contains("pg_advisory_xact_lock($1, $2)"));
+        assert!(statement.sql.contains("FROM pg_advisory_xact_lock($1, $2)"));
         assert!(
             statement
                 .sql
                 .contains("set_config('lock_timeout', $3, true)")
         );
+        assert!(
+            statement
+                .sql
+                .contains("set_config('lock_timeout', $4, true)")
+        );
         let values = statement.values.expect("bound values").0;
         assert_eq!(
             values,
-            vec![Value::from(7), Value::from(-9), Value::from("250ms")]
+            vec![
+                Value::from(7),
+                Value::from(-9),
+                Value::from("250ms"),
+                Value::from("0")
+            ]
         );
     }
 
     #[test]
-    fn try_and_shared_pick_their_functions() {
-        let sql = lock_statement(LockKey::BigInt(1), Mode::Shared, Wait::No).sql;
+    fn the_first_attempt_never_waits() {
+        let sql = try_statement(LockKey::BigInt(1), Mode::Shared).sql;
         assert!(sql.contains("pg_try_advisory_xact_lock_shared($1)"));
-        let sql = lock_statement(LockKey::BigInt(1), Mode::Exclusive, Wait::Forever).sql;
-        assert!(sql.contains("(SELECT true FROM pg_advisory_xact_lock($1))"));
-        assert!(!sql.contains("lock_timeout"));
+        let sql = try_statement(LockKey::Pair(1, 2), Mode::Exclusive).sql;
+        assert!(sql.contains("pg_try_advisory_xact_lock($1, $2)"));
+        assert!(!sql.contains("set_config"));
+    }
+
+    #[test]
+    fn forever_waits_in_deadlock_detectable_slices() {
+        let statement =
+            wait_statement(LockKey::BigInt(1), Mode::Shared, Bound::DeadlockSlice, "5s");
+        assert!(
+            statement
+                .sql
+                .contains("current_setting('deadlock_timeout')")
+        );
+        assert!(
+            statement
+                .sql
+                .contains("FROM pg_advisory_xact_lock_shared($1)")
+        );
+        assert_eq!(statement.values.expect("bound").0.len(), 2);
     }
 
     #[test]

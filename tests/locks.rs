@@ -143,3 +143,48 @@ async fn other_backends_are_refused() {
         "{err:?}"
     );
 }
+
+/// `Wait::Forever` waits in bounded slices on the server; the slices are longer than
+/// `deadlock_timeout` so PostgreSQL still detects a deadlock: with slices shorter than that,
+/// both sides would retry forever and this test would hang instead of seeing one `Deadlock`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadlocks_are_detected_and_typed() {
+    let test_db = TestDb::new().await;
+    let a = test_db.connect(1).await;
+    let b = test_db.connect(1).await;
+    let (first, second) = (LockKey::BigInt(1), LockKey::BigInt(2));
+    let txn_a = a.begin().await.unwrap();
+    acquire_advisory_lock(&txn_a, first, Wait::Forever)
+        .await
+        .unwrap();
+    let txn_b = b.begin().await.unwrap();
+    acquire_advisory_lock(&txn_b, second, Wait::Forever)
+        .await
+        .unwrap();
+
+    let cross = |txn: sea_orm::DatabaseTransaction, key| async move {
+        let result = acquire_advisory_lock(&txn, key, Wait::Forever).await;
+        match result {
+            Ok(()) => txn.commit().await.unwrap(),
+            Err(_) => txn.rollback().await.unwrap(),
+        }
+        result
+    };
+    let (result_a, result_b) = tokio::join!(cross(txn_a, second), cross(txn_b, first));
+    let results = [result_a, result_b];
+    let deadlocks = results
+        .iter()
+        .filter(|r| matches!(r, Err(Error::Deadlock(_))))
+        .count();
+    assert_eq!(deadlocks, 1, "{results:?}");
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{results:?}"
+    );
+    assert!(
+        results
+            .iter()
+            .any(|r| r.as_ref().is_err_and(Error::is_retryable))
+    );
+}

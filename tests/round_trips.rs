@@ -56,8 +56,8 @@ async fn an_existing_row_costs_one_statement() {
     assert!(sql[0].starts_with("SELECT"), "{sql:#?}");
 }
 
-/// A new row: look (miss), then in one transaction lock and insert-unless-exists: three
-/// statements plus BEGIN and COMMIT (and, on a real server, `SET TRANSACTION ISOLATION LEVEL
+/// A new row: look (miss), then in one transaction lock (uncontended: one try-lock, no wait)
+/// and insert-unless-exists: three statements plus BEGIN and COMMIT (and, on a real server, `SET TRANSACTION ISOLATION LEVEL
 /// READ COMMITTED`, which the mock does not log). The look after the lock and the insert are
 /// one statement, not two.
 #[tokio::test]
@@ -77,7 +77,10 @@ async fn a_new_row_costs_look_lock_insert() {
         "{sql:#?}"
     );
     assert_eq!(sql[1], "BEGIN");
-    assert!(sql[2].contains("pg_advisory_xact_lock($1, $2)"), "{sql:#?}");
+    assert!(
+        sql[2].contains("pg_try_advisory_xact_lock($1, $2)"),
+        "{sql:#?}"
+    );
     assert!(
         sql[3].starts_with("INSERT INTO \"pull_requests\"")
             && sql[3].contains("WHERE NOT EXISTS")

@@ -1,0 +1,138 @@
+//! Dropping a `create_once` that is waiting for a lock (a request timeout, a client gone).
+//!
+//! Without bounded server-side waits this test fails: sqlx pings a connection before returning
+//! it to the pool, the ping waits behind the abandoned lock statement, and that statement waits
+//! for as long as the holder holds the key. With a pool of one the next call then cannot get a
+//! connection: it fails with a pool timeout (set to 10 s here) instead of completing.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{new_pr, rows_for};
+use entity::PullRequest;
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement,
+    TransactionTrait,
+};
+use sea_orm_idempotent::{IdempotentCreate, LockKey, Wait, acquire_advisory_lock};
+use test_support::TestDb;
+
+/// Advisory-lock rows on `key` in `pg_locks`: (granted, waiting).
+async fn lock_rows(observer: &DatabaseConnection, key: LockKey) -> (i64, i64) {
+    let LockKey::Pair(classid, objid) = key else {
+        panic!("entity keys are pairs")
+    };
+    // Pair keys appear with classid/objid as unsigned oids and objsubid 2.
+    let row = observer
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT count(*) FILTER (WHERE granted) AS granted, \
+                    count(*) FILTER (WHERE NOT granted) AS waiting \
+             FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 \
+               AND classid = ($1::bigint & 4294967295)::oid AND objid = ($2::bigint & 4294967295)::oid \
+               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            [i64::from(classid).into(), i64::from(objid).into()],
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    (
+        row.try_get("", "granted").unwrap(),
+        row.try_get("", "waiting").unwrap(),
+    )
+}
+
+/// Resolves once a session waits for `key` (polling `pg_locks`, not sleeping blindly).
+async fn until_someone_waits(observer: &DatabaseConnection, key: LockKey) {
+    while lock_rows(observer, key).await.1 == 0 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_waiter_leaves_no_lock_and_no_stuck_connection() {
+    let test_db = TestDb::new().await;
+    let observer = test_db.connect(1).await;
+    let holder = test_db.connect(1).await;
+    // The caller's pool has ONE connection; a short acquire timeout turns "stuck" into an error.
+    let mut options = ConnectOptions::new(test_db.url.clone());
+    options
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(10))
+        .sqlx_logging(false);
+    let db = Database::connect(options).await.unwrap();
+
+    let key = LockKey::for_entity("pull_requests", &1_i64);
+    let held = holder.begin().await.unwrap();
+    acquire_advisory_lock(&held, key, Wait::Forever)
+        .await
+        .unwrap();
+
+    // The caller goes away while PostgreSQL has it waiting for the key.
+    tokio::select! {
+        result = PullRequest::create_once(&db, 1, new_pr(1)) => {
+            panic!("create_once finished while the key was held: {result:?}")
+        }
+        () = until_someone_waits(&observer, key) => {}
+    }
+
+    // The pool's only connection comes back: another key completes while the holder still
+    // holds key 1 (it would wait for the holder, i.e. forever here, if the abandoned wait
+    // were not bounded).
+    let other = PullRequest::create_once(&db, 2, new_pr(2)).await.unwrap();
+    assert!(other.is_created());
+
+    // The abandoned wait is over and was never granted: only the holder has the key.
+    assert_eq!(lock_rows(&observer, key).await, (1, 0));
+    held.commit().await.unwrap();
+    assert_eq!(lock_rows(&observer, key).await, (0, 0));
+
+    // Nothing was written for the departed caller; a new delivery creates the row once.
+    assert_eq!(rows_for(&db, 1).await, 0);
+    assert!(
+        PullRequest::create_once(&db, 1, new_pr(1))
+            .await
+            .unwrap()
+            .is_created()
+    );
+}
+
+/// The same inside a caller's transaction: dropping the call rolls back to before it, and the
+/// caller's transaction (and its other work) is unaffected once its own future is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_wait_leaves_the_callers_transaction_usable() {
+    let test_db = TestDb::new().await;
+    let holder = test_db.connect(1).await;
+    let db = test_db.connect(1).await;
+    let key = LockKey::for_entity("pull_requests", &3_i64);
+    let held = holder.begin().await.unwrap();
+    acquire_advisory_lock(&held, key, Wait::Forever)
+        .await
+        .unwrap();
+
+    let txn = db.begin().await.unwrap();
+    assert!(
+        PullRequest::create_once(&txn, 4, new_pr(4))
+            .await
+            .unwrap()
+            .is_created()
+    );
+    let err = PullRequest::create_once_waiting(
+        &txn,
+        3,
+        Wait::Timeout(Duration::from_millis(50)),
+        || async { Ok::<_, std::convert::Infallible>(new_pr(3)) },
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, sea_orm_idempotent::Error::LockTimeout { .. }),
+        "{err:?}"
+    );
+    // The timeout rolled back only its own savepoint: the earlier row commits with the caller.
+    txn.commit().await.unwrap();
+    held.commit().await.unwrap();
+    assert_eq!(rows_for(&db, 4).await, 1);
+    assert_eq!(rows_for(&db, 3).await, 0);
+}
