@@ -6,11 +6,12 @@
 //! ```text
 //! DATABASE_URL=postgres://postgres@127.0.0.1/app cargo run -p migration -- fresh
 //! sea-orm-cli generate entity -u postgres://postgres@127.0.0.1/app \
-//!     --entity-format compact --ignore-tables seaql_migrations -o entity/src
+//!     --entity-format compact -o /tmp/generated
+//! cp /tmp/generated/prelude.rs /tmp/generated/pull_requests.rs entity/src/
 //! ```
 //!
-//! then restore this file (`lib.rs`), which the generator overwrites as `mod.rs` output only
-//! with `--lib`: it is kept by hand.
+//! (the generator's `mod.rs` is not used: this `lib.rs` declares the modules and is kept by
+//! hand, with the `IdempotentCreate` impl in `idempotent.rs`).
 
 #[allow(missing_docs)]
 pub mod prelude;
