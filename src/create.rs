@@ -203,6 +203,12 @@ where
         outcome = field::Empty,
     );
     let result = async {
+        let record_wait = |waited: Duration| {
+            span.record(
+                "lock_wait_us",
+                u64::try_from(waited.as_micros()).unwrap_or(u64::MAX),
+            );
+        };
         // Most duplicates arrive after the first delivery committed: one statement, no lock.
         if let Some(model) = find::<T, _>(db, &key).await? {
             return Ok(Outcome::Existing(model));
@@ -233,10 +239,6 @@ where
         },
     );
     result
-}
-
-fn record_wait(waited: Duration) {
-    tracing::Span::current().record("lock_wait_us", waited.as_micros() as u64);
 }
 
 async fn find<T, C>(db: &C, key: &T::Key) -> Result<Option<T::Model>, DbErr>

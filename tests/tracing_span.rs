@@ -1,0 +1,105 @@
+//! Every `create_once` call leaves one `create_once` span with the entity, the natural key,
+//! the lock key, the lock wait and the outcome: what an operator needs to see duplicates being
+//! absorbed. A small recording subscriber stands in for a real one.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use common::new_pr;
+use entity::PullRequest;
+use sea_orm_idempotent::{IdempotentCreate, LockKey};
+use test_support::TestDb;
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Metadata, Subscriber};
+
+type Fields = BTreeMap<String, String>;
+
+/// Records the name and fields of every span.
+#[derive(Clone, Default)]
+struct Recorder {
+    next_id: Arc<AtomicU64>,
+    spans: Arc<Mutex<HashMap<u64, (String, Fields)>>>,
+}
+
+struct Collect<'a>(&'a mut Fields);
+
+impl Visit for Collect<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.0.insert(field.name().to_owned(), format!("{value:?}"));
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().to_owned(), value.to_owned());
+    }
+}
+
+impl Subscriber for Recorder {
+    fn enabled(&self, _: &Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, span: &Attributes<'_>) -> Id {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut fields = Fields::new();
+        span.record(&mut Collect(&mut fields));
+        self.spans
+            .lock()
+            .unwrap()
+            .insert(id, (span.metadata().name().to_owned(), fields));
+        Id::from_u64(id)
+    }
+    fn record(&self, span: &Id, values: &Record<'_>) {
+        if let Some((_, fields)) = self.spans.lock().unwrap().get_mut(&span.into_u64()) {
+            values.record(&mut Collect(fields));
+        }
+    }
+    fn record_follows_from(&self, _: &Id, _: &Id) {}
+    fn event(&self, _: &Event<'_>) {}
+    fn enter(&self, _: &Id) {}
+    fn exit(&self, _: &Id) {}
+}
+
+impl Recorder {
+    fn create_once_spans(&self) -> Vec<Fields> {
+        let spans = self.spans.lock().unwrap();
+        let mut ids: Vec<_> = spans
+            .iter()
+            .filter(|(_, (name, _))| name == "create_once")
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort();
+        ids.iter().map(|id| spans[id].1.clone()).collect()
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn each_call_records_one_span_with_its_story() {
+    let recorder = Recorder::default();
+    let _guard = tracing::subscriber::set_default(recorder.clone());
+    let test_db = TestDb::new().await;
+    let db = test_db.connect(1).await;
+
+    PullRequest::create_once(&db, 42, new_pr(42)).await.unwrap();
+    PullRequest::create_once(&db, 42, new_pr(42)).await.unwrap();
+
+    let spans = recorder.create_once_spans();
+    assert_eq!(spans.len(), 2, "{spans:#?}");
+    let lock_key = LockKey::for_entity("pull_requests", &42_i64).to_string();
+    for span in &spans {
+        assert_eq!(span["entity"], "pull_requests");
+        assert_eq!(span["natural_key"], "42");
+        assert_eq!(span["lock_key"], lock_key);
+    }
+    assert_eq!(spans[0]["outcome"], "created");
+    assert!(
+        spans[0]["lock_wait_us"].parse::<u64>().is_ok(),
+        "{:?}",
+        spans[0]
+    );
+    // The duplicate was absorbed by the first look: no lock, so no wait recorded.
+    assert_eq!(spans[1]["outcome"], "existing");
+    assert!(!spans[1].contains_key("lock_wait_us"), "{:?}", spans[1]);
+}
