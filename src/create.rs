@@ -265,7 +265,7 @@ where
     T: IdempotentCreate,
     C: ConnectionTrait,
 {
-    let insert = insert_unless_exists_statement::<T>(key, T::new_active_model(key, data));
+    let insert = insert_unless_exists_statement::<T>(key, T::new_active_model(key, data))?;
     if let Some(row) = txn.query_one(&insert).await? {
         return Ok(Outcome::Created(T::Model::from_query_result(&row, "")?));
     }
@@ -280,11 +280,13 @@ where
 
 /// `INSERT INTO t (cols) SELECT vals WHERE NOT EXISTS (SELECT 1 FROM t WHERE key = $k)
 /// RETURNING cols`, every value bound, with SeaORM's own per-column casts (enums).
+///
+/// Fails (instead of panicking) when the key's value does not fit the key column's type.
 fn insert_unless_exists_statement<T: IdempotentCreate>(
     key: &T::Key,
     mut row: T::ActiveModel,
-) -> InsertStatement {
-    row.set(T::key_column(), key.clone().into());
+) -> Result<InsertStatement, DbErr> {
+    row.try_set(T::key_column(), key.clone().into())?;
     let (columns, values): (Vec<_>, Vec<_>) = T::Column::iter()
         .filter_map(|column| match row.get(column) {
             ActiveValue::Set(value) | ActiveValue::Unchanged(value) => {
@@ -302,7 +304,8 @@ fn insert_unless_exists_statement<T: IdempotentCreate>(
         .exprs(values)
         .and_where(Expr::exists(existing).not())
         .to_owned();
-    Query::insert()
+    let mut insert = Query::insert();
+    insert
         .into_table(T::default().table_ref())
         .columns(columns)
         .select_from(source)
@@ -310,6 +313,6 @@ fn insert_unless_exists_statement<T: IdempotentCreate>(
         .returning(
             Query::returning()
                 .exprs(T::Column::iter().map(|column| column.select_as(Expr::col(column)))),
-        )
-        .to_owned()
+        );
+    Ok(insert.to_owned())
 }
