@@ -2,19 +2,56 @@
 //!
 //! - PostgreSQL: a READ COMMITTED transaction and a transaction-scoped advisory lock on the
 //!   key. Only callers with the same key wait for each other.
-//! - SQLite: no advisory locks; an IMMEDIATE transaction takes the database's write lock
-//!   before the read, which serialises every creator across connections and processes.
-//!   `busy_timeout` (on the connection) bounds the wait.
+//! - SQLite: no advisory locks; SQLite has one write lock per database file, and an IMMEDIATE
+//!   transaction takes it before the look, which serialises every creator (of any key) across
+//!   connections and processes.
 //! - Anything else: [`Error::UnsupportedBackend`], never a wrong answer.
+//!
+//! # SQLite in detail
+//!
+//! **The crate's own transaction** is `BEGIN IMMEDIATE` (SeaORM's [`TransactionOptions`] with
+//! [`SqliteTransactionMode::Immediate`]): the write lock is granted before the look, so the look
+//! and the insert see every creator that committed before us, and no other creator can commit
+//! until we do.
+//!
+//! **Inside a caller's transaction** the work runs in a savepoint, and the caller's transaction
+//! mode decides when the write lock is taken. The insert is one statement,
+//! `INSERT ... SELECT ... WHERE NOT EXISTS (...)`, and a statement that writes holds SQLite's
+//! write lock from its first step. SQLite never lets a writer work from a stale view: in WAL
+//! mode a transaction whose snapshot is older than the last commit cannot take the write lock
+//! (`SQLITE_BUSY_SNAPSHOT`), and in rollback-journal mode no other writer can commit while our
+//! transaction holds its read lock. So the `NOT EXISTS` sees every row committed before it, and
+//! the outcome is either correct or an error: `SQLITE_BUSY` (retryable, see
+//! [`Error::is_retryable`]) when the caller's DEFERRED transaction read first and another
+//! writer committed meanwhile. Begin the transaction as IMMEDIATE to take the lock up front and
+//! never see that error.
+//!
+//! **Waiting.** SQLite has no per-statement lock timeout: a connection waits for the write lock
+//! as long as its `busy_timeout` (set when connecting: sqlx's default is 5 s;
+//! `ConnectOptions::map_sqlx_sqlite_opts(|o| o.busy_timeout(d))`), then fails with
+//! `SQLITE_BUSY`. Hence:
+//!
+//! - [`Wait::Forever`] waits up to the connection's `busy_timeout`, then returns
+//!   [`Error::LockTimeout`] with `timeout: None` (the connection's bound, not the caller's);
+//! - [`Wait::Timeout`] and [`Wait::No`] cannot be honoured per call (changing `busy_timeout` on
+//!   a pooled connection would leak into whoever uses it next, e.g. after a cancelled call), so
+//!   they are refused with [`DbErr::BackendNotSupported`] (in [`Error::Database`]) before
+//!   anything is locked or written, instead of silently waiting longer or shorter than asked.
 
 use std::time::{Duration, Instant};
 
 use sea_orm::{
-    DatabaseTransaction, DbBackend, IsolationLevel, SqliteTransactionMode, TransactionOptions,
+    DatabaseTransaction, DbBackend, DbErr, IsolationLevel, SqliteTransactionMode,
+    TransactionOptions,
 };
 
 use crate::lock::{self, Mode};
 use crate::{Error, LockKey, TransactionSource, Wait};
+
+/// Why SQLite refuses [`Wait::Timeout`] and [`Wait::No`]: the text of the error.
+const SQLITE_WAITS: &str = "Wait::Timeout and Wait::No (SQLite waits for its write lock as \
+     long as the connection's busy_timeout; pass Wait::Forever and set busy_timeout when \
+     connecting)";
 
 /// How creators are serialised on one backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +71,20 @@ impl Serialization {
         }
     }
 
+    /// Refuses a `wait` this backend cannot honour (SQLite: anything but [`Wait::Forever`]),
+    /// before anything is locked or written.
+    pub(crate) fn check_wait(self, wait: Wait) -> Result<(), Error> {
+        match (self, wait) {
+            (Serialization::WriteLock, Wait::Timeout(_) | Wait::No) => {
+                Err(Error::Database(DbErr::BackendNotSupported {
+                    db: "SQLite",
+                    ctx: SQLITE_WAITS,
+                }))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Begins the creator's transaction, or a savepoint in the caller's. Returns the
     /// transaction and how long beginning it waited for a lock (SQLite's write lock is taken
     /// here; PostgreSQL's lock is taken by [`Serialization::lock`]).
@@ -43,8 +94,10 @@ impl Serialization {
         key: LockKey,
         wait: Wait,
     ) -> Result<(DatabaseTransaction, Duration), Error> {
+        self.check_wait(wait)?;
         if db.is_callers_transaction() {
-            // A savepoint: the isolation level and the SQLite mode are the caller's.
+            // A savepoint: the isolation level and the SQLite mode are the caller's. On SQLite
+            // the guarded insert takes the write lock itself (see the module docs).
             return Ok((db.begin().await?, Duration::ZERO));
         }
         let options = match self {
@@ -81,6 +134,40 @@ impl Serialization {
         match self {
             Serialization::AdvisoryLock => lock::acquire(txn, key, Mode::Exclusive, wait).await,
             Serialization::WriteLock => Ok(Duration::ZERO),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_accepts_only_waiting_for_its_busy_timeout() {
+        let sqlite = Serialization::of(DbBackend::Sqlite).unwrap();
+        assert!(sqlite.check_wait(Wait::Forever).is_ok());
+        for wait in [Wait::No, Wait::Timeout(Duration::from_millis(10))] {
+            let err = sqlite.check_wait(wait).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    Error::Database(DbErr::BackendNotSupported { db: "SQLite", .. })
+                ),
+                "{err:?}"
+            );
+            assert!(!err.is_retryable());
+        }
+    }
+
+    #[test]
+    fn postgres_honours_every_wait() {
+        let postgres = Serialization::of(DbBackend::Postgres).unwrap();
+        for wait in [
+            Wait::Forever,
+            Wait::No,
+            Wait::Timeout(Duration::from_millis(10)),
+        ] {
+            assert!(postgres.check_wait(wait).is_ok());
         }
     }
 }

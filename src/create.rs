@@ -140,6 +140,9 @@ pub trait IdempotentCreate: EntityTrait {
     /// - [`Error::UnsafeIsolation`]: `db` is a caller's REPEATABLE READ or SERIALIZABLE
     ///   transaction; returned before any write;
     /// - [`Error::UnsupportedBackend`]: neither PostgreSQL nor SQLite;
+    /// - [`Error::Database`] with `DbErr::BackendNotSupported`: [`Wait::Timeout`] or
+    ///   [`Wait::No`] on SQLite, whose lock wait is the connection's `busy_timeout`; nothing is
+    ///   written;
     /// - [`Error::MakeData`]: `make_data` failed;
     /// - [`Error::Database`]: anything else, e.g. the data violates a constraint or the table
     ///   does not exist. [`Error::is_retryable`] tells whether a retry can help.
@@ -193,6 +196,8 @@ where
     E: Into<BoxError>,
 {
     let serialization = Serialization::of(db.get_database_backend())?;
+    // Refused up front, so the answer does not depend on whether the row exists yet.
+    serialization.check_wait(wait)?;
     let lock_key = LockKey::for_entity(T::lock_namespace(), &key);
     let span = tracing::info_span!(
         "create_once",

@@ -15,6 +15,12 @@ use sea_orm::{
 use crate::{Error, LockKey};
 
 /// How long to wait for a lock another transaction holds.
+///
+/// On SQLite (which has no advisory locks, see [`IdempotentCreate`](crate::IdempotentCreate))
+/// only `Wait::Forever` is accepted: it waits as long as the connection's `busy_timeout`
+/// (sqlx's default: 5 s; `ConnectOptions::map_sqlx_sqlite_opts(|o| o.busy_timeout(d))`), then
+/// fails with [`Error::LockTimeout`] with `timeout: None`. `Timeout` and `No` are refused there
+/// before anything is written, because SQLite cannot bound one call's wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Wait {
     /// Wait until the holder commits or rolls back. On the server the wait runs in bounded

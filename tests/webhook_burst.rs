@@ -1,0 +1,248 @@
+//! The main job, `examples/webhook_burst.rs`, run as a user runs it: as a program, several at
+//! once, on PostgreSQL (a fresh database per test) and on its default embedded SQLite file.
+//!
+//! The multi-process tests can fail: `naive_processes_hit_unique_violations_on_postgres`
+//! runs the same workload with `--naive` (find, then insert, no lock) and shows unique
+//! violations and a failing exit status, where `create_once` shows none.
+
+mod common;
+mod webhook_support;
+
+use std::path::Path;
+use std::process::{Output, Stdio};
+
+use common::rows_for;
+use entity::{PullRequest, pull_requests};
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter};
+use serde_json::Value;
+use test_support::TestDb;
+use webhook_support::{TempDir, example_binary};
+
+/// `webhook_burst` with `args`, in `dir`, with no `DATABASE_URL` unless `database_url` is
+/// given (so a developer's own never leaks in). Started, not awaited.
+fn burst(
+    dir: &Path,
+    database_url: Option<&str>,
+    args: &[&str],
+) -> impl Future<Output = std::io::Result<Output>> + use<> {
+    let mut command = tokio::process::Command::new(example_binary("webhook_burst"));
+    command
+        .current_dir(dir)
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .stdin(Stdio::null());
+    if let Some(url) = database_url {
+        command.env("DATABASE_URL", url);
+    }
+    command.output()
+}
+
+/// The JSON summary a `--json` run printed, with its stderr for messages.
+fn summary(output: &Output) -> Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "not one JSON object ({e}):\n{stdout}\nstderr:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+fn field(summary: &Value, name: &str) -> u64 {
+    summary[name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {name} in {summary}"))
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+async fn rows_in(db: &DatabaseConnection, first: i64, count: i64) -> u64 {
+    PullRequest::find()
+        .filter(pull_requests::Column::PrId.between(first, first + count - 1))
+        .count(db)
+        .await
+        .unwrap()
+}
+
+/// No configuration at all: an embedded SQLite file in the current directory, created and
+/// migrated, announced in one line; every pull request stored once; a second run finds them
+/// all. Output is piped, so no progress bar.
+#[tokio::test]
+async fn the_default_run_uses_an_embedded_sqlite_file() {
+    let dir = TempDir::new("burst-default");
+    let args = ["--prs", "60", "--duplicates", "3", "--concurrency", "8"];
+
+    let table = burst(&dir.0, None, &args).await.unwrap();
+    let err = stderr(&table);
+    assert!(table.status.success(), "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.contains("embedded SQLite file ./webhook_burst.db")),
+        "says which database, in one line: {err}"
+    );
+    assert!(
+        !err.contains('\r'),
+        "no progress bar when not on a terminal"
+    );
+    assert!(dir.0.join("webhook_burst.db").is_file());
+    let stdout = String::from_utf8_lossy(&table.stdout);
+    for line in [
+        "deliveries            180",
+        "created               60",
+        "duplicates absorbed   120",
+        "errors                0",
+        "rows in table         60",
+        "throughput",
+        "lock wait p50/p99",
+    ] {
+        assert!(stdout.contains(line), "{line:?} missing from:\n{stdout}");
+    }
+
+    let again = burst(&dir.0, None, &[&args[..], &["--json"]].concat())
+        .await
+        .unwrap();
+    assert!(again.status.success(), "{}", stderr(&again));
+    let again = summary(&again);
+    assert_eq!(again["database"], "sqlite");
+    assert_eq!(field(&again, "deliveries"), 180);
+    assert_eq!(field(&again, "created"), 0, "the first run stored them all");
+    assert_eq!(field(&again, "existing"), 180);
+    assert_eq!(field(&again, "errors"), 0);
+    assert_eq!(field(&again, "rows"), 60);
+    assert!(again["seconds"].as_f64().unwrap() > 0.0);
+}
+
+const PROCESSES: usize = 4;
+const PRS: i64 = 150;
+
+/// The arguments of one of the racing processes: the same keys, the same seed (so the same
+/// arrival order), every pull request delivered three times within each process.
+fn racing_args(first_pr_id: i64, naive: bool) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--prs",
+        &PRS.to_string(),
+        "--duplicates",
+        "3",
+        "--concurrency",
+        "8",
+        "--first-pr-id",
+        &first_pr_id.to_string(),
+        "--json",
+    ]
+    .map(String::from)
+    .into();
+    if naive {
+        args.push("--naive".into());
+    }
+    args
+}
+
+/// `PROCESSES` processes started at once on the same keys; their outputs.
+async fn race(dir: &Path, database_url: &str, first_pr_id: i64, naive: bool) -> Vec<Output> {
+    let args = racing_args(first_pr_id, naive);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let runs: Vec<_> = (0..PROCESSES)
+        .map(|_| burst(dir, Some(database_url), &args))
+        .collect();
+    let mut outputs = Vec::new();
+    for run in runs {
+        outputs.push(run.await.expect("run webhook_burst"));
+    }
+    outputs
+}
+
+/// Checks that the processes together created each pull request exactly once, without an
+/// error, and that the table holds one row per pull request.
+async fn assert_created_once(outputs: &[Output], db: &DatabaseConnection, first_pr_id: i64) {
+    let mut created = 0;
+    for output in outputs {
+        assert!(output.status.success(), "{}", stderr(output));
+        let summary = summary(output);
+        assert_eq!(field(&summary, "errors"), 0, "{summary}");
+        assert_eq!(field(&summary, "deliveries"), PRS as u64 * 3);
+        created += field(&summary, "created");
+    }
+    assert_eq!(
+        created, PRS as u64,
+        "created sums to --prs over the processes"
+    );
+    assert_eq!(rows_in(db, first_pr_id, PRS).await, PRS as u64);
+    for pr_id in first_pr_id..first_pr_id + PRS {
+        assert_eq!(rows_for(db, pr_id).await, 1, "pr_id {pr_id}");
+    }
+}
+
+/// Several processes on one PostgreSQL database and the same `--first-pr-id` (`DATABASE_URL`,
+/// as a user sets it) create each pull request exactly once between them.
+#[tokio::test]
+async fn several_processes_create_each_pr_once_on_postgres() {
+    let test_db = TestDb::new().await;
+    let dir = TempDir::new("burst-pg");
+    const FIRST: i64 = 7_000;
+
+    let outputs = race(&dir.0, &test_db.url, FIRST, false).await;
+
+    for output in &outputs {
+        assert!(
+            stderr(output).contains("(DATABASE_URL)"),
+            "{}",
+            stderr(output)
+        );
+        assert_eq!(summary(output)["database"], "postgres");
+    }
+    assert_created_once(&outputs, &test_db.connect(1).await, FIRST).await;
+}
+
+/// The same workload with `--naive`: duplicates collide on the unique constraint (the table
+/// stays right only because the constraint exists), errors are counted by kind, and the exit
+/// status says a delivery failed. This is what the test above would see without the lock.
+#[tokio::test]
+async fn naive_processes_hit_unique_violations_on_postgres() {
+    let test_db = TestDb::new().await;
+    let dir = TempDir::new("burst-naive");
+    const FIRST: i64 = 8_000;
+
+    let outputs = race(&dir.0, &test_db.url, FIRST, true).await;
+
+    let mut violations = 0;
+    let mut failed = 0;
+    for output in &outputs {
+        let summary = summary(output);
+        violations += summary["errors_by_kind"]["unique_violation"]
+            .as_u64()
+            .unwrap_or(0);
+        if !output.status.success() {
+            assert_eq!(output.status.code(), Some(1), "{}", stderr(output));
+            failed += 1;
+        }
+    }
+    assert!(
+        violations > 0,
+        "the naive workload should race, or the test above proves nothing"
+    );
+    assert!(
+        failed > 0,
+        "a failed delivery makes the exit status non-zero"
+    );
+    assert_eq!(
+        rows_in(&test_db.connect(1).await, FIRST, PRS).await,
+        PRS as u64
+    );
+}
+
+/// Several processes started at once on a SQLite file that does not exist yet: they create
+/// and migrate it one at a time (the migration takes the write lock) and create each pull
+/// request exactly once between them.
+#[tokio::test]
+async fn several_processes_create_each_pr_once_on_a_new_sqlite_file() {
+    let dir = TempDir::new("burst-sqlite");
+    let url = dir.sqlite_url("shared.db");
+    const FIRST: i64 = 1;
+
+    let outputs = race(&dir.0, &url, FIRST, false).await;
+
+    let db = sea_orm::Database::connect(&url).await.unwrap();
+    assert_created_once(&outputs, &db, FIRST).await;
+}
