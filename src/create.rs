@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use sea_orm::sea_query::{Expr, ExprTrait, InsertStatement, Query};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue, ColumnTrait, ConnectionTrait, DbErr, EntityTrait,
-    FromQueryResult, Iterable, QueryFilter, Value,
+    ActiveModelTrait, ActiveValue, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbErr,
+    EntityTrait, FromQueryResult, Iterable, QueryFilter, Value,
 };
 use tracing::{Instrument, field};
 
@@ -219,20 +219,28 @@ where
             return Ok(Outcome::Existing(model));
         }
         let (txn, begin_wait) = serialization.begin(db, lock_key, wait).await?;
-        let lock_wait = serialization.lock(&txn, lock_key, wait).await?;
-        record_wait(begin_wait + lock_wait);
-        let outcome = match new_row {
-            NewRow::Ready(data) => insert_unless_exists::<T, _>(&txn, &key, data).await?,
-            NewRow::Make(make_data) => match find::<T, _>(&txn, &key).await? {
-                Some(model) => Outcome::Existing(model),
-                None => {
-                    let data = make_data().await.map_err(|e| Error::MakeData(e.into()))?;
-                    insert_unless_exists::<T, _>(&txn, &key, data).await?
+        let locked = async {
+            let lock_wait = serialization.lock(&txn, lock_key, wait).await?;
+            record_wait(begin_wait + lock_wait);
+            find_or_insert::<T, F, Fut, E>(&txn, &key, new_row).await
+        }
+        .await;
+        match locked {
+            Ok(outcome) => {
+                txn.commit().await?;
+                Ok(outcome)
+            }
+            Err(err) => {
+                // Roll back now, so the lock is free when the caller sees the error: dropping
+                // `txn` would only queue the ROLLBACK for the pool to send when it next checks
+                // the connection. If the rollback fails, the connection (and with its session,
+                // the lock) is gone.
+                if let Err(rollback) = txn.rollback().await {
+                    tracing::debug!(%rollback, "rollback after a failed create_once failed");
                 }
-            },
-        };
-        txn.commit().await?;
-        Ok(outcome)
+                Err(err)
+            }
+        }
     }
     .instrument(span.clone())
     .await;
@@ -244,6 +252,31 @@ where
         },
     );
     result
+}
+
+/// With the lock held: insert the row unless it exists now. `make_data` runs only when a fresh
+/// look finds no row.
+async fn find_or_insert<T, F, Fut, E>(
+    txn: &DatabaseTransaction,
+    key: &T::Key,
+    new_row: NewRow<T::Data, F>,
+) -> Result<Outcome<T::Model>, Error>
+where
+    T: IdempotentCreate,
+    F: FnOnce() -> Fut + Send,
+    Fut: Future<Output = Result<T::Data, E>> + Send,
+    E: Into<BoxError>,
+{
+    match new_row {
+        NewRow::Ready(data) => insert_unless_exists::<T, _>(txn, key, data).await,
+        NewRow::Make(make_data) => match find::<T, _>(txn, key).await? {
+            Some(model) => Ok(Outcome::Existing(model)),
+            None => {
+                let data = make_data().await.map_err(|e| Error::MakeData(e.into()))?;
+                insert_unless_exists::<T, _>(txn, key, data).await
+            }
+        },
+    }
 }
 
 async fn find<T, C>(db: &C, key: &T::Key) -> Result<Option<T::Model>, DbErr>
