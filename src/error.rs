@@ -253,6 +253,32 @@ mod tests {
         );
     }
 
+    /// What a killed backend or a restarting server looks like without a server message: the
+    /// socket closes (the fault tests in tests/faults.rs see these besides SQLSTATE 57P01).
+    #[test]
+    fn lost_connections_are_retryable() {
+        for kind in [
+            std::io::ErrorKind::ConnectionReset,
+            std::io::ErrorKind::UnexpectedEof,
+            std::io::ErrorKind::BrokenPipe,
+        ] {
+            let io = || sqlx::Error::Io(std::io::Error::new(kind, "lost"));
+            for err in [
+                DbErr::Query(RuntimeErr::SqlxError(io().into())),
+                DbErr::Exec(RuntimeErr::SqlxError(io().into())),
+                DbErr::Conn(RuntimeErr::SqlxError(io().into())),
+            ] {
+                assert!(Error::Database(err).is_retryable(), "{kind:?}");
+            }
+        }
+        assert!(
+            Error::Database(DbErr::ConnectionAcquire(
+                sea_orm::error::ConnAcquireErr::Timeout
+            ))
+            .is_retryable()
+        );
+    }
+
     #[test]
     fn sqlite_extended_busy_codes_count_as_busy() {
         assert!(is_sqlite_busy(5));

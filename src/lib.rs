@@ -88,6 +88,7 @@ mod error;
 mod key;
 mod lock;
 mod outcome;
+mod retry;
 mod source;
 
 pub use create::IdempotentCreate;
@@ -95,4 +96,5 @@ pub use error::Error;
 pub use key::LockKey;
 pub use lock::{Wait, acquire_advisory_lock, acquire_shared_advisory_lock};
 pub use outcome::Outcome;
+pub use retry::Retry;
 pub use source::TransactionSource;

@@ -11,6 +11,12 @@
 //!
 //! Database names are derived from the test's name (the test harness names the thread that
 //! runs it), so tests never share a database and no test picks names by hand.
+//!
+//! Tests that break the server on purpose (restart it, kill connections wholesale) ask for a
+//! cluster of their own with [`Server::private`]: it is always started from the installed
+//! binaries, even when `DATABASE_URL` is set, so a user's server is never restarted. It is
+//! stopped and removed when dropped (or when the process exits). [`PgBouncer`] starts Debian's
+//! `pgbouncer` in front of such a cluster.
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -52,7 +58,7 @@ static SERVER: OnceLock<Server> = OnceLock::new();
 pub fn server() -> &'static Server {
     SERVER.get_or_init(|| match std::env::var("DATABASE_URL") {
         Ok(url) if !url.is_empty() => Server::external(&url),
-        _ => Server::start_cluster(),
+        _ => Server::private(),
     })
 }
 
@@ -79,7 +85,76 @@ impl Server {
         }
     }
 
-    fn start_cluster() -> Server {
+    fn of_cluster(cluster: Cluster) -> Server {
+        Server {
+            base_url: format!("postgres://postgres@127.0.0.1:{}", cluster.port),
+            query: String::new(),
+            cluster: Some(cluster),
+        }
+    }
+
+    /// A throwaway cluster of the caller's own, started now from the installed binaries even
+    /// when `DATABASE_URL` is set: for tests that restart the server, kill its connections or
+    /// put a proxy in front of it. It is stopped and its files removed when the returned
+    /// `Server` is dropped (a panicking test too), or at the latest when the process exits.
+    ///
+    /// # Panics
+    ///
+    /// When PostgreSQL's server binaries are not installed (the message says what to install).
+    pub fn private() -> Server {
+        Server::of_cluster(Cluster::start())
+    }
+
+    /// A fresh database on this server named after `label`, migrated. Dropped with the
+    /// returned [`TestDb`] as [`TestDb::new`]'s are.
+    pub async fn database(&self, label: &str) -> TestDb {
+        let db = self.empty_database(label).await;
+        let conn = db.connect(1).await;
+        migration::Migrator::up(&conn, None)
+            .await
+            .expect("migrate the test database");
+        conn.close().await.expect("close the migration connection");
+        db
+    }
+
+    /// A fresh database on this server named after `label`, without the migrations.
+    pub async fn empty_database(&self, label: &str) -> TestDb {
+        let name = database_name(label);
+        let admin_url = self.url("postgres");
+        let admin = connect(&admin_url, 1).await;
+        // Names are derived here from test names ([a-z0-9_] only), never from test data.
+        admin
+            .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+            .await
+            .expect("drop a leftover test database");
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .expect("create the test database");
+        admin.close().await.expect("close the admin connection");
+        TestDb {
+            url: self.url(&name),
+            name,
+            // A cluster of our own disappears whole; on a shared server, clean up.
+            drop_via: self.cluster.is_none().then_some(admin_url),
+        }
+    }
+
+    /// The URL of database `name` on this server.
+    pub fn url(&self, name: &str) -> String {
+        format!("{}/{name}{}", self.base_url, self.query)
+    }
+
+    /// The cluster this process started, or `None` when `DATABASE_URL` was given.
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.cluster.as_ref()
+    }
+}
+
+impl Cluster {
+    /// Creates and starts a new cluster from the installed binaries, with a reaper that stops
+    /// it and removes its files when this `Cluster` is dropped or the process exits.
+    fn start() -> Cluster {
         let bin_dir = find_bin_dir().unwrap_or_else(|| {
             panic!(
                 "no PostgreSQL server to test against: install PostgreSQL's server binaries \
@@ -89,20 +164,11 @@ impl Server {
             )
         });
         let as_root = is_root();
-        let dir = std::env::temp_dir().join(format!(
-            "sea-orm-idempotent-pg-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos())
-        ));
-        std::fs::create_dir(&dir).expect("create the cluster directory");
+        let dir = temp_dir("pg");
         // The reaper first, so the directory is removed even if initdb or start fails.
         let reaper = spawn_reaper(&dir, &bin_dir, as_root);
         if as_root {
-            let (uid, gid) = postgres_user_ids();
-            std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
-                .expect("give the cluster directory to the postgres user");
+            give_to_postgres(&dir);
         }
         let data = dir.join("data");
         run(
@@ -119,41 +185,22 @@ impl Server {
              -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
             dir.display()
         );
-        run(
-            pg_command(&bin_dir, "pg_ctl", as_root)
-                .arg("-D")
-                .arg(&data)
-                .arg("-l")
-                .arg(dir.join("server.log"))
-                .args(["-w", "-t", "60", "-o", &options, "start"]),
-            "pg_ctl start",
-        );
-        Server {
-            base_url: format!("postgres://postgres@127.0.0.1:{port}"),
-            query: String::new(),
-            cluster: Some(Cluster {
-                dir,
-                bin_dir,
-                port,
-                _reaper_stdin: Mutex::new(reaper),
-            }),
-        }
+        let cluster = Cluster {
+            dir,
+            bin_dir,
+            port,
+            _reaper_stdin: Mutex::new(reaper),
+        };
+        cluster.pg_ctl(&["-o", &options, "start"]);
+        cluster
     }
 
-    /// The URL of database `name` on this server.
-    pub fn url(&self, name: &str) -> String {
-        format!("{}/{name}{}", self.base_url, self.query)
-    }
-
-    /// The cluster this process started, or `None` when `DATABASE_URL` was given.
-    pub fn cluster(&self) -> Option<&Cluster> {
-        self.cluster.as_ref()
-    }
-}
-
-impl Cluster {
     /// Runs `pg_ctl` with `args` on this cluster (as the `postgres` user when root), e.g.
-    /// `["restart", "-m", "fast"]`.
+    /// `["restart", "-m", "fast"]`. Waits for the operation to finish (`-w`).
+    ///
+    /// # Panics
+    ///
+    /// When `pg_ctl` fails (its output is in the message).
     pub fn pg_ctl(&self, args: &[&str]) {
         let data = self.dir.join("data");
         run(
@@ -167,6 +214,223 @@ impl Cluster {
             "pg_ctl",
         );
     }
+
+    /// Restarts the server the way an operator's `systemctl restart` does (`pg_ctl restart
+    /// -m fast`): every session is terminated (SQLSTATE 57P01, open transactions roll back),
+    /// the server stops, and it starts again with the same options. Returns once it accepts
+    /// connections again. Blocking: call it from `tokio::task::spawn_blocking` in async tests.
+    pub fn restart(&self) {
+        self.pg_ctl(&["-m", "fast", "restart"]);
+    }
+}
+
+/// A directory of its own under the system's temp dir, named `sea-orm-idempotent-<what>-...`.
+fn temp_dir(what: &str) -> PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "sea-orm-idempotent-{what}-{}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+    ));
+    std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+    dir
+}
+
+/// Gives `path` to the `postgres` user (we are root; the servers run as `postgres`).
+fn give_to_postgres(path: &Path) {
+    let (uid, gid) = postgres_user_ids();
+    std::os::unix::fs::chown(path, Some(uid), Some(gid))
+        .unwrap_or_else(|e| panic!("give {} to the postgres user: {e}", path.display()));
+}
+
+/// The environment variable that turns a missing `pgbouncer` into a test failure (CI sets it
+/// to `1`); without it, PgBouncer tests on a machine without `pgbouncer` print a loud line and
+/// pass without running.
+pub const REQUIRE_PGBOUNCER: &str = "SEA_ORM_IDEMPOTENT_REQUIRE_PGBOUNCER";
+
+/// How PgBouncer hands server connections to clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolMode {
+    /// A client keeps one server connection from connect to disconnect (`pool_mode =
+    /// session`): everything PostgreSQL offers works, session-scoped locks included.
+    Session,
+    /// A client holds a server connection only for one transaction (`pool_mode =
+    /// transaction`): session state (session-scoped locks, `SET`, protocol-level prepared
+    /// statements) stays on a server connection that other clients get next.
+    Transaction,
+}
+
+impl PoolMode {
+    fn setting(self) -> &'static str {
+        match self {
+            PoolMode::Session => "session",
+            PoolMode::Transaction => "transaction",
+        }
+    }
+}
+
+/// Debian's `pgbouncer` running in front of a [`Cluster`], on a free port, from a temp dir of
+/// its own, as the `postgres` user when we are root (it refuses to run as root). Dropping it
+/// (a panicking test too) stops it and removes the dir; a reaper does the same if the process
+/// dies without dropping it.
+#[derive(Debug)]
+pub struct PgBouncer {
+    /// Directory of its configuration, log and pid file.
+    pub dir: PathBuf,
+    /// TCP port on 127.0.0.1.
+    pub port: u16,
+    child: std::process::Child,
+    _reaper_stdin: ChildStdin,
+}
+
+impl PgBouncer {
+    /// Whether `pgbouncer` is installed. When it is not, prints a loud line naming the package
+    /// and returns `false`, so the calling test can pass without running; unless
+    /// [`REQUIRE_PGBOUNCER`] is `1` (CI), in which case a missing `pgbouncer` is a failure.
+    ///
+    /// # Panics
+    ///
+    /// When `pgbouncer` is missing and [`REQUIRE_PGBOUNCER`] is `1`.
+    pub fn installed() -> bool {
+        if find_pgbouncer().is_some() {
+            return true;
+        }
+        let required = std::env::var(REQUIRE_PGBOUNCER).is_ok_and(|v| v == "1");
+        assert!(
+            !required,
+            "{REQUIRE_PGBOUNCER}=1 but `pgbouncer` is not installed: install the Debian \
+             package `pgbouncer` (`apt-get install pgbouncer`)"
+        );
+        // Straight to the process's stderr: the test harness captures `eprintln!` of passing
+        // tests, and this line must be seen.
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n!!!!! SKIPPED: `pgbouncer` is not installed, so this PgBouncer test did not run. \
+             Install the Debian package `pgbouncer` (`apt-get install pgbouncer`) to run it; set \
+             {REQUIRE_PGBOUNCER}=1 to make its absence a failure. !!!!!\n"
+        );
+        false
+    }
+
+    /// Starts `pgbouncer` in front of `cluster` in `mode`, with at most `server_connections`
+    /// server connections per database and user (`default_pool_size`), and returns once it
+    /// accepts connections. Check [`PgBouncer::installed`] first.
+    ///
+    /// # Panics
+    ///
+    /// When `pgbouncer` is not installed or does not start (its log is in the message).
+    pub fn start(cluster: &Cluster, mode: PoolMode, server_connections: u32) -> PgBouncer {
+        let program = find_pgbouncer().expect(
+            "`pgbouncer` is not installed (Debian: `apt-get install pgbouncer`); \
+             check PgBouncer::installed() first",
+        );
+        let as_root = is_root();
+        let dir = temp_dir("pgbouncer");
+        let port = free_port();
+        let config = format!(
+            "[databases]\n\
+             * = host=127.0.0.1 port={pg_port}\n\
+             [pgbouncer]\n\
+             listen_addr = 127.0.0.1\n\
+             listen_port = {port}\n\
+             unix_socket_dir =\n\
+             auth_type = trust\n\
+             auth_file = {dir}/userlist.txt\n\
+             admin_users = postgres\n\
+             pool_mode = {mode}\n\
+             default_pool_size = {server_connections}\n\
+             max_client_conn = 1000\n\
+             ignore_startup_parameters = extra_float_digits\n\
+             logfile = {dir}/pgbouncer.log\n\
+             pidfile = {dir}/pgbouncer.pid\n",
+            pg_port = cluster.port,
+            dir = dir.display(),
+            mode = mode.setting(),
+        );
+        let config_path = dir.join("pgbouncer.ini");
+        std::fs::write(&config_path, config).expect("write pgbouncer.ini");
+        // `trust` still needs the user listed.
+        std::fs::write(dir.join("userlist.txt"), "\"postgres\" \"\"\n").expect("write userlist");
+        let mut command = Command::new(program);
+        command.arg(&config_path);
+        if as_root {
+            use std::os::unix::process::CommandExt;
+            for path in [&dir, &config_path, &dir.join("userlist.txt")] {
+                give_to_postgres(path);
+            }
+            let (uid, gid) = postgres_user_ids();
+            command.uid(uid).gid(gid);
+        }
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start pgbouncer: {e}"));
+        let reaper = spawn_process_reaper(child.id(), &dir);
+        let mut bouncer = PgBouncer {
+            dir,
+            port,
+            child,
+            _reaper_stdin: reaper,
+        };
+        bouncer.wait_until_listening();
+        bouncer
+    }
+
+    /// Waits (bounded) until the port accepts connections, failing early if it exited.
+    fn wait_until_listening(&mut self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("pgbouncer exited at startup ({status}):\n{}", self.log());
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "pgbouncer did not listen within 30 s:\n{}",
+                self.log()
+            );
+            // Startup polling, as `pg_ctl -w` does; nothing else to wait on.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The URL of database `name` through this PgBouncer.
+    pub fn url(&self, name: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// PgBouncer's log so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("pgbouncer.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for PgBouncer {
+    fn drop(&mut self) {
+        // SIGKILL: nothing to flush; the server sees its connections close and rolls back.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `pgbouncer` on `PATH` or where Debian installs it.
+fn find_pgbouncer() -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .map(|dir| dir.join("pgbouncer"));
+    on_path
+        .chain([PathBuf::from("/usr/sbin/pgbouncer")])
+        .find(|path| path.is_file())
 }
 
 /// One test's own database, created empty and migrated.
@@ -175,6 +439,9 @@ pub struct TestDb {
     pub name: String,
     /// Its URL, to hand to other connections or processes.
     pub url: String,
+    /// The admin URL to drop it through, on a shared server; `None` on a cluster of our own,
+    /// which disappears whole.
+    drop_via: Option<String>,
 }
 
 impl TestDb {
@@ -187,35 +454,13 @@ impl TestDb {
 
     /// A fresh database named after `label`, migrated. For a test that needs two.
     pub async fn named(label: &str) -> TestDb {
-        let db = TestDb::empty(label).await;
-        let conn = db.connect(1).await;
-        migration::Migrator::up(&conn, None)
-            .await
-            .expect("migrate the test database");
-        conn.close().await.expect("close the migration connection");
-        db
+        server().database(label).await
     }
 
     /// A fresh database named after `label`, without the migrations (for tests of what
     /// happens when they were not run).
     pub async fn empty(label: &str) -> TestDb {
-        let server = server();
-        let name = database_name(label);
-        let admin = connect(&server.url("postgres"), 1).await;
-        // Names are derived here from test names ([a-z0-9_] only), never from test data.
-        admin
-            .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-            .await
-            .expect("drop a leftover test database");
-        admin
-            .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
-            .await
-            .expect("create the test database");
-        admin.close().await.expect("close the admin connection");
-        TestDb {
-            url: server.url(&name),
-            name,
-        }
+        server().empty_database(label).await
     }
 
     /// A new pool of at most `max_connections` connections to this database.
@@ -230,12 +475,10 @@ impl Drop for TestDb {
             eprintln!("test database kept for inspection: {}", self.url);
             return;
         }
-        // A cluster of our own disappears whole at exit; on a shared server, clean up.
-        if server().cluster.is_some() {
+        let Some(admin_url) = self.drop_via.clone() else {
             return;
-        }
+        };
         let name = self.name.clone();
-        let admin_url = server().url("postgres");
         // Drop cannot be async, and may run inside a runtime: use a thread of its own.
         let dropped = std::thread::spawn(move || {
             tokio::runtime::Builder::new_current_thread()
@@ -418,6 +661,26 @@ fn spawn_reaper(dir: &Path, bin_dir: &Path, as_root: bool) -> ChildStdin {
     // Nothing is ever written but this; it proves the pipe is open.
     stdin.flush().expect("reaper pipe");
     stdin
+}
+
+/// Like [`spawn_reaper`], for one process of ours (`pgbouncer`): when this process exits
+/// without having stopped it, the reaper kills it and removes `dir`.
+#[allow(clippy::zombie_processes)]
+fn spawn_process_reaper(pid: u32, dir: &Path) -> ChildStdin {
+    use std::os::unix::process::CommandExt;
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("cat >/dev/null; kill -KILL \"$1\" 2>/dev/null; rm -rf \"$2\"")
+        .arg("reaper")
+        .arg(pid.to_string())
+        .arg(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("start the pgbouncer reaper");
+    child.stdin.take().expect("reaper stdin")
 }
 
 #[cfg(test)]

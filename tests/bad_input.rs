@@ -1,0 +1,433 @@
+//! Bad input: data that violates the schema, keys and data no one would choose (empty, 10 KB,
+//! non-ASCII, SQL metacharacters), and a database whose migrations were never run.
+//!
+//! The promise under test: a typed database error that says it is not worth retrying, nothing
+//! written, the key's lock free when the call returns, the connection still usable; and every
+//! key and value bound as a parameter, never formatted into SQL.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{new_pr, rows_for, total_rows};
+use entity::{NewPullRequest, PullRequest};
+use sea_orm::ActiveValue::{NotSet, Set};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait,
+    PaginatorTrait, QueryFilter, RuntimeErr, TransactionTrait,
+};
+use sea_orm_idempotent::{Error, IdempotentCreate, LockKey, Outcome, Wait, acquire_advisory_lock};
+use test_support::TestDb;
+use tokio::sync::Barrier;
+
+/// The SQLSTATE PostgreSQL reported, read from the error's source (as a caller would).
+fn sqlstate(err: &Error) -> Option<String> {
+    let Error::Database(
+        DbErr::Query(RuntimeErr::SqlxError(e)) | DbErr::Exec(RuntimeErr::SqlxError(e)),
+    ) = err
+    else {
+        return None;
+    };
+    Some(e.as_database_error()?.code()?.into_owned())
+}
+
+/// Whether `txn` (another connection's open transaction) can take `key` right now.
+async fn try_lock(txn: &DatabaseTransaction, key: LockKey) -> bool {
+    match acquire_advisory_lock(txn, key, Wait::No).await {
+        Ok(()) => true,
+        Err(Error::LockBusy { .. }) => false,
+        Err(e) => panic!("unexpected {e:?}"),
+    }
+}
+
+/// Runs `create`, which must fail, and probes `key` from `other` the moment it returns: the
+/// probe's transaction is opened first, so on the single-threaded test runtime its one
+/// statement is on the wire before any background task of the failed call's pool runs (such
+/// as sqlx's return-to-pool ping, which flushes the ROLLBACK a dropped transaction queued).
+/// Returns the error and whether the lock was free.
+async fn fail_then_probe<T: std::fmt::Debug>(
+    other: &DatabaseConnection,
+    key: LockKey,
+    create: impl std::future::Future<Output = Result<T, Error>>,
+) -> (Error, bool) {
+    let probe = other.begin().await.unwrap();
+    let err = create.await.expect_err("the create fails");
+    let free = try_lock(&probe, key).await;
+    probe.rollback().await.unwrap();
+    (err, free)
+}
+
+/// `pull_requests` seen by an older build that does not know the `author` column: its insert
+/// leaves a NOT NULL column without a default out.
+mod pull_requests_without_author {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "pull_requests")]
+    pub(crate) struct Model {
+        #[sea_orm(primary_key)]
+        pub(crate) id: i64,
+        #[sea_orm(unique)]
+        pub(crate) pr_id: i64,
+        pub(crate) repository: String,
+        pub(crate) number: i32,
+        #[sea_orm(column_type = "Text")]
+        pub(crate) title: String,
+        pub(crate) state: String,
+        pub(crate) head_sha: String,
+        pub(crate) first_delivery_id: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub(crate) enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+impl IdempotentCreate for pull_requests_without_author::Entity {
+    type Key = i64;
+    type Data = NewPullRequest;
+
+    fn key_column() -> pull_requests_without_author::Column {
+        pull_requests_without_author::Column::PrId
+    }
+
+    fn new_active_model(
+        pr_id: &i64,
+        data: NewPullRequest,
+    ) -> pull_requests_without_author::ActiveModel {
+        pull_requests_without_author::ActiveModel {
+            id: NotSet,
+            pr_id: Set(*pr_id),
+            repository: Set(data.repository),
+            number: Set(data.number),
+            title: Set(data.title),
+            state: Set(data.state),
+            head_sha: Set(data.head_sha),
+            first_delivery_id: Set(data.delivery_id),
+        }
+    }
+}
+
+fn pr_key(pr_id: i64) -> LockKey {
+    LockKey::for_entity(PullRequest::lock_namespace(), &pr_id)
+}
+
+/// Each kind of constraint the schema has, violated: CHECK (`number > 0`), `varchar(16)`
+/// `state`, `varchar(40)` `head_sha`, NOT NULL (`author`, left out by an entity that does not
+/// know it). Each gives `Error::Database` carrying PostgreSQL's SQLSTATE, not retryable; no
+/// row; the lock is free the moment the call returns; and the single pooled connection creates
+/// the row at once with good data. Repeated `ROUNDS` times: the lock's release is a race.
+///
+/// Catches: a constraint error misclassified as retryable (a retry loop would spin on it);
+/// a lock that outlives the failed call (the probe from another connection is refused: this
+/// happens if the failed transaction is only rolled back later, by the pool's return-to-pool
+/// task, instead of before the call returns); a connection left in an aborted transaction
+/// (the next create on the pool of one fails with 25P02).
+// Single-threaded on purpose: see `fail_then_probe`.
+#[tokio::test]
+async fn constraint_violations_are_typed_and_leave_nothing_behind() {
+    const ROUNDS: i64 = 10;
+    let test_db = TestDb::new().await;
+    let db = test_db.connect(1).await;
+    let other = test_db.connect(1).await;
+
+    let mut still_held = Vec::new();
+    for round in 0..ROUNDS {
+        let pr_id = |case: i64| round * 10 + case;
+        let mut zero_number = new_pr(pr_id(1));
+        zero_number.number = 0;
+        let mut long_state = new_pr(pr_id(2));
+        long_state.state = "s".repeat(17);
+        let mut long_sha = new_pr(pr_id(3));
+        long_sha.head_sha = "a".repeat(41);
+        let cases = [
+            (pr_id(1), zero_number, "23514"), // check_violation
+            (pr_id(2), long_state, "22001"),  // string_data_right_truncation
+            (pr_id(3), long_sha, "22001"),
+        ];
+        for (pr_id, data, expected) in cases {
+            let (err, free) = fail_then_probe(
+                &other,
+                pr_key(pr_id),
+                PullRequest::create_once(&db, pr_id, data),
+            )
+            .await;
+            if !free {
+                still_held.push(pr_id);
+            }
+            assert_eq!(
+                sqlstate(&err).as_deref(),
+                Some(expected),
+                "pr {pr_id}: {err:?}"
+            );
+            assert!(!err.is_retryable(), "{err:?}");
+            assert_eq!(rows_for(&other, pr_id).await, 0);
+            // The same (only) connection goes on: it is not stuck in an aborted transaction.
+            assert!(
+                PullRequest::create_once(&db, pr_id, new_pr(pr_id))
+                    .await
+                    .unwrap()
+                    .is_created()
+            );
+        }
+
+        let pr_id = pr_id(4);
+        let (err, free) = fail_then_probe(
+            &other,
+            pr_key(pr_id),
+            pull_requests_without_author::Entity::create_once(&db, pr_id, new_pr(pr_id)),
+        )
+        .await;
+        if !free {
+            still_held.push(pr_id);
+        }
+        assert_eq!(sqlstate(&err).as_deref(), Some("23502"), "{err:?}"); // not_null_violation
+        assert!(!err.is_retryable());
+        assert_eq!(rows_for(&other, pr_id).await, 0);
+        assert!(
+            PullRequest::create_once(&db, pr_id, new_pr(pr_id))
+                .await
+                .unwrap()
+                .is_created()
+        );
+    }
+    assert!(
+        still_held.is_empty(),
+        "the lock was still held after the failed call returned for {still_held:?}"
+    );
+    assert_eq!(total_rows(&other).await, 4 * ROUNDS as u64);
+}
+
+/// A table keyed by text, created by the tests below: deliveries keyed by whatever string
+/// the sender chose. Deliberately *no* unique constraint on `key` (a btree index cannot hold
+/// a 10 KB key anyway): the lock alone must keep each key to one row.
+mod deliveries {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "deliveries")]
+    pub(crate) struct Model {
+        #[sea_orm(primary_key)]
+        pub(crate) id: i64,
+        #[sea_orm(column_type = "Text")]
+        pub(crate) key: String,
+        #[sea_orm(column_type = "Text")]
+        pub(crate) body: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub(crate) enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+impl IdempotentCreate for deliveries::Entity {
+    type Key = String;
+    type Data = String;
+
+    fn key_column() -> deliveries::Column {
+        deliveries::Column::Key
+    }
+
+    fn new_active_model(key: &String, body: String) -> deliveries::ActiveModel {
+        deliveries::ActiveModel {
+            id: NotSet,
+            key: Set(key.clone()),
+            body: Set(body),
+        }
+    }
+}
+
+const CREATE_DELIVERIES: &str =
+    "CREATE TABLE deliveries (id bigserial PRIMARY KEY, key text NOT NULL, body text NOT NULL)";
+
+/// Keys no one would choose, and one that tries to end the statement and drop a table.
+fn awkward_keys() -> Vec<String> {
+    vec![
+        String::new(),
+        // 10 KB, not one repeated byte (so nothing is short enough to slip through by luck).
+        (0..10_240)
+            .map(|i| char::from(b'a' + (i % 26) as u8))
+            .collect(),
+        "Grüße, 世界 🚀 עברית".into(),
+        "'; DROP TABLE pull_requests; --".into(),
+        "\"); DELETE FROM deliveries; --".into(),
+        "' OR '1'='1".into(),
+        "$1 %s ? \\ \\' E'\\x00'".into(),
+    ]
+}
+
+fn body_for(key: &str) -> String {
+    format!("'; DROP TABLE deliveries; -- body of {} bytes", key.len())
+}
+
+const CALLERS_PER_KEY: usize = 8;
+const POOL: u32 = 4;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Strategy {
+    CreateOnce,
+    /// Find, then insert, no lock.
+    Naive,
+}
+
+/// `CALLERS_PER_KEY` tasks, started together, each walking `keys` in the same order and
+/// creating each one; returns how many calls reported creating a row.
+async fn race(db: &DatabaseConnection, strategy: Strategy, keys: &[String]) -> usize {
+    let keys = Arc::new(keys.to_vec());
+    let barrier = Arc::new(Barrier::new(CALLERS_PER_KEY));
+    let tasks: Vec<_> = (0..CALLERS_PER_KEY)
+        .map(|_| {
+            let (db, keys, barrier) = (db.clone(), keys.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let mut created = 0;
+                for key in keys.iter() {
+                    let is_created = match strategy {
+                        Strategy::CreateOnce => {
+                            deliveries::Entity::create_once(&db, key.clone(), body_for(key))
+                                .await
+                                .unwrap_or_else(|e| panic!("key of {} bytes: {e:?}", key.len()))
+                                .is_created()
+                        }
+                        Strategy::Naive => naive_find_then_insert(&db, key).await,
+                    };
+                    created += usize::from(is_created);
+                }
+                created
+            })
+        })
+        .collect();
+    let mut created = 0;
+    for task in tasks {
+        created += task.await.expect("task panicked");
+    }
+    created
+}
+
+async fn naive_find_then_insert(db: &DatabaseConnection, key: &str) -> bool {
+    use sea_orm::ActiveModelTrait;
+    let found = deliveries::Entity::find()
+        .filter(deliveries::Column::Key.eq(key))
+        .one(db)
+        .await
+        .unwrap();
+    if found.is_some() {
+        return false;
+    }
+    deliveries::Entity::new_active_model(&key.to_owned(), body_for(key))
+        .insert(db)
+        .await
+        .unwrap();
+    true
+}
+
+async fn rows_with_key(db: &DatabaseConnection, key: &str) -> Vec<deliveries::Model> {
+    deliveries::Entity::find()
+        .filter(deliveries::Column::Key.eq(key))
+        .all(db)
+        .await
+        .unwrap()
+}
+
+/// Awkward string keys (empty, 10 KB, non-ASCII, SQL metacharacters) and hostile data,
+/// each requested by `CALLERS_PER_KEY` tasks at once: each key gets exactly one row, stored
+/// byte for byte, `Created` once; `pull_requests` (which one key names in a DROP TABLE) is
+/// intact with its row.
+///
+/// Catches: a key or value formatted into SQL (the metacharacter keys break the statement or
+/// run the DROP/DELETE); a key mangled on the way (the stored key differs, or the lookup
+/// misses and a second row appears); a lock key derived from a key so that equal keys do not
+/// exclude each other. The table has no unique constraint, so only the lock stands between
+/// concurrent callers and a duplicate: `naive_find_then_insert_duplicates_awkward_keys` shows
+/// the same workload without it writing duplicates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn awkward_keys_and_data_are_bound_and_each_creates_one_row() {
+    let test_db = TestDb::new().await;
+    let db = test_db.connect(POOL).await;
+    db.execute_unprepared(CREATE_DELIVERIES).await.unwrap();
+
+    // Hostile data through the sample entity, and a row that must survive.
+    let mut hostile = new_pr(1);
+    hostile.title = "'; DROP TABLE pull_requests; --".into();
+    hostile.repository = "o'brien/\"repo\"; --".into();
+    let stored = PullRequest::create_once(&db, 1, hostile.clone())
+        .await
+        .unwrap()
+        .into_model();
+    assert_eq!(
+        (stored.title.as_str(), stored.repository.as_str()),
+        (hostile.title.as_str(), hostile.repository.as_str())
+    );
+
+    let keys = awkward_keys();
+    let created = race(&db, Strategy::CreateOnce, &keys).await;
+    assert_eq!(created, keys.len(), "Created once per key");
+    for key in &keys {
+        let rows = rows_with_key(&db, key).await;
+        assert_eq!(rows.len(), 1, "key of {} bytes: {rows:?}", key.len());
+        assert_eq!(&rows[0].key, key);
+        assert_eq!(rows[0].body, body_for(key));
+    }
+    assert_eq!(
+        deliveries::Entity::find().count(&db).await.unwrap(),
+        keys.len() as u64
+    );
+    assert_eq!(total_rows(&db).await, 1, "pull_requests intact");
+    let again = PullRequest::create_once(&db, 1, new_pr(1)).await.unwrap();
+    assert!(matches!(again, Outcome::Existing(ref pr) if pr.title == hostile.title));
+}
+
+/// The same workload as `awkward_keys_and_data_are_bound_and_each_creates_one_row`, repeated
+/// over several rounds of keys, with the lock left out (find, then insert): concurrent callers
+/// both miss and both insert. This is what that test would see if `create_once` did not lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn naive_find_then_insert_duplicates_awkward_keys() {
+    const ROUNDS: usize = 10;
+    let test_db = TestDb::new().await;
+    let db = test_db.connect(POOL).await;
+    db.execute_unprepared(CREATE_DELIVERIES).await.unwrap();
+
+    let keys: Vec<String> = (0..ROUNDS)
+        .flat_map(|round| {
+            awkward_keys()
+                .into_iter()
+                .map(move |key| format!("{key}#{round}"))
+        })
+        .collect();
+    let created = race(&db, Strategy::Naive, &keys).await;
+    eprintln!("naive: {created} rows for {} keys", keys.len());
+    assert!(
+        created > keys.len(),
+        "the naive workload should write duplicates, or the test proves nothing"
+    );
+}
+
+/// Migrations never run: a clear, typed error that names the missing table (PostgreSQL's
+/// `relation "pull_requests" does not exist`, SQLSTATE 42P01), not retryable, no panic.
+///
+/// Catches: a panic or an `expect` on the first query's result, an error that loses the
+/// table's name, a missing table classified as retryable (a retry loop would spin).
+#[tokio::test]
+async fn a_missing_table_is_a_clear_error_naming_it() {
+    let test_db = TestDb::empty("bad_input_missing_table").await;
+    let db = test_db.connect(1).await;
+
+    let err = PullRequest::create_once(&db, 1, new_pr(1))
+        .await
+        .unwrap_err();
+    eprintln!("missing table: {err}");
+    assert_eq!(sqlstate(&err).as_deref(), Some("42P01"), "{err:?}"); // undefined_table
+    assert!(err.to_string().contains("pull_requests"), "{err}");
+    assert!(!err.is_retryable());
+
+    // And through the path that makes the data (the first look fails the same way).
+    let err = PullRequest::create_once_with(&db, 1, || async {
+        Ok::<_, std::convert::Infallible>(new_pr(1))
+    })
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("pull_requests"), "{err}");
+    assert!(!err.is_retryable());
+}
