@@ -9,14 +9,14 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{new_pr, rows_for, total_rows};
+use common::{fail_then_probe, key_of, new_pr, rows_for, total_rows};
 use entity::{NewPullRequest, PullRequest};
 use sea_orm::ActiveValue::{NotSet, Set};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait,
-    PaginatorTrait, QueryFilter, RuntimeErr, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait,
+    QueryFilter, RuntimeErr,
 };
-use sea_orm_idempotent::{Error, IdempotentCreate, LockKey, Outcome, Wait, acquire_advisory_lock};
+use sea_orm_idempotent::{Error, IdempotentCreate, Outcome};
 use test_support::TestDb;
 use tokio::sync::Barrier;
 
@@ -29,32 +29,6 @@ fn sqlstate(err: &Error) -> Option<String> {
         return None;
     };
     Some(e.as_database_error()?.code()?.into_owned())
-}
-
-/// Whether `txn` (another connection's open transaction) can take `key` right now.
-async fn try_lock(txn: &DatabaseTransaction, key: LockKey) -> bool {
-    match acquire_advisory_lock(txn, key, Wait::No).await {
-        Ok(()) => true,
-        Err(Error::LockBusy { .. }) => false,
-        Err(e) => panic!("unexpected {e:?}"),
-    }
-}
-
-/// Runs `create`, which must fail, and probes `key` from `other` the moment it returns: the
-/// probe's transaction is opened first, so on the single-threaded test runtime its one
-/// statement is on the wire before any background task of the failed call's pool runs (such
-/// as sqlx's return-to-pool ping, which flushes the ROLLBACK a dropped transaction queued).
-/// Returns the error and whether the lock was free.
-async fn fail_then_probe<T: std::fmt::Debug>(
-    other: &DatabaseConnection,
-    key: LockKey,
-    create: impl std::future::Future<Output = Result<T, Error>>,
-) -> (Error, bool) {
-    let probe = other.begin().await.unwrap();
-    let err = create.await.expect_err("the create fails");
-    let free = try_lock(&probe, key).await;
-    probe.rollback().await.unwrap();
-    (err, free)
 }
 
 /// `pull_requests` seen by an older build that does not know the `author` column: its insert
@@ -109,10 +83,6 @@ impl IdempotentCreate for pull_requests_without_author::Entity {
     }
 }
 
-fn pr_key(pr_id: i64) -> LockKey {
-    LockKey::for_entity(PullRequest::lock_namespace(), &pr_id)
-}
-
 /// Each kind of constraint the schema has, violated: CHECK (`number > 0`), `varchar(16)`
 /// `state`, `varchar(40)` `head_sha`, NOT NULL (`author`, left out by an entity that does not
 /// know it). Each gives `Error::Database` carrying PostgreSQL's SQLSTATE, not retryable; no
@@ -124,7 +94,7 @@ fn pr_key(pr_id: i64) -> LockKey {
 /// happens if the failed transaction is only rolled back later, by the pool's return-to-pool
 /// task, instead of before the call returns); a connection left in an aborted transaction
 /// (the next create on the pool of one fails with 25P02).
-// Single-threaded on purpose: see `fail_then_probe`.
+// Single-threaded on purpose: see `common::fail_then_probe`.
 #[tokio::test]
 async fn constraint_violations_are_typed_and_leave_nothing_behind() {
     const ROUNDS: i64 = 10;
@@ -149,7 +119,7 @@ async fn constraint_violations_are_typed_and_leave_nothing_behind() {
         for (pr_id, data, expected) in cases {
             let (err, free) = fail_then_probe(
                 &other,
-                pr_key(pr_id),
+                key_of(pr_id),
                 PullRequest::create_once(&db, pr_id, data),
             )
             .await;
@@ -175,7 +145,7 @@ async fn constraint_violations_are_typed_and_leave_nothing_behind() {
         let pr_id = pr_id(4);
         let (err, free) = fail_then_probe(
             &other,
-            pr_key(pr_id),
+            key_of(pr_id),
             pull_requests_without_author::Entity::create_once(&db, pr_id, new_pr(pr_id)),
         )
         .await;

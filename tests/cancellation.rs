@@ -9,43 +9,23 @@ mod common;
 
 use std::time::Duration;
 
-use common::{new_pr, rows_for};
+use common::{key_of, lock_pids, new_pr, rows_for};
 use entity::PullRequest;
-use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement,
-    TransactionTrait,
-};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, TransactionTrait};
 use sea_orm_idempotent::{IdempotentCreate, LockKey, Wait, acquire_advisory_lock};
 use test_support::TestDb;
 
-/// Advisory-lock rows on `key` in `pg_locks`: (granted, waiting).
-async fn lock_rows(observer: &DatabaseConnection, key: LockKey) -> (i64, i64) {
-    let LockKey::Pair(classid, objid) = key else {
-        panic!("entity keys are pairs")
-    };
-    // Pair keys appear with classid/objid as unsigned oids and objsubid 2.
-    let row = observer
-        .query_one_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "SELECT count(*) FILTER (WHERE granted) AS granted, \
-                    count(*) FILTER (WHERE NOT granted) AS waiting \
-             FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 \
-               AND classid = ($1::bigint & 4294967295)::oid AND objid = ($2::bigint & 4294967295)::oid \
-               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-            [i64::from(classid).into(), i64::from(objid).into()],
-        ))
-        .await
-        .unwrap()
-        .unwrap();
+/// Backends holding and waiting for `key`, from `pg_locks`: (granted, waiting).
+async fn lock_rows(observer: &DatabaseConnection, key: LockKey) -> (usize, usize) {
     (
-        row.try_get("", "granted").unwrap(),
-        row.try_get("", "waiting").unwrap(),
+        lock_pids(observer, key, true).await.len(),
+        lock_pids(observer, key, false).await.len(),
     )
 }
 
 /// Resolves once a session waits for `key` (polling `pg_locks`, not sleeping blindly).
 async fn until_someone_waits(observer: &DatabaseConnection, key: LockKey) {
-    while lock_rows(observer, key).await.1 == 0 {
+    while lock_pids(observer, key, false).await.is_empty() {
         tokio::task::yield_now().await;
     }
 }
@@ -63,7 +43,7 @@ async fn a_dropped_waiter_leaves_no_lock_and_no_stuck_connection() {
         .sqlx_logging(false);
     let db = Database::connect(options).await.unwrap();
 
-    let key = LockKey::for_entity("pull_requests", &1_i64);
+    let key = key_of(1);
     let held = holder.begin().await.unwrap();
     acquire_advisory_lock(&held, key, Wait::Forever)
         .await
@@ -105,7 +85,7 @@ async fn a_timed_out_wait_leaves_the_callers_transaction_usable() {
     let test_db = TestDb::new().await;
     let holder = test_db.connect(1).await;
     let db = test_db.connect(1).await;
-    let key = LockKey::for_entity("pull_requests", &3_i64);
+    let key = key_of(3);
     let held = holder.begin().await.unwrap();
     acquire_advisory_lock(&held, key, Wait::Forever)
         .await

@@ -11,13 +11,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{new_pr, rows_for, total_rows};
-use entity::{PullRequest, pull_requests};
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
-    IsolationLevel, QueryFilter, SqlErr, Statement, TransactionTrait,
+use common::{
+    Strategy, Tally, Workload, key_of, lock_is_free, new_pr, rows_for, total_rows, worker_process,
+    worker_tally,
 };
-use sea_orm_idempotent::{Error, IdempotentCreate, LockKey, Outcome, Wait, acquire_advisory_lock};
+use entity::PullRequest;
+use sea_orm::{ConnectionTrait, IsolationLevel, Statement, TransactionTrait};
+use sea_orm_idempotent::{Error, IdempotentCreate, Wait, acquire_advisory_lock};
 use test_support::TestDb;
 use tokio::sync::Barrier;
 
@@ -26,109 +26,21 @@ const CALLERS_PER_KEY: usize = 8;
 const TASKS: usize = 64;
 const POOL: u32 = 8;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Strategy {
-    /// `PullRequest::create_once`.
-    CreateOnce,
-    /// Find, then insert, no lock: what most code does.
-    Naive,
-}
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-struct Tally {
-    created: usize,
-    existing: usize,
-    unique_violations: usize,
-    other_errors: usize,
-}
-
 /// `TASKS` tasks over one pool of `POOL` connections; every key in
 /// `first_key..first_key + KEYS` is requested by `CALLERS_PER_KEY` tasks that start together
 /// and walk the same keys in the same order, so the requests for a key arrive at once.
-async fn race(db: &DatabaseConnection, strategy: Strategy, first_key: i64) -> Tally {
-    let groups = TASKS / CALLERS_PER_KEY;
-    let barrier = Arc::new(Barrier::new(TASKS));
-    let mut handles = Vec::new();
-    for task in 0..TASKS {
-        let db = db.clone();
-        let barrier = barrier.clone();
-        let group = (task % groups) as i64;
-        handles.push(tokio::spawn(async move {
-            let mut tally = Tally::default();
-            barrier.wait().await;
-            for pr_id in (first_key..first_key + KEYS).filter(|k| k % groups as i64 == group) {
-                match strategy {
-                    Strategy::CreateOnce => {
-                        match PullRequest::create_once(&db, pr_id, new_pr(pr_id)).await {
-                            Ok(Outcome::Created(_)) => tally.created += 1,
-                            Ok(Outcome::Existing(_)) => tally.existing += 1,
-                            Err(Error::Database(e))
-                                if matches!(
-                                    e.sql_err(),
-                                    Some(SqlErr::UniqueConstraintViolation(_))
-                                ) =>
-                            {
-                                tally.unique_violations += 1
-                            }
-                            Err(e) => {
-                                eprintln!("create_once({pr_id}): {e:?}");
-                                tally.other_errors += 1
-                            }
-                        }
-                    }
-                    Strategy::Naive => match naive_find_then_insert(&db, pr_id).await {
-                        Ok(true) => tally.created += 1,
-                        Ok(false) => tally.existing += 1,
-                        Err(e)
-                            if matches!(
-                                e.sql_err(),
-                                Some(SqlErr::UniqueConstraintViolation(_))
-                            ) =>
-                        {
-                            tally.unique_violations += 1
-                        }
-                        Err(e) => {
-                            eprintln!("naive({pr_id}): {e:?}");
-                            tally.other_errors += 1
-                        }
-                    },
-                }
-            }
-            tally
-        }));
-    }
-    let mut total = Tally::default();
-    for handle in handles {
-        let t = handle.await.expect("task panicked");
-        total.created += t.created;
-        total.existing += t.existing;
-        total.unique_violations += t.unique_violations;
-        total.other_errors += t.other_errors;
-    }
-    total
-}
-
-/// The race this crate exists to close: both callers find nothing, both insert.
-async fn naive_find_then_insert(db: &DatabaseConnection, pr_id: i64) -> Result<bool, DbErr> {
-    let found = PullRequest::find()
-        .filter(pull_requests::Column::PrId.eq(pr_id))
-        .one(db)
-        .await?;
-    if found.is_some() {
-        return Ok(false);
-    }
-    PullRequest::new_active_model(&pr_id, new_pr(pr_id))
-        .insert(db)
-        .await?;
-    Ok(true)
-}
+const WORKLOAD: Workload = Workload {
+    keys: KEYS,
+    callers_per_key: CALLERS_PER_KEY,
+    tasks: TASKS,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn many_tasks_create_each_key_exactly_once() {
     let test_db = TestDb::new().await;
     let db = test_db.connect(POOL).await;
 
-    let tally = race(&db, Strategy::CreateOnce, 1).await;
+    let tally = WORKLOAD.race(&db, Strategy::CreateOnce, 1).await;
 
     assert_eq!(
         tally,
@@ -139,10 +51,7 @@ async fn many_tasks_create_each_key_exactly_once() {
             other_errors: 0,
         }
     );
-    assert_eq!(total_rows(&db).await, KEYS as u64);
-    for pr_id in 1..=KEYS {
-        assert_eq!(rows_for(&db, pr_id).await, 1, "pr_id {pr_id}");
-    }
+    WORKLOAD.assert_one_row_per_key(&db, 1).await;
 }
 
 /// The same workload without the lock: duplicates collide on the unique constraint. This is
@@ -152,7 +61,7 @@ async fn naive_find_then_insert_races_on_the_same_workload() {
     let test_db = TestDb::new().await;
     let db = test_db.connect(POOL).await;
 
-    let tally = race(&db, Strategy::Naive, 1).await;
+    let tally = WORKLOAD.race(&db, Strategy::Naive, 1).await;
 
     eprintln!("naive find-then-insert: {tally:?}");
     assert!(
@@ -177,16 +86,13 @@ async fn race_worker_process() {
         Ok(url) => {
             let first_key = std::env::var(WORKER_FIRST_KEY).unwrap().parse().unwrap();
             let db = test_support::connect(&url, POOL).await;
-            let tally = race(&db, Strategy::CreateOnce, first_key).await;
-            println!(
-                "WORKER_TALLY created={} existing={} unique_violations={} other_errors={}",
-                tally.created, tally.existing, tally.unique_violations, tally.other_errors
-            );
+            let tally = WORKLOAD.race(&db, Strategy::CreateOnce, first_key).await;
+            tally.print_for_parent();
         }
         Err(_) => {
             let test_db = TestDb::new().await;
             let db = test_db.connect(POOL).await;
-            let tally = race(&db, Strategy::CreateOnce, 1_000).await;
+            let tally = WORKLOAD.race(&db, Strategy::CreateOnce, 1_000).await;
             assert_eq!(tally.created, KEYS as usize);
             assert_eq!(tally.unique_violations + tally.other_errors, 0);
         }
@@ -200,16 +106,9 @@ async fn several_processes_create_each_key_once() {
     const PROCESSES: usize = 4;
     const FIRST_KEY: i64 = 5_000;
     let test_db = TestDb::new().await;
-    let exe = std::env::current_exe().unwrap();
     let children: Vec<_> = (0..PROCESSES)
         .map(|_| {
-            tokio::process::Command::new(&exe)
-                .args([
-                    "race_worker_process",
-                    "--exact",
-                    "--nocapture",
-                    "--test-threads=1",
-                ])
+            worker_process("race_worker_process")
                 .env(WORKER_URL, &test_db.url)
                 .env(WORKER_FIRST_KEY, FIRST_KEY.to_string())
                 .output()
@@ -217,53 +116,17 @@ async fn several_processes_create_each_key_once() {
         .collect();
     let mut created = 0;
     for child in children {
-        let output = child.await.expect("run a worker process");
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(
-            output.status.success(),
-            "worker failed:\n{stdout}\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let line = stdout
-            .lines()
-            .find_map(|l| l.find("WORKER_TALLY").map(|at| &l[at..]))
-            .unwrap_or_else(|| panic!("no tally from worker:\n{stdout}"));
-        let field = |name: &str| -> usize {
-            line.split_whitespace()
-                .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
-                .unwrap()
-                .parse()
-                .unwrap()
-        };
-        assert_eq!(field("unique_violations"), 0, "{line}");
-        assert_eq!(field("other_errors"), 0, "{line}");
-        created += field("created");
+        let tally = worker_tally(&child.await.expect("run a worker process"));
+        assert_eq!(tally.unique_violations, 0, "{tally:?}");
+        assert_eq!(tally.other_errors, 0, "{tally:?}");
+        created += tally.created;
     }
     let db = test_db.connect(1).await;
     assert_eq!(
         created, KEYS as usize,
         "Created returned once per key across processes"
     );
-    assert_eq!(total_rows(&db).await, KEYS as u64);
-    for pr_id in FIRST_KEY..FIRST_KEY + KEYS {
-        assert_eq!(rows_for(&db, pr_id).await, 1, "pr_id {pr_id}");
-    }
-}
-
-fn key_of(pr_id: i64) -> LockKey {
-    LockKey::for_entity("pull_requests", &pr_id)
-}
-
-/// Whether another connection could take `key` right now.
-async fn lock_is_free(db: &DatabaseConnection, key: LockKey) -> bool {
-    let txn = db.begin().await.unwrap();
-    let free = match acquire_advisory_lock(&txn, key, Wait::No).await {
-        Ok(()) => true,
-        Err(Error::LockBusy { .. }) => false,
-        Err(e) => panic!("unexpected {e:?}"),
-    };
-    txn.rollback().await.unwrap();
-    free
+    WORKLOAD.assert_one_row_per_key(&db, FIRST_KEY).await;
 }
 
 #[tokio::test]

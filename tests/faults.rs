@@ -10,87 +10,17 @@ mod common;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{new_pr, rows_for, total_rows};
+use common::{
+    fail_then_probe, key_of, lock_is_free, lock_pids, new_pr, poll_locks_until, rows_for,
+    total_rows,
+};
 use entity::{NewPullRequest, PullRequest};
-use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, Statement,
-    TransactionTrait,
-};
-use sea_orm_idempotent::{
-    Error, IdempotentCreate, LockKey, Outcome, Retry, Wait, acquire_advisory_lock,
-};
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use sea_orm_idempotent::{Error, IdempotentCreate, Outcome, Retry};
 use test_support::{Server, TestDb};
 use tokio::sync::{mpsc, oneshot, watch};
-
-fn key_of(pr_id: i64) -> LockKey {
-    LockKey::for_entity(PullRequest::lock_namespace(), &pr_id)
-}
-
-/// Backends holding (`granted`) or waiting for (`!granted`) the advisory lock `key` in this
-/// database, from `pg_locks`. A `Pair(a, b)` key appears as `classid = a, objid = b,
-/// objsubid = 2`, both as unsigned 32-bit `oid`s.
-async fn lock_pids(db: &DatabaseConnection, key: LockKey, granted: bool) -> Vec<i32> {
-    let LockKey::Pair(namespace, key) = key else {
-        panic!("entity keys are pairs")
-    };
-    db.query_all_raw(Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        "SELECT pid FROM pg_locks \
-         WHERE locktype = 'advisory' AND objsubid = 2 \
-           AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-           AND classid::bigint = $1 AND objid::bigint = $2 AND granted = $3 \
-         ORDER BY pid",
-        [
-            i64::from(namespace as u32).into(),
-            i64::from(key as u32).into(),
-            granted.into(),
-        ],
-    ))
-    .await
-    .unwrap()
-    .iter()
-    .map(|row| row.try_get::<i32>("", "pid").unwrap())
-    .collect()
-}
-
-/// Polls `pg_locks` until `condition` holds (bounded: a test that waits forever proves
-/// nothing). The interval only paces the polling; the database decides when we go on.
-async fn poll_locks_until(
-    db: &DatabaseConnection,
-    key: LockKey,
-    granted: bool,
-    what: &str,
-    condition: impl Fn(&[i32]) -> bool,
-) -> Vec<i32> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let pids = lock_pids(db, key, granted).await;
-        if condition(&pids) {
-            return pids;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-/// Whether another connection can take `key` right now ([`Wait::No`]).
-async fn lock_is_free(db: &DatabaseConnection, key: LockKey) -> bool {
-    let txn = db.begin().await.unwrap();
-    let free = try_lock(&txn, key).await;
-    txn.rollback().await.unwrap();
-    free
-}
-
-/// Whether `txn` (another connection's open transaction) can take `key` right now.
-async fn try_lock(txn: &DatabaseTransaction, key: LockKey) -> bool {
-    match acquire_advisory_lock(txn, key, Wait::No).await {
-        Ok(()) => true,
-        Err(Error::LockBusy { .. }) => false,
-        Err(e) => panic!("unexpected {e:?}"),
-    }
-}
 
 /// The holder of a key's lock has its backend killed (`pg_terminate_backend`, as an operator
 /// or a failover does) while it is inside `make_data`, with another caller waiting for the
@@ -134,9 +64,14 @@ async fn killed_lock_holder_gets_a_retryable_error_and_the_waiter_creates_the_ro
         let waiter_db = waiter_db.clone();
         async move { PullRequest::create_once(&waiter_db, PR, new_pr(PR)).await }
     });
-    poll_locks_until(&observer, key_of(PR), false, "the waiter waits", |w| {
-        w.len() == 1
-    })
+    poll_locks_until(
+        &observer,
+        key_of(PR),
+        false,
+        Duration::from_secs(30),
+        "the waiter waits",
+        |w| w.len() == 1,
+    )
     .await;
 
     let terminated = observer
@@ -325,16 +260,17 @@ async fn make_data_error_writes_nothing_and_releases_the_lock_at_once() {
 
     let mut still_held = Vec::new();
     for pr_id in 200..200 + ROUNDS {
-        let probe = other.begin().await.unwrap();
-        let err = PullRequest::create_once_with(&db, pr_id, || async {
-            Err::<NewPullRequest, _>(github_api_down())
-        })
-        .await
-        .unwrap_err();
-        if !try_lock(&probe, key_of(pr_id)).await {
+        let (err, free) = fail_then_probe(
+            &other,
+            key_of(pr_id),
+            PullRequest::create_once_with(&db, pr_id, || async {
+                Err::<NewPullRequest, _>(github_api_down())
+            }),
+        )
+        .await;
+        if !free {
             still_held.push(pr_id);
         }
-        probe.rollback().await.unwrap();
         match &err {
             Error::MakeData(source) => assert_eq!(source.to_string(), "GitHub API answered 502"),
             other => panic!("expected MakeData, got {other:?}"),

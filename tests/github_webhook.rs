@@ -8,7 +8,7 @@ mod webhook_support;
 
 use std::process::Stdio;
 
-use common::{rows_for, total_rows};
+use common::{TempDir, rows_for, total_rows};
 use hmac::{Hmac, KeyInit, Mac};
 use sea_orm::{Database, DatabaseConnection};
 use sha2::Sha256;
@@ -16,7 +16,7 @@ use test_support::TestDb;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
-use webhook_support::{TempDir, example_binary};
+use webhook_support::example_binary;
 
 const SECRET: &str = "it's a secret to everybody";
 const PATH: &str = "/webhooks/github";

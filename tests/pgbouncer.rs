@@ -16,21 +16,18 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{new_pr, rows_for, total_rows};
-use entity::PullRequest;
-use sea_orm::sqlx::{self, Connection, PgConnection, Row};
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr,
-    EntityTrait, QueryFilter, SqlErr, Statement, TransactionTrait,
+use common::{
+    Strategy, Tally, Workload, lock_pids, poll_locks_until, rows_for, total_rows, worker_process,
+    worker_tally,
 };
+use sea_orm::sqlx::{self, Connection, PgConnection, Row};
+use sea_orm::{DatabaseConnection, TransactionTrait};
 use sea_orm_idempotent::{
-    Error, IdempotentCreate, LockKey, Wait, acquire_advisory_lock, acquire_shared_advisory_lock,
+    Error, LockKey, Wait, acquire_advisory_lock, acquire_shared_advisory_lock,
 };
 use test_support::{PgBouncer, PoolMode, Server, TestDb};
-use tokio::sync::Barrier;
 
 const KEYS: i64 = 60;
 const CALLERS_PER_KEY: usize = 8;
@@ -40,149 +37,13 @@ const PROCESSES: usize = 3;
 /// The start gate of the worker processes: the parent holds it, the workers wait on it.
 const GATE: LockKey = LockKey::BigInt(9_000_001);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Strategy {
-    /// `PullRequest::create_once`.
-    CreateOnce,
-    /// Find, then insert, no lock.
-    Naive,
-}
-
-impl Strategy {
-    fn name(self) -> &'static str {
-        match self {
-            Strategy::CreateOnce => "create_once",
-            Strategy::Naive => "naive",
-        }
-    }
-
-    fn from_name(name: &str) -> Strategy {
-        match name {
-            "create_once" => Strategy::CreateOnce,
-            "naive" => Strategy::Naive,
-            other => panic!("unknown strategy {other}"),
-        }
-    }
-}
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-struct Tally {
-    created: usize,
-    existing: usize,
-    unique_violations: usize,
-    other_errors: usize,
-}
-
-impl Tally {
-    fn add(&mut self, other: Tally) {
-        self.created += other.created;
-        self.existing += other.existing;
-        self.unique_violations += other.unique_violations;
-        self.other_errors += other.other_errors;
-    }
-}
-
-fn is_unique_violation(err: &DbErr) -> bool {
-    matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
-}
-
 /// `TASKS` tasks over one pool; every key in `first_key..first_key + KEYS` is requested by
 /// `CALLERS_PER_KEY` tasks that start together and walk the same keys in the same order.
-async fn race(db: &DatabaseConnection, strategy: Strategy, first_key: i64) -> Tally {
-    let groups = TASKS / CALLERS_PER_KEY;
-    let barrier = Arc::new(Barrier::new(TASKS));
-    let tasks: Vec<_> = (0..TASKS)
-        .map(|task| {
-            let (db, barrier) = (db.clone(), barrier.clone());
-            let group = (task % groups) as i64;
-            tokio::spawn(async move {
-                let mut tally = Tally::default();
-                barrier.wait().await;
-                for pr_id in (first_key..first_key + KEYS).filter(|k| k % groups as i64 == group) {
-                    let result = match strategy {
-                        Strategy::CreateOnce => PullRequest::create_once(&db, pr_id, new_pr(pr_id))
-                            .await
-                            .map(|outcome| outcome.is_created()),
-                        Strategy::Naive => naive_find_then_insert(&db, pr_id)
-                            .await
-                            .map_err(Error::Database),
-                    };
-                    match result {
-                        Ok(true) => tally.created += 1,
-                        Ok(false) => tally.existing += 1,
-                        Err(Error::Database(e)) if is_unique_violation(&e) => {
-                            tally.unique_violations += 1
-                        }
-                        Err(e) => {
-                            eprintln!("{} {pr_id}: {e:?}", strategy.name());
-                            tally.other_errors += 1
-                        }
-                    }
-                }
-                tally
-            })
-        })
-        .collect();
-    let mut total = Tally::default();
-    for task in tasks {
-        total.add(task.await.expect("task panicked"));
-    }
-    total
-}
-
-async fn naive_find_then_insert(db: &DatabaseConnection, pr_id: i64) -> Result<bool, DbErr> {
-    let found = PullRequest::find()
-        .filter(entity::pull_requests::Column::PrId.eq(pr_id))
-        .one(db)
-        .await?;
-    if found.is_some() {
-        return Ok(false);
-    }
-    PullRequest::new_active_model(&pr_id, new_pr(pr_id))
-        .insert(db)
-        .await?;
-    Ok(true)
-}
-
-/// Backends waiting for (`granted = false`) or holding the advisory lock `key`, from
-/// `pg_locks` on a direct connection. A `BigInt(k)` key appears as `classid = k >> 32,
-/// objid = k & 0xFFFFFFFF, objsubid = 1`; a `Pair(a, b)` as `classid = a, objid = b,
-/// objsubid = 2` (as unsigned 32-bit `oid`s).
-async fn lock_pids(db: &DatabaseConnection, key: LockKey, granted: bool) -> Vec<i32> {
-    let (classid, objid, objsubid) = match key {
-        LockKey::BigInt(k) => ((k >> 32) as u32, k as u32, 1),
-        LockKey::Pair(a, b) => (a as u32, b as u32, 2),
-    };
-    db.query_all_raw(Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' \
-           AND classid::bigint = $1 AND objid::bigint = $2 AND objsubid = $3 AND granted = $4",
-        [
-            i64::from(classid).into(),
-            i64::from(objid).into(),
-            objsubid.into(),
-            granted.into(),
-        ],
-    ))
-    .await
-    .unwrap()
-    .iter()
-    .map(|row| row.try_get::<i32>("", "pid").unwrap())
-    .collect()
-}
-
-/// Polls `pg_locks` until `count` backends wait for `key` (bounded; the interval only paces
-/// the polling).
-async fn wait_for_waiters(db: &DatabaseConnection, key: LockKey, count: usize) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while lock_pids(db, key, false).await.len() < count {
-        assert!(
-            Instant::now() < deadline,
-            "{count} processes never reached the gate"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
+const WORKLOAD: Workload = Workload {
+    keys: KEYS,
+    callers_per_key: CALLERS_PER_KEY,
+    tasks: TASKS,
+};
 
 /// Environment of the worker processes of `session_pooling_several_processes_...`.
 const WORKER_URL: &str = "SEA_ORM_IDEMPOTENT_PGBOUNCER_WORKER_URL";
@@ -207,11 +68,8 @@ async fn session_pooling_worker() {
             .await
             .unwrap();
         gate.commit().await.unwrap();
-        let tally = race(&db, strategy, first_key).await;
-        println!(
-            "WORKER_TALLY created={} existing={} unique_violations={} other_errors={}",
-            tally.created, tally.existing, tally.unique_violations, tally.other_errors
-        );
+        let tally = WORKLOAD.race(&db, strategy, first_key).await;
+        tally.print_for_parent();
         return;
     }
     if !PgBouncer::installed() {
@@ -222,7 +80,7 @@ async fn session_pooling_worker() {
     let test_db = server.database("pgbouncer_session_one_process").await;
     let db = test_support::connect(&bouncer.url(&test_db.name), POOL).await;
 
-    let tally = race(&db, Strategy::CreateOnce, 1).await;
+    let tally = WORKLOAD.race(&db, Strategy::CreateOnce, 1).await;
 
     assert_eq!(
         tally,
@@ -248,16 +106,9 @@ async fn run_workers(
     acquire_advisory_lock(&gate, GATE, Wait::Forever)
         .await
         .unwrap();
-    let exe = std::env::current_exe().unwrap();
     let children: Vec<_> = (0..PROCESSES)
         .map(|_| {
-            tokio::process::Command::new(&exe)
-                .args([
-                    "session_pooling_worker",
-                    "--exact",
-                    "--nocapture",
-                    "--test-threads=1",
-                ])
+            worker_process("session_pooling_worker")
                 .env(WORKER_URL, url)
                 .env(WORKER_STRATEGY, strategy.name())
                 .env(WORKER_FIRST_KEY, first_key.to_string())
@@ -266,35 +117,23 @@ async fn run_workers(
         })
         .map(tokio::spawn)
         .collect();
-    wait_for_waiters(direct, GATE, PROCESSES).await;
+    // Open the gate once every process waits at it (seen in `pg_locks`, bounded).
+    poll_locks_until(
+        direct,
+        GATE,
+        false,
+        Duration::from_secs(60),
+        &format!("{PROCESSES} processes reach the gate"),
+        |waiters| waiters.len() >= PROCESSES,
+    )
+    .await;
     gate.commit().await.unwrap(); // all processes go at once
 
     let mut total = Tally::default();
     for child in children {
-        let output = child.await.unwrap().expect("run a worker process");
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(
-            output.status.success(),
-            "worker failed:\n{stdout}\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let line = stdout
-            .lines()
-            .find_map(|l| l.find("WORKER_TALLY").map(|at| &l[at..]))
-            .unwrap_or_else(|| panic!("no tally from worker:\n{stdout}"));
-        let field = |name: &str| -> usize {
-            line.split_whitespace()
-                .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
-                .unwrap()
-                .parse()
-                .unwrap()
-        };
-        total.add(Tally {
-            created: field("created"),
-            existing: field("existing"),
-            unique_violations: field("unique_violations"),
-            other_errors: field("other_errors"),
-        });
+        total.add(worker_tally(
+            &child.await.unwrap().expect("run a worker process"),
+        ));
     }
     total
 }

@@ -8,18 +8,18 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{new_pr, rows_for, total_rows};
-use entity::{PullRequest, pull_requests};
+use common::{
+    Strategy, Tally, TempDir, Workload, new_pr, rows_for, total_rows, worker_process, worker_tally,
+};
+use entity::PullRequest;
 use migration::{Migrator, MigratorTrait};
 use sea_orm::sqlx::sqlite::SqliteJournalMode;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
-    DbBackend, DbErr, EntityTrait, QueryFilter, RuntimeErr, SqlErr, SqliteTransactionMode,
-    Statement, TransactionOptions, TransactionTrait,
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, RuntimeErr,
+    SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
 };
 use sea_orm_idempotent::{Error, IdempotentCreate, Wait};
 use tokio::sync::Barrier;
@@ -28,43 +28,6 @@ const KEYS: i64 = 50;
 const CALLERS_PER_KEY: usize = 8;
 const TASKS: usize = 32;
 const POOL: u32 = 8;
-
-/// A directory of its own under the system's temp dir, removed when the test passes and kept
-/// (its path printed) when it fails.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(label: &str) -> TempDir {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let dir = std::env::temp_dir().join(format!(
-            "sea-orm-idempotent-sqlite-{label}-{}-{nanos}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).expect("create a temp dir");
-        TempDir(dir)
-    }
-
-    /// The URL of a database file in this directory, created on first connect.
-    fn url(&self, file: &str) -> String {
-        sqlite_url(&self.0.join(file))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("SQLite files kept for inspection: {}", self.0.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-fn sqlite_url(path: &Path) -> String {
-    format!("sqlite://{}?mode=rwc", path.display())
-}
 
 /// A pool of `max_connections` connections to `url` in `journal` mode, each waiting for the
 /// write lock at most `busy_timeout`.
@@ -93,99 +56,13 @@ async fn migrated(url: &str, journal: SqliteJournalMode) -> DatabaseConnection {
     db
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Strategy {
-    CreateOnce,
-    /// Find, then insert, no IMMEDIATE transaction: what most code does.
-    Naive,
-}
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-struct Tally {
-    created: usize,
-    existing: usize,
-    unique_violations: usize,
-    other_errors: usize,
-}
-
-impl Tally {
-    fn add(&mut self, other: Tally) {
-        self.created += other.created;
-        self.existing += other.existing;
-        self.unique_violations += other.unique_violations;
-        self.other_errors += other.other_errors;
-    }
-}
-
-fn is_unique_violation(err: &DbErr) -> bool {
-    matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
-}
-
 /// `TASKS` tasks over one pool; every key in `first_key..first_key + KEYS` is requested by
 /// `CALLERS_PER_KEY` tasks that start together (a barrier) and walk the same keys in order.
-async fn race(db: &DatabaseConnection, strategy: Strategy, first_key: i64) -> Tally {
-    let groups = TASKS / CALLERS_PER_KEY;
-    let barrier = Arc::new(Barrier::new(TASKS));
-    let mut handles = Vec::new();
-    for task in 0..TASKS {
-        let db = db.clone();
-        let barrier = barrier.clone();
-        let group = (task % groups) as i64;
-        handles.push(tokio::spawn(async move {
-            let mut tally = Tally::default();
-            barrier.wait().await;
-            for pr_id in (first_key..first_key + KEYS).filter(|k| k % groups as i64 == group) {
-                let result = match strategy {
-                    Strategy::CreateOnce => PullRequest::create_once(&db, pr_id, new_pr(pr_id))
-                        .await
-                        .map(|outcome| outcome.is_created()),
-                    Strategy::Naive => naive_find_then_insert(&db, pr_id)
-                        .await
-                        .map_err(Error::Database),
-                };
-                match result {
-                    Ok(true) => tally.created += 1,
-                    Ok(false) => tally.existing += 1,
-                    Err(Error::Database(e)) if is_unique_violation(&e) => {
-                        tally.unique_violations += 1
-                    }
-                    Err(e) => {
-                        eprintln!("{strategy:?}({pr_id}): {e:?}");
-                        tally.other_errors += 1
-                    }
-                }
-            }
-            tally
-        }));
-    }
-    let mut total = Tally::default();
-    for handle in handles {
-        total.add(handle.await.expect("task panicked"));
-    }
-    total
-}
-
-/// The race `create_once` closes: both callers find nothing, both insert.
-async fn naive_find_then_insert(db: &DatabaseConnection, pr_id: i64) -> Result<bool, DbErr> {
-    let found = PullRequest::find()
-        .filter(pull_requests::Column::PrId.eq(pr_id))
-        .one(db)
-        .await?;
-    if found.is_some() {
-        return Ok(false);
-    }
-    PullRequest::new_active_model(&pr_id, new_pr(pr_id))
-        .insert(db)
-        .await?;
-    Ok(true)
-}
-
-async fn assert_one_row_per_key(db: &DatabaseConnection, first_key: i64) {
-    assert_eq!(total_rows(db).await, KEYS as u64);
-    for pr_id in first_key..first_key + KEYS {
-        assert_eq!(rows_for(db, pr_id).await, 1, "pr_id {pr_id}");
-    }
-}
+const WORKLOAD: Workload = Workload {
+    keys: KEYS,
+    callers_per_key: CALLERS_PER_KEY,
+    tasks: TASKS,
+};
 
 async fn table_exists(db: &DatabaseConnection, table: &str) -> bool {
     let row = db
@@ -205,9 +82,9 @@ async fn table_exists(db: &DatabaseConnection, table: &str) -> bool {
 /// `DateTimeWithTimeZone`, and `down` removes exactly what `up` created.
 #[tokio::test]
 async fn the_sample_schema_works_end_to_end_on_a_file_database() {
-    let dir = TempDir::new("schema");
+    let dir = TempDir::new("sqlite-schema");
     let db = connect(
-        &dir.url("app.db"),
+        &dir.sqlite_url("app.db"),
         1,
         SqliteJournalMode::Delete,
         Duration::from_secs(5),
@@ -265,10 +142,10 @@ fn unix_seconds() -> i64 {
 }
 
 async fn many_connections(journal: SqliteJournalMode) {
-    let dir = TempDir::new("connections");
-    let db = migrated(&dir.url("race.db"), journal).await;
+    let dir = TempDir::new("sqlite-connections");
+    let db = migrated(&dir.sqlite_url("race.db"), journal).await;
 
-    let tally = race(&db, Strategy::CreateOnce, 1).await;
+    let tally = WORKLOAD.race(&db, Strategy::CreateOnce, 1).await;
 
     assert_eq!(
         tally,
@@ -279,7 +156,7 @@ async fn many_connections(journal: SqliteJournalMode) {
             other_errors: 0,
         }
     );
-    assert_one_row_per_key(&db, 1).await;
+    WORKLOAD.assert_one_row_per_key(&db, 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -297,10 +174,10 @@ async fn many_connections_create_each_key_once_in_wal_mode() {
 /// SQLite's write lock before looking.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn naive_find_then_insert_races_on_sqlite_too() {
-    let dir = TempDir::new("naive");
-    let db = migrated(&dir.url("naive.db"), SqliteJournalMode::Wal).await;
+    let dir = TempDir::new("sqlite-naive");
+    let db = migrated(&dir.sqlite_url("naive.db"), SqliteJournalMode::Wal).await;
 
-    let tally = race(&db, Strategy::Naive, 1).await;
+    let tally = WORKLOAD.race(&db, Strategy::Naive, 1).await;
 
     eprintln!("naive find-then-insert on SQLite: {tally:?}");
     assert!(
@@ -327,16 +204,17 @@ async fn sqlite_race_worker_process() {
                 _ => SqliteJournalMode::Delete,
             };
             let db = connect(&url, POOL, journal, Duration::from_secs(30)).await;
-            let t = race(&db, Strategy::CreateOnce, WORKER_FIRST_KEY).await;
-            println!(
-                "WORKER_TALLY created={} existing={} unique_violations={} other_errors={}",
-                t.created, t.existing, t.unique_violations, t.other_errors
-            );
+            let tally = WORKLOAD
+                .race(&db, Strategy::CreateOnce, WORKER_FIRST_KEY)
+                .await;
+            tally.print_for_parent();
         }
         Err(_) => {
-            let dir = TempDir::new("worker");
-            let db = migrated(&dir.url("alone.db"), SqliteJournalMode::Delete).await;
-            let tally = race(&db, Strategy::CreateOnce, WORKER_FIRST_KEY).await;
+            let dir = TempDir::new("sqlite-worker");
+            let db = migrated(&dir.sqlite_url("alone.db"), SqliteJournalMode::Delete).await;
+            let tally = WORKLOAD
+                .race(&db, Strategy::CreateOnce, WORKER_FIRST_KEY)
+                .await;
             assert_eq!(tally.created, KEYS as usize);
             assert_eq!(tally.unique_violations + tally.other_errors, 0);
         }
@@ -347,19 +225,12 @@ async fn sqlite_race_worker_process() {
 /// same keys of one file at once: each key is created once in all, with no errors.
 async fn several_processes(journal: SqliteJournalMode, journal_name: &str) {
     const PROCESSES: usize = 4;
-    let dir = TempDir::new("processes");
-    let url = dir.url("shared.db");
+    let dir = TempDir::new("sqlite-processes");
+    let url = dir.sqlite_url("shared.db");
     migrated(&url, journal).await.close().await.unwrap();
-    let exe = std::env::current_exe().unwrap();
     let children: Vec<_> = (0..PROCESSES)
         .map(|_| {
-            tokio::process::Command::new(&exe)
-                .args([
-                    "sqlite_race_worker_process",
-                    "--exact",
-                    "--nocapture",
-                    "--test-threads=1",
-                ])
+            worker_process("sqlite_race_worker_process")
                 .env(WORKER_URL, &url)
                 .env(WORKER_JOURNAL, journal_name)
                 .output()
@@ -367,34 +238,17 @@ async fn several_processes(journal: SqliteJournalMode, journal_name: &str) {
         .collect();
     let mut created = 0;
     for child in children {
-        let output = child.await.expect("run a worker process");
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(
-            output.status.success(),
-            "worker failed:\n{stdout}\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let line = stdout
-            .lines()
-            .find_map(|l| l.find("WORKER_TALLY").map(|at| &l[at..]))
-            .unwrap_or_else(|| panic!("no tally from worker:\n{stdout}"));
-        let field = |name: &str| -> usize {
-            line.split_whitespace()
-                .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
-                .unwrap()
-                .parse()
-                .unwrap()
-        };
-        assert_eq!(field("unique_violations"), 0, "{line}");
-        assert_eq!(field("other_errors"), 0, "{line}");
-        created += field("created");
+        let tally = worker_tally(&child.await.expect("run a worker process"));
+        assert_eq!(tally.unique_violations, 0, "{tally:?}");
+        assert_eq!(tally.other_errors, 0, "{tally:?}");
+        created += tally.created;
     }
     assert_eq!(
         created, KEYS as usize,
         "Created returned once per key across processes"
     );
     let db = connect(&url, 1, journal, Duration::from_secs(30)).await;
-    assert_one_row_per_key(&db, WORKER_FIRST_KEY).await;
+    WORKLOAD.assert_one_row_per_key(&db, WORKER_FIRST_KEY).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -420,8 +274,8 @@ fn immediate() -> TransactionOptions {
 /// `timeout: None`) having written nothing; once the holder commits it goes through.
 #[tokio::test]
 async fn busy_timeout_bounds_the_wait_and_maps_to_lock_timeout() {
-    let dir = TempDir::new("busy");
-    let url = dir.url("busy.db");
+    let dir = TempDir::new("sqlite-busy");
+    let url = dir.sqlite_url("busy.db");
     let holder_pool = migrated(&url, SqliteJournalMode::Wal).await;
     let impatient = connect(&url, 1, SqliteJournalMode::Wal, Duration::from_millis(100)).await;
 
@@ -448,8 +302,8 @@ async fn busy_timeout_bounds_the_wait_and_maps_to_lock_timeout() {
 /// turned into a different wait.
 #[tokio::test]
 async fn per_call_waits_are_refused_not_silently_changed() {
-    let dir = TempDir::new("waits");
-    let db = migrated(&dir.url("waits.db"), SqliteJournalMode::Wal).await;
+    let dir = TempDir::new("sqlite-waits");
+    let db = migrated(&dir.sqlite_url("waits.db"), SqliteJournalMode::Wal).await;
     for wait in [Wait::No, Wait::Timeout(Duration::from_millis(50))] {
         let err = PullRequest::create_once_waiting(&db, 1, wait, || async {
             Ok::<_, std::convert::Infallible>(new_pr(1))
@@ -473,8 +327,8 @@ async fn per_call_waits_are_refused_not_silently_changed() {
 /// write lock: the caller's commit decides, and other creators wait for it.
 #[tokio::test]
 async fn inside_a_callers_immediate_transaction_the_callers_commit_decides() {
-    let dir = TempDir::new("caller");
-    let url = dir.url("caller.db");
+    let dir = TempDir::new("sqlite-caller");
+    let url = dir.sqlite_url("caller.db");
     let db = migrated(&url, SqliteJournalMode::Wal).await;
     let impatient = connect(&url, 1, SqliteJournalMode::Wal, Duration::from_millis(100)).await;
 
@@ -517,8 +371,8 @@ async fn inside_a_callers_immediate_transaction_the_callers_commit_decides() {
 /// A retry in a new transaction finds the row.
 #[tokio::test]
 async fn a_stale_deferred_transaction_gets_a_retryable_error_not_a_duplicate() {
-    let dir = TempDir::new("stale");
-    let url = dir.url("stale.db");
+    let dir = TempDir::new("sqlite-stale");
+    let url = dir.sqlite_url("stale.db");
     let db = migrated(&url, SqliteJournalMode::Wal).await;
 
     let stale = db.begin().await.unwrap(); // DEFERRED, SQLite's default
@@ -554,8 +408,8 @@ async fn a_stale_deferred_transaction_gets_a_retryable_error_not_a_duplicate() {
 /// `make_data` runs once per key however many connections ask at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn make_data_runs_once_per_key_on_sqlite() {
-    let dir = TempDir::new("make");
-    let db = migrated(&dir.url("make.db"), SqliteJournalMode::Wal).await;
+    let dir = TempDir::new("sqlite-make");
+    let db = migrated(&dir.sqlite_url("make.db"), SqliteJournalMode::Wal).await;
     let made = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let barrier = Arc::new(Barrier::new(16));
     let handles: Vec<_> = (0..16)

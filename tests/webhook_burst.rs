@@ -11,12 +11,12 @@ mod webhook_support;
 use std::path::Path;
 use std::process::{Output, Stdio};
 
-use common::rows_for;
+use common::{TempDir, rows_for};
 use entity::{PullRequest, pull_requests};
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::Value;
 use test_support::TestDb;
-use webhook_support::{TempDir, example_binary};
+use webhook_support::example_binary;
 
 /// `webhook_burst` with `args`, in `dir`, with no `DATABASE_URL` unless `database_url` is
 /// given (so a developer's own never leaks in). Started, not awaited.

@@ -1,10 +1,9 @@
 //! Shared by the tests of the examples (`tests/webhook_burst.rs`, `tests/github_webhook.rs`):
-//! where the example binaries are, and a temp dir per test.
+//! where the example binaries are. (Their temp dirs are `common::TempDir`.)
 
 #![allow(dead_code)] // each test binary uses its own subset
 
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The example binary `name`, as `cargo test` builds it (`target/<profile>/examples/<name>`,
 /// next to this test binary's `deps/` directory). Panics if it is missing or older than the
@@ -44,37 +43,4 @@ pub(crate) fn example_binary(name: &str) -> PathBuf {
         }
     }
     binary
-}
-
-/// A directory of its own under the system's temp dir, removed when the test passes and kept
-/// (its path printed) when it fails.
-pub(crate) struct TempDir(pub(crate) PathBuf);
-
-impl TempDir {
-    pub(crate) fn new(label: &str) -> TempDir {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let dir = std::env::temp_dir().join(format!(
-            "sea-orm-idempotent-{label}-{}-{nanos}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).expect("create a temp dir");
-        TempDir(dir)
-    }
-
-    /// The URL of SQLite file `file` in this directory (created on first connect).
-    pub(crate) fn sqlite_url(&self, file: &str) -> String {
-        format!("sqlite://{}?mode=rwc", self.0.join(file).display())
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("files kept for inspection: {}", self.0.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 }
