@@ -24,15 +24,49 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// [`create_once_with`](Self::create_once_with) and
 /// [`create_once_waiting`](Self::create_once_waiting) come for free.
 ///
-/// The sample schema's impl (`entity/src/idempotent.rs` in the repository) in short:
+/// A table of webhook deliveries, keyed by GitHub's `X-GitHub-Delivery` id (the sample
+/// schema's impl for `pull_requests` is in `entity/src/idempotent.rs`):
 ///
-/// ```ignore
-/// impl IdempotentCreate for pull_requests::Entity {
-///     type Key = i64;                   // GitHub's pull-request id
-///     type Data = NewPullRequest;       // what a new row needs besides the key
-///     fn key_column() -> pull_requests::Column { pull_requests::Column::PrId }
-///     fn new_active_model(pr_id: &i64, data: NewPullRequest) -> pull_requests::ActiveModel { ... }
+/// ```
+/// mod deliveries {
+///     use sea_orm::entity::prelude::*;
+///
+///     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+///     #[sea_orm(table_name = "deliveries")]
+///     pub struct Model {
+///         #[sea_orm(primary_key)]
+///         pub id: i64,
+///         #[sea_orm(unique)]
+///         pub delivery_id: String,
+///         pub payload: String,
+///     }
+///
+///     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+///     pub enum Relation {}
+///
+///     impl ActiveModelBehavior for ActiveModel {}
 /// }
+///
+/// use sea_orm::ActiveValue::Set;
+/// use sea_orm_idempotent::IdempotentCreate;
+///
+/// impl IdempotentCreate for deliveries::Entity {
+///     type Key = String; // the delivery id
+///     type Data = String; // the payload
+///
+///     fn key_column() -> deliveries::Column {
+///         deliveries::Column::DeliveryId
+///     }
+///
+///     fn new_active_model(delivery_id: &String, payload: String) -> deliveries::ActiveModel {
+///         deliveries::ActiveModel {
+///             delivery_id: Set(delivery_id.clone()),
+///             payload: Set(payload),
+///             ..Default::default()
+///         }
+///     }
+/// }
+/// # assert_eq!(deliveries::Entity::lock_namespace(), "deliveries");
 /// ```
 ///
 /// # What a call does
