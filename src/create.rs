@@ -13,6 +13,7 @@ use sea_orm::{
 use tracing::{Instrument, field};
 
 use crate::backend::Serialization;
+use crate::local_queue;
 use crate::{Error, LockKey, Outcome, TransactionSource, Wait};
 
 /// The boxed error a `make_data` closure may fail with.
@@ -248,6 +249,13 @@ where
                 u64::try_from(waited.as_micros()).unwrap_or(u64::MAX),
             );
         };
+        // The waiting room (src/local_queue.rs): callers of one PostgreSQL pool on the same
+        // key take turns here, before taking a connection, so a burst on one key holds at most
+        // one of the pool's connections. The turn is held to the end of this block (after
+        // COMMIT or ROLLBACK); the advisory lock still decides. From here on `wait` is what is
+        // left of the caller's bound.
+        let admission = local_queue::admit(db, lock_key, wait).await;
+        let wait = admission.database_wait();
         // Most duplicates arrive after the first delivery committed: one statement, no lock.
         if let Some(model) = find::<T, _>(db, &key).await? {
             return Ok(Outcome::Existing(model));
@@ -255,7 +263,7 @@ where
         let (txn, begin_wait) = serialization.begin(db, lock_key, wait).await?;
         let locked = async {
             let lock_wait = serialization.lock(&txn, lock_key, wait).await?;
-            record_wait(begin_wait + lock_wait);
+            record_wait(admission.waited() + begin_wait + lock_wait);
             find_or_insert::<T, F, Fut, E>(&txn, &key, new_row).await
         }
         .await;
@@ -277,7 +285,9 @@ where
         }
     }
     .instrument(span.clone())
-    .await;
+    .await
+    // A timeout reports the bound the caller asked for, not what the waiting room left of it.
+    .map_err(|err| local_queue::restore_bound(err, wait));
     span.record(
         "outcome",
         match &result {

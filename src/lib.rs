@@ -86,6 +86,7 @@ mod backend;
 mod create;
 mod error;
 mod key;
+mod local_queue;
 mod lock;
 mod outcome;
 mod retry;

@@ -1,7 +1,10 @@
 //! Where `create_once` gets its transaction from: a connection (its own transaction) or a
 //! caller's transaction (a savepoint inside it).
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, TransactionTrait};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseConnectionType, DatabaseTransaction,
+    TransactionTrait,
+};
 
 mod sealed {
     pub trait Sealed {}
@@ -25,16 +28,37 @@ pub trait TransactionSource:
     /// Whether this is a caller's transaction (the crate then works in a savepoint).
     #[doc(hidden)]
     fn is_callers_transaction(&self) -> bool;
+
+    /// The identity of the PostgreSQL pool this handle takes its connections from, for the
+    /// waiting room of same-key callers (`local_queue`); `None` when there is no pool to
+    /// protect: a caller's transaction (its connection is taken already), SQLite, a mock.
+    #[doc(hidden)]
+    fn pool_identity(&self) -> Option<usize>;
 }
 
 impl TransactionSource for DatabaseConnection {
     fn is_callers_transaction(&self) -> bool {
         false
     }
+
+    fn pool_identity(&self) -> Option<usize> {
+        match &self.inner {
+            // The pool's options live in its one shared allocation: one address per pool,
+            // the same for every clone of the connection, for as long as the pool lives.
+            DatabaseConnectionType::SqlxPostgresPoolConnection(_) => {
+                Some(std::ptr::from_ref(self.get_postgres_connection_pool().options()) as usize)
+            }
+            _ => None,
+        }
+    }
 }
 
 impl TransactionSource for DatabaseTransaction {
     fn is_callers_transaction(&self) -> bool {
         true
+    }
+
+    fn pool_identity(&self) -> Option<usize> {
+        None
     }
 }

@@ -1,0 +1,258 @@
+//! A hot key: many callers of one pool on the same key at once (a webhook redelivered in a
+//! burst). They take turns in the crate's waiting room (`src/local_queue.rs`) before taking a
+//! connection, so they never hold more than one of the pool's connections and callers of other
+//! keys keep going.
+//!
+//! `same_key_waiters_leave_the_pool_to_other_keys` fails without the waiting room: the hot
+//! key's callers take both connections of the pool and wait in PostgreSQL for the key, so the
+//! other key's call cannot get a connection and fails with the pool's acquire timeout (10 s
+//! here), and `pg_locks` shows two waiters instead of one. Coordination is through the
+//! database (a lock held from another connection, `pg_locks` polled), never sleeps.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{new_pr, rows_for, total_rows};
+use entity::PullRequest;
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement,
+    TransactionTrait,
+};
+use sea_orm_idempotent::{Error, IdempotentCreate, LockKey, Outcome, Wait, acquire_advisory_lock};
+use test_support::TestDb;
+use tokio::sync::Barrier;
+
+/// A pool of `size` connections whose acquire timeout turns "no connection for us" into an
+/// error instead of a hang.
+async fn small_pool(url: &str, size: u32) -> DatabaseConnection {
+    let mut options = ConnectOptions::new(url.to_owned());
+    options
+        .max_connections(size)
+        .acquire_timeout(Duration::from_secs(10))
+        .sqlx_logging(false);
+    Database::connect(options).await.unwrap()
+}
+
+fn key_of(pr_id: i64) -> LockKey {
+    LockKey::for_entity(PullRequest::lock_namespace(), &pr_id)
+}
+
+/// Advisory-lock rows on `key` in `pg_locks`: (granted, waiting).
+async fn lock_rows(observer: &DatabaseConnection, key: LockKey) -> (i64, i64) {
+    let LockKey::Pair(classid, objid) = key else {
+        panic!("entity keys are pairs")
+    };
+    // Pair keys appear with classid/objid as unsigned oids and objsubid 2.
+    let row = observer
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT count(*) FILTER (WHERE granted) AS granted, \
+                    count(*) FILTER (WHERE NOT granted) AS waiting \
+             FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 \
+               AND classid = ($1::bigint & 4294967295)::oid AND objid = ($2::bigint & 4294967295)::oid \
+               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            [i64::from(classid).into(), i64::from(objid).into()],
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    (
+        row.try_get("", "granted").unwrap(),
+        row.try_get("", "waiting").unwrap(),
+    )
+}
+
+/// Resolves once a session waits for `key` (polling `pg_locks`, not sleeping blindly).
+async fn until_someone_waits(observer: &DatabaseConnection, key: LockKey) {
+    while lock_rows(observer, key).await.1 == 0 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Tally {
+    created: usize,
+    existing: usize,
+    errors: usize,
+}
+
+impl Tally {
+    fn add(&mut self, result: Result<Outcome<entity::pull_requests::Model>, Error>) {
+        match result {
+            Ok(Outcome::Created(_)) => self.created += 1,
+            Ok(Outcome::Existing(_)) => self.existing += 1,
+            Err(e) => {
+                eprintln!("create_once: {e:?}");
+                self.errors += 1
+            }
+        }
+    }
+}
+
+/// Bursts on a few hot keys and a crowd of distinct keys, all at once, over a pool of two:
+/// every key is created exactly once, `Created` comes back exactly once per key, no errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hot_keys_keep_the_create_once_guarantees_over_a_small_pool() {
+    const HOT_KEYS: std::ops::Range<i64> = 1_000..1_005;
+    const CALLERS_PER_HOT_KEY: usize = 40;
+    const DISTINCT: std::ops::Range<i64> = 2_000..2_032;
+    let test_db = TestDb::new().await;
+    let db = small_pool(&test_db.url, 2).await;
+
+    let deliveries: Vec<i64> = HOT_KEYS
+        .flat_map(|k| std::iter::repeat_n(k, CALLERS_PER_HOT_KEY))
+        .chain(DISTINCT)
+        .collect();
+    let barrier = Arc::new(Barrier::new(deliveries.len()));
+    let handles: Vec<_> = deliveries
+        .into_iter()
+        .map(|pr_id| {
+            let (db, barrier) = (db.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                (
+                    pr_id,
+                    PullRequest::create_once(&db, pr_id, new_pr(pr_id)).await,
+                )
+            })
+        })
+        .collect();
+    let mut hot = Tally::default();
+    let mut distinct = Tally::default();
+    for handle in handles {
+        let (pr_id, result) = handle.await.expect("task panicked");
+        if HOT_KEYS.contains(&pr_id) {
+            hot.add(result);
+        } else {
+            distinct.add(result);
+        }
+    }
+
+    let hot_keys = HOT_KEYS.count();
+    assert_eq!(
+        hot,
+        Tally {
+            created: hot_keys,
+            existing: hot_keys * (CALLERS_PER_HOT_KEY - 1),
+            errors: 0
+        }
+    );
+    assert_eq!(
+        distinct,
+        Tally {
+            created: DISTINCT.count(),
+            existing: 0,
+            errors: 0
+        }
+    );
+    for pr_id in HOT_KEYS.chain(DISTINCT) {
+        assert_eq!(rows_for(&db, pr_id).await, 1, "pr_id {pr_id}");
+    }
+    assert_eq!(total_rows(&db).await, (hot_keys + DISTINCT.count()) as u64);
+}
+
+/// While another connection holds a hot key, its callers on a pool of two must not take both
+/// connections: one of them waits in PostgreSQL, the rest wait in the crate, and another key
+/// still completes on the pool's second connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn same_key_waiters_leave_the_pool_to_other_keys() {
+    const HOT: i64 = 3_000;
+    const OTHER: i64 = 3_001;
+    const WAITERS: usize = 8;
+    let test_db = TestDb::new().await;
+    let observer = test_db.connect(1).await;
+    let holder = test_db.connect(1).await;
+    let db = small_pool(&test_db.url, 2).await;
+
+    let held = holder.begin().await.unwrap();
+    acquire_advisory_lock(&held, key_of(HOT), Wait::Forever)
+        .await
+        .unwrap();
+    let waiters: Vec<_> = (0..WAITERS)
+        .map(|_| {
+            let db = db.clone();
+            tokio::spawn(async move { PullRequest::create_once(&db, HOT, new_pr(HOT)).await })
+        })
+        .collect();
+    until_someone_waits(&observer, key_of(HOT)).await;
+
+    let other = PullRequest::create_once(&db, OTHER, new_pr(OTHER))
+        .await
+        .expect("another key completes while the hot key's callers wait");
+    assert!(other.is_created(), "{other:?}");
+    // The holder, and at most one of the hot key's callers waiting in PostgreSQL (none for a
+    // moment between two of its bounded wait slices); the rest wait in the crate.
+    let (granted, waiting) = lock_rows(&observer, key_of(HOT)).await;
+    assert_eq!(granted, 1);
+    assert!(
+        waiting <= 1,
+        "{waiting} of the hot key's callers wait in PostgreSQL"
+    );
+
+    held.commit().await.unwrap();
+    let mut tally = Tally::default();
+    for waiter in waiters {
+        tally.add(waiter.await.expect("task panicked"));
+    }
+    assert_eq!(
+        tally,
+        Tally {
+            created: 1,
+            existing: WAITERS - 1,
+            errors: 0
+        }
+    );
+    assert_eq!(rows_for(&db, HOT).await, 1);
+}
+
+/// Callers that bound their wait keep their semantics behind a caller that waits forever:
+/// `Wait::No` does not wait in the crate either (the database answers busy), and
+/// `Wait::Timeout` times out with the bound it asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bounded_waits_keep_their_meaning_behind_a_waiting_caller() {
+    const HOT: i64 = 4_000;
+    let test_db = TestDb::new().await;
+    let observer = test_db.connect(1).await;
+    let holder = test_db.connect(1).await;
+    let db = small_pool(&test_db.url, 2).await;
+
+    let held = holder.begin().await.unwrap();
+    acquire_advisory_lock(&held, key_of(HOT), Wait::Forever)
+        .await
+        .unwrap();
+    let patient = tokio::spawn({
+        let db = db.clone();
+        async move { PullRequest::create_once(&db, HOT, new_pr(HOT)).await }
+    });
+    until_someone_waits(&observer, key_of(HOT)).await;
+
+    let busy = PullRequest::create_once_waiting(&db, HOT, Wait::No, || async {
+        Ok::<_, std::convert::Infallible>(new_pr(HOT))
+    })
+    .await
+    .unwrap_err();
+    assert!(matches!(busy, Error::LockBusy { .. }), "{busy:?}");
+
+    let bound = Duration::from_millis(200);
+    let timed_out = PullRequest::create_once_waiting(&db, HOT, Wait::Timeout(bound), || async {
+        Ok::<_, std::convert::Infallible>(new_pr(HOT))
+    })
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(timed_out, Error::LockTimeout { timeout: Some(t), .. } if t == bound),
+        "{timed_out:?}"
+    );
+
+    held.commit().await.unwrap();
+    assert!(patient.await.unwrap().unwrap().is_created());
+    let again = PullRequest::create_once_waiting(&db, HOT, Wait::No, || async {
+        Ok::<_, std::convert::Infallible>(new_pr(HOT))
+    })
+    .await
+    .unwrap();
+    assert!(matches!(again, Outcome::Existing(_)), "{again:?}");
+    assert_eq!(rows_for(&db, HOT).await, 1);
+}
