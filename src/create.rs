@@ -72,6 +72,10 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 ///
 /// # What a call does
 ///
+/// 0. On a PostgreSQL connection pool, waits its turn behind other callers of the same pool
+///    and key in this process, before taking a connection, so a burst of duplicates holds at
+///    most one pooled connection (the advisory lock still decides; other processes do not see
+///    this queue).
 /// 1. Looks for the row by key (one statement). Most duplicate deliveries end here.
 /// 2. Otherwise begins a transaction (READ COMMITTED on PostgreSQL, IMMEDIATE on SQLite) or a
 ///    savepoint in the caller's transaction, and takes the key's lock: PostgreSQL's

@@ -76,6 +76,13 @@
 //! and releases its lock; a connection whose statement is still waiting on the server stays
 //! busy until that wait ends, so bound waits with [`Wait::Timeout`] where callers may go away.
 //!
+//! # Errors and retries
+//!
+//! Lock timeouts, busy locks and deadlocks are their own [`Error`] variants, classified by
+//! SQLSTATE; [`Error::is_retryable`] says which failures a retry can get past (those, plus lost
+//! connections and a restarting server), and [`Retry`] repeats a call while it can. Retrying
+//! `create_once` is safe: a failed call wrote nothing.
+//!
 //! # Backends
 //!
 //! PostgreSQL uses advisory locks. SQLite has none: an IMMEDIATE transaction takes its write
