@@ -472,7 +472,15 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("test database kept for inspection: {}", self.url);
+            if self.drop_via.is_some() {
+                eprintln!("test database kept for inspection: {}", self.url);
+            } else {
+                eprintln!(
+                    "test database {} goes with the throwaway cluster when the tests exit; \
+                     set DATABASE_URL to keep a failed test's database for inspection",
+                    self.url
+                );
+            }
             return;
         }
         let Some(admin_url) = self.drop_via.clone() else {
