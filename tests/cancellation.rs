@@ -9,26 +9,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{key_of, lock_pids, new_pr, rows_for};
+use common::{key_of, lock_rows, new_pr, rows_for, small_pool, until_someone_waits};
 use entity::PullRequest;
-use sea_orm::{ConnectOptions, Database, DatabaseConnection, TransactionTrait};
-use sea_orm_idempotent::{IdempotentCreate, LockKey, Wait, acquire_advisory_lock};
+use sea_orm::TransactionTrait;
+use sea_orm_idempotent::{IdempotentCreate, Wait, acquire_advisory_lock};
 use test_support::TestDb;
-
-/// Backends holding and waiting for `key`, from `pg_locks`: (granted, waiting).
-async fn lock_rows(observer: &DatabaseConnection, key: LockKey) -> (usize, usize) {
-    (
-        lock_pids(observer, key, true).await.len(),
-        lock_pids(observer, key, false).await.len(),
-    )
-}
-
-/// Resolves once a session waits for `key` (polling `pg_locks`, not sleeping blindly).
-async fn until_someone_waits(observer: &DatabaseConnection, key: LockKey) {
-    while lock_pids(observer, key, false).await.is_empty() {
-        tokio::task::yield_now().await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_waiter_leaves_no_lock_and_no_stuck_connection() {
@@ -36,12 +21,7 @@ async fn a_dropped_waiter_leaves_no_lock_and_no_stuck_connection() {
     let observer = test_db.connect(1).await;
     let holder = test_db.connect(1).await;
     // The caller's pool has ONE connection; a short acquire timeout turns "stuck" into an error.
-    let mut options = ConnectOptions::new(test_db.url.clone());
-    options
-        .max_connections(1)
-        .acquire_timeout(Duration::from_secs(10))
-        .sqlx_logging(false);
-    let db = Database::connect(options).await.unwrap();
+    let db = small_pool(&test_db.url, 1).await;
 
     let key = key_of(1);
     let held = holder.begin().await.unwrap();

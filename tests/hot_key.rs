@@ -14,62 +14,12 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{new_pr, rows_for, total_rows};
+use common::{key_of, lock_rows, new_pr, rows_for, small_pool, total_rows, until_someone_waits};
 use entity::PullRequest;
-use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement,
-    TransactionTrait,
-};
-use sea_orm_idempotent::{Error, IdempotentCreate, LockKey, Outcome, Wait, acquire_advisory_lock};
+use sea_orm::TransactionTrait;
+use sea_orm_idempotent::{Error, IdempotentCreate, Outcome, Wait, acquire_advisory_lock};
 use test_support::TestDb;
 use tokio::sync::Barrier;
-
-/// A pool of `size` connections whose acquire timeout turns "no connection for us" into an
-/// error instead of a hang.
-async fn small_pool(url: &str, size: u32) -> DatabaseConnection {
-    let mut options = ConnectOptions::new(url.to_owned());
-    options
-        .max_connections(size)
-        .acquire_timeout(Duration::from_secs(10))
-        .sqlx_logging(false);
-    Database::connect(options).await.unwrap()
-}
-
-fn key_of(pr_id: i64) -> LockKey {
-    LockKey::for_entity(PullRequest::lock_namespace(), &pr_id)
-}
-
-/// Advisory-lock rows on `key` in `pg_locks`: (granted, waiting).
-async fn lock_rows(observer: &DatabaseConnection, key: LockKey) -> (i64, i64) {
-    let LockKey::Pair(classid, objid) = key else {
-        panic!("entity keys are pairs")
-    };
-    // Pair keys appear with classid/objid as unsigned oids and objsubid 2.
-    let row = observer
-        .query_one_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "SELECT count(*) FILTER (WHERE granted) AS granted, \
-                    count(*) FILTER (WHERE NOT granted) AS waiting \
-             FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 \
-               AND classid = ($1::bigint & 4294967295)::oid AND objid = ($2::bigint & 4294967295)::oid \
-               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-            [i64::from(classid).into(), i64::from(objid).into()],
-        ))
-        .await
-        .unwrap()
-        .unwrap();
-    (
-        row.try_get("", "granted").unwrap(),
-        row.try_get("", "waiting").unwrap(),
-    )
-}
-
-/// Resolves once a session waits for `key` (polling `pg_locks`, not sleeping blindly).
-async fn until_someone_waits(observer: &DatabaseConnection, key: LockKey) {
-    while lock_rows(observer, key).await.1 == 0 {
-        tokio::task::yield_now().await;
-    }
-}
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 struct Tally {

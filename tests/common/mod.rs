@@ -10,9 +10,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use entity::{NewPullRequest, PullRequest, pull_requests};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
-    DbBackend, DbErr, EntityTrait, PaginatorTrait, QueryFilter, SqlErr, Statement,
-    TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
+    DatabaseTransaction, DbBackend, DbErr, EntityTrait, PaginatorTrait, QueryFilter, SqlErr,
+    Statement, TransactionTrait,
 };
 use sea_orm_idempotent::{Error, IdempotentCreate, LockKey, Wait, acquire_advisory_lock};
 use tokio::sync::Barrier;
@@ -277,6 +277,32 @@ pub(crate) async fn lock_pids(db: &DatabaseConnection, key: LockKey, granted: bo
     .iter()
     .map(|row| row.try_get::<i32>("", "pid").unwrap())
     .collect()
+}
+
+/// Backends holding and waiting for `key`, from `pg_locks`: (granted, waiting).
+pub(crate) async fn lock_rows(observer: &DatabaseConnection, key: LockKey) -> (usize, usize) {
+    (
+        lock_pids(observer, key, true).await.len(),
+        lock_pids(observer, key, false).await.len(),
+    )
+}
+
+/// Resolves once a session waits for `key` (polling `pg_locks`, not sleeping blindly).
+pub(crate) async fn until_someone_waits(observer: &DatabaseConnection, key: LockKey) {
+    while lock_pids(observer, key, false).await.is_empty() {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// A pool of `size` connections whose acquire timeout (10 s) turns "no connection for us"
+/// into an error instead of a hang.
+pub(crate) async fn small_pool(url: &str, size: u32) -> DatabaseConnection {
+    let mut options = ConnectOptions::new(url.to_owned());
+    options
+        .max_connections(size)
+        .acquire_timeout(Duration::from_secs(10))
+        .sqlx_logging(false);
+    Database::connect(options).await.unwrap()
 }
 
 /// Polls `pg_locks` until `condition` holds for [`lock_pids`], for at most `within` (a test
