@@ -73,10 +73,12 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// # What a call does
 ///
 /// 0. On a PostgreSQL connection pool, waits its turn behind other callers of the same pool
-///    and key in this process, before taking a connection, so a burst of duplicates holds at
-///    most one pooled connection (the advisory lock still decides; other processes do not see
-///    this queue).
-/// 1. Looks for the row by key (one statement). Most duplicate deliveries end here.
+///    and key in this process, before taking a connection, so a burst of waiting duplicates
+///    holds one pooled connection at a time (the advisory lock still decides; other pools and
+///    processes do not see this queue; [`Wait::No`] never waits in it).
+/// 1. Looks for the row by key (one statement). Most duplicate deliveries end here. (Not in a
+///    caller's transaction, whose connection is held already and whose isolation level must
+///    be checked first.)
 /// 2. Otherwise begins a transaction (READ COMMITTED on PostgreSQL, IMMEDIATE on SQLite) or a
 ///    savepoint in the caller's transaction, and takes the key's lock: PostgreSQL's
 ///    transaction-scoped advisory lock on [`LockKey::for_entity`]`(lock_namespace(), key)`.
@@ -190,8 +192,10 @@ pub trait IdempotentCreate: EntityTrait {
     ///
     /// # Cancel Safety
     ///
-    /// Dropping the future (a timeout, a client gone) writes nothing: the transaction is
-    /// rolled back, which releases the lock, and the connection goes back to the pool. If it is
+    /// Dropping the future (a timeout, a client gone) before the COMMIT is sent writes nothing:
+    /// the transaction is rolled back, which releases the lock, and the connection goes back to
+    /// the pool. Dropped after the COMMIT was sent, the row may be committed without the caller
+    /// seeing `Created`; a retry then returns `Existing`. If it is
     /// dropped while PostgreSQL is still waiting for the lock, the server-side wait ends within
     /// one bounded slice (see [`Wait::Forever`]) and is never turned into a lock held for the
     /// departed caller; meanwhile that one connection stays busy. A panic inside `make_data`
@@ -238,6 +242,9 @@ where
     // Refused up front, so the answer does not depend on whether the row exists yet.
     serialization.check_wait(wait)?;
     let lock_key = LockKey::for_entity(T::lock_namespace(), &key);
+    // `lock_wait_us`: everything between the call and holding the key, for calls that got
+    // past the first look: the waiting room, taking a connection and BEGIN (on SQLite, its
+    // write lock), and the advisory lock.
     let span = tracing::info_span!(
         "create_once",
         entity = T::default().table_name(),
@@ -261,7 +268,12 @@ where
         let admission = local_queue::admit(db, lock_key, wait).await;
         let wait = admission.database_wait();
         // Most duplicates arrive after the first delivery committed: one statement, no lock.
-        if let Some(model) = find::<T, _>(db, &key).await? {
+        // Not inside a caller's transaction: there the connection is held already (nothing to
+        // save), a look before the savepoint would take a REPEATABLE READ snapshot and answer
+        // before the isolation check, and a failed look would abort the caller's transaction.
+        if !db.is_callers_transaction()
+            && let Some(model) = find::<T, _>(db, &key).await?
+        {
             return Ok(Outcome::Existing(model));
         }
         let (txn, begin_wait) = serialization.begin(db, lock_key, wait).await?;

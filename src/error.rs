@@ -22,8 +22,7 @@ pub enum Error {
         /// The key that was asked for.
         key: LockKey,
         /// The bound that ran out: the [`Wait::Timeout`](crate::Wait::Timeout) asked for, or
-        /// `None` when it was the connection's own (SQLite's `busy_timeout`, a server-wide
-        /// `lock_timeout`).
+        /// `None` when it was the connection's own (SQLite's `busy_timeout`).
         timeout: Option<Duration>,
         /// The database's own report.
         #[source]
@@ -37,9 +36,11 @@ pub enum Error {
         key: LockKey,
     },
 
-    /// PostgreSQL detected a deadlock (SQLSTATE 40P01) and chose this transaction to abort.
+    /// PostgreSQL detected a deadlock (SQLSTATE 40P01) and chose this caller's wait to cancel.
     /// Usually a caller's transaction took other locks in an order another transaction
-    /// reverses.
+    /// reverses. The wait is rolled back, but the transaction keeps the locks it took before:
+    /// roll it back so the other side can go on (`create_once` does so on its own
+    /// transactions).
     #[error("deadlock detected while waiting for a lock")]
     Deadlock(#[source] DbErr),
 

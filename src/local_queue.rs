@@ -70,7 +70,8 @@ struct Turn {
 #[derive(Debug)]
 struct Entry {
     key: Place,
-    turnstile: Arc<Turnstile<()>>,
+    /// `Some` until dropped: [`Drop`] releases it while holding the room's lock.
+    turnstile: Option<Arc<Turnstile<()>>>,
 }
 
 impl Entry {
@@ -85,20 +86,32 @@ impl Entry {
                 turnstile
             }
         };
-        Entry { key, turnstile }
+        Entry {
+            key,
+            turnstile: Some(turnstile),
+        }
+    }
+
+    fn turnstile(&self) -> Arc<Turnstile<()>> {
+        self.turnstile
+            .clone()
+            .expect("an entry holds its turnstile until dropped")
     }
 }
 
 impl Drop for Entry {
     fn drop(&mut self) {
         let mut room = ROOM.lock().unwrap_or_else(PoisonError::into_inner);
-        // Every upgrade happens under this lock, so nobody can take a new reference between
-        // this count and the removal.
-        if Arc::strong_count(&self.turnstile) == 1
-            && let Some(room) = room.as_mut()
+        // Release our reference under the lock: every other entry does the same and every
+        // upgrade happens under it, so the last entry to leave sees no strong reference left
+        // (the guards and clones of a caller are released before its entry) and removes the
+        // key. Checking a count and releasing afterwards would let two entries leaving at
+        // once each see the other and both keep a dead key.
+        drop(self.turnstile.take());
+        if let Some(room) = room.as_mut()
             && room
                 .get(&self.key)
-                .is_some_and(|weak| Weak::as_ptr(weak) == Arc::as_ptr(&self.turnstile))
+                .is_some_and(|weak| weak.strong_count() == 0)
         {
             room.remove(&self.key);
         }
@@ -131,7 +144,7 @@ pub(crate) async fn admit<C: TransactionSource>(db: &C, key: LockKey, wait: Wait
 /// Dropping the future gives up the place in the queue and leaves nothing behind.
 pub(crate) async fn enter(pool: usize, key: LockKey, wait: Wait) -> Admission {
     let entry = Entry::of((pool, key));
-    let turnstile = entry.turnstile.clone();
+    let turnstile = entry.turnstile();
     let started = Instant::now();
     let guard = match wait {
         Wait::Forever => Some(turnstile.lock_owned().await),

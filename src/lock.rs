@@ -25,7 +25,12 @@ use crate::{Error, LockKey};
 pub enum Wait {
     /// Wait until the holder commits or rolls back. On the server the wait runs in bounded
     /// slices (twice `deadlock_timeout`, at least a second), so a caller that goes away stops
-    /// waiting within a slice; to the caller it is one wait with no end.
+    /// waiting within a slice; to the caller it is one wait with no end. What that costs:
+    /// a server- or role-wide `lock_timeout` does not end it (it is restored afterwards);
+    /// each new slice queues again behind the waiters that arrived meanwhile, so waiters are
+    /// not served strictly first come, first served, and an exclusive waiter can be overtaken
+    /// by a stream of overlapping shared holders; and each expired slice logs a "canceling
+    /// statement due to lock timeout" line on the server.
     #[default]
     Forever,
     /// Wait at most this long, bounded by the server (`SET LOCAL lock_timeout` for the wait
@@ -75,8 +80,10 @@ pub(crate) enum Mode {
 /// when PostgreSQL breaks a deadlock by aborting this transaction, [`Error::UnsafeIsolation`]
 /// (before waiting) when `txn` is REPEATABLE READ or SERIALIZABLE, whose snapshot would hide
 /// what the previous holder wrote, [`Error::UnsupportedBackend`] when `txn` is not PostgreSQL,
-/// and [`Error::Database`] for anything else. After a timeout or a busy lock `txn` is as it
-/// was and still usable; after a deadlock or a database error PostgreSQL has aborted it.
+/// and [`Error::Database`] for anything else. After a timeout, a busy lock or a deadlock the
+/// wait was rolled back to its savepoint: `txn` is usable and still holds every lock it took
+/// before, so after a deadlock roll it back to let the other side go on. After a database
+/// error PostgreSQL may have aborted `txn`.
 ///
 /// # Cancel Safety
 ///
@@ -287,9 +294,11 @@ fn wait_statement(
     Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
 }
 
-/// `lock_timeout` in whole milliseconds, rounded up so a sub-millisecond bound still bounds.
+/// `lock_timeout` in whole milliseconds, rounded up so a sub-millisecond bound still bounds,
+/// and at most PostgreSQL's largest (`i32::MAX` ms, about 24.8 days), which it would otherwise
+/// refuse as an invalid setting.
 fn timeout_setting(timeout: Duration) -> String {
-    let millis = timeout.as_nanos().div_ceil(1_000_000);
+    let millis = timeout.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128);
     format!("{millis}ms")
 }
 
@@ -360,5 +369,6 @@ mod tests {
         assert_eq!(normalize(Wait::Timeout(Duration::ZERO)), Wait::No);
         assert_eq!(timeout_setting(Duration::from_micros(1)), "1ms");
         assert_eq!(timeout_setting(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(timeout_setting(Duration::MAX), "2147483647ms");
     }
 }
