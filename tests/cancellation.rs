@@ -1,4 +1,5 @@
-//! Dropping a `create_once` that is waiting for a lock (a request timeout, a client gone).
+//! Dropping a `create_once` that is waiting for a lock (a request timeout, a client gone), and
+//! a bounded wait that times out inside a caller's transaction.
 //!
 //! Without bounded server-side waits this test fails: sqlx pings a connection before returning
 //! it to the pool, the ping waits behind the abandoned lock statement, and that statement waits
@@ -58,8 +59,11 @@ async fn a_dropped_waiter_leaves_no_lock_and_no_stuck_connection() {
     );
 }
 
-/// The same inside a caller's transaction: dropping the call rolls back to before it, and the
-/// caller's transaction (and its other work) is unaffected once its own future is dropped.
+/// Inside a caller's transaction, a `create_once_waiting` whose `Wait::Timeout` runs out (the
+/// key is held by another connection) returns `Error::LockTimeout` and rolls back only its own
+/// savepoint: the caller's transaction stays usable, and the row it created earlier in the same
+/// transaction commits with it, while nothing is written for the timed-out key. (Nothing is
+/// dropped here: the call returns its error.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timed_out_wait_leaves_the_callers_transaction_usable() {
     let test_db = TestDb::new().await;

@@ -3,7 +3,14 @@
 //!
 //! The race tests can fail: `naive_find_then_insert_races_on_the_same_workload` runs the
 //! same workload with the lock left out (find, then insert, as most code does) and shows unique
-//! violations; `create_once` on it shows none.
+//! violations; `create_once` on it shows none. `several_processes_create_each_key_once` does the
+//! same across processes (the naive run first, then `create_once`).
+//!
+//! The in-process races run over TWO pools: callers of one pool on the same key take turns in
+//! the crate's waiting room (`src/local_queue.rs`) before they reach the database, so over one
+//! pool the advisory lock is never contended and the tests would pass without it. Spread over
+//! two pools, each key's callers meet at the advisory lock, and with the lock made a no-op
+//! these tests fail.
 
 mod common;
 
@@ -12,11 +19,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{
-    Strategy, Tally, Workload, key_of, lock_is_free, new_pr, rows_for, total_rows, worker_process,
-    worker_tally,
+    Strategy, Tally, Workload, key_of, lock_is_free, new_pr, rows_for, run_gated, total_rows,
+    wait_at_gate, worker_process,
 };
 use entity::PullRequest;
-use sea_orm::{ConnectionTrait, IsolationLevel, Statement, TransactionTrait};
+use sea_orm::{ConnectionTrait, DatabaseConnection, IsolationLevel, Statement, TransactionTrait};
 use sea_orm_idempotent::{Error, IdempotentCreate, Wait, acquire_advisory_lock};
 use test_support::TestDb;
 use tokio::sync::Barrier;
@@ -25,10 +32,33 @@ const KEYS: i64 = 100;
 const CALLERS_PER_KEY: usize = 8;
 const TASKS: usize = 64;
 const POOL: u32 = 8;
+/// Pools per racing process: same-key callers of different pools meet only at the advisory
+/// lock (those of one pool take turns in the waiting room first).
+const POOLS: usize = 2;
 
-/// `TASKS` tasks over one pool of `POOL` connections; every key in
+/// `POOLS` pools of `POOL` connections each to `url`, every connection already open, so that
+/// connecting does not stagger the callers of a race (which would let one pool's caller
+/// commit before the other pool's looks, and hide a missing lock).
+async fn pools(url: &str) -> Vec<DatabaseConnection> {
+    let mut pools = Vec::with_capacity(POOLS);
+    for _ in 0..POOLS {
+        let pool = test_support::connect(url, POOL).await;
+        let mut open = Vec::with_capacity(POOL as usize);
+        for _ in 0..POOL {
+            open.push(pool.begin().await.unwrap()); // each one holds a connection of its own
+        }
+        for txn in open {
+            txn.rollback().await.unwrap();
+        }
+        pools.push(pool);
+    }
+    pools
+}
+
+/// `TASKS` tasks over `POOLS` pools of `POOL` connections; every key in
 /// `first_key..first_key + KEYS` is requested by `CALLERS_PER_KEY` tasks that start together
-/// and walk the same keys in the same order, so the requests for a key arrive at once.
+/// and walk the same keys in the same order, so the requests for a key arrive at once, and
+/// each key's callers are split evenly between the pools ([`Workload::race`]).
 const WORKLOAD: Workload = Workload {
     keys: KEYS,
     callers_per_key: CALLERS_PER_KEY,
@@ -38,9 +68,10 @@ const WORKLOAD: Workload = Workload {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn many_tasks_create_each_key_exactly_once() {
     let test_db = TestDb::new().await;
-    let db = test_db.connect(POOL).await;
+    let pools = pools(&test_db.url).await;
+    let db = &pools[0];
 
-    let tally = WORKLOAD.race(&db, Strategy::CreateOnce, 1).await;
+    let tally = WORKLOAD.race(&pools, Strategy::CreateOnce, 1).await;
 
     assert_eq!(
         tally,
@@ -51,7 +82,7 @@ async fn many_tasks_create_each_key_exactly_once() {
             other_errors: 0,
         }
     );
-    WORKLOAD.assert_one_row_per_key(&db, 1).await;
+    WORKLOAD.assert_one_row_per_key(db, 1).await;
 }
 
 /// The same workload without the lock: duplicates collide on the unique constraint. This is
@@ -59,9 +90,10 @@ async fn many_tasks_create_each_key_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn naive_find_then_insert_races_on_the_same_workload() {
     let test_db = TestDb::new().await;
-    let db = test_db.connect(POOL).await;
+    let pools = pools(&test_db.url).await;
+    let db = &pools[0];
 
-    let tally = WORKLOAD.race(&db, Strategy::Naive, 1).await;
+    let tally = WORKLOAD.race(&pools, Strategy::Naive, 1).await;
 
     eprintln!("naive find-then-insert: {tally:?}");
     assert!(
@@ -70,61 +102,106 @@ async fn naive_find_then_insert_races_on_the_same_workload() {
     );
     assert_eq!(tally.other_errors, 0);
     // The unique constraint still saves the data, at the price of errors a person triages.
-    assert_eq!(total_rows(&db).await, KEYS as u64);
+    assert_eq!(total_rows(db).await, KEYS as u64);
 }
 
 /// Environment variables of the worker processes of `several_processes_create_each_key_once`.
 const WORKER_URL: &str = "SEA_ORM_IDEMPOTENT_TEST_WORKER_URL";
 const WORKER_FIRST_KEY: &str = "SEA_ORM_IDEMPOTENT_TEST_WORKER_FIRST_KEY";
+/// `create_once` (the default, when unset) or `naive`: see [`Strategy::name`].
+const WORKER_STRATEGY: &str = "SEA_ORM_IDEMPOTENT_TEST_WORKER_STRATEGY";
 
 /// One racing process. Started by `several_processes_create_each_key_once` with the database
-/// in the environment, it races there and reports its tally; run plainly, it is a one-process
-/// run of the same workload on a database of its own and checks it.
+/// in the environment, it waits at the parent's start gate, races there and reports its
+/// tally; run plainly, it is a one-process run of the same workload on a database of its own
+/// and checks it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn race_worker_process() {
     match std::env::var(WORKER_URL) {
         Ok(url) => {
             let first_key = std::env::var(WORKER_FIRST_KEY).unwrap().parse().unwrap();
-            let db = test_support::connect(&url, POOL).await;
-            let tally = WORKLOAD.race(&db, Strategy::CreateOnce, first_key).await;
+            let strategy = std::env::var(WORKER_STRATEGY)
+                .map_or(Strategy::CreateOnce, |name| Strategy::from_name(&name));
+            let pools = pools(&url).await;
+            // Wait at the parent's gate, so that all processes start together.
+            wait_at_gate(&pools[0]).await;
+            let tally = WORKLOAD.race(&pools, strategy, first_key).await;
             tally.print_for_parent();
         }
         Err(_) => {
             let test_db = TestDb::new().await;
-            let db = test_db.connect(POOL).await;
-            let tally = WORKLOAD.race(&db, Strategy::CreateOnce, 1_000).await;
+            let pools = pools(&test_db.url).await;
+            let tally = WORKLOAD.race(&pools, Strategy::CreateOnce, 1_000).await;
             assert_eq!(tally.created, KEYS as usize);
             assert_eq!(tally.unique_violations + tally.other_errors, 0);
         }
     }
 }
 
-/// Four OS processes (this test binary, re-run as `race_worker_process`) race on the same
-/// keys at once: each key is created once in all, with no errors.
+/// Runs `processes` copies of this test binary as `race_worker_process` with `strategy` on
+/// `test_db` (each over `POOLS` pools), released together by the start gate (a lock held on
+/// `direct`, coordinated through `pg_locks`), and returns their tallies.
+async fn run_workers(
+    direct: &DatabaseConnection,
+    test_db: &TestDb,
+    processes: usize,
+    strategy: Strategy,
+    first_key: i64,
+) -> Vec<Tally> {
+    let workers = (0..processes).map(|_| {
+        let mut worker = worker_process("race_worker_process");
+        worker
+            .env(WORKER_URL, &test_db.url)
+            .env(WORKER_STRATEGY, strategy.name())
+            .env(WORKER_FIRST_KEY, first_key.to_string());
+        worker
+    });
+    run_gated(direct, workers).await
+}
+
+/// Four OS processes (this test binary, re-run as `race_worker_process`), released together
+/// by a start gate, race on the same keys at once: each key is created once in all, with no
+/// errors.
+///
+/// The same run with the lock left out (`Strategy::Naive`, first, on a database of its own)
+/// must get unique violations, so a workload too tame to catch a broken lock fails the test
+/// instead of passing it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_processes_create_each_key_once() {
     const PROCESSES: usize = 4;
     const FIRST_KEY: i64 = 5_000;
+
+    let naive_db = TestDb::new().await;
+    let direct = naive_db.connect(2).await;
+    let mut naive = Tally::default();
+    for tally in run_workers(&direct, &naive_db, PROCESSES, Strategy::Naive, FIRST_KEY).await {
+        naive.add(tally);
+    }
+    eprintln!("naive find-then-insert across processes: {naive:?}");
+    assert!(
+        naive.unique_violations > 0,
+        "the naive workload should race, or the test proves nothing: {naive:?}"
+    );
+    assert_eq!(total_rows(&direct).await, KEYS as u64);
+
     let test_db = TestDb::new().await;
-    let children: Vec<_> = (0..PROCESSES)
-        .map(|_| {
-            worker_process("race_worker_process")
-                .env(WORKER_URL, &test_db.url)
-                .env(WORKER_FIRST_KEY, FIRST_KEY.to_string())
-                .output()
-        })
-        .collect();
+    let db = test_db.connect(2).await;
     let mut created = 0;
-    for child in children {
-        let tally = worker_tally(&child.await.expect("run a worker process"));
+    let mut total = Tally::default();
+    for tally in run_workers(&db, &test_db, PROCESSES, Strategy::CreateOnce, FIRST_KEY).await {
         assert_eq!(tally.unique_violations, 0, "{tally:?}");
         assert_eq!(tally.other_errors, 0, "{tally:?}");
         created += tally.created;
+        total.add(tally);
     }
-    let db = test_db.connect(1).await;
     assert_eq!(
         created, KEYS as usize,
         "Created returned once per key across processes"
+    );
+    assert_eq!(
+        total.existing,
+        KEYS as usize * (CALLERS_PER_KEY * PROCESSES - 1),
+        "{total:?}"
     );
     WORKLOAD.assert_one_row_per_key(&db, FIRST_KEY).await;
 }
@@ -176,24 +253,35 @@ async fn inside_a_callers_transaction_the_callers_commit_decides() {
 async fn stricter_isolation_in_a_callers_transaction_is_refused_before_writing() {
     let test_db = TestDb::new().await;
     let db = test_db.connect(1).await;
-    for level in [IsolationLevel::RepeatableRead, IsolationLevel::Serializable] {
-        let txn = db.begin_with_config(Some(level), None).await.unwrap();
-        let err = PullRequest::create_once(&txn, 20, new_pr(20))
+    // Key 21 exists already: the answer must not depend on the data (a look before the
+    // isolation check would have answered Existing here and UnsafeIsolation for key 20).
+    assert!(
+        PullRequest::create_once(&db, 21, new_pr(21))
             .await
-            .unwrap_err();
-        match &err {
-            Error::UnsafeIsolation { level: reported } => {
-                assert!(
-                    reported == "repeatable read" || reported == "serializable",
-                    "{reported}"
-                )
+            .unwrap()
+            .is_created()
+    );
+    for level in [IsolationLevel::RepeatableRead, IsolationLevel::Serializable] {
+        for pr_id in [20, 21] {
+            let txn = db.begin_with_config(Some(level), None).await.unwrap();
+            let err = PullRequest::create_once(&txn, pr_id, new_pr(pr_id))
+                .await
+                .unwrap_err();
+            match &err {
+                Error::UnsafeIsolation { level: reported } => {
+                    assert!(
+                        reported == "repeatable read" || reported == "serializable",
+                        "{reported}"
+                    )
+                }
+                other => panic!("expected UnsafeIsolation for {pr_id}, got {other:?}"),
             }
-            other => panic!("expected UnsafeIsolation, got {other:?}"),
+            assert!(!err.is_retryable());
+            txn.rollback().await.unwrap();
         }
-        assert!(!err.is_retryable());
-        txn.rollback().await.unwrap();
     }
     assert_eq!(rows_for(&db, 20).await, 0);
+    assert_eq!(rows_for(&db, 21).await, 1);
 }
 
 /// The crate's own transactions are READ COMMITTED even when the server defaults to
@@ -283,12 +371,16 @@ async fn waiting_can_be_bounded_or_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn make_data_runs_once_per_key_however_many_callers() {
     let test_db = TestDb::new().await;
-    let db = test_db.connect(POOL).await;
+    // Callers alternate between two pools, so they meet at the advisory lock, not only in
+    // one pool's waiting room.
+    let pools = pools(&test_db.url).await;
+    let db = &pools[0];
     let calls = Arc::new(AtomicUsize::new(0));
     let barrier = Arc::new(Barrier::new(16));
     let handles: Vec<_> = (0..16)
-        .map(|_| {
-            let (db, calls, barrier) = (db.clone(), calls.clone(), barrier.clone());
+        .map(|task| {
+            let db = pools[task % pools.len()].clone();
+            let (calls, barrier) = (calls.clone(), barrier.clone());
             tokio::spawn(async move {
                 barrier.wait().await;
                 PullRequest::create_once_with(&db, 50, || async move {
@@ -306,7 +398,7 @@ async fn make_data_runs_once_per_key_however_many_callers() {
     }
     assert_eq!(created, 1);
     assert_eq!(calls.load(Ordering::SeqCst), 1);
-    assert_eq!(rows_for(&db, 50).await, 1);
+    assert_eq!(rows_for(db, 50).await, 1);
 }
 
 #[tokio::test]

@@ -16,17 +16,13 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::{
-    Strategy, Tally, Workload, lock_pids, poll_locks_until, rows_for, total_rows, worker_process,
-    worker_tally,
+    Strategy, Tally, Workload, lock_pids, rows_for, run_gated, total_rows, wait_at_gate,
+    worker_process,
 };
 use sea_orm::sqlx::{self, Connection, PgConnection, Row};
 use sea_orm::{DatabaseConnection, TransactionTrait};
-use sea_orm_idempotent::{
-    Error, LockKey, Wait, acquire_advisory_lock, acquire_shared_advisory_lock,
-};
+use sea_orm_idempotent::{Error, LockKey, Wait, acquire_advisory_lock};
 use test_support::{PgBouncer, PoolMode, Server, TestDb};
 
 const KEYS: i64 = 60;
@@ -34,8 +30,6 @@ const CALLERS_PER_KEY: usize = 8;
 const TASKS: usize = 32;
 const POOL: u32 = 6;
 const PROCESSES: usize = 3;
-/// The start gate of the worker processes: the parent holds it, the workers wait on it.
-const GATE: LockKey = LockKey::BigInt(9_000_001);
 
 /// `TASKS` tasks over one pool; every key in `first_key..first_key + KEYS` is requested by
 /// `CALLERS_PER_KEY` tasks that start together and walk the same keys in the same order.
@@ -61,14 +55,9 @@ async fn session_pooling_worker() {
         let strategy = Strategy::from_name(&std::env::var(WORKER_STRATEGY).unwrap());
         let first_key = std::env::var(WORKER_FIRST_KEY).unwrap().parse().unwrap();
         let db = test_support::connect(&url, POOL).await;
-        // Wait at the gate (a shared lock the parent's exclusive one blocks) so that all
-        // processes start together.
-        let gate = db.begin().await.unwrap();
-        acquire_shared_advisory_lock(&gate, GATE, Wait::Forever)
-            .await
-            .unwrap();
-        gate.commit().await.unwrap();
-        let tally = WORKLOAD.race(&db, strategy, first_key).await;
+        // Wait at the parent's gate, so that all processes start together.
+        wait_at_gate(&db).await;
+        let tally = WORKLOAD.race(&[db], strategy, first_key).await;
         tally.print_for_parent();
         return;
     }
@@ -80,7 +69,9 @@ async fn session_pooling_worker() {
     let test_db = server.database("pgbouncer_session_one_process").await;
     let db = test_support::connect(&bouncer.url(&test_db.name), POOL).await;
 
-    let tally = WORKLOAD.race(&db, Strategy::CreateOnce, 1).await;
+    let tally = WORKLOAD
+        .race(std::slice::from_ref(&db), Strategy::CreateOnce, 1)
+        .await;
 
     assert_eq!(
         tally,
@@ -95,45 +86,25 @@ async fn session_pooling_worker() {
 }
 
 /// Runs `PROCESSES` copies of this test binary as `session_pooling_worker` with `strategy`
-/// through `url`, opens the gate once all wait at it, and returns their summed tally.
+/// through `url`, opens the gate (held on `direct`) once all wait at it, and returns their
+/// summed tally.
 async fn run_workers(
     direct: &DatabaseConnection,
     url: &str,
     strategy: Strategy,
     first_key: i64,
 ) -> Tally {
-    let gate = direct.begin().await.unwrap();
-    acquire_advisory_lock(&gate, GATE, Wait::Forever)
-        .await
-        .unwrap();
-    let children: Vec<_> = (0..PROCESSES)
-        .map(|_| {
-            worker_process("session_pooling_worker")
-                .env(WORKER_URL, url)
-                .env(WORKER_STRATEGY, strategy.name())
-                .env(WORKER_FIRST_KEY, first_key.to_string())
-                .kill_on_drop(true)
-                .output()
-        })
-        .map(tokio::spawn)
-        .collect();
-    // Open the gate once every process waits at it (seen in `pg_locks`, bounded).
-    poll_locks_until(
-        direct,
-        GATE,
-        false,
-        Duration::from_secs(60),
-        &format!("{PROCESSES} processes reach the gate"),
-        |waiters| waiters.len() >= PROCESSES,
-    )
-    .await;
-    gate.commit().await.unwrap(); // all processes go at once
-
+    let workers = (0..PROCESSES).map(|_| {
+        let mut worker = worker_process("session_pooling_worker");
+        worker
+            .env(WORKER_URL, url)
+            .env(WORKER_STRATEGY, strategy.name())
+            .env(WORKER_FIRST_KEY, first_key.to_string());
+        worker
+    });
     let mut total = Tally::default();
-    for child in children {
-        total.add(worker_tally(
-            &child.await.unwrap().expect("run a worker process"),
-        ));
+    for tally in run_gated(direct, workers).await {
+        total.add(tally);
     }
     total
 }

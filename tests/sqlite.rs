@@ -145,7 +145,9 @@ async fn many_connections(journal: SqliteJournalMode) {
     let dir = TempDir::new("sqlite-connections");
     let db = migrated(&dir.sqlite_url("race.db"), journal).await;
 
-    let tally = WORKLOAD.race(&db, Strategy::CreateOnce, 1).await;
+    let tally = WORKLOAD
+        .race(std::slice::from_ref(&db), Strategy::CreateOnce, 1)
+        .await;
 
     assert_eq!(
         tally,
@@ -177,7 +179,9 @@ async fn naive_find_then_insert_races_on_sqlite_too() {
     let dir = TempDir::new("sqlite-naive");
     let db = migrated(&dir.sqlite_url("naive.db"), SqliteJournalMode::Wal).await;
 
-    let tally = WORKLOAD.race(&db, Strategy::Naive, 1).await;
+    let tally = WORKLOAD
+        .race(std::slice::from_ref(&db), Strategy::Naive, 1)
+        .await;
 
     eprintln!("naive find-then-insert on SQLite: {tally:?}");
     assert!(
@@ -205,7 +209,11 @@ async fn sqlite_race_worker_process() {
             };
             let db = connect(&url, POOL, journal, Duration::from_secs(30)).await;
             let tally = WORKLOAD
-                .race(&db, Strategy::CreateOnce, WORKER_FIRST_KEY)
+                .race(
+                    std::slice::from_ref(&db),
+                    Strategy::CreateOnce,
+                    WORKER_FIRST_KEY,
+                )
                 .await;
             tally.print_for_parent();
         }
@@ -213,7 +221,11 @@ async fn sqlite_race_worker_process() {
             let dir = TempDir::new("sqlite-worker");
             let db = migrated(&dir.sqlite_url("alone.db"), SqliteJournalMode::Delete).await;
             let tally = WORKLOAD
-                .race(&db, Strategy::CreateOnce, WORKER_FIRST_KEY)
+                .race(
+                    std::slice::from_ref(&db),
+                    Strategy::CreateOnce,
+                    WORKER_FIRST_KEY,
+                )
                 .await;
             assert_eq!(tally.created, KEYS as usize);
             assert_eq!(tally.unique_violations + tally.other_errors, 0);

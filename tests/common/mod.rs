@@ -14,7 +14,9 @@ use sea_orm::{
     DatabaseTransaction, DbBackend, DbErr, EntityTrait, PaginatorTrait, QueryFilter, SqlErr,
     Statement, TransactionTrait,
 };
-use sea_orm_idempotent::{Error, IdempotentCreate, LockKey, Wait, acquire_advisory_lock};
+use sea_orm_idempotent::{
+    Error, IdempotentCreate, LockKey, Wait, acquire_advisory_lock, acquire_shared_advisory_lock,
+};
 use tokio::sync::Barrier;
 
 /// A plausible new pull request for `pr_id`.
@@ -108,9 +110,15 @@ pub(crate) fn is_unique_violation(err: &DbErr) -> bool {
     matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
 }
 
-/// `tasks` tasks over one pool; every key in `first_key..first_key + keys` is requested by
-/// `callers_per_key` tasks that start together (a barrier) and walk the same keys in the same
-/// order, so the requests for a key arrive at once.
+/// `tasks` tasks over one or more pools; every key in `first_key..first_key + keys` is
+/// requested by `callers_per_key` tasks that start together (a barrier) and walk the same keys
+/// in the same order, so the requests for a key arrive at once.
+///
+/// On PostgreSQL, callers of one pool on the same key take turns in the crate's waiting room
+/// (`src/local_queue.rs`) before they reach the database, so over a single pool the advisory
+/// lock is never contended and a race test would pass without it. Over several pools the
+/// callers of each key are spread over all of them, and same-key callers of different pools
+/// meet only at the advisory lock.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Workload {
     pub(crate) keys: i64,
@@ -119,10 +127,17 @@ pub(crate) struct Workload {
 }
 
 impl Workload {
-    /// Runs the workload on `db` with `strategy` and sums what the calls returned.
+    /// Runs the workload over `pools` with `strategy` and sums what the calls returned.
+    ///
+    /// Task `t` walks the keys of group `t % groups` (`groups = tasks / callers_per_key`) as
+    /// that group's caller number `t / groups`, and caller `c` of every group uses
+    /// `pools[c % pools.len()]`: the callers of each key alternate between the pools (with
+    /// two pools and 8 callers per key, 4 in each), and each pool gets an equal share of the
+    /// tasks. (`pools[t % pools.len()]` would not do: with an even number of groups every
+    /// caller of a key would be in the same pool.)
     pub(crate) async fn race(
         &self,
-        db: &DatabaseConnection,
+        pools: &[DatabaseConnection],
         strategy: Strategy,
         first_key: i64,
     ) -> Tally {
@@ -131,11 +146,13 @@ impl Workload {
             callers_per_key,
             tasks,
         } = *self;
+        assert!(!pools.is_empty(), "a race needs a pool");
         let groups = tasks / callers_per_key;
         let barrier = Arc::new(Barrier::new(tasks));
         let handles: Vec<_> = (0..tasks)
             .map(|task| {
-                let (db, barrier) = (db.clone(), barrier.clone());
+                let db = pools[(task / groups) % pools.len()].clone();
+                let barrier = barrier.clone();
                 let group = (task % groups) as i64;
                 tokio::spawn(async move {
                     let mut tally = Tally::default();
@@ -240,6 +257,62 @@ pub(crate) fn worker_tally(output: &Output) -> Tally {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The start gate of racing worker processes (PostgreSQL: `tests/create_once.rs`,
+// `tests/pgbouncer.rs`)
+
+/// The start gate: the parent holds it (exclusive) while its worker processes start; each
+/// worker waits for it (shared, so they pass together) before racing.
+pub(crate) const GATE: LockKey = LockKey::BigInt(9_000_001);
+
+/// Worker side: waits at the parent's [`GATE`] on `db` (directly or through a pooler, the
+/// same database as the parent's), and returns once the parent opens it.
+pub(crate) async fn wait_at_gate(db: &DatabaseConnection) {
+    let gate = db.begin().await.unwrap();
+    acquire_shared_advisory_lock(&gate, GATE, Wait::Forever)
+        .await
+        .unwrap();
+    gate.commit().await.unwrap();
+}
+
+/// Parent side: holds [`GATE`] on `direct` (a pool of at least two connections: one holds
+/// the gate, another polls `pg_locks`), starts `workers` (worker processes that call
+/// [`wait_at_gate`] on the database `direct` is connected to), opens the gate once every one
+/// of them waits at it (seen in `pg_locks`, for at most 60 s), so all start at once, and
+/// returns their tallies in order. A worker still running when this panics is killed.
+pub(crate) async fn run_gated(
+    direct: &DatabaseConnection,
+    workers: impl IntoIterator<Item = tokio::process::Command>,
+) -> Vec<Tally> {
+    let gate = direct.begin().await.unwrap();
+    acquire_advisory_lock(&gate, GATE, Wait::Forever)
+        .await
+        .unwrap();
+    let children: Vec<_> = workers
+        .into_iter()
+        .map(|mut worker| tokio::spawn(worker.kill_on_drop(true).output()))
+        .collect();
+    let processes = children.len();
+    poll_locks_until(
+        direct,
+        GATE,
+        false,
+        Duration::from_secs(60),
+        &format!("{processes} processes reach the gate"),
+        |waiters| waiters.len() >= processes,
+    )
+    .await;
+    gate.commit().await.unwrap(); // all processes go at once
+
+    let mut tallies = Vec::with_capacity(processes);
+    for child in children {
+        tallies.push(worker_tally(
+            &child.await.unwrap().expect("run a worker process"),
+        ));
+    }
+    tallies
+}
+
+// ---------------------------------------------------------------------------------------------
 // Advisory-lock probes (PostgreSQL)
 
 /// The key `create_once` locks for pull request `pr_id`: the entity's namespace, which is its
@@ -287,11 +360,18 @@ pub(crate) async fn lock_rows(observer: &DatabaseConnection, key: LockKey) -> (u
     )
 }
 
-/// Resolves once a session waits for `key` (polling `pg_locks`, not sleeping blindly).
+/// Resolves once a session waits for `key` (polling `pg_locks`, not sleeping blindly); panics
+/// if nobody does within 30 s, so a regression fails instead of hanging.
 pub(crate) async fn until_someone_waits(observer: &DatabaseConnection, key: LockKey) {
-    while lock_pids(observer, key, false).await.is_empty() {
-        tokio::task::yield_now().await;
-    }
+    poll_locks_until(
+        observer,
+        key,
+        false,
+        Duration::from_secs(30),
+        &format!("a session waits for {key}"),
+        |waiters| !waiters.is_empty(),
+    )
+    .await;
 }
 
 /// A pool of `size` connections whose acquire timeout (10 s) turns "no connection for us"
