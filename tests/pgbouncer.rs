@@ -73,15 +73,7 @@ async fn session_pooling_worker() {
         .race(std::slice::from_ref(&db), Strategy::CreateOnce, 1)
         .await;
 
-    assert_eq!(
-        tally,
-        Tally {
-            created: KEYS as usize,
-            existing: KEYS as usize * (CALLERS_PER_KEY - 1),
-            unique_violations: 0,
-            other_errors: 0,
-        }
-    );
+    assert_eq!(tally, WORKLOAD.exactly_once());
     assert_eq!(total_rows(&db).await, KEYS as u64);
 }
 

@@ -127,6 +127,17 @@ pub(crate) struct Workload {
 }
 
 impl Workload {
+    /// The tally of a correct run: each key created once, every other call absorbed, no error.
+    pub(crate) fn exactly_once(&self) -> Tally {
+        let keys = usize::try_from(self.keys).expect("a positive key count");
+        Tally {
+            created: keys,
+            existing: keys * (self.callers_per_key - 1),
+            unique_violations: 0,
+            other_errors: 0,
+        }
+    }
+
     /// Runs the workload over `pools` with `strategy` and sums what the calls returned.
     ///
     /// Task `t` walks the keys of group `t % groups` (`groups = tasks / callers_per_key`) as
