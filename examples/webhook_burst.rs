@@ -358,7 +358,7 @@ fn error_kind(err: &Error) -> &'static str {
     match err {
         Error::LockTimeout { .. } => "lock_timeout",
         Error::LockBusy { .. } => "lock_busy",
-        Error::Deadlock(_) => "deadlock",
+        Error::Deadlock { .. } => "deadlock",
         Error::UnsafeIsolation { .. } => "unsafe_isolation",
         Error::UnsupportedBackend { .. } => "unsupported_backend",
         Error::MakeData(_) => "make_data",

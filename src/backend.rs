@@ -14,7 +14,8 @@
 //! and the insert see every creator that committed before us, and no other creator can commit
 //! until we do.
 //!
-//! **Inside a caller's transaction** the work runs in a savepoint, and the caller's transaction
+//! **Inside a caller's transaction** the work runs in a savepoint of the crate's own
+//! ([`Savepoint`](crate::savepoint::Savepoint)), and the caller's transaction
 //! mode decides when the write lock is taken. The insert is one statement,
 //! `INSERT ... SELECT ... WHERE NOT EXISTS (...)`, and a statement that writes holds SQLite's
 //! write lock from its first step. SQLite never lets a writer work from a stale view: in WAL
@@ -38,35 +39,34 @@
 //!   they are refused with [`DbErr::BackendNotSupported`] (in [`Error::Database`]) before
 //!   anything is locked or written, instead of silently waiting longer or shorter than asked.
 
-use std::time::{Duration, Instant};
-
 use sea_orm::{
-    DatabaseTransaction, DbBackend, DbErr, IsolationLevel, SqliteTransactionMode,
-    TransactionOptions,
+    DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, IsolationLevel,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 
+use crate::call_chain::{Held, On};
 use crate::lock::{self, Mode};
-use crate::{Error, LockKey, TransactionSource, Wait};
+use crate::{Error, LockKey, Wait};
 
 /// Why SQLite refuses [`Wait::Timeout`] and [`Wait::No`]: the text of the error.
 const SQLITE_WAITS: &str = "Wait::Timeout and Wait::No (SQLite waits for its write lock as \
      long as the connection's busy_timeout; pass Wait::Forever and set busy_timeout when \
      connecting)";
 
-/// How creators are serialised on one backend.
+/// How creators of the same key are kept apart on one backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Serialization {
+pub(crate) enum Backend {
     /// PostgreSQL: `pg_advisory_xact_lock` on the key.
-    AdvisoryLock,
+    Postgres,
     /// SQLite: the write lock of an IMMEDIATE transaction.
-    WriteLock,
+    Sqlite,
 }
 
-impl Serialization {
-    pub(crate) fn of(backend: DbBackend) -> Result<Serialization, Error> {
+impl Backend {
+    pub(crate) fn of(backend: DbBackend) -> Result<Backend, Error> {
         match backend {
-            DbBackend::Postgres => Ok(Serialization::AdvisoryLock),
-            DbBackend::Sqlite => Ok(Serialization::WriteLock),
+            DbBackend::Postgres => Ok(Backend::Postgres),
+            DbBackend::Sqlite => Ok(Backend::Sqlite),
             other => Err(Error::UnsupportedBackend { backend: other }),
         }
     }
@@ -75,7 +75,7 @@ impl Serialization {
     /// before anything is locked or written.
     pub(crate) fn check_wait(self, wait: Wait) -> Result<(), Error> {
         match (self, wait) {
-            (Serialization::WriteLock, Wait::Timeout(_) | Wait::No) => {
+            (Backend::Sqlite, Wait::Timeout(_) | Wait::No) => {
                 Err(Error::Database(DbErr::BackendNotSupported {
                     db: "SQLite",
                     ctx: SQLITE_WAITS,
@@ -85,44 +85,37 @@ impl Serialization {
         }
     }
 
-    /// Begins the creator's transaction, or a savepoint in the caller's. Returns the
-    /// transaction and how long beginning it waited for a lock (SQLite's write lock is taken
-    /// here; PostgreSQL's lock is taken by [`Serialization::lock`]).
-    pub(crate) async fn begin<C: TransactionSource>(
-        self,
-        db: &C,
-        key: LockKey,
-        wait: Wait,
-    ) -> Result<(DatabaseTransaction, Duration), Error> {
-        self.check_wait(wait)?;
-        if db.is_callers_transaction() {
-            // A savepoint: the isolation level and the SQLite mode are the caller's. On SQLite
-            // the guarded insert takes the write lock itself (see the module docs).
-            return Ok((db.begin().await?, Duration::ZERO));
+    /// What a call for `key` holds while its `make_data` runs, when the crate knows.
+    pub(crate) fn held(self, key: LockKey, on: On) -> Option<Held> {
+        match (self, on) {
+            (Backend::Postgres, _) => Some(Held::Key(key)),
+            (Backend::Sqlite, On::Connection) => Some(Held::SqliteWriteLock),
+            // The caller's transaction mode decides when SQLite's write lock is taken.
+            (Backend::Sqlite, On::Transaction(_)) => None,
         }
+    }
+
+    /// Begins the crate's own transaction on `db`: READ COMMITTED on PostgreSQL, IMMEDIATE on
+    /// SQLite (which takes SQLite's write lock here).
+    pub(crate) async fn begin(self, db: &DatabaseConnection) -> Result<DatabaseTransaction, Error> {
         let options = match self {
-            Serialization::AdvisoryLock => TransactionOptions {
+            Backend::Postgres => TransactionOptions {
                 isolation_level: Some(IsolationLevel::ReadCommitted),
                 access_mode: None,
                 sqlite_transaction_mode: None,
             },
-            Serialization::WriteLock => TransactionOptions {
+            Backend::Sqlite => TransactionOptions {
                 isolation_level: None,
                 access_mode: None,
                 sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
             },
         };
-        let started = Instant::now();
-        let txn = db
-            .begin_with_options(options)
-            .await
-            .map_err(|err| Error::from_lock_wait(err, key, wait))?;
-        Ok((txn, started.elapsed()))
+        Ok(db.begin_with_options(options).await?)
     }
 
-    /// Takes the per-key lock inside `txn` and returns how long it waited.
+    /// Takes the per-key lock inside `txn` (the crate's own transaction or a caller's).
     ///
-    /// On SQLite the write lock was already taken by [`Serialization::begin`] (or, inside a
+    /// On SQLite the write lock was already taken by [`Backend::begin`] (or, inside a
     /// caller's transaction, is taken by the guarded insert itself, which reads and writes in
     /// one statement under SQLite's write lock).
     pub(crate) async fn lock(
@@ -130,10 +123,10 @@ impl Serialization {
         txn: &DatabaseTransaction,
         key: LockKey,
         wait: Wait,
-    ) -> Result<Duration, Error> {
+    ) -> Result<(), Error> {
         match self {
-            Serialization::AdvisoryLock => lock::acquire(txn, key, Mode::Exclusive, wait).await,
-            Serialization::WriteLock => Ok(Duration::ZERO),
+            Backend::Postgres => lock::acquire(txn, key, Mode::Exclusive, wait).await,
+            Backend::Sqlite => Ok(()),
         }
     }
 }
@@ -142,9 +135,11 @@ impl Serialization {
 mod tests {
     use super::*;
 
+    use std::time::Duration;
+
     #[test]
     fn sqlite_accepts_only_waiting_for_its_busy_timeout() {
-        let sqlite = Serialization::of(DbBackend::Sqlite).unwrap();
+        let sqlite = Backend::of(DbBackend::Sqlite).unwrap();
         assert!(sqlite.check_wait(Wait::Forever).is_ok());
         for wait in [Wait::No, Wait::Timeout(Duration::from_millis(10))] {
             let err = sqlite.check_wait(wait).unwrap_err();
@@ -161,7 +156,7 @@ mod tests {
 
     #[test]
     fn postgres_honours_every_wait() {
-        let postgres = Serialization::of(DbBackend::Postgres).unwrap();
+        let postgres = Backend::of(DbBackend::Postgres).unwrap();
         for wait in [
             Wait::Forever,
             Wait::No,

@@ -3,17 +3,21 @@
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
-use std::time::Duration;
+use std::time::Instant;
 
 use sea_orm::sea_query::{Expr, ExprTrait, InsertStatement, Query};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbErr,
-    EntityTrait, FromQueryResult, Iterable, QueryFilter, Value,
+    ActiveModelTrait, ActiveValue, ColumnTrait, ConnectionTrait, DatabaseConnection,
+    DatabaseTransaction, DbErr, EntityTrait, FromQueryResult, Iterable, QueryFilter, Value,
 };
 use tracing::{Instrument, field};
 
-use crate::backend::Serialization;
-use crate::local_queue;
+use crate::backend::Backend;
+use crate::call_chain::{Chain, Frame, Held, On};
+use crate::key;
+use crate::savepoint::Savepoint;
+use crate::source::{Handle, PoolId, TxnId};
+use crate::turns::{self, Place};
 use crate::{Error, LockKey, Outcome, TransactionSource, Wait};
 
 /// The boxed error a `make_data` closure may fail with.
@@ -89,6 +93,46 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 ///
 /// The key column is set from `key`, whatever [`new_active_model`](Self::new_active_model)
 /// put there, so the row found and the row inserted are always the same key.
+///
+/// # Keys the database treats as equal must display the same
+///
+/// The lock is taken on the key's `Display` form, the row is found by the key column's
+/// equality. When that equality is coarser than `Display` (a case-insensitive collation,
+/// `citext`, `char(n)` padding), `"Mona"` and `"mona"` take different locks for one row, and
+/// racing them gives unique violations. Normalise such keys (lower-case them, trim them) before
+/// the call, so keys the database treats as equal display the same.
+///
+/// # On a caller's transaction
+///
+/// Each call works in a savepoint the crate names and releases or rolls back by name (not
+/// SeaORM's nested transactions, whose depth-numbered savepoints break when calls interleave
+/// or are dropped midway). Calls on one transaction take turns, so `join!` over several calls
+/// on one `&DatabaseTransaction` is safe: each waits for the one before. A call made inside
+/// the `make_data` of a call on the same transaction runs nested in its savepoint. Do not run
+/// other statements on the transaction concurrently with a call: a call that fails rolls back
+/// to its savepoint, which would undo them too.
+///
+/// If a call on your transaction is dropped (a timeout), its savepoint stays open and what it
+/// did (the lock, perhaps the row) is committed or rolled back with your transaction. The
+/// crate's statements never abort your transaction when their call goes away, with one
+/// exception: an insert whose data breaks a constraint, dropped while the server ran it. Then
+/// your next call returns [`Error::TransactionAborted`]; to be sure either way, roll a
+/// transaction back after dropping a call on it.
+///
+/// # Calls inside `make_data`
+///
+/// `make_data` may call `create_once` for other rows (an audit row, say). A call there that
+/// needs a lock the enclosing call holds on another connection would wait for itself forever;
+/// it returns [`Error::Reentrant`] at once instead. On the same caller's transaction it runs
+/// nested. On SQLite, the crate's own transaction holds the database's one write lock, so a call
+/// inside `make_data` on another connection is refused the same way, whatever its key.
+///
+/// # Timeouts the server enforces
+///
+/// Lock waits are not cut short by `statement_timeout` (see [`Wait`]). But the transaction is
+/// idle while `make_data` runs, so keep `make_data` shorter than the server's
+/// `idle_in_transaction_session_timeout`: past it, PostgreSQL closes the connection (FATAL
+/// 25P03) and nothing is written.
 #[async_trait::async_trait]
 pub trait IdempotentCreate: EntityTrait {
     /// The natural key: what makes two events "the same" (e.g. GitHub's pull-request id). It is
@@ -106,11 +150,17 @@ pub trait IdempotentCreate: EntityTrait {
     /// Builds the row to insert for `key` from `data`.
     fn new_active_model(key: &Self::Key, data: Self::Data) -> Self::ActiveModel;
 
-    /// The namespace hashed into the lock key; by default the table name, so equal natural
-    /// keys of different tables never wait for each other. Override it only to share locks
-    /// deliberately, and never change it while old code may run beside new.
+    /// The namespace hashed into the lock key; by default the table name, qualified by its
+    /// schema when the entity has one (`"app.events"`; `"pull_requests"` without), so equal
+    /// natural keys of different tables never wait for each other. Override it only to share
+    /// locks deliberately, and never change it while old code may run beside new: during a
+    /// deploy, old and new code would stop excluding each other.
     fn lock_namespace() -> &'static str {
-        Self::default().table_name()
+        let entity = Self::default();
+        match entity.schema_name() {
+            Some(schema) => key::schema_qualified(schema, entity.table_name()),
+            None => entity.table_name(),
+        }
     }
 
     /// Creates the row for `key` from `data` unless it exists, waiting for the lock as long as
@@ -135,8 +185,8 @@ pub trait IdempotentCreate: EntityTrait {
     where
         C: TransactionSource,
     {
-        create::<Self, C, MadeAlready<Self::Data>, _, Infallible>(
-            db,
+        create::<Self, MadeAlready<Self::Data>, _, Infallible>(
+            db.handle(),
             key,
             Wait::Forever,
             NewRow::Ready(data),
@@ -167,7 +217,7 @@ pub trait IdempotentCreate: EntityTrait {
         Fut: Future<Output = Result<Self::Data, E>> + Send,
         E: Into<BoxError>,
     {
-        create::<Self, C, F, Fut, E>(db, key, Wait::Forever, NewRow::Make(make_data)).await
+        create::<Self, F, Fut, E>(db.handle(), key, Wait::Forever, NewRow::Make(make_data)).await
     }
 
     /// The general form: like [`create_once_with`](Self::create_once_with), waiting for the
@@ -176,8 +226,11 @@ pub trait IdempotentCreate: EntityTrait {
     /// # Errors
     ///
     /// - [`Error::LockTimeout`] / [`Error::LockBusy`]: the wait ran out (retryable);
-    /// - [`Error::Deadlock`]: PostgreSQL aborted the transaction to break a deadlock
-    ///   (retryable);
+    /// - [`Error::Deadlock`]: PostgreSQL cancelled the wait to break a deadlock (retryable);
+    /// - [`Error::Reentrant`]: called inside the `make_data` of a call that holds the same
+    ///   lock elsewhere; returned before any wait;
+    /// - [`Error::TransactionAborted`]: `db` is a caller's transaction that was aborted
+    ///   already; returned before any write;
     /// - [`Error::UnsafeIsolation`]: `db` is a caller's REPEATABLE READ or SERIALIZABLE
     ///   transaction; returned before any write;
     /// - [`Error::UnsupportedBackend`]: neither PostgreSQL nor SQLite;
@@ -199,7 +252,8 @@ pub trait IdempotentCreate: EntityTrait {
     /// dropped while PostgreSQL is still waiting for the lock, the server-side wait ends within
     /// one bounded slice (see [`Wait::Forever`]) and is never turned into a lock held for the
     /// departed caller; meanwhile that one connection stays busy. A panic inside `make_data`
-    /// unwinds the same way.
+    /// unwinds the same way. On a caller's transaction, see
+    /// [its section](IdempotentCreate#on-a-callers-transaction).
     async fn create_once_waiting<C, F, Fut, E>(
         db: &C,
         key: Self::Key,
@@ -212,7 +266,7 @@ pub trait IdempotentCreate: EntityTrait {
         Fut: Future<Output = Result<Self::Data, E>> + Send,
         E: Into<BoxError>,
     {
-        create::<Self, C, F, Fut, E>(db, key, wait, NewRow::Make(make_data)).await
+        create::<Self, F, Fut, E>(db.handle(), key, wait, NewRow::Make(make_data)).await
     }
 }
 
@@ -225,26 +279,28 @@ enum NewRow<D, F> {
     Make(F),
 }
 
-async fn create<T, C, F, Fut, E>(
-    db: &C,
+async fn create<T, F, Fut, E>(
+    db: Handle<'_>,
     key: T::Key,
     wait: Wait,
     new_row: NewRow<T::Data, F>,
 ) -> Result<Outcome<T::Model>, Error>
 where
     T: IdempotentCreate,
-    C: TransactionSource,
     F: FnOnce() -> Fut + Send,
     Fut: Future<Output = Result<T::Data, E>> + Send,
     E: Into<BoxError>,
 {
-    let serialization = Serialization::of(db.get_database_backend())?;
+    let backend = Backend::of(match db {
+        Handle::Connection(conn) => conn.get_database_backend(),
+        Handle::Transaction(txn) => txn.get_database_backend(),
+    })?;
     // Refused up front, so the answer does not depend on whether the row exists yet.
-    serialization.check_wait(wait)?;
+    backend.check_wait(wait)?;
     let lock_key = LockKey::for_entity(T::lock_namespace(), &key);
     // `lock_wait_us`: everything between the call and holding the key, for calls that got
-    // past the first look: the waiting room, taking a connection and BEGIN (on SQLite, its
-    // write lock), and the advisory lock.
+    // past the first look: taking turns, a connection, BEGIN (on SQLite, its write lock) and
+    // the advisory lock.
     let span = tracing::info_span!(
         "create_once",
         entity = T::default().table_name(),
@@ -253,57 +309,31 @@ where
         lock_wait_us = field::Empty,
         outcome = field::Empty,
     );
-    let result = async {
-        let record_wait = |waited: Duration| {
-            span.record(
-                "lock_wait_us",
-                u64::try_from(waited.as_micros()).unwrap_or(u64::MAX),
-            );
-        };
-        // The waiting room (src/local_queue.rs): callers of one PostgreSQL pool on the same
-        // key take turns here, before taking a connection, so a burst on one key holds at most
-        // one of the pool's connections. The turn is held to the end of this block (after
-        // COMMIT or ROLLBACK); the advisory lock still decides. From here on `wait` is what is
-        // left of the caller's bound.
-        let admission = local_queue::admit(db, lock_key, wait).await;
-        let wait = admission.database_wait();
-        // Most duplicates arrive after the first delivery committed: one statement, no lock.
-        // Not inside a caller's transaction: there the connection is held already (nothing to
-        // save), a look before the savepoint would take a REPEATABLE READ snapshot and answer
-        // before the isolation check, and a failed look would abort the caller's transaction.
-        if !db.is_callers_transaction()
-            && let Some(model) = find::<T, _>(db, &key).await?
-        {
-            return Ok(Outcome::Existing(model));
+    let call = Call {
+        backend,
+        lock_key,
+        wait,
+        chain: Chain::current(),
+        started: Instant::now(),
+        span: span.clone(),
+    };
+    let result = match db {
+        Handle::Connection(conn) => {
+            call.on_connection::<T, F, Fut, E>(conn, &key, new_row)
+                .await
         }
-        let (txn, begin_wait) = serialization.begin(db, lock_key, wait).await?;
-        let locked = async {
-            let lock_wait = serialization.lock(&txn, lock_key, wait).await?;
-            record_wait(admission.waited() + begin_wait + lock_wait);
-            find_or_insert::<T, F, Fut, E>(&txn, &key, new_row).await
-        }
-        .await;
-        match locked {
-            Ok(outcome) => {
-                txn.commit().await?;
-                Ok(outcome)
-            }
-            Err(err) => {
-                // Roll back now, so the lock is free when the caller sees the error: dropping
-                // `txn` would only queue the ROLLBACK for the pool to send when it next checks
-                // the connection. If the rollback fails, the connection (and with its session,
-                // the lock) is gone.
-                if let Err(rollback) = txn.rollback().await {
-                    tracing::debug!(%rollback, "rollback after a failed create_once failed");
-                }
-                Err(err)
-            }
+        Handle::Transaction(txn) => {
+            call.in_callers_transaction::<T, F, Fut, E>(txn, &key, new_row)
+                .await
         }
     }
-    .instrument(span.clone())
-    .await
-    // A timeout reports the bound the caller asked for, not what the waiting room left of it.
-    .map_err(|err| local_queue::restore_bound(err, wait));
+    .map_err(|err| match backend {
+        Backend::Sqlite => err.sqlite_busy_as_timeout(lock_key),
+        Backend::Postgres => err,
+    })
+    // A timeout reports the bound the caller asked for, not what was left of it after waiting
+    // for a turn.
+    .map_err(|err| err.with_bound(wait));
     span.record(
         "outcome",
         match &result {
@@ -314,28 +344,212 @@ where
     result
 }
 
-/// With the lock held: insert the row unless it exists now. `make_data` runs only when a fresh
-/// look finds no row.
-async fn find_or_insert<T, F, Fut, E>(
-    txn: &DatabaseTransaction,
-    key: &T::Key,
-    new_row: NewRow<T::Data, F>,
-) -> Result<Outcome<T::Model>, Error>
-where
-    T: IdempotentCreate,
-    F: FnOnce() -> Fut + Send,
-    Fut: Future<Output = Result<T::Data, E>> + Send,
-    E: Into<BoxError>,
-{
-    match new_row {
-        NewRow::Ready(data) => insert_unless_exists::<T, _>(txn, key, data).await,
-        NewRow::Make(make_data) => match find::<T, _>(txn, key).await? {
-            Some(model) => Ok(Outcome::Existing(model)),
-            None => {
-                let data = make_data().await.map_err(|e| Error::MakeData(e.into()))?;
-                insert_unless_exists::<T, _>(txn, key, data).await
+/// One call of [`create`], and what every step of it needs.
+struct Call {
+    backend: Backend,
+    lock_key: LockKey,
+    /// The caller's wait, from `started`.
+    wait: Wait,
+    /// The calls this one was made inside (see [`call_chain`](crate::call_chain)).
+    chain: Chain,
+    started: Instant,
+    span: tracing::Span,
+}
+
+impl Call {
+    /// On a connection: take the key's turn among this pool's callers, look, and only if the
+    /// row is missing begin the crate's own transaction, lock, insert unless present, commit.
+    async fn on_connection<T, F, Fut, E>(
+        &self,
+        conn: &DatabaseConnection,
+        key: &T::Key,
+        new_row: NewRow<T::Data, F>,
+    ) -> Result<Outcome<T::Model>, Error>
+    where
+        T: IdempotentCreate,
+        F: FnOnce() -> Fut + Send,
+        Fut: Future<Output = Result<T::Data, E>> + Send,
+        E: Into<BoxError>,
+    {
+        let held = self.backend.held(self.lock_key, On::Connection);
+        self.refuse_reentry(held, On::Connection)?;
+        let work = async {
+            // The waiting room (src/turns.rs): callers of one PostgreSQL pool on the same key
+            // take turns before taking a connection, so a burst on one key holds at most one of
+            // the pool's connections. The turn is held to the end of this block (after COMMIT
+            // or ROLLBACK); the advisory lock still decides. A caller whose bound ran out here
+            // goes on without a turn.
+            let _turn = match PoolId::of(conn) {
+                Some(pool) => {
+                    let place = Place::Key {
+                        pool,
+                        key: self.lock_key,
+                    };
+                    turns::take(place, self.wait).await
+                }
+                None => None,
+            };
+            // Most duplicates arrive after the first delivery committed: one statement, no
+            // lock.
+            if let Some(model) = find::<T, _>(conn, key).await? {
+                return Ok(Outcome::Existing(model));
             }
-        },
+            let txn = self.backend.begin(conn).await?;
+            let locked = async {
+                self.backend
+                    .lock(&txn, self.lock_key, self.wait_left())
+                    .await?;
+                self.record_wait();
+                let frame = Frame {
+                    held,
+                    on: On::Connection,
+                };
+                self.create_under_lock::<T, F, Fut, E>(&txn, key, new_row, frame)
+                    .await
+            }
+            .await;
+            match locked {
+                Ok(outcome) => {
+                    txn.commit().await?;
+                    Ok(outcome)
+                }
+                Err(err) => {
+                    // Roll back now, so the lock is free when the caller sees the error:
+                    // dropping `txn` would only queue the ROLLBACK for the pool to send when it
+                    // next checks the connection. If the rollback fails, the connection (and
+                    // with its session, the lock) is gone.
+                    if let Err(rollback) = txn.rollback().await {
+                        tracing::debug!(%rollback, "rollback after a failed create_once failed");
+                    }
+                    Err(err)
+                }
+            }
+        };
+        work.instrument(self.span.clone()).await
+    }
+
+    /// In a caller's transaction: take this transaction's turn, then in a savepoint of the
+    /// crate's own lock and insert unless present, then release the savepoint (the caller's
+    /// commit decides) or roll back to it.
+    async fn in_callers_transaction<T, F, Fut, E>(
+        &self,
+        txn: &DatabaseTransaction,
+        key: &T::Key,
+        new_row: NewRow<T::Data, F>,
+    ) -> Result<Outcome<T::Model>, Error>
+    where
+        T: IdempotentCreate,
+        F: FnOnce() -> Fut + Send,
+        Fut: Future<Output = Result<T::Data, E>> + Send,
+        E: Into<BoxError>,
+    {
+        let on = On::Transaction(TxnId::of(txn));
+        let held = self.backend.held(self.lock_key, on);
+        self.refuse_reentry(held, on)?;
+        let work = async {
+            // Calls on one transaction take turns (src/turns.rs): interleaved savepoints would
+            // undo each other's work.
+            let place = Place::Transaction {
+                txn: TxnId::of(txn),
+                depth: self.chain.depth_on(TxnId::of(txn)),
+            };
+            let Some(_turn) = turns::take(place, self.wait).await else {
+                return Err(self.ran_out());
+            };
+            // No look before the savepoint: the connection is held already (nothing to save),
+            // a look would take a REPEATABLE READ snapshot and answer before the isolation
+            // check, and a failed look would abort the caller's transaction.
+            let savepoint = Savepoint::begin(txn).await?;
+            let locked = async {
+                self.backend
+                    .lock(txn, self.lock_key, self.wait_left())
+                    .await?;
+                self.record_wait();
+                let frame = Frame { held, on };
+                self.create_under_lock::<T, F, Fut, E>(txn, key, new_row, frame)
+                    .await
+            }
+            .await;
+            match locked {
+                Ok(outcome) => {
+                    savepoint.release().await?;
+                    Ok(outcome)
+                }
+                Err(err) => {
+                    if let Err(rollback) = savepoint.rollback().await {
+                        tracing::debug!(%rollback, "rollback to the savepoint of a failed create_once failed");
+                    }
+                    Err(err)
+                }
+            }
+        };
+        work.instrument(self.span.clone()).await
+    }
+
+    /// With the lock held: insert the row unless it exists now. `make_data` runs only when a
+    /// fresh look finds no row, with this call's frame on the call chain.
+    async fn create_under_lock<T, F, Fut, E>(
+        &self,
+        txn: &DatabaseTransaction,
+        key: &T::Key,
+        new_row: NewRow<T::Data, F>,
+        frame: Frame,
+    ) -> Result<Outcome<T::Model>, Error>
+    where
+        T: IdempotentCreate,
+        F: FnOnce() -> Fut + Send,
+        Fut: Future<Output = Result<T::Data, E>> + Send,
+        E: Into<BoxError>,
+    {
+        match new_row {
+            NewRow::Ready(data) => insert_unless_exists::<T, _>(txn, key, data).await,
+            NewRow::Make(make_data) => match find::<T, _>(txn, key).await? {
+                Some(model) => Ok(Outcome::Existing(model)),
+                None => {
+                    let data = self
+                        .chain
+                        .run_inside(frame, make_data())
+                        .await
+                        .map_err(|e| Error::MakeData(e.into()))?;
+                    insert_unless_exists::<T, _>(txn, key, data).await
+                }
+            },
+        }
+    }
+
+    /// Refuses a call whose lock an enclosing call holds elsewhere: it would wait for itself.
+    fn refuse_reentry(&self, held: Option<Held>, on: On) -> Result<(), Error> {
+        match held {
+            Some(held) if self.chain.would_wait_for_itself(held, on) => {
+                Err(Error::Reentrant { key: self.lock_key })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// What is left of the caller's wait for the database lock.
+    fn wait_left(&self) -> Wait {
+        self.wait.after(self.started.elapsed())
+    }
+
+    /// The error of a bound that ran out before the database was asked.
+    fn ran_out(&self) -> Error {
+        match self.wait {
+            Wait::Timeout(timeout) if !timeout.is_zero() => Error::LockTimeout {
+                key: self.lock_key,
+                timeout: Some(timeout),
+                source: None,
+            },
+            _ => Error::LockBusy { key: self.lock_key },
+        }
+    }
+
+    fn record_wait(&self) {
+        let waited = self.started.elapsed();
+        self.span.record(
+            "lock_wait_us",
+            u64::try_from(waited.as_micros()).unwrap_or(u64::MAX),
+        );
     }
 }
 

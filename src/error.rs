@@ -16,17 +16,19 @@ use crate::{LockKey, Wait};
 #[non_exhaustive]
 pub enum Error {
     /// The lock was not granted within [`Wait::Timeout`](crate::Wait::Timeout) (PostgreSQL:
-    /// `lock_timeout`, SQLSTATE 55P03; SQLite: `busy_timeout` ran out). Nothing was written.
+    /// `lock_timeout`, or a cancel request that ended the wait; SQLite: the connection's
+    /// `busy_timeout` ran out). Nothing was written.
     #[error("lock {key} not granted in time (bound: {timeout:?})")]
     LockTimeout {
         /// The key that was asked for.
         key: LockKey,
         /// The bound that ran out: the [`Wait::Timeout`](crate::Wait::Timeout) asked for, or
-        /// `None` when it was the connection's own (SQLite's `busy_timeout`).
+        /// `None` when it was not the caller's (SQLite's `busy_timeout`, a cancel request).
         timeout: Option<Duration>,
-        /// The database's own report.
+        /// The database's own report, when the wait failed with an error (SQLite). A
+        /// PostgreSQL wait never fails: it records why it ended (see the lock module).
         #[source]
-        source: DbErr,
+        source: Option<DbErr>,
     },
 
     /// [`Wait::No`](crate::Wait::No): another transaction holds the key. Nothing was written.
@@ -41,8 +43,30 @@ pub enum Error {
     /// reverses. The wait is rolled back, but the transaction keeps the locks it took before:
     /// roll it back so the other side can go on (`create_once` does so on its own
     /// transactions).
-    #[error("deadlock detected while waiting for a lock")]
-    Deadlock(#[source] DbErr),
+    #[error("deadlock detected while waiting for lock {key}")]
+    Deadlock {
+        /// The key that was asked for.
+        key: LockKey,
+    },
+
+    /// A call made inside the `make_data` of another call (the same call chain) asked for a
+    /// lock that the enclosing call holds, on another connection or transaction: it would
+    /// wait for its own caller forever, a deadlock the server cannot see. Refused at once,
+    /// before anything is written. Make the inner call on the same caller's transaction, or
+    /// after the outer call returns.
+    #[error(
+        "lock {key} is held by an enclosing call of the same call chain; waiting for it would never end"
+    )]
+    Reentrant {
+        /// The key that was asked for.
+        key: LockKey,
+    },
+
+    /// The caller's transaction was already aborted when the call began (PostgreSQL SQLSTATE
+    /// 25P02): an earlier statement in it failed, and its COMMIT would only roll it back.
+    /// Nothing was written; roll the transaction back and start again.
+    #[error("the caller's transaction is aborted; roll it back (its COMMIT would roll back too)")]
+    TransactionAborted(#[source] DbErr),
 
     /// The surrounding transaction runs at an isolation level under which lock-then-read is
     /// unsafe: REPEATABLE READ and SERIALIZABLE take their snapshot before the lock is granted,
@@ -78,33 +102,55 @@ impl Error {
     /// failed `make_data` are not retryable: the same call would fail the same way.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::LockTimeout { .. } | Error::LockBusy { .. } | Error::Deadlock(_) => true,
+            Error::LockTimeout { .. } | Error::LockBusy { .. } | Error::Deadlock { .. } => true,
             Error::Database(err) => is_transient(err),
             Error::UnsafeIsolation { .. }
             | Error::UnsupportedBackend { .. }
+            | Error::Reentrant { .. }
+            | Error::TransactionAborted(_)
             | Error::MakeData(_) => false,
         }
     }
 
-    /// Turns a database error from a statement that may have waited for a lock into the
-    /// matching variant.
-    pub(crate) fn from_lock_wait(err: DbErr, key: LockKey, wait: Wait) -> Error {
-        match classify(&err) {
-            Kind::LockNotAvailable => match wait {
-                Wait::No => Error::LockBusy { key },
-                Wait::Timeout(timeout) => Error::LockTimeout {
-                    key,
-                    timeout: Some(timeout),
-                    source: err,
-                },
-                Wait::Forever => Error::LockTimeout {
-                    key,
-                    timeout: None,
-                    source: err,
-                },
+    /// Turns SQLite's "busy" (its write lock was not granted within the connection's
+    /// `busy_timeout`) into [`Error::LockTimeout`] for `key`; any other error is kept.
+    pub(crate) fn sqlite_busy_as_timeout(self, key: LockKey) -> Error {
+        match self {
+            Error::Database(err) if classify(&err) == Kind::SqliteBusy => Error::LockTimeout {
+                key,
+                timeout: None,
+                source: Some(err),
             },
-            Kind::Deadlock => Error::Deadlock(err),
-            Kind::Other => Error::Database(err),
+            other => other,
+        }
+    }
+
+    /// Reports a lock timeout against the bound the caller asked for, not against what was
+    /// left of it after waiting for a turn.
+    pub(crate) fn with_bound(self, asked: Wait) -> Error {
+        match (self, asked) {
+            (
+                Error::LockTimeout {
+                    key,
+                    timeout: Some(_),
+                    source,
+                },
+                Wait::Timeout(asked),
+            ) => Error::LockTimeout {
+                key,
+                timeout: Some(asked),
+                source,
+            },
+            (err, _) => err,
+        }
+    }
+
+    /// Turns the error of a caller's transaction's first statement into
+    /// [`Error::TransactionAborted`] when the transaction was aborted already.
+    pub(crate) fn from_first_statement(err: DbErr) -> Error {
+        match classify(&err) {
+            Kind::InFailedTransaction => Error::TransactionAborted(err),
+            _ => Error::Database(err),
         }
     }
 }
@@ -117,6 +163,8 @@ mod code {
     pub(super) const PG_DEADLOCK_DETECTED: &str = "40P01";
     /// PostgreSQL `serialization_failure`.
     pub(super) const PG_SERIALIZATION_FAILURE: &str = "40001";
+    /// PostgreSQL `in_failed_sql_transaction`: a statement in an aborted transaction.
+    pub(super) const PG_IN_FAILED_TRANSACTION: &str = "25P02";
     /// PostgreSQL class 08: connection exceptions.
     pub(super) const PG_CONNECTION_EXCEPTION_CLASS: &str = "08";
     /// PostgreSQL class 57P: operator intervention (`admin_shutdown`, `crash_shutdown`,
@@ -131,20 +179,17 @@ mod code {
 
 #[derive(Debug, PartialEq, Eq)]
 enum Kind {
-    LockNotAvailable,
-    Deadlock,
+    SqliteBusy,
+    InFailedTransaction,
     Other,
 }
 
 fn classify(err: &DbErr) -> Kind {
     match database_code(err) {
-        Some(DatabaseCode::Postgres(state)) if state == code::PG_LOCK_NOT_AVAILABLE => {
-            Kind::LockNotAvailable
+        Some(DatabaseCode::Postgres(state)) if state == code::PG_IN_FAILED_TRANSACTION => {
+            Kind::InFailedTransaction
         }
-        Some(DatabaseCode::Postgres(state)) if state == code::PG_DEADLOCK_DETECTED => {
-            Kind::Deadlock
-        }
-        Some(DatabaseCode::Sqlite(code)) if is_sqlite_busy(code) => Kind::LockNotAvailable,
+        Some(DatabaseCode::Sqlite(code)) if is_sqlite_busy(code) => Kind::SqliteBusy,
         _ => Kind::Other,
     }
 }
@@ -223,13 +268,11 @@ mod tests {
 
     #[test]
     fn non_database_errors_are_not_lock_errors() {
-        let err = Error::from_lock_wait(
-            DbErr::Custom("x".into()),
-            LockKey::BigInt(1),
-            Wait::Timeout(Duration::from_secs(1)),
-        );
+        let err = Error::Database(DbErr::Custom("x".into())).sqlite_busy_as_timeout(LockKey::BigInt(1));
         assert!(matches!(err, Error::Database(_)));
         assert!(!err.is_retryable());
+        let err = Error::from_first_statement(DbErr::Custom("x".into()));
+        assert!(matches!(err, Error::Database(_)));
     }
 
     #[test]
@@ -249,6 +292,18 @@ mod tests {
         assert!(
             !Error::UnsupportedBackend {
                 backend: DbBackend::MySql
+            }
+            .is_retryable()
+        );
+        assert!(
+            !Error::Reentrant {
+                key: LockKey::BigInt(1)
+            }
+            .is_retryable()
+        );
+        assert!(
+            Error::Deadlock {
+                key: LockKey::BigInt(1)
             }
             .is_retryable()
         );

@@ -6,6 +6,7 @@
 //! new code running side by side during a deploy would stop excluding each other.
 
 use std::fmt;
+use std::sync::{Mutex, PoisonError};
 
 /// The key handed to PostgreSQL's advisory-lock functions.
 ///
@@ -63,6 +64,23 @@ impl LockKey {
             crc32_as_i32(namespace.as_bytes()),
             crc32_as_i32(key.to_string().as_bytes()),
         )
+    }
+}
+
+/// `"schema.table"`, the default lock namespace of an entity with a schema, made once per
+/// table and kept for the life of the process (a namespace is `&'static str`; there are as
+/// many as the program has entities).
+pub(crate) fn schema_qualified(schema: &str, table: &'static str) -> &'static str {
+    static NAMES: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+    let name = format!("{schema}.{table}");
+    let mut names = NAMES.lock().unwrap_or_else(PoisonError::into_inner);
+    match names.iter().find(|known| **known == name) {
+        Some(known) => known,
+        None => {
+            let leaked: &'static str = Box::leak(name.into_boxed_str());
+            names.push(leaked);
+            leaked
+        }
     }
 }
 

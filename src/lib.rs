@@ -65,7 +65,8 @@
 //! # Keys
 //!
 //! Entity keys lock `LockKey::Pair(crc32(namespace), crc32(key.to_string()))`
-//! ([`LockKey::for_entity`]); [`LockKey::crc32`] gives the key of the common Python recipe
+//! ([`LockKey::for_entity`]; the namespace is the table name, `schema.table` when the entity
+//! has a schema: [`IdempotentCreate::lock_namespace`]); [`LockKey::crc32`] gives the key of the common Python recipe
 //! `pg_advisory_xact_lock(zlib.crc32(name))`, so Rust and Python services exclude each other on
 //! the same name. A hash collision only makes two keys wait for each other; it never loses or
 //! duplicates a row.
@@ -75,6 +76,8 @@
 //! Every async function documents its cancel safety. In short: dropping a call writes nothing
 //! and releases its lock; a connection whose statement is still waiting on the server stays
 //! busy until that wait ends, so bound waits with [`Wait::Timeout`] where callers may go away.
+//! On a caller's transaction the call's work belongs to that transaction (see
+//! [`IdempotentCreate`'s section on it](IdempotentCreate#on-a-callers-transaction)).
 //!
 //! # Errors and retries
 //!
@@ -90,14 +93,16 @@
 //! backends get [`Error::UnsupportedBackend`].
 
 mod backend;
+mod call_chain;
 mod create;
 mod error;
 mod key;
-mod local_queue;
 mod lock;
 mod outcome;
 mod retry;
+mod savepoint;
 mod source;
+mod turns;
 
 pub use create::IdempotentCreate;
 pub use error::Error;

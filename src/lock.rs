@@ -6,11 +6,9 @@
 //! makes it work through PgBouncer in transaction-pooling mode, where a session-scoped lock
 //! would stay behind on a server connection another client gets next.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use sea_orm::{
-    ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, Statement, TransactionTrait, Value,
-};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, Statement, Value};
 
 use crate::{Error, LockKey};
 
@@ -25,21 +23,35 @@ use crate::{Error, LockKey};
 pub enum Wait {
     /// Wait until the holder commits or rolls back. On the server the wait runs in bounded
     /// slices (twice `deadlock_timeout`, at least a second), so a caller that goes away stops
-    /// waiting within a slice; to the caller it is one wait with no end. What that costs:
-    /// a server- or role-wide `lock_timeout` does not end it (it is restored afterwards);
-    /// each new slice queues again behind the waiters that arrived meanwhile, so waiters are
-    /// not served strictly first come, first served, and an exclusive waiter can be overtaken
-    /// by a stream of overlapping shared holders; and each expired slice logs a "canceling
-    /// statement due to lock timeout" line on the server.
+    /// waiting within a slice; to the caller it is one wait with no end: neither a server- or
+    /// role-wide `lock_timeout` nor `statement_timeout` ends it (both are restored
+    /// afterwards). What that costs: each new slice queues again behind the waiters that
+    /// arrived meanwhile, so waiters are not served strictly first come, first served, and an
+    /// exclusive waiter can be overtaken by a stream of overlapping shared holders.
     #[default]
     Forever,
-    /// Wait at most this long, bounded by the server (`SET LOCAL lock_timeout` for the wait
-    /// only, in a savepoint; the previous `lock_timeout` is restored), not by client polling;
-    /// then fail with [`Error::LockTimeout`], leaving the transaction usable. Durations are
-    /// rounded up to whole milliseconds; a zero duration is [`Wait::No`].
+    /// Wait at most this long, bounded by the server (`lock_timeout` set for the wait only,
+    /// with `statement_timeout` off for it; both are restored), not by client polling; then
+    /// fail with [`Error::LockTimeout`], leaving the transaction usable. Durations are rounded
+    /// up to whole milliseconds and capped at PostgreSQL's largest `lock_timeout` (about 24.8
+    /// days); a zero duration is [`Wait::No`].
     Timeout(Duration),
     /// Try once; fail with [`Error::LockBusy`] if another transaction holds the key.
     No,
+}
+
+impl Wait {
+    /// What is left of this wait after `waited` (in the waiting room, say). A bound that ran
+    /// out leaves a millisecond, not zero: a zero bound would mean "do not wait" and change the
+    /// error the caller sees, and a caller whose turn came late can still find a free lock.
+    pub(crate) fn after(self, waited: Duration) -> Wait {
+        match self {
+            Wait::Timeout(bound) if !bound.is_zero() => {
+                Wait::Timeout(bound.saturating_sub(waited).max(Duration::from_millis(1)))
+            }
+            other => other,
+        }
+    }
 }
 
 /// Exclusive or shared, as PostgreSQL's advisory locks come.
@@ -76,14 +88,13 @@ pub(crate) enum Mode {
 ///
 /// # Errors
 ///
-/// [`Error::LockTimeout`] or [`Error::LockBusy`] when the wait runs out, [`Error::Deadlock`]
-/// when PostgreSQL breaks a deadlock by aborting this transaction, [`Error::UnsafeIsolation`]
-/// (before waiting) when `txn` is REPEATABLE READ or SERIALIZABLE, whose snapshot would hide
-/// what the previous holder wrote, [`Error::UnsupportedBackend`] when `txn` is not PostgreSQL,
-/// and [`Error::Database`] for anything else. After a timeout, a busy lock or a deadlock the
-/// wait was rolled back to its savepoint: `txn` is usable and still holds every lock it took
-/// before, so after a deadlock roll it back to let the other side go on. After a database
-/// error PostgreSQL may have aborted `txn`.
+/// [`Error::LockTimeout`] or [`Error::LockBusy`] when the wait runs out (or a cancel request
+/// ends it), [`Error::Deadlock`] when PostgreSQL breaks a deadlock by cancelling this wait,
+/// [`Error::UnsafeIsolation`] (before waiting) when `txn` is REPEATABLE READ or SERIALIZABLE,
+/// whose snapshot would hide what the previous holder wrote, [`Error::UnsupportedBackend`]
+/// when `txn` is not PostgreSQL, and [`Error::Database`] for anything else. A failed wait
+/// never aborts `txn`: the server rolls back only the wait, so `txn` is usable and still holds
+/// every lock it took before; after a deadlock roll it back to let the other side go on.
 ///
 /// # Cancel Safety
 ///
@@ -97,7 +108,7 @@ pub async fn acquire_advisory_lock(
     key: LockKey,
     wait: Wait,
 ) -> Result<(), Error> {
-    acquire(txn, key, Mode::Exclusive, wait).await.map(|_| ())
+    acquire(txn, key, Mode::Exclusive, wait).await
 }
 
 /// Takes a shared transaction-scoped advisory lock on `key`
@@ -117,38 +128,46 @@ pub async fn acquire_shared_advisory_lock(
     key: LockKey,
     wait: Wait,
 ) -> Result<(), Error> {
-    acquire(txn, key, Mode::Shared, wait).await.map(|_| ())
+    acquire(txn, key, Mode::Shared, wait).await
 }
 
-/// Takes the lock and returns how long it took.
+/// Takes the lock, waiting as `wait` says.
 ///
 /// 1. One statement checks the isolation level (refusing, before any wait, a level whose
-///    snapshot predates the lock), tries the lock without waiting, and reads `lock_timeout` so
-///    it can be restored. Uncontended, that is the only round trip.
-/// 2. Contended, each wait runs in a savepoint with `lock_timeout` set for it: a timeout rolls
-///    back to the savepoint (the caller's transaction stays usable) and the previous
-///    `lock_timeout` is restored once the lock is granted. [`Wait::Forever`] waits in slices
-///    of twice the server's `deadlock_timeout` (at least a second): every server-side wait is
-///    bounded, so a caller that goes away mid-wait leaves its connection busy for at most one
-///    slice, and deadlock detection (which needs a wait longer than `deadlock_timeout`) still
-///    runs.
+///    snapshot predates the lock) and tries the lock without waiting. Uncontended, that is the
+///    only round trip.
+/// 2. Contended, one statement prepares the wait: it saves `lock_timeout` and
+///    `statement_timeout`, turns `statement_timeout` off (a timeout meant for the
+///    application's queries must not cut a lock wait short), and stores the key and the bound
+///    in settings of this transaction.
+/// 3. Each wait is one `DO` block ([`WAIT_BLOCK`]) that sets `lock_timeout` to the bound,
+///    waits, catches a timeout, deadlock or cancel in its own exception block (a
+///    subtransaction PostgreSQL rolls back by itself), records which one it was, and restores
+///    both settings. It never fails: a wait abandoned by a dropped caller can never leave the
+///    transaction aborted, which matters inside a caller's transaction.
+/// 4. A statement reads what the wait recorded (and turns `statement_timeout` off again when
+///    [`Wait::Forever`] waits another slice).
+///
+/// [`Wait::Forever`] waits in slices of twice the server's `deadlock_timeout` (at least one
+/// second, at most PostgreSQL's largest `lock_timeout`): every server-side wait is bounded, so
+/// a caller that goes away mid-wait leaves its connection busy for at most one slice, and
+/// deadlock detection (which needs a wait longer than `deadlock_timeout`) still runs.
 pub(crate) async fn acquire(
     txn: &DatabaseTransaction,
     key: LockKey,
     mode: Mode,
     wait: Wait,
-) -> Result<Duration, Error> {
+) -> Result<(), Error> {
     let backend = txn.get_database_backend();
     if backend != DbBackend::Postgres {
         return Err(Error::UnsupportedBackend { backend });
     }
-    let started = Instant::now();
     let attempt = txn
         .query_one_raw(try_statement(key, mode))
         .await?
         .ok_or_else(|| no_row("try"))?;
     match attempt.try_get::<Option<bool>>("", "acquired")? {
-        Some(true) => return Ok(started.elapsed()),
+        Some(true) => return Ok(()),
         Some(false) => {}
         None => {
             return Err(Error::UnsafeIsolation {
@@ -156,48 +175,38 @@ pub(crate) async fn acquire(
             });
         }
     }
-    let previous_lock_timeout: String = attempt.try_get("", "lock_timeout")?;
-    match normalize(wait) {
+    let bound = match normalize(wait) {
         Wait::No => return Err(Error::LockBusy { key }),
-        Wait::Timeout(timeout) => {
-            let bound = Bound::Fixed(timeout);
-            wait_in_savepoint(txn, key, mode, bound, &previous_lock_timeout)
-                .await
-                .map_err(|err| Error::from_lock_wait(err, key, wait))?;
-        }
-        Wait::Forever => loop {
-            let slice = Bound::DeadlockSlice;
-            match wait_in_savepoint(txn, key, mode, slice, &previous_lock_timeout).await {
-                Ok(()) => break,
-                // Only this slice ran out: wait again.
-                Err(err) => match Error::from_lock_wait(err, key, wait) {
-                    Error::LockTimeout { .. } => continue,
-                    other => return Err(other),
-                },
+        Wait::Timeout(timeout) => Some(timeout),
+        Wait::Forever => None,
+    };
+    txn.execute_raw(prepare_statement(key, bound)).await?;
+    loop {
+        txn.execute_unprepared(&wait_block(key, mode)).await?;
+        let another_slice = bound.is_none();
+        let missed: String = txn
+            .query_one_raw(outcome_statement(another_slice))
+            .await?
+            .ok_or_else(|| no_row("outcome"))?
+            .try_get("", "missed")?;
+        match missed.as_str() {
+            "" => return Ok(()),
+            // Only this slice of `Wait::Forever` ran out: wait again.
+            code::LOCK_NOT_AVAILABLE if another_slice => continue,
+            code::LOCK_NOT_AVAILABLE | code::QUERY_CANCELED => {
+                return Err(Error::LockTimeout {
+                    key,
+                    timeout: bound,
+                    source: None,
+                });
             }
-        },
-    }
-    Ok(started.elapsed())
-}
-
-/// One bounded wait inside a savepoint. Granted: the savepoint is released and the lock
-/// belongs to `txn`. Not granted: rolled back to the savepoint, `txn` as it was.
-async fn wait_in_savepoint(
-    txn: &DatabaseTransaction,
-    key: LockKey,
-    mode: Mode,
-    bound: Bound,
-    previous_lock_timeout: &str,
-) -> Result<(), DbErr> {
-    let savepoint = txn.begin().await?;
-    match savepoint
-        .execute_raw(wait_statement(key, mode, bound, previous_lock_timeout))
-        .await
-    {
-        Ok(_) => savepoint.commit().await,
-        Err(err) => {
-            savepoint.rollback().await?;
-            Err(err)
+            code::DEADLOCK_DETECTED => return Err(Error::Deadlock { key }),
+            other => {
+                // Unreachable: the wait block records only the three codes above.
+                return Err(Error::Database(DbErr::RecordNotFound(format!(
+                    "the advisory-lock wait recorded SQLSTATE {other}, which it never records"
+                ))));
+            }
         }
     }
 }
@@ -216,13 +225,14 @@ fn normalize(wait: Wait) -> Wait {
     }
 }
 
-/// How long one server-side wait may last.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Bound {
-    /// The caller's [`Wait::Timeout`].
-    Fixed(Duration),
-    /// One slice of [`Wait::Forever`]: twice the server's `deadlock_timeout`, at least 1 s.
-    DeadlockSlice,
+/// The SQLSTATEs a wait records (see [`WAIT_BLOCK`]).
+mod code {
+    /// `lock_not_available`: `lock_timeout` ran out.
+    pub(super) const LOCK_NOT_AVAILABLE: &str = "55P03";
+    /// `deadlock_detected`.
+    pub(super) const DEADLOCK_DETECTED: &str = "40P01";
+    /// `query_canceled`: a cancel request (`pg_cancel_backend`) ended the wait.
+    pub(super) const QUERY_CANCELED: &str = "57014";
 }
 
 /// The PostgreSQL function for a mode, waiting or not. Fixed text, never user input.
@@ -249,7 +259,7 @@ fn key_parameters(key: LockKey) -> (Vec<Value>, String) {
 }
 
 /// Step 1: isolation check, then a try-lock (`CASE` evaluates its branches in order, so the
-/// lock is not touched under an unsafe level), and the `lock_timeout` to restore later.
+/// lock is not touched under an unsafe level).
 fn try_statement(key: LockKey, mode: Mode) -> Statement {
     let (values, placeholders) = key_parameters(key);
     let try_lock = function(mode, false);
@@ -257,41 +267,75 @@ fn try_statement(key: LockKey, mode: Mode) -> Statement {
         "SELECT CASE \
          WHEN current_setting('transaction_isolation') NOT IN ('read committed', 'read uncommitted') THEN NULL \
          ELSE {try_lock}({placeholders}) END AS acquired, \
-         current_setting('transaction_isolation') AS isolation, \
-         current_setting('lock_timeout') AS lock_timeout"
+         current_setting('transaction_isolation') AS isolation"
     );
     Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
 }
 
-/// Step 2: set `lock_timeout` for this wait, wait, and once granted restore the previous
-/// value. Order is guaranteed by SQL itself: `CASE` evaluates `WHEN` before `ELSE`, and a
-/// `SELECT` evaluates its `FROM` (the lock) before its target list (the restore).
-fn wait_statement(
-    key: LockKey,
-    mode: Mode,
-    bound: Bound,
-    previous_lock_timeout: &str,
-) -> Statement {
-    let (mut values, placeholders) = key_parameters(key);
-    let lock = function(mode, true);
-    let bound_sql = match bound {
-        Bound::Fixed(timeout) => {
-            values.push(timeout_setting(timeout).into());
-            format!("${}", values.len())
-        }
-        Bound::DeadlockSlice => "greatest(1000, ceil(extract(epoch FROM \
-             current_setting('deadlock_timeout')::interval) * 2000))::bigint || 'ms'"
-            .to_owned(),
+/// Step 2: save both timeouts, turn `statement_timeout` off for the wait, and store the key
+/// and the bound (a [`Wait::Timeout`] in whole milliseconds, or one slice of
+/// [`Wait::Forever`]) where [`WAIT_BLOCK`] reads them. Every value is bound; the settings are
+/// local to the transaction (`set_config(..., true)`), so they end with it.
+fn prepare_statement(key: LockKey, bound: Option<Duration>) -> Statement {
+    let key_text = match key {
+        LockKey::Pair(namespace, key) => format!("{namespace},{key}"),
+        LockKey::BigInt(key) => key.to_string(),
     };
-    values.push(previous_lock_timeout.into());
-    let previous = format!("${}", values.len());
-    let sql = format!(
-        "SELECT CASE \
-         WHEN set_config('lock_timeout', {bound_sql}, true) IS NULL THEN NULL \
-         ELSE (SELECT set_config('lock_timeout', {previous}, true) FROM {lock}({placeholders})) \
-         END AS restored"
-    );
-    Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
+    let bound: Option<String> = bound.map(timeout_setting);
+    let sql = "SELECT \
+         set_config('sea_orm_idempotent.key', $1, true), \
+         set_config('sea_orm_idempotent.bound', coalesce($2, \
+             greatest(1000, least(2147483647, ceil(extract(epoch FROM \
+             current_setting('deadlock_timeout')::interval) * 2000)))::bigint || 'ms'), true), \
+         set_config('sea_orm_idempotent.lock_timeout', current_setting('lock_timeout'), true), \
+         set_config('sea_orm_idempotent.statement_timeout', current_setting('statement_timeout'), true), \
+         set_config('statement_timeout', '0', true)";
+    Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        sql,
+        [Value::from(key_text), Value::from(bound)],
+    )
+}
+
+/// Step 3, one wait: a `DO` block of fixed text (the key and the bound come from the settings
+/// [`prepare_statement`] made). Its inner block runs in a subtransaction: when the wait fails
+/// PostgreSQL rolls that back by itself and the handler records the SQLSTATE; when it succeeds
+/// the lock passes to the transaction. Both timeouts are restored before it ends, whatever
+/// happened, so even a wait whose caller went away leaves them as they were.
+const WAIT_BLOCK: &str = "DO $wait$ BEGIN \
+     PERFORM set_config('sea_orm_idempotent.missed', '', true); \
+     PERFORM set_config('lock_timeout', current_setting('sea_orm_idempotent.bound'), true); \
+     BEGIN \
+         PERFORM {function}({arguments}); \
+     EXCEPTION WHEN lock_not_available OR deadlock_detected OR query_canceled THEN \
+         PERFORM set_config('sea_orm_idempotent.missed', SQLSTATE, true); \
+     END; \
+     PERFORM set_config('lock_timeout', current_setting('sea_orm_idempotent.lock_timeout'), true); \
+     PERFORM set_config('statement_timeout', current_setting('sea_orm_idempotent.statement_timeout'), true); \
+     END $wait$";
+
+/// [`WAIT_BLOCK`] for a mode and a key space. Fixed text only.
+fn wait_block(key: LockKey, mode: Mode) -> String {
+    let arguments = match key {
+        LockKey::Pair(..) => {
+            "split_part(current_setting('sea_orm_idempotent.key'), ',', 1)::int4, \
+             split_part(current_setting('sea_orm_idempotent.key'), ',', 2)::int4"
+        }
+        LockKey::BigInt(_) => "current_setting('sea_orm_idempotent.key')::int8",
+    };
+    WAIT_BLOCK
+        .replace("{function}", function(mode, true))
+        .replace("{arguments}", arguments)
+}
+
+/// Step 4: what the wait recorded (`''`: granted), and `statement_timeout` off again when
+/// another slice follows.
+fn outcome_statement(another_slice: bool) -> Statement {
+    let sql = "SELECT current_setting('sea_orm_idempotent.missed') AS missed, \
+         set_config('statement_timeout', CASE \
+             WHEN $1 AND current_setting('sea_orm_idempotent.missed') = '55P03' THEN '0' \
+             ELSE current_setting('sea_orm_idempotent.statement_timeout') END, true)";
+    Statement::from_sql_and_values(DbBackend::Postgres, sql, [Value::from(another_slice)])
 }
 
 /// `lock_timeout` in whole milliseconds, rounded up so a sub-millisecond bound still bounds,
@@ -307,35 +351,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_and_timeouts_are_bound_not_formatted() {
-        let statement = wait_statement(
-            LockKey::Pair(7, -9),
-            Mode::Exclusive,
-            Bound::Fixed(Duration::from_millis(250)),
-            "0",
+    fn keys_and_bounds_are_bound_not_formatted() {
+        let statement = prepare_statement(
+            LockKey::Pair(31337, -90210),
+            Some(Duration::from_millis(4321)),
         );
-        assert!(!statement.sql.contains('7') && !statement.sql.contains("250"));
-        assert!(statement.sql.contains("FROM pg_advisory_xact_lock($1, $2)"));
-        assert!(
-            statement
-                .sql
-                .contains("set_config('lock_timeout', $3, true)")
-        );
-        assert!(
-            statement
-                .sql
-                .contains("set_config('lock_timeout', $4, true)")
-        );
+        for number in ["31337", "90210", "4321"] {
+            assert!(!statement.sql.contains(number), "{}", statement.sql);
+        }
         let values = statement.values.expect("bound values").0;
         assert_eq!(
             values,
             vec![
-                Value::from(7),
-                Value::from(-9),
-                Value::from("250ms"),
-                Value::from("0")
+                Value::from("31337,-90210"),
+                Value::from(Some("4321ms".to_owned()))
             ]
         );
+        let forever = prepare_statement(LockKey::BigInt(-3), None);
+        assert!(forever.sql.contains("current_setting('deadlock_timeout')"));
+        assert_eq!(
+            forever.values.expect("bound values").0,
+            vec![Value::from("-3"), Value::from(None::<String>)]
+        );
+    }
+
+    #[test]
+    fn the_wait_block_is_fixed_text() {
+        for key in [LockKey::Pair(123, -456), LockKey::BigInt(987_654)] {
+            for mode in [Mode::Exclusive, Mode::Shared] {
+                let block = wait_block(key, mode);
+                assert!(!block.contains('{'), "{block}");
+                assert!(!block.contains("123") && !block.contains("987654"));
+                assert!(block.contains(&format!("PERFORM {}(", function(mode, true))));
+            }
+        }
+        assert!(wait_block(LockKey::BigInt(1), Mode::Shared).contains("::int8)"));
     }
 
     #[test]
@@ -348,20 +398,14 @@ mod tests {
     }
 
     #[test]
-    fn forever_waits_in_deadlock_detectable_slices() {
-        let statement =
-            wait_statement(LockKey::BigInt(1), Mode::Shared, Bound::DeadlockSlice, "5s");
-        assert!(
-            statement
-                .sql
-                .contains("current_setting('deadlock_timeout')")
-        );
-        assert!(
-            statement
-                .sql
-                .contains("FROM pg_advisory_xact_lock_shared($1)")
-        );
-        assert_eq!(statement.values.expect("bound").0.len(), 2);
+    fn waits_left_after_waiting_for_a_turn() {
+        let ms = Duration::from_millis;
+        assert_eq!(Wait::Forever.after(ms(50)), Wait::Forever);
+        assert_eq!(Wait::No.after(ms(50)), Wait::No);
+        assert_eq!(Wait::Timeout(ms(80)).after(ms(30)), Wait::Timeout(ms(50)));
+        assert_eq!(Wait::Timeout(ms(80)).after(ms(90)), Wait::Timeout(ms(1)));
+        // A zero bound means "do not wait" (normalised below): keep it so.
+        assert_eq!(Wait::Timeout(ms(0)).after(ms(0)), Wait::Timeout(ms(0)));
     }
 
     #[test]

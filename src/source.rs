@@ -1,64 +1,118 @@
-//! Where `create_once` gets its transaction from: a connection (its own transaction) or a
-//! caller's transaction (a savepoint inside it).
+//! The handles `create_once` runs on: a connection (the crate's own transaction) or a caller's
+//! transaction (a savepoint inside it), and the identities the crate keys turns by.
 
-use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DatabaseConnectionType, DatabaseTransaction,
-    TransactionTrait,
-};
-
-mod sealed {
-    pub trait Sealed {}
-    impl Sealed for sea_orm::DatabaseConnection {}
-    impl Sealed for sea_orm::DatabaseTransaction {}
-}
+use sea_orm::{DatabaseConnection, DatabaseConnectionType, DatabaseTransaction};
 
 /// A handle [`create_once`](crate::IdempotentCreate::create_once) can run on.
 ///
 /// - [`DatabaseConnection`]: the crate begins its own transaction (READ COMMITTED on
 ///   PostgreSQL, IMMEDIATE on SQLite), commits it, and the lock ends with it.
-/// - [`DatabaseTransaction`]: the work runs in a savepoint inside the caller's transaction;
-///   the row and the lock last until the caller commits or rolls back, so the caller's commit
-///   decides whether the row exists. The caller's transaction must be READ COMMITTED on
-///   PostgreSQL (see [`Error::UnsafeIsolation`](crate::Error::UnsafeIsolation)).
+/// - [`DatabaseTransaction`]: the work runs in a savepoint the crate names inside the caller's
+///   transaction; the row and the lock last until the caller commits or rolls back, so the
+///   caller's commit decides whether the row exists. The caller's transaction must be READ
+///   COMMITTED on PostgreSQL (see [`Error::UnsafeIsolation`](crate::Error::UnsafeIsolation)).
+///   Calls on one transaction take turns (see
+///   [`IdempotentCreate`](crate::IdempotentCreate#on-a-callers-transaction)).
 ///
 /// Sealed: the crate must know which of the two it has.
-pub trait TransactionSource:
-    ConnectionTrait + TransactionTrait<Transaction = DatabaseTransaction> + Send + Sync + sealed::Sealed
-{
-    /// Whether this is a caller's transaction (the crate then works in a savepoint).
-    #[doc(hidden)]
-    fn is_callers_transaction(&self) -> bool;
+pub trait TransactionSource: sealed::Sealed + Send + Sync {}
 
-    /// The identity of the PostgreSQL pool this handle takes its connections from, for the
-    /// waiting room of same-key callers (`local_queue`); `None` when there is no pool to
-    /// protect: a caller's transaction (its connection is taken already), SQLite, a mock.
-    #[doc(hidden)]
-    fn pool_identity(&self) -> Option<usize>;
-}
+impl TransactionSource for DatabaseConnection {}
+impl TransactionSource for DatabaseTransaction {}
 
-impl TransactionSource for DatabaseConnection {
-    fn is_callers_transaction(&self) -> bool {
-        false
+pub(crate) mod sealed {
+    use super::Handle;
+
+    /// The private side of [`TransactionSource`](super::TransactionSource): users can name
+    /// neither this trait nor its method.
+    pub trait Sealed {
+        /// Which kind of handle this is.
+        fn handle(&self) -> Handle<'_>;
     }
 
-    fn pool_identity(&self) -> Option<usize> {
-        match &self.inner {
-            // The pool's options live in its one shared allocation: one address per pool,
-            // the same for every clone of the connection, for as long as the pool lives.
-            DatabaseConnectionType::SqlxPostgresPoolConnection(_) => {
-                Some(std::ptr::from_ref(self.get_postgres_connection_pool().options()) as usize)
-            }
-            _ => None,
+    impl Sealed for sea_orm::DatabaseConnection {
+        fn handle(&self) -> Handle<'_> {
+            Handle::Connection(self)
+        }
+    }
+
+    impl Sealed for sea_orm::DatabaseTransaction {
+        fn handle(&self) -> Handle<'_> {
+            Handle::Transaction(self)
         }
     }
 }
 
-impl TransactionSource for DatabaseTransaction {
-    fn is_callers_transaction(&self) -> bool {
-        true
+/// What a [`TransactionSource`] is.
+#[derive(Debug, Clone, Copy)]
+pub enum Handle<'a> {
+    /// A connection (a pool): the crate begins its own transaction.
+    Connection(&'a DatabaseConnection),
+    /// A caller's transaction: the crate works in a savepoint inside it.
+    Transaction(&'a DatabaseTransaction),
+}
+
+/// One PostgreSQL connection pool, the same for every clone of its `DatabaseConnection`, for
+/// as long as the pool lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct PoolId(usize);
+
+impl PoolId {
+    /// The pool behind `db`, when it is a PostgreSQL pool; `None` for anything else (SQLite,
+    /// a mock), which has no pool the waiting room protects.
+    pub(crate) fn of(db: &DatabaseConnection) -> Option<PoolId> {
+        match &db.inner {
+            // The pool's options live in its one shared allocation: one address per pool.
+            DatabaseConnectionType::SqlxPostgresPoolConnection(_) => Some(PoolId(
+                std::ptr::from_ref(db.get_postgres_connection_pool().options()) as usize,
+            )),
+            _ => None,
+        }
     }
 
-    fn pool_identity(&self) -> Option<usize> {
-        None
+    /// Any number stands for a pool in tests that need no real one.
+    #[cfg(test)]
+    pub(crate) fn for_tests(n: usize) -> PoolId {
+        PoolId(n)
+    }
+}
+
+/// One caller's transaction, while a call borrows it. A call holds `&DatabaseTransaction` from
+/// start to end, so the transaction cannot move or be dropped meanwhile and no other live
+/// transaction has its address; the id is only compared between calls in progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct TxnId(usize);
+
+impl TxnId {
+    pub(crate) fn of(txn: &DatabaseTransaction) -> TxnId {
+        TxnId(std::ptr::from_ref(txn) as usize)
+    }
+
+    /// Any number stands for a transaction in tests that need no real one.
+    #[cfg(test)]
+    pub(crate) fn for_tests(n: usize) -> TxnId {
+        TxnId(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use sea_orm::{ConnectOptions, Database};
+
+    async fn lazy_pool(port: u16) -> DatabaseConnection {
+        let mut options = ConnectOptions::new(format!("postgres://nobody@127.0.0.1:{port}/none"));
+        options.connect_lazy(true);
+        Database::connect(options).await.expect("a lazy pool")
+    }
+
+    #[tokio::test]
+    async fn clones_of_one_pool_share_its_id_and_two_pools_differ() {
+        let first = lazy_pool(1).await;
+        let second = lazy_pool(1).await;
+        let id = PoolId::of(&first).expect("a PostgreSQL pool");
+        assert_eq!(PoolId::of(&first.clone()), Some(id));
+        assert_ne!(PoolId::of(&second), Some(id));
     }
 }

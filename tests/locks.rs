@@ -174,7 +174,7 @@ async fn deadlocks_are_detected_and_typed() {
     let results = [result_a, result_b];
     let deadlocks = results
         .iter()
-        .filter(|r| matches!(r, Err(Error::Deadlock(_))))
+        .filter(|r| matches!(r, Err(Error::Deadlock { .. })))
         .count();
     assert_eq!(deadlocks, 1, "{results:?}");
     assert_eq!(

@@ -389,10 +389,14 @@ async fn a_stale_deferred_transaction_gets_a_retryable_error_not_a_duplicate() {
         .expect_err("a stale snapshot cannot write");
     assert!(err.is_retryable(), "{err:?}");
     let sqlite_err = match &err {
-        Error::Database(DbErr::Query(RuntimeErr::SqlxError(e))) => e.as_database_error(),
+        Error::LockTimeout {
+            timeout: None,
+            source: Some(DbErr::Query(RuntimeErr::SqlxError(e))),
+            ..
+        } => e.as_database_error(),
         _ => None,
     }
-    .unwrap_or_else(|| panic!("expected SQLite's own error, got {err:?}"));
+    .unwrap_or_else(|| panic!("expected a LockTimeout with SQLite's own error, got {err:?}"));
     assert_eq!(
         sqlite_err.code().as_deref(),
         Some("517"),
@@ -407,6 +411,38 @@ async fn a_stale_deferred_transaction_gets_a_retryable_error_not_a_duplicate() {
     retry.commit().await.unwrap();
     assert!(!outcome.is_created());
     assert_eq!(rows_for(&db, 9).await, 1);
+}
+
+/// Busy errors are `LockTimeout { timeout: None }` on every path, as documented: here the
+/// guarded insert inside a caller's DEFERRED transaction meets another connection's write lock
+/// (before, this came back as `Error::Database` with SQLite's code 5).
+#[tokio::test]
+async fn busy_inside_a_callers_transaction_is_a_lock_timeout_too() {
+    let dir = TempDir::new("sqlite-busy-caller");
+    let url = dir.sqlite_url("busy-caller.db");
+    let holder_pool = migrated(&url, SqliteJournalMode::Wal).await;
+    let impatient = connect(&url, 1, SqliteJournalMode::Wal, Duration::from_millis(1)).await;
+
+    let holder = holder_pool.begin_with_options(immediate()).await.unwrap();
+    let txn = impatient.begin().await.unwrap(); // DEFERRED: takes no lock yet
+    let err = PullRequest::create_once(&txn, 3, new_pr(3))
+        .await
+        .expect_err("the write lock is held");
+    assert!(
+        matches!(
+            err,
+            Error::LockTimeout {
+                timeout: None,
+                source: Some(_),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.is_retryable());
+    txn.rollback().await.unwrap();
+    holder.commit().await.unwrap();
+    assert_eq!(rows_for(&impatient, 3).await, 0, "nothing written");
 }
 
 /// `make_data` runs once per key however many connections ask at once.

@@ -1,0 +1,258 @@
+//! Turns: callers in this process that must not overlap take turns at a [`Place`].
+//!
+//! There are two kinds of place:
+//!
+//! - **A key of a connection pool** (the waiting room). Without it, a burst of callers on one
+//!   key (a webhook redelivered hundreds of times at once) all miss the row, all begin a
+//!   transaction and all wait for the advisory lock on the server, each holding a pooled
+//!   connection while it waits: the pool is full of waiters and callers of every other key
+//!   queue behind them. With it, only the first caller of a key goes to the database; the
+//!   others wait here, holding nothing, and then usually find the row with one statement. So a
+//!   key never holds more than one of a pool's connections at a time. It is only an
+//!   optimisation in front of the advisory lock, never a replacement: other pools and other
+//!   processes do not see it, and the database lock still decides. It is per pool, not per
+//!   process, because the pool is what waiters exhaust, and so that two pools never wait for
+//!   each other here where the database would not make them. Keys are [`LockKey`]s, the same
+//!   numbers the database locks, so two natural keys whose hashes collide take turns here as
+//!   they do on the server.
+//! - **A caller's transaction**. Each call works in a savepoint of its own, and savepoints
+//!   nest: two calls interleaved on one transaction would roll back each other's work. So
+//!   calls on one transaction take turns, in full. A call made inside the `make_data` of a call
+//!   on the same transaction takes its turn one level down (`depth`): it runs while the
+//!   enclosing call waits for it, and its siblings still take turns with it.
+//!
+//! Callers are served in arrival order (tokio's mutex is fair). A place lives while someone
+//! holds or waits for its turn and is removed by the last one to leave, including a caller
+//! whose future is dropped while it waits.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+#[cfg(test)]
+use std::time::Duration;
+
+use tokio::sync::OwnedMutexGuard;
+
+use crate::source::{PoolId, TxnId};
+use crate::{LockKey, Wait};
+
+/// Where callers take turns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Place {
+    /// One lock key among the callers of one PostgreSQL pool.
+    Key { pool: PoolId, key: LockKey },
+    /// One caller's transaction, at a depth of nested calls (0: calls made directly on it).
+    Transaction { txn: TxnId, depth: usize },
+}
+
+/// Every place some caller of this process holds or waits for.
+static PLACES: Mutex<Option<HashMap<Place, Weak<tokio::sync::Mutex<()>>>>> = Mutex::new(None);
+
+/// A caller's turn at a place. Hold it as long as the work must not overlap; dropping it lets
+/// the next caller in. Field order matters: the guard is dropped (and the next caller let in)
+/// before the entry checks whether it was the last one.
+#[derive(Debug)]
+pub(crate) struct Turn {
+    _guard: OwnedMutexGuard<()>,
+    _entry: Entry,
+}
+
+/// A counted reference to one place's mutex; the last one dropped removes the place.
+#[derive(Debug)]
+struct Entry {
+    place: Place,
+    /// `Some` until dropped: [`Drop`] releases it while holding the lock of [`PLACES`].
+    mutex: Option<Arc<tokio::sync::Mutex<()>>>,
+}
+
+impl Entry {
+    fn of(place: Place) -> Entry {
+        let mut places = PLACES.lock().unwrap_or_else(PoisonError::into_inner);
+        let places = places.get_or_insert_with(HashMap::new);
+        let mutex = match places.get(&place).and_then(Weak::upgrade) {
+            Some(mutex) => mutex,
+            None => {
+                let mutex = Arc::new(tokio::sync::Mutex::new(()));
+                places.insert(place, Arc::downgrade(&mutex));
+                mutex
+            }
+        };
+        Entry {
+            place,
+            mutex: Some(mutex),
+        }
+    }
+
+    fn mutex(&self) -> Arc<tokio::sync::Mutex<()>> {
+        self.mutex
+            .clone()
+            .expect("an entry holds its mutex until dropped")
+    }
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        let mut places = PLACES.lock().unwrap_or_else(PoisonError::into_inner);
+        // Release our reference under the lock: every other entry does the same and every
+        // upgrade happens under it, so the last entry to leave sees no strong reference left
+        // (the guards and clones of a caller are released before its entry) and removes the
+        // place. Checking a count and releasing afterwards would let two entries leaving at
+        // once each see the other and both keep a dead place.
+        drop(self.mutex.take());
+        if let Some(places) = places.as_mut()
+            && places
+                .get(&self.place)
+                .is_some_and(|weak| weak.strong_count() == 0)
+        {
+            places.remove(&self.place);
+        }
+    }
+}
+
+/// Waits for the turn at `place` as `wait` allows; `None` when the bound ran out (with
+/// [`Wait::No`]: when the turn is taken).
+///
+/// # Cancel Safety
+///
+/// Dropping the future gives up the place in the queue and leaves nothing behind.
+pub(crate) async fn take(place: Place, wait: Wait) -> Option<Turn> {
+    let entry = Entry::of(place);
+    let mutex = entry.mutex();
+    let guard = match wait {
+        Wait::Forever => Some(mutex.lock_owned().await),
+        Wait::No => mutex.try_lock_owned().ok(),
+        Wait::Timeout(bound) => tokio::time::timeout(bound, mutex.lock_owned()).await.ok(),
+    };
+    guard.map(|guard| Turn {
+        _guard: guard,
+        _entry: entry,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use tokio::sync::oneshot;
+
+    /// A place of its own per test: the places are shared by every test of this binary.
+    fn place(n: usize) -> Place {
+        Place::Transaction {
+            txn: TxnId::for_tests(0x5eed),
+            depth: n,
+        }
+    }
+
+    fn is_known(place: Place) -> bool {
+        PLACES
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|places| places.contains_key(&place))
+    }
+
+    /// Lets every other task of a current-thread runtime run until it blocks.
+    async fn settle() {
+        for _ in 0..16 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn callers_take_turns_in_arrival_order() {
+        let first = take(place(1), Wait::Forever).await.expect("a turn");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut waiters = Vec::new();
+        for n in 0..3 {
+            let tx = tx.clone();
+            waiters.push(tokio::spawn(async move {
+                let turn = take(place(1), Wait::Forever).await;
+                tx.send(n).unwrap();
+                settle().await; // hold the turn while the others could run
+                drop(turn);
+            }));
+            settle().await; // queue them in order
+        }
+        assert!(
+            rx.try_recv().is_err(),
+            "nobody passes while the turn is held"
+        );
+        drop(first);
+        for waiter in waiters {
+            waiter.await.unwrap();
+        }
+        let order: Vec<i32> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        assert_eq!(order, vec![0, 1, 2]);
+        assert!(!is_known(place(1)), "the last one out removes the place");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn other_places_do_not_wait() {
+        let held = take(place(2), Wait::Forever).await;
+        let other = take(place(3), Wait::No).await;
+        assert!(other.is_some());
+        let key = |pool| Place::Key {
+            pool: PoolId::for_tests(pool),
+            key: LockKey::BigInt(2),
+        };
+        let (one, two) = (take(key(1), Wait::No).await, take(key(2), Wait::No).await);
+        assert!(
+            one.is_some() && two.is_some(),
+            "two pools never wait for each other"
+        );
+        drop((held, other, one, two));
+        assert!(!is_known(place(2)) && !is_known(place(3)));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn try_once_never_waits() {
+        let held = take(place(4), Wait::Forever).await;
+        assert!(take(place(4), Wait::No).await.is_none());
+        assert!(is_known(place(4)), "the holder still has it");
+        drop(held);
+        assert!(!is_known(place(4)));
+        assert!(take(place(4), Wait::No).await.is_some());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_bound_runs_out_without_a_turn() {
+        let held = take(place(5), Wait::Forever).await;
+        let late = take(place(5), Wait::Timeout(Duration::from_millis(20))).await;
+        assert!(late.is_none());
+        drop(held);
+        assert!(!is_known(place(5)));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_waiter_dropped_mid_wait_leaves_nothing_behind() {
+        let held = take(place(7), Wait::Forever).await;
+        let (tx, rx) = oneshot::channel::<()>();
+        let waiter = tokio::spawn(async move {
+            let _turn = take(place(7), Wait::Forever).await;
+            let _ = tx.send(());
+        });
+        settle().await;
+        waiter.abort();
+        assert!(waiter.await.unwrap_err().is_cancelled());
+        assert!(rx.await.is_err(), "the aborted waiter never got a turn");
+        drop(held);
+        assert!(!is_known(place(7)));
+        assert!(take(place(7), Wait::No).await.is_some());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_waiter_dropped_after_its_turn_came_leaves_nothing_behind() {
+        let held = take(place(8), Wait::Forever).await;
+        let waiter = tokio::spawn(async move {
+            let _turn = take(place(8), Wait::Forever).await;
+            std::future::pending::<()>().await;
+        });
+        settle().await;
+        // The turn passes to the waiter, which is dropped before it runs again: it is the
+        // last one to leave, still inside its wait.
+        drop(held);
+        waiter.abort();
+        assert!(waiter.await.unwrap_err().is_cancelled());
+        assert!(!is_known(place(8)));
+        assert!(take(place(8), Wait::No).await.is_some());
+    }
+}
