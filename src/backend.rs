@@ -5,7 +5,8 @@
 //! - SQLite: no advisory locks; SQLite has one write lock per database file, and an IMMEDIATE
 //!   transaction takes it before the look, which serialises every creator (of any key) across
 //!   connections and processes.
-//! - Anything else: [`Error::UnsupportedBackend`], never a wrong answer.
+//! - Anything else, or a backend whose feature (`postgres`, `sqlite`) is off:
+//!   [`Error::UnsupportedBackend`], never a wrong answer.
 //!
 //! # SQLite in detail
 //!
@@ -56,16 +57,20 @@ const SQLITE_WAITS: &str = "Wait::Timeout and Wait::No (SQLite waits for its wri
 /// How creators of the same key are kept apart on one backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Backend {
-    /// PostgreSQL: `pg_advisory_xact_lock` on the key.
+    /// PostgreSQL: `pg_advisory_xact_lock` on the key (the `postgres` feature).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     Postgres,
-    /// SQLite: the write lock of an IMMEDIATE transaction.
+    /// SQLite: the write lock of an IMMEDIATE transaction (the `sqlite` feature).
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     Sqlite,
 }
 
 impl Backend {
     pub(crate) fn of(backend: DbBackend) -> Result<Backend, Error> {
         match backend {
+            #[cfg(feature = "postgres")]
             DbBackend::Postgres => Ok(Backend::Postgres),
+            #[cfg(feature = "sqlite")]
             DbBackend::Sqlite => Ok(Backend::Sqlite),
             other => Err(Error::UnsupportedBackend { backend: other }),
         }
@@ -137,6 +142,7 @@ mod tests {
 
     use std::time::Duration;
 
+    #[cfg(feature = "sqlite")]
     #[test]
     fn sqlite_accepts_only_waiting_for_its_busy_timeout() {
         let sqlite = Backend::of(DbBackend::Sqlite).unwrap();
@@ -154,6 +160,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "postgres")]
     #[test]
     fn postgres_honours_every_wait() {
         let postgres = Backend::of(DbBackend::Postgres).unwrap();

@@ -78,9 +78,12 @@ pub enum Error {
         level: String,
     },
 
-    /// The connection's backend has neither advisory locks nor a write lock this crate knows
-    /// how to take (only PostgreSQL and SQLite are supported).
-    #[error("backend {backend:?} is not supported: only PostgreSQL and SQLite are")]
+    /// The connection's backend is not one this build serves: PostgreSQL needs the crate's
+    /// `postgres` feature, SQLite its `sqlite` feature (both on by default); other backends
+    /// (MySQL) are not supported.
+    #[error(
+        "backend {backend:?} is not supported by this build of sea-orm-idempotent (PostgreSQL needs its `postgres` feature, SQLite its `sqlite` feature; MySQL is not supported)"
+    )]
     UnsupportedBackend {
         /// The backend of the connection passed in.
         backend: DbBackend,
@@ -226,8 +229,12 @@ fn is_transient(err: &DbErr) -> bool {
     }
 }
 
+/// A database error's code, by driver. A driver's arm is compiled with its feature only; the
+/// variants stay, so the classification reads the same in every build.
 enum DatabaseCode {
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     Postgres(String),
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     Sqlite(i64),
 }
 
@@ -242,6 +249,7 @@ fn sqlx_error(err: &DbErr) -> Option<&sqlx::Error> {
 
 fn database_code(err: &DbErr) -> Option<DatabaseCode> {
     let db_err = sqlx_error(err)?.as_database_error()?;
+    #[cfg(feature = "postgres")]
     if db_err
         .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
         .is_some()
@@ -250,6 +258,7 @@ fn database_code(err: &DbErr) -> Option<DatabaseCode> {
             .code()
             .map(|state| DatabaseCode::Postgres(state.into_owned()));
     }
+    #[cfg(feature = "sqlite")]
     if db_err
         .try_downcast_ref::<sqlx::sqlite::SqliteError>()
         .is_some()
@@ -268,7 +277,8 @@ mod tests {
 
     #[test]
     fn non_database_errors_are_not_lock_errors() {
-        let err = Error::Database(DbErr::Custom("x".into())).sqlite_busy_as_timeout(LockKey::BigInt(1));
+        let err =
+            Error::Database(DbErr::Custom("x".into())).sqlite_busy_as_timeout(LockKey::BigInt(1));
         assert!(matches!(err, Error::Database(_)));
         assert!(!err.is_retryable());
         let err = Error::from_first_statement(DbErr::Custom("x".into()));

@@ -86,11 +86,25 @@
 //! connections and a restarting server), and [`Retry`] repeats a call while it can. Retrying
 //! `create_once` is safe: a failed call wrote nothing.
 //!
-//! # Backends
+//! # Backends and features
 //!
 //! PostgreSQL uses advisory locks. SQLite has none: an IMMEDIATE transaction takes its write
 //! lock before the look, serialising creators across connections and processes. Other
 //! backends get [`Error::UnsupportedBackend`].
+//!
+//! Each backend is a cargo feature, `postgres` and `sqlite`, turning on SeaORM's sqlx driver
+//! for it. Both are on by default, so the examples (on embedded SQLite) and the tests run with
+//! no flags; a service on one backend turns the other off, and does not build that driver
+//! (SQLite's is a C library):
+//!
+//! ```toml
+//! sea-orm-idempotent = { version = "0.1", default-features = false, features = ["postgres"] }
+//! ```
+
+#[cfg(not(any(feature = "postgres", feature = "sqlite")))]
+compile_error!(
+    "sea-orm-idempotent needs a backend: enable its `postgres` or `sqlite` feature (or both)"
+);
 
 mod backend;
 mod call_chain;

@@ -1,7 +1,9 @@
 //! The handles `create_once` runs on: a connection (the crate's own transaction) or a caller's
 //! transaction (a savepoint inside it), and the identities the crate keys turns by.
 
-use sea_orm::{DatabaseConnection, DatabaseConnectionType, DatabaseTransaction};
+#[cfg(feature = "postgres")]
+use sea_orm::DatabaseConnectionType;
+use sea_orm::{DatabaseConnection, DatabaseTransaction};
 
 /// A handle [`create_once`](crate::IdempotentCreate::create_once) can run on.
 ///
@@ -61,13 +63,15 @@ impl PoolId {
     /// The pool behind `db`, when it is a PostgreSQL pool; `None` for anything else (SQLite,
     /// a mock), which has no pool the waiting room protects.
     pub(crate) fn of(db: &DatabaseConnection) -> Option<PoolId> {
-        match &db.inner {
+        #[cfg(feature = "postgres")]
+        if let DatabaseConnectionType::SqlxPostgresPoolConnection(_) = &db.inner {
             // The pool's options live in its one shared allocation: one address per pool.
-            DatabaseConnectionType::SqlxPostgresPoolConnection(_) => Some(PoolId(
+            return Some(PoolId(
                 std::ptr::from_ref(db.get_postgres_connection_pool().options()) as usize,
-            )),
-            _ => None,
+            ));
         }
+        let _ = db; // SQLite, a mock, or a build without PostgreSQL
+        None
     }
 
     /// Any number stands for a pool in tests that need no real one.
@@ -107,6 +111,7 @@ mod tests {
         Database::connect(options).await.expect("a lazy pool")
     }
 
+    #[cfg(feature = "postgres")]
     #[tokio::test]
     async fn clones_of_one_pool_share_its_id_and_two_pools_differ() {
         let first = lazy_pool(1).await;

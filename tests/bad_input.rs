@@ -5,6 +5,8 @@
 //! written, the key's lock free when the call returns, the connection still usable; and every
 //! key and value bound as a parameter, never formatted into SQL.
 
+#![cfg(feature = "postgres")]
+
 mod common;
 
 use std::sync::Arc;

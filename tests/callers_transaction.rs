@@ -11,6 +11,8 @@
 //!   `savepoint "_sqlx_savepoint_1" does not exist`, or the caller's COMMIT answered ROLLBACK
 //!   and its own row was gone.
 
+#![cfg(feature = "postgres")]
+
 mod common;
 
 use std::time::Duration;

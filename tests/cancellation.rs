@@ -6,6 +6,8 @@
 //! for as long as the holder holds the key. With a pool of one the next call then cannot get a
 //! connection: it fails with a pool timeout (set to 10 s here) instead of completing.
 
+#![cfg(feature = "postgres")]
+
 mod common;
 
 use std::time::Duration;

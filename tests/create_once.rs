@@ -12,6 +12,8 @@
 //! two pools, each key's callers meet at the advisory lock, and with the lock made a no-op
 //! these tests fail.
 
+#![cfg(feature = "postgres")]
+
 mod common;
 
 use std::sync::Arc;

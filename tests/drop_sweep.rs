@@ -8,6 +8,8 @@
 //! savepoints, dropped calls on callers' transactions left SeaORM's savepoint count wrong and
 //! later calls failed with raw savepoint errors (`other_errors` below).
 
+#![cfg(feature = "postgres")]
+
 mod common;
 
 use std::collections::HashMap;

@@ -5,6 +5,8 @@
 //!
 //! Coordination is through channels and the database (`pg_locks`), never sleeps.
 
+#![cfg(feature = "postgres")]
+
 mod common;
 
 use std::convert::Infallible;

@@ -3,6 +3,8 @@
 //! deliveries sent at once store one row (one 201, one 200), on SQLite and on PostgreSQL, and
 //! every error has its answer.
 
+#![cfg(all(feature = "postgres", feature = "sqlite"))]
+
 mod common;
 mod webhook_support;
 

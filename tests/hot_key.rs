@@ -9,6 +9,8 @@
 //! here), and `pg_locks` shows two waiters instead of one. Coordination is through the
 //! database (a lock held from another connection, `pg_locks` polled), never sleeps.
 
+#![cfg(feature = "postgres")]
+
 mod common;
 
 use std::sync::Arc;

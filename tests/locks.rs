@@ -1,5 +1,7 @@
 //! The general advisory-lock API against a real PostgreSQL server.
 
+#![cfg(feature = "postgres")]
+
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait};
 use sea_orm_idempotent::{
     Error, LockKey, Wait, acquire_advisory_lock, acquire_shared_advisory_lock,

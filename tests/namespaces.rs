@@ -13,6 +13,8 @@
 //! Nothing here coordinates with sleeps: `make_data` reports that it runs and waits for a
 //! channel.
 
+#![cfg(feature = "postgres")]
+
 mod common;
 
 use std::time::Duration;

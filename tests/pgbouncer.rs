@@ -14,6 +14,8 @@
 //! Without `pgbouncer` installed these tests print a loud line naming the package and pass
 //! without running; with `SEA_ORM_IDEMPOTENT_REQUIRE_PGBOUNCER=1` (CI) that is a failure.
 
+#![cfg(feature = "postgres")]
+
 mod common;
 
 use common::{

@@ -4,6 +4,8 @@
 //! (Mock results only script the answers; concurrency is proven against a real server in
 //! `create_once.rs`.)
 
+#![cfg(feature = "postgres")]
+
 mod common;
 
 use std::collections::BTreeMap;

@@ -6,6 +6,8 @@
 //! workload with the IMMEDIATE transaction left out (find, then insert) and shows unique
 //! violations; `create_once` on it shows none.
 
+#![cfg(feature = "sqlite")]
+
 mod common;
 
 use std::sync::Arc;

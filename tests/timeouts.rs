@@ -10,6 +10,8 @@
 //! The holder keeps the key past the statement timeout with a sleep: outlasting a timeout is
 //! what these tests are about. Whether the waiter is waiting is read from `pg_locks`.
 
+#![cfg(feature = "postgres")]
+
 mod common;
 
 use std::time::Duration;

@@ -2,6 +2,8 @@
 //! the lock key, the lock wait and the outcome: what an operator needs to see duplicates being
 //! absorbed. A small recording subscriber stands in for a real one.
 
+#![cfg(feature = "postgres")]
+
 mod common;
 
 use std::collections::{BTreeMap, HashMap};

@@ -5,6 +5,8 @@
 //! runs the same workload with `--naive` (find, then insert, no lock) and shows unique
 //! violations and a failing exit status, where `create_once` shows none.
 
+#![cfg(all(feature = "postgres", feature = "sqlite"))]
+
 mod common;
 mod webhook_support;
 
