@@ -65,7 +65,7 @@ use clap::Parser;
 use entity::{NewPullRequest, PullRequest};
 use hmac::{Hmac, KeyInit, Mac};
 use sea_orm::{DatabaseConnection, DbBackend};
-use sea_orm_idempotent::{Error, IdempotentCreate, Outcome, Wait};
+use sea_orm_idempotent::{IdempotentCreate, Outcome, Wait};
 use serde::Deserialize;
 use serde_json::json;
 use sha2::Sha256;
@@ -125,7 +125,15 @@ async fn serve(args: Args) -> Result<(), common::BoxError> {
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     // One line on stdout, so a script (or a test) started with port 0 learns the address.
     println!("listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, app(db, secret.into_bytes())).await?;
+    let receiver = Receiver {
+        db,
+        secret: secret.into_bytes(),
+    };
+    let app = Router::new()
+        .route("/webhooks/github", post(receive))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(Arc::new(receiver));
+    axum::serve(listener, app).await?;
     Ok(())
 }
 
@@ -135,86 +143,34 @@ struct Receiver {
     secret: Vec<u8>,
 }
 
-/// The router: `POST /webhooks/github`.
-fn app(db: DatabaseConnection, secret: Vec<u8>) -> Router {
-    Router::new()
-        .route("/webhooks/github", post(receive))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(Arc::new(Receiver { db, secret }))
-}
-
-/// An answer: a status and a small JSON body saying why.
-fn answer(status: StatusCode, body: serde_json::Value) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
-}
-
-fn reject(status: StatusCode, reason: &str) -> Response {
-    answer(status, json!({ "error": reason }))
-}
-
-async fn receive(State(receiver): State<Arc<Receiver>>, request: Request) -> Response {
-    // 413 before reading a body that declares itself too large; the limit also stops a body
-    // without Content-Length (chunked) once it grows past the cap.
-    if declared_length(request.headers()).is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-        return reject(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
-    }
-    let headers = request.headers().clone();
-    let body = match Bytes::from_request(request, &()).await {
-        Ok(body) => body,
-        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return reject(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
-        }
-        Err(_) => return reject(StatusCode::BAD_REQUEST, "could not read the body"),
-    };
-
-    // Authenticate before looking at anything the sender controls.
-    if !signature_is_valid(&receiver.secret, &headers, &body) {
-        return reject(
-            StatusCode::UNAUTHORIZED,
-            "missing or invalid X-Hub-Signature-256",
-        );
-    }
-    let Some(event) = header_str(&headers, "x-github-event") else {
-        return reject(StatusCode::BAD_REQUEST, "missing X-GitHub-Event");
-    };
-    let Some(delivery) = header_str(&headers, "x-github-delivery")
+/// `POST /webhooks/github`: the body is authenticated by the time this runs ([`SignedBody`]).
+async fn receive(
+    State(receiver): State<Arc<Receiver>>,
+    headers: HeaderMap,
+    SignedBody(body): SignedBody,
+) -> Result<Response, Rejection> {
+    let event = header_str(&headers, "x-github-event")
+        .ok_or(Rejection::BadRequest("missing X-GitHub-Event".into()))?;
+    let delivery = header_str(&headers, "x-github-delivery")
         .filter(|d| d.len() <= 64 && d.bytes().all(|b| b.is_ascii_graphic()))
-    else {
-        return reject(
-            StatusCode::BAD_REQUEST,
-            "missing or invalid X-GitHub-Delivery",
-        );
-    };
+        .ok_or(Rejection::BadRequest(
+            "missing or invalid X-GitHub-Delivery".into(),
+        ))?;
     if event != "pull_request" {
-        return answer(
+        return Ok(answer(
             StatusCode::ACCEPTED,
             json!({ "ignored": format!("event {event}") }),
-        );
+        ));
     }
-    let payload: PullRequestEvent = match serde_json::from_slice(&body) {
-        Ok(payload) => payload,
-        Err(err) => {
-            return reject(
-                StatusCode::BAD_REQUEST,
-                &format!("malformed pull_request payload: {err}"),
-            );
-        }
-    };
+    let payload: PullRequestEvent = serde_json::from_slice(&body)
+        .map_err(|err| Rejection::BadRequest(format!("malformed pull_request payload: {err}")))?;
     if !matches!(payload.action.as_str(), "opened" | "reopened") {
-        return answer(
-            StatusCode::ACCEPTED,
-            json!({ "ignored": format!("action {}", payload.action) }),
-        );
+        let ignored = format!("action {}", payload.action);
+        return Ok(answer(StatusCode::ACCEPTED, json!({ "ignored": ignored })));
     }
-    let (pr_id, new_pr) = match payload.into_new_pull_request(delivery) {
-        Ok(pr) => pr,
-        Err(reason) => return reject(StatusCode::BAD_REQUEST, reason),
-    };
+    let (pr_id, new_pr) = payload
+        .into_new_pull_request(delivery)
+        .map_err(Rejection::BadRequest)?;
     let wait = match receiver.db.get_database_backend() {
         DbBackend::Postgres => Wait::Timeout(LOCK_WAIT),
         _ => Wait::Forever, // SQLite: bounded by the connection's busy_timeout
@@ -226,49 +182,116 @@ async fn receive(State(receiver): State<Arc<Receiver>>, request: Request) -> Res
     match created {
         Ok(Outcome::Created(pr)) => {
             tracing::info!(pr_id, delivery, "stored");
-            answer(
-                StatusCode::CREATED,
-                json!({ "status": "created", "pr_id": pr.pr_id, "id": pr.id }),
-            )
+            let body = json!({ "status": "created", "pr_id": pr.pr_id, "id": pr.id });
+            Ok(answer(StatusCode::CREATED, body))
         }
         Ok(Outcome::Existing(pr)) => {
             tracing::info!(pr_id, delivery, first = %pr.first_delivery_id, "duplicate absorbed");
-            answer(
-                StatusCode::OK,
-                json!({
-                    "status": "duplicate",
-                    "pr_id": pr.pr_id,
-                    "id": pr.id,
-                    "first_delivery_id": pr.first_delivery_id,
-                }),
-            )
+            let body = json!({
+                "status": "duplicate",
+                "pr_id": pr.pr_id,
+                "id": pr.id,
+                "first_delivery_id": pr.first_delivery_id,
+            });
+            Ok(answer(StatusCode::OK, body))
         }
-        Err(err) => database_failure(pr_id, delivery, &err),
+        Err(err) => {
+            // The details go to the log, not to the sender.
+            tracing::error!(pr_id, delivery, error = %err, "could not store the pull request");
+            Err(if err.is_retryable() {
+                Rejection::Busy
+            } else {
+                Rejection::Internal
+            })
+        }
     }
 }
 
-/// 503 (with `Retry-After`) when a retry may succeed, 500 otherwise; the details go to the log,
-/// not to the sender.
-fn database_failure(pr_id: i64, delivery: &str, err: &Error) -> Response {
-    tracing::error!(pr_id, delivery, error = %err, "could not store the pull request");
-    if err.is_retryable() {
-        let mut response = reject(StatusCode::SERVICE_UNAVAILABLE, "busy, retry later");
+/// An answer: a status and a small JSON body.
+fn answer(status: StatusCode, body: serde_json::Value) -> Response {
+    let content_type = [(header::CONTENT_TYPE, "application/json")];
+    (status, content_type, body.to_string()).into_response()
+}
+
+/// Why a delivery is not stored: one variant per answer, each `{"error": "..."}`.
+#[derive(Debug)]
+enum Rejection {
+    /// 400: a header GitHub always sends is missing, or the payload is malformed or unstorable.
+    BadRequest(String),
+    /// 401: a missing, malformed or wrong `X-Hub-Signature-256`.
+    Unauthorized,
+    /// 413: a body over [`MAX_BODY_BYTES`].
+    TooLarge,
+    /// 503 with `Retry-After`: a database error a retry may cure (e.g. a lock timeout).
+    Busy,
+    /// 500: the database failed in a way a retry will not fix.
+    Internal,
+}
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        let (status, reason) = match self {
+            Rejection::BadRequest(reason) => (StatusCode::BAD_REQUEST, reason),
+            Rejection::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "missing or invalid X-Hub-Signature-256".into(),
+            ),
+            Rejection::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "body too large".into()),
+            Rejection::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy, retry later".into()),
+            Rejection::Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "could not store the event".into(),
+            ),
+        };
+        let mut response = answer(status, json!({ "error": reason }));
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            let retry_after = header::HeaderValue::from_static("5");
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, retry_after);
+        }
         response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
-        response
-    } else {
-        reject(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "could not store the event",
-        )
     }
 }
 
-fn declared_length(headers: &HeaderMap) -> Option<u64> {
-    header_str(headers, header::CONTENT_LENGTH.as_str())?
-        .parse()
-        .ok()
+/// The body of a delivery whose `X-Hub-Signature-256` checks out: extracting it authenticates.
+///
+/// A body declared larger than the cap is refused before it is read (413); one without a
+/// declared length is cut off at the cap (413, axum's `DefaultBodyLimit`). Then the signature
+/// header must be `sha256=` and 64 hex digits, and the HMAC of the body must match (401).
+struct SignedBody(Bytes);
+
+impl FromRequest<Arc<Receiver>> for SignedBody {
+    type Rejection = Rejection;
+
+    async fn from_request(request: Request, receiver: &Arc<Receiver>) -> Result<Self, Rejection> {
+        let headers = request.headers();
+        let declared = header_str(headers, header::CONTENT_LENGTH.as_str())
+            .and_then(|length| length.parse::<u64>().ok());
+        if declared.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
+            return Err(Rejection::TooLarge);
+        }
+        let signature = header_str(headers, "x-hub-signature-256")
+            .and_then(|value| value.strip_prefix("sha256="))
+            .filter(|hex| hex.len() == 64)
+            .and_then(decode_hex);
+        let body = match Bytes::from_request(request, receiver).await {
+            Ok(body) => body,
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                return Err(Rejection::TooLarge);
+            }
+            Err(_) => return Err(Rejection::BadRequest("could not read the body".into())),
+        };
+
+        // Constant-time (`Mac::verify_slice`): response timing tells a forger nothing about
+        // how much of a guess was right.
+        let signature = signature.ok_or(Rejection::Unauthorized)?;
+        let mut mac = Hmac::<Sha256>::new_from_slice(&receiver.secret).expect("any key length");
+        mac.update(&body);
+        mac.verify_slice(&signature)
+            .map_err(|_| Rejection::Unauthorized)?;
+        Ok(SignedBody(body))
+    }
 }
 
 fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
@@ -277,21 +300,6 @@ fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .to_str()
         .ok()
         .filter(|value| !value.is_empty())
-}
-
-/// Whether `X-Hub-Signature-256` is `sha256=` and the hex HMAC-SHA256 of `body` under
-/// `secret`. The comparison is constant-time (`Mac::verify_slice`), so response timing tells
-/// a forger nothing about how much of a guess was right.
-fn signature_is_valid(secret: &[u8], headers: &HeaderMap, body: &[u8]) -> bool {
-    let Some(signature) = header_str(headers, "x-hub-signature-256")
-        .and_then(|value| value.strip_prefix("sha256="))
-        .and_then(decode_hex)
-    else {
-        return false;
-    };
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
-    mac.update(body);
-    mac.verify_slice(&signature).is_ok()
 }
 
 fn decode_hex(hex: &str) -> Option<Vec<u8>> {
@@ -344,7 +352,7 @@ struct RepositoryPayload {
 impl PullRequestEvent {
     /// The key and the new row, or why the payload cannot be stored (a 400, not a database
     /// error: the schema's constraints are checked here first).
-    fn into_new_pull_request(self, delivery: &str) -> Result<(i64, NewPullRequest), &'static str> {
+    fn into_new_pull_request(self, delivery: &str) -> Result<(i64, NewPullRequest), String> {
         let pr = self.pull_request.ok_or("payload has no pull_request")?;
         let repository = self.repository.ok_or("payload has no repository")?;
         let number = i32::try_from(pr.number)
@@ -352,10 +360,10 @@ impl PullRequestEvent {
             .filter(|n| *n > 0)
             .ok_or("pull_request.number is not a positive 32-bit number")?;
         if pr.head.sha.len() != 40 || !pr.head.sha.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err("pull_request.head.sha is not a 40-digit hex SHA");
+            return Err("pull_request.head.sha is not a 40-digit hex SHA".into());
         }
         if !matches!(pr.state.as_str(), "open" | "closed") {
-            return Err("pull_request.state is neither open nor closed");
+            return Err("pull_request.state is neither open nor closed".into());
         }
         Ok((
             pr.id,
