@@ -1,5 +1,10 @@
 //! # `github_webhook`: a GitHub `pull_request` webhook receiver that stores each pull request once
 //!
+//! (Longer than most examples, because it is meant to face the internet: besides the handler it
+//! spells out the serve loop and its limits against hostile clients, `serve_connections`, which
+//! `axum::serve` would hide and does not provide. That loop is the part to copy into other axum
+//! services.)
+//!
 //! An axum server for GitHub's `pull_request` events. Every delivery is authenticated
 //! (`X-Hub-Signature-256`: HMAC-SHA256 of the raw body with the webhook's secret, compared in
 //! constant time), size-capped, parsed, and stored with `PullRequest::create_once`, so a
@@ -19,11 +24,25 @@
 //! Only `opened` and `reopened` actions store a pull request; the row keeps the delivery id
 //! of the delivery that created it.
 //!
+//! ## On the internet: limits against slow and unauthenticated clients
+//!
+//! Anyone can connect, so nothing a client without the secret does may hold the server's
+//! sockets or memory for long. Each limit is a flag, or an environment variable:
+//!
+//! | flag (env) | default | what it bounds |
+//! | --- | --- | --- |
+//! | `--header-timeout` (`GITHUB_WEBHOOK_HEADER_TIMEOUT`) | `5s` | time to send a request's headers; hyper starts this clock whenever it waits for a request, so it is also the idle keep-alive limit |
+//! | `--max-connections` (`GITHUB_WEBHOOK_MAX_CONNECTIONS`) | `256` | connections served at once; more wait in the kernel's listen backlog. Lowered at start, with a warning, to the open-file limit minus 64 (the database pool, the listener, the runtime) |
+//!
+//! Request heads are capped at 16 KiB. Shed connections and failed accepts are logged. GitHub
+//! sends each delivery at once, well inside these limits.
+//!
 //! ## Run it
 //!
 //! ```text
-//! GITHUB_WEBHOOK_SECRET=s3cret cargo run --example github_webhook
-//! GITHUB_WEBHOOK_SECRET=s3cret DATABASE_URL=postgres://postgres@127.0.0.1:5432/app \
+//! export GITHUB_WEBHOOK_SECRET=$(openssl rand -hex 32)
+//! cargo run --example github_webhook
+//! DATABASE_URL=postgres://postgres@127.0.0.1:5432/app \
 //!     cargo run --example github_webhook -- --listen 0.0.0.0:3000
 //! ```
 //!
@@ -31,7 +50,8 @@
 //! `listening on http://ADDR`. The database is `--database-url`, else `DATABASE_URL`, else an
 //! embedded SQLite file `./github_webhook.db`, migrated at start. The secret is required: the
 //! server refuses to start without it. Point a GitHub webhook (content type
-//! `application/json`, event "Pull requests") at `http://HOST:PORT/webhooks/github`.
+//! `application/json`, event "Pull requests", the same secret) at
+//! `http://HOST:PORT/webhooks/github`.
 //!
 //! ## Poke it
 //!
@@ -39,7 +59,7 @@
 //!
 //! ```text
 //! body='{"action":"opened","number":7,"pull_request":{"id":1001,"number":7,"title":"Fix","state":"open","user":{"login":"mona"},"head":{"sha":"0123456789abcdef0123456789abcdef01234567"}},"repository":{"full_name":"octo-org/octo-repo"}}'
-//! sig=$(printf '%s' "$body" | openssl dgst -sha256 -hmac s3cret | sed 's/^.*= //')
+//! sig=$(printf '%s' "$body" | openssl dgst -sha256 -hmac "$GITHUB_WEBHOOK_SECRET" | sed 's/^.*= //')
 //! curl -i http://127.0.0.1:3000/webhooks/github -H 'Content-Type: application/json' \
 //!     -H 'X-GitHub-Event: pull_request' -H 'X-GitHub-Delivery: 72d3162e-cc78-11e3-81ab-4c9367dc0958' \
 //!     -H "X-Hub-Signature-256: sha256=$sig" --data "$body"
@@ -64,15 +84,30 @@ use axum::routing::post;
 use clap::Parser;
 use entity::{NewPullRequest, PullRequest};
 use hmac::{Hmac, KeyInit, Mac};
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use sea_orm::{DatabaseConnection, DbBackend};
 use sea_orm_idempotent::{IdempotentCreate, Outcome, Wait};
 use serde::Deserialize;
 use serde_json::json;
 use sha2::Sha256;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 /// The largest body accepted. GitHub caps payloads at 25 MB, but `pull_request` payloads are
 /// tens of kilobytes; a small cap keeps an unauthenticated sender from making us buffer much.
 const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// The largest request head (request line and headers) accepted; larger ones get 431. GitHub's
+/// headers take about 1 KiB.
+const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// File descriptors kept free for everything but client connections: the database pool (a
+/// SQLite connection holds three: the database, its WAL and its shared memory), the listener,
+/// the runtime, stdio.
+#[cfg(unix)]
+const RESERVED_FDS: u64 = 64;
 
 /// How long a delivery waits for the pull request's lock on PostgreSQL before answering 503.
 /// (On SQLite the wait is bounded by the connection's `busy_timeout` instead: SQLite has no
@@ -92,6 +127,24 @@ struct Args {
     /// Database URL (default: DATABASE_URL, else an embedded SQLite file).
     #[arg(long)]
     database_url: Option<String>,
+    /// Time a client has to send a request's headers; also how long an idle connection stays
+    /// open. E.g. 5s, 500ms.
+    #[arg(
+        long,
+        env = "GITHUB_WEBHOOK_HEADER_TIMEOUT",
+        default_value = "5s",
+        value_parser = parse_duration
+    )]
+    header_timeout: Duration,
+    /// Connections served at once (lowered to fit the open-file limit); more wait in the
+    /// listen backlog.
+    #[arg(
+        long,
+        env = "GITHUB_WEBHOOK_MAX_CONNECTIONS",
+        default_value_t = 256,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    max_connections: u32,
 }
 
 #[tokio::main]
@@ -119,10 +172,11 @@ async fn serve(args: Args) -> Result<(), common::BoxError> {
         .ok_or_else(|| {
             format!("set {SECRET_VAR} to the webhook's secret (the server never runs unsigned)")
         })?;
+    let max_connections = connection_cap(args.max_connections as usize)?;
     let target = common::target(args.database_url, "github_webhook.db")?;
     eprintln!("{}", target.description);
     let db = common::connect(&target.url, 16).await?;
-    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let listener = TcpListener::bind(args.listen).await?;
     // One line on stdout, so a script (or a test) started with port 0 learns the address.
     println!("listening on http://{}", listener.local_addr()?);
     let receiver = Receiver {
@@ -133,8 +187,106 @@ async fn serve(args: Args) -> Result<(), common::BoxError> {
         .route("/webhooks/github", post(receive))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(Arc::new(receiver));
-    axum::serve(listener, app).await?;
-    Ok(())
+    serve_connections(listener, app, max_connections, args.header_timeout).await
+}
+
+/// `axum::serve`, plus the limits it lacks: hyper's header-read timeout (which needs a timer,
+/// and `axum::serve` sets none, so it never fires there), a cap on the request head's size, and
+/// a cap on connections. Never returns.
+async fn serve_connections(
+    listener: TcpListener,
+    app: Router,
+    max_connections: usize,
+    header_timeout: Duration,
+) -> ! {
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_header_size(MAX_HEADER_BYTES);
+    let connection_slots = Arc::new(Semaphore::new(max_connections));
+    loop {
+        // A slot first, then accept: past the cap, new connections wait in the kernel's listen
+        // backlog, costing neither a file descriptor nor memory here.
+        let slot = match Arc::clone(&connection_slots).try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                tracing::warn!(max_connections, "all connection slots taken; new ones wait");
+                let slots = Arc::clone(&connection_slots);
+                slots
+                    .acquire_owned()
+                    .await
+                    .expect("the semaphore is never closed")
+            }
+        };
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                // E.g. out of file descriptors: say so, and pause rather than spin (as
+                // `axum::serve` does, silently).
+                tracing::warn!(error = %err, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let connection = http.serve_connection(TokioIo::new(stream), service);
+        tokio::spawn(async move {
+            match connection.await {
+                Err(err) if err.is_timeout() => {
+                    let why = "no request head in time";
+                    tracing::info!(%peer, ?header_timeout, "shed a connection: {why}");
+                }
+                Err(err) => tracing::debug!(%peer, error = %err, "connection failed"),
+                Ok(()) => {}
+            }
+            drop(slot);
+        });
+    }
+}
+
+/// `wanted`, or fewer if the open-file limit would run out first (each connection is a file
+/// descriptor): with the soft limit at 256, 245 idle sockets once left no descriptor for
+/// answering anyone.
+fn connection_cap(wanted: usize) -> Result<usize, String> {
+    #[cfg(unix)]
+    {
+        use nix::sys::resource::{Resource, getrlimit};
+        let (soft, _hard) = getrlimit(Resource::RLIMIT_NOFILE)
+            .map_err(|err| format!("cannot read the open-file limit: {err}"))?;
+        let room = usize::try_from(soft.saturating_sub(RESERVED_FDS)).unwrap_or(usize::MAX);
+        if room == 0 {
+            return Err(format!(
+                "the open-file limit ({soft}) leaves no room for connections; raise `ulimit -n`"
+            ));
+        }
+        if room < wanted {
+            tracing::warn!(
+                open_file_limit = soft,
+                max_connections = room,
+                "serving fewer connections than asked, to stay under the open-file limit"
+            );
+            return Ok(room);
+        }
+    }
+    Ok(wanted)
+}
+
+/// `5s`, `500ms`: a duration for the command line.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| "expected e.g. 5s or 500ms")?;
+    let duration = match unit {
+        "s" => Duration::from_secs(number),
+        "ms" => Duration::from_millis(number),
+        _ => return Err("expected e.g. 5s or 500ms".into()),
+    };
+    if duration.is_zero() {
+        return Err("must be more than zero".into());
+    }
+    Ok(duration)
 }
 
 /// What every request handler shares.
