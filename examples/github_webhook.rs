@@ -18,8 +18,9 @@
 //! | 202 Accepted | an event or action it ignores (`ping`, `push`, `pull_request` `closed`, ...) |
 //! | 400 Bad Request | no `X-GitHub-Event` / `X-GitHub-Delivery`, or a malformed payload |
 //! | 401 Unauthorized | a missing, malformed or wrong signature |
+//! | 408 Request Timeout | the body did not arrive within `--body-timeout` |
 //! | 413 Payload Too Large | a body over 1 MiB |
-//! | 503 / 500 | the database failed (503 when a retry may succeed, e.g. a lock timeout) |
+//! | 503 / 500 | busy (no body slot freed up in time) or the database failed (503 when a retry may succeed, e.g. a lock timeout) |
 //!
 //! Only `opened` and `reopened` actions store a pull request; the row keeps the delivery id
 //! of the delivery that created it.
@@ -32,10 +33,19 @@
 //! | flag (env) | default | what it bounds |
 //! | --- | --- | --- |
 //! | `--header-timeout` (`GITHUB_WEBHOOK_HEADER_TIMEOUT`) | `5s` | time to send a request's headers; hyper starts this clock whenever it waits for a request, so it is also the idle keep-alive limit |
+//! | `--body-timeout` (`GITHUB_WEBHOOK_BODY_TIMEOUT`) | `10s` | time to send the whole body once it is read (a deadline, not a per-byte idle timer, so trickling does not extend it); also the longest wait for a body slot |
 //! | `--max-connections` (`GITHUB_WEBHOOK_MAX_CONNECTIONS`) | `256` | connections served at once; more wait in the kernel's listen backlog. Lowered at start, with a warning, to the open-file limit minus 64 (the database pool, the listener, the runtime) |
+//! | `--max-bodies` (`GITHUB_WEBHOOK_MAX_BODIES`) | `16` | bodies being received at once, before their signature can be checked |
 //!
-//! Request heads are capped at 16 KiB. Shed connections and failed accepts are logged. GitHub
-//! sends each delivery at once, well inside these limits.
+//! A request with no well-formed `X-Hub-Signature-256`, or a `Content-Length` over 1 MiB, is
+//! answered before its body is read. So memory spent on clients without the secret stays under
+//! `--max-bodies` × 1 MiB of bodies plus `--max-connections` × 16 KiB of headers: about 20 MiB
+//! with the defaults (a body's chunks are briefly held twice while they are joined). Shed
+//! connections (header timeout, body timeout) and failed accepts are logged. GitHub sends each
+//! delivery at once, well inside these limits. A determined attacker can still keep the slots
+//! busy and delay deliveries; the limits make that cost them connections, not cost you memory.
+//! Put the receiver behind a firewall that admits GitHub's hook addresses
+//! (`https://api.github.com/meta`) if that matters.
 //!
 //! ## Run it
 //!
@@ -94,6 +104,7 @@ use serde_json::json;
 use sha2::Sha256;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio::time::timeout;
 
 /// The largest body accepted. GitHub caps payloads at 25 MB, but `pull_request` payloads are
 /// tens of kilobytes; a small cap keeps an unauthenticated sender from making us buffer much.
@@ -136,6 +147,14 @@ struct Args {
         value_parser = parse_duration
     )]
     header_timeout: Duration,
+    /// Time a client has to send a request's whole body; also the longest wait for a body slot.
+    #[arg(
+        long,
+        env = "GITHUB_WEBHOOK_BODY_TIMEOUT",
+        default_value = "10s",
+        value_parser = parse_duration
+    )]
+    body_timeout: Duration,
     /// Connections served at once (lowered to fit the open-file limit); more wait in the
     /// listen backlog.
     #[arg(
@@ -145,6 +164,14 @@ struct Args {
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     max_connections: u32,
+    /// Bodies received at once, before their signature can be checked (each up to 1 MiB).
+    #[arg(
+        long,
+        env = "GITHUB_WEBHOOK_MAX_BODIES",
+        default_value_t = 16,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    max_bodies: u32,
 }
 
 #[tokio::main]
@@ -182,6 +209,8 @@ async fn serve(args: Args) -> Result<(), common::BoxError> {
     let receiver = Receiver {
         db,
         secret: secret.into_bytes(),
+        body_slots: Semaphore::new(args.max_bodies as usize),
+        body_timeout: args.body_timeout,
     };
     let app = Router::new()
         .route("/webhooks/github", post(receive))
@@ -293,6 +322,9 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 struct Receiver {
     db: DatabaseConnection,
     secret: Vec<u8>,
+    /// One permit per body being received before its signature is checked.
+    body_slots: Semaphore,
+    body_timeout: Duration,
 }
 
 /// `POST /webhooks/github`: the body is authenticated by the time this runs ([`SignedBody`]).
@@ -372,9 +404,11 @@ enum Rejection {
     BadRequest(String),
     /// 401: a missing, malformed or wrong `X-Hub-Signature-256`.
     Unauthorized,
+    /// 408: the body did not arrive within `--body-timeout`.
+    BodyTimeout,
     /// 413: a body over [`MAX_BODY_BYTES`].
     TooLarge,
-    /// 503 with `Retry-After`: a database error a retry may cure (e.g. a lock timeout).
+    /// 503 with `Retry-After`: no body slot freed up in time, or a retryable database error.
     Busy,
     /// 500: the database failed in a way a retry will not fix.
     Internal,
@@ -388,6 +422,7 @@ impl IntoResponse for Rejection {
                 StatusCode::UNAUTHORIZED,
                 "missing or invalid X-Hub-Signature-256".into(),
             ),
+            Rejection::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "body too slow".into()),
             Rejection::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "body too large".into()),
             Rejection::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy, retry later".into()),
             Rejection::Internal => (
@@ -408,9 +443,12 @@ impl IntoResponse for Rejection {
 
 /// The body of a delivery whose `X-Hub-Signature-256` checks out: extracting it authenticates.
 ///
-/// A body declared larger than the cap is refused before it is read (413); one without a
-/// declared length is cut off at the cap (413, axum's `DefaultBodyLimit`). Then the signature
-/// header must be `sha256=` and 64 hex digits, and the HMAC of the body must match (401).
+/// Cheap refusals come before any body is read: a declared length over the cap (413), a
+/// missing or malformed signature header (401). Then the body takes one of `--max-bodies`
+/// slots (503 if none frees up within `--body-timeout`), must arrive whole within
+/// `--body-timeout` (408; a deadline, where tower-http's `RequestBodyTimeoutLayer` would restart
+/// its clock at every chunk a trickling client sends) and under the cap (413, axum's
+/// `DefaultBodyLimit`), and its HMAC must match (401).
 struct SignedBody(Bytes);
 
 impl FromRequest<Arc<Receiver>> for SignedBody {
@@ -426,18 +464,32 @@ impl FromRequest<Arc<Receiver>> for SignedBody {
         let signature = header_str(headers, "x-hub-signature-256")
             .and_then(|value| value.strip_prefix("sha256="))
             .filter(|hex| hex.len() == 64)
-            .and_then(decode_hex);
-        let body = match Bytes::from_request(request, receiver).await {
-            Ok(body) => body,
-            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            .and_then(decode_hex)
+            .ok_or(Rejection::Unauthorized)?;
+
+        let limit = receiver.body_timeout;
+        let slot = match timeout(limit, receiver.body_slots.acquire()).await {
+            Ok(slot) => slot.expect("the semaphore is never closed"),
+            Err(_elapsed) => {
+                tracing::warn!(?limit, "no body slot freed up in time; answering 503");
+                return Err(Rejection::Busy);
+            }
+        };
+        let body = match timeout(limit, Bytes::from_request(request, receiver)).await {
+            Ok(Ok(body)) => body,
+            Ok(Err(rejection)) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
                 return Err(Rejection::TooLarge);
             }
-            Err(_) => return Err(Rejection::BadRequest("could not read the body".into())),
+            Ok(Err(_)) => return Err(Rejection::BadRequest("could not read the body".into())),
+            Err(_elapsed) => {
+                tracing::info!(?limit, "shed a connection: body not received in time");
+                return Err(Rejection::BodyTimeout);
+            }
         };
+        drop(slot);
 
         // Constant-time (`Mac::verify_slice`): response timing tells a forger nothing about
         // how much of a guess was right.
-        let signature = signature.ok_or(Rejection::Unauthorized)?;
         let mut mac = Hmac::<Sha256>::new_from_slice(&receiver.secret).expect("any key length");
         mac.update(&body);
         mac.verify_slice(&signature)

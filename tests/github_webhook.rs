@@ -1,8 +1,9 @@
 //! `examples/github_webhook.rs` over real HTTP: the example program is started on port 0 (it
 //! prints the address it got), and requests go to it over TCP. Two identical signed
 //! deliveries sent at once store one row (one 201, one 200), on SQLite and on PostgreSQL, and
-//! every error has its answer. Hostile clients (slow headers, idle keep-alive) are shed while
-//! signed deliveries are still answered.
+//! every error has its answer. Hostile clients (slow headers, idle keep-alive, slow bodies,
+//! many held unsigned bodies) are shed without costing memory, while signed deliveries are
+//! still answered.
 
 mod common;
 mod webhook_support;
@@ -26,6 +27,10 @@ const SECRET: &str = "it's a secret to everybody";
 const PATH: &str = "/webhooks/github";
 /// The receiver's body cap (`MAX_BODY_BYTES` in the example).
 const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// A signature of the right shape that matches nothing: what an attacker who read GitHub's
+/// docs, but has no secret, sends to get past the receiver's cheap checks.
+const FORGED_SIGNATURE: &str =
+    "sha256=0000000000000000000000000000000000000000000000000000000000000000";
 
 /// A running `github_webhook`, killed when dropped.
 struct Receiver {
@@ -399,8 +404,13 @@ async fn each_error_has_its_answer_and_writes_nothing() {
         chunked.extend_from_slice(b"\r\n");
     }
     chunked.extend_from_slice(b"0\r\n\r\n");
-    let head = "Transfer-Encoding: chunked\r\nX-GitHub-Event: pull_request\r\n";
-    let (status, _) = receiver.send(receiver.request(head, &chunked)).await;
+    // (With a signature of the right shape: without one, the receiver answers 401 before
+    // reading any body.)
+    let head = format!(
+        "Transfer-Encoding: chunked\r\nX-GitHub-Event: pull_request\r\n\
+         X-Hub-Signature-256: {FORGED_SIGNATURE}\r\n"
+    );
+    let (status, _) = receiver.send(receiver.request(&head, &chunked)).await;
     assert_eq!(status, 413, "chunked past the cap");
 
     assert_eq!(total_rows(&sqlite(&url).await).await, 0, "nothing written");
@@ -575,4 +585,102 @@ async fn slow_headers_and_idle_connections_are_shed() {
     }
     let shed = receiver.logged("shed a connection");
     assert!(shed >= SLOW + IDLE + KEPT_ALIVE, "{shed} sheddings logged");
+}
+
+/// Slow bodies: clients with a signature of the right shape (so they get past the cheap
+/// checks) send their body one byte at a time, taking every body slot (`--max-bodies 4`);
+/// unsigned ones do the same. The unsigned are answered 401 before their body is read; the
+/// others 408 after the 1 s body timeout; all are closed by the server, and a signed delivery
+/// (which may wait for a slot) is answered meanwhile.
+///
+/// Without the fix (no body deadline, no signature check before the body) every one of them
+/// stays open as long as it drips, and the test fails.
+#[tokio::test]
+async fn slow_bodies_are_shed() {
+    const SLOTS: usize = 4;
+    const UNSIGNED: usize = 20;
+    let dir = TempDir::new("webhook-slowbody");
+    let url = dir.sqlite_url("slowbody.db");
+    let slots = SLOTS.to_string();
+    let flags = ["--body-timeout", SHORT, "--max-bodies", &slots];
+    let receiver = Receiver::start_with(&dir, &url, &flags, None).await;
+    let deadline = Instant::now() + WATCH;
+    let slow_body = |signature| {
+        let head = head_with_body("pull_request", 1000, signature);
+        (head, vec![b'x'; 1000])
+    };
+    let forged = hostile_clients(&receiver, SLOTS, deadline, || {
+        slow_body(Some(FORGED_SIGNATURE))
+    })
+    .await;
+    let unsigned = hostile_clients(&receiver, UNSIGNED, deadline, || slow_body(None)).await;
+
+    signed_delivery_is_answered_promptly(&receiver, 502).await;
+    for answer in all_closed_by_the_server("slow forged bodies", forged.join_all().await) {
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    }
+    for answer in all_closed_by_the_server("slow unsigned bodies", unsigned.join_all().await) {
+        assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    }
+    assert!(
+        receiver.logged("shed a connection") >= SLOTS,
+        "shedding is logged"
+    );
+}
+
+/// Held bodies: 200 unsigned clients each send all but the last byte of a body just under the
+/// cap and hold it there; 4 with a forged signature do the same. Before the fix the receiver
+/// buffered every one of them (the issue measured 20 MB growing to 336 MB for 300 clients).
+/// Now the unsigned are answered 401 unread, the forged hold the 4 body slots until the 1 s
+/// body timeout, the process's peak memory grows by a few MiB, and a signed delivery is
+/// answered meanwhile. (Linux: memory is read from `/proc`.)
+///
+/// Without the fix, the connections stay open and the peak grows by about 200 MiB: the test
+/// fails on both.
+#[tokio::test]
+async fn held_unsigned_bodies_cost_no_memory() {
+    const SLOTS: usize = 4;
+    const UNSIGNED: usize = 200;
+    /// Growth allowed over the memory at start: the 4 body slots of up to 1 MiB (times two: a
+    /// body is collected, then copied into one buffer), the connections, the allocator's slack.
+    const GROWTH: u64 = 48 * 1024 * 1024;
+    let dir = TempDir::new("webhook-heldbodies");
+    let url = dir.sqlite_url("held.db");
+    let slots = SLOTS.to_string();
+    let flags = ["--body-timeout", SHORT, "--max-bodies", &slots];
+    let receiver = Receiver::start_with(&dir, &url, &flags, None).await;
+    let pid = receiver.child.id().unwrap();
+    let at_start = memory(pid, "VmRSS");
+    let deadline = Instant::now() + WATCH;
+    let held = |signature| {
+        let mut request = head_with_body("pull_request", MAX_BODY_BYTES - 1, signature);
+        request.resize(request.len() + MAX_BODY_BYTES - 2, b'x');
+        (request, Vec::new())
+    };
+    let forged = hostile_clients(&receiver, SLOTS, deadline, || held(Some(FORGED_SIGNATURE))).await;
+    let unsigned = hostile_clients(&receiver, UNSIGNED, deadline, || held(None)).await;
+
+    signed_delivery_is_answered_promptly(&receiver, 503).await;
+    let (forged, unsigned) = (forged.join_all().await, unsigned.join_all().await);
+    let peak = memory(pid, "VmHWM");
+    let (peak_mib, start_mib) = (peak >> 20, at_start >> 20);
+    eprintln!("memory: {start_mib} MiB at start, peak {peak_mib} MiB");
+    assert!(
+        peak < at_start + GROWTH,
+        "peak {peak_mib} MiB, {start_mib} MiB at start"
+    );
+    all_closed_by_the_server("held forged bodies", forged);
+    all_closed_by_the_server("held unsigned bodies", unsigned);
+}
+
+/// A memory figure of process `pid` from `/proc/PID/status` (`VmRSS`, `VmHWM`: the peak), in
+/// bytes.
+fn memory(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
+    let kib: u64 = line.trim().trim_end_matches(" kB").parse().unwrap();
+    kib * 1024
 }
