@@ -7,16 +7,16 @@
 //!
 //! An axum server for GitHub's `pull_request` events. Every delivery is authenticated
 //! (`X-Hub-Signature-256`: HMAC-SHA256 of the raw body with the webhook's secret, compared in
-//! constant time), size-capped, parsed, and stored with `PullRequest::create_once`, so a
-//! delivery GitHub sends twice, even to two instances of this server at the same moment,
-//! creates one row. Answers:
+//! constant time), size-capped, parsed, checked against the schema, and stored with
+//! `PullRequest::create_once`, so a delivery GitHub sends twice, even to two instances of this
+//! server at the same moment, creates one row. Answers:
 //!
 //! | status | when |
 //! | --- | --- |
 //! | 201 Created | the pull request was stored by this delivery |
 //! | 200 OK | a duplicate: the pull request was already stored |
 //! | 202 Accepted | an event or action it ignores (`ping`, `push`, `pull_request` `closed`, ...) |
-//! | 400 Bad Request | no `X-GitHub-Event` / `X-GitHub-Delivery`, or a malformed payload |
+//! | 400 Bad Request | no `X-GitHub-Event` / `X-GitHub-Delivery`, a malformed payload, or one the schema cannot store (e.g. a NUL character in a string) |
 //! | 401 Unauthorized | a missing, malformed or wrong signature |
 //! | 408 Request Timeout | the body did not arrive within `--body-timeout` |
 //! | 413 Payload Too Large | a body over 1 MiB |
@@ -555,7 +555,7 @@ struct RepositoryPayload {
 
 impl PullRequestEvent {
     /// The key and the new row, or why the payload cannot be stored (a 400, not a database
-    /// error: the schema's constraints are checked here first).
+    /// error: the schema's constraints are checked here first, the same on every backend).
     fn into_new_pull_request(self, delivery: &str) -> Result<(i64, NewPullRequest), String> {
         let pr = self.pull_request.ok_or("payload has no pull_request")?;
         let repository = self.repository.ok_or("payload has no repository")?;
@@ -568,6 +568,18 @@ impl PullRequestEvent {
         }
         if !matches!(pr.state.as_str(), "open" | "closed") {
             return Err("pull_request.state is neither open nor closed".into());
+        }
+        // PostgreSQL's text types cannot hold U+0000 (SQLite's can): refuse it everywhere, or
+        // the same delivery is stored on one backend and fails with 500 forever on the other.
+        // (`state`, `head.sha` and the delivery id are already limited to safe characters.)
+        for (field, value) in [
+            ("repository.full_name", &repository.full_name),
+            ("pull_request.title", &pr.title),
+            ("pull_request.user.login", &pr.user.login),
+        ] {
+            if value.contains('\0') {
+                return Err(format!("{field} contains a NUL character"));
+            }
         }
         Ok((
             pr.id,

@@ -3,7 +3,7 @@
 //! deliveries sent at once store one row (one 201, one 200), on SQLite and on PostgreSQL, and
 //! every error has its answer. Hostile clients (slow headers, idle keep-alive, slow bodies,
 //! many held unsigned bodies) are shed without costing memory, while signed deliveries are
-//! still answered.
+//! still answered; a payload the schema cannot store is a 400 on every backend.
 
 mod common;
 mod webhook_support;
@@ -439,6 +439,57 @@ async fn the_receiver_refuses_to_start_without_a_secret() {
         !dir.0.join("github_webhook.db").exists(),
         "checked before anything else"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Payloads the schema cannot store
+
+/// A signed payload with a NUL character in each stored string field in turn, then the same
+/// delivery again: a 400 each time, naming the field, and no row. Without the check in the
+/// example, SQLite stores the title (201) and PostgreSQL fails (500, and 500 again on every
+/// redelivery), so both tests fail.
+async fn nul_characters_are_refused(receiver: &Receiver, db: &DatabaseConnection) {
+    let clean: serde_json::Value = serde_json::from_slice(&payload("opened", 77)).unwrap();
+    for (field, pointer) in [
+        ("pull_request.title", "/pull_request/title"),
+        ("repository.full_name", "/repository/full_name"),
+        ("pull_request.user.login", "/pull_request/user/login"),
+    ] {
+        let mut hostile = clean.clone();
+        let value = hostile.pointer_mut(pointer).unwrap();
+        *value = "before\u{0}after".into();
+        let hostile = hostile.to_string();
+        assert!(hostile.contains("\\u0000"), "{hostile}");
+        for attempt in ["first delivery", "redelivery"] {
+            let (status, answer) = receiver
+                .signed("pull_request", "d-nul", hostile.as_bytes())
+                .await;
+            assert_eq!(status, 400, "{field}, {attempt}: {answer}");
+            assert!(answer.contains(field), "{field}, {attempt}: {answer}");
+        }
+    }
+    assert_eq!(rows_for(db, 77).await, 0);
+    let clean = clean.to_string();
+    let (status, answer) = receiver
+        .signed("pull_request", "d-ok", clean.as_bytes())
+        .await;
+    assert_eq!(status, 201, "{answer}");
+}
+
+#[tokio::test]
+async fn a_nul_character_is_refused_on_sqlite() {
+    let dir = TempDir::new("webhook-nul-sqlite");
+    let url = dir.sqlite_url("nul.db");
+    let receiver = Receiver::start(&dir, &url).await;
+    nul_characters_are_refused(&receiver, &sqlite(&url).await).await;
+}
+
+#[tokio::test]
+async fn a_nul_character_is_refused_on_postgres() {
+    let test_db = TestDb::new().await;
+    let dir = TempDir::new("webhook-nul-pg");
+    let receiver = Receiver::start(&dir, &test_db.url).await;
+    nul_characters_are_refused(&receiver, &test_db.connect(1).await).await;
 }
 
 // ---------------------------------------------------------------------------------------------
