@@ -58,10 +58,10 @@
 //!
 //! It listens on `--listen` (default `127.0.0.1:3000`; port 0 picks a free port) and prints
 //! `listening on http://ADDR`. The database is `--database-url`, else `DATABASE_URL`, else an
-//! embedded SQLite file `./github_webhook.db`, migrated at start. The secret is required: the
-//! server refuses to start without it. Point a GitHub webhook (content type
-//! `application/json`, event "Pull requests", the same secret) at
-//! `http://HOST:PORT/webhooks/github`.
+//! embedded SQLite file `./github_webhook.db`, migrated at start. The secret is required and
+//! must be at least 16 characters (not counting surrounding whitespace): the server refuses to
+//! start without one. Point a GitHub webhook (content type `application/json`, event "Pull
+//! requests", the same secret) at `http://HOST:PORT/webhooks/github`.
 //!
 //! ## Poke it
 //!
@@ -128,6 +128,9 @@ const LOCK_WAIT: Duration = Duration::from_secs(10);
 /// The environment variable holding the webhook's secret.
 const SECRET_VAR: &str = "GITHUB_WEBHOOK_SECRET";
 
+/// The shortest secret accepted, not counting surrounding whitespace.
+const MIN_SECRET_LEN: usize = 16;
+
 /// Receives GitHub `pull_request` webhooks and stores each pull request exactly once.
 #[derive(Debug, Parser)]
 #[command(name = "github_webhook")]
@@ -193,12 +196,15 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(args: Args) -> Result<(), common::BoxError> {
-    let secret = std::env::var(SECRET_VAR)
-        .ok()
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| {
-            format!("set {SECRET_VAR} to the webhook's secret (the server never runs unsigned)")
-        })?;
+    let secret = std::env::var(SECRET_VAR).unwrap_or_default();
+    if secret.trim().chars().count() < MIN_SECRET_LEN {
+        return Err(format!(
+            "set {SECRET_VAR} to the webhook's secret, at least {MIN_SECRET_LEN} characters \
+             (e.g. `openssl rand -hex 32`); the server never runs unsigned or with a guessable \
+             secret"
+        )
+        .into());
+    }
     let max_connections = connection_cap(args.max_connections as usize)?;
     let target = common::target(args.database_url, "github_webhook.db")?;
     eprintln!("{}", target.description);

@@ -441,6 +441,39 @@ async fn the_receiver_refuses_to_start_without_a_secret() {
     );
 }
 
+/// A secret too short to mean anything is refused like a missing one: a space, a word, and
+/// 15 characters padded with whitespace (the minimum is 16, not counting surrounding
+/// whitespace). Without the length check, each of these starts a server.
+#[tokio::test]
+async fn the_receiver_refuses_a_short_secret() {
+    for secret in [" ", "s3cret", "  fifteen chars!  "] {
+        let dir = TempDir::new("webhook-shortsecret");
+        let mut child = Command::new(example_binary("github_webhook"))
+            .current_dir(&dir.0)
+            .args(["--listen", "127.0.0.1:0"])
+            .env_remove("DATABASE_URL")
+            .env("GITHUB_WEBHOOK_SECRET", secret)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        // A server that (wrongly) starts would run until killed: bound the wait.
+        let exited = timeout(Duration::from_secs(30), child.wait()).await;
+        let status = exited.unwrap_or_else(|_| panic!("{secret:?}: the server started"));
+        assert_eq!(status.unwrap().code(), Some(2), "{secret:?}");
+        let mut stderr = String::new();
+        let mut pipe = child.stderr.take().unwrap();
+        pipe.read_to_string(&mut stderr).await.unwrap();
+        assert!(
+            stderr.contains("GITHUB_WEBHOOK_SECRET") && stderr.contains("at least 16"),
+            "{secret:?}: {stderr}"
+        );
+        assert!(!dir.0.join("github_webhook.db").exists(), "{secret:?}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Payloads the schema cannot store
 
