@@ -1,37 +1,67 @@
 //! # `github_webhook`: a GitHub `pull_request` webhook receiver that stores each pull request once
 //!
+//! (Longer than most examples, because it is meant to face the internet: besides the handler it
+//! spells out the serve loop and its limits against hostile clients, `serve_connections`, which
+//! `axum::serve` would hide and does not provide. That loop is the part to copy into other axum
+//! services.)
+//!
 //! An axum server for GitHub's `pull_request` events. Every delivery is authenticated
 //! (`X-Hub-Signature-256`: HMAC-SHA256 of the raw body with the webhook's secret, compared in
-//! constant time), size-capped, parsed, and stored with `PullRequest::create_once`, so a
-//! delivery GitHub sends twice, even to two instances of this server at the same moment,
-//! creates one row. Answers:
+//! constant time), size-capped, parsed, checked against the schema, and stored with
+//! `PullRequest::create_once`, so a delivery GitHub sends twice, even to two instances of this
+//! server at the same moment, creates one row. Answers:
 //!
 //! | status | when |
 //! | --- | --- |
 //! | 201 Created | the pull request was stored by this delivery |
 //! | 200 OK | a duplicate: the pull request was already stored |
 //! | 202 Accepted | an event or action it ignores (`ping`, `push`, `pull_request` `closed`, ...) |
-//! | 400 Bad Request | no `X-GitHub-Event` / `X-GitHub-Delivery`, or a malformed payload |
+//! | 400 Bad Request | no `X-GitHub-Event` / `X-GitHub-Delivery`, a malformed payload, or one the schema cannot store (e.g. a NUL character in a string) |
 //! | 401 Unauthorized | a missing, malformed or wrong signature |
+//! | 408 Request Timeout | the body did not arrive within `--body-timeout` |
 //! | 413 Payload Too Large | a body over 1 MiB |
-//! | 503 / 500 | the database failed (503 when a retry may succeed, e.g. a lock timeout) |
+//! | 503 / 500 | busy (no body slot freed up in time) or the database failed (503 when a retry may succeed, e.g. a lock timeout) |
 //!
 //! Only `opened` and `reopened` actions store a pull request; the row keeps the delivery id
 //! of the delivery that created it.
 //!
+//! ## On the internet: limits against slow and unauthenticated clients
+//!
+//! Anyone can connect, so nothing a client without the secret does may hold the server's
+//! sockets or memory for long. Each limit is a flag, or an environment variable:
+//!
+//! | flag (env) | default | what it bounds |
+//! | --- | --- | --- |
+//! | `--header-timeout` (`GITHUB_WEBHOOK_HEADER_TIMEOUT`) | `5s` | time to send a request's headers; hyper starts this clock whenever it waits for a request, so it is also the idle keep-alive limit |
+//! | `--body-timeout` (`GITHUB_WEBHOOK_BODY_TIMEOUT`) | `10s` | time to send the whole body once it is read (a deadline, not a per-byte idle timer, so trickling does not extend it); also the longest wait for a body slot |
+//! | `--max-connections` (`GITHUB_WEBHOOK_MAX_CONNECTIONS`) | `256` | connections served at once; more wait in the kernel's listen backlog. Lowered at start, with a warning, to the open-file limit minus 64 (the database pool, the listener, the runtime) |
+//! | `--max-bodies` (`GITHUB_WEBHOOK_MAX_BODIES`) | `16` | bodies being received at once, before their signature can be checked |
+//!
+//! A request with no well-formed `X-Hub-Signature-256`, or a `Content-Length` over 1 MiB, is
+//! answered before its body is read. So memory spent on clients without the secret stays under
+//! `--max-bodies` × 1 MiB of bodies plus `--max-connections` × 16 KiB of headers: about 20 MiB
+//! with the defaults (a body's chunks are briefly held twice while they are joined). Shed
+//! connections (header timeout, body timeout) and failed accepts are logged. GitHub sends each
+//! delivery at once, well inside these limits. A determined attacker can still keep the slots
+//! busy and delay deliveries; the limits make that cost them connections, not cost you memory.
+//! Put the receiver behind a firewall that admits GitHub's hook addresses
+//! (`https://api.github.com/meta`) if that matters.
+//!
 //! ## Run it
 //!
 //! ```text
-//! GITHUB_WEBHOOK_SECRET=s3cret cargo run --example github_webhook
-//! GITHUB_WEBHOOK_SECRET=s3cret DATABASE_URL=postgres://postgres@127.0.0.1:5432/app \
+//! export GITHUB_WEBHOOK_SECRET=$(openssl rand -hex 32)
+//! cargo run --example github_webhook
+//! DATABASE_URL=postgres://postgres@127.0.0.1:5432/app \
 //!     cargo run --example github_webhook -- --listen 0.0.0.0:3000
 //! ```
 //!
 //! It listens on `--listen` (default `127.0.0.1:3000`; port 0 picks a free port) and prints
 //! `listening on http://ADDR`. The database is `--database-url`, else `DATABASE_URL`, else an
-//! embedded SQLite file `./github_webhook.db`, migrated at start. The secret is required: the
-//! server refuses to start without it. Point a GitHub webhook (content type
-//! `application/json`, event "Pull requests") at `http://HOST:PORT/webhooks/github`.
+//! embedded SQLite file `./github_webhook.db`, migrated at start. The secret is required and
+//! must be at least 16 characters (not counting surrounding whitespace): the server refuses to
+//! start without one. Point a GitHub webhook (content type `application/json`, event "Pull
+//! requests", the same secret) at `http://HOST:PORT/webhooks/github`.
 //!
 //! ## Poke it
 //!
@@ -39,7 +69,7 @@
 //!
 //! ```text
 //! body='{"action":"opened","number":7,"pull_request":{"id":1001,"number":7,"title":"Fix","state":"open","user":{"login":"mona"},"head":{"sha":"0123456789abcdef0123456789abcdef01234567"}},"repository":{"full_name":"octo-org/octo-repo"}}'
-//! sig=$(printf '%s' "$body" | openssl dgst -sha256 -hmac s3cret | sed 's/^.*= //')
+//! sig=$(printf '%s' "$body" | openssl dgst -sha256 -hmac "$GITHUB_WEBHOOK_SECRET" | sed 's/^.*= //')
 //! curl -i http://127.0.0.1:3000/webhooks/github -H 'Content-Type: application/json' \
 //!     -H 'X-GitHub-Event: pull_request' -H 'X-GitHub-Delivery: 72d3162e-cc78-11e3-81ab-4c9367dc0958' \
 //!     -H "X-Hub-Signature-256: sha256=$sig" --data "$body"
@@ -64,15 +94,31 @@ use axum::routing::post;
 use clap::Parser;
 use entity::{NewPullRequest, PullRequest};
 use hmac::{Hmac, KeyInit, Mac};
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use sea_orm::{DatabaseConnection, DbBackend};
-use sea_orm_idempotent::{Error, IdempotentCreate, Outcome, Wait};
+use sea_orm_idempotent::{IdempotentCreate, Outcome, Wait};
 use serde::Deserialize;
 use serde_json::json;
 use sha2::Sha256;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::time::timeout;
 
 /// The largest body accepted. GitHub caps payloads at 25 MB, but `pull_request` payloads are
 /// tens of kilobytes; a small cap keeps an unauthenticated sender from making us buffer much.
 const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// The largest request head (request line and headers) accepted; larger ones get 431. GitHub's
+/// headers take about 1 KiB.
+const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// File descriptors kept free for everything but client connections: the database pool (a
+/// SQLite connection holds three: the database, its WAL and its shared memory), the listener,
+/// the runtime, stdio.
+#[cfg(unix)]
+const RESERVED_FDS: u64 = 64;
 
 /// How long a delivery waits for the pull request's lock on PostgreSQL before answering 503.
 /// (On SQLite the wait is bounded by the connection's `busy_timeout` instead: SQLite has no
@@ -81,6 +127,9 @@ const LOCK_WAIT: Duration = Duration::from_secs(10);
 
 /// The environment variable holding the webhook's secret.
 const SECRET_VAR: &str = "GITHUB_WEBHOOK_SECRET";
+
+/// The shortest secret accepted, not counting surrounding whitespace.
+const MIN_SECRET_LEN: usize = 16;
 
 /// Receives GitHub `pull_request` webhooks and stores each pull request exactly once.
 #[derive(Debug, Parser)]
@@ -92,6 +141,40 @@ struct Args {
     /// Database URL (default: DATABASE_URL, else an embedded SQLite file).
     #[arg(long)]
     database_url: Option<String>,
+    /// Time a client has to send a request's headers; also how long an idle connection stays
+    /// open. E.g. 5s, 500ms.
+    #[arg(
+        long,
+        env = "GITHUB_WEBHOOK_HEADER_TIMEOUT",
+        default_value = "5s",
+        value_parser = parse_duration
+    )]
+    header_timeout: Duration,
+    /// Time a client has to send a request's whole body; also the longest wait for a body slot.
+    #[arg(
+        long,
+        env = "GITHUB_WEBHOOK_BODY_TIMEOUT",
+        default_value = "10s",
+        value_parser = parse_duration
+    )]
+    body_timeout: Duration,
+    /// Connections served at once (lowered to fit the open-file limit); more wait in the
+    /// listen backlog.
+    #[arg(
+        long,
+        env = "GITHUB_WEBHOOK_MAX_CONNECTIONS",
+        default_value_t = 256,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    max_connections: u32,
+    /// Bodies received at once, before their signature can be checked (each up to 1 MiB).
+    #[arg(
+        long,
+        env = "GITHUB_WEBHOOK_MAX_BODIES",
+        default_value_t = 16,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    max_bodies: u32,
 }
 
 #[tokio::main]
@@ -113,108 +196,171 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(args: Args) -> Result<(), common::BoxError> {
-    let secret = std::env::var(SECRET_VAR)
-        .ok()
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| {
-            format!("set {SECRET_VAR} to the webhook's secret (the server never runs unsigned)")
-        })?;
+    let secret = std::env::var(SECRET_VAR).unwrap_or_default();
+    if secret.trim().chars().count() < MIN_SECRET_LEN {
+        return Err(format!(
+            "set {SECRET_VAR} to the webhook's secret, at least {MIN_SECRET_LEN} characters \
+             (e.g. `openssl rand -hex 32`); the server never runs unsigned or with a guessable \
+             secret"
+        )
+        .into());
+    }
+    let max_connections = connection_cap(args.max_connections as usize)?;
     let target = common::target(args.database_url, "github_webhook.db")?;
     eprintln!("{}", target.description);
     let db = common::connect(&target.url, 16).await?;
-    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let listener = TcpListener::bind(args.listen).await?;
     // One line on stdout, so a script (or a test) started with port 0 learns the address.
     println!("listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, app(db, secret.into_bytes())).await?;
-    Ok(())
+    let receiver = Receiver {
+        db,
+        secret: secret.into_bytes(),
+        body_slots: Semaphore::new(args.max_bodies as usize),
+        body_timeout: args.body_timeout,
+    };
+    let app = Router::new()
+        .route("/webhooks/github", post(receive))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(Arc::new(receiver));
+    serve_connections(listener, app, max_connections, args.header_timeout).await
+}
+
+/// `axum::serve`, plus the limits it lacks: hyper's header-read timeout (which needs a timer,
+/// and `axum::serve` sets none, so it never fires there), a cap on the request head's size, and
+/// a cap on connections. Never returns.
+async fn serve_connections(
+    listener: TcpListener,
+    app: Router,
+    max_connections: usize,
+    header_timeout: Duration,
+) -> ! {
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_header_size(MAX_HEADER_BYTES);
+    let connection_slots = Arc::new(Semaphore::new(max_connections));
+    loop {
+        // A slot first, then accept: past the cap, new connections wait in the kernel's listen
+        // backlog, costing neither a file descriptor nor memory here.
+        let slot = match Arc::clone(&connection_slots).try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                tracing::warn!(max_connections, "all connection slots taken; new ones wait");
+                let slots = Arc::clone(&connection_slots);
+                slots
+                    .acquire_owned()
+                    .await
+                    .expect("the semaphore is never closed")
+            }
+        };
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                // E.g. out of file descriptors: say so, and pause rather than spin (as
+                // `axum::serve` does, silently).
+                tracing::warn!(error = %err, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let connection = http.serve_connection(TokioIo::new(stream), service);
+        tokio::spawn(async move {
+            match connection.await {
+                Err(err) if err.is_timeout() => {
+                    let why = "no request head in time";
+                    tracing::info!(%peer, ?header_timeout, "shed a connection: {why}");
+                }
+                Err(err) => tracing::debug!(%peer, error = %err, "connection failed"),
+                Ok(()) => {}
+            }
+            drop(slot);
+        });
+    }
+}
+
+/// `wanted`, or fewer if the open-file limit would run out first (each connection is a file
+/// descriptor): with the soft limit at 256, 245 idle sockets once left no descriptor for
+/// answering anyone.
+fn connection_cap(wanted: usize) -> Result<usize, String> {
+    #[cfg(unix)]
+    {
+        use nix::sys::resource::{Resource, getrlimit};
+        let (soft, _hard) = getrlimit(Resource::RLIMIT_NOFILE)
+            .map_err(|err| format!("cannot read the open-file limit: {err}"))?;
+        let room = usize::try_from(soft.saturating_sub(RESERVED_FDS)).unwrap_or(usize::MAX);
+        if room == 0 {
+            return Err(format!(
+                "the open-file limit ({soft}) leaves no room for connections; raise `ulimit -n`"
+            ));
+        }
+        if room < wanted {
+            tracing::warn!(
+                open_file_limit = soft,
+                max_connections = room,
+                "serving fewer connections than asked, to stay under the open-file limit"
+            );
+            return Ok(room);
+        }
+    }
+    Ok(wanted)
+}
+
+/// `5s`, `500ms`: a duration for the command line.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| "expected e.g. 5s or 500ms")?;
+    let duration = match unit {
+        "s" => Duration::from_secs(number),
+        "ms" => Duration::from_millis(number),
+        _ => return Err("expected e.g. 5s or 500ms".into()),
+    };
+    if duration.is_zero() {
+        return Err("must be more than zero".into());
+    }
+    Ok(duration)
 }
 
 /// What every request handler shares.
 struct Receiver {
     db: DatabaseConnection,
     secret: Vec<u8>,
+    /// One permit per body being received before its signature is checked.
+    body_slots: Semaphore,
+    body_timeout: Duration,
 }
 
-/// The router: `POST /webhooks/github`.
-fn app(db: DatabaseConnection, secret: Vec<u8>) -> Router {
-    Router::new()
-        .route("/webhooks/github", post(receive))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(Arc::new(Receiver { db, secret }))
-}
-
-/// An answer: a status and a small JSON body saying why.
-fn answer(status: StatusCode, body: serde_json::Value) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
-}
-
-fn reject(status: StatusCode, reason: &str) -> Response {
-    answer(status, json!({ "error": reason }))
-}
-
-async fn receive(State(receiver): State<Arc<Receiver>>, request: Request) -> Response {
-    // 413 before reading a body that declares itself too large; the limit also stops a body
-    // without Content-Length (chunked) once it grows past the cap.
-    if declared_length(request.headers()).is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-        return reject(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
-    }
-    let headers = request.headers().clone();
-    let body = match Bytes::from_request(request, &()).await {
-        Ok(body) => body,
-        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return reject(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
-        }
-        Err(_) => return reject(StatusCode::BAD_REQUEST, "could not read the body"),
-    };
-
-    // Authenticate before looking at anything the sender controls.
-    if !signature_is_valid(&receiver.secret, &headers, &body) {
-        return reject(
-            StatusCode::UNAUTHORIZED,
-            "missing or invalid X-Hub-Signature-256",
-        );
-    }
-    let Some(event) = header_str(&headers, "x-github-event") else {
-        return reject(StatusCode::BAD_REQUEST, "missing X-GitHub-Event");
-    };
-    let Some(delivery) = header_str(&headers, "x-github-delivery")
+/// `POST /webhooks/github`: the body is authenticated by the time this runs ([`SignedBody`]).
+async fn receive(
+    State(receiver): State<Arc<Receiver>>,
+    headers: HeaderMap,
+    SignedBody(body): SignedBody,
+) -> Result<Response, Rejection> {
+    let event = header_str(&headers, "x-github-event")
+        .ok_or(Rejection::BadRequest("missing X-GitHub-Event".into()))?;
+    let delivery = header_str(&headers, "x-github-delivery")
         .filter(|d| d.len() <= 64 && d.bytes().all(|b| b.is_ascii_graphic()))
-    else {
-        return reject(
-            StatusCode::BAD_REQUEST,
-            "missing or invalid X-GitHub-Delivery",
-        );
-    };
+        .ok_or(Rejection::BadRequest(
+            "missing or invalid X-GitHub-Delivery".into(),
+        ))?;
     if event != "pull_request" {
-        return answer(
+        return Ok(answer(
             StatusCode::ACCEPTED,
             json!({ "ignored": format!("event {event}") }),
-        );
+        ));
     }
-    let payload: PullRequestEvent = match serde_json::from_slice(&body) {
-        Ok(payload) => payload,
-        Err(err) => {
-            return reject(
-                StatusCode::BAD_REQUEST,
-                &format!("malformed pull_request payload: {err}"),
-            );
-        }
-    };
+    let payload: PullRequestEvent = serde_json::from_slice(&body)
+        .map_err(|err| Rejection::BadRequest(format!("malformed pull_request payload: {err}")))?;
     if !matches!(payload.action.as_str(), "opened" | "reopened") {
-        return answer(
-            StatusCode::ACCEPTED,
-            json!({ "ignored": format!("action {}", payload.action) }),
-        );
+        let ignored = format!("action {}", payload.action);
+        return Ok(answer(StatusCode::ACCEPTED, json!({ "ignored": ignored })));
     }
-    let (pr_id, new_pr) = match payload.into_new_pull_request(delivery) {
-        Ok(pr) => pr,
-        Err(reason) => return reject(StatusCode::BAD_REQUEST, reason),
-    };
+    let (pr_id, new_pr) = payload
+        .into_new_pull_request(delivery)
+        .map_err(Rejection::BadRequest)?;
     let wait = match receiver.db.get_database_backend() {
         DbBackend::Postgres => Wait::Timeout(LOCK_WAIT),
         _ => Wait::Forever, // SQLite: bounded by the connection's busy_timeout
@@ -226,49 +372,136 @@ async fn receive(State(receiver): State<Arc<Receiver>>, request: Request) -> Res
     match created {
         Ok(Outcome::Created(pr)) => {
             tracing::info!(pr_id, delivery, "stored");
-            answer(
-                StatusCode::CREATED,
-                json!({ "status": "created", "pr_id": pr.pr_id, "id": pr.id }),
-            )
+            let body = json!({ "status": "created", "pr_id": pr.pr_id, "id": pr.id });
+            Ok(answer(StatusCode::CREATED, body))
         }
         Ok(Outcome::Existing(pr)) => {
             tracing::info!(pr_id, delivery, first = %pr.first_delivery_id, "duplicate absorbed");
-            answer(
-                StatusCode::OK,
-                json!({
-                    "status": "duplicate",
-                    "pr_id": pr.pr_id,
-                    "id": pr.id,
-                    "first_delivery_id": pr.first_delivery_id,
-                }),
-            )
+            let body = json!({
+                "status": "duplicate",
+                "pr_id": pr.pr_id,
+                "id": pr.id,
+                "first_delivery_id": pr.first_delivery_id,
+            });
+            Ok(answer(StatusCode::OK, body))
         }
-        Err(err) => database_failure(pr_id, delivery, &err),
+        Err(err) => {
+            // The details go to the log, not to the sender.
+            tracing::error!(pr_id, delivery, error = %err, "could not store the pull request");
+            Err(if err.is_retryable() {
+                Rejection::Busy
+            } else {
+                Rejection::Internal
+            })
+        }
     }
 }
 
-/// 503 (with `Retry-After`) when a retry may succeed, 500 otherwise; the details go to the log,
-/// not to the sender.
-fn database_failure(pr_id: i64, delivery: &str, err: &Error) -> Response {
-    tracing::error!(pr_id, delivery, error = %err, "could not store the pull request");
-    if err.is_retryable() {
-        let mut response = reject(StatusCode::SERVICE_UNAVAILABLE, "busy, retry later");
+/// An answer: a status and a small JSON body.
+fn answer(status: StatusCode, body: serde_json::Value) -> Response {
+    let content_type = [(header::CONTENT_TYPE, "application/json")];
+    (status, content_type, body.to_string()).into_response()
+}
+
+/// Why a delivery is not stored: one variant per answer, each `{"error": "..."}`.
+#[derive(Debug)]
+enum Rejection {
+    /// 400: a header GitHub always sends is missing, or the payload is malformed or unstorable.
+    BadRequest(String),
+    /// 401: a missing, malformed or wrong `X-Hub-Signature-256`.
+    Unauthorized,
+    /// 408: the body did not arrive within `--body-timeout`.
+    BodyTimeout,
+    /// 413: a body over [`MAX_BODY_BYTES`].
+    TooLarge,
+    /// 503 with `Retry-After`: no body slot freed up in time, or a retryable database error.
+    Busy,
+    /// 500: the database failed in a way a retry will not fix.
+    Internal,
+}
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        let (status, reason) = match self {
+            Rejection::BadRequest(reason) => (StatusCode::BAD_REQUEST, reason),
+            Rejection::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "missing or invalid X-Hub-Signature-256".into(),
+            ),
+            Rejection::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "body too slow".into()),
+            Rejection::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "body too large".into()),
+            Rejection::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy, retry later".into()),
+            Rejection::Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "could not store the event".into(),
+            ),
+        };
+        let mut response = answer(status, json!({ "error": reason }));
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            let retry_after = header::HeaderValue::from_static("5");
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, retry_after);
+        }
         response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
-        response
-    } else {
-        reject(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "could not store the event",
-        )
     }
 }
 
-fn declared_length(headers: &HeaderMap) -> Option<u64> {
-    header_str(headers, header::CONTENT_LENGTH.as_str())?
-        .parse()
-        .ok()
+/// The body of a delivery whose `X-Hub-Signature-256` checks out: extracting it authenticates.
+///
+/// Cheap refusals come before any body is read: a declared length over the cap (413), a
+/// missing or malformed signature header (401). Then the body takes one of `--max-bodies`
+/// slots (503 if none frees up within `--body-timeout`), must arrive whole within
+/// `--body-timeout` (408; a deadline, where tower-http's `RequestBodyTimeoutLayer` would restart
+/// its clock at every chunk a trickling client sends) and under the cap (413, axum's
+/// `DefaultBodyLimit`), and its HMAC must match (401).
+struct SignedBody(Bytes);
+
+impl FromRequest<Arc<Receiver>> for SignedBody {
+    type Rejection = Rejection;
+
+    async fn from_request(request: Request, receiver: &Arc<Receiver>) -> Result<Self, Rejection> {
+        let headers = request.headers();
+        let declared = header_str(headers, header::CONTENT_LENGTH.as_str())
+            .and_then(|length| length.parse::<u64>().ok());
+        if declared.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
+            return Err(Rejection::TooLarge);
+        }
+        let signature = header_str(headers, "x-hub-signature-256")
+            .and_then(|value| value.strip_prefix("sha256="))
+            .filter(|hex| hex.len() == 64)
+            .and_then(decode_hex)
+            .ok_or(Rejection::Unauthorized)?;
+
+        let limit = receiver.body_timeout;
+        let slot = match timeout(limit, receiver.body_slots.acquire()).await {
+            Ok(slot) => slot.expect("the semaphore is never closed"),
+            Err(_elapsed) => {
+                tracing::warn!(?limit, "no body slot freed up in time; answering 503");
+                return Err(Rejection::Busy);
+            }
+        };
+        let body = match timeout(limit, Bytes::from_request(request, receiver)).await {
+            Ok(Ok(body)) => body,
+            Ok(Err(rejection)) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                return Err(Rejection::TooLarge);
+            }
+            Ok(Err(_)) => return Err(Rejection::BadRequest("could not read the body".into())),
+            Err(_elapsed) => {
+                tracing::info!(?limit, "shed a connection: body not received in time");
+                return Err(Rejection::BodyTimeout);
+            }
+        };
+        drop(slot);
+
+        // Constant-time (`Mac::verify_slice`): response timing tells a forger nothing about
+        // how much of a guess was right.
+        let mut mac = Hmac::<Sha256>::new_from_slice(&receiver.secret).expect("any key length");
+        mac.update(&body);
+        mac.verify_slice(&signature)
+            .map_err(|_| Rejection::Unauthorized)?;
+        Ok(SignedBody(body))
+    }
 }
 
 fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
@@ -277,21 +510,6 @@ fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .to_str()
         .ok()
         .filter(|value| !value.is_empty())
-}
-
-/// Whether `X-Hub-Signature-256` is `sha256=` and the hex HMAC-SHA256 of `body` under
-/// `secret`. The comparison is constant-time (`Mac::verify_slice`), so response timing tells
-/// a forger nothing about how much of a guess was right.
-fn signature_is_valid(secret: &[u8], headers: &HeaderMap, body: &[u8]) -> bool {
-    let Some(signature) = header_str(headers, "x-hub-signature-256")
-        .and_then(|value| value.strip_prefix("sha256="))
-        .and_then(decode_hex)
-    else {
-        return false;
-    };
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
-    mac.update(body);
-    mac.verify_slice(&signature).is_ok()
 }
 
 fn decode_hex(hex: &str) -> Option<Vec<u8>> {
@@ -343,8 +561,8 @@ struct RepositoryPayload {
 
 impl PullRequestEvent {
     /// The key and the new row, or why the payload cannot be stored (a 400, not a database
-    /// error: the schema's constraints are checked here first).
-    fn into_new_pull_request(self, delivery: &str) -> Result<(i64, NewPullRequest), &'static str> {
+    /// error: the schema's constraints are checked here first, the same on every backend).
+    fn into_new_pull_request(self, delivery: &str) -> Result<(i64, NewPullRequest), String> {
         let pr = self.pull_request.ok_or("payload has no pull_request")?;
         let repository = self.repository.ok_or("payload has no repository")?;
         let number = i32::try_from(pr.number)
@@ -352,10 +570,22 @@ impl PullRequestEvent {
             .filter(|n| *n > 0)
             .ok_or("pull_request.number is not a positive 32-bit number")?;
         if pr.head.sha.len() != 40 || !pr.head.sha.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err("pull_request.head.sha is not a 40-digit hex SHA");
+            return Err("pull_request.head.sha is not a 40-digit hex SHA".into());
         }
         if !matches!(pr.state.as_str(), "open" | "closed") {
-            return Err("pull_request.state is neither open nor closed");
+            return Err("pull_request.state is neither open nor closed".into());
+        }
+        // PostgreSQL's text types cannot hold U+0000 (SQLite's can): refuse it everywhere, or
+        // the same delivery is stored on one backend and fails with 500 forever on the other.
+        // (`state`, `head.sha` and the delivery id are already limited to safe characters.)
+        for (field, value) in [
+            ("repository.full_name", &repository.full_name),
+            ("pull_request.title", &pr.title),
+            ("pull_request.user.login", &pr.user.login),
+        ] {
+            if value.contains('\0') {
+                return Err(format!("{field} contains a NUL character"));
+            }
         }
         Ok((
             pr.id,
