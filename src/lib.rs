@@ -19,7 +19,10 @@
 //! #     head_sha: "a".repeat(40), first_delivery_id: "d-1".into(),
 //! #     created_at: "2026-11-26T00:00:00Z".parse().unwrap() };
 //! # let lock_row = BTreeMap::from([("acquired", Value::from(true)),
-//! #     ("isolation", Value::from("read committed"))]);
+//! #     ("isolation", Value::from("read committed")),
+//! #     ("server_version", Value::from("PostgreSQL 15.14")),
+//! #     ("server_version_num", Value::from("150014")),
+//! #     ("crdb_version", Value::String(None)), ("yb_silence", Value::String(None))]);
 //! # let db = MockDatabase::new(DatabaseBackend::Postgres)
 //! #     .append_query_results([Vec::<entity::pull_requests::Model>::new()])
 //! #     .append_query_results([vec![lock_row]])
@@ -91,6 +94,7 @@
 
 mod backend;
 mod create;
+mod engine;
 mod error;
 mod key;
 mod local_queue;
@@ -100,6 +104,7 @@ mod retry;
 mod source;
 
 pub use create::IdempotentCreate;
+pub use engine::{ServerRefusal, probe_advisory_locks};
 pub use error::Error;
 pub use key::LockKey;
 pub use lock::{Wait, acquire_advisory_lock, acquire_shared_advisory_lock};

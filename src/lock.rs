@@ -12,6 +12,7 @@ use sea_orm::{
     ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, Statement, TransactionTrait, Value,
 };
 
+use crate::engine::{self, DETECTION_COLUMNS, Server};
 use crate::{Error, LockKey};
 
 /// How long to wait for a lock another transaction holds.
@@ -80,7 +81,11 @@ pub(crate) enum Mode {
 /// when PostgreSQL breaks a deadlock by aborting this transaction, [`Error::UnsafeIsolation`]
 /// (before waiting) when `txn` is REPEATABLE READ or SERIALIZABLE, whose snapshot would hide
 /// what the previous holder wrote, [`Error::UnsupportedBackend`] when `txn` is not PostgreSQL,
-/// and [`Error::Database`] for anything else. After a timeout, a busy lock or a deadlock the
+/// [`Error::UnsupportedServer`] (before waiting) when the server speaks PostgreSQL's protocol
+/// but its advisory locks are known not to lock or cannot be waited for safely (CockroachDB,
+/// old YugabyteDB; see [`ServerRefusal`](crate::ServerRefusal)), or it is older than
+/// PostgreSQL 9.6: the try that asked may have taken the key on an engine whose locks are
+/// real, so roll `txn` back. [`Error::Database`] for anything else. After a timeout, a busy lock or a deadlock the
 /// wait was rolled back to its savepoint: `txn` is usable and still holds every lock it took
 /// before, so after a deadlock roll it back to let the other side go on. After a database
 /// error PostgreSQL may have aborted `txn`.
@@ -124,7 +129,8 @@ pub async fn acquire_shared_advisory_lock(
 ///
 /// 1. One statement checks the isolation level (refusing, before any wait, a level whose
 ///    snapshot predates the lock), tries the lock without waiting, and reads `lock_timeout` so
-///    it can be restored. Uncontended, that is the only round trip.
+///    it can be restored, and which server answers (refusing one whose locks are fake, see
+///    `src/engine.rs`). Uncontended, that is the only round trip.
 /// 2. Contended, each wait runs in a savepoint with `lock_timeout` set for it: a timeout rolls
 ///    back to the savepoint (the caller's transaction stays usable) and the previous
 ///    `lock_timeout` is restored once the lock is granted. [`Wait::Forever`] waits in slices
@@ -145,8 +151,11 @@ pub(crate) async fn acquire(
     let started = Instant::now();
     let attempt = txn
         .query_one_raw(try_statement(key, mode))
-        .await?
+        .await
+        .map_err(engine::from_try_error)?
         .ok_or_else(|| no_row("try"))?;
+    // Before the answer is believed: is this a server whose locks are real? (src/engine.rs)
+    Server::from_row(&attempt)?.check(normalize(wait))?;
     match attempt.try_get::<Option<bool>>("", "acquired")? {
         Some(true) => return Ok(started.elapsed()),
         Some(false) => {}
@@ -258,7 +267,7 @@ fn try_statement(key: LockKey, mode: Mode) -> Statement {
          WHEN current_setting('transaction_isolation') NOT IN ('read committed', 'read uncommitted') THEN NULL \
          ELSE {try_lock}({placeholders}) END AS acquired, \
          current_setting('transaction_isolation') AS isolation, \
-         current_setting('lock_timeout') AS lock_timeout"
+         current_setting('lock_timeout') AS lock_timeout, {DETECTION_COLUMNS}"
     );
     Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
 }
