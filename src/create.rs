@@ -214,6 +214,24 @@ pub trait IdempotentCreate: EntityTrait {
     {
         create::<Self, C, F, Fut, E>(db, key, wait, NewRow::Make(make_data)).await
     }
+
+    /// The sessions holding or waiting for `key`'s lock right now: who a slow or timed-out
+    /// `create_once` of that key is waiting for. See [`LockHolders`](crate::LockHolders).
+    ///
+    /// # Errors
+    ///
+    /// As [`LockHolders::all`](crate::LockHolders::all).
+    ///
+    /// # Cancel Safety
+    ///
+    /// As [`LockHolders::all`](crate::LockHolders::all).
+    async fn lock_holders<C>(db: &C, key: Self::Key) -> Result<crate::LockHolders, Error>
+    where
+        C: ConnectionTrait + Sync,
+    {
+        let lock_key = LockKey::for_entity(Self::lock_namespace(), &key);
+        crate::LockHolders::of(db, lock_key).await
+    }
 }
 
 /// The (never called) maker type of [`NewRow::Ready`].
