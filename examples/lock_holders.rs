@@ -37,16 +37,16 @@
 //! cargo run --example lock_holders -- --pr 123
 //! ```
 //!
-//! With the key held by a session idle in its transaction and a `create_once`-style wait on it
-//! (as `tests/holders.rs` sets it up), `--pr 123 --probe` prints:
+//! prints (the holder's transaction is 2.5 s old, the waiter has waited 0.97 s for pid 18964):
 //!
 //! ```text
-//! probe: an advisory lock held on one connection excluded another: real locks
 //! key                          mode      status      pid state                     for application      blocked by query
-//! (724609916, -2008521774)     exclusive held       6727 idle in transaction    0.062s holder           -          SELECT CASE WHEN current_setting('transaction_isolation') N…
-//! (724609916, -2008521774)     exclusive waiting    6728 active                 0.049s waiter           6727       SELECT CASE WHEN set_config('lock_timeout', $3, true) IS NU…
+//! (724609916, -2008521774)     exclusive held      18964 active                 2.466s holder           -          SELECT pg_sleep(60)
+//! (724609916, -2008521774)     exclusive waiting   19013 active                 0.965s waiter           18964      SELECT pg_advisory_xact_lock(724609916, -2008521774)
 //! ```
 //!
+//! A `create_once` that holds the key between statements shows as `idle in transaction`, and
+//! one that waits shows the crate's own wait statement (`SELECT CASE WHEN set_config(...)`).
 //! `for` is how long the holder's transaction has been open, or how long the waiter's
 //! statement has been waiting; `blocked by` is `pg_blocking_pids`. End a stuck holder with
 //! `SELECT pg_terminate_backend(PID)`.

@@ -181,6 +181,8 @@ pub trait IdempotentCreate: EntityTrait {
     /// - [`Error::UnsafeIsolation`]: `db` is a caller's REPEATABLE READ or SERIALIZABLE
     ///   transaction; returned before any write;
     /// - [`Error::UnsupportedBackend`]: neither PostgreSQL nor SQLite;
+    /// - [`Error::UnsupportedServer`]: a server whose advisory locks are known not to lock,
+    ///   a wait on CockroachDB v26.2+, or a server too old; returned before any write;
     /// - [`Error::Database`] with `DbErr::BackendNotSupported`: [`Wait::Timeout`] or
     ///   [`Wait::No`] on SQLite, whose lock wait is the connection's `busy_timeout`; nothing is
     ///   written;

@@ -8,15 +8,7 @@
 //! round trip, so no per-pool cache to keep right), and [`Server::check`] refuses, before
 //! anything is written, an engine whose locks are known to be fake or unsafe to wait on.
 //!
-//! | engine | what the crate does |
-//! | --- | --- |
-//! | PostgreSQL ≥ 9.6, and services that run it (Amazon RDS and Aurora PostgreSQL, Google Cloud SQL and AlloyDB, Azure Database for PostgreSQL, Neon, Supabase, Crunchy, a Citus coordinator) | used |
-//! | PostgreSQL before 9.6 | refused: [`ServerRefusal::TooOld`] |
-//! | CockroachDB before v26.2 | refused: [`ServerRefusal::FakeAdvisoryLocks`] (the functions are stubs that return at once without locking; cockroach#13546) |
-//! | CockroachDB v26.2 and later | [`Wait::No`] only; waits refused: [`ServerRefusal::SavepointKeepsLocks`] |
-//! | YugabyteDB before 2.25 (and 2024.x), or any YugabyteDB with `yb_silence_advisory_locks_not_supported_error` on | refused: [`ServerRefusal::FakeAdvisoryLocks`] (older releases and the silenced error succeed without locking) |
-//! | YugabyteDB 2.25 / 2025.1 and later | used, untested |
-//! | anything else that answers like PostgreSQL | used, untested: run [`probe_advisory_locks`] at start-up |
+//! The engines and what the crate does with each are in [`ServerRefusal`]'s docs.
 //!
 //! Only PostgreSQL itself is tested (Debian's PostgreSQL 15). Services that run PostgreSQL's
 //! own lock manager are PostgreSQL for this purpose. Citus: locks are per node, so take them
@@ -27,12 +19,13 @@
 //! v26.2 has real transaction-level advisory locks, but a lock taken inside a savepoint is not
 //! released by `ROLLBACK TO SAVEPOINT`. Every bounded wait of this crate ([`Wait::Timeout`],
 //! and the slices of [`Wait::Forever`]) runs in a savepoint that is rolled back when the wait
-//! runs out or is abandoned; on v26.2 a wait granted at that moment would leave the lock with
-//! a transaction that believes it does not hold it, and the bounds themselves rely on
-//! PostgreSQL's `lock_timeout` and `deadlock_timeout`, untested there. Waiting without a
-//! savepoint would instead abort a caller's whole transaction on a timeout. So on CockroachDB
-//! the crate only tries once ([`Wait::No`], one statement, no savepoint) and refuses waits
-//! with [`ServerRefusal::SavepointKeepsLocks`]. Inside a caller's transaction a `create_once`
+//! fails, and the crate promises that the transaction is then as it was before the wait; on
+//! v26.2 whatever the wait took inside the savepoint would stay, and the bounds themselves rely
+//! on PostgreSQL's `lock_timeout` and `deadlock_timeout`, untested there. Waiting without a
+//! savepoint is no way out: a timeout would then abort a caller's whole transaction. So on
+//! CockroachDB the crate only tries once ([`Wait::No`], one statement, no savepoint) and
+//! refuses waits with [`ServerRefusal::SavepointKeepsLocks`], up front, whether or not the key
+//! is free, so the answer does not depend on contention. Inside a caller's transaction a `create_once`
 //! runs in a savepoint too; there, after an error, the key stays locked until the caller's
 //! transaction ends (longer than on PostgreSQL, never shorter: exclusion holds).
 
@@ -69,6 +62,27 @@ pub(crate) const DETECTION_COLUMNS: &str = "version() AS server_version, \
      current_setting('yb_silence_advisory_locks_not_supported_error', true) AS yb_silence";
 
 /// Why a server that speaks PostgreSQL's protocol is refused. See [`Error::UnsupportedServer`].
+///
+/// Every lock the crate takes reads the server's identity in the statement that tries the
+/// lock (no extra round trip) and refuses, before anything is written:
+///
+/// | engine | what the crate does |
+/// | --- | --- |
+/// | PostgreSQL ≥ 9.6, and services that run it (Amazon RDS and Aurora PostgreSQL, Google Cloud SQL and AlloyDB, Azure Database for PostgreSQL, Neon, Supabase, Crunchy, a Citus coordinator) | used |
+/// | PostgreSQL before 9.6, or a server missing a function the try-lock statement calls | refused: [`ServerRefusal::TooOld`] (not a syntax error) |
+/// | CockroachDB before v26.2 | refused: [`ServerRefusal::FakeAdvisoryLocks`] (the functions are stubs that return at once without locking; cockroach#13546) |
+/// | CockroachDB v26.2 and later | [`Wait::No`] only; waits refused: [`ServerRefusal::SavepointKeepsLocks`] |
+/// | YugabyteDB before 2.25 (and 2024.x), or any YugabyteDB with `yb_silence_advisory_locks_not_supported_error` on | refused: [`ServerRefusal::FakeAdvisoryLocks`] (older releases and the silenced error succeed without locking) |
+/// | YugabyteDB 2.25 / 2025.1 and later | used, untested |
+/// | anything else that answers like PostgreSQL | used, untested: run [`probe_advisory_locks`] at start-up |
+///
+/// Only PostgreSQL itself is tested (Debian's PostgreSQL 15). On CockroachDB v26.2 a lock
+/// taken in a savepoint survives `ROLLBACK TO SAVEPOINT`, and every bounded wait of this crate
+/// ([`Wait::Timeout`], the slices of [`Wait::Forever`]) runs in a savepoint it rolls back when
+/// the wait runs out: so there the crate only tries once ([`Wait::No`]: one statement, no
+/// savepoint). Inside a caller's transaction a `create_once` runs in a savepoint too; after an
+/// error there the key stays locked until the caller's transaction ends (longer than on
+/// PostgreSQL, never shorter, so exclusion holds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ServerRefusal {

@@ -90,7 +90,11 @@
 //!
 //! PostgreSQL uses advisory locks. SQLite has none: an IMMEDIATE transaction takes its write
 //! lock before the look, serialising creators across connections and processes. Other
-//! backends get [`Error::UnsupportedBackend`].
+//! backends get [`Error::UnsupportedBackend`]. A server that speaks PostgreSQL's protocol but
+//! whose advisory locks are known not to lock (CockroachDB before v26.2, old YugabyteDB) is
+//! refused with [`Error::UnsupportedServer`] (see [`ServerRefusal`] for which engines are used,
+//! refused and untested); [`probe_advisory_locks`] checks any other at start-up.
+//! [`LockHolders`] shows who holds and who waits for a key.
 
 mod backend;
 mod create;
