@@ -34,8 +34,8 @@ use std::fmt;
 use std::hash::BuildHasher;
 
 use sea_orm::{
-    DatabaseConnection, DatabaseConnectionType, DbBackend, DbErr, IsolationLevel, QueryResult,
-    TransactionTrait,
+    ConnectionTrait, DatabaseConnection, DatabaseConnectionType, DatabaseTransaction, DbBackend,
+    DbErr, IsolationLevel, QueryResult, Statement, TransactionTrait,
 };
 
 use crate::error::is_undefined_function;
@@ -282,37 +282,48 @@ pub async fn probe_advisory_locks(db: &DatabaseConnection) -> Result<(), Error> 
     // A random key is free: busy means the try answers "no" whatever the key.
     match acquire_advisory_lock(&holder, key, Wait::No).await {
         Ok(()) => {}
-        Err(Error::LockBusy { .. }) => return Err(probe_failed()),
+        Err(Error::LockBusy { .. }) => return Err(probe_failed(&holder).await),
         Err(err) => return Err(err),
     }
     let other = db.begin_with_config(read_committed, None).await?;
     match acquire_advisory_lock(&other, key, Wait::No).await {
         Err(Error::LockBusy { .. }) => {}
-        Ok(()) => return Err(probe_failed()),
+        Ok(()) => return Err(probe_failed(&other).await),
         Err(err) => return Err(err),
     }
     holder.rollback().await?;
     match acquire_advisory_lock(&other, key, Wait::No).await {
         Ok(()) => {}
-        Err(Error::LockBusy { .. }) => return Err(probe_failed()),
+        Err(Error::LockBusy { .. }) => return Err(probe_failed(&other).await),
         Err(err) => return Err(err),
     }
     other.rollback().await?;
     Ok(())
 }
 
+/// The probe's verdict, naming the server (one more statement, on the failure path only, on
+/// a connection the probe holds: the pool may have no other).
+async fn probe_failed(txn: &DatabaseTransaction) -> Error {
+    let server = txn
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT version() AS server_version",
+        ))
+        .await
+        .ok()
+        .flatten()
+        .and_then(|row| row.try_get("", "server_version").ok());
+    Error::UnsupportedServer {
+        server,
+        reason: ServerRefusal::ProbeFailed,
+        source: None,
+    }
+}
+
 /// A key no other caller uses: a namespace of its own and a random second half.
 fn probe_key() -> LockKey {
     let random = RandomState::new().hash_one(std::time::SystemTime::now());
     LockKey::for_entity("sea-orm-idempotent probe", &random)
-}
-
-fn probe_failed() -> Error {
-    Error::UnsupportedServer {
-        server: None,
-        reason: ServerRefusal::ProbeFailed,
-        source: None,
-    }
 }
 
 /// `major.minor` of the first version number after `marker` (`"... v26.2.0 ..."`,

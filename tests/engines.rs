@@ -230,7 +230,9 @@ async fn a_fake_try_lock_fails_the_probe() {
     let err = probe_advisory_locks(&db)
         .await
         .expect_err("the probe must catch a try-lock that does not lock");
-    assert_eq!(refusal(err).0, ServerRefusal::ProbeFailed);
+    let (reason, server) = refusal(err);
+    assert_eq!(reason, ServerRefusal::ProbeFailed);
+    assert!(server.unwrap().starts_with("PostgreSQL"));
 }
 
 /// A try-lock that never grants fails the probe too (it would turn every call into

@@ -292,3 +292,22 @@ async fn the_example_prints_who_holds_a_pull_requests_key() {
     holder.commit().await.unwrap();
     waiter.await.unwrap();
 }
+
+/// axum handlers and `tokio::spawn` need `Send` futures; this does not compile otherwise.
+#[tokio::test]
+async fn lock_holders_and_probe_futures_are_send() {
+    let test_db = TestDb::new().await;
+    let db = test_db.connect(2).await;
+    let all = tokio::spawn({
+        let db = db.clone();
+        async move { LockHolders::all(&db).await }
+    });
+    assert!(all.await.unwrap().unwrap().is_empty());
+    let of_pr = tokio::spawn({
+        let db = db.clone();
+        async move { PullRequest::lock_holders(&db, 1).await }
+    });
+    assert!(of_pr.await.unwrap().unwrap().is_empty());
+    let probe = tokio::spawn(async move { sea_orm_idempotent::probe_advisory_locks(&db).await });
+    probe.await.unwrap().unwrap();
+}
