@@ -25,9 +25,9 @@
 //! savepoint is no way out: a timeout would then abort a caller's whole transaction. So on
 //! CockroachDB the crate only tries once ([`Wait::No`], one statement, no savepoint) and
 //! refuses waits with [`ServerRefusal::SavepointKeepsLocks`], up front, whether or not the key
-//! is free, so the answer does not depend on contention. Inside a caller's transaction a `create_once`
-//! runs in a savepoint too; there, after an error, the key stays locked until the caller's
-//! transaction ends (longer than on PostgreSQL, never shorter: exclusion holds).
+//! is free, so the answer does not depend on contention. Inside a caller's transaction a
+//! `create_once` runs in a savepoint too; there, after an error, the key stays locked until
+//! the caller's transaction ends (longer than on PostgreSQL, never shorter: exclusion holds).
 
 use std::collections::hash_map::RandomState;
 use std::fmt;

@@ -171,7 +171,10 @@ fn classify(err: &DbErr) -> Kind {
 
 /// Whether PostgreSQL could not find a function a statement calls (SQLSTATE 42883).
 pub(crate) fn is_undefined_function(err: &DbErr) -> bool {
-    matches!(database_code(err), Some(DatabaseCode::Postgres(state)) if state == code::PG_UNDEFINED_FUNCTION)
+    matches!(
+        database_code(err),
+        Some(DatabaseCode::Postgres(state)) if state == code::PG_UNDEFINED_FUNCTION
+    )
 }
 
 fn is_sqlite_busy(code: i64) -> bool {

@@ -83,8 +83,9 @@ impl LockHolders {
     }
 
     /// The sessions holding or waiting for `key` in the connection's database. For an
-    /// entity's natural key, [`IdempotentCreate::lock_holders`](crate::IdempotentCreate::lock_holders)
-    /// derives the key for you.
+    /// entity's natural key,
+    /// [`IdempotentCreate::lock_holders`](crate::IdempotentCreate::lock_holders) derives the
+    /// key for you.
     ///
     /// # Errors
     ///

@@ -84,8 +84,8 @@ pub(crate) enum Mode {
 /// [`Error::UnsupportedServer`] (before waiting) when the server speaks PostgreSQL's protocol
 /// but its advisory locks are known not to lock or cannot be waited for safely (CockroachDB,
 /// old YugabyteDB; see [`ServerRefusal`](crate::ServerRefusal)), or it is older than
-/// PostgreSQL 9.6: the try that asked may have taken the key on an engine whose locks are
-/// real, so roll `txn` back. [`Error::Database`] for anything else. After a timeout, a busy lock or a deadlock the
+/// PostgreSQL 9.6 (the try that asked may have taken the key where locks are real: roll `txn`
+/// back); [`Error::Database`] for anything else. After a timeout, a busy lock or a deadlock the
 /// wait was rolled back to its savepoint: `txn` is usable and still holds every lock it took
 /// before, so after a deadlock roll it back to let the other side go on. After a database
 /// error PostgreSQL may have aborted `txn`.
