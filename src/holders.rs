@@ -46,7 +46,9 @@ pub struct LockHolder {
     /// `idle in transaction` (holding the lock between statements), ...
     pub state: Option<String>,
     /// For a holder, how long its transaction has been open (it holds the lock at most that
-    /// long); for a waiter, how long its current statement (the wait) has been running.
+    /// long); for a waiter, how long its current statement (the wait) has been running. `None`
+    /// for a session-scoped lock held outside a transaction, or a session not visible in
+    /// `pg_stat_activity`.
     pub since: Option<Duration>,
     /// The `application_name` the session set (sqlx leaves it empty unless told:
     /// `PgConnectOptions::application_name`).
