@@ -234,6 +234,8 @@ pub trait IdempotentCreate: EntityTrait {
     /// - [`Error::UnsafeIsolation`]: `db` is a caller's REPEATABLE READ or SERIALIZABLE
     ///   transaction; returned before any write;
     /// - [`Error::UnsupportedBackend`]: neither PostgreSQL nor SQLite;
+    /// - [`Error::UnsupportedServer`]: a server whose advisory locks are known not to lock,
+    ///   a wait on CockroachDB v26.2+, or a server too old; returned before any write;
     /// - [`Error::Database`] with `DbErr::BackendNotSupported`: [`Wait::Timeout`] or
     ///   [`Wait::No`] on SQLite, whose lock wait is the connection's `busy_timeout`; nothing is
     ///   written;
@@ -267,6 +269,24 @@ pub trait IdempotentCreate: EntityTrait {
         E: Into<BoxError>,
     {
         create::<Self, F, Fut, E>(db.handle(), key, wait, NewRow::Make(make_data)).await
+    }
+
+    /// The sessions holding or waiting for `key`'s lock right now: who a slow or timed-out
+    /// `create_once` of that key is waiting for. See [`LockHolders`](crate::LockHolders).
+    ///
+    /// # Errors
+    ///
+    /// As [`LockHolders::all`](crate::LockHolders::all).
+    ///
+    /// # Cancel Safety
+    ///
+    /// As [`LockHolders::all`](crate::LockHolders::all).
+    async fn lock_holders<C>(db: &C, key: Self::Key) -> Result<crate::LockHolders, Error>
+    where
+        C: ConnectionTrait + Sync,
+    {
+        let lock_key = LockKey::for_entity(Self::lock_namespace(), &key);
+        crate::LockHolders::of(db, lock_key).await
     }
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use sea_orm::{DbBackend, DbErr, RuntimeErr, sqlx};
 
-use crate::{LockKey, Wait};
+use crate::{LockKey, ServerRefusal, Wait};
 
 /// What can go wrong when taking a lock or creating a row once.
 ///
@@ -89,6 +89,22 @@ pub enum Error {
         backend: DbBackend,
     },
 
+    /// The server speaks PostgreSQL's protocol but its advisory locks cannot be relied on (an
+    /// engine whose lock functions are known no-ops, one where a wait cannot be bounded
+    /// safely, or a server too old for the crate's SQL); see [`ServerRefusal`] and the table
+    /// of engines in the README. Returned by the first lock of a call, before anything is
+    /// written; the same call would fail the same way, so it is not retryable.
+    #[error("server {} refused: {reason}", server.as_deref().unwrap_or("(version unknown)"))]
+    UnsupportedServer {
+        /// What the server calls itself (`version()`), when it said.
+        server: Option<String>,
+        /// Why it is refused.
+        reason: ServerRefusal,
+        /// The database's own report, when the refusal comes from one (a missing function).
+        #[source]
+        source: Option<DbErr>,
+    },
+
     /// The caller's `make_data` failed; nothing was written and the lock was released.
     #[error("building the data for the new row failed")]
     MakeData(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -111,6 +127,7 @@ impl Error {
             | Error::UnsupportedBackend { .. }
             | Error::Reentrant { .. }
             | Error::TransactionAborted(_)
+            | Error::UnsupportedServer { .. }
             | Error::MakeData(_) => false,
         }
     }
@@ -164,6 +181,9 @@ mod code {
     pub(super) const PG_LOCK_NOT_AVAILABLE: &str = "55P03";
     /// PostgreSQL `deadlock_detected`.
     pub(super) const PG_DEADLOCK_DETECTED: &str = "40P01";
+    /// PostgreSQL `undefined_function`: a server too old for a statement (see
+    /// [`ServerRefusal::TooOld`](crate::ServerRefusal::TooOld)).
+    pub(super) const PG_UNDEFINED_FUNCTION: &str = "42883";
     /// PostgreSQL `serialization_failure`.
     pub(super) const PG_SERIALIZATION_FAILURE: &str = "40001";
     /// PostgreSQL `in_failed_sql_transaction`: a statement in an aborted transaction.
@@ -195,6 +215,14 @@ fn classify(err: &DbErr) -> Kind {
         Some(DatabaseCode::Sqlite(code)) if is_sqlite_busy(code) => Kind::SqliteBusy,
         _ => Kind::Other,
     }
+}
+
+/// Whether PostgreSQL could not find a function a statement calls (SQLSTATE 42883).
+pub(crate) fn is_undefined_function(err: &DbErr) -> bool {
+    matches!(
+        database_code(err),
+        Some(DatabaseCode::Postgres(state)) if state == code::PG_UNDEFINED_FUNCTION
+    )
 }
 
 fn is_sqlite_busy(code: i64) -> bool {

@@ -19,7 +19,10 @@
 //! #     head_sha: "a".repeat(40), first_delivery_id: "d-1".into(),
 //! #     created_at: "2026-11-26T00:00:00Z".parse().unwrap() };
 //! # let lock_row = BTreeMap::from([("acquired", Value::from(true)),
-//! #     ("isolation", Value::from("read committed"))]);
+//! #     ("isolation", Value::from("read committed")),
+//! #     ("server_version", Value::from("PostgreSQL 15.14")),
+//! #     ("server_version_num", Value::from("150014")),
+//! #     ("crdb_version", Value::String(None)), ("yb_silence", Value::String(None))]);
 //! # let db = MockDatabase::new(DatabaseBackend::Postgres)
 //! #     .append_query_results([Vec::<entity::pull_requests::Model>::new()])
 //! #     .append_query_results([vec![lock_row]])
@@ -90,7 +93,11 @@
 //!
 //! PostgreSQL uses advisory locks. SQLite has none: an IMMEDIATE transaction takes its write
 //! lock before the look, serialising creators across connections and processes. Other
-//! backends get [`Error::UnsupportedBackend`].
+//! backends get [`Error::UnsupportedBackend`]. A server that speaks PostgreSQL's protocol but
+//! whose advisory locks are known not to lock (CockroachDB before v26.2, old YugabyteDB) is
+//! refused with [`Error::UnsupportedServer`] (see [`ServerRefusal`] for which engines are used,
+//! refused and untested); [`probe_advisory_locks`] checks any other at start-up.
+//! [`LockHolders`] shows who holds and who waits for a key.
 //!
 //! Each backend is a cargo feature, `postgres` and `sqlite`, turning on SeaORM's sqlx driver
 //! for it. Both are on by default, so the examples (on embedded SQLite) and the tests run with
@@ -109,7 +116,9 @@ compile_error!(
 mod backend;
 mod call_chain;
 mod create;
+mod engine;
 mod error;
+mod holders;
 mod key;
 mod lock;
 mod outcome;
@@ -119,7 +128,9 @@ mod source;
 mod turns;
 
 pub use create::IdempotentCreate;
+pub use engine::{ServerRefusal, probe_advisory_locks};
 pub use error::Error;
+pub use holders::{LockHolder, LockHolders, LockMode};
 pub use key::LockKey;
 pub use lock::{Wait, acquire_advisory_lock, acquire_shared_advisory_lock};
 pub use outcome::Outcome;

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, Statement, Value};
 
+use crate::engine::{self, DETECTION_COLUMNS, Server};
 use crate::{Error, LockKey};
 
 /// How long to wait for a lock another transaction holds.
@@ -92,7 +93,11 @@ pub(crate) enum Mode {
 /// ends it), [`Error::Deadlock`] when PostgreSQL breaks a deadlock by cancelling this wait,
 /// [`Error::UnsafeIsolation`] (before waiting) when `txn` is REPEATABLE READ or SERIALIZABLE,
 /// whose snapshot would hide what the previous holder wrote, [`Error::UnsupportedBackend`]
-/// when `txn` is not PostgreSQL, and [`Error::Database`] for anything else. A failed wait
+/// when `txn` is not PostgreSQL, [`Error::UnsupportedServer`] (before waiting) when the server
+/// speaks PostgreSQL's protocol but its advisory locks are known not to lock or cannot be
+/// waited for safely (CockroachDB, old YugabyteDB; see [`ServerRefusal`](crate::ServerRefusal)),
+/// or it is older than PostgreSQL 9.6 (the try that asked may have taken the key where locks
+/// are real: roll `txn` back), and [`Error::Database`] for anything else. A failed wait
 /// never aborts `txn`: the server rolls back only the wait, so `txn` is usable and still holds
 /// every lock it took before; after a deadlock roll it back to let the other side go on.
 ///
@@ -134,8 +139,9 @@ pub async fn acquire_shared_advisory_lock(
 /// Takes the lock, waiting as `wait` says.
 ///
 /// 1. One statement checks the isolation level (refusing, before any wait, a level whose
-///    snapshot predates the lock) and tries the lock without waiting. Uncontended, that is the
-///    only round trip.
+///    snapshot predates the lock), tries the lock without waiting, and reads which server
+///    answers (refusing one whose locks are fake, see `src/engine.rs`). Uncontended, that is
+///    the only round trip.
 /// 2. Contended, one statement prepares the wait: it saves `lock_timeout` and
 ///    `statement_timeout`, turns `statement_timeout` off (a timeout meant for the
 ///    application's queries must not cut a lock wait short), and stores the key and the bound
@@ -164,8 +170,11 @@ pub(crate) async fn acquire(
     }
     let attempt = txn
         .query_one_raw(try_statement(key, mode))
-        .await?
+        .await
+        .map_err(engine::from_try_error)?
         .ok_or_else(|| no_row("try"))?;
+    // Before the answer is believed: is this a server whose locks are real? (src/engine.rs)
+    Server::from_row(&attempt)?.check(normalize(wait))?;
     match attempt.try_get::<Option<bool>>("", "acquired")? {
         Some(true) => return Ok(()),
         Some(false) => {}
@@ -267,7 +276,7 @@ fn try_statement(key: LockKey, mode: Mode) -> Statement {
         "SELECT CASE \
          WHEN current_setting('transaction_isolation') NOT IN ('read committed', 'read uncommitted') THEN NULL \
          ELSE {try_lock}({placeholders}) END AS acquired, \
-         current_setting('transaction_isolation') AS isolation"
+         current_setting('transaction_isolation') AS isolation, {DETECTION_COLUMNS}"
     );
     Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
 }

@@ -35,6 +35,11 @@ fn lock_granted() -> BTreeMap<&'static str, Value> {
     BTreeMap::from([
         ("acquired", Value::from(true)),
         ("isolation", Value::from("read committed")),
+        // Which server answered (src/engine.rs): PostgreSQL.
+        ("server_version", Value::from("PostgreSQL 15.14")),
+        ("server_version_num", Value::from("150014")),
+        ("crdb_version", Value::String(None)),
+        ("yb_silence", Value::String(None)),
     ])
 }
 
