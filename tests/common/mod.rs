@@ -1,0 +1,42 @@
+//! Shared by the integration tests, one concern per submodule, every name re-exported here
+//! (`use common::{new_pr, Workload, ...}`):
+//!
+//! - `rows`: the sample data and row counts;
+//! - `race`: the racing workload ([`Workload`], [`Strategy`], [`Tally`]);
+//! - `workers`: the same workload in worker processes (this test binary, re-run);
+//! - `gate`: the start gate that releases worker processes together (PostgreSQL);
+//! - `locks`: advisory-lock probes of `pg_locks` (PostgreSQL).
+//!
+//! The sample pull request, the naive find-then-insert, the pool builder and temp dirs live in
+//! `test_support` (the benchmark and the demo use them too) and are re-exported here.
+
+// Each test binary uses its own subset of these.
+#![allow(dead_code, unused_imports)]
+
+mod gate;
+mod locks;
+mod race;
+mod rows;
+mod workers;
+
+pub(crate) use gate::{GATE, run_gated, wait_at_gate};
+pub(crate) use locks::{
+    fail_then_probe, key_of, lock_is_free, lock_pids, lock_rows, poll_locks_until, try_lock,
+    until_someone_waits,
+};
+pub(crate) use race::{Strategy, Tally, Workload, is_unique_violation};
+pub(crate) use rows::{rows_for, total_rows};
+/// A pool of `size` connections to `url`: [`test_support::connect`], under the name the
+/// cancellation and hot-key tests know it by.
+pub(crate) use test_support::connect as small_pool;
+pub(crate) use test_support::{TempDir, new_pr};
+pub(crate) use workers::{worker_process, worker_tally};
+
+/// The race `create_once` closes, on `pull_requests` with [`new_pr`]'s data: both callers find
+/// nothing, both insert ([`test_support::naive_find_then_insert`]).
+pub(crate) async fn naive_find_then_insert(
+    db: &sea_orm::DatabaseConnection,
+    pr_id: i64,
+) -> Result<bool, sea_orm::DbErr> {
+    test_support::naive_find_then_insert::<entity::PullRequest, _>(db, pr_id, new_pr(pr_id)).await
+}
