@@ -30,23 +30,24 @@ impl TestDb {
     /// inside `tokio::spawn` on a multi-threaded runtime, or on a thread of the test's own,
     /// the thread is not the test's and its name would be shared by every test doing the
     /// same. Call it at the top of the test, or use [`TestDb::named`]. Also when the test
-    /// already holds its database: use [`TestDb::named`] for a second one.
+    /// already holds its database: use [`TestDb::new_part`] for a second one.
     pub async fn new() -> TestDb {
-        let thread = std::thread::current();
-        let test = test_name(thread.name()).unwrap_or_else(|| {
-            panic!(
-                "TestDb::new() names the database after the running test, which it reads from the \
-                 name the test harness gives the test's thread; this thread is {:?}, not a test's \
-                 (inside tokio::spawn, or a thread of your own?), and every test doing the same \
-                 would share its database. Call TestDb::new() at the top of the test, before \
-                 spawning, or use TestDb::named(\"a-label-of-this-test\")",
-                thread.name().unwrap_or("unnamed")
-            )
-        });
-        TestDb::named(test).await
+        TestDb::named(&current_test()).await
     }
 
-    /// A fresh database named after `label`, migrated. For a test that needs two.
+    /// Another fresh database for the running test, named after the test and `part`, migrated:
+    /// for a test that needs more than one (`TestDb::new()` twice would be the same database,
+    /// and is refused).
+    ///
+    /// # Panics
+    ///
+    /// As [`TestDb::new`], and when the test already holds a database for `part`.
+    pub async fn new_part(part: &str) -> TestDb {
+        TestDb::named(&format!("{}__{part}", current_test())).await
+    }
+
+    /// A fresh database named after `label`, migrated, for code that is not a test (the
+    /// benchmark) or a test that must name a database itself.
     ///
     /// # Panics
     ///
@@ -157,6 +158,26 @@ impl Drop for Claim {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .remove(&self.0);
     }
+}
+
+/// The running test's name, from its thread's name ([`test_name`]).
+///
+/// # Panics
+///
+/// When the thread is not a test's, with a message saying what to do instead.
+fn current_test() -> String {
+    let thread = std::thread::current();
+    let Some(test) = test_name(thread.name()) else {
+        panic!(
+            "TestDb::new() names the database after the running test, which it reads from the \
+             name the test harness gives the test's thread; this thread is {:?}, not a test's \
+             (inside tokio::spawn, or a thread of your own?), and every test doing the same \
+             would share its database. Call TestDb::new() at the top of the test, before \
+             spawning, or use TestDb::named(\"a-label-of-this-test\")",
+            thread.name().unwrap_or("unnamed")
+        )
+    };
+    test.to_owned()
 }
 
 /// The test's name, if `thread` is the name the test harness gives the thread running a test:
