@@ -5,6 +5,9 @@
 //! The race tests can fail: `naive_find_then_insert_races_on_sqlite_too` runs the same
 //! workload with the IMMEDIATE transaction left out (find, then insert) and shows unique
 //! violations; `create_once` on it shows none.
+//!
+//! (Over 400 lines on purpose: SQLite's whole promise in one file, as `create_once.rs` is
+//! PostgreSQL's; its tests share the workload, the pool settings and the worker processes.)
 
 mod common;
 
