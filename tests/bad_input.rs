@@ -11,7 +11,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{fail_then_probe, key_of, new_pr, rows_for, total_rows};
+use common::{Strategy, fail_then_probe, key_of, new_pr, rows_for, total_rows};
 use entity::{NewPullRequest, PullRequest};
 use sea_orm::ActiveValue::{NotSet, Set};
 use sea_orm::{
@@ -19,7 +19,7 @@ use sea_orm::{
     QueryFilter, RuntimeErr,
 };
 use sea_orm_idempotent::{Error, IdempotentCreate, Outcome};
-use test_support::TestDb;
+use test_support::{TestDb, naive_find_then_insert};
 use tokio::sync::Barrier;
 
 /// The SQLSTATE PostgreSQL reported, read from the error's source (as a caller would).
@@ -237,13 +237,6 @@ fn body_for(key: &str) -> String {
 const CALLERS_PER_KEY: usize = 8;
 const POOL: u32 = 4;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Strategy {
-    CreateOnce,
-    /// Find, then insert, no lock.
-    Naive,
-}
-
 /// `CALLERS_PER_KEY` tasks, started together, each walking `keys` in the same order and
 /// creating each one; returns how many calls reported creating a row.
 async fn race(db: &DatabaseConnection, strategy: Strategy, keys: &[String]) -> usize {
@@ -263,7 +256,13 @@ async fn race(db: &DatabaseConnection, strategy: Strategy, keys: &[String]) -> u
                                 .unwrap_or_else(|e| panic!("key of {} bytes: {e:?}", key.len()))
                                 .is_created()
                         }
-                        Strategy::Naive => naive_find_then_insert(&db, key).await,
+                        Strategy::Naive => naive_find_then_insert::<deliveries::Entity, _>(
+                            &db,
+                            key.clone(),
+                            body_for(key),
+                        )
+                        .await
+                        .unwrap(),
                     };
                     created += usize::from(is_created);
                 }
@@ -276,23 +275,6 @@ async fn race(db: &DatabaseConnection, strategy: Strategy, keys: &[String]) -> u
         created += task.await.expect("task panicked");
     }
     created
-}
-
-async fn naive_find_then_insert(db: &DatabaseConnection, key: &str) -> bool {
-    use sea_orm::ActiveModelTrait;
-    let found = deliveries::Entity::find()
-        .filter(deliveries::Column::Key.eq(key))
-        .one(db)
-        .await
-        .unwrap();
-    if found.is_some() {
-        return false;
-    }
-    deliveries::Entity::new_active_model(&key.to_owned(), body_for(key))
-        .insert(db)
-        .await
-        .unwrap();
-    true
 }
 
 async fn rows_with_key(db: &DatabaseConnection, key: &str) -> Vec<deliveries::Model> {

@@ -23,7 +23,7 @@ async fn a_dropped_waiter_leaves_no_lock_and_no_stuck_connection() {
     let test_db = TestDb::new().await;
     let observer = test_db.connect(1).await;
     let holder = test_db.connect(1).await;
-    // The caller's pool has ONE connection; a short acquire timeout turns "stuck" into an error.
+    // The caller's pool has ONE connection; its acquire timeout turns "stuck" into an error.
     let db = small_pool(&test_db.url, 1).await;
 
     let key = key_of(1);

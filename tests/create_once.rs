@@ -165,7 +165,7 @@ async fn several_processes_create_each_key_once() {
     const PROCESSES: usize = 4;
     const FIRST_KEY: i64 = 5_000;
 
-    let naive_db = TestDb::new().await;
+    let naive_db = TestDb::new_part("naive").await;
     let direct = naive_db.connect(2).await;
     let mut naive = Tally::default();
     for tally in run_workers(&direct, &naive_db, PROCESSES, Strategy::Naive, FIRST_KEY).await {

@@ -16,32 +16,14 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{key_of, lock_rows, new_pr, rows_for, small_pool, total_rows, until_someone_waits};
+use common::{
+    Tally, key_of, lock_rows, new_pr, rows_for, small_pool, total_rows, until_someone_waits,
+};
 use entity::PullRequest;
 use sea_orm::TransactionTrait;
 use sea_orm_idempotent::{Error, IdempotentCreate, Outcome, Wait, acquire_advisory_lock};
 use test_support::TestDb;
 use tokio::sync::Barrier;
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-struct Tally {
-    created: usize,
-    existing: usize,
-    errors: usize,
-}
-
-impl Tally {
-    fn add(&mut self, result: Result<Outcome<entity::pull_requests::Model>, Error>) {
-        match result {
-            Ok(Outcome::Created(_)) => self.created += 1,
-            Ok(Outcome::Existing(_)) => self.existing += 1,
-            Err(e) => {
-                eprintln!("create_once: {e:?}");
-                self.errors += 1
-            }
-        }
-    }
-}
 
 /// Bursts on a few hot keys and a crowd of distinct keys, all at once, over a pool of two:
 /// every key is created exactly once, `Created` comes back exactly once per key, no errors.
@@ -76,9 +58,9 @@ async fn hot_keys_keep_the_create_once_guarantees_over_a_small_pool() {
     for handle in handles {
         let (pr_id, result) = handle.await.expect("task panicked");
         if HOT_KEYS.contains(&pr_id) {
-            hot.add(result);
+            hot.count_outcome(result, || format!("create_once {pr_id}"));
         } else {
-            distinct.add(result);
+            distinct.count_outcome(result, || format!("create_once {pr_id}"));
         }
     }
 
@@ -88,7 +70,8 @@ async fn hot_keys_keep_the_create_once_guarantees_over_a_small_pool() {
         Tally {
             created: hot_keys,
             existing: hot_keys * (CALLERS_PER_HOT_KEY - 1),
-            errors: 0
+            unique_violations: 0,
+            other_errors: 0,
         }
     );
     assert_eq!(
@@ -96,7 +79,8 @@ async fn hot_keys_keep_the_create_once_guarantees_over_a_small_pool() {
         Tally {
             created: DISTINCT.count(),
             existing: 0,
-            errors: 0
+            unique_violations: 0,
+            other_errors: 0,
         }
     );
     for pr_id in HOT_KEYS.chain(DISTINCT) {
@@ -146,14 +130,17 @@ async fn same_key_waiters_leave_the_pool_to_other_keys() {
     held.commit().await.unwrap();
     let mut tally = Tally::default();
     for waiter in waiters {
-        tally.add(waiter.await.expect("task panicked"));
+        tally.count_outcome(waiter.await.expect("task panicked"), || {
+            format!("create_once {HOT}")
+        });
     }
     assert_eq!(
         tally,
         Tally {
             created: 1,
             existing: WAITERS - 1,
-            errors: 0
+            unique_violations: 0,
+            other_errors: 0,
         }
     );
     assert_eq!(rows_for(&db, HOT).await, 1);

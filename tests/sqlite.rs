@@ -5,6 +5,9 @@
 //! The race tests can fail: `naive_find_then_insert_races_on_sqlite_too` runs the same
 //! workload with the IMMEDIATE transaction left out (find, then insert) and shows unique
 //! violations; `create_once` on it shows none.
+//!
+//! (Over 400 lines on purpose: SQLite's whole promise in one file, as `create_once.rs` is
+//! PostgreSQL's; its tests share the workload, the pool settings and the worker processes.)
 
 #![cfg(feature = "sqlite")]
 
@@ -20,8 +23,8 @@ use entity::PullRequest;
 use migration::{Migrator, MigratorTrait};
 use sea_orm::sqlx::sqlite::SqliteJournalMode;
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, RuntimeErr,
-    SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
+    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, RuntimeErr, SqliteTransactionMode,
+    Statement, TransactionOptions, TransactionTrait,
 };
 use sea_orm_idempotent::{Error, IdempotentCreate, Wait};
 use tokio::sync::Barrier;
@@ -39,15 +42,9 @@ async fn connect(
     journal: SqliteJournalMode,
     busy_timeout: Duration,
 ) -> DatabaseConnection {
-    let mut options = ConnectOptions::new(url.to_owned());
-    options
-        .max_connections(max_connections)
-        .min_connections(0)
-        .sqlx_logging(false)
-        .map_sqlx_sqlite_opts(move |o| o.journal_mode(journal).busy_timeout(busy_timeout));
-    Database::connect(options)
-        .await
-        .unwrap_or_else(|e| panic!("connect to {url}: {e}"))
+    let mut options = test_support::pool_options(url, max_connections);
+    options.map_sqlx_sqlite_opts(move |o| o.journal_mode(journal).busy_timeout(busy_timeout));
+    test_support::connect_with(options).await
 }
 
 /// A migrated file database in `journal` mode; a generous `busy_timeout` (30 s), so a test

@@ -52,3 +52,14 @@ async fn two_databases_in_one_test_are_distinct() {
     assert_eq!(insert_same_key_and_count(&a).await.1, 1);
     assert_eq!(insert_same_key_and_count(&b).await.1, 1);
 }
+
+/// `TestDb::new()` twice in one test would be the same database (and is refused); a test that
+/// needs two asks for a part of its own.
+#[tokio::test]
+async fn a_test_that_needs_two_databases_gets_two() {
+    let first = TestDb::new().await;
+    let second = TestDb::new_part("second").await;
+    assert_ne!(first.name, second.name);
+    assert_eq!(insert_same_key_and_count(&first).await.1, 1);
+    assert_eq!(insert_same_key_and_count(&second).await.1, 1);
+}

@@ -1,0 +1,144 @@
+//! Strategy 6 of the benchmark: the statements `create_once` sends (`src/lock.rs`,
+//! `src/create.rs`), written by hand on sqlx, without SeaORM: the same SQL text, the same bound
+//! values, the same transaction shape, decoding the same model. "crate / sqlx" in the results is
+//! then the price of SeaORM and of the crate's code around the same statements.
+//!
+//! Nothing in the compiler ties this copy to the crate, so `tests/bench_statements.rs` includes
+//! this file, runs it and `create_once` against a real server, and asserts that both send the
+//! same statements: a change to the crate's SQL fails that test until this copy follows.
+
+use entity::{NewPullRequest, pull_requests};
+use sea_orm::sqlx::{self, PgPool, Row, postgres::PgRow};
+use sea_orm_idempotent::Outcome;
+
+/// Any error of the hand-written path.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+const FIND: &str = r#"SELECT "pull_requests"."id", "pull_requests"."pr_id", "pull_requests"."repository", "pull_requests"."number", "pull_requests"."title", "pull_requests"."author", "pull_requests"."state", "pull_requests"."head_sha", "pull_requests"."first_delivery_id", "pull_requests"."created_at" FROM "pull_requests" WHERE "pull_requests"."pr_id" = $1 LIMIT $2"#;
+
+/// What SeaORM's `begin_with_config(Some(ReadCommitted), None)` sends after `BEGIN`.
+const READ_COMMITTED: &str = "SET TRANSACTION ISOLATION LEVEL READ COMMITTED";
+
+/// The isolation check, a try-lock and which server answers, in one statement (uncontended:
+/// the only lock round trip).
+const TRY_LOCK: &str = "SELECT CASE WHEN current_setting('transaction_isolation') NOT IN ('read committed', 'read uncommitted') THEN NULL ELSE pg_try_advisory_xact_lock($1, $2) END AS acquired, current_setting('transaction_isolation') AS isolation, version() AS server_version, current_setting('server_version_num') AS server_version_num, current_setting('crdb_version', true) AS crdb_version, current_setting('yb_silence_advisory_locks_not_supported_error', true) AS yb_silence";
+
+/// Contended: save both timeouts, turn `statement_timeout` off, store the key (`$1`) and the
+/// bound (`$2`, NULL for a `Wait::Forever` slice of twice `deadlock_timeout`).
+const PREPARE_WAIT: &str = "SELECT set_config('sea_orm_idempotent.key', $1, true), set_config('sea_orm_idempotent.bound', coalesce($2, greatest(1000, least(2147483647, ceil(extract(epoch FROM current_setting('deadlock_timeout')::interval) * 2000)))::bigint || 'ms'), true), set_config('sea_orm_idempotent.lock_timeout', current_setting('lock_timeout'), true), set_config('sea_orm_idempotent.statement_timeout', current_setting('statement_timeout'), true), set_config('statement_timeout', '0', true)";
+
+/// One wait that never fails: its exception block records why it ended.
+const WAIT_LOCK: &str = "DO $wait$ BEGIN PERFORM set_config('sea_orm_idempotent.missed', '', true); PERFORM set_config('lock_timeout', current_setting('sea_orm_idempotent.bound'), true); BEGIN PERFORM pg_advisory_xact_lock(split_part(current_setting('sea_orm_idempotent.key'), ',', 1)::int4, split_part(current_setting('sea_orm_idempotent.key'), ',', 2)::int4); EXCEPTION WHEN lock_not_available OR deadlock_detected OR query_canceled THEN PERFORM set_config('sea_orm_idempotent.missed', SQLSTATE, true); END; PERFORM set_config('lock_timeout', current_setting('sea_orm_idempotent.lock_timeout'), true); PERFORM set_config('statement_timeout', current_setting('sea_orm_idempotent.statement_timeout'), true); END $wait$";
+
+/// What the wait recorded (`''`: granted); `statement_timeout` off again for another slice.
+const WAIT_OUTCOME: &str = "SELECT current_setting('sea_orm_idempotent.missed') AS missed, set_config('statement_timeout', CASE WHEN $1 AND current_setting('sea_orm_idempotent.missed') = '55P03' THEN '0' ELSE current_setting('sea_orm_idempotent.statement_timeout') END, true)";
+
+const INSERT_UNLESS_EXISTS: &str = r#"INSERT INTO "pull_requests" ("pr_id", "repository", "number", "title", "author", "state", "head_sha", "first_delivery_id") SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE NOT EXISTS(SELECT 1 FROM "pull_requests" WHERE "pull_requests"."pr_id" = $9) RETURNING "id", "pr_id", "repository", "number", "title", "author", "state", "head_sha", "first_delivery_id", "created_at""#;
+
+pub(crate) async fn create_once(
+    pool: &PgPool,
+    key: i64,
+    data: NewPullRequest,
+) -> Result<Outcome<pull_requests::Model>, BoxError> {
+    let found = sqlx::query(FIND)
+        .bind(key)
+        .bind(1_i64)
+        .fetch_optional(pool)
+        .await?;
+    if let Some(row) = found {
+        return Ok(Outcome::Existing(model(&row)?));
+    }
+    let mut txn = pool.begin().await?;
+    sqlx::query(READ_COMMITTED).execute(&mut *txn).await?;
+    match lock_then_insert(&mut txn, key, data).await {
+        Ok(outcome) => {
+            txn.commit().await?;
+            Ok(outcome)
+        }
+        Err(err) => {
+            // As the crate does: roll back now, so the lock is free when the caller sees
+            // the error.
+            let _ = txn.rollback().await;
+            Err(err)
+        }
+    }
+}
+
+async fn lock_then_insert(
+    txn: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    key: i64,
+    data: NewPullRequest,
+) -> Result<Outcome<pull_requests::Model>, BoxError> {
+    let namespace = crc32fast::hash(b"pull_requests") as i32;
+    let hashed = crc32fast::hash(key.to_string().as_bytes()) as i32;
+    let attempt = sqlx::query(TRY_LOCK)
+        .bind(namespace)
+        .bind(hashed)
+        .fetch_one(&mut **txn)
+        .await?;
+    match attempt.try_get::<Option<bool>, _>("acquired")? {
+        Some(true) => {}
+        Some(false) => {
+            sqlx::query(PREPARE_WAIT)
+                .bind(format!("{namespace},{hashed}"))
+                .bind(None::<String>)
+                .execute(&mut **txn)
+                .await?;
+            loop {
+                sqlx::raw_sql(WAIT_LOCK).execute(&mut **txn).await?;
+                let missed: String = sqlx::query(WAIT_OUTCOME)
+                    .bind(true)
+                    .fetch_one(&mut **txn)
+                    .await?
+                    .try_get("missed")?;
+                match missed.as_str() {
+                    "" => break,
+                    // lock_not_available: only this slice ran out; wait again.
+                    "55P03" => {}
+                    other => return Err(format!("the wait ended with {other}").into()),
+                }
+            }
+        }
+        None => return Err("unsafe isolation level".into()),
+    }
+    let inserted = sqlx::query(INSERT_UNLESS_EXISTS)
+        .bind(key)
+        .bind(data.repository)
+        .bind(data.number)
+        .bind(data.title)
+        .bind(data.author)
+        .bind(data.state)
+        .bind(data.head_sha)
+        .bind(data.delivery_id)
+        .bind(key)
+        .fetch_optional(&mut **txn)
+        .await?;
+    Ok(match inserted {
+        Some(row) => Outcome::Created(model(&row)?),
+        None => {
+            let row = sqlx::query(FIND)
+                .bind(key)
+                .bind(1_i64)
+                .fetch_optional(&mut **txn)
+                .await?
+                .ok_or("the insert found a row that is no longer there")?;
+            Outcome::Existing(model(&row)?)
+        }
+    })
+}
+
+/// Decodes the whole row, as SeaORM does.
+fn model(row: &PgRow) -> Result<pull_requests::Model, sqlx::Error> {
+    Ok(pull_requests::Model {
+        id: row.try_get("id")?,
+        pr_id: row.try_get("pr_id")?,
+        repository: row.try_get("repository")?,
+        number: row.try_get("number")?,
+        title: row.try_get("title")?,
+        author: row.try_get("author")?,
+        state: row.try_get("state")?,
+        head_sha: row.try_get("head_sha")?,
+        first_delivery_id: row.try_get("first_delivery_id")?,
+        created_at: row.try_get("created_at")?,
+    })
+}

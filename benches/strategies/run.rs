@@ -1,0 +1,287 @@
+//! One measured run: a strategy, a scenario, a concurrency; and the hot-key storm beside it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
+
+use crate::scenario::{Scenario, Size};
+use crate::strategy::{Answer, BoxError, Db, Strategy, deliver};
+use crate::{HOT_KEYS, POOL};
+
+/// One strategy, one scenario, one concurrency.
+pub(crate) struct Run {
+    pub(crate) scenario: Scenario,
+    pub(crate) strategy: Strategy,
+    pub(crate) tasks: usize,
+    pub(crate) deliveries: usize,
+    pub(crate) elapsed: Duration,
+    /// Sorted.
+    pub(crate) latencies: Vec<Duration>,
+    pub(crate) errors: usize,
+    pub(crate) first_error: Option<String>,
+    pub(crate) created: usize,
+    pub(crate) expected_created: usize,
+    pub(crate) rows: i64,
+    pub(crate) distinct_keys: i64,
+    pub(crate) storm: Option<StormTally>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct StormTally {
+    pub(crate) bursts: usize,
+    pub(crate) deliveries: usize,
+    pub(crate) errors: usize,
+    /// From the first burst to the end of the last.
+    pub(crate) elapsed: Duration,
+    /// The slowest storm delivery (the hot key's callers pay for their key).
+    pub(crate) max_latency: Duration,
+}
+
+impl Run {
+    pub(crate) fn per_second(&self) -> f64 {
+        self.deliveries as f64 / self.elapsed.as_secs_f64()
+    }
+
+    pub(crate) fn percentile(&self, p: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let rank =
+            ((p * self.latencies.len() as f64).ceil() as usize).clamp(1, self.latencies.len());
+        self.latencies[rank - 1]
+    }
+
+    pub(crate) fn correct(&self) -> bool {
+        self.rows == self.distinct_keys && self.created == self.expected_created
+    }
+}
+
+pub(crate) async fn describe_server(db: &Db) -> Result<String, DbErr> {
+    let row = db
+        .orm
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT current_setting('server_version') AS version, \
+             current_setting('fsync') AS fsync, \
+             current_setting('synchronous_commit') AS sync_commit, \
+             current_setting('shared_buffers') AS shared_buffers",
+        ))
+        .await?
+        .ok_or_else(|| DbErr::RecordNotFound("server settings".into()))?;
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    Ok(format!(
+        "PostgreSQL {} (fsync={}, synchronous_commit={}, shared_buffers={}), {cores} cores",
+        row.try_get::<String>("", "version")?,
+        row.try_get::<String>("", "fsync")?,
+        row.try_get::<String>("", "sync_commit")?,
+        row.try_get::<String>("", "shared_buffers")?,
+    ))
+}
+
+/// Opens every pooled connection and prepares every strategy's statements on them, so no
+/// strategy pays for connecting or preparing inside its measurement.
+pub(crate) async fn warm_up(db: &Db) -> Result<(), Box<dyn std::error::Error>> {
+    for strategy in Strategy::ALL {
+        truncate(db).await?;
+        let handles: Vec<_> = (0..POOL as i64 * 2)
+            .map(|task| {
+                let db = db.clone();
+                tokio::spawn(async move {
+                    for key in 0..4 {
+                        let _ = deliver(&db, strategy, false, task * 4 + key + 1).await;
+                        let _ = deliver(&db, strategy, false, task * 4 + key + 1).await;
+                    }
+                })
+            })
+            .collect();
+        for handle in handles {
+            handle.await?;
+        }
+    }
+    truncate(db).await?;
+    Ok(())
+}
+
+pub(crate) async fn truncate(db: &Db) -> Result<(), DbErr> {
+    db.orm
+        .execute_unprepared("TRUNCATE pull_requests RESTART IDENTITY")
+        .await
+        .map(|_| ())
+}
+
+/// Stores rows for keys `1..=keys` in one statement (untimed), for late redeliveries.
+pub(crate) async fn prefill(db: &Db, keys: usize) -> Result<(), DbErr> {
+    db.orm
+        .execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "INSERT INTO pull_requests \
+             (pr_id, repository, number, title, author, state, head_sha, first_delivery_id) \
+             SELECT g, 'octo-org/octo-repo', g % 100000 + 1, 'Pull request ' || g, 'mona', \
+             'open', lpad(to_hex(g), 40, '0'), 'delivery-' || g \
+             FROM generate_series(1::bigint, $1::bigint) AS g",
+            [(keys as i64).into()],
+        ))
+        .await?;
+    db.orm
+        .execute_unprepared("ANALYZE pull_requests")
+        .await
+        .map(|_| ())
+}
+
+pub(crate) async fn run(
+    db: &Db,
+    scenario: Scenario,
+    strategy: Strategy,
+    tasks: usize,
+    size: Size,
+) -> Result<Run, Box<dyn std::error::Error>> {
+    truncate(db).await?;
+    let deliveries = scenario.deliveries(match scenario {
+        Scenario::Storm => size.storm_deliveries,
+        _ => size.deliveries,
+    });
+    let measured_keys = deliveries.iter().max().copied().unwrap_or(0);
+    let rows_exist = scenario == Scenario::Late;
+    if rows_exist {
+        prefill(db, deliveries.len()).await?;
+    }
+    let queue = Arc::new(deliveries);
+    let next = Arc::new(AtomicUsize::new(0));
+    let measured_done = Arc::new(AtomicBool::new(false));
+
+    let storm = (scenario == Scenario::Storm).then(|| {
+        tokio::spawn(storm(
+            db.clone(),
+            strategy,
+            size.storm_callers,
+            measured_done.clone(),
+        ))
+    });
+
+    let started = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|_| {
+            let (db, queue, next) = (db.clone(), queue.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut tally = TaskTally::default();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&key) = queue.get(i) else { break };
+                    let t0 = Instant::now();
+                    let answer = deliver(&db, strategy, rows_exist, key).await;
+                    tally.latencies.push(t0.elapsed());
+                    tally.count(answer);
+                }
+                tally
+            })
+        })
+        .collect();
+    let mut tally = TaskTally::default();
+    for handle in handles {
+        tally.merge(handle.await?);
+    }
+    let elapsed = started.elapsed();
+    measured_done.store(true, Ordering::Relaxed);
+    let storm = match storm {
+        Some(handle) => Some(handle.await?),
+        None => None,
+    };
+
+    let counts = db
+        .orm
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT count(*) AS rows, count(DISTINCT pr_id) AS keys FROM pull_requests",
+        ))
+        .await?
+        .ok_or("no count row")?;
+    let rows: i64 = counts.try_get("", "rows")?;
+    // Every key any delivery asked for (measured keys, and the storm's hot keys).
+    let distinct_keys = measured_keys + storm.map_or(0, |s| s.bursts as i64);
+    tally.latencies.sort();
+    Ok(Run {
+        scenario,
+        strategy,
+        tasks,
+        deliveries: queue.len(),
+        elapsed,
+        latencies: tally.latencies,
+        errors: tally.errors,
+        first_error: tally.first_error,
+        created: tally.created,
+        expected_created: if rows_exist {
+            0
+        } else {
+            measured_keys as usize
+        },
+        rows,
+        distinct_keys,
+        storm,
+    })
+}
+
+#[derive(Default)]
+struct TaskTally {
+    latencies: Vec<Duration>,
+    created: usize,
+    errors: usize,
+    first_error: Option<String>,
+}
+
+impl TaskTally {
+    fn count(&mut self, answer: Result<Answer, BoxError>) {
+        match answer {
+            Ok(Answer::Created) => self.created += 1,
+            Ok(Answer::Existing) => {}
+            Err(e) => {
+                self.errors += 1;
+                self.first_error
+                    .get_or_insert_with(|| short(&e.to_string()));
+            }
+        }
+    }
+
+    fn merge(&mut self, other: TaskTally) {
+        self.latencies.extend(other.latencies);
+        self.created += other.created;
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+    }
+}
+
+fn short(message: &str) -> String {
+    message.chars().take(90).collect()
+}
+
+/// Bursts of `callers` simultaneous deliveries of one new key, one burst after another,
+/// until the measured tasks are done.
+async fn storm(db: Db, strategy: Strategy, callers: usize, done: Arc<AtomicBool>) -> StormTally {
+    let mut tally = StormTally::default();
+    let started = Instant::now();
+    while !done.load(Ordering::Relaxed) {
+        let key = HOT_KEYS + tally.bursts as i64;
+        tally.bursts += 1;
+        let handles: Vec<_> = (0..callers)
+            .map(|_| {
+                let db = db.clone();
+                tokio::spawn(async move {
+                    let t0 = Instant::now();
+                    let failed = deliver(&db, strategy, false, key).await.is_err();
+                    (failed, t0.elapsed())
+                })
+            })
+            .collect();
+        for handle in handles {
+            let (failed, latency) = handle.await.unwrap_or((true, Duration::ZERO));
+            tally.deliveries += 1;
+            tally.errors += usize::from(failed);
+            tally.max_latency = tally.max_latency.max(latency);
+        }
+    }
+    tally.elapsed = started.elapsed();
+    tally
+}

@@ -1,0 +1,142 @@
+//! The PostgreSQL server the tests run against: `DATABASE_URL`'s, or a cluster of our own.
+
+use std::sync::OnceLock;
+
+use migration::MigratorTrait;
+use sea_orm::ConnectionTrait;
+
+use crate::cluster::Cluster;
+use crate::database::{TestDb, database_name};
+use crate::pool::connect;
+
+/// The PostgreSQL server tests run against.
+#[derive(Debug)]
+pub struct Server {
+    /// `postgres://user@host:port` without a database name.
+    base_url: String,
+    /// Query string of `DATABASE_URL` (e.g. `?sslmode=disable`), kept for every database.
+    query: String,
+    /// The cluster this process started, if it started one.
+    cluster: Option<Cluster>,
+}
+
+static SERVER: OnceLock<Server> = OnceLock::new();
+
+/// The server of this test process, started on first use.
+pub fn server() -> &'static Server {
+    SERVER.get_or_init(|| match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.is_empty() => Server::external(&url),
+        _ => Server::private(),
+    })
+}
+
+impl Server {
+    fn external(url: &str) -> Server {
+        assert!(
+            url.starts_with("postgres://") || url.starts_with("postgresql://"),
+            "DATABASE_URL must be a PostgreSQL URL for the tests (got {url:?})"
+        );
+        let (without_query, query) = match url.split_once('?') {
+            Some((base, query)) => (base, format!("?{query}")),
+            None => (url, String::new()),
+        };
+        // Strip the database name: each test gets its own.
+        let scheme_end = without_query.find("://").map_or(0, |i| i + 3);
+        let base_url = match without_query[scheme_end..].find('/') {
+            Some(slash) => without_query[..scheme_end + slash].to_owned(),
+            None => without_query.to_owned(),
+        };
+        Server {
+            base_url,
+            query,
+            cluster: None,
+        }
+    }
+
+    /// A throwaway cluster of the caller's own, started now from the installed binaries even
+    /// when `DATABASE_URL` is set: for tests that restart the server, kill its connections or
+    /// put a proxy in front of it. It is stopped and its files removed when the returned
+    /// `Server` is dropped (a panicking test too), or at the latest when the process exits.
+    ///
+    /// # Panics
+    ///
+    /// When PostgreSQL's server binaries are not installed (the message says what to install).
+    pub fn private() -> Server {
+        let cluster = Cluster::start();
+        Server {
+            base_url: format!("postgres://postgres@127.0.0.1:{}", cluster.port),
+            query: String::new(),
+            cluster: Some(cluster),
+        }
+    }
+
+    /// A fresh database on this server named after `label`, migrated. Dropped with the
+    /// returned [`TestDb`] as [`TestDb::new`]'s are.
+    ///
+    /// # Panics
+    ///
+    /// When this process already has a live database of that name on this server: give each
+    /// database of a test its own label.
+    pub async fn database(&self, label: &str) -> TestDb {
+        let db = self.empty_database(label).await;
+        let conn = db.connect(1).await;
+        migration::Migrator::up(&conn, None)
+            .await
+            .expect("migrate the test database");
+        conn.close().await.expect("close the migration connection");
+        db
+    }
+
+    /// A fresh database on this server named after `label`, without the migrations.
+    ///
+    /// # Panics
+    ///
+    /// As [`Server::database`].
+    pub async fn empty_database(&self, label: &str) -> TestDb {
+        let name = database_name(label);
+        let url = self.url(&name);
+        // Claimed before anything is dropped: a second claim of a live name panics here,
+        // before it could drop the first holder's database.
+        let claim = TestDb::claim(&url);
+        let admin_url = self.url("postgres");
+        let admin = connect(&admin_url, 1).await;
+        // Names are derived here from test names ([a-z0-9_] only), never from test data.
+        admin
+            .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+            .await
+            .expect("drop a leftover test database");
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .expect("create the test database");
+        admin.close().await.expect("close the admin connection");
+        // A cluster of our own disappears whole; on a shared server, clean up.
+        TestDb::claimed(claim, name, self.cluster.is_none().then_some(admin_url))
+    }
+
+    /// The URL of database `name` on this server.
+    pub fn url(&self, name: &str) -> String {
+        format!("{}/{name}{}", self.base_url, self.query)
+    }
+
+    /// The cluster this process started, or `None` when `DATABASE_URL` was given.
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.cluster.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn external_urls_lose_their_database_but_keep_options() {
+        let server = Server::external("postgres://u:p@db:5432/app?sslmode=disable");
+        assert_eq!(
+            server.url("t_x"),
+            "postgres://u:p@db:5432/t_x?sslmode=disable"
+        );
+        let server = Server::external("postgres://u@db");
+        assert_eq!(server.url("t_x"), "postgres://u@db/t_x");
+    }
+}
