@@ -1,27 +1,15 @@
-//! `IdempotentCreate`: lock, look, insert if missing, for any SeaORM entity.
+//! `IdempotentCreate`: the trait an entity implements to be created once per natural key; the
+//! path of one call is in [`call`](crate::call).
 
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
-use std::time::Instant;
 
-use sea_orm::sea_query::{Expr, ExprTrait, InsertStatement, Query};
-use sea_orm::{
-    ActiveModelTrait, ActiveValue, ColumnTrait, ConnectionTrait, DatabaseConnection,
-    DatabaseTransaction, DbErr, EntityTrait, FromQueryResult, Iterable, QueryFilter, Value,
-};
-use tracing::{Instrument, field};
+use sea_orm::{ConnectionTrait, EntityTrait, Value};
 
-use crate::backend::Backend;
-use crate::call_chain::{Chain, Frame, Held, On};
+use crate::call::{BoxError, NewRow, UnusedMaker, create};
 use crate::key;
-use crate::savepoint::Savepoint;
-use crate::source::{Handle, PoolId, TxnId};
-use crate::turns::{self, Place};
 use crate::{Error, LockKey, Outcome, TransactionSource, Wait};
-
-/// The boxed error a `make_data` closure may fail with.
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Create a row exactly once per natural key, however many callers ask at the same moment.
 ///
@@ -78,17 +66,19 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 ///
 /// 0. On a PostgreSQL connection pool, waits its turn behind other callers of the same pool
 ///    and key in this process, before taking a connection, so a burst of waiting duplicates
-///    holds one pooled connection at a time (the advisory lock still decides; other pools and
-///    processes do not see this queue; [`Wait::No`] never waits in it).
+///    holds one pooled connection at a time and callers of other keys keep the rest. The
+///    advisory lock still decides: other pools and processes do not see this queue, and
+///    [`Wait::No`] callers (or [`Wait::Timeout`] callers whose bound ran out in it) go on
+///    without a turn.
 /// 1. Looks for the row by key (one statement). Most duplicate deliveries end here. (Not in a
 ///    caller's transaction, whose connection is held already and whose isolation level must
 ///    be checked first.)
 /// 2. Otherwise begins a transaction (READ COMMITTED on PostgreSQL, IMMEDIATE on SQLite) or a
 ///    savepoint in the caller's transaction, and takes the key's lock: PostgreSQL's
 ///    transaction-scoped advisory lock on [`LockKey::for_entity`]`(lock_namespace(), key)`.
-/// 3. With the lock held, a fresh statement inserts the row unless it exists now (under READ
-///    COMMITTED each statement sees every transaction committed before it started, so it sees
-///    the row of a caller that held the lock before us), and returns it.
+/// 3. With the lock held, a fresh statement inserts the row unless it exists now, and returns
+///    it: under READ COMMITTED it sees the row of a caller that held the lock before us (see
+///    [why READ COMMITTED](crate#why-read-committed)).
 /// 4. Commits (or releases the savepoint), which releases the lock.
 ///
 /// The key column is set from `key`, whatever [`new_active_model`](Self::new_active_model)
@@ -185,7 +175,7 @@ pub trait IdempotentCreate: EntityTrait {
     where
         C: TransactionSource,
     {
-        create::<Self, MadeAlready<Self::Data>, _, Infallible>(
+        create::<Self, UnusedMaker<Self::Data>, _, Infallible>(
             db.handle(),
             key,
             Wait::Forever,
@@ -288,363 +278,4 @@ pub trait IdempotentCreate: EntityTrait {
         let lock_key = LockKey::for_entity(Self::lock_namespace(), &key);
         crate::LockHolders::of(db, lock_key).await
     }
-}
-
-/// The (never called) maker type of [`NewRow::Ready`].
-type MadeAlready<D> = fn() -> std::future::Ready<Result<D, Infallible>>;
-
-/// The data of a new row: given up front, or made only once we know the row is missing.
-enum NewRow<D, F> {
-    Ready(D),
-    Make(F),
-}
-
-async fn create<T, F, Fut, E>(
-    db: Handle<'_>,
-    key: T::Key,
-    wait: Wait,
-    new_row: NewRow<T::Data, F>,
-) -> Result<Outcome<T::Model>, Error>
-where
-    T: IdempotentCreate,
-    F: FnOnce() -> Fut + Send,
-    Fut: Future<Output = Result<T::Data, E>> + Send,
-    E: Into<BoxError>,
-{
-    let backend = Backend::of(match db {
-        Handle::Connection(conn) => conn.get_database_backend(),
-        Handle::Transaction(txn) => txn.get_database_backend(),
-    })?;
-    // Refused up front, so the answer does not depend on whether the row exists yet.
-    backend.check_wait(wait)?;
-    let lock_key = LockKey::for_entity(T::lock_namespace(), &key);
-    // `lock_wait_us`: everything between the call and holding the key, for calls that got
-    // past the first look: taking turns, a connection, BEGIN (on SQLite, its write lock) and
-    // the advisory lock.
-    let span = tracing::info_span!(
-        "create_once",
-        entity = T::default().table_name(),
-        natural_key = %key,
-        lock_key = %lock_key,
-        lock_wait_us = field::Empty,
-        outcome = field::Empty,
-    );
-    let call = Call {
-        backend,
-        lock_key,
-        wait,
-        chain: Chain::current(),
-        started: Instant::now(),
-        span: span.clone(),
-    };
-    let result = match db {
-        Handle::Connection(conn) => {
-            call.on_connection::<T, F, Fut, E>(conn, &key, new_row)
-                .await
-        }
-        Handle::Transaction(txn) => {
-            call.in_callers_transaction::<T, F, Fut, E>(txn, &key, new_row)
-                .await
-        }
-    }
-    .map_err(|err| match backend {
-        Backend::Sqlite => err.sqlite_busy_as_timeout(lock_key),
-        Backend::Postgres => err,
-    })
-    // A timeout reports the bound the caller asked for, not what was left of it after waiting
-    // for a turn.
-    .map_err(|err| err.with_bound(wait));
-    span.record(
-        "outcome",
-        match &result {
-            Ok(outcome) => outcome.as_str(),
-            Err(_) => "error",
-        },
-    );
-    result
-}
-
-/// One call of [`create`], and what every step of it needs.
-struct Call {
-    backend: Backend,
-    lock_key: LockKey,
-    /// The caller's wait, from `started`.
-    wait: Wait,
-    /// The calls this one was made inside (see [`call_chain`](crate::call_chain)).
-    chain: Chain,
-    started: Instant,
-    span: tracing::Span,
-}
-
-impl Call {
-    /// On a connection: take the key's turn among this pool's callers, look, and only if the
-    /// row is missing begin the crate's own transaction, lock, insert unless present, commit.
-    async fn on_connection<T, F, Fut, E>(
-        &self,
-        conn: &DatabaseConnection,
-        key: &T::Key,
-        new_row: NewRow<T::Data, F>,
-    ) -> Result<Outcome<T::Model>, Error>
-    where
-        T: IdempotentCreate,
-        F: FnOnce() -> Fut + Send,
-        Fut: Future<Output = Result<T::Data, E>> + Send,
-        E: Into<BoxError>,
-    {
-        let held = self.backend.held(self.lock_key, On::Connection);
-        self.refuse_reentry(held, On::Connection)?;
-        let work = async {
-            // The waiting room (src/turns.rs): callers of one PostgreSQL pool on the same key
-            // take turns before taking a connection, so a burst on one key holds at most one of
-            // the pool's connections. The turn is held to the end of this block (after COMMIT
-            // or ROLLBACK); the advisory lock still decides. A caller whose bound ran out here
-            // goes on without a turn.
-            let _turn = match PoolId::of(conn) {
-                Some(pool) => {
-                    let place = Place::Key {
-                        pool,
-                        key: self.lock_key,
-                    };
-                    turns::take(place, self.wait).await
-                }
-                None => None,
-            };
-            // Most duplicates arrive after the first delivery committed: one statement, no
-            // lock.
-            if let Some(model) = find::<T, _>(conn, key).await? {
-                return Ok(Outcome::Existing(model));
-            }
-            let txn = self.backend.begin(conn).await?;
-            let locked = async {
-                self.backend
-                    .lock(&txn, self.lock_key, self.wait_left())
-                    .await?;
-                self.record_wait();
-                let frame = Frame {
-                    held,
-                    on: On::Connection,
-                };
-                self.create_under_lock::<T, F, Fut, E>(&txn, key, new_row, frame)
-                    .await
-            }
-            .await;
-            match locked {
-                Ok(outcome) => {
-                    txn.commit().await?;
-                    Ok(outcome)
-                }
-                Err(err) => {
-                    // Roll back now, so the lock is free when the caller sees the error:
-                    // dropping `txn` would only queue the ROLLBACK for the pool to send when it
-                    // next checks the connection. If the rollback fails, the connection (and
-                    // with its session, the lock) is gone.
-                    if let Err(rollback) = txn.rollback().await {
-                        tracing::debug!(%rollback, "rollback after a failed create_once failed");
-                    }
-                    Err(err)
-                }
-            }
-        };
-        work.instrument(self.span.clone()).await
-    }
-
-    /// In a caller's transaction: take this transaction's turn, then in a savepoint of the
-    /// crate's own lock and insert unless present, then release the savepoint (the caller's
-    /// commit decides) or roll back to it.
-    async fn in_callers_transaction<T, F, Fut, E>(
-        &self,
-        txn: &DatabaseTransaction,
-        key: &T::Key,
-        new_row: NewRow<T::Data, F>,
-    ) -> Result<Outcome<T::Model>, Error>
-    where
-        T: IdempotentCreate,
-        F: FnOnce() -> Fut + Send,
-        Fut: Future<Output = Result<T::Data, E>> + Send,
-        E: Into<BoxError>,
-    {
-        let on = On::Transaction(TxnId::of(txn));
-        let held = self.backend.held(self.lock_key, on);
-        self.refuse_reentry(held, on)?;
-        let work = async {
-            // Calls on one transaction take turns (src/turns.rs): interleaved savepoints would
-            // undo each other's work.
-            let place = Place::Transaction {
-                txn: TxnId::of(txn),
-                depth: self.chain.depth_on(TxnId::of(txn)),
-            };
-            let Some(_turn) = turns::take(place, self.wait).await else {
-                return Err(self.ran_out());
-            };
-            // No look before the savepoint: the connection is held already (nothing to save),
-            // a look would take a REPEATABLE READ snapshot and answer before the isolation
-            // check, and a failed look would abort the caller's transaction.
-            let savepoint = Savepoint::begin(txn).await?;
-            let locked = async {
-                self.backend
-                    .lock(txn, self.lock_key, self.wait_left())
-                    .await?;
-                self.record_wait();
-                let frame = Frame { held, on };
-                self.create_under_lock::<T, F, Fut, E>(txn, key, new_row, frame)
-                    .await
-            }
-            .await;
-            match locked {
-                Ok(outcome) => {
-                    savepoint.release().await?;
-                    Ok(outcome)
-                }
-                Err(err) => {
-                    if let Err(rollback) = savepoint.rollback().await {
-                        tracing::debug!(%rollback, "rollback to the savepoint of a failed create_once failed");
-                    }
-                    Err(err)
-                }
-            }
-        };
-        work.instrument(self.span.clone()).await
-    }
-
-    /// With the lock held: insert the row unless it exists now. `make_data` runs only when a
-    /// fresh look finds no row, with this call's frame on the call chain.
-    async fn create_under_lock<T, F, Fut, E>(
-        &self,
-        txn: &DatabaseTransaction,
-        key: &T::Key,
-        new_row: NewRow<T::Data, F>,
-        frame: Frame,
-    ) -> Result<Outcome<T::Model>, Error>
-    where
-        T: IdempotentCreate,
-        F: FnOnce() -> Fut + Send,
-        Fut: Future<Output = Result<T::Data, E>> + Send,
-        E: Into<BoxError>,
-    {
-        match new_row {
-            NewRow::Ready(data) => insert_unless_exists::<T, _>(txn, key, data).await,
-            NewRow::Make(make_data) => match find::<T, _>(txn, key).await? {
-                Some(model) => Ok(Outcome::Existing(model)),
-                None => {
-                    let data = self
-                        .chain
-                        .run_inside(frame, make_data())
-                        .await
-                        .map_err(|e| Error::MakeData(e.into()))?;
-                    insert_unless_exists::<T, _>(txn, key, data).await
-                }
-            },
-        }
-    }
-
-    /// Refuses a call whose lock an enclosing call holds elsewhere: it would wait for itself.
-    fn refuse_reentry(&self, held: Option<Held>, on: On) -> Result<(), Error> {
-        match held {
-            Some(held) if self.chain.would_wait_for_itself(held, on) => {
-                Err(Error::Reentrant { key: self.lock_key })
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// What is left of the caller's wait for the database lock.
-    fn wait_left(&self) -> Wait {
-        self.wait.after(self.started.elapsed())
-    }
-
-    /// The error of a bound that ran out before the database was asked.
-    fn ran_out(&self) -> Error {
-        match self.wait {
-            Wait::Timeout(timeout) if !timeout.is_zero() => Error::LockTimeout {
-                key: self.lock_key,
-                timeout: Some(timeout),
-                source: None,
-            },
-            _ => Error::LockBusy { key: self.lock_key },
-        }
-    }
-
-    fn record_wait(&self) {
-        let waited = self.started.elapsed();
-        self.span.record(
-            "lock_wait_us",
-            u64::try_from(waited.as_micros()).unwrap_or(u64::MAX),
-        );
-    }
-}
-
-async fn find<T, C>(db: &C, key: &T::Key) -> Result<Option<T::Model>, DbErr>
-where
-    T: IdempotentCreate,
-    C: ConnectionTrait,
-{
-    T::find()
-        .filter(T::key_column().eq(key.clone()))
-        .one(db)
-        .await
-}
-
-/// Inserts the row with a guard (`INSERT ... SELECT ... WHERE NOT EXISTS`), then, only if the
-/// guard found the row, reads it. Under the lock the guard never fires on PostgreSQL unless the
-/// row appeared between our first look and the lock; on SQLite inside a caller's transaction
-/// it is what makes look-and-insert one atomic statement under the write lock.
-async fn insert_unless_exists<T, C>(
-    txn: &C,
-    key: &T::Key,
-    data: T::Data,
-) -> Result<Outcome<T::Model>, Error>
-where
-    T: IdempotentCreate,
-    C: ConnectionTrait,
-{
-    let insert = insert_unless_exists_statement::<T>(key, T::new_active_model(key, data))?;
-    if let Some(row) = txn.query_one(&insert).await? {
-        return Ok(Outcome::Created(T::Model::from_query_result(&row, "")?));
-    }
-    match find::<T, _>(txn, key).await? {
-        Some(model) => Ok(Outcome::Existing(model)),
-        None => Err(Error::Database(DbErr::RecordNotFound(format!(
-            "{}: the insert found a row for key {key} that is no longer there",
-            T::default().table_name()
-        )))),
-    }
-}
-
-/// `INSERT INTO t (cols) SELECT vals WHERE NOT EXISTS (SELECT 1 FROM t WHERE key = $k)
-/// RETURNING cols`, every value bound, with SeaORM's own per-column casts (enums).
-///
-/// Fails (instead of panicking) when the key's value does not fit the key column's type.
-fn insert_unless_exists_statement<T: IdempotentCreate>(
-    key: &T::Key,
-    mut row: T::ActiveModel,
-) -> Result<InsertStatement, DbErr> {
-    row.try_set(T::key_column(), key.clone().into())?;
-    let (columns, values): (Vec<_>, Vec<_>) = T::Column::iter()
-        .filter_map(|column| match row.get(column) {
-            ActiveValue::Set(value) | ActiveValue::Unchanged(value) => {
-                Some((column, column.save_as(Expr::val(value))))
-            }
-            ActiveValue::NotSet => None,
-        })
-        .unzip();
-    let existing = Query::select()
-        .expr(Expr::cust("1"))
-        .from(T::default().table_ref())
-        .and_where(T::key_column().eq(key.clone()))
-        .to_owned();
-    let source = Query::select()
-        .exprs(values)
-        .and_where(Expr::exists(existing).not())
-        .to_owned();
-    let mut insert = Query::insert();
-    insert
-        .into_table(T::default().table_ref())
-        .columns(columns)
-        .select_from(source)
-        .expect("columns and values are built pairwise, so their counts match")
-        .returning(
-            Query::returning()
-                .exprs(T::Column::iter().map(|column| column.select_as(Expr::col(column)))),
-        );
-    Ok(insert.to_owned())
 }

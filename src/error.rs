@@ -136,11 +136,13 @@ impl Error {
     /// `busy_timeout`) into [`Error::LockTimeout`] for `key`; any other error is kept.
     pub(crate) fn sqlite_busy_as_timeout(self, key: LockKey) -> Error {
         match self {
-            Error::Database(err) if classify(&err) == Kind::SqliteBusy => Error::LockTimeout {
-                key,
-                timeout: None,
-                source: Some(err),
-            },
+            Error::Database(err) if classify(&err) == ErrorClass::SqliteBusy => {
+                Error::LockTimeout {
+                    key,
+                    timeout: None,
+                    source: Some(err),
+                }
+            }
             other => other,
         }
     }
@@ -169,7 +171,7 @@ impl Error {
     /// [`Error::TransactionAborted`] when the transaction was aborted already.
     pub(crate) fn from_first_statement(err: DbErr) -> Error {
         match classify(&err) {
-            Kind::InFailedTransaction => Error::TransactionAborted(err),
+            ErrorClass::InFailedTransaction => Error::TransactionAborted(err),
             _ => Error::Database(err),
         }
     }
@@ -201,19 +203,20 @@ mod code {
 }
 
 #[derive(Debug, PartialEq, Eq)]
-enum Kind {
+/// What an error means to the crate (see [`classify`]).
+enum ErrorClass {
     SqliteBusy,
     InFailedTransaction,
     Other,
 }
 
-fn classify(err: &DbErr) -> Kind {
+fn classify(err: &DbErr) -> ErrorClass {
     match database_code(err) {
         Some(DatabaseCode::Postgres(state)) if state == code::PG_IN_FAILED_TRANSACTION => {
-            Kind::InFailedTransaction
+            ErrorClass::InFailedTransaction
         }
-        Some(DatabaseCode::Sqlite(code)) if is_sqlite_busy(code) => Kind::SqliteBusy,
-        _ => Kind::Other,
+        Some(DatabaseCode::Sqlite(code)) if is_sqlite_busy(code) => ErrorClass::SqliteBusy,
+        _ => ErrorClass::Other,
     }
 }
 

@@ -6,42 +6,41 @@
 //! correct under any concurrency, by serialising exactly the callers that share a key with
 //! PostgreSQL's transaction-scoped advisory lock (`pg_advisory_xact_lock`):
 //!
-//! ```
-//! # use sea_orm::{DatabaseBackend, MockDatabase, Value};
-//! # use std::collections::BTreeMap;
-//! use entity::{NewPullRequest, PullRequest};
+//! ```no_run
+//! # mod pull_requests {
+//! #     use sea_orm::entity::prelude::*;
+//! #     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+//! #     #[sea_orm(table_name = "pull_requests")]
+//! #     pub struct Model {
+//! #         #[sea_orm(primary_key)]
+//! #         pub id: i64,
+//! #         #[sea_orm(unique)]
+//! #         pub pr_id: i64,
+//! #         pub title: String,
+//! #     }
+//! #     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+//! #     pub enum Relation {}
+//! #     impl ActiveModelBehavior for ActiveModel {}
+//! #     impl sea_orm_idempotent::IdempotentCreate for Entity {
+//! #         type Key = i64;
+//! #         type Data = ActiveModel;
+//! #         fn key_column() -> Column { Column::PrId }
+//! #         fn new_active_model(_: &i64, row: ActiveModel) -> ActiveModel { row }
+//! #     }
+//! # }
+//! # use pull_requests::Entity as PullRequest;
+//! use sea_orm::{ActiveValue::Set, Database};
 //! use sea_orm_idempotent::{IdempotentCreate, Outcome};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), sea_orm_idempotent::Error> {
-//! # let pr = entity::pull_requests::Model { id: 1, pr_id: 42, repository: "octo/app".into(),
-//! #     number: 7, title: "Fix".into(), author: "mona".into(), state: "open".into(),
-//! #     head_sha: "a".repeat(40), first_delivery_id: "d-1".into(),
-//! #     created_at: "2026-11-26T00:00:00Z".parse().unwrap() };
-//! # let lock_row = BTreeMap::from([("acquired", Value::from(true)),
-//! #     ("isolation", Value::from("read committed")),
-//! #     ("server_version", Value::from("PostgreSQL 15.14")),
-//! #     ("server_version_num", Value::from("150014")),
-//! #     ("crdb_version", Value::String(None)), ("yb_silence", Value::String(None))]);
-//! # let db = MockDatabase::new(DatabaseBackend::Postgres)
-//! #     .append_query_results([Vec::<entity::pull_requests::Model>::new()])
-//! #     .append_query_results([vec![lock_row]])
-//! #     .append_query_results([vec![pr.clone()]])
-//! #     .into_connection();
-//! # let new_pr = NewPullRequest { repository: "octo/app".into(), number: 7, title: "Fix".into(),
-//! #     author: "mona".into(), state: "open".into(), head_sha: "a".repeat(40),
-//! #     delivery_id: "d-1".into() };
-//! match PullRequest::create_once(&db, 42, new_pr).await? {
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let db = Database::connect("postgres://postgres@localhost/app").await?;
+//! let (pr_id, title) = (1001, "Fix the flaky test".to_owned());
+//! let new_pr = pull_requests::ActiveModel { title: Set(title), ..Default::default() };
+//! match PullRequest::create_once(&db, pr_id, new_pr).await? {
 //!     Outcome::Created(pr) => println!("stored pull request {}", pr.pr_id),
 //!     Outcome::Existing(pr) => println!("duplicate delivery of {} absorbed", pr.pr_id),
 //! }
-//! # let log = db.into_transaction_log();
-//! # let sql: Vec<String> = log.iter().flat_map(|t| t.statements()).map(|s| s.sql.clone()).collect();
-//! # assert!(sql[0].starts_with(r#"SELECT "pull_requests"."id""#), "{sql:?}"); // look, no lock
-//! # assert_eq!(sql[1], "BEGIN");
-//! # assert!(sql[2].contains("pg_try_advisory_xact_lock($1, $2)"), "{sql:?}"); // then lock
-//! # assert!(sql[3].contains("WHERE NOT EXISTS"), "{sql:?}");                  // insert unless there
-//! # assert_eq!(sql[4], "COMMIT");
 //! # Ok(()) }
 //! ```
 //!
@@ -53,7 +52,8 @@
 //! transaction it also works through PgBouncer in transaction-pooling mode, where a
 //! session-scoped `pg_advisory_lock` would stay behind on a server connection that another
 //! client is handed next. Advisory locks block nothing but other takers of the same key:
-//! readers, writers and callers with other keys never wait.
+//! readers, writers and callers with other keys never wait. What a call does, step by step,
+//! is in [`IdempotentCreate`'s docs](IdempotentCreate#what-a-call-does).
 //!
 //! # Why READ COMMITTED
 //!
@@ -114,6 +114,7 @@ compile_error!(
 );
 
 mod backend;
+mod call;
 mod call_chain;
 mod create;
 mod engine;

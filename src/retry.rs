@@ -23,17 +23,21 @@ use crate::Error;
 /// [`Outcome::Existing`](crate::Outcome::Existing). Only retry operations with that property.
 ///
 /// ```no_run
-/// use entity::{NewPullRequest, PullRequest};
 /// use sea_orm::DatabaseConnection;
-/// use sea_orm_idempotent::{IdempotentCreate, Outcome, Retry};
+/// use sea_orm_idempotent::{Error, IdempotentCreate, Outcome, Retry};
 ///
-/// # async fn f(db: &DatabaseConnection, pr_id: i64, new_pr: NewPullRequest)
-/// #     -> Result<(), sea_orm_idempotent::Error> {
-/// // Up to 5 attempts, backing off from 50 ms to at most 2 s (the defaults).
-/// let _outcome = Retry::default()
-///     .run(|| PullRequest::create_once(db, pr_id, new_pr.clone()))
-///     .await?;
-/// # Ok(()) }
+/// /// Stores a row of any entity once, retrying lock timeouts, deadlocks and lost connections.
+/// async fn store<E>(db: &DatabaseConnection, key: E::Key, data: E::Data)
+///     -> Result<Outcome<E::Model>, Error>
+/// where
+///     E: IdempotentCreate,
+///     E::Data: Clone,
+/// {
+///     // Up to 5 attempts, backing off from 50 ms to at most 2 s (the defaults).
+///     Retry::default()
+///         .run(|| E::create_once(db, key.clone(), data.clone()))
+///         .await
+/// }
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retry {

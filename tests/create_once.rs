@@ -7,7 +7,7 @@
 //! same across processes (the naive run first, then `create_once`).
 //!
 //! The in-process races run over TWO pools: callers of one pool on the same key take turns in
-//! the crate's waiting room (`src/local_queue.rs`) before they reach the database, so over one
+//! the crate's waiting room (`src/turns.rs`) before they reach the database, so over one
 //! pool the advisory lock is never contended and the tests would pass without it. Spread over
 //! two pools, each key's callers meet at the advisory lock, and with the lock made a no-op
 //! these tests fail.

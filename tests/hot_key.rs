@@ -1,5 +1,5 @@
 //! A hot key: many callers of one pool on the same key at once (a webhook redelivered in a
-//! burst). They take turns in the crate's waiting room (`src/local_queue.rs`) before taking a
+//! burst). They take turns in the crate's waiting room (`src/turns.rs`) before taking a
 //! connection, so they never hold more than one of the pool's connections and callers of other
 //! keys keep going.
 //!

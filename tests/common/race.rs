@@ -88,7 +88,7 @@ pub(crate) fn is_unique_violation(err: &DbErr) -> bool {
 /// in the same order, so the requests for a key arrive at once.
 ///
 /// On PostgreSQL, callers of one pool on the same key take turns in the crate's waiting room
-/// (`src/local_queue.rs`) before they reach the database, so over a single pool the advisory
+/// (`src/turns.rs`) before they reach the database, so over a single pool the advisory
 /// lock is never contended and a race test would pass without it. Over several pools the
 /// callers of each key are spread over all of them, and same-key callers of different pools
 /// meet only at the advisory lock.
