@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use sea_orm::{DbBackend, DbErr, RuntimeErr, sqlx};
+use sea_orm::{DbBackend, DbErr};
 
 use crate::{LockKey, ServerRefusal, Wait};
 
@@ -246,17 +246,7 @@ fn is_transient(err: &DbErr) -> bool {
                 || state.starts_with(code::PG_OPERATOR_INTERVENTION_CLASS)
         }
         Some(DatabaseCode::Sqlite(code)) => is_sqlite_busy(code),
-        None => sqlx_error(err).is_some_and(|e| {
-            matches!(
-                e,
-                sqlx::Error::Io(_)
-                    | sqlx::Error::Tls(_)
-                    | sqlx::Error::Protocol(_)
-                    | sqlx::Error::PoolTimedOut
-                    | sqlx::Error::PoolClosed
-                    | sqlx::Error::WorkerCrashed
-            )
-        }),
+        None => driver::is_lost_connection(err),
     }
 }
 
@@ -269,38 +259,79 @@ enum DatabaseCode {
     Sqlite(i64),
 }
 
-fn sqlx_error(err: &DbErr) -> Option<&sqlx::Error> {
-    match err {
-        DbErr::Conn(RuntimeErr::SqlxError(e))
-        | DbErr::Exec(RuntimeErr::SqlxError(e))
-        | DbErr::Query(RuntimeErr::SqlxError(e)) => Some(e),
-        _ => None,
+/// What sqlx tells about an error. Without a backend feature there is no driver, no sqlx,
+/// and nothing to classify (every backend is refused before a statement is sent).
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+mod driver {
+    use sea_orm::{DbErr, RuntimeErr, sqlx};
+
+    use super::DatabaseCode;
+
+    /// A lost or unavailable connection, without a server's code.
+    pub(super) fn is_lost_connection(err: &DbErr) -> bool {
+        sqlx_error(err).is_some_and(|e| {
+            matches!(
+                e,
+                sqlx::Error::Io(_)
+                    | sqlx::Error::Tls(_)
+                    | sqlx::Error::Protocol(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::WorkerCrashed
+            )
+        })
+    }
+
+    fn sqlx_error(err: &DbErr) -> Option<&sqlx::Error> {
+        match err {
+            DbErr::Conn(RuntimeErr::SqlxError(e))
+            | DbErr::Exec(RuntimeErr::SqlxError(e))
+            | DbErr::Query(RuntimeErr::SqlxError(e)) => Some(e),
+            _ => None,
+        }
+    }
+
+    pub(super) fn database_code(err: &DbErr) -> Option<DatabaseCode> {
+        let db_err = sqlx_error(err)?.as_database_error()?;
+        #[cfg(feature = "postgres")]
+        if db_err
+            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+            .is_some()
+        {
+            return db_err
+                .code()
+                .map(|state| DatabaseCode::Postgres(state.into_owned()));
+        }
+        #[cfg(feature = "sqlite")]
+        if db_err
+            .try_downcast_ref::<sqlx::sqlite::SqliteError>()
+            .is_some()
+        {
+            return db_err
+                .code()
+                .and_then(|code| code.parse().ok())
+                .map(DatabaseCode::Sqlite);
+        }
+        None
     }
 }
 
-fn database_code(err: &DbErr) -> Option<DatabaseCode> {
-    let db_err = sqlx_error(err)?.as_database_error()?;
-    #[cfg(feature = "postgres")]
-    if db_err
-        .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
-        .is_some()
-    {
-        return db_err
-            .code()
-            .map(|state| DatabaseCode::Postgres(state.into_owned()));
+#[cfg(not(any(feature = "postgres", feature = "sqlite")))]
+mod driver {
+    use sea_orm::DbErr;
+
+    use super::DatabaseCode;
+
+    pub(super) fn is_lost_connection(_: &DbErr) -> bool {
+        false
     }
-    #[cfg(feature = "sqlite")]
-    if db_err
-        .try_downcast_ref::<sqlx::sqlite::SqliteError>()
-        .is_some()
-    {
-        return db_err
-            .code()
-            .and_then(|code| code.parse().ok())
-            .map(DatabaseCode::Sqlite);
+
+    pub(super) fn database_code(_: &DbErr) -> Option<DatabaseCode> {
+        None
     }
-    None
 }
+
+use driver::database_code;
 
 #[cfg(test)]
 mod tests {
@@ -350,10 +381,13 @@ mod tests {
         );
     }
 
+    #[cfg(any(feature = "postgres", feature = "sqlite"))]
     /// What a killed backend or a restarting server looks like without a server message: the
     /// socket closes (the fault tests in tests/faults.rs see these besides SQLSTATE 57P01).
     #[test]
     fn lost_connections_are_retryable() {
+        use sea_orm::{RuntimeErr, sqlx};
+
         for kind in [
             std::io::ErrorKind::ConnectionReset,
             std::io::ErrorKind::UnexpectedEof,

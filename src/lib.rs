@@ -107,11 +107,9 @@
 //! ```toml
 //! sea-orm-idempotent = { version = "0.1", default-features = false, features = ["postgres"] }
 //! ```
-
-#[cfg(not(any(feature = "postgres", feature = "sqlite")))]
-compile_error!(
-    "sea-orm-idempotent needs a backend: enable its `postgres` or `sqlite` feature (or both)"
-);
+//!
+//! (Built with neither feature, the crate compiles, for crates that only implement
+//! [`IdempotentCreate`] for their entities, but refuses every backend.)
 
 mod backend;
 mod call;
@@ -123,17 +121,21 @@ mod holders;
 mod key;
 mod lock;
 mod outcome;
+mod probe;
 mod retry;
 mod savepoint;
 mod source;
 mod turns;
+mod wait;
 
 pub use create::IdempotentCreate;
-pub use engine::{ServerRefusal, probe_advisory_locks};
+pub use engine::ServerRefusal;
 pub use error::Error;
 pub use holders::{LockHolder, LockHolders, LockMode};
 pub use key::LockKey;
-pub use lock::{Wait, acquire_advisory_lock, acquire_shared_advisory_lock};
+pub use lock::{acquire_advisory_lock, acquire_shared_advisory_lock};
 pub use outcome::Outcome;
+pub use probe::probe_advisory_locks;
 pub use retry::Retry;
 pub use source::TransactionSource;
+pub use wait::Wait;

@@ -11,49 +11,7 @@ use std::time::Duration;
 use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, Statement, Value};
 
 use crate::engine::{self, DETECTION_COLUMNS, Server};
-use crate::{Error, LockKey};
-
-/// How long to wait for a lock another transaction holds.
-///
-/// On SQLite (which has no advisory locks, see [`IdempotentCreate`](crate::IdempotentCreate))
-/// only `Wait::Forever` is accepted: it waits as long as the connection's `busy_timeout`
-/// (sqlx's default: 5 s; `ConnectOptions::map_sqlx_sqlite_opts(|o| o.busy_timeout(d))`), then
-/// fails with [`Error::LockTimeout`] with `timeout: None`. `Timeout` and `No` are refused there
-/// before anything is written, because SQLite cannot bound one call's wait.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Wait {
-    /// Wait until the holder commits or rolls back. On the server the wait runs in bounded
-    /// slices (twice `deadlock_timeout`, at least a second), so a caller that goes away stops
-    /// waiting within a slice; to the caller it is one wait with no end: neither a server- or
-    /// role-wide `lock_timeout` nor `statement_timeout` ends it (both are restored
-    /// afterwards). What that costs: each new slice queues again behind the waiters that
-    /// arrived meanwhile, so waiters are not served strictly first come, first served, and an
-    /// exclusive waiter can be overtaken by a stream of overlapping shared holders.
-    #[default]
-    Forever,
-    /// Wait at most this long, bounded by the server (`lock_timeout` set for the wait only,
-    /// with `statement_timeout` off for it; both are restored), not by client polling; then
-    /// fail with [`Error::LockTimeout`], leaving the transaction usable. Durations are rounded
-    /// up to whole milliseconds and capped at PostgreSQL's largest `lock_timeout` (about 24.8
-    /// days); a zero duration is [`Wait::No`].
-    Timeout(Duration),
-    /// Try once; fail with [`Error::LockBusy`] if another transaction holds the key.
-    No,
-}
-
-impl Wait {
-    /// What is left of this wait after `waited` (in the waiting room, say). A bound that ran
-    /// out leaves a millisecond, not zero: a zero bound would mean "do not wait" and change the
-    /// error the caller sees, and a caller whose turn came late can still find a free lock.
-    pub(crate) fn after(self, waited: Duration) -> Wait {
-        match self {
-            Wait::Timeout(bound) if !bound.is_zero() => {
-                Wait::Timeout(bound.saturating_sub(waited).max(Duration::from_millis(1)))
-            }
-            other => other,
-        }
-    }
-}
+use crate::{Error, LockKey, Wait};
 
 /// Exclusive or shared, as PostgreSQL's advisory locks come.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -404,17 +362,6 @@ mod tests {
         let sql = try_statement(LockKey::Pair(1, 2), Mode::Exclusive).sql;
         assert!(sql.contains("pg_try_advisory_xact_lock($1, $2)"));
         assert!(!sql.contains("set_config"));
-    }
-
-    #[test]
-    fn waits_left_after_waiting_for_a_turn() {
-        let ms = Duration::from_millis;
-        assert_eq!(Wait::Forever.after(ms(50)), Wait::Forever);
-        assert_eq!(Wait::No.after(ms(50)), Wait::No);
-        assert_eq!(Wait::Timeout(ms(80)).after(ms(30)), Wait::Timeout(ms(50)));
-        assert_eq!(Wait::Timeout(ms(80)).after(ms(90)), Wait::Timeout(ms(1)));
-        // A zero bound means "do not wait" (normalised below): keep it so.
-        assert_eq!(Wait::Timeout(ms(0)).after(ms(0)), Wait::Timeout(ms(0)));
     }
 
     #[test]

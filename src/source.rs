@@ -99,7 +99,7 @@ impl TxnId {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "postgres"))]
 mod tests {
     use super::*;
 
@@ -111,7 +111,6 @@ mod tests {
         Database::connect(options).await.expect("a lazy pool")
     }
 
-    #[cfg(feature = "postgres")]
     #[tokio::test]
     async fn clones_of_one_pool_share_its_id_and_two_pools_differ() {
         let first = lazy_pool(1).await;

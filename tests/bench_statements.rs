@@ -8,6 +8,8 @@
 //! Catches: any change to the crate's SQL (text, order, round trips, transaction shape) that the
 //! benchmark's copy did not follow. The fix is to update `by_hand.rs`, not this test.
 
+#![cfg(feature = "postgres")]
+
 #[path = "../benches/strategies/by_hand.rs"]
 mod by_hand;
 mod common;

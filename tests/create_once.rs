@@ -11,6 +11,9 @@
 //! pool the advisory lock is never contended and the tests would pass without it. Spread over
 //! two pools, each key's callers meet at the advisory lock, and with the lock made a no-op
 //! these tests fail.
+//!
+//! (Over 400 lines: this is the core promise, and its races, processes, callers' transactions,
+//! isolation levels and waits share one workload and its helpers.)
 
 #![cfg(feature = "postgres")]
 

@@ -4,6 +4,9 @@
 //! every error has its answer. Hostile clients (slow headers, idle keep-alive, slow bodies,
 //! many held unsigned bodies) are shed without costing memory, while signed deliveries are
 //! still answered; a payload the schema cannot store is a 400 on every backend.
+//!
+//! (Over 400 lines: every test here starts the real program and speaks HTTP to it by hand,
+//! and the hostile-client tests share its raw-socket helpers.)
 
 #![cfg(all(feature = "postgres", feature = "sqlite"))]
 
