@@ -4,9 +4,11 @@
 //! advisory lock is held, no session is left idle in a transaction, and every key is then
 //! created exactly once.
 //!
-//! It guards the cancel safety of every await point at once: before the crate named its own
-//! savepoints, dropped calls on callers' transactions left SeaORM's savepoint count wrong and
-//! later calls failed with raw savepoint errors (`other_errors` below).
+//! It guards the cancel safety of every await point at once. It found the crate sound before
+//! the savepoint fixes too (each caller's transaction here is the call's own, dropped with
+//! it; `tests/callers_transaction.rs` covers transactions that outlive a dropped call). It can
+//! fail: with the advisory lock made a no-op (`Backend::lock` returning at once) it fails with
+//! unique violations in `other_errors`.
 
 #![cfg(feature = "postgres")]
 
