@@ -47,6 +47,7 @@ use sea_orm::{
 
 use crate::call_chain::{Held, On};
 use crate::lock::{self, Mode};
+use crate::wait::Deadline;
 use crate::{Error, LockKey, Wait};
 
 /// Why SQLite refuses [`Wait::Timeout`] and [`Wait::No`]: the text of the error.
@@ -127,10 +128,10 @@ impl Backend {
         self,
         txn: &DatabaseTransaction,
         key: LockKey,
-        wait: Wait,
+        deadline: Deadline,
     ) -> Result<(), Error> {
         match self {
-            Backend::Postgres => lock::acquire(txn, key, Mode::Exclusive, wait).await,
+            Backend::Postgres => lock::acquire(txn, key, Mode::Exclusive, deadline).await,
             Backend::Sqlite => Ok(()),
         }
     }

@@ -6,7 +6,6 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::time::Instant;
 
 use sea_orm::sea_query::{Expr, ExprTrait, InsertStatement, Query};
 use sea_orm::{
@@ -20,6 +19,7 @@ use crate::call_chain::{Chain, Frame, Held, On};
 use crate::savepoint::Savepoint;
 use crate::source::{Handle, PoolId, TxnId};
 use crate::turns::{self, Place};
+use crate::wait::Deadline;
 use crate::{Error, IdempotentCreate, LockKey, Outcome, Wait};
 
 /// The boxed error a `make_data` closure may fail with.
@@ -67,9 +67,8 @@ where
     let call = Call {
         backend,
         lock_key,
-        wait,
+        deadline: Deadline::starting_now(wait),
         chain: Chain::current(),
-        started: Instant::now(),
         span: span.clone(),
     };
     let result = match db {
@@ -85,10 +84,7 @@ where
     .map_err(|err| match backend {
         Backend::Sqlite => err.sqlite_busy_as_timeout(lock_key),
         Backend::Postgres => err,
-    })
-    // A timeout reports the bound the caller asked for, not what was left of it after waiting
-    // for a turn.
-    .map_err(|err| err.with_bound(wait));
+    });
     span.record(
         "outcome",
         match &result {
@@ -103,11 +99,10 @@ where
 struct Call {
     backend: Backend,
     lock_key: LockKey,
-    /// The caller's wait, from `started`.
-    wait: Wait,
+    /// The caller's wait, from the call's start.
+    deadline: Deadline,
     /// The calls this one was made inside (see [`call_chain`](crate::call_chain)).
     chain: Chain,
-    started: Instant,
     span: tracing::Span,
 }
 
@@ -140,7 +135,7 @@ impl Call {
                         pool,
                         key: self.lock_key,
                     };
-                    turns::take(place, self.wait).await
+                    turns::take(place, self.deadline.asked()).await
                 }
                 None => None,
             };
@@ -152,7 +147,7 @@ impl Call {
             let txn = self.backend.begin(conn).await?;
             let locked = async {
                 self.backend
-                    .lock(&txn, self.lock_key, self.wait_left())
+                    .lock(&txn, self.lock_key, self.deadline)
                     .await?;
                 self.record_wait();
                 let frame = Frame {
@@ -208,7 +203,7 @@ impl Call {
                 txn: TxnId::of(txn),
                 depth: self.chain.depth_on(TxnId::of(txn)),
             };
-            let Some(_turn) = turns::take(place, self.wait).await else {
+            let Some(_turn) = turns::take(place, self.deadline.asked()).await else {
                 return Err(self.ran_out());
             };
             // No look before the savepoint: the connection is held already (nothing to save),
@@ -216,9 +211,7 @@ impl Call {
             // check, and a failed look would abort the caller's transaction.
             let savepoint = Savepoint::begin(txn).await?;
             let locked = async {
-                self.backend
-                    .lock(txn, self.lock_key, self.wait_left())
-                    .await?;
+                self.backend.lock(txn, self.lock_key, self.deadline).await?;
                 self.record_wait();
                 let frame = Frame { held, on };
                 self.create_under_lock::<T, F, Fut, E>(txn, key, new_row, frame)
@@ -282,25 +275,20 @@ impl Call {
         }
     }
 
-    /// What is left of the caller's wait for the database lock.
-    fn wait_left(&self) -> Wait {
-        self.wait.after(self.started.elapsed())
-    }
-
     /// The error of a bound that ran out before the database was asked.
     fn ran_out(&self) -> Error {
-        match self.wait {
-            Wait::Timeout(timeout) if !timeout.is_zero() => Error::LockTimeout {
+        match self.deadline.reported_bound() {
+            Some(timeout) => Error::LockTimeout {
                 key: self.lock_key,
                 timeout: Some(timeout),
                 source: None,
             },
-            _ => Error::LockBusy { key: self.lock_key },
+            None => Error::LockBusy { key: self.lock_key },
         }
     }
 
     fn record_wait(&self) {
-        let waited = self.started.elapsed();
+        let waited = self.deadline.elapsed();
         self.span.record(
             "lock_wait_us",
             u64::try_from(waited.as_micros()).unwrap_or(u64::MAX),

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use sea_orm::{DbBackend, DbErr};
 
-use crate::{LockKey, ServerRefusal, Wait};
+use crate::{LockKey, ServerRefusal};
 
 /// What can go wrong when taking a lock or creating a row once.
 ///
@@ -144,26 +144,6 @@ impl Error {
                 }
             }
             other => other,
-        }
-    }
-
-    /// Reports a lock timeout against the bound the caller asked for, not against what was
-    /// left of it after waiting for a turn.
-    pub(crate) fn with_bound(self, asked: Wait) -> Error {
-        match (self, asked) {
-            (
-                Error::LockTimeout {
-                    key,
-                    timeout: Some(_),
-                    source,
-                },
-                Wait::Timeout(asked),
-            ) => Error::LockTimeout {
-                key,
-                timeout: Some(asked),
-                source,
-            },
-            (err, _) => err,
         }
     }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, Statement, Value};
 
 use crate::engine::{self, DETECTION_COLUMNS, Server};
+use crate::wait::Deadline;
 use crate::{Error, LockKey, Wait};
 
 /// Exclusive or shared, as PostgreSQL's advisory locks come.
@@ -71,7 +72,7 @@ pub async fn acquire_advisory_lock(
     key: LockKey,
     wait: Wait,
 ) -> Result<(), Error> {
-    acquire(txn, key, Mode::Exclusive, wait).await
+    acquire(txn, key, Mode::Exclusive, Deadline::starting_now(wait)).await
 }
 
 /// Takes a shared transaction-scoped advisory lock on `key`
@@ -91,7 +92,7 @@ pub async fn acquire_shared_advisory_lock(
     key: LockKey,
     wait: Wait,
 ) -> Result<(), Error> {
-    acquire(txn, key, Mode::Shared, wait).await
+    acquire(txn, key, Mode::Shared, Deadline::starting_now(wait)).await
 }
 
 /// Takes the lock, waiting as `wait` says.
@@ -120,7 +121,7 @@ pub(crate) async fn acquire(
     txn: &DatabaseTransaction,
     key: LockKey,
     mode: Mode,
-    wait: Wait,
+    deadline: Deadline,
 ) -> Result<(), Error> {
     let backend = txn.get_database_backend();
     if backend != DbBackend::Postgres {
@@ -132,7 +133,7 @@ pub(crate) async fn acquire(
         .map_err(engine::from_try_error)?
         .ok_or_else(|| no_row("try"))?;
     // Before the answer is believed: is this a server whose locks are real? (src/engine.rs)
-    Server::from_row(&attempt)?.check(normalize(wait))?;
+    Server::from_row(&attempt)?.check(normalize(deadline.asked()))?;
     match attempt.try_get::<Option<bool>>("", "acquired")? {
         Some(true) => return Ok(()),
         Some(false) => {}
@@ -142,7 +143,7 @@ pub(crate) async fn acquire(
             });
         }
     }
-    let bound = match normalize(wait) {
+    let bound = match normalize(deadline.left()) {
         Wait::No => return Err(Error::LockBusy { key }),
         Wait::Timeout(timeout) => Some(timeout),
         Wait::Forever => None,
@@ -163,7 +164,7 @@ pub(crate) async fn acquire(
             code::LOCK_NOT_AVAILABLE | code::QUERY_CANCELED => {
                 return Err(Error::LockTimeout {
                     key,
-                    timeout: bound,
+                    timeout: deadline.reported_bound(),
                     source: None,
                 });
             }

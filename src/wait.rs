@@ -1,6 +1,6 @@
 //! `Wait`: how long a caller waits for a lock another transaction holds.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long to wait for a lock another transaction holds.
 ///
@@ -30,11 +30,52 @@ pub enum Wait {
     No,
 }
 
+/// A caller's wait, counted from when its call began: what the caller asked for (what errors
+/// report) and what is left of it (what the database is given after the call waited for its
+/// turn). The one deadline a call passes down.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deadline {
+    asked: Wait,
+    started: Instant,
+}
+
+impl Deadline {
+    pub(crate) fn starting_now(asked: Wait) -> Deadline {
+        Deadline {
+            asked,
+            started: Instant::now(),
+        }
+    }
+
+    /// The wait the caller asked for.
+    pub(crate) fn asked(&self) -> Wait {
+        self.asked
+    }
+
+    /// What is left of it now.
+    pub(crate) fn left(&self) -> Wait {
+        self.asked.after(self.started.elapsed())
+    }
+
+    /// How long the call has waited so far.
+    pub(crate) fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// The bound a timeout reports: the caller's own, or `None` for a wait without one.
+    pub(crate) fn reported_bound(&self) -> Option<Duration> {
+        match self.asked {
+            Wait::Timeout(bound) if !bound.is_zero() => Some(bound),
+            _ => None,
+        }
+    }
+}
+
 impl Wait {
-    /// What is left of this wait after `waited` (in the waiting room, say). A bound that ran
+    /// What is left of this wait after `waited` (for its turn, say). A bound that ran
     /// out leaves a millisecond, not zero: a zero bound would mean "do not wait" and change the
     /// error the caller sees, and a caller whose turn came late can still find a free lock.
-    pub(crate) fn after(self, waited: Duration) -> Wait {
+    fn after(self, waited: Duration) -> Wait {
         match self {
             Wait::Timeout(bound) if !bound.is_zero() => {
                 Wait::Timeout(bound.saturating_sub(waited).max(Duration::from_millis(1)))
