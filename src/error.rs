@@ -268,7 +268,8 @@ mod tests {
 
     #[test]
     fn non_database_errors_are_not_lock_errors() {
-        let err = Error::Database(DbErr::Custom("x".into())).sqlite_busy_as_timeout(LockKey::BigInt(1));
+        let err =
+            Error::Database(DbErr::Custom("x".into())).sqlite_busy_as_timeout(LockKey::BigInt(1));
         assert!(matches!(err, Error::Database(_)));
         assert!(!err.is_retryable());
         let err = Error::from_first_statement(DbErr::Custom("x".into()));
