@@ -149,8 +149,7 @@ fn two_callers_take_turns() {
 
 /// Three tasks have too many interleavings to run them all: PCT picks them.
 ///
-/// Breaks seen: as for two callers; and with the place removed unconditionally, a third caller
-/// that finds no place makes a mutex of its own ("two callers hold ... at once").
+/// Breaks seen: as for two callers.
 #[test]
 fn three_callers_take_turns() {
     many_interleavings(20_000, 3, |places| {
@@ -200,16 +199,17 @@ fn a_caller_aborted(abort: Abort) {
                 aborted.abort();
             }
             let _ = aborted.await;
+            // Before the newcomer, which would replace a dead place and so hide it.
+            assert!(!places.contains(one_place()), "a dead place is left");
             let newcomer = places.take(one_place(), Wait::No).await;
             assert!(newcomer.is_some(), "an aborted caller left its turn taken");
         });
     });
 }
 
-/// Breaks seen: taking the entry's mutex before the entry in `take` (`let mutex; let entry =
-/// ...; mutex = entry.mutex();`), so that a dropped future releases its entry first (a dead
-/// place); leaking the guard of a turn (`std::mem::forget`): the deadlock shuttle reports is
-/// what a lost wake-up looks like.
+/// Breaks seen: a clone of the mutex in `take` that outlives the entry when the future is dropped
+/// (`let _clone; let entry = ...; _clone = entry.mutex();`): "a dead place is left"; removing
+/// the place unconditionally in `Entry::drop`: "held but not in the map".
 #[test]
 fn a_caller_dropped_while_waiting() {
     a_caller_aborted(Abort::WhileHolding);
@@ -247,8 +247,8 @@ fn a_place_is_reused_right_after_removal() {
 /// Callers of one key in two pools never wait for each other: each gets its turn at once
 /// (`Wait::No`). (Places are keys of one map: other kinds of place differ only in the key.)
 ///
-/// Breaks seen: one map key for every place (`Entry::of` keying by a constant place): "no turn
-/// at ... with No".
+/// Breaks seen: one map key for every place (`Entry::of` keying by a constant place): "held but
+/// not in the map".
 #[test]
 fn different_places_do_not_wait() {
     let key = |pool| Place::Key {
