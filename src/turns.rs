@@ -25,13 +25,16 @@
 //! holds or waits for its turn and is removed by the last one to leave, including a caller
 //! whose future is dropped while it waits.
 
+#[cfg(all(test, shuttle))]
+mod model_check;
+mod sync;
+
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
-#[cfg(test)]
+use std::sync::PoisonError;
+#[cfg(all(test, not(shuttle)))]
 use std::time::Duration;
 
-use tokio::sync::OwnedMutexGuard;
-
+use self::sync::{Arc, AsyncMutex, Mutex, OwnedGuard, Weak};
 use crate::source::{PoolId, TxnId};
 use crate::{LockKey, Wait};
 
@@ -45,68 +48,7 @@ pub(crate) enum Place {
 }
 
 /// Every place some caller of this process holds or waits for.
-static PLACES: Mutex<Option<HashMap<Place, Weak<tokio::sync::Mutex<()>>>>> = Mutex::new(None);
-
-/// A caller's turn at a place. Hold it as long as the work must not overlap; dropping it lets
-/// the next caller in. Field order matters: the guard is dropped (and the next caller let in)
-/// before the entry checks whether it was the last one.
-#[derive(Debug)]
-pub(crate) struct Turn {
-    _guard: OwnedMutexGuard<()>,
-    _entry: Entry,
-}
-
-/// A counted reference to one place's mutex; the last one dropped removes the place.
-#[derive(Debug)]
-struct Entry {
-    place: Place,
-    /// `Some` until dropped: [`Drop`] releases it while holding the lock of [`PLACES`].
-    mutex: Option<Arc<tokio::sync::Mutex<()>>>,
-}
-
-impl Entry {
-    fn of(place: Place) -> Entry {
-        let mut places = PLACES.lock().unwrap_or_else(PoisonError::into_inner);
-        let places = places.get_or_insert_with(HashMap::new);
-        let mutex = match places.get(&place).and_then(Weak::upgrade) {
-            Some(mutex) => mutex,
-            None => {
-                let mutex = Arc::new(tokio::sync::Mutex::new(()));
-                places.insert(place, Arc::downgrade(&mutex));
-                mutex
-            }
-        };
-        Entry {
-            place,
-            mutex: Some(mutex),
-        }
-    }
-
-    fn mutex(&self) -> Arc<tokio::sync::Mutex<()>> {
-        self.mutex
-            .clone()
-            .expect("an entry holds its mutex until dropped")
-    }
-}
-
-impl Drop for Entry {
-    fn drop(&mut self) {
-        let mut places = PLACES.lock().unwrap_or_else(PoisonError::into_inner);
-        // Release our reference under the lock: every other entry does the same and every
-        // upgrade happens under it, so the last entry to leave sees no strong reference left
-        // (the guards and clones of a caller are released before its entry) and removes the
-        // place. Checking a count and releasing afterwards would let two entries leaving at
-        // once each see the other and both keep a dead place.
-        drop(self.mutex.take());
-        if let Some(places) = places.as_mut()
-            && places
-                .get(&self.place)
-                .is_some_and(|weak| weak.strong_count() == 0)
-        {
-            places.remove(&self.place);
-        }
-    }
-}
+static PLACES: Places = Places::new();
 
 /// Waits for the turn at `place` as `wait` allows; `None` when the bound ran out (with
 /// [`Wait::No`]: when the turn is taken).
@@ -114,21 +56,109 @@ impl Drop for Entry {
 /// # Cancel Safety
 ///
 /// Dropping the future gives up the place in the queue and leaves nothing behind.
-pub(crate) async fn take(place: Place, wait: Wait) -> Option<Turn> {
-    let entry = Entry::of(place);
-    let mutex = entry.mutex();
-    let guard = match wait {
-        Wait::Forever => Some(mutex.lock_owned().await),
-        Wait::No => mutex.try_lock_owned().ok(),
-        Wait::Timeout(bound) => tokio::time::timeout(bound, mutex.lock_owned()).await.ok(),
-    };
-    guard.map(|guard| Turn {
-        _guard: guard,
-        _entry: entry,
-    })
+pub(crate) async fn take(place: Place, wait: Wait) -> Option<Turn<'static>> {
+    PLACES.take(place, wait).await
 }
 
-#[cfg(test)]
+/// The places that callers hold or wait for: one per process ([`PLACES`]), and a fresh one for
+/// each execution the model checker explores.
+#[derive(Debug)]
+struct Places(Mutex<Option<HashMap<Place, Weak<AsyncMutex>>>>);
+
+impl Places {
+    const fn new() -> Places {
+        Places(Mutex::new(None))
+    }
+
+    /// [`take`] at these places.
+    async fn take(&self, place: Place, wait: Wait) -> Option<Turn<'_>> {
+        let entry = Entry::of(self, place);
+        let mutex = entry.mutex();
+        let guard = match wait {
+            Wait::Forever => Some(mutex.lock_owned().await),
+            Wait::No => mutex.try_lock_owned().ok(),
+            Wait::Timeout(bound) => tokio::time::timeout(bound, mutex.lock_owned()).await.ok(),
+        };
+        guard.map(|guard| Turn {
+            _guard: guard,
+            _entry: entry,
+        })
+    }
+
+    #[cfg(test)]
+    fn contains(&self, place: Place) -> bool {
+        self.0
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|places| places.contains_key(&place))
+    }
+}
+
+/// A caller's turn at a place. Hold it as long as the work must not overlap; dropping it lets
+/// the next caller in. Field order matters: the guard is dropped (and the next caller let in)
+/// before the entry checks whether it was the last one.
+#[derive(Debug)]
+pub(crate) struct Turn<'a> {
+    _guard: OwnedGuard,
+    _entry: Entry<'a>,
+}
+
+/// A counted reference to one place's mutex; the last one dropped removes the place.
+#[derive(Debug)]
+struct Entry<'a> {
+    places: &'a Places,
+    place: Place,
+    /// `Some` until dropped: [`Drop`] releases it while holding the lock of `places`.
+    mutex: Option<Arc<AsyncMutex>>,
+}
+
+impl Entry<'_> {
+    fn of(places: &Places, place: Place) -> Entry<'_> {
+        let mut map = places.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let map = map.get_or_insert_with(HashMap::new);
+        let mutex = match map.get(&place).and_then(Weak::upgrade) {
+            Some(mutex) => mutex,
+            None => {
+                let mutex = Arc::new(AsyncMutex::default());
+                map.insert(place, Arc::downgrade(&mutex));
+                mutex
+            }
+        };
+        Entry {
+            places,
+            place,
+            mutex: Some(mutex),
+        }
+    }
+
+    fn mutex(&self) -> Arc<AsyncMutex> {
+        self.mutex
+            .clone()
+            .expect("an entry holds its mutex until dropped")
+    }
+}
+
+impl Drop for Entry<'_> {
+    fn drop(&mut self) {
+        let mut map = self.places.0.lock().unwrap_or_else(PoisonError::into_inner);
+        // Release our reference under the lock: every other entry does the same and every
+        // upgrade happens under it, so the last entry to leave sees no strong reference left
+        // (the guards and clones of a caller are released before its entry) and removes the
+        // place. Checking a count and releasing afterwards would let two entries leaving at
+        // once each see the other and both keep a dead place.
+        drop(self.mutex.take());
+        if let Some(map) = map.as_mut()
+            && map
+                .get(&self.place)
+                .is_some_and(|weak| weak.strong_count() == 0)
+        {
+            map.remove(&self.place);
+        }
+    }
+}
+
+#[cfg(all(test, not(shuttle)))]
 mod tests {
     use super::*;
 
@@ -143,11 +173,7 @@ mod tests {
     }
 
     fn is_known(place: Place) -> bool {
-        PLACES
-            .lock()
-            .unwrap()
-            .as_ref()
-            .is_some_and(|places| places.contains_key(&place))
+        PLACES.contains(place)
     }
 
     /// Lets every other task of a current-thread runtime run until it blocks.
