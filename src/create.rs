@@ -5,11 +5,12 @@ use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 
-use sea_orm::{ConnectionTrait, EntityTrait, Value};
+use sea_orm::{ConnectionTrait, EntityTrait};
 
 use crate::call::{BoxError, NewRow, UnusedMaker, create};
 use crate::key;
-use crate::{Error, LockKey, Outcome, TransactionSource, Wait};
+use crate::natural_key;
+use crate::{Error, NaturalKey, Outcome, TransactionSource, Wait};
 
 /// Create a row exactly once per natural key, however many callers ask at the same moment.
 ///
@@ -125,17 +126,37 @@ use crate::{Error, LockKey, Outcome, TransactionSource, Wait};
 /// 25P03) and nothing is written.
 #[async_trait::async_trait]
 pub trait IdempotentCreate: EntityTrait {
-    /// The natural key: what makes two events "the same" (e.g. GitHub's pull-request id). It is
-    /// bound as a parameter when querying, and its `Display` form is hashed into the lock key,
-    /// so two keys that display the same share a lock.
-    type Key: Into<Value> + Clone + fmt::Display + fmt::Debug + Send + Sync;
+    /// The natural key: what makes two events "the same" (e.g. GitHub's pull-request id), a
+    /// [`NaturalKey`]: one value (`i64`, `String`, `Uuid`, a newtype that is
+    /// `Into<sea_orm::Value> + Display`), or a tuple of two to six for a key of several
+    /// columns (`(i64, String)`: see [composite keys](IdempotentCreate#composite-keys)). Its
+    /// values are bound as parameters, and its `Display` text is hashed into the lock key, so
+    /// two keys that display the same share a lock.
+    ///
+    /// The bound is checked where `create_once` is called (`Self::Key: NaturalKey<_>`), not
+    /// here, so that one trait takes both shapes (see [`NaturalKey`]).
+    type Key: Clone + fmt::Debug + Send + Sync;
 
     /// What a new row needs besides the key.
     type Data: Send;
 
     /// The column holding the natural key. It should be UNIQUE: the lock makes the constraint
-    /// never fire, and the constraint keeps out writers that do not take the lock.
+    /// never fire, and the constraint keeps out writers that do not take the lock. For a
+    /// composite key, its first column (and override [`key_columns`](Self::key_columns)).
     fn key_column() -> Self::Column;
+
+    /// The columns holding the natural key, in the order of the key's parts: by default
+    /// `[key_column()]`. Override it for a composite key (`type Key = (i64, i32)`): one column
+    /// per part of the tuple, together UNIQUE (a composite unique index). A call whose key has
+    /// another number of parts than this has columns fails with [`Error::KeyColumns`] before
+    /// anything is sent.
+    ///
+    /// (A function beside [`key_column`](Self::key_column), not a new return type for it:
+    /// every one-column impl keeps compiling unchanged, and Rust has no defaults for
+    /// associated types that would let the columns follow from the key's type.)
+    fn key_columns() -> Vec<Self::Column> {
+        vec![Self::key_column()]
+    }
 
     /// Builds the row to insert for `key` from `data`.
     fn new_active_model(key: &Self::Key, data: Self::Data) -> Self::ActiveModel;
@@ -153,6 +174,15 @@ pub trait IdempotentCreate: EntityTrait {
         }
     }
 
+    /// Whether the natural key may be written to logs and errors: the `natural_key` field of
+    /// the `create_once` span (at INFO) and the key named in [`Error::LockTimeout`] and its
+    /// kin. `true` by default; return `false` when keys are personal data (an email address):
+    /// the span then records `natural_key = "<redacted>"` and errors name only the table. The
+    /// lock key (a crc32 of the key) is still recorded: it is what `pg_locks` shows.
+    fn log_key() -> bool {
+        true
+    }
+
     /// Creates the row for `key` from `data` unless it exists, waiting for the lock as long as
     /// it takes ([`Wait::Forever`]).
     ///
@@ -167,15 +197,16 @@ pub trait IdempotentCreate: EntityTrait {
     /// # Cancel Safety
     ///
     /// See [`create_once_waiting`](Self::create_once_waiting).
-    async fn create_once<C>(
+    async fn create_once<C, Shape>(
         db: &C,
         key: Self::Key,
         data: Self::Data,
     ) -> Result<Outcome<Self::Model>, Error>
     where
         C: TransactionSource,
+        Self::Key: NaturalKey<Shape>,
     {
-        create::<Self, UnusedMaker<Self::Data>, _, Infallible>(
+        create::<Self, Shape, UnusedMaker<Self::Data>, _, Infallible>(
             db.handle(),
             key,
             Wait::Forever,
@@ -196,18 +227,20 @@ pub trait IdempotentCreate: EntityTrait {
     /// # Cancel Safety
     ///
     /// See [`create_once_waiting`](Self::create_once_waiting).
-    async fn create_once_with<C, F, Fut, E>(
+    async fn create_once_with<C, Shape, F, Fut, E>(
         db: &C,
         key: Self::Key,
         make_data: F,
     ) -> Result<Outcome<Self::Model>, Error>
     where
         C: TransactionSource,
+        Self::Key: NaturalKey<Shape>,
         F: FnOnce() -> Fut + Send,
         Fut: Future<Output = Result<Self::Data, E>> + Send,
         E: Into<BoxError>,
     {
-        create::<Self, F, Fut, E>(db.handle(), key, Wait::Forever, NewRow::Make(make_data)).await
+        create::<Self, Shape, F, Fut, E>(db.handle(), key, Wait::Forever, NewRow::Make(make_data))
+            .await
     }
 
     /// The general form: like [`create_once_with`](Self::create_once_with), waiting for the
@@ -246,7 +279,7 @@ pub trait IdempotentCreate: EntityTrait {
     /// departed caller; meanwhile that one connection stays busy. A panic inside `make_data`
     /// unwinds the same way. On a caller's transaction, see
     /// [its section](IdempotentCreate#on-a-callers-transaction).
-    async fn create_once_waiting<C, F, Fut, E>(
+    async fn create_once_waiting<C, Shape, F, Fut, E>(
         db: &C,
         key: Self::Key,
         wait: Wait,
@@ -254,11 +287,12 @@ pub trait IdempotentCreate: EntityTrait {
     ) -> Result<Outcome<Self::Model>, Error>
     where
         C: TransactionSource,
+        Self::Key: NaturalKey<Shape>,
         F: FnOnce() -> Fut + Send,
         Fut: Future<Output = Result<Self::Data, E>> + Send,
         E: Into<BoxError>,
     {
-        create::<Self, F, Fut, E>(db.handle(), key, wait, NewRow::Make(make_data)).await
+        create::<Self, Shape, F, Fut, E>(db.handle(), key, wait, NewRow::Make(make_data)).await
     }
 
     /// The sessions holding or waiting for `key`'s lock right now: who a slow or timed-out
@@ -271,11 +305,12 @@ pub trait IdempotentCreate: EntityTrait {
     /// # Cancel Safety
     ///
     /// As [`LockHolders::all`](crate::LockHolders::all).
-    async fn lock_holders<C>(db: &C, key: Self::Key) -> Result<crate::LockHolders, Error>
+    async fn lock_holders<C, Shape>(db: &C, key: Self::Key) -> Result<crate::LockHolders, Error>
     where
         C: ConnectionTrait + Sync,
+        Self::Key: NaturalKey<Shape>,
     {
-        let lock_key = LockKey::for_entity(Self::lock_namespace(), &key);
+        let lock_key = natural_key::lock_key(Self::lock_namespace(), &key);
         crate::LockHolders::of(db, lock_key).await
     }
 }

@@ -143,6 +143,7 @@ mod tests {
     fn busy() -> Error {
         Error::LockBusy {
             key: LockKey::BigInt(1),
+            row: None,
         }
     }
 
