@@ -6,9 +6,10 @@
 //! do not match `key_columns()` is refused before anything is sent.
 //!
 //! The race tests can fail, and were seen to: with `Backend::lock` in `src/backend.rs` made a
-//! no-op for PostgreSQL, `many_tasks_create_each_composite_key_once` failed with 12 unique
-//! violations and `several_processes_create_each_composite_key_once` with a worker's 2 (the
-//! two pools' callers of one key both find nothing and both insert). They run over TWO pools
+//! no-op for PostgreSQL, `many_tasks_create_each_composite_key_once` failed with 5 unique
+//! violations and 7 `make_data` runs for keys others created, and
+//! `several_processes_create_each_composite_key_once` with 23 and 27 (the two pools' callers
+//! of one key both find nothing and both insert). They run over TWO pools
 //! because callers of one pool on the same key take turns in the crate's waiting room first
 //! (`tests/common/race.rs`), and over one pool would pass without the lock. With
 //! `LockKey::for_composite` made a comma-join, `tuples_a_comma_join_would_confuse_...` failed
@@ -18,95 +19,44 @@
 
 mod common;
 
-use std::sync::Arc;
-
-use common::{Tally, run_gated, wait_at_gate, worker_process};
-use sea_orm::{ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait, TransactionTrait};
-use sea_orm_idempotent::{
-    Error, IdempotentCreate, LockKey, NaturalKey, Wait, acquire_advisory_lock,
+use common::composite::{
+    KEYS, POSTGRES_TABLES, Race, assert_one_row_per_key, member_row, members, race_both,
 };
+use common::{run_gated_outputs, wait_at_gate, worker_process};
+use sea_orm::{ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait, TransactionTrait};
+use sea_orm_idempotent::{Error, IdempotentCreate, LockKey, Wait, acquire_advisory_lock};
 use test_support::TestDb;
-use tokio::sync::{Barrier, oneshot};
+use tokio::sync::oneshot;
 
-/// Org members, keyed by `(org_id, login)`; the data is the role.
-#[allow(unreachable_pub)]
-mod members {
-    use sea_orm::entity::prelude::*;
+/// The pair table (the composite tables are `POSTGRES_TABLES`).
+const TABLES: &str = "CREATE TABLE pairs (id bigserial PRIMARY KEY, a text NOT NULL,
+    b text NOT NULL, UNIQUE (a, b));";
 
-    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
-    #[sea_orm(table_name = "members")]
-    pub struct Model {
-        #[sea_orm(primary_key)]
-        pub id: i64,
-        pub org_id: i64,
-        pub login: String,
-        pub role: String,
+const POOL: u32 = 8;
+const PROCESSES: usize = 4;
+
+/// Two pools of `POOL` connections, every connection already open (so that connecting does
+/// not stagger the callers of a race and hide a missing lock).
+async fn pools(url: &str) -> Vec<DatabaseConnection> {
+    let mut pools = Vec::new();
+    for _ in 0..2 {
+        let pool = test_support::connect(url, POOL).await;
+        let mut open = Vec::new();
+        for _ in 0..POOL {
+            open.push(pool.begin().await.unwrap());
+        }
+        for txn in open {
+            txn.rollback().await.unwrap();
+        }
+        pools.push(pool);
     }
-
-    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
-
-    impl ActiveModelBehavior for ActiveModel {}
-
-    impl sea_orm_idempotent::IdempotentCreate for Entity {
-        type Key = (i64, String);
-        type Data = ActiveModel;
-
-        fn key_column() -> Column {
-            Column::OrgId
-        }
-
-        fn key_columns() -> Vec<Column> {
-            vec![Column::OrgId, Column::Login]
-        }
-
-        // The crate sets the key columns from the key.
-        fn new_active_model(_: &(i64, String), row: ActiveModel) -> ActiveModel {
-            row
-        }
-    }
+    pools
 }
 
-/// Pull requests of a multi-tenant service, keyed by `(tenant, repo_id, number)`.
-#[allow(unreachable_pub)]
-mod tenant_prs {
-    use sea_orm::entity::prelude::*;
-
-    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
-    #[sea_orm(table_name = "tenant_prs")]
-    pub struct Model {
-        #[sea_orm(primary_key)]
-        pub id: i64,
-        pub tenant: String,
-        pub repo_id: i64,
-        pub number: i32,
-        pub title: String,
-    }
-
-    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
-
-    impl ActiveModelBehavior for ActiveModel {}
-
-    impl sea_orm_idempotent::IdempotentCreate for Entity {
-        type Key = (String, i64, i32);
-        type Data = String;
-
-        fn key_column() -> Column {
-            Column::Tenant
-        }
-
-        fn key_columns() -> Vec<Column> {
-            vec![Column::Tenant, Column::RepoId, Column::Number]
-        }
-
-        fn new_active_model(_: &(String, i64, i32), title: String) -> ActiveModel {
-            ActiveModel {
-                title: sea_orm::ActiveValue::Set(title),
-                ..Default::default()
-            }
-        }
-    }
+/// Creates the composite tables and the pair table.
+async fn tables(db: &DatabaseConnection) {
+    db.execute_unprepared(POSTGRES_TABLES).await.unwrap();
+    db.execute_unprepared(TABLES).await.unwrap();
 }
 
 /// Two text columns: tuples a naive comma-join would confuse.
@@ -180,153 +130,21 @@ mod members_without_columns {
     }
 }
 
-const TABLES: &str = "
-    CREATE TABLE members (id bigserial PRIMARY KEY, org_id bigint NOT NULL, login text NOT NULL,
-        role text NOT NULL, UNIQUE (org_id, login));
-    CREATE TABLE tenant_prs (id bigserial PRIMARY KEY, tenant text NOT NULL,
-        repo_id bigint NOT NULL, number integer NOT NULL, title text NOT NULL,
-        UNIQUE (tenant, repo_id, number));
-    CREATE TABLE pairs (id bigserial PRIMARY KEY, a text NOT NULL, b text NOT NULL,
-        UNIQUE (a, b));";
-
-const KEYS: usize = 60;
-const CALLERS_PER_KEY: usize = 8;
-const TASKS: usize = 32;
-const POOL: u32 = 8;
-const PROCESSES: usize = 4;
-
-fn member_keys() -> Vec<(i64, String)> {
-    (0..KEYS)
-        .map(|n| ((n % 4) as i64 + 1, format!("mona-{n}")))
-        .collect()
-}
-
-fn member_row(_: &(i64, String)) -> members::ActiveModel {
-    members::ActiveModel {
-        role: sea_orm::ActiveValue::Set("member".to_owned()),
-        ..Default::default()
-    }
-}
-
-fn tenant_pr_keys() -> Vec<(String, i64, i32)> {
-    (0..KEYS)
-        .map(|n| {
-            (
-                format!("tenant-{}", n % 3),
-                1_296_269 + (n % 2) as i64,
-                n as i32,
-            )
-        })
-        .collect()
-}
-
-fn tenant_pr_title(key: &(String, i64, i32)) -> String {
-    format!("PR {} of {} in {}", key.2, key.1, key.0)
-}
-
-/// Two pools of `POOL` connections, every connection already open (so that connecting does
-/// not stagger the callers of a race and hide a missing lock).
-async fn pools(url: &str) -> Vec<DatabaseConnection> {
-    let mut pools = Vec::new();
-    for _ in 0..2 {
-        let pool = test_support::connect(url, POOL).await;
-        let mut open = Vec::new();
-        for _ in 0..POOL {
-            open.push(pool.begin().await.unwrap());
-        }
-        for txn in open {
-            txn.rollback().await.unwrap();
-        }
-        pools.push(pool);
-    }
-    pools
-}
-
-/// `TASKS` tasks released together; each key is asked for by `CALLERS_PER_KEY` of them at
-/// once, half on each pool (as `Workload::race` spreads them).
-async fn race<E, S>(
-    pools: &[DatabaseConnection],
-    keys: Vec<E::Key>,
-    data: fn(&E::Key) -> E::Data,
-) -> Tally
-where
-    E: IdempotentCreate,
-    E::Key: NaturalKey<S> + 'static,
-    E::Data: 'static,
-    S: 'static,
-{
-    let groups = TASKS / CALLERS_PER_KEY;
-    let keys = Arc::new(keys);
-    let barrier = Arc::new(Barrier::new(TASKS));
-    let handles: Vec<_> = (0..TASKS)
-        .map(|task| {
-            let db = pools[(task / groups) % pools.len()].clone();
-            let (keys, barrier) = (keys.clone(), barrier.clone());
-            tokio::spawn(async move {
-                let mut tally = Tally::default();
-                barrier.wait().await;
-                for key in keys.iter().skip(task % groups).step_by(groups) {
-                    let result = E::create_once(&db, key.clone(), data(key)).await;
-                    tally.count_outcome(result, || format!("{key:?}"));
-                }
-                tally
-            })
-        })
-        .collect();
-    let mut total = Tally::default();
-    for handle in handles {
-        total.add(handle.await.expect("task panicked"));
-    }
-    total
-}
-
-/// Both composite tables raced at once.
-async fn race_both(pools: &[DatabaseConnection]) -> Tally {
-    let (mut a, b) = tokio::join!(
-        race::<members::Entity, _>(pools, member_keys(), member_row),
-        race::<tenant_prs::Entity, _>(pools, tenant_pr_keys(), tenant_pr_title),
-    );
-    a.add(b);
-    a
-}
-
-async fn assert_one_row_per_key(db: &DatabaseConnection) {
-    assert_eq!(
-        members::Entity::find().count(db).await.unwrap(),
-        KEYS as u64
-    );
-    assert_eq!(
-        tenant_prs::Entity::find().count(db).await.unwrap(),
-        KEYS as u64
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn many_tasks_create_each_composite_key_once() {
     let test_db = TestDb::new().await;
     let pools = pools(&test_db.url).await;
-    pools[0].execute_unprepared(TABLES).await.unwrap();
+    tables(&pools[0]).await;
 
-    let tally = race_both(&pools).await;
-
-    let keys = 2 * KEYS;
-    assert_eq!(
-        tally,
-        Tally {
-            created: keys,
-            existing: keys * (CALLERS_PER_KEY - 1),
-            unique_violations: 0,
-            other_errors: 0,
-        }
-    );
+    race_both(&pools).await.assert_exactly_once(2 * KEYS, 1);
     assert_one_row_per_key(&pools[0]).await;
 }
 
 const WORKER_URL: &str = "SEA_ORM_IDEMPOTENT_COMPOSITE_WORKER_URL";
 
 /// One racing process of `several_processes_create_each_composite_key_once`: waits at the
-/// parent's gate, races both tables, reports its tally. Run plainly, it races alone on a
-/// database of its own and checks it.
+/// parent's gate, races both tables, reports what its calls returned. Run plainly, it races
+/// alone on a database of its own and checks it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn composite_race_worker_process() {
     match std::env::var(WORKER_URL) {
@@ -338,36 +156,28 @@ async fn composite_race_worker_process() {
         Err(_) => {
             let test_db = TestDb::new().await;
             let pools = pools(&test_db.url).await;
-            pools[0].execute_unprepared(TABLES).await.unwrap();
-            let tally = race_both(&pools).await;
-            assert_eq!((tally.created, tally.unique_violations), (2 * KEYS, 0));
+            tables(&pools[0]).await;
+            race_both(&pools).await.assert_exactly_once(2 * KEYS, 1);
         }
     }
 }
 
+/// Four processes, released together by the start gate, race on the same composite keys.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_processes_create_each_composite_key_once() {
     let test_db = TestDb::new().await;
     let direct = test_db.connect(2).await;
-    direct.execute_unprepared(TABLES).await.unwrap();
+    tables(&direct).await;
     let workers = (0..PROCESSES).map(|_| {
         let mut worker = worker_process("composite_race_worker_process");
         worker.env(WORKER_URL, &test_db.url);
         worker
     });
-    let mut total = Tally::default();
-    for tally in run_gated(&direct, workers).await {
-        assert_eq!(tally.unique_violations, 0, "{tally:?}");
-        assert_eq!(tally.other_errors, 0, "{tally:?}");
-        total.add(tally);
+    let mut total = Race::default();
+    for output in run_gated_outputs(&direct, workers).await {
+        total.add(Race::of_worker(&output));
     }
-    let keys = 2 * KEYS;
-    assert_eq!(total.created, keys, "Created once per key across processes");
-    assert_eq!(
-        total.existing,
-        keys * (CALLERS_PER_KEY * PROCESSES - 1),
-        "{total:?}"
-    );
+    total.assert_exactly_once(2 * KEYS, PROCESSES);
     assert_one_row_per_key(&direct).await;
 }
 
@@ -377,7 +187,7 @@ async fn several_processes_create_each_composite_key_once() {
 async fn tuples_a_comma_join_would_confuse_are_two_keys_that_do_not_wait() {
     let test_db = TestDb::new().await;
     let db = test_db.connect(4).await;
-    db.execute_unprepared(TABLES).await.unwrap();
+    tables(&db).await;
     let first = ("a,b".to_owned(), "c".to_owned());
     let second = ("a".to_owned(), "b,c".to_owned());
 
@@ -419,7 +229,7 @@ async fn tuples_a_comma_join_would_confuse_are_two_keys_that_do_not_wait() {
 async fn the_composite_lock_is_the_pinned_key() {
     let test_db = TestDb::new().await;
     let db = test_db.connect(2).await;
-    db.execute_unprepared(TABLES).await.unwrap();
+    tables(&db).await;
     // Python: enc = lambda *p: "".join(f"{len(str(s).encode())}:{s}" for s in p)
     // zlib.crc32(b"members") == 1168167679, zlib.crc32(enc(7, "Mona").encode()) == 969861840
     let pinned = LockKey::Pair(1_168_167_679, 969_861_840);
@@ -460,7 +270,7 @@ async fn the_composite_lock_is_the_pinned_key() {
 async fn a_key_whose_parts_do_not_match_its_columns_is_refused() {
     let test_db = TestDb::new().await;
     let db = test_db.connect(1).await;
-    db.execute_unprepared(TABLES).await.unwrap();
+    tables(&db).await;
     let err = members_without_columns::Entity::create_once(
         &db,
         (1, "mona".to_owned()),
