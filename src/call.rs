@@ -3,6 +3,9 @@
 //! caller's), takes the lock through the backend seam, runs `make_data` if the row is missing,
 //! inserts unless present, and commits or rolls back. Read top to bottom, it is the whole
 //! path of a call; the statements it sends are at the end.
+//!
+//! (Over 400 lines on purpose: the point of this file is one call's whole path in one read,
+//! with the key it binds and the statements it sends.)
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -14,12 +14,54 @@ use crate::{Error, NaturalKey, Outcome, TransactionSource, Wait};
 
 /// Create a row exactly once per natural key, however many callers ask at the same moment.
 ///
-/// Implement the three required items for an entity; [`create_once`](Self::create_once),
-/// [`create_once_with`](Self::create_once_with) and
+/// Implement four small items for an entity (two types, two functions);
+/// [`create_once`](Self::create_once), [`create_once_with`](Self::create_once_with) and
 /// [`create_once_waiting`](Self::create_once_waiting) come for free.
 ///
-/// A table of webhook deliveries, keyed by GitHub's `X-GitHub-Delivery` id (the sample
-/// schema's impl for `pull_requests` is in `entity/src/idempotent.rs`):
+/// The simplest impl takes the new row itself as the data (`type Data = ActiveModel`): the
+/// crate sets the key column from the key, so `new_active_model` returns the row as it is.
+///
+/// ```
+/// mod subscribers {
+///     use sea_orm::entity::prelude::*;
+///
+///     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+///     #[sea_orm(table_name = "subscribers")]
+///     pub struct Model {
+///         #[sea_orm(primary_key)]
+///         pub id: i64,
+///         #[sea_orm(unique)]
+///         pub email: String,
+///         pub name: String,
+///     }
+///
+///     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+///     pub enum Relation {}
+///
+///     impl ActiveModelBehavior for ActiveModel {}
+///
+///     impl sea_orm_idempotent::IdempotentCreate for Entity {
+///         type Key = String; // the email address
+///         type Data = ActiveModel; // the rest of the row
+///
+///         fn key_column() -> Column {
+///             Column::Email
+///         }
+///
+///         fn new_active_model(_email: &String, row: ActiveModel) -> ActiveModel {
+///             row // the crate sets `email` from the key
+///         }
+///     }
+/// }
+/// # use sea_orm_idempotent::IdempotentCreate;
+/// # assert_eq!(subscribers::Entity::lock_namespace(), "subscribers");
+/// ```
+///
+/// A call is then `subscribers::Entity::create_once(&db, email, subscribers::ActiveModel {
+/// name: Set(name), ..Default::default() })`.
+///
+/// With data of its own type: a table of webhook deliveries, keyed by GitHub's
+/// `X-GitHub-Delivery` id, whose data is the payload:
 ///
 /// ```
 /// mod deliveries {
@@ -76,14 +118,67 @@ use crate::{Error, NaturalKey, Outcome, TransactionSource, Wait};
 ///    be checked first.)
 /// 2. Otherwise begins a transaction (READ COMMITTED on PostgreSQL, IMMEDIATE on SQLite) or a
 ///    savepoint in the caller's transaction, and takes the key's lock: PostgreSQL's
-///    transaction-scoped advisory lock on [`LockKey::for_entity`]`(lock_namespace(), key)`.
+///    transaction-scoped advisory lock on [`LockKey::for_entity`](crate::LockKey::for_entity)`(lock_namespace(), key)`
+///    ([`LockKey::for_composite`](crate::LockKey::for_composite) for a tuple key).
 /// 3. With the lock held, a fresh statement inserts the row unless it exists now, and returns
 ///    it: under READ COMMITTED it sees the row of a caller that held the lock before us (see
 ///    [why READ COMMITTED](crate#why-read-committed)).
 /// 4. Commits (or releases the savepoint), which releases the lock.
 ///
-/// The key column is set from `key`, whatever [`new_active_model`](Self::new_active_model)
+/// The key columns are set from `key`, whatever [`new_active_model`](Self::new_active_model)
 /// put there, so the row found and the row inserted are always the same key.
+///
+/// # Composite keys
+///
+/// A natural key of several columns is a tuple (two to six values), as SeaORM takes composite
+/// primary keys: `type Key = (i64, String)` for `(org_id, login)`. Name its columns, in the
+/// same order, with [`key_columns`](Self::key_columns), and give them a composite UNIQUE
+/// index. The row is looked for and guarded on every key column, and its lock key is
+/// [`LockKey::for_composite`](crate::LockKey::for_composite), which encodes every part
+/// unambiguously: `("a,b", "c")` and `("a", "b,c")` are two keys. (The lock key of a
+/// one-column key is unchanged: [`LockKey::for_entity`](crate::LockKey::for_entity).)
+///
+/// ```
+/// mod members {
+///     use sea_orm::entity::prelude::*;
+///
+///     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+///     #[sea_orm(table_name = "members")] // UNIQUE (org_id, login)
+///     pub struct Model {
+///         #[sea_orm(primary_key)]
+///         pub id: i64,
+///         pub org_id: i64,
+///         pub login: String,
+///         pub role: String,
+///     }
+///
+///     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+///     pub enum Relation {}
+///
+///     impl ActiveModelBehavior for ActiveModel {}
+///
+///     impl sea_orm_idempotent::IdempotentCreate for Entity {
+///         type Key = (i64, String); // (org_id, login)
+///         type Data = ActiveModel;
+///
+///         fn key_column() -> Column {
+///             Column::OrgId // the first key column
+///         }
+///
+///         fn key_columns() -> Vec<Column> {
+///             vec![Column::OrgId, Column::Login]
+///         }
+///
+///         fn new_active_model(_: &(i64, String), row: ActiveModel) -> ActiveModel {
+///             row // the crate sets org_id and login from the key
+///         }
+///     }
+/// }
+/// # use sea_orm_idempotent::IdempotentCreate;
+/// # assert_eq!(members::Entity::key_columns().len(), 2);
+/// ```
+///
+/// A call is `members::Entity::create_once(&db, (org_id, login), row)`.
 ///
 /// # Keys the database treats as equal must display the same
 ///
@@ -187,8 +282,10 @@ pub trait IdempotentCreate: EntityTrait {
     /// it takes ([`Wait::Forever`]).
     ///
     /// `db` is a [`DatabaseConnection`](sea_orm::DatabaseConnection) (the call runs in its own
-    /// transaction) or a caller's [`DatabaseTransaction`](sea_orm::DatabaseTransaction) (a
-    /// savepoint in it; the caller's commit decides, and the lock is held until then).
+    /// transaction), a caller's [`DatabaseTransaction`](sea_orm::DatabaseTransaction) (a
+    /// savepoint in it; the caller's commit decides, and the lock is held until then), or a
+    /// [`DatabaseExecutor`](sea_orm::DatabaseExecutor), e.g. a migration's
+    /// `manager.get_connection()` (see [`TransactionSource`]).
     ///
     /// # Errors
     ///
@@ -256,12 +353,13 @@ pub trait IdempotentCreate: EntityTrait {
     ///   already; returned before any write;
     /// - [`Error::UnsafeIsolation`]: `db` is a caller's REPEATABLE READ or SERIALIZABLE
     ///   transaction; returned before any write;
-    /// - [`Error::UnsupportedBackend`]: neither PostgreSQL nor SQLite;
+    /// - [`Error::UnsupportedBackend`]: neither PostgreSQL nor SQLite (or its feature is off),
+    ///   or [`Wait::Timeout`] / [`Wait::No`] on SQLite, whose lock wait is the connection's
+    ///   `busy_timeout`; nothing is written;
+    /// - [`Error::KeyColumns`]: the key's parts and [`key_columns`](Self::key_columns)
+    ///   disagree; nothing is sent;
     /// - [`Error::UnsupportedServer`]: a server whose advisory locks are known not to lock,
     ///   a wait on CockroachDB v26.2+, or a server too old; returned before any write;
-    /// - [`Error::Database`] with `DbErr::BackendNotSupported`: [`Wait::Timeout`] or
-    ///   [`Wait::No`] on SQLite, whose lock wait is the connection's `busy_timeout`; nothing is
-    ///   written;
     /// - [`Error::MakeData`]: `make_data` failed;
     /// - [`Error::Database`]: anything else, e.g. the data violates a constraint or the table
     ///   does not exist. [`Error::is_retryable`] tells whether a retry can help.
