@@ -37,12 +37,12 @@
 //!   [`Error::LockTimeout`] with `timeout: None` (the connection's bound, not the caller's);
 //! - [`Wait::Timeout`] and [`Wait::No`] cannot be honoured per call (changing `busy_timeout` on
 //!   a pooled connection would leak into whoever uses it next, e.g. after a cancelled call), so
-//!   they are refused with [`DbErr::BackendNotSupported`] (in [`Error::Database`]) before
-//!   anything is locked or written, instead of silently waiting longer or shorter than asked.
+//!   they are refused with [`Error::UnsupportedBackend`] before anything is locked or
+//!   written, instead of silently waiting longer or shorter than asked.
 
 use sea_orm::{
-    DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, IsolationLevel,
-    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    DatabaseConnection, DatabaseTransaction, DbBackend, IsolationLevel, SqliteTransactionMode,
+    TransactionOptions, TransactionTrait,
 };
 
 use crate::call_chain::{Held, On};
@@ -51,9 +51,14 @@ use crate::wait::Deadline;
 use crate::{Error, LockKey, Wait};
 
 /// Why SQLite refuses [`Wait::Timeout`] and [`Wait::No`]: the text of the error.
-const SQLITE_WAITS: &str = "Wait::Timeout and Wait::No (SQLite waits for its write lock as \
-     long as the connection's busy_timeout; pass Wait::Forever and set busy_timeout when \
-     connecting)";
+const SQLITE_WAITS: &str = "bound one call's wait (Wait::Timeout, Wait::No): SQLite waits for \
+     its write lock as long as the connection's busy_timeout. Pass Wait::Forever, and set \
+     busy_timeout when connecting (ConnectOptions::map_sqlx_sqlite_opts)";
+
+/// Why a backend is refused outright.
+const NOT_SERVED: &str = "serve create_once in this build: PostgreSQL needs the crate's \
+     `postgres` feature, SQLite its `sqlite` feature (both on by default); MySQL is not \
+     supported yet";
 
 /// How creators of the same key are kept apart on one backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +78,10 @@ impl Backend {
             DbBackend::Postgres => Ok(Backend::Postgres),
             #[cfg(feature = "sqlite")]
             DbBackend::Sqlite => Ok(Backend::Sqlite),
-            other => Err(Error::UnsupportedBackend { backend: other }),
+            other => Err(Error::UnsupportedBackend {
+                backend: other,
+                what: NOT_SERVED,
+            }),
         }
     }
 
@@ -81,12 +89,10 @@ impl Backend {
     /// before anything is locked or written.
     pub(crate) fn check_wait(self, wait: Wait) -> Result<(), Error> {
         match (self, wait) {
-            (Backend::Sqlite, Wait::Timeout(_) | Wait::No) => {
-                Err(Error::Database(DbErr::BackendNotSupported {
-                    db: "SQLite",
-                    ctx: SQLITE_WAITS,
-                }))
-            }
+            (Backend::Sqlite, Wait::Timeout(_) | Wait::No) => Err(Error::UnsupportedBackend {
+                backend: DbBackend::Sqlite,
+                what: SQLITE_WAITS,
+            }),
             _ => Ok(()),
         }
     }
@@ -153,7 +159,10 @@ mod tests {
             assert!(
                 matches!(
                     err,
-                    Error::Database(DbErr::BackendNotSupported { db: "SQLite", .. })
+                    Error::UnsupportedBackend {
+                        backend: DbBackend::Sqlite,
+                        ..
+                    }
                 ),
                 "{err:?}"
             );

@@ -3,19 +3,23 @@
 //! caller's), takes the lock through the backend seam, runs `make_data` if the row is missing,
 //! inserts unless present, and commits or rolls back. Read top to bottom, it is the whole
 //! path of a call; the statements it sends are at the end.
+//!
+//! (Over 400 lines on purpose: the point of this file is one call's whole path in one read,
+//! with the key it binds and the statements it sends.)
 
 use std::convert::Infallible;
 use std::future::Future;
 
 use sea_orm::sea_query::{Expr, ExprTrait, InsertStatement, Query};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue, ColumnTrait, ConnectionTrait, DatabaseConnection,
-    DatabaseTransaction, DbErr, FromQueryResult, Iterable, QueryFilter,
+    ActiveModelTrait, ActiveValue, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection,
+    DatabaseTransaction, DbErr, FromQueryResult, Iterable, QueryFilter, Value,
 };
 use tracing::{Instrument, field};
 
 use crate::backend::Backend;
 use crate::call_chain::{Chain, Frame, Held, On};
+use crate::natural_key::{Key, NaturalKey};
 use crate::savepoint::Savepoint;
 use crate::source::{Handle, PoolId, TxnId};
 use crate::turns::{self, Place};
@@ -34,7 +38,7 @@ pub(crate) enum NewRow<D, F> {
     Make(F),
 }
 
-pub(crate) async fn create<T, F, Fut, E>(
+pub(crate) async fn create<T, S, F, Fut, E>(
     db: Handle<'_>,
     key: T::Key,
     wait: Wait,
@@ -42,6 +46,7 @@ pub(crate) async fn create<T, F, Fut, E>(
 ) -> Result<Outcome<T::Model>, Error>
 where
     T: IdempotentCreate,
+    T::Key: NaturalKey<S>,
     F: FnOnce() -> Fut + Send,
     Fut: Future<Output = Result<T::Data, E>> + Send,
     E: Into<BoxError>,
@@ -52,14 +57,31 @@ where
     })?;
     // Refused up front, so the answer does not depend on whether the row exists yet.
     backend.check_wait(wait)?;
-    let lock_key = LockKey::for_entity(T::lock_namespace(), &key);
+    let natural = Key::new(&key);
+    let lock_key = natural.lock_key(T::lock_namespace());
+    let values = natural.values();
+    let columns = T::key_columns();
+    if columns.len() != values.len() {
+        return Err(Error::KeyColumns {
+            table: T::default().table_name(),
+            columns: columns.len(),
+            parts: values.len(),
+        });
+    }
+    let shown = T::log_key().then(|| natural.to_string());
+    let key = CallKey::<T> {
+        key,
+        columns,
+        values,
+        shown,
+    };
     // `lock_wait_us`: everything between the call and holding the key, for calls that got
     // past the first look: taking turns, a connection, BEGIN (on SQLite, its write lock) and
     // the advisory lock.
     let span = tracing::info_span!(
         "create_once",
         entity = T::default().table_name(),
-        natural_key = %key,
+        natural_key = key.shown(),
         lock_key = %lock_key,
         lock_wait_us = field::Empty,
         outcome = field::Empty,
@@ -84,7 +106,8 @@ where
     .map_err(|err| match backend {
         Backend::Sqlite => err.sqlite_busy_as_timeout(lock_key),
         Backend::Postgres => err,
-    });
+    })
+    .map_err(|err| err.about_row(T::default().table_name(), key.shown.as_deref()));
     span.record(
         "outcome",
         match &result {
@@ -93,6 +116,36 @@ where
         },
     );
     result
+}
+
+/// The text logged in place of a key whose entity keeps keys out of logs
+/// ([`IdempotentCreate::log_key`]).
+const REDACTED: &str = "<redacted>";
+
+/// A call's natural key: as given (for `new_active_model`), and the columns and values it
+/// binds, one value per key column.
+struct CallKey<T: IdempotentCreate> {
+    key: T::Key,
+    columns: Vec<T::Column>,
+    values: Vec<Value>,
+    /// The key for logs and errors, unless the entity keeps keys out of them.
+    shown: Option<String>,
+}
+
+impl<T: IdempotentCreate> CallKey<T> {
+    /// Every key column equal to its part of the key, each value bound.
+    fn condition(&self) -> Condition {
+        self.columns
+            .iter()
+            .zip(&self.values)
+            .fold(Condition::all(), |all, (column, value)| {
+                all.add(ColumnTrait::eq(column, value.clone()))
+            })
+    }
+
+    fn shown(&self) -> &str {
+        self.shown.as_deref().unwrap_or(REDACTED)
+    }
 }
 
 /// One call of [`create`], and what every step of it needs.
@@ -112,7 +165,7 @@ impl Call {
     async fn on_connection<T, F, Fut, E>(
         &self,
         conn: &DatabaseConnection,
-        key: &T::Key,
+        key: &CallKey<T>,
         new_row: NewRow<T::Data, F>,
     ) -> Result<Outcome<T::Model>, Error>
     where
@@ -184,7 +237,7 @@ impl Call {
     async fn in_callers_transaction<T, F, Fut, E>(
         &self,
         txn: &DatabaseTransaction,
-        key: &T::Key,
+        key: &CallKey<T>,
         new_row: NewRow<T::Data, F>,
     ) -> Result<Outcome<T::Model>, Error>
     where
@@ -239,7 +292,7 @@ impl Call {
     async fn create_under_lock<T, F, Fut, E>(
         &self,
         txn: &DatabaseTransaction,
-        key: &T::Key,
+        key: &CallKey<T>,
         new_row: NewRow<T::Data, F>,
         frame: Frame,
     ) -> Result<Outcome<T::Model>, Error>
@@ -280,10 +333,14 @@ impl Call {
         match self.deadline.reported_bound() {
             Some(timeout) => Error::LockTimeout {
                 key: self.lock_key,
+                row: None,
                 timeout: Some(timeout),
                 source: None,
             },
-            None => Error::LockBusy { key: self.lock_key },
+            None => Error::LockBusy {
+                key: self.lock_key,
+                row: None,
+            },
         }
     }
 
@@ -296,15 +353,12 @@ impl Call {
     }
 }
 
-async fn find<T, C>(db: &C, key: &T::Key) -> Result<Option<T::Model>, DbErr>
+async fn find<T, C>(db: &C, key: &CallKey<T>) -> Result<Option<T::Model>, DbErr>
 where
     T: IdempotentCreate,
     C: ConnectionTrait,
 {
-    T::find()
-        .filter(T::key_column().eq(key.clone()))
-        .one(db)
-        .await
+    T::find().filter(key.condition()).one(db).await
 }
 
 /// Inserts the row with a guard (`INSERT ... SELECT ... WHERE NOT EXISTS`), then, only if the
@@ -313,35 +367,38 @@ where
 /// it is what makes look-and-insert one atomic statement under the write lock.
 async fn insert_unless_exists<T, C>(
     txn: &C,
-    key: &T::Key,
+    key: &CallKey<T>,
     data: T::Data,
 ) -> Result<Outcome<T::Model>, Error>
 where
     T: IdempotentCreate,
     C: ConnectionTrait,
 {
-    let insert = insert_unless_exists_statement::<T>(key, T::new_active_model(key, data))?;
+    let insert = insert_unless_exists_statement::<T>(key, T::new_active_model(&key.key, data))?;
     if let Some(row) = txn.query_one(&insert).await? {
         return Ok(Outcome::Created(T::Model::from_query_result(&row, "")?));
     }
     match find::<T, _>(txn, key).await? {
         Some(model) => Ok(Outcome::Existing(model)),
         None => Err(Error::Database(DbErr::RecordNotFound(format!(
-            "{}: the insert found a row for key {key} that is no longer there",
-            T::default().table_name()
+            "{}: the insert found a row for key {} that is no longer there",
+            T::default().table_name(),
+            key.shown()
         )))),
     }
 }
 
-/// `INSERT INTO t (cols) SELECT vals WHERE NOT EXISTS (SELECT 1 FROM t WHERE key = $k)
-/// RETURNING cols`, every value bound, with SeaORM's own per-column casts (enums).
+/// `INSERT INTO t (cols) SELECT vals WHERE NOT EXISTS (SELECT 1 FROM t WHERE k1 = $1 AND
+/// k2 = $2 ...) RETURNING cols`, every value bound, with SeaORM's own per-column casts (enums).
 ///
 /// Fails (instead of panicking) when the key's value does not fit the key column's type.
 fn insert_unless_exists_statement<T: IdempotentCreate>(
-    key: &T::Key,
+    key: &CallKey<T>,
     mut row: T::ActiveModel,
 ) -> Result<InsertStatement, DbErr> {
-    row.try_set(T::key_column(), key.clone().into())?;
+    for (column, value) in key.columns.iter().zip(&key.values) {
+        row.try_set(*column, value.clone())?;
+    }
     let (columns, values): (Vec<_>, Vec<_>) = T::Column::iter()
         .filter_map(|column| match row.get(column) {
             ActiveValue::Set(value) | ActiveValue::Unchanged(value) => {
@@ -353,7 +410,7 @@ fn insert_unless_exists_statement<T: IdempotentCreate>(
     let existing = Query::select()
         .expr(Expr::cust("1"))
         .from(T::default().table_ref())
-        .and_where(T::key_column().eq(key.clone()))
+        .cond_where(key.condition())
         .to_owned();
     let source = Query::select()
         .exprs(values)

@@ -5,20 +5,63 @@ use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 
-use sea_orm::{ConnectionTrait, EntityTrait, Value};
+use sea_orm::{ConnectionTrait, EntityTrait};
 
 use crate::call::{BoxError, NewRow, UnusedMaker, create};
 use crate::key;
-use crate::{Error, LockKey, Outcome, TransactionSource, Wait};
+use crate::natural_key;
+use crate::{Error, NaturalKey, Outcome, TransactionSource, Wait};
 
 /// Create a row exactly once per natural key, however many callers ask at the same moment.
 ///
-/// Implement the three required items for an entity; [`create_once`](Self::create_once),
-/// [`create_once_with`](Self::create_once_with) and
+/// Implement four small items for an entity (two types, two functions);
+/// [`create_once`](Self::create_once), [`create_once_with`](Self::create_once_with) and
 /// [`create_once_waiting`](Self::create_once_waiting) come for free.
 ///
-/// A table of webhook deliveries, keyed by GitHub's `X-GitHub-Delivery` id (the sample
-/// schema's impl for `pull_requests` is in `entity/src/idempotent.rs`):
+/// The simplest impl takes the new row itself as the data (`type Data = ActiveModel`): the
+/// crate sets the key column from the key, so `new_active_model` returns the row as it is.
+///
+/// ```
+/// mod subscribers {
+///     use sea_orm::entity::prelude::*;
+///
+///     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+///     #[sea_orm(table_name = "subscribers")]
+///     pub struct Model {
+///         #[sea_orm(primary_key)]
+///         pub id: i64,
+///         #[sea_orm(unique)]
+///         pub email: String,
+///         pub name: String,
+///     }
+///
+///     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+///     pub enum Relation {}
+///
+///     impl ActiveModelBehavior for ActiveModel {}
+///
+///     impl sea_orm_idempotent::IdempotentCreate for Entity {
+///         type Key = String; // the email address
+///         type Data = ActiveModel; // the rest of the row
+///
+///         fn key_column() -> Column {
+///             Column::Email
+///         }
+///
+///         fn new_active_model(_email: &String, row: ActiveModel) -> ActiveModel {
+///             row // the crate sets `email` from the key
+///         }
+///     }
+/// }
+/// # use sea_orm_idempotent::IdempotentCreate;
+/// # assert_eq!(subscribers::Entity::lock_namespace(), "subscribers");
+/// ```
+///
+/// A call is then `subscribers::Entity::create_once(&db, email, subscribers::ActiveModel {
+/// name: Set(name), ..Default::default() })`.
+///
+/// With data of its own type: a table of webhook deliveries, keyed by GitHub's
+/// `X-GitHub-Delivery` id, whose data is the payload:
 ///
 /// ```
 /// mod deliveries {
@@ -75,14 +118,67 @@ use crate::{Error, LockKey, Outcome, TransactionSource, Wait};
 ///    be checked first.)
 /// 2. Otherwise begins a transaction (READ COMMITTED on PostgreSQL, IMMEDIATE on SQLite) or a
 ///    savepoint in the caller's transaction, and takes the key's lock: PostgreSQL's
-///    transaction-scoped advisory lock on [`LockKey::for_entity`]`(lock_namespace(), key)`.
+///    transaction-scoped advisory lock on [`LockKey::for_entity`](crate::LockKey::for_entity)`(lock_namespace(), key)`
+///    ([`LockKey::for_composite`](crate::LockKey::for_composite) for a tuple key).
 /// 3. With the lock held, a fresh statement inserts the row unless it exists now, and returns
 ///    it: under READ COMMITTED it sees the row of a caller that held the lock before us (see
 ///    [why READ COMMITTED](crate#why-read-committed)).
 /// 4. Commits (or releases the savepoint), which releases the lock.
 ///
-/// The key column is set from `key`, whatever [`new_active_model`](Self::new_active_model)
+/// The key columns are set from `key`, whatever [`new_active_model`](Self::new_active_model)
 /// put there, so the row found and the row inserted are always the same key.
+///
+/// # Composite keys
+///
+/// A natural key of several columns is a tuple (two to six values), as SeaORM takes composite
+/// primary keys: `type Key = (i64, String)` for `(org_id, login)`. Name its columns, in the
+/// same order, with [`key_columns`](Self::key_columns), and give them a composite UNIQUE
+/// index. The row is looked for and guarded on every key column, and its lock key is
+/// [`LockKey::for_composite`](crate::LockKey::for_composite), which encodes every part
+/// unambiguously: `("a,b", "c")` and `("a", "b,c")` are two keys. (The lock key of a
+/// one-column key is unchanged: [`LockKey::for_entity`](crate::LockKey::for_entity).)
+///
+/// ```
+/// mod members {
+///     use sea_orm::entity::prelude::*;
+///
+///     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+///     #[sea_orm(table_name = "members")] // UNIQUE (org_id, login)
+///     pub struct Model {
+///         #[sea_orm(primary_key)]
+///         pub id: i64,
+///         pub org_id: i64,
+///         pub login: String,
+///         pub role: String,
+///     }
+///
+///     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+///     pub enum Relation {}
+///
+///     impl ActiveModelBehavior for ActiveModel {}
+///
+///     impl sea_orm_idempotent::IdempotentCreate for Entity {
+///         type Key = (i64, String); // (org_id, login)
+///         type Data = ActiveModel;
+///
+///         fn key_column() -> Column {
+///             Column::OrgId // the first key column
+///         }
+///
+///         fn key_columns() -> Vec<Column> {
+///             vec![Column::OrgId, Column::Login]
+///         }
+///
+///         fn new_active_model(_: &(i64, String), row: ActiveModel) -> ActiveModel {
+///             row // the crate sets org_id and login from the key
+///         }
+///     }
+/// }
+/// # use sea_orm_idempotent::IdempotentCreate;
+/// # assert_eq!(members::Entity::key_columns().len(), 2);
+/// ```
+///
+/// A call is `members::Entity::create_once(&db, (org_id, login), row)`.
 ///
 /// # Keys the database treats as equal must display the same
 ///
@@ -125,17 +221,37 @@ use crate::{Error, LockKey, Outcome, TransactionSource, Wait};
 /// 25P03) and nothing is written.
 #[async_trait::async_trait]
 pub trait IdempotentCreate: EntityTrait {
-    /// The natural key: what makes two events "the same" (e.g. GitHub's pull-request id). It is
-    /// bound as a parameter when querying, and its `Display` form is hashed into the lock key,
-    /// so two keys that display the same share a lock.
-    type Key: Into<Value> + Clone + fmt::Display + fmt::Debug + Send + Sync;
+    /// The natural key: what makes two events "the same" (e.g. GitHub's pull-request id), a
+    /// [`NaturalKey`]: one value (`i64`, `String`, `Uuid`, a newtype that is
+    /// `Into<sea_orm::Value> + Display`), or a tuple of two to six for a key of several
+    /// columns (`(i64, String)`: see [composite keys](IdempotentCreate#composite-keys)). Its
+    /// values are bound as parameters, and its `Display` text is hashed into the lock key, so
+    /// two keys that display the same share a lock.
+    ///
+    /// The bound is checked where `create_once` is called (`Self::Key: NaturalKey<_>`), not
+    /// here, so that one trait takes both shapes (see [`NaturalKey`]).
+    type Key: Clone + fmt::Debug + Send + Sync;
 
     /// What a new row needs besides the key.
     type Data: Send;
 
     /// The column holding the natural key. It should be UNIQUE: the lock makes the constraint
-    /// never fire, and the constraint keeps out writers that do not take the lock.
+    /// never fire, and the constraint keeps out writers that do not take the lock. For a
+    /// composite key, its first column (and override [`key_columns`](Self::key_columns)).
     fn key_column() -> Self::Column;
+
+    /// The columns holding the natural key, in the order of the key's parts: by default
+    /// `[key_column()]`. Override it for a composite key (`type Key = (i64, i32)`): one column
+    /// per part of the tuple, together UNIQUE (a composite unique index). A call whose key has
+    /// another number of parts than this has columns fails with [`Error::KeyColumns`] before
+    /// anything is sent.
+    ///
+    /// (A function beside [`key_column`](Self::key_column), not a new return type for it:
+    /// every one-column impl keeps compiling unchanged, and Rust has no defaults for
+    /// associated types that would let the columns follow from the key's type.)
+    fn key_columns() -> Vec<Self::Column> {
+        vec![Self::key_column()]
+    }
 
     /// Builds the row to insert for `key` from `data`.
     fn new_active_model(key: &Self::Key, data: Self::Data) -> Self::ActiveModel;
@@ -153,12 +269,23 @@ pub trait IdempotentCreate: EntityTrait {
         }
     }
 
+    /// Whether the natural key may be written to logs and errors: the `natural_key` field of
+    /// the `create_once` span (at INFO) and the key named in [`Error::LockTimeout`] and its
+    /// kin. `true` by default; return `false` when keys are personal data (an email address):
+    /// the span then records `natural_key = "<redacted>"` and errors name only the table. The
+    /// lock key (a crc32 of the key) is still recorded: it is what `pg_locks` shows.
+    fn log_key() -> bool {
+        true
+    }
+
     /// Creates the row for `key` from `data` unless it exists, waiting for the lock as long as
     /// it takes ([`Wait::Forever`]).
     ///
     /// `db` is a [`DatabaseConnection`](sea_orm::DatabaseConnection) (the call runs in its own
-    /// transaction) or a caller's [`DatabaseTransaction`](sea_orm::DatabaseTransaction) (a
-    /// savepoint in it; the caller's commit decides, and the lock is held until then).
+    /// transaction), a caller's [`DatabaseTransaction`](sea_orm::DatabaseTransaction) (a
+    /// savepoint in it; the caller's commit decides, and the lock is held until then), or a
+    /// [`DatabaseExecutor`](sea_orm::DatabaseExecutor), e.g. a migration's
+    /// `manager.get_connection()` (see [`TransactionSource`]).
     ///
     /// # Errors
     ///
@@ -167,15 +294,16 @@ pub trait IdempotentCreate: EntityTrait {
     /// # Cancel Safety
     ///
     /// See [`create_once_waiting`](Self::create_once_waiting).
-    async fn create_once<C>(
+    async fn create_once<C, Shape>(
         db: &C,
         key: Self::Key,
         data: Self::Data,
     ) -> Result<Outcome<Self::Model>, Error>
     where
         C: TransactionSource,
+        Self::Key: NaturalKey<Shape>,
     {
-        create::<Self, UnusedMaker<Self::Data>, _, Infallible>(
+        create::<Self, Shape, UnusedMaker<Self::Data>, _, Infallible>(
             db.handle(),
             key,
             Wait::Forever,
@@ -196,18 +324,20 @@ pub trait IdempotentCreate: EntityTrait {
     /// # Cancel Safety
     ///
     /// See [`create_once_waiting`](Self::create_once_waiting).
-    async fn create_once_with<C, F, Fut, E>(
+    async fn create_once_with<C, Shape, F, Fut, E>(
         db: &C,
         key: Self::Key,
         make_data: F,
     ) -> Result<Outcome<Self::Model>, Error>
     where
         C: TransactionSource,
+        Self::Key: NaturalKey<Shape>,
         F: FnOnce() -> Fut + Send,
         Fut: Future<Output = Result<Self::Data, E>> + Send,
         E: Into<BoxError>,
     {
-        create::<Self, F, Fut, E>(db.handle(), key, Wait::Forever, NewRow::Make(make_data)).await
+        create::<Self, Shape, F, Fut, E>(db.handle(), key, Wait::Forever, NewRow::Make(make_data))
+            .await
     }
 
     /// The general form: like [`create_once_with`](Self::create_once_with), waiting for the
@@ -223,12 +353,13 @@ pub trait IdempotentCreate: EntityTrait {
     ///   already; returned before any write;
     /// - [`Error::UnsafeIsolation`]: `db` is a caller's REPEATABLE READ or SERIALIZABLE
     ///   transaction; returned before any write;
-    /// - [`Error::UnsupportedBackend`]: neither PostgreSQL nor SQLite;
+    /// - [`Error::UnsupportedBackend`]: neither PostgreSQL nor SQLite (or its feature is off),
+    ///   or [`Wait::Timeout`] / [`Wait::No`] on SQLite, whose lock wait is the connection's
+    ///   `busy_timeout`; nothing is written;
+    /// - [`Error::KeyColumns`]: the key's parts and [`key_columns`](Self::key_columns)
+    ///   disagree; nothing is sent;
     /// - [`Error::UnsupportedServer`]: a server whose advisory locks are known not to lock,
     ///   a wait on CockroachDB v26.2+, or a server too old; returned before any write;
-    /// - [`Error::Database`] with `DbErr::BackendNotSupported`: [`Wait::Timeout`] or
-    ///   [`Wait::No`] on SQLite, whose lock wait is the connection's `busy_timeout`; nothing is
-    ///   written;
     /// - [`Error::MakeData`]: `make_data` failed;
     /// - [`Error::Database`]: anything else, e.g. the data violates a constraint or the table
     ///   does not exist. [`Error::is_retryable`] tells whether a retry can help.
@@ -246,7 +377,7 @@ pub trait IdempotentCreate: EntityTrait {
     /// departed caller; meanwhile that one connection stays busy. A panic inside `make_data`
     /// unwinds the same way. On a caller's transaction, see
     /// [its section](IdempotentCreate#on-a-callers-transaction).
-    async fn create_once_waiting<C, F, Fut, E>(
+    async fn create_once_waiting<C, Shape, F, Fut, E>(
         db: &C,
         key: Self::Key,
         wait: Wait,
@@ -254,11 +385,12 @@ pub trait IdempotentCreate: EntityTrait {
     ) -> Result<Outcome<Self::Model>, Error>
     where
         C: TransactionSource,
+        Self::Key: NaturalKey<Shape>,
         F: FnOnce() -> Fut + Send,
         Fut: Future<Output = Result<Self::Data, E>> + Send,
         E: Into<BoxError>,
     {
-        create::<Self, F, Fut, E>(db.handle(), key, wait, NewRow::Make(make_data)).await
+        create::<Self, Shape, F, Fut, E>(db.handle(), key, wait, NewRow::Make(make_data)).await
     }
 
     /// The sessions holding or waiting for `key`'s lock right now: who a slow or timed-out
@@ -271,11 +403,12 @@ pub trait IdempotentCreate: EntityTrait {
     /// # Cancel Safety
     ///
     /// As [`LockHolders::all`](crate::LockHolders::all).
-    async fn lock_holders<C>(db: &C, key: Self::Key) -> Result<crate::LockHolders, Error>
+    async fn lock_holders<C, Shape>(db: &C, key: Self::Key) -> Result<crate::LockHolders, Error>
     where
         C: ConnectionTrait + Sync,
+        Self::Key: NaturalKey<Shape>,
     {
-        let lock_key = LockKey::for_entity(Self::lock_namespace(), &key);
+        let lock_key = natural_key::lock_key(Self::lock_namespace(), &key);
         crate::LockHolders::of(db, lock_key).await
     }
 }

@@ -34,7 +34,7 @@ use std::fmt;
 
 use sea_orm::{DbErr, QueryResult};
 
-use crate::error::is_undefined_function;
+use crate::classify::is_undefined_function;
 use crate::{Error, Wait};
 
 /// The oldest `server_version_num` whose SQL this crate's statements use: transaction-scoped

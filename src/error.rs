@@ -1,10 +1,12 @@
-//! The crate's error type, and the one place database errors are classified (by SQLSTATE and
-//! driver error kind, never by message text).
+//! The crate's error type and how its lock errors read; database errors are classified in
+//! [`classify`](crate::classify) (by SQLSTATE and driver error kind, never by message text).
 
+use std::fmt;
 use std::time::Duration;
 
 use sea_orm::{DbBackend, DbErr};
 
+use crate::classify::{ErrorClass, classify, is_transient};
 use crate::{LockKey, ServerRefusal};
 
 /// What can go wrong when taking a lock or creating a row once.
@@ -18,10 +20,13 @@ pub enum Error {
     /// The lock was not granted within [`Wait::Timeout`](crate::Wait::Timeout) (PostgreSQL:
     /// `lock_timeout`, or a cancel request that ended the wait; SQLite: the connection's
     /// `busy_timeout` ran out). Nothing was written.
-    #[error("lock {key} not granted in time (bound: {timeout:?})")]
+    #[error("{} not granted {}", Lock(.key, .row), Within(.timeout))]
     LockTimeout {
         /// The key that was asked for.
         key: LockKey,
+        /// The row the lock was for, when a `create_once` call took it (boxed: it is rare, and
+        /// `Error` stays small).
+        row: Option<Box<LockedRow>>,
         /// The bound that ran out: the [`Wait::Timeout`](crate::Wait::Timeout) asked for, or
         /// `None` when it was not the caller's (SQLite's `busy_timeout`, a cancel request).
         timeout: Option<Duration>,
@@ -32,10 +37,13 @@ pub enum Error {
     },
 
     /// [`Wait::No`](crate::Wait::No): another transaction holds the key. Nothing was written.
-    #[error("advisory lock {key} is held by another transaction")]
+    #[error("{} is held by another transaction", Lock(.key, .row))]
     LockBusy {
         /// The key that was asked for.
         key: LockKey,
+        /// The row the lock was for, when a `create_once` call took it (boxed: it is rare, and
+        /// `Error` stays small).
+        row: Option<Box<LockedRow>>,
     },
 
     /// PostgreSQL detected a deadlock (SQLSTATE 40P01) and chose this caller's wait to cancel.
@@ -43,10 +51,13 @@ pub enum Error {
     /// reverses. The wait is rolled back, but the transaction keeps the locks it took before:
     /// roll it back so the other side can go on (`create_once` does so on its own
     /// transactions).
-    #[error("deadlock detected while waiting for lock {key}")]
+    #[error("deadlock detected while waiting for {}", Lock(.key, .row))]
     Deadlock {
         /// The key that was asked for.
         key: LockKey,
+        /// The row the lock was for, when a `create_once` call took it (boxed: it is rare, and
+        /// `Error` stays small).
+        row: Option<Box<LockedRow>>,
     },
 
     /// A call made inside the `make_data` of another call (the same call chain) asked for a
@@ -78,15 +89,32 @@ pub enum Error {
         level: String,
     },
 
-    /// The connection's backend is not one this build serves: PostgreSQL needs the crate's
-    /// `postgres` feature, SQLite its `sqlite` feature (both on by default); other backends
-    /// (MySQL) are not supported.
-    #[error(
-        "backend {backend:?} is not supported by this build of sea-orm-idempotent (PostgreSQL needs its `postgres` feature, SQLite its `sqlite` feature; MySQL is not supported)"
-    )]
+    /// The connection's backend cannot do what was asked: a backend this build does not
+    /// serve (PostgreSQL needs the crate's `postgres` feature, SQLite its `sqlite` feature,
+    /// both on by default; MySQL is not supported), advisory locks on SQLite, or a
+    /// [`Wait`](crate::Wait) SQLite cannot honour. `what` says which, and what to do instead.
+    /// Returned before anything is written; not retryable.
+    #[error("{backend:?} cannot do this: {what}")]
     UnsupportedBackend {
         /// The backend of the connection passed in.
         backend: DbBackend,
+        /// What it cannot do, and what to do instead.
+        what: &'static str,
+    },
+
+    /// The entity's [`key_columns`](crate::IdempotentCreate::key_columns) names another
+    /// number of columns than its natural key has parts: a mistake in its `IdempotentCreate`
+    /// impl. Returned before anything is sent; not retryable.
+    #[error(
+        "{table}: key_columns() names {columns} column(s) but the natural key has {parts} part(s); name one column per part, in the key's order"
+    )]
+    KeyColumns {
+        /// The entity's table.
+        table: &'static str,
+        /// How many columns `key_columns()` named.
+        columns: usize,
+        /// How many parts the key has.
+        parts: usize,
     },
 
     /// The server speaks PostgreSQL's protocol but its advisory locks cannot be relied on (an
@@ -106,7 +134,7 @@ pub enum Error {
     },
 
     /// The caller's `make_data` failed; nothing was written and the lock was released.
-    #[error("building the data for the new row failed")]
+    #[error("building the data for the new row failed: {0}")]
     MakeData(#[source] Box<dyn std::error::Error + Send + Sync>),
 
     /// Any other database error (constraint violations, a missing table, a lost connection).
@@ -125,6 +153,7 @@ impl Error {
             Error::Database(err) => is_transient(err),
             Error::UnsafeIsolation { .. }
             | Error::UnsupportedBackend { .. }
+            | Error::KeyColumns { .. }
             | Error::Reentrant { .. }
             | Error::TransactionAborted(_)
             | Error::UnsupportedServer { .. }
@@ -139,12 +168,28 @@ impl Error {
             Error::Database(err) if classify(&err) == ErrorClass::SqliteBusy => {
                 Error::LockTimeout {
                     key,
+                    row: None,
                     timeout: None,
                     source: Some(err),
                 }
             }
             other => other,
         }
+    }
+
+    /// Names the row a lock error's lock was for: `table`, and `natural_key` unless the
+    /// entity keeps keys out of logs.
+    pub(crate) fn about_row(mut self, table: &'static str, natural_key: Option<&str>) -> Error {
+        if let Error::LockTimeout { row, .. }
+        | Error::LockBusy { row, .. }
+        | Error::Deadlock { row, .. } = &mut self
+        {
+            *row = Some(Box::new(LockedRow {
+                table,
+                natural_key: natural_key.map(str::to_owned),
+            }));
+        }
+        self
     }
 
     /// Turns the error of a caller's transaction's first statement into
@@ -157,161 +202,71 @@ impl Error {
     }
 }
 
-/// PostgreSQL SQLSTATEs and SQLite result codes this crate reacts to.
-mod code {
-    /// PostgreSQL `lock_not_available`: `lock_timeout` ran out.
-    pub(super) const PG_LOCK_NOT_AVAILABLE: &str = "55P03";
-    /// PostgreSQL `deadlock_detected`.
-    pub(super) const PG_DEADLOCK_DETECTED: &str = "40P01";
-    /// PostgreSQL `undefined_function`: a server too old for a statement (see
-    /// [`ServerRefusal::TooOld`](crate::ServerRefusal::TooOld)).
-    pub(super) const PG_UNDEFINED_FUNCTION: &str = "42883";
-    /// PostgreSQL `serialization_failure`.
-    pub(super) const PG_SERIALIZATION_FAILURE: &str = "40001";
-    /// PostgreSQL `in_failed_sql_transaction`: a statement in an aborted transaction.
-    pub(super) const PG_IN_FAILED_TRANSACTION: &str = "25P02";
-    /// PostgreSQL class 08: connection exceptions.
-    pub(super) const PG_CONNECTION_EXCEPTION_CLASS: &str = "08";
-    /// PostgreSQL class 57P: operator intervention (`admin_shutdown`, `crash_shutdown`,
-    /// `cannot_connect_now`, `pg_terminate_backend`).
-    pub(super) const PG_OPERATOR_INTERVENTION_CLASS: &str = "57P";
-    /// SQLite `SQLITE_BUSY` and its extended codes (`SQLITE_BUSY_SNAPSHOT` = 517, ...): the
-    /// lowest byte of an extended code is the primary code.
-    pub(super) const SQLITE_BUSY: i64 = 5;
-    /// SQLite `SQLITE_LOCKED`.
-    pub(super) const SQLITE_LOCKED: i64 = 6;
+/// The row a lock was taken for, named in lock errors of `create_once` calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LockedRow {
+    /// The entity's table.
+    pub table: &'static str,
+    /// The natural key as displayed, or `None` when the entity keeps keys out of logs
+    /// ([`IdempotentCreate::log_key`](crate::IdempotentCreate::log_key)).
+    pub natural_key: Option<String>,
 }
 
-#[derive(Debug, PartialEq, Eq)]
-/// What an error means to the crate (see [`classify`]).
-enum ErrorClass {
-    SqliteBusy,
-    InFailedTransaction,
-    Other,
-}
-
-fn classify(err: &DbErr) -> ErrorClass {
-    match database_code(err) {
-        Some(DatabaseCode::Postgres(state)) if state == code::PG_IN_FAILED_TRANSACTION => {
-            ErrorClass::InFailedTransaction
-        }
-        Some(DatabaseCode::Sqlite(code)) if is_sqlite_busy(code) => ErrorClass::SqliteBusy,
-        _ => ErrorClass::Other,
-    }
-}
-
-/// Whether PostgreSQL could not find a function a statement calls (SQLSTATE 42883).
-pub(crate) fn is_undefined_function(err: &DbErr) -> bool {
-    matches!(
-        database_code(err),
-        Some(DatabaseCode::Postgres(state)) if state == code::PG_UNDEFINED_FUNCTION
-    )
-}
-
-fn is_sqlite_busy(code: i64) -> bool {
-    matches!(code & 0xff, code::SQLITE_BUSY | code::SQLITE_LOCKED)
-}
-
-/// Whether a plain database error is one a retry can get past.
-fn is_transient(err: &DbErr) -> bool {
-    if matches!(err, DbErr::ConnectionAcquire(_)) {
-        return true;
-    }
-    match database_code(err) {
-        Some(DatabaseCode::Postgres(state)) => {
-            state == code::PG_LOCK_NOT_AVAILABLE
-                || state == code::PG_DEADLOCK_DETECTED
-                || state == code::PG_SERIALIZATION_FAILURE
-                || state.starts_with(code::PG_CONNECTION_EXCEPTION_CLASS)
-                || state.starts_with(code::PG_OPERATOR_INTERVENTION_CLASS)
-        }
-        Some(DatabaseCode::Sqlite(code)) => is_sqlite_busy(code),
-        None => driver::is_lost_connection(err),
-    }
-}
-
-/// A database error's code, by driver. A driver's arm is compiled with its feature only; the
-/// variants stay, so the classification reads the same in every build.
-enum DatabaseCode {
-    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
-    Postgres(String),
-    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
-    Sqlite(i64),
-}
-
-/// What sqlx tells about an error. Without a backend feature there is no driver, no sqlx,
-/// and nothing to classify (every backend is refused before a statement is sent).
-#[cfg(any(feature = "postgres", feature = "sqlite"))]
-mod driver {
-    use sea_orm::{DbErr, RuntimeErr, sqlx};
-
-    use super::DatabaseCode;
-
-    /// A lost or unavailable connection, without a server's code.
-    pub(super) fn is_lost_connection(err: &DbErr) -> bool {
-        sqlx_error(err).is_some_and(|e| {
-            matches!(
-                e,
-                sqlx::Error::Io(_)
-                    | sqlx::Error::Tls(_)
-                    | sqlx::Error::Protocol(_)
-                    | sqlx::Error::PoolTimedOut
-                    | sqlx::Error::PoolClosed
-                    | sqlx::Error::WorkerCrashed
-            )
-        })
-    }
-
-    fn sqlx_error(err: &DbErr) -> Option<&sqlx::Error> {
-        match err {
-            DbErr::Conn(RuntimeErr::SqlxError(e))
-            | DbErr::Exec(RuntimeErr::SqlxError(e))
-            | DbErr::Query(RuntimeErr::SqlxError(e)) => Some(e),
-            _ => None,
+impl fmt::Display for LockedRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.natural_key {
+            Some(key) => write!(f, "{} key {key}", self.table),
+            None => write!(f, "{} (key not logged)", self.table),
         }
     }
+}
 
-    pub(super) fn database_code(err: &DbErr) -> Option<DatabaseCode> {
-        let db_err = sqlx_error(err)?.as_database_error()?;
-        #[cfg(feature = "postgres")]
-        if db_err
-            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
-            .is_some()
-        {
-            return db_err
-                .code()
-                .map(|state| DatabaseCode::Postgres(state.into_owned()));
+/// A lock in an error message: the row it was for when known, then the raw key.
+struct Lock<'a>(&'a LockKey, &'a Option<Box<LockedRow>>);
+
+impl fmt::Display for Lock<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.1 {
+            Some(row) => write!(f, "the lock of {row} (lock key {})", self.0),
+            None => write!(f, "lock {}", self.0),
         }
-        #[cfg(feature = "sqlite")]
-        if db_err
-            .try_downcast_ref::<sqlx::sqlite::SqliteError>()
-            .is_some()
-        {
-            return db_err
-                .code()
-                .and_then(|code| code.parse().ok())
-                .map(DatabaseCode::Sqlite);
-        }
-        None
     }
 }
 
-#[cfg(not(any(feature = "postgres", feature = "sqlite")))]
-mod driver {
-    use sea_orm::DbErr;
+/// The bound of a lock timeout in an error message.
+struct Within<'a>(&'a Option<Duration>);
 
-    use super::DatabaseCode;
-
-    pub(super) fn is_lost_connection(_: &DbErr) -> bool {
-        false
-    }
-
-    pub(super) fn database_code(_: &DbErr) -> Option<DatabaseCode> {
-        None
+impl fmt::Display for Within<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(bound) => write!(f, "within {}", HumanDuration(*bound)),
+            None => f.write_str(
+                "before the wait was ended for it (SQLite: the connection's busy_timeout; PostgreSQL: a cancel request)",
+            ),
+        }
     }
 }
 
-use driver::database_code;
+/// A duration as people write it: `300 ms`, `2 s`, `1.5 s`, `250 µs`.
+pub(crate) struct HumanDuration(pub(crate) Duration);
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = self.0;
+        if d >= Duration::from_secs(1) {
+            let secs = d.as_secs_f64();
+            let text = format!("{secs:.3}");
+            write!(f, "{} s", text.trim_end_matches('0').trim_end_matches('.'))
+        } else if d >= Duration::from_millis(1) || d.is_zero() {
+            let ms = d.as_secs_f64() * 1000.0;
+            let text = format!("{ms:.3}");
+            write!(f, "{} ms", text.trim_end_matches('0').trim_end_matches('.'))
+        } else {
+            write!(f, "{} µs", d.as_micros())
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -331,7 +286,8 @@ mod tests {
     fn lock_variants_are_retryable_and_setup_errors_are_not() {
         assert!(
             Error::LockBusy {
-                key: LockKey::BigInt(1)
+                key: LockKey::BigInt(1),
+                row: None
             }
             .is_retryable()
         );
@@ -343,7 +299,8 @@ mod tests {
         );
         assert!(
             !Error::UnsupportedBackend {
-                backend: DbBackend::MySql
+                backend: DbBackend::MySql,
+                what: "x"
             }
             .is_retryable()
         );
@@ -355,7 +312,8 @@ mod tests {
         );
         assert!(
             Error::Deadlock {
-                key: LockKey::BigInt(1)
+                key: LockKey::BigInt(1),
+                row: None
             }
             .is_retryable()
         );
@@ -391,10 +349,47 @@ mod tests {
     }
 
     #[test]
-    fn sqlite_extended_busy_codes_count_as_busy() {
-        assert!(is_sqlite_busy(5));
-        assert!(is_sqlite_busy(517)); // SQLITE_BUSY_SNAPSHOT
-        assert!(is_sqlite_busy(6));
-        assert!(!is_sqlite_busy(19)); // SQLITE_CONSTRAINT
+    fn durations_read_as_people_write_them() {
+        let shown = |d: Duration| HumanDuration(d).to_string();
+        assert_eq!(shown(Duration::from_millis(300)), "300 ms");
+        assert_eq!(shown(Duration::from_secs(2)), "2 s");
+        assert_eq!(shown(Duration::from_millis(1500)), "1.5 s");
+        assert_eq!(shown(Duration::from_micros(1250)), "1.25 ms");
+        assert_eq!(shown(Duration::from_micros(250)), "250 µs");
+        assert_eq!(shown(Duration::ZERO), "0 ms");
+    }
+
+    #[test]
+    fn lock_errors_name_the_row_when_known_and_keep_redacted_keys_out() {
+        let timeout = || Error::LockTimeout {
+            key: LockKey::Pair(1, 2),
+            row: None,
+            timeout: Some(Duration::from_millis(300)),
+            source: None,
+        };
+        assert_eq!(
+            timeout().to_string(),
+            "lock (1, 2) not granted within 300 ms"
+        );
+        assert_eq!(
+            timeout()
+                .about_row("members", Some("(7, mona)"))
+                .to_string(),
+            "the lock of members key (7, mona) (lock key (1, 2)) not granted within 300 ms"
+        );
+        let redacted = timeout().about_row("members", None).to_string();
+        assert_eq!(
+            redacted,
+            "the lock of members (key not logged) (lock key (1, 2)) not granted within 300 ms"
+        );
+    }
+
+    #[test]
+    fn make_data_errors_say_why() {
+        let err = Error::MakeData("the API answered 503".into());
+        assert_eq!(
+            err.to_string(),
+            "building the data for the new row failed: the API answered 503"
+        );
     }
 }

@@ -144,7 +144,10 @@ const HOLDERS: &str = "SELECT l.classid::bigint AS classid, l.objid::bigint AS o
 async fn query<C: ConnectionTrait>(db: &C, key: Option<LockKey>) -> Result<LockHolders, Error> {
     let backend = db.get_database_backend();
     if backend != DbBackend::Postgres {
-        return Err(Error::UnsupportedBackend { backend });
+        return Err(Error::UnsupportedBackend {
+            backend,
+            what: "list lock holders: they are read from PostgreSQL's pg_locks",
+        });
     }
     let (classid, objid, objsubid) = match key.map(encode) {
         Some((classid, objid, objsubid)) => (Some(classid), Some(objid), Some(objsubid)),

@@ -69,7 +69,10 @@
 //!
 //! Entity keys lock `LockKey::Pair(crc32(namespace), crc32(key.to_string()))`
 //! ([`LockKey::for_entity`]; the namespace is the table name, `schema.table` when the entity
-//! has a schema: [`IdempotentCreate::lock_namespace`]); [`LockKey::crc32`] gives the key of the common Python recipe
+//! has a schema: [`IdempotentCreate::lock_namespace`]). A natural key of several columns is a
+//! tuple (`type Key = (i64, String)`, see [`NaturalKey`]) and locks
+//! [`LockKey::for_composite`], an unambiguous encoding of all its parts.
+//! [`LockKey::crc32`] gives the key of the common Python recipe
 //! `pg_advisory_xact_lock(zlib.crc32(name))`, so Rust and Python services exclude each other on
 //! the same name. A hash collision only makes two keys wait for each other; it never loses or
 //! duplicates a row.
@@ -114,12 +117,14 @@
 mod backend;
 mod call;
 mod call_chain;
+mod classify;
 mod create;
 mod engine;
 mod error;
 mod holders;
 mod key;
 mod lock;
+mod natural_key;
 mod outcome;
 mod probe;
 mod retry;
@@ -130,10 +135,11 @@ mod wait;
 
 pub use create::IdempotentCreate;
 pub use engine::ServerRefusal;
-pub use error::Error;
+pub use error::{Error, LockedRow};
 pub use holders::{LockHolder, LockHolders, LockMode};
 pub use key::LockKey;
 pub use lock::{acquire_advisory_lock, acquire_shared_advisory_lock};
+pub use natural_key::{MultiColumn, NaturalKey, SingleColumn};
 pub use outcome::Outcome;
 pub use probe::probe_advisory_locks;
 pub use retry::Retry;

@@ -125,7 +125,17 @@ pub(crate) async fn acquire(
 ) -> Result<(), Error> {
     let backend = txn.get_database_backend();
     if backend != DbBackend::Postgres {
-        return Err(Error::UnsupportedBackend { backend });
+        return Err(Error::UnsupportedBackend {
+            backend,
+            what: match backend {
+                DbBackend::Sqlite => {
+                    "take an advisory lock: advisory locks need PostgreSQL, and SQLite has \
+                     none. To create a row once on SQLite, use `IdempotentCreate::create_once`, \
+                     which takes SQLite's write lock (an IMMEDIATE transaction) instead"
+                }
+                _ => "take an advisory lock: advisory locks need PostgreSQL",
+            },
+        });
     }
     let attempt = txn
         .query_one_raw(try_statement(key, mode))
@@ -144,7 +154,7 @@ pub(crate) async fn acquire(
         }
     }
     let bound = match normalize(deadline.left()) {
-        Wait::No => return Err(Error::LockBusy { key }),
+        Wait::No => return Err(Error::LockBusy { key, row: None }),
         Wait::Timeout(timeout) => Some(timeout),
         Wait::Forever => None,
     };
@@ -164,11 +174,12 @@ pub(crate) async fn acquire(
             code::LOCK_NOT_AVAILABLE | code::QUERY_CANCELED => {
                 return Err(Error::LockTimeout {
                     key,
+                    row: None,
                     timeout: deadline.reported_bound(),
                     source: None,
                 });
             }
-            code::DEADLOCK_DETECTED => return Err(Error::Deadlock { key }),
+            code::DEADLOCK_DETECTED => return Err(Error::Deadlock { key, row: None }),
             other => {
                 // Unreachable: the wait block records only the three codes above.
                 return Err(Error::Database(DbErr::RecordNotFound(format!(

@@ -53,7 +53,12 @@ pub async fn probe_advisory_locks(db: &DatabaseConnection) -> Result<(), Error> 
     match db.get_database_backend() {
         DbBackend::Postgres => {}
         DbBackend::Sqlite => return Ok(()),
-        backend => return Err(Error::UnsupportedBackend { backend }),
+        backend => {
+            return Err(Error::UnsupportedBackend {
+                backend,
+                what: "probe advisory locks: advisory locks need PostgreSQL",
+            });
+        }
     }
     #[cfg(feature = "postgres")]
     if let DatabaseConnectionType::SqlxPostgresPoolConnection(_) = &db.inner

@@ -24,13 +24,15 @@ use crate::Error;
 ///
 /// ```no_run
 /// use sea_orm::DatabaseConnection;
-/// use sea_orm_idempotent::{Error, IdempotentCreate, Outcome, Retry};
+/// use sea_orm_idempotent::{Error, IdempotentCreate, NaturalKey, Outcome, Retry};
 ///
 /// /// Stores a row of any entity once, retrying lock timeouts, deadlocks and lost connections.
-/// async fn store<E>(db: &DatabaseConnection, key: E::Key, data: E::Data)
+/// /// (`Shape` is the key's shape, one column or several; Rust infers it at each call.)
+/// async fn store<E, Shape>(db: &DatabaseConnection, key: E::Key, data: E::Data)
 ///     -> Result<Outcome<E::Model>, Error>
 /// where
 ///     E: IdempotentCreate,
+///     E::Key: NaturalKey<Shape>,
 ///     E::Data: Clone,
 /// {
 ///     // Up to 5 attempts, backing off from 50 ms to at most 2 s (the defaults).
@@ -143,6 +145,7 @@ mod tests {
     fn busy() -> Error {
         Error::LockBusy {
             key: LockKey::BigInt(1),
+            row: None,
         }
     }
 

@@ -1,9 +1,10 @@
 //! The handles `create_once` runs on: a connection (the crate's own transaction) or a caller's
-//! transaction (a savepoint inside it), and the identities the crate keys turns by.
+//! transaction (a savepoint inside it), whichever SeaORM type holds it, and the identities the
+//! crate keys turns by.
 
 #[cfg(feature = "postgres")]
 use sea_orm::DatabaseConnectionType;
-use sea_orm::{DatabaseConnection, DatabaseTransaction};
+use sea_orm::{DatabaseConnection, DatabaseExecutor, DatabaseTransaction};
 
 /// A handle [`create_once`](crate::IdempotentCreate::create_once) can run on.
 ///
@@ -15,12 +16,22 @@ use sea_orm::{DatabaseConnection, DatabaseTransaction};
 ///   COMMITTED on PostgreSQL (see [`Error::UnsafeIsolation`](crate::Error::UnsafeIsolation)).
 ///   Calls on one transaction take turns (see
 ///   [`IdempotentCreate`](crate::IdempotentCreate#on-a-callers-transaction)).
+/// - [`DatabaseExecutor`]: what a migration's `SchemaManager::get_connection()` hands out, to
+///   seed data in a migration. Its `Connection` is a connection, its `Transaction` and
+///   `OwnedTransaction` are a caller's transaction (the migration's: the row is committed with
+///   the migration).
 ///
 /// Sealed: the crate must know which of the two it has.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a handle `create_once` can run on",
+    label = "not a SeaORM connection or transaction",
+    note = "pass a `&DatabaseConnection`, a `&DatabaseTransaction` or a `&DatabaseExecutor` (in a migration: `manager.get_connection()`)"
+)]
 pub trait TransactionSource: sealed::Sealed + Send + Sync {}
 
 impl TransactionSource for DatabaseConnection {}
 impl TransactionSource for DatabaseTransaction {}
+impl TransactionSource for DatabaseExecutor<'_> {}
 
 pub(crate) mod sealed {
     use super::Handle;
@@ -41,6 +52,16 @@ pub(crate) mod sealed {
     impl Sealed for sea_orm::DatabaseTransaction {
         fn handle(&self) -> Handle<'_> {
             Handle::Transaction(self)
+        }
+    }
+
+    impl Sealed for sea_orm::DatabaseExecutor<'_> {
+        fn handle(&self) -> Handle<'_> {
+            match self {
+                sea_orm::DatabaseExecutor::Connection(conn) => Handle::Connection(conn),
+                sea_orm::DatabaseExecutor::Transaction(txn) => Handle::Transaction(txn),
+                sea_orm::DatabaseExecutor::OwnedTransaction(txn) => Handle::Transaction(txn),
+            }
         }
     }
 }

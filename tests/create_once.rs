@@ -336,6 +336,14 @@ async fn waiting_can_be_bounded_or_refused() {
         matches!(err, Error::LockTimeout { key, timeout: Some(t), .. } if key == key_of(40) && t == timeout),
         "{err:?}"
     );
+    // The message names the table, the natural key and the bound as people write it.
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "the lock of pull_requests key 40 (lock key {}) not granted within 300 ms",
+            key_of(40)
+        )
+    );
     assert!(err.is_retryable());
     assert!(
         waited >= timeout,
@@ -348,9 +356,10 @@ async fn waiting_can_be_bounded_or_refused() {
     .await
     .unwrap_err();
     assert!(
-        matches!(err, Error::LockBusy { key } if key == key_of(40)),
+        matches!(err, Error::LockBusy { key, .. } if key == key_of(40)),
         "{err:?}"
     );
+    assert!(err.to_string().contains("pull_requests key 40"), "{err}");
 
     // The single pooled connection is usable, and the holder was never disturbed.
     assert_eq!(rows_for(&db, 40).await, 0);

@@ -229,7 +229,8 @@ async fn sqlite_has_no_advisory_locks_to_list() {
         matches!(
             err,
             Error::UnsupportedBackend {
-                backend: DbBackend::Sqlite
+                backend: DbBackend::Sqlite,
+                ..
             }
         ),
         "{err:?}"

@@ -2,7 +2,7 @@
 //! its definition (IEEE 802.3, reflected polynomial 0xEDB88320), which is itself pinned to
 //! values computed with Python's `zlib.crc32`.
 //!
-//! What they catch: any change to the derivation (another hash, another polynomial, hashing
+//! What they catch: any change to the derivations (another hash, another polynomial, hashing
 //! `Debug` instead of `Display`, hashing namespace and key together, clamping or wrapping a
 //! crc32 above `i32::MAX` differently from a bit-cast, widening `crc32` with sign extension)
 //! makes the properties fail for most inputs, and the golden vectors fail outright. Such a
@@ -130,5 +130,44 @@ proptest! {
             panic!("entity keys are pairs");
         };
         prop_assert_eq!(same_ns, a_ns);
+    }
+
+    /// A composite key is the bit-cast crc32 pair of the namespace and of every part's text
+    /// preceded by its UTF-8 length and a colon (the encoding written again here, from its
+    /// documentation); its namespace half is the one-column key's.
+    #[test]
+    fn composite_keys_hash_length_prefixed_parts(
+        namespace in names(), a in names(), b in names(), n in any::<i64>()
+    ) {
+        let encoded = format!("{}:{a}{}:{b}{}:{n}", a.len(), b.len(), n.to_string().len());
+        prop_assert_eq!(
+            LockKey::for_composite(&namespace, &[&a, &b, &n]),
+            LockKey::Pair(
+                reference_crc32(namespace.as_bytes()) as i32,
+                reference_crc32(encoded.as_bytes()) as i32,
+            )
+        );
+        let (LockKey::Pair(one_ns, _), LockKey::Pair(composite_ns, _)) =
+            (LockKey::for_entity(&namespace, &a), LockKey::for_composite(&namespace, &[&a, &b]))
+        else {
+            panic!("entity keys are pairs");
+        };
+        prop_assert_eq!(one_ns, composite_ns);
+    }
+
+    /// Moving text from one part to the next changes the encoded text (the length prefixes
+    /// differ), so it is another key unless crc32 collides.
+    #[test]
+    fn composite_parts_do_not_run_together(a in names(), b in names(), moved in "[a-z,]{1,4}") {
+        let encode = |x: &str, y: &str| format!("{}:{x}{}:{y}", x.len(), y.len());
+        let left = encode(&format!("{a}{moved}"), &b);
+        let right = encode(&a, &format!("{moved}{b}"));
+        prop_assert_ne!(&left, &right);
+        if reference_crc32(left.as_bytes()) != reference_crc32(right.as_bytes()) {
+            prop_assert_ne!(
+                LockKey::for_composite("t", &[&format!("{a}{moved}"), &b]),
+                LockKey::for_composite("t", &[&a, &format!("{moved}{b}")])
+            );
+        }
     }
 }

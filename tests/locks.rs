@@ -139,7 +139,8 @@ async fn other_backends_are_refused() {
         matches!(
             err,
             Error::UnsupportedBackend {
-                backend: DbBackend::MySql
+                backend: DbBackend::MySql,
+                ..
             }
         ),
         "{err:?}"

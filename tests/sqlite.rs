@@ -316,7 +316,10 @@ async fn per_call_waits_are_refused_not_silently_changed() {
         assert!(
             matches!(
                 err,
-                Error::Database(DbErr::BackendNotSupported { db: "SQLite", .. })
+                Error::UnsupportedBackend {
+                    backend: DbBackend::Sqlite,
+                    ..
+                }
             ),
             "{wait:?}: {err:?}"
         );
@@ -324,6 +327,38 @@ async fn per_call_waits_are_refused_not_silently_changed() {
         assert!(!err.is_retryable());
     }
     assert_eq!(total_rows(&db).await, 0, "nothing written");
+}
+
+/// Advisory locks need PostgreSQL: on SQLite `acquire_advisory_lock` says so and points to
+/// `create_once`, which works there.
+#[tokio::test]
+async fn advisory_locks_on_sqlite_point_to_create_once() {
+    let dir = TempDir::new("sqlite-advisory");
+    let db = migrated(&dir.sqlite_url("advisory.db"), SqliteJournalMode::Wal).await;
+    let txn = db.begin().await.unwrap();
+    let err = sea_orm_idempotent::acquire_advisory_lock(
+        &txn,
+        sea_orm_idempotent::LockKey::crc32("x"),
+        Wait::Forever,
+    )
+    .await
+    .expect_err("SQLite has no advisory locks");
+    assert!(
+        matches!(
+            err,
+            Error::UnsupportedBackend {
+                backend: DbBackend::Sqlite,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains("advisory locks need PostgreSQL") && message.contains("create_once"),
+        "{message}"
+    );
+    txn.rollback().await.unwrap();
 }
 
 /// Inside a caller's IMMEDIATE transaction the work runs in a savepoint under the caller's

@@ -1,6 +1,7 @@
 //! Every `create_once` call leaves one `create_once` span with the entity, the natural key,
 //! the lock key, the lock wait and the outcome: what an operator needs to see duplicates being
-//! absorbed. A small recording subscriber stands in for a real one.
+//! absorbed; an entity whose keys are personal data (`log_key() -> false`) keeps them out of
+//! the span and of lock errors. A small recording subscriber stands in for a real one.
 
 #![cfg(feature = "postgres")]
 
@@ -13,7 +14,8 @@ use std::sync::{Arc, Mutex};
 
 use common::new_pr;
 use entity::PullRequest;
-use sea_orm_idempotent::{IdempotentCreate, LockKey};
+use sea_orm::{ConnectionTrait, TransactionTrait};
+use sea_orm_idempotent::{Error, IdempotentCreate, LockKey, Wait, acquire_advisory_lock};
 use test_support::TestDb;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
@@ -104,4 +106,106 @@ async fn each_call_records_one_span_with_its_story() {
     // The duplicate was absorbed by the first look: no lock, so no wait recorded.
     assert_eq!(spans[1]["outcome"], "existing");
     assert!(!spans[1].contains_key("lock_wait_us"), "{:?}", spans[1]);
+}
+
+/// Newsletter subscribers, keyed by email address: personal data, kept out of logs.
+#[allow(unreachable_pub)]
+mod subscribers {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "subscribers")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        #[sea_orm(unique)]
+        pub email: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+
+    impl sea_orm_idempotent::IdempotentCreate for Entity {
+        type Key = String;
+        type Data = ActiveModel;
+
+        fn key_column() -> Column {
+            Column::Email
+        }
+
+        fn new_active_model(_: &String, row: ActiveModel) -> ActiveModel {
+            row
+        }
+
+        fn log_key() -> bool {
+            false
+        }
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn keys_kept_out_of_logs_appear_in_no_span_field_and_no_error() {
+    const EMAIL: &str = "mona@example.com";
+    let recorder = Recorder::default();
+    let _guard = tracing::subscriber::set_default(recorder.clone());
+    let test_db = TestDb::new().await;
+    let db = test_db.connect(2).await;
+    db.execute_unprepared(
+        "CREATE TABLE subscribers (id bigserial PRIMARY KEY, email text NOT NULL UNIQUE)",
+    )
+    .await
+    .unwrap();
+
+    let created = subscribers::Entity::create_once(&db, EMAIL.to_owned(), Default::default())
+        .await
+        .unwrap();
+    assert!(created.is_created());
+
+    let again = subscribers::Entity::create_once(&db, EMAIL.to_owned(), Default::default())
+        .await
+        .unwrap();
+    assert!(!again.is_created());
+
+    // A lock error names the table, not the key.
+    let missing = "nobody@example.com";
+    let held = db.begin().await.unwrap();
+    acquire_advisory_lock(
+        &held,
+        LockKey::for_entity("subscribers", &missing),
+        Wait::Forever,
+    )
+    .await
+    .unwrap();
+    let err =
+        subscribers::Entity::create_once_waiting(&db, missing.to_owned(), Wait::No, || async {
+            Ok::<_, std::convert::Infallible>(Default::default())
+        })
+        .await
+        .expect_err("held");
+    assert!(matches!(err, Error::LockBusy { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(
+        message.contains("subscribers (key not logged)"),
+        "{message}"
+    );
+    assert!(!message.contains("example.com"), "{message}");
+    held.rollback().await.unwrap();
+
+    let spans = recorder.create_once_spans();
+    assert_eq!(spans.len(), 3, "{spans:#?}");
+    for span in &spans {
+        assert_eq!(span["entity"], "subscribers");
+        assert_eq!(span["natural_key"], "<redacted>");
+        assert!(
+            span.values().all(|value| !value.contains("example.com")),
+            "{span:?}"
+        );
+    }
+    // The lock key (a hash) is still recorded: it is what pg_locks shows.
+    assert_eq!(
+        spans[0]["lock_key"],
+        LockKey::for_entity("subscribers", &EMAIL).to_string()
+    );
 }

@@ -19,6 +19,7 @@ use sea_orm_idempotent::IdempotentCreate;
 pub async fn naive_find_then_insert<E, C>(db: &C, key: E::Key, data: E::Data) -> Result<bool, DbErr>
 where
     E: IdempotentCreate,
+    E::Key: Into<sea_orm::Value>,
     E::ActiveModel: ActiveModelBehavior + Send,
     E::Model: IntoActiveModel<E::ActiveModel>,
     C: ConnectionTrait,

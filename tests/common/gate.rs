@@ -31,6 +31,19 @@ pub(crate) async fn run_gated(
     direct: &DatabaseConnection,
     workers: impl IntoIterator<Item = tokio::process::Command>,
 ) -> Vec<Tally> {
+    run_gated_outputs(direct, workers)
+        .await
+        .iter()
+        .map(worker_tally)
+        .collect()
+}
+
+/// [`run_gated`], returning what each worker printed, for workers that report more than a
+/// [`Tally`].
+pub(crate) async fn run_gated_outputs(
+    direct: &DatabaseConnection,
+    workers: impl IntoIterator<Item = tokio::process::Command>,
+) -> Vec<std::process::Output> {
     let gate = direct.begin().await.unwrap();
     acquire_advisory_lock(&gate, GATE, Wait::Forever)
         .await
@@ -51,11 +64,9 @@ pub(crate) async fn run_gated(
     .await;
     gate.commit().await.unwrap(); // all processes go at once
 
-    let mut tallies = Vec::with_capacity(processes);
+    let mut outputs = Vec::with_capacity(processes);
     for child in children {
-        tallies.push(worker_tally(
-            &child.await.unwrap().expect("run a worker process"),
-        ));
+        outputs.push(child.await.unwrap().expect("run a worker process"));
     }
-    tallies
+    outputs
 }

@@ -5,7 +5,9 @@
 //! - `race`: the racing workload ([`Workload`], [`Strategy`], [`Tally`]);
 //! - `workers`: the same workload in worker processes (this test binary, re-run);
 //! - `gate`: the start gate that releases worker processes together (PostgreSQL);
-//! - `locks`: advisory-lock probes of `pg_locks` (PostgreSQL).
+//! - `locks`: advisory-lock probes of `pg_locks` (PostgreSQL);
+//! - `composite`: entities with composite natural keys and their race (used by path,
+//!   `common::composite::...`, as its names are those of its entities).
 //!
 //! The sample pull request, the naive find-then-insert, the pool builder and temp dirs live in
 //! `test_support` (the benchmark and the demo use them too) and are re-exported here.
@@ -13,13 +15,14 @@
 // Each test binary uses its own subset of these.
 #![allow(dead_code, unused_imports)]
 
+pub(crate) mod composite;
 mod gate;
 mod locks;
 mod race;
 mod rows;
 mod workers;
 
-pub(crate) use gate::{GATE, run_gated, wait_at_gate};
+pub(crate) use gate::{GATE, run_gated, run_gated_outputs, wait_at_gate};
 pub(crate) use locks::{
     fail_then_probe, key_of, lock_is_free, lock_pids, lock_rows, poll_locks_until, try_lock,
     until_someone_waits,

@@ -1,0 +1,297 @@
+//! Composite natural keys on PostgreSQL: keys of two columns (`(org_id, login)`: integer and
+//! string) and three (`(tenant, repo_id, number)`: string, integer, integer), each created
+//! exactly once and `Created` exactly once by many tasks over two pools and by several OS
+//! processes released together; the lock is the pinned `LockKey::for_composite`; tuples a
+//! comma-join would confuse are two keys that do not wait for each other; a key whose parts
+//! do not match `key_columns()` is refused before anything is sent.
+//!
+//! The race tests can fail, and were seen to: with `Backend::lock` in `src/backend.rs` made a
+//! no-op for PostgreSQL, `many_tasks_create_each_composite_key_once` failed with 5 unique
+//! violations and 7 `make_data` runs for keys others created, and
+//! `several_processes_create_each_composite_key_once` with 23 and 27 (the two pools' callers
+//! of one key both find nothing and both insert). They run over TWO pools
+//! because callers of one pool on the same key take turns in the crate's waiting room first
+//! (`tests/common/race.rs`), and over one pool would pass without the lock. With
+//! `LockKey::for_composite` made a comma-join, `tuples_a_comma_join_would_confuse_...` failed
+//! with `LockBusy`.
+
+#![cfg(feature = "postgres")]
+
+mod common;
+
+use common::composite::{
+    KEYS, POSTGRES_TABLES, Race, assert_one_row_per_key, member_row, members, race_both,
+};
+use common::{run_gated_outputs, wait_at_gate, worker_process};
+use sea_orm::{ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait, TransactionTrait};
+use sea_orm_idempotent::{Error, IdempotentCreate, LockKey, Wait, acquire_advisory_lock};
+use test_support::TestDb;
+use tokio::sync::oneshot;
+
+/// The pair table (the composite tables are `POSTGRES_TABLES`).
+const TABLES: &str = "CREATE TABLE pairs (id bigserial PRIMARY KEY, a text NOT NULL,
+    b text NOT NULL, UNIQUE (a, b));";
+
+const POOL: u32 = 8;
+const PROCESSES: usize = 4;
+
+/// Two pools of `POOL` connections, every connection already open (so that connecting does
+/// not stagger the callers of a race and hide a missing lock).
+async fn pools(url: &str) -> Vec<DatabaseConnection> {
+    let mut pools = Vec::new();
+    for _ in 0..2 {
+        let pool = test_support::connect(url, POOL).await;
+        let mut open = Vec::new();
+        for _ in 0..POOL {
+            open.push(pool.begin().await.unwrap());
+        }
+        for txn in open {
+            txn.rollback().await.unwrap();
+        }
+        pools.push(pool);
+    }
+    pools
+}
+
+/// Creates the composite tables and the pair table.
+async fn tables(db: &DatabaseConnection) {
+    db.execute_unprepared(POSTGRES_TABLES).await.unwrap();
+    db.execute_unprepared(TABLES).await.unwrap();
+}
+
+/// Two text columns: tuples a naive comma-join would confuse.
+#[allow(unreachable_pub)]
+mod pairs {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "pairs")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub a: String,
+        pub b: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+
+    impl sea_orm_idempotent::IdempotentCreate for Entity {
+        type Key = (String, String);
+        type Data = ();
+
+        fn key_column() -> Column {
+            Column::A
+        }
+
+        fn key_columns() -> Vec<Column> {
+            vec![Column::A, Column::B]
+        }
+
+        fn new_active_model(_: &(String, String), (): ()) -> ActiveModel {
+            <ActiveModel as Default>::default()
+        }
+    }
+}
+
+/// `members` again, with a two-part key but `key_columns()` left at its one-column default.
+#[allow(unreachable_pub)]
+mod members_without_columns {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "members")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub org_id: i64,
+        pub login: String,
+        pub role: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+
+    impl sea_orm_idempotent::IdempotentCreate for Entity {
+        type Key = (i64, String);
+        type Data = ActiveModel;
+
+        fn key_column() -> Column {
+            Column::OrgId
+        }
+
+        fn new_active_model(_: &(i64, String), row: ActiveModel) -> ActiveModel {
+            row
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_tasks_create_each_composite_key_once() {
+    let test_db = TestDb::new().await;
+    let pools = pools(&test_db.url).await;
+    tables(&pools[0]).await;
+
+    race_both(&pools).await.assert_exactly_once(2 * KEYS, 1);
+    assert_one_row_per_key(&pools[0]).await;
+}
+
+const WORKER_URL: &str = "SEA_ORM_IDEMPOTENT_COMPOSITE_WORKER_URL";
+
+/// One racing process of `several_processes_create_each_composite_key_once`: waits at the
+/// parent's gate, races both tables, reports what its calls returned. Run plainly, it races
+/// alone on a database of its own and checks it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn composite_race_worker_process() {
+    match std::env::var(WORKER_URL) {
+        Ok(url) => {
+            let pools = pools(&url).await;
+            wait_at_gate(&pools[0]).await;
+            race_both(&pools).await.print_for_parent();
+        }
+        Err(_) => {
+            let test_db = TestDb::new().await;
+            let pools = pools(&test_db.url).await;
+            tables(&pools[0]).await;
+            race_both(&pools).await.assert_exactly_once(2 * KEYS, 1);
+        }
+    }
+}
+
+/// Four processes, released together by the start gate, race on the same composite keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_processes_create_each_composite_key_once() {
+    let test_db = TestDb::new().await;
+    let direct = test_db.connect(2).await;
+    tables(&direct).await;
+    let workers = (0..PROCESSES).map(|_| {
+        let mut worker = worker_process("composite_race_worker_process");
+        worker.env(WORKER_URL, &test_db.url);
+        worker
+    });
+    let mut total = Race::default();
+    for output in run_gated_outputs(&direct, workers).await {
+        total.add(Race::of_worker(&output));
+    }
+    total.assert_exactly_once(2 * KEYS, PROCESSES);
+    assert_one_row_per_key(&direct).await;
+}
+
+/// `("a,b", "c")` and `("a", "b,c")` join to the same text with commas; with the length
+/// prefixes they are two lock keys: two rows, and neither waits for the other.
+#[tokio::test]
+async fn tuples_a_comma_join_would_confuse_are_two_keys_that_do_not_wait() {
+    let test_db = TestDb::new().await;
+    let db = test_db.connect(4).await;
+    tables(&db).await;
+    let first = ("a,b".to_owned(), "c".to_owned());
+    let second = ("a".to_owned(), "b,c".to_owned());
+
+    let (inside_tx, inside_rx) = oneshot::channel::<()>();
+    let (go_tx, go_rx) = oneshot::channel::<()>();
+    let holder = tokio::spawn({
+        let (db, first) = (db.clone(), first.clone());
+        async move {
+            pairs::Entity::create_once_with(&db, first, || async move {
+                inside_tx.send(()).unwrap();
+                go_rx.await.unwrap();
+                Ok::<_, std::convert::Infallible>(())
+            })
+            .await
+        }
+    });
+    inside_rx.await.unwrap(); // ("a,b", "c") is locked now
+    let other = pairs::Entity::create_once_waiting(&db, second.clone(), Wait::No, || async {
+        Ok::<_, std::convert::Infallible>(())
+    })
+    .await
+    .expect("(\"a\", \"b,c\") is another lock: no LockBusy");
+    assert!(other.is_created());
+    go_tx.send(()).unwrap();
+    assert!(holder.await.unwrap().unwrap().is_created());
+
+    assert_eq!(pairs::Entity::find().count(&db).await.unwrap(), 2);
+    let again = pairs::Entity::create_once(&db, second, ()).await.unwrap();
+    assert!(!again.is_created());
+    assert_eq!(
+        (again.model().a.as_str(), again.model().b.as_str()),
+        ("a", "b,c")
+    );
+}
+
+/// The lock `create_once` takes for a composite key is the pinned derivation: held by hand
+/// on the golden vector, it makes a `Wait::No` call busy, and the error names the row.
+#[tokio::test]
+async fn the_composite_lock_is_the_pinned_key() {
+    let test_db = TestDb::new().await;
+    let db = test_db.connect(2).await;
+    tables(&db).await;
+    // Python: enc = lambda *p: "".join(f"{len(str(s).encode())}:{s}" for s in p)
+    // zlib.crc32(b"members") == 1168167679, zlib.crc32(enc(7, "Mona").encode()) == 969861840
+    let pinned = LockKey::Pair(1_168_167_679, 969_861_840);
+    let key = (7_i64, "Mona".to_owned());
+
+    let holder = db.begin().await.unwrap();
+    acquire_advisory_lock(&holder, pinned, Wait::Forever)
+        .await
+        .unwrap();
+    let err = members::Entity::create_once_waiting(&db, key.clone(), Wait::No, || async {
+        Ok::<_, std::convert::Infallible>(member_row(&(7, String::new())))
+    })
+    .await
+    .expect_err("the pinned key is held");
+    assert!(
+        matches!(&err, Error::LockBusy { key, .. } if *key == pinned),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "the lock of members key (7, Mona) (lock key (1168167679, 969861840)) is held by another transaction"
+    );
+    holder.rollback().await.unwrap();
+
+    let created = members::Entity::create_once(&db, key, member_row(&(7, String::new())))
+        .await
+        .unwrap();
+    assert!(created.is_created());
+    assert_eq!(
+        (created.model().org_id, created.model().login.as_str()),
+        (7, "Mona")
+    );
+}
+
+/// A two-part key with `key_columns()` left at one column is a typed error naming the table,
+/// before anything is sent.
+#[tokio::test]
+async fn a_key_whose_parts_do_not_match_its_columns_is_refused() {
+    let test_db = TestDb::new().await;
+    let db = test_db.connect(1).await;
+    tables(&db).await;
+    let err = members_without_columns::Entity::create_once(
+        &db,
+        (1, "mona".to_owned()),
+        members_without_columns::ActiveModel {
+            role: sea_orm::ActiveValue::Set("member".to_owned()),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect_err("one column for two parts");
+    assert!(
+        matches!(
+            err,
+            Error::KeyColumns {
+                table: "members",
+                columns: 1,
+                parts: 2
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(!err.is_retryable());
+    assert_eq!(members::Entity::find().count(&db).await.unwrap(), 0);
+}
