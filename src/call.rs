@@ -159,6 +159,37 @@ struct Call {
     span: tracing::Span,
 }
 
+/// Where the work under the lock runs, and how it ends.
+enum Scope<'a> {
+    /// The crate's own transaction: COMMIT or ROLLBACK.
+    Own(DatabaseTransaction),
+    /// A savepoint of the crate's in a caller's transaction: RELEASE, or ROLLBACK TO.
+    Savepoint(Savepoint<'a>),
+}
+
+impl Scope<'_> {
+    fn txn(&self) -> &DatabaseTransaction {
+        match self {
+            Scope::Own(txn) => txn,
+            Scope::Savepoint(savepoint) => savepoint.txn(),
+        }
+    }
+
+    async fn commit(self) -> Result<(), Error> {
+        match self {
+            Scope::Own(txn) => Ok(txn.commit().await?),
+            Scope::Savepoint(savepoint) => savepoint.release().await,
+        }
+    }
+
+    async fn rollback(self) -> Result<(), Error> {
+        match self {
+            Scope::Own(txn) => Ok(txn.rollback().await?),
+            Scope::Savepoint(savepoint) => savepoint.rollback().await,
+        }
+    }
+}
+
 impl Call {
     /// On a connection: take the key's turn among this pool's callers, look, and only if the
     /// row is missing begin the crate's own transaction, lock, insert unless present, commit.
@@ -198,35 +229,12 @@ impl Call {
                 return Ok(Outcome::Existing(model));
             }
             let txn = self.backend.begin(conn).await?;
-            let locked = async {
-                self.backend
-                    .lock(&txn, self.lock_key, self.deadline)
-                    .await?;
-                self.record_wait();
-                let frame = Frame {
-                    held,
-                    on: On::Connection,
-                };
-                self.create_under_lock::<T, F, Fut, E>(&txn, key, new_row, frame)
-                    .await
-            }
-            .await;
-            match locked {
-                Ok(outcome) => {
-                    txn.commit().await?;
-                    Ok(outcome)
-                }
-                Err(err) => {
-                    // Roll back now, so the lock is free when the caller sees the error:
-                    // dropping `txn` would only queue the ROLLBACK for the pool to send when it
-                    // next checks the connection. If the rollback fails, the connection (and
-                    // with its session, the lock) is gone.
-                    if let Err(rollback) = txn.rollback().await {
-                        tracing::debug!(%rollback, "rollback after a failed create_once failed");
-                    }
-                    Err(err)
-                }
-            }
+            let frame = Frame {
+                held,
+                on: On::Connection,
+            };
+            self.lock_create_and_end::<T, F, Fut, E>(Scope::Own(txn), key, new_row, frame)
+                .await
         };
         work.instrument(self.span.clone()).await
     }
@@ -263,28 +271,58 @@ impl Call {
             // a look would take a REPEATABLE READ snapshot and answer before the isolation
             // check, and a failed look would abort the caller's transaction.
             let savepoint = Savepoint::begin(txn).await?;
-            let locked = async {
-                self.backend.lock(txn, self.lock_key, self.deadline).await?;
-                self.record_wait();
-                let frame = Frame { held, on };
-                self.create_under_lock::<T, F, Fut, E>(txn, key, new_row, frame)
-                    .await
-            }
-            .await;
-            match locked {
-                Ok(outcome) => {
-                    savepoint.release().await?;
-                    Ok(outcome)
-                }
-                Err(err) => {
-                    if let Err(rollback) = savepoint.rollback().await {
-                        tracing::debug!(%rollback, "rollback to the savepoint of a failed create_once failed");
-                    }
-                    Err(err)
-                }
-            }
+            let frame = Frame { held, on };
+            self.lock_create_and_end::<T, F, Fut, E>(
+                Scope::Savepoint(savepoint),
+                key,
+                new_row,
+                frame,
+            )
+            .await
         };
         work.instrument(self.span.clone()).await
+    }
+
+    /// In `scope`: take the lock, create the row unless present, then end the scope: commit
+    /// (or release the savepoint) after success, roll back at once after an error.
+    async fn lock_create_and_end<T, F, Fut, E>(
+        &self,
+        scope: Scope<'_>,
+        key: &CallKey<T>,
+        new_row: NewRow<T::Data, F>,
+        frame: Frame,
+    ) -> Result<Outcome<T::Model>, Error>
+    where
+        T: IdempotentCreate,
+        F: FnOnce() -> Fut + Send,
+        Fut: Future<Output = Result<T::Data, E>> + Send,
+        E: Into<BoxError>,
+    {
+        let locked = async {
+            self.backend
+                .lock(scope.txn(), self.lock_key, self.deadline)
+                .await?;
+            self.record_wait();
+            self.create_under_lock::<T, F, Fut, E>(scope.txn(), key, new_row, frame)
+                .await
+        }
+        .await;
+        match locked {
+            Ok(outcome) => {
+                scope.commit().await?;
+                Ok(outcome)
+            }
+            Err(err) => {
+                // Roll back now, so the lock is free when the caller sees the error: dropping
+                // the crate's own transaction would only queue the ROLLBACK for the pool to send
+                // when it next checks the connection. If the rollback fails, the connection
+                // (and with its session, the lock) is gone.
+                if let Err(rollback) = scope.rollback().await {
+                    tracing::debug!(%rollback, "rollback after a failed create_once failed");
+                }
+                Err(err)
+            }
+        }
     }
 
     /// With the lock held: insert the row unless it exists now. `make_data` runs only when a

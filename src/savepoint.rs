@@ -53,6 +53,11 @@ impl<'a> Savepoint<'a> {
         Ok(Savepoint { txn, name })
     }
 
+    /// The caller's transaction the savepoint is in.
+    pub(crate) fn txn(&self) -> &'a DatabaseTransaction {
+        self.txn
+    }
+
     /// `RELEASE SAVEPOINT`: the work stays in the caller's transaction.
     ///
     /// # Cancel Safety
