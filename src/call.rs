@@ -254,15 +254,16 @@ impl Call {
         Fut: Future<Output = Result<T::Data, E>> + Send,
         E: Into<BoxError>,
     {
-        let on = On::Transaction(TxnId::of(txn));
+        let txn_id = TxnId::of(txn);
+        let on = On::Transaction(txn_id);
         let held = self.backend.held(self.lock_key, on);
         self.refuse_reentry(held, on)?;
         let work = async {
             // Calls on one transaction take turns (src/turns.rs): interleaved savepoints would
             // undo each other's work.
             let place = Place::Transaction {
-                txn: TxnId::of(txn),
-                depth: self.chain.depth_on(TxnId::of(txn)),
+                txn: txn_id,
+                depth: self.chain.depth_on(txn_id),
             };
             let Some(_turn) = turns::take(place, self.deadline.asked()).await else {
                 return Err(self.ran_out());
