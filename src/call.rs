@@ -216,11 +216,19 @@ impl Scope<'_> {
         }
     }
 
-    async fn rollback(self) -> Result<(), Error> {
-        match self {
-            Scope::Own(txn) => Ok(txn.rollback().await?),
+    /// Rolls back now after `err`, and returns `err`: the lock is free when the caller sees
+    /// the error (dropping the crate's own transaction would only queue the ROLLBACK for the
+    /// pool to send when it next checks the connection). If the rollback fails, the connection
+    /// (and with its session, the lock) is gone.
+    async fn roll_back_after(self, err: Error) -> Error {
+        let rolled_back = match self {
+            Scope::Own(txn) => txn.rollback().await.map_err(Error::from),
             Scope::Savepoint(savepoint) => savepoint.rollback().await,
+        };
+        if let Err(rollback) = rolled_back {
+            tracing::debug!(%rollback, "rollback after a failed create_once failed");
         }
+        err
     }
 }
 
@@ -257,19 +265,28 @@ impl Call {
                 None => None,
             };
             // Most duplicates arrive after the first delivery committed: one statement, no
-            // lock. (Not with an update function: it must see the row under the lock.)
+            // lock. Not with an update function (it must see the row under the lock), and not
+            // while this entity's recent looks kept missing (src/look.rs).
+            let look_first = T::look_first();
             if let OnExisting::Keep = request.on_existing
-                && let Some(model) = find::<T, _>(conn, key).await?
+                && look_first.looks(self.lock_key)
             {
-                return Ok(Done::Existing(model));
+                let found = find::<T, _>(conn, key).await?;
+                look_first.found(self.lock_key, found.is_some());
+                if let Some(model) = found {
+                    return Ok(Done::Existing(model));
+                }
             }
-            let txn = self.backend.begin(conn).await?;
+            let scope = self.begin_and_lock(conn).await?;
             let frame = Frame {
                 held,
                 on: On::Connection,
             };
-            self.lock_create_and_end::<T, F, U>(Scope::Own(txn), key, request, frame)
-                .await
+            let done = self
+                .create_and_end::<T, F, U>(scope, key, request, frame)
+                .await?;
+            look_first.found(self.lock_key, !matches!(done, Done::Created(_)));
+            Ok(done)
         };
         work.instrument(self.span.clone()).await
     }
@@ -306,16 +323,48 @@ impl Call {
             // a look would take a REPEATABLE READ snapshot and answer before the isolation
             // check, and a failed look would abort the caller's transaction.
             let savepoint = Savepoint::begin(txn).await?;
+            let scope = self.lock(Scope::Savepoint(savepoint)).await?;
             let frame = Frame { held, on };
-            self.lock_create_and_end::<T, F, U>(Scope::Savepoint(savepoint), key, request, frame)
+            self.create_and_end::<T, F, U>(scope, key, request, frame)
                 .await
         };
         work.instrument(self.span.clone()).await
     }
 
-    /// In `scope`: take the lock, create the row unless present, then end the scope: commit
-    /// (or release the savepoint) after success, roll back at once after an error.
-    async fn lock_create_and_end<T, F, U>(
+    /// Begins the crate's own transaction and takes the lock in it. On PostgreSQL the
+    /// transaction starts with a plain `BEGIN` (the server's default isolation, checked by the
+    /// lock's first statement); a server whose default is stricter than READ COMMITTED costs
+    /// one more begin, with the level set explicitly.
+    async fn begin_and_lock<'a>(&self, conn: &DatabaseConnection) -> Result<Scope<'a>, Error> {
+        let txn = self.backend.begin(conn).await?;
+        match self.lock(Scope::Own(txn)).await {
+            Err(Error::UnsafeIsolation { .. }) if self.backend == Backend::Postgres => {
+                let txn = Backend::begin_read_committed(conn).await?;
+                self.lock(Scope::Own(txn)).await
+            }
+            locked => locked,
+        }
+    }
+
+    /// Takes the key's lock in `scope`; after an error, rolls `scope` back at once.
+    async fn lock<'a>(&self, scope: Scope<'a>) -> Result<Scope<'a>, Error> {
+        match self
+            .backend
+            .lock(scope.txn(), self.lock_key, self.deadline)
+            .await
+        {
+            Ok(()) => {
+                self.record_wait();
+                Ok(scope)
+            }
+            Err(err) => Err(scope.roll_back_after(err).await),
+        }
+    }
+
+    /// With the lock held in `scope`: create the row unless present (or update it), then end
+    /// the scope: commit (or release the savepoint) after success, roll back at once after an
+    /// error.
+    async fn create_and_end<T, F, U>(
         &self,
         scope: Scope<'_>,
         key: &CallKey<T>,
@@ -327,30 +376,15 @@ impl Call {
         F: MakeData<T::Data>,
         U: FnOnce(&T::Model, T::Data) -> Change<T::ActiveModel> + Send,
     {
-        let locked = async {
-            self.backend
-                .lock(scope.txn(), self.lock_key, self.deadline)
-                .await?;
-            self.record_wait();
-            self.create_under_lock::<T, F, U>(scope.txn(), key, request, frame)
-                .await
-        }
-        .await;
-        match locked {
+        match self
+            .create_under_lock::<T, F, U>(scope.txn(), key, request, frame)
+            .await
+        {
             Ok(outcome) => {
                 scope.commit().await?;
                 Ok(outcome)
             }
-            Err(err) => {
-                // Roll back now, so the lock is free when the caller sees the error: dropping
-                // the crate's own transaction would only queue the ROLLBACK for the pool to send
-                // when it next checks the connection. If the rollback fails, the connection
-                // (and with its session, the lock) is gone.
-                if let Err(rollback) = scope.rollback().await {
-                    tracing::debug!(%rollback, "rollback after a failed create_once failed");
-                }
-                Err(err)
-            }
+            Err(err) => Err(scope.roll_back_after(err).await),
         }
     }
 

@@ -11,7 +11,7 @@ use crate::Wait;
 use crate::call::{BoxError, NewRow, UnusedMaker};
 use crate::key;
 use crate::natural_key;
-use crate::{Error, KeepExisting, NaturalKey, Once, Outcome, TransactionSource};
+use crate::{Error, KeepExisting, LookFirst, NaturalKey, Once, Outcome, TransactionSource};
 
 /// Create a row exactly once per natural key, however many callers ask at the same moment.
 ///
@@ -116,9 +116,11 @@ use crate::{Error, KeepExisting, NaturalKey, Once, Outcome, TransactionSource};
 ///    without a turn.
 /// 1. Looks for the row by key (one statement). Most duplicate deliveries end here. (Not in a
 ///    caller's transaction, whose connection is held already and whose isolation level must
-///    be checked first.)
-/// 2. Otherwise begins a transaction (READ COMMITTED on PostgreSQL, IMMEDIATE on SQLite) or a
-///    savepoint in the caller's transaction, and takes the key's lock: PostgreSQL's
+///    be checked first; not with an update function; and not while the entity's recent looks
+///    kept finding nothing: see [`look_first`](Self::look_first).)
+/// 2. Otherwise begins a transaction (READ COMMITTED on PostgreSQL, checked by the lock's
+///    first statement; IMMEDIATE on SQLite) or a savepoint in the caller's transaction, and
+///    takes the key's lock: PostgreSQL's
 ///    transaction-scoped advisory lock on [`LockKey::for_entity`](crate::LockKey::for_entity)`(lock_namespace(), key)`
 ///    ([`LockKey::for_composite`](crate::LockKey::for_composite) for a tuple key).
 /// 3. With the lock held, a fresh statement inserts the row unless it exists now, and returns
@@ -268,6 +270,15 @@ pub trait IdempotentCreate: EntityTrait {
             Some(schema) => key::schema_qualified(schema, entity.table_name()),
             None => entity.table_name(),
         }
+    }
+
+    /// Whether a call on a connection looks for the row before it takes the lock: by default
+    /// [`LookFirst::Adaptive`], which stops looking during a run of new keys (each look would
+    /// cost a new key a round trip) and looks again once redeliveries come. Return
+    /// [`LookFirst::Always`] or [`LookFirst::Never`] for traffic you know. See [`LookFirst`]
+    /// for the statements each choice sends.
+    fn look_first() -> LookFirst {
+        LookFirst::Adaptive
     }
 
     /// Whether the natural key may be written to logs and errors: the `natural_key` field of

@@ -68,9 +68,12 @@
 //! COMMITTED each statement sees everything committed before it started, including the row of
 //! the caller that held the lock before us. Under REPEATABLE READ or SERIALIZABLE the snapshot
 //! is taken at the transaction's first statement, before the lock wait, and the look would miss
-//! that row. So the crate begins its own transactions as READ COMMITTED explicitly (whatever
-//! the server's default), and inside a caller's stricter transaction it returns
-//! [`Error::UnsafeIsolation`] before writing anything, instead of a unique violation.
+//! that row. So the crate's own transactions are READ COMMITTED whatever the server's default:
+//! a plain `BEGIN` is READ COMMITTED on a server left at PostgreSQL's default, which the
+//! statement that tries the lock checks (the same round trip), and where the default is
+//! stricter the crate rolls back and begins again with the level set explicitly (one round
+//! trip more). Inside a caller's stricter transaction it returns [`Error::UnsafeIsolation`]
+//! before writing anything, instead of a unique violation.
 //!
 //! # Keys
 //!
@@ -131,6 +134,7 @@ mod error;
 mod holders;
 mod key;
 mod lock;
+mod look;
 mod natural_key;
 mod once;
 mod outcome;
@@ -147,6 +151,7 @@ pub use error::{Error, LockedRow};
 pub use holders::{LockHolder, LockHolders, LockMode};
 pub use key::LockKey;
 pub use lock::{acquire_advisory_lock, acquire_shared_advisory_lock};
+pub use look::{LookFirst, MISSES_BEFORE_SKIPPING};
 pub use natural_key::{MultiColumn, NaturalKey, SingleColumn};
 pub use once::{Change, KeepExisting, Once, UpdateExisting};
 pub use outcome::{Outcome, UpsertOutcome};

@@ -313,6 +313,32 @@ async fn own_transactions_are_read_committed_whatever_the_default() {
     );
 }
 
+/// The race of `many_tasks_create_each_key_exactly_once` on a database whose default is
+/// REPEATABLE READ: the crate's plain `BEGIN` would be REPEATABLE READ there, so every call
+/// must notice (in the statement that tries the lock) and begin again with READ COMMITTED set.
+/// Seen to fail both ways: with the fallback in `Call::begin_and_lock` (src/call.rs) removed,
+/// all 800 calls returned `UnsafeIsolation`; with the isolation check of the try statement
+/// (src/lock.rs) removed, so that calls went on under REPEATABLE READ, 25 contended callers
+/// looked with a snapshot older than the lock and collided on the unique constraint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_repeatable_read_default_still_creates_each_key_once() {
+    let test_db = TestDb::new().await;
+    let admin = test_db.connect(1).await;
+    admin
+        .execute_unprepared(&format!(
+            "ALTER DATABASE \"{}\" SET default_transaction_isolation = 'repeatable read'",
+            test_db.name
+        ))
+        .await
+        .unwrap();
+    let pools = pools(&test_db.url).await; // new sessions pick the default up
+
+    let tally = WORKLOAD.race(&pools, Strategy::CreateOnce, 1).await;
+
+    assert_eq!(tally, WORKLOAD.exactly_once());
+    WORKLOAD.assert_one_row_per_key(&pools[0], 1).await;
+}
+
 #[tokio::test]
 async fn waiting_can_be_bounded_or_refused() {
     let test_db = TestDb::new().await;

@@ -9,7 +9,8 @@
 //! - `composite`: entities with composite natural keys and their race (used by path,
 //!   `common::composite::...`, as its names are those of its entities);
 //! - `versions`: the update form's entities, its race of out-of-order versions and its
-//!   checks (used by path, `common::versions::...`).
+//!   checks (used by path, `common::versions::...`);
+//! - `wire`: round trips counted on the wire, by a relay in front of PostgreSQL.
 //!
 //! The sample pull request, the naive find-then-insert, the pool builder and temp dirs live in
 //! `test_support` (the benchmark and the demo use them too) and are re-exported here.
@@ -23,6 +24,7 @@ mod locks;
 mod race;
 mod rows;
 pub(crate) mod versions;
+pub(crate) mod wire;
 mod workers;
 
 pub(crate) use gate::{GATE, run_gated, run_gated_outputs, wait_at_gate};
