@@ -597,6 +597,7 @@ impl PullRequestEvent {
                 state: pr.state,
                 head_sha: pr.head.sha,
                 delivery_id: delivery.to_owned(),
+                updated_at: None,
             },
         ))
     }
