@@ -365,10 +365,10 @@ async fn receive(
         DbBackend::Postgres => Wait::Timeout(LOCK_WAIT),
         _ => Wait::Forever, // SQLite: bounded by the connection's busy_timeout
     };
-    let created = PullRequest::create_once_waiting(&receiver.db, pr_id, wait, || async {
-        Ok::<_, std::convert::Infallible>(new_pr)
-    })
-    .await;
+    let created = PullRequest::once(pr_id, new_pr)
+        .wait(wait)
+        .exec(&receiver.db)
+        .await;
     match created {
         Ok(Outcome::Created(pr)) => {
             tracing::info!(pr_id, delivery, "stored");

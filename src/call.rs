@@ -1,8 +1,9 @@
 //! One call of [`IdempotentCreate`](crate::IdempotentCreate), from the first look to COMMIT:
 //! [`create`] takes the caller's turn, looks, begins the transaction (or a savepoint of the
-//! caller's), takes the lock through the backend seam, runs `make_data` if the row is missing,
-//! inserts unless present, and commits or rolls back. Read top to bottom, it is the whole
-//! path of a call; the statements it sends are at the end.
+//! caller's), takes the lock through the backend seam, runs `make_data` if the row is missing
+//! (or the update function if it exists), inserts unless present or updates, and commits or
+//! rolls back. Read top to bottom, it is the whole path of a call; the statements it sends are
+//! at the end.
 //!
 //! (Over 400 lines on purpose: the point of this file is one call's whole path in one read,
 //! with the key it binds and the statements it sends.)
@@ -13,43 +14,79 @@ use std::future::Future;
 use sea_orm::sea_query::{Expr, ExprTrait, InsertStatement, Query};
 use sea_orm::{
     ActiveModelTrait, ActiveValue, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection,
-    DatabaseTransaction, DbErr, FromQueryResult, Iterable, QueryFilter, Value,
+    DatabaseTransaction, DbErr, EntityTrait, FromQueryResult, Iterable, QueryFilter, UpdateMany,
+    Value,
 };
 use tracing::{Instrument, field};
 
 use crate::backend::Backend;
 use crate::call_chain::{Chain, Frame, Held, On};
 use crate::natural_key::{Key, NaturalKey};
+use crate::outcome::Done;
 use crate::savepoint::Savepoint;
 use crate::source::{Handle, PoolId, TxnId};
 use crate::turns::{self, Place};
 use crate::wait::Deadline;
-use crate::{Error, IdempotentCreate, LockKey, Outcome, Wait};
+use crate::{Change, Error, IdempotentCreate, LockKey, Wait};
 
 /// The boxed error a `make_data` closure may fail with.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// `make_data`: makes the new row's data, at most once per call, under the lock.
+pub(crate) trait MakeData<D>: FnOnce() -> <Self as MakeData<D>>::Fut + Send {
+    type Fut: Future<Output = Result<D, Self::Error>> + Send;
+    type Error: Into<BoxError>;
+}
+
+impl<D, F, Fut, E> MakeData<D> for F
+where
+    F: FnOnce() -> Fut + Send,
+    Fut: Future<Output = Result<D, E>> + Send,
+    E: Into<BoxError>,
+{
+    type Fut = Fut;
+    type Error = E;
+}
+
 /// The maker type of [`NewRow::Ready`], never called: the data is given up front.
 pub(crate) type UnusedMaker<D> = fn() -> std::future::Ready<Result<D, Infallible>>;
 
-/// The data of a new row: given up front, or made only once we know the row is missing.
+/// The data of a new row: given up front, or made only once we know it is needed.
 pub(crate) enum NewRow<D, F> {
     Ready(D),
     Make(F),
 }
 
-pub(crate) async fn create<T, S, F, Fut, E>(
+/// The update function's type of [`OnExisting::Keep`], never called.
+pub(crate) type UnusedUpdate<T> = fn(
+    &<T as EntityTrait>::Model,
+    <T as IdempotentCreate>::Data,
+) -> Change<<T as EntityTrait>::ActiveModel>;
+
+/// What a call does with a row that exists: keep it (a create-only call), or run the caller's
+/// update function on it, under the lock.
+pub(crate) enum OnExisting<U> {
+    Keep,
+    Update(U),
+}
+
+/// What a call asks for: the data of a new row, and what to do with an existing one.
+pub(crate) struct Request<D, F, U> {
+    pub(crate) new_row: NewRow<D, F>,
+    pub(crate) on_existing: OnExisting<U>,
+}
+
+pub(crate) async fn create<T, S, F, U>(
     db: Handle<'_>,
     key: T::Key,
     wait: Wait,
-    new_row: NewRow<T::Data, F>,
-) -> Result<Outcome<T::Model>, Error>
+    request: Request<T::Data, F, U>,
+) -> Result<Done<T::Model>, Error>
 where
     T: IdempotentCreate,
     T::Key: NaturalKey<S>,
-    F: FnOnce() -> Fut + Send,
-    Fut: Future<Output = Result<T::Data, E>> + Send,
-    E: Into<BoxError>,
+    F: MakeData<T::Data>,
+    U: FnOnce(&T::Model, T::Data) -> Change<T::ActiveModel> + Send,
 {
     let backend = Backend::of(match db {
         Handle::Connection(conn) => conn.get_database_backend(),
@@ -94,12 +131,9 @@ where
         span: span.clone(),
     };
     let result = match db {
-        Handle::Connection(conn) => {
-            call.on_connection::<T, F, Fut, E>(conn, &key, new_row)
-                .await
-        }
+        Handle::Connection(conn) => call.on_connection::<T, F, U>(conn, &key, request).await,
         Handle::Transaction(txn) => {
-            call.in_callers_transaction::<T, F, Fut, E>(txn, &key, new_row)
+            call.in_callers_transaction::<T, F, U>(txn, &key, request)
                 .await
         }
     }
@@ -193,17 +227,16 @@ impl Scope<'_> {
 impl Call {
     /// On a connection: take the key's turn among this pool's callers, look, and only if the
     /// row is missing begin the crate's own transaction, lock, insert unless present, commit.
-    async fn on_connection<T, F, Fut, E>(
+    async fn on_connection<T, F, U>(
         &self,
         conn: &DatabaseConnection,
         key: &CallKey<T>,
-        new_row: NewRow<T::Data, F>,
-    ) -> Result<Outcome<T::Model>, Error>
+        request: Request<T::Data, F, U>,
+    ) -> Result<Done<T::Model>, Error>
     where
         T: IdempotentCreate,
-        F: FnOnce() -> Fut + Send,
-        Fut: Future<Output = Result<T::Data, E>> + Send,
-        E: Into<BoxError>,
+        F: MakeData<T::Data>,
+        U: FnOnce(&T::Model, T::Data) -> Change<T::ActiveModel> + Send,
     {
         let held = self.backend.held(self.lock_key, On::Connection);
         self.refuse_reentry(held, On::Connection)?;
@@ -224,16 +257,18 @@ impl Call {
                 None => None,
             };
             // Most duplicates arrive after the first delivery committed: one statement, no
-            // lock.
-            if let Some(model) = find::<T, _>(conn, key).await? {
-                return Ok(Outcome::Existing(model));
+            // lock. (Not with an update function: it must see the row under the lock.)
+            if let OnExisting::Keep = request.on_existing
+                && let Some(model) = find::<T, _>(conn, key).await?
+            {
+                return Ok(Done::Existing(model));
             }
             let txn = self.backend.begin(conn).await?;
             let frame = Frame {
                 held,
                 on: On::Connection,
             };
-            self.lock_create_and_end::<T, F, Fut, E>(Scope::Own(txn), key, new_row, frame)
+            self.lock_create_and_end::<T, F, U>(Scope::Own(txn), key, request, frame)
                 .await
         };
         work.instrument(self.span.clone()).await
@@ -242,17 +277,16 @@ impl Call {
     /// In a caller's transaction: take this transaction's turn, then in a savepoint of the
     /// crate's own lock and insert unless present, then release the savepoint (the caller's
     /// commit decides) or roll back to it.
-    async fn in_callers_transaction<T, F, Fut, E>(
+    async fn in_callers_transaction<T, F, U>(
         &self,
         txn: &DatabaseTransaction,
         key: &CallKey<T>,
-        new_row: NewRow<T::Data, F>,
-    ) -> Result<Outcome<T::Model>, Error>
+        request: Request<T::Data, F, U>,
+    ) -> Result<Done<T::Model>, Error>
     where
         T: IdempotentCreate,
-        F: FnOnce() -> Fut + Send,
-        Fut: Future<Output = Result<T::Data, E>> + Send,
-        E: Into<BoxError>,
+        F: MakeData<T::Data>,
+        U: FnOnce(&T::Model, T::Data) -> Change<T::ActiveModel> + Send,
     {
         let txn_id = TxnId::of(txn);
         let on = On::Transaction(txn_id);
@@ -273,38 +307,32 @@ impl Call {
             // check, and a failed look would abort the caller's transaction.
             let savepoint = Savepoint::begin(txn).await?;
             let frame = Frame { held, on };
-            self.lock_create_and_end::<T, F, Fut, E>(
-                Scope::Savepoint(savepoint),
-                key,
-                new_row,
-                frame,
-            )
-            .await
+            self.lock_create_and_end::<T, F, U>(Scope::Savepoint(savepoint), key, request, frame)
+                .await
         };
         work.instrument(self.span.clone()).await
     }
 
     /// In `scope`: take the lock, create the row unless present, then end the scope: commit
     /// (or release the savepoint) after success, roll back at once after an error.
-    async fn lock_create_and_end<T, F, Fut, E>(
+    async fn lock_create_and_end<T, F, U>(
         &self,
         scope: Scope<'_>,
         key: &CallKey<T>,
-        new_row: NewRow<T::Data, F>,
+        request: Request<T::Data, F, U>,
         frame: Frame,
-    ) -> Result<Outcome<T::Model>, Error>
+    ) -> Result<Done<T::Model>, Error>
     where
         T: IdempotentCreate,
-        F: FnOnce() -> Fut + Send,
-        Fut: Future<Output = Result<T::Data, E>> + Send,
-        E: Into<BoxError>,
+        F: MakeData<T::Data>,
+        U: FnOnce(&T::Model, T::Data) -> Change<T::ActiveModel> + Send,
     {
         let locked = async {
             self.backend
                 .lock(scope.txn(), self.lock_key, self.deadline)
                 .await?;
             self.record_wait();
-            self.create_under_lock::<T, F, Fut, E>(scope.txn(), key, new_row, frame)
+            self.create_under_lock::<T, F, U>(scope.txn(), key, request, frame)
                 .await
         }
         .await;
@@ -326,34 +354,59 @@ impl Call {
         }
     }
 
-    /// With the lock held: insert the row unless it exists now. `make_data` runs only when a
-    /// fresh look finds no row, with this call's frame on the call chain.
-    async fn create_under_lock<T, F, Fut, E>(
+    /// With the lock held: insert the row unless it exists now, or run the update function on
+    /// the row that does. The data is made (by `make_data`, with this call's frame on the call
+    /// chain) only when a fresh look says it is needed.
+    async fn create_under_lock<T, F, U>(
         &self,
         txn: &DatabaseTransaction,
         key: &CallKey<T>,
-        new_row: NewRow<T::Data, F>,
+        request: Request<T::Data, F, U>,
         frame: Frame,
-    ) -> Result<Outcome<T::Model>, Error>
+    ) -> Result<Done<T::Model>, Error>
     where
         T: IdempotentCreate,
-        F: FnOnce() -> Fut + Send,
-        Fut: Future<Output = Result<T::Data, E>> + Send,
-        E: Into<BoxError>,
+        F: MakeData<T::Data>,
+        U: FnOnce(&T::Model, T::Data) -> Change<T::ActiveModel> + Send,
     {
-        match new_row {
-            NewRow::Ready(data) => insert_unless_exists::<T, _>(txn, key, data).await,
-            NewRow::Make(make_data) => match find::<T, _>(txn, key).await? {
-                Some(model) => Ok(Outcome::Existing(model)),
-                None => {
-                    let data = self
-                        .chain
-                        .run_inside(frame, make_data())
-                        .await
-                        .map_err(|e| Error::MakeData(e.into()))?;
-                    insert_unless_exists::<T, _>(txn, key, data).await
+        let Request {
+            new_row,
+            on_existing,
+        } = request;
+        if let (NewRow::Ready(_), OnExisting::Keep) = (&new_row, &on_existing) {
+            // Data in hand and nothing to do with an existing row: one guarded statement.
+            let data = self.data(new_row, frame).await?;
+            return insert_unless_exists::<T, _>(txn, key, data).await;
+        }
+        match (find::<T, _>(txn, key).await?, on_existing) {
+            (None, _) => {
+                let data = self.data(new_row, frame).await?;
+                insert_unless_exists::<T, _>(txn, key, data).await
+            }
+            (Some(model), OnExisting::Keep) => Ok(Done::Existing(model)),
+            (Some(model), OnExisting::Update(update)) => {
+                let data = self.data(new_row, frame).await?;
+                match update_statement::<T>(key, update(&model, data))? {
+                    Some(update) => update_existing::<T, _>(txn, update).await,
+                    None => Ok(Done::Unchanged(model)),
                 }
-            },
+            }
+        }
+    }
+
+    /// The data for the row: as given, or made now by `make_data` inside this call's frame.
+    async fn data<D, F: MakeData<D>>(
+        &self,
+        new_row: NewRow<D, F>,
+        frame: Frame,
+    ) -> Result<D, Error> {
+        match new_row {
+            NewRow::Ready(data) => Ok(data),
+            NewRow::Make(make_data) => self
+                .chain
+                .run_inside(frame, make_data())
+                .await
+                .map_err(|e| Error::MakeData(e.into())),
         }
     }
 
@@ -408,22 +461,55 @@ async fn insert_unless_exists<T, C>(
     txn: &C,
     key: &CallKey<T>,
     data: T::Data,
-) -> Result<Outcome<T::Model>, Error>
+) -> Result<Done<T::Model>, Error>
 where
     T: IdempotentCreate,
     C: ConnectionTrait,
 {
     let insert = insert_unless_exists_statement::<T>(key, T::new_active_model(&key.key, data))?;
     if let Some(row) = txn.query_one(&insert).await? {
-        return Ok(Outcome::Created(T::Model::from_query_result(&row, "")?));
+        return Ok(Done::Created(T::Model::from_query_result(&row, "")?));
     }
     match find::<T, _>(txn, key).await? {
-        Some(model) => Ok(Outcome::Existing(model)),
+        Some(model) => Ok(Done::Existing(model)),
         None => Err(Error::Database(DbErr::RecordNotFound(format!(
             "{}: the insert found a row for key {} that is no longer there",
             T::default().table_name(),
             key.shown()
         )))),
+    }
+}
+
+/// The statement writing the update function's change to the row with this key: the columns
+/// the change sets, never the key columns (the row stays the key's). `None` when there is
+/// nothing to write. (Built before any await: an active model need not be `Send`.)
+fn update_statement<T: IdempotentCreate>(
+    key: &CallKey<T>,
+    change: Change<T::ActiveModel>,
+) -> Result<Option<UpdateMany<T>>, Error> {
+    let mut row = match change {
+        Change::Keep => return Ok(None),
+        Change::Refuse(cause) => return Err(Error::UpdateRefused(cause)),
+        Change::Update(row) => row,
+    };
+    for column in &key.columns {
+        row.not_set(*column);
+    }
+    Ok(row
+        .is_changed()
+        .then(|| T::update_many().set(row).filter(key.condition())))
+}
+
+/// Runs `update` and returns the row as it is after it.
+async fn update_existing<T, C>(txn: &C, update: UpdateMany<T>) -> Result<Done<T::Model>, Error>
+where
+    T: IdempotentCreate,
+    C: ConnectionTrait,
+{
+    match update.exec_with_returning(txn).await?.into_iter().next() {
+        Some(model) => Ok(Done::Updated(model)),
+        // Only a writer that does not take the lock can delete the row under it.
+        None => Err(Error::Database(DbErr::RecordNotUpdated)),
     }
 }
 

@@ -44,6 +44,13 @@
 //! # Ok(()) }
 //! ```
 //!
+//! The same call with options is a builder, as SeaORM's `Entity::insert(..).exec(&db)`:
+//! `PullRequest::once(pr_id, new_pr)` (or [`once_with`](IdempotentCreate::once_with) for data
+//! made only when needed), then `.wait(Wait::Timeout(d))` to bound the lock wait and
+//! `.update(|existing, new| ..)` to handle the events that follow a creation: under the same
+//! lock, the function returns a [`Change`] for the existing row (update it, keep it, or refuse
+//! the call), and the [`UpsertOutcome`] says created, updated or unchanged. See [`Once`].
+//!
 //! # The lock's scope
 //!
 //! The lock is **transaction-scoped**: PostgreSQL releases it at COMMIT or ROLLBACK, never
@@ -125,6 +132,7 @@ mod holders;
 mod key;
 mod lock;
 mod natural_key;
+mod once;
 mod outcome;
 mod probe;
 mod retry;
@@ -140,7 +148,8 @@ pub use holders::{LockHolder, LockHolders, LockMode};
 pub use key::LockKey;
 pub use lock::{acquire_advisory_lock, acquire_shared_advisory_lock};
 pub use natural_key::{MultiColumn, NaturalKey, SingleColumn};
-pub use outcome::Outcome;
+pub use once::{Change, KeepExisting, Once, UpdateExisting};
+pub use outcome::{Outcome, UpsertOutcome};
 pub use probe::probe_advisory_locks;
 pub use retry::Retry;
 pub use source::TransactionSource;

@@ -205,11 +205,11 @@ async fn tuples_a_comma_join_would_confuse_are_two_keys_that_do_not_wait() {
         }
     });
     inside_rx.await.unwrap(); // ("a,b", "c") is locked now
-    let other = pairs::Entity::create_once_waiting(&db, second.clone(), Wait::No, || async {
-        Ok::<_, std::convert::Infallible>(())
-    })
-    .await
-    .expect("(\"a\", \"b,c\") is another lock: no LockBusy");
+    let other = pairs::Entity::once(second.clone(), ())
+        .wait(Wait::No)
+        .exec(&db)
+        .await
+        .expect("(\"a\", \"b,c\") is another lock: no LockBusy");
     assert!(other.is_created());
     go_tx.send(()).unwrap();
     assert!(holder.await.unwrap().unwrap().is_created());
@@ -239,11 +239,11 @@ async fn the_composite_lock_is_the_pinned_key() {
     acquire_advisory_lock(&holder, pinned, Wait::Forever)
         .await
         .unwrap();
-    let err = members::Entity::create_once_waiting(&db, key.clone(), Wait::No, || async {
-        Ok::<_, std::convert::Infallible>(member_row(&(7, String::new())))
-    })
-    .await
-    .expect_err("the pinned key is held");
+    let err = members::Entity::once(key.clone(), member_row(&(7, String::new())))
+        .wait(Wait::No)
+        .exec(&db)
+        .await
+        .expect_err("the pinned key is held");
     assert!(
         matches!(&err, Error::LockBusy { key, .. } if *key == pinned),
         "{err:?}"

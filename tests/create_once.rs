@@ -326,11 +326,11 @@ async fn waiting_can_be_bounded_or_refused() {
 
     let timeout = Duration::from_millis(300);
     let started = Instant::now();
-    let err = PullRequest::create_once_waiting(&db, 40, Wait::Timeout(timeout), || async {
-        Ok::<_, std::convert::Infallible>(new_pr(40))
-    })
-    .await
-    .unwrap_err();
+    let err = PullRequest::once(40, new_pr(40))
+        .wait(Wait::Timeout(timeout))
+        .exec(&db)
+        .await
+        .unwrap_err();
     let waited = started.elapsed();
     assert!(
         matches!(err, Error::LockTimeout { key, timeout: Some(t), .. } if key == key_of(40) && t == timeout),
@@ -350,11 +350,11 @@ async fn waiting_can_be_bounded_or_refused() {
         "gave up after {waited:?}, before the {timeout:?} bound"
     );
 
-    let err = PullRequest::create_once_waiting(&db, 40, Wait::No, || async {
-        Ok::<_, std::convert::Infallible>(new_pr(40))
-    })
-    .await
-    .unwrap_err();
+    let err = PullRequest::once(40, new_pr(40))
+        .wait(Wait::No)
+        .exec(&db)
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, Error::LockBusy { key, .. } if key == key_of(40)),
         "{err:?}"
@@ -365,12 +365,12 @@ async fn waiting_can_be_bounded_or_refused() {
     assert_eq!(rows_for(&db, 40).await, 0);
     held.commit().await.unwrap();
     assert!(
-        PullRequest::create_once_waiting(&db, 40, Wait::No, || async {
-            Ok::<_, std::convert::Infallible>(new_pr(40))
-        })
-        .await
-        .unwrap()
-        .is_created()
+        PullRequest::once(40, new_pr(40))
+            .wait(Wait::No)
+            .exec(&db)
+            .await
+            .unwrap()
+            .is_created()
     );
 }
 

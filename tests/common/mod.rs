@@ -7,7 +7,9 @@
 //! - `gate`: the start gate that releases worker processes together (PostgreSQL);
 //! - `locks`: advisory-lock probes of `pg_locks` (PostgreSQL);
 //! - `composite`: entities with composite natural keys and their race (used by path,
-//!   `common::composite::...`, as its names are those of its entities).
+//!   `common::composite::...`, as its names are those of its entities);
+//! - `versions`: the update form's entities, its race of out-of-order versions and its
+//!   checks (used by path, `common::versions::...`).
 //!
 //! The sample pull request, the naive find-then-insert, the pool builder and temp dirs live in
 //! `test_support` (the benchmark and the demo use them too) and are re-exported here.
@@ -20,6 +22,7 @@ mod gate;
 mod locks;
 mod race;
 mod rows;
+pub(crate) mod versions;
 mod workers;
 
 pub(crate) use gate::{GATE, run_gated, run_gated_outputs, wait_at_gate};
