@@ -201,6 +201,7 @@ fn stored(pr_id: i64) -> pull_requests::Model {
         head_sha: data.head_sha,
         first_delivery_id: data.delivery_id,
         created_at: "2026-11-26T00:00:00Z".parse().unwrap(),
+        updated_at: None,
     }
 }
 
