@@ -16,9 +16,6 @@ pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 const FIND: &str = r#"SELECT "pull_requests"."id", "pull_requests"."pr_id", "pull_requests"."repository", "pull_requests"."number", "pull_requests"."title", "pull_requests"."author", "pull_requests"."state", "pull_requests"."head_sha", "pull_requests"."first_delivery_id", "pull_requests"."created_at", "pull_requests"."updated_at" FROM "pull_requests" WHERE "pull_requests"."pr_id" = $1 LIMIT $2"#;
 
-/// What SeaORM's `begin_with_config(Some(ReadCommitted), None)` sends after `BEGIN`.
-const READ_COMMITTED: &str = "SET TRANSACTION ISOLATION LEVEL READ COMMITTED";
-
 /// The isolation check, a try-lock and which server answers, in one statement (uncontended:
 /// the only lock round trip).
 const TRY_LOCK: &str = "SELECT CASE WHEN current_setting('transaction_isolation') NOT IN ('read committed', 'read uncommitted') THEN NULL ELSE pg_try_advisory_xact_lock($1, $2) END AS acquired, current_setting('transaction_isolation') AS isolation, version() AS server_version, current_setting('server_version_num') AS server_version_num, current_setting('crdb_version', true) AS crdb_version, current_setting('yb_silence_advisory_locks_not_supported_error', true) AS yb_silence";
@@ -48,8 +45,8 @@ pub(crate) async fn create_once(
     if let Some(row) = found {
         return Ok(Outcome::Existing(model(&row)?));
     }
+    // A plain BEGIN, as the crate's: the try-lock statement checks the isolation level.
     let mut txn = pool.begin().await?;
-    sqlx::query(READ_COMMITTED).execute(&mut *txn).await?;
     match lock_then_insert(&mut txn, key, data).await {
         Ok(outcome) => {
             txn.commit().await?;
