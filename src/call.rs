@@ -11,11 +11,11 @@
 use std::convert::Infallible;
 use std::future::Future;
 
-use sea_orm::sea_query::{Expr, ExprTrait, InsertStatement, Query};
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
     ActiveModelTrait, ActiveValue, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection,
-    DatabaseTransaction, DbErr, EntityTrait, FromQueryResult, Iterable, QueryFilter, UpdateMany,
-    Value,
+    DatabaseTransaction, DbBackend, DbErr, EntityTrait, FromQueryResult, Iterable, QueryFilter,
+    QuerySelect, QueryTrait, Statement, UpdateMany, Value,
 };
 use tracing::{Instrument, field};
 
@@ -25,6 +25,7 @@ use crate::natural_key::{Key, NaturalKey};
 use crate::outcome::Done;
 use crate::savepoint::Savepoint;
 use crate::source::{Handle, PoolId, TxnId};
+use crate::statements::{self, Kind};
 use crate::turns::{self, Place};
 use crate::wait::Deadline;
 use crate::{Change, Error, IdempotentCreate, LockKey, Wait};
@@ -479,12 +480,20 @@ impl Call {
     }
 }
 
+/// The row with this key, if any: `SELECT cols FROM t WHERE k1 = $1 ... LIMIT 1` (its text
+/// kept per entity: [`statements`]).
 async fn find<T, C>(db: &C, key: &CallKey<T>) -> Result<Option<T::Model>, DbErr>
 where
     T: IdempotentCreate,
     C: ConnectionTrait,
 {
-    T::find().filter(key.condition()).one(db).await
+    let backend = db.get_database_backend();
+    let mut values = key.values.clone();
+    values.push(Value::BigUnsigned(Some(1))); // LIMIT 1
+    let find = statements::statement::<T>(backend, Kind::Find, values, || {
+        T::find().filter(key.condition()).limit(1).build(backend)
+    });
+    T::find().from_raw_sql(find).one(db).await
 }
 
 /// Inserts the row with a guard (`INSERT ... SELECT ... WHERE NOT EXISTS`), then, only if the
@@ -500,8 +509,10 @@ where
     T: IdempotentCreate,
     C: ConnectionTrait,
 {
-    let insert = insert_unless_exists_statement::<T>(key, T::new_active_model(&key.key, data))?;
-    if let Some(row) = txn.query_one(&insert).await? {
+    let backend = txn.get_database_backend();
+    let insert =
+        insert_unless_exists_statement::<T>(backend, key, T::new_active_model(&key.key, data))?;
+    if let Some(row) = txn.query_one_raw(insert).await? {
         return Ok(Done::Created(T::Model::from_query_result(&row, "")?));
     }
     match find::<T, _>(txn, key).await? {
@@ -548,42 +559,149 @@ where
 }
 
 /// `INSERT INTO t (cols) SELECT vals WHERE NOT EXISTS (SELECT 1 FROM t WHERE k1 = $1 AND
-/// k2 = $2 ...) RETURNING cols`, every value bound, with SeaORM's own per-column casts (enums).
+/// k2 = $2 ...) RETURNING cols`, every value bound, with SeaORM's own per-column casts (enums);
+/// its text kept per entity and set of columns ([`statements`]).
 ///
 /// Fails (instead of panicking) when the key's value does not fit the key column's type.
 fn insert_unless_exists_statement<T: IdempotentCreate>(
+    backend: DbBackend,
     key: &CallKey<T>,
     mut row: T::ActiveModel,
-) -> Result<InsertStatement, DbErr> {
+) -> Result<Statement, DbErr> {
     for (column, value) in key.columns.iter().zip(&key.values) {
         row.try_set(*column, value.clone())?;
     }
-    let (columns, values): (Vec<_>, Vec<_>) = T::Column::iter()
-        .filter_map(|column| match row.get(column) {
-            ActiveValue::Set(value) | ActiveValue::Unchanged(value) => {
-                Some((column, column.save_as(Expr::val(value))))
+    let mut set_columns = 0_u64;
+    let mut columns = Vec::new();
+    let mut values = Vec::new();
+    for (index, column) in T::Column::iter().enumerate() {
+        if let ActiveValue::Set(value) | ActiveValue::Unchanged(value) = row.get(column) {
+            set_columns |= 1_u64.checked_shl(index as u32).unwrap_or(0);
+            columns.push(column);
+            values.push(value);
+        }
+    }
+    let build = || {
+        let existing = Query::select()
+            .expr(Expr::cust("1"))
+            .from(T::default().table_ref())
+            .cond_where(key.condition())
+            .to_owned();
+        let source = Query::select()
+            .exprs(
+                columns
+                    .iter()
+                    .zip(&values)
+                    .map(|(column, value)| column.save_as(Expr::val(value.clone()))),
+            )
+            .and_where(Expr::exists(existing).not())
+            .to_owned();
+        let mut insert = Query::insert();
+        insert
+            .into_table(T::default().table_ref())
+            .columns(columns.iter().copied())
+            .select_from(source)
+            .expect("columns and values are built pairwise, so their counts match")
+            .returning(
+                Query::returning()
+                    .exprs(T::Column::iter().map(|column| column.select_as(Expr::col(column)))),
+            );
+        backend.build(&insert)
+    };
+    if T::Column::iter().count() > 64 {
+        // More columns than the set's bits: built every time.
+        return Ok(build());
+    }
+    let mut bound = values.clone();
+    bound.extend(key.values.iter().cloned());
+    let kind = Kind::InsertUnlessExists {
+        columns: set_columns,
+    };
+    Ok(statements::statement::<T>(backend, kind, bound, build))
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::{DatabaseBackend, MockDatabase};
+
+    use super::*;
+
+    #[allow(unreachable_pub)]
+    mod rows {
+        use sea_orm::entity::prelude::*;
+
+        #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+        #[sea_orm(table_name = "rows")]
+        pub struct Model {
+            #[sea_orm(primary_key)]
+            pub id: i64,
+            pub org: i64,
+            pub login: String,
+            pub note: Option<String>,
+        }
+
+        #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+        pub enum Relation {}
+
+        impl ActiveModelBehavior for ActiveModel {}
+
+        impl crate::IdempotentCreate for Entity {
+            type Key = (i64, String);
+            type Data = ActiveModel;
+
+            fn key_column() -> Column {
+                Column::Org
             }
-            ActiveValue::NotSet => None,
-        })
-        .unzip();
-    let existing = Query::select()
-        .expr(Expr::cust("1"))
-        .from(T::default().table_ref())
-        .cond_where(key.condition())
-        .to_owned();
-    let source = Query::select()
-        .exprs(values)
-        .and_where(Expr::exists(existing).not())
-        .to_owned();
-    let mut insert = Query::insert();
-    insert
-        .into_table(T::default().table_ref())
-        .columns(columns)
-        .select_from(source)
-        .expect("columns and values are built pairwise, so their counts match")
-        .returning(
-            Query::returning()
-                .exprs(T::Column::iter().map(|column| column.select_as(Expr::col(column)))),
-        );
-    Ok(insert.to_owned())
+
+            fn key_columns() -> Vec<Column> {
+                vec![Column::Org, Column::Login]
+            }
+
+            fn new_active_model(_: &(i64, String), row: ActiveModel) -> ActiveModel {
+                row
+            }
+        }
+    }
+
+    /// The crate's own statements bind their values in the order [`statements`] expects, so
+    /// their texts are kept after the first call: the look, and the insert for each set of
+    /// columns.
+    #[tokio::test]
+    async fn the_look_and_the_insert_are_built_once() {
+        let key = (7_i64, "mona".to_owned());
+        let natural = Key::new(&key);
+        let call_key = CallKey::<rows::Entity> {
+            values: natural.values(),
+            key,
+            columns: vec![rows::Column::Org, rows::Column::Login],
+            shown: None,
+        };
+        for backend in [DatabaseBackend::Postgres, DatabaseBackend::Sqlite] {
+            let db = MockDatabase::new(backend)
+                .append_query_results([Vec::<rows::Model>::new()])
+                .into_connection();
+            assert_eq!(find::<rows::Entity, _>(&db, &call_key).await.unwrap(), None);
+            assert!(statements::is_kept::<rows::Entity>(backend, Kind::Find));
+
+            for note in [None, Some(sea_orm::ActiveValue::Set(Some("hi".to_owned())))] {
+                let mut row = <rows::ActiveModel as Default>::default();
+                if let Some(note) = note {
+                    row.note = note;
+                }
+                let first =
+                    insert_unless_exists_statement::<rows::Entity>(backend, &call_key, row.clone())
+                        .unwrap();
+                let again = insert_unless_exists_statement::<rows::Entity>(backend, &call_key, row)
+                    .unwrap();
+                assert_eq!((first.sql, first.values), (again.sql, again.values));
+            }
+            // Columns: id 0, org 1, login 2, note 3.
+            for columns in [0b0110, 0b1110] {
+                assert!(statements::is_kept::<rows::Entity>(
+                    backend,
+                    Kind::InsertUnlessExists { columns }
+                ));
+            }
+        }
+    }
 }

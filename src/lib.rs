@@ -142,6 +142,7 @@ mod probe;
 mod retry;
 mod savepoint;
 mod source;
+mod statements;
 mod turns;
 mod wait;
 
