@@ -270,7 +270,7 @@ impl Call {
             // while this entity's recent looks kept missing (src/look.rs).
             let look_first = T::look_first();
             if let OnExisting::Keep = request.on_existing
-                && look_first.looks(self.lock_key)
+                && look_first.looks(self.lock_key, self.backend)
             {
                 let found = find::<T, _>(conn, key).await?;
                 look_first.found(self.lock_key, found.is_some());

@@ -74,9 +74,12 @@ macro_rules! keyed_rows {
 
 keyed_rows!(always_looks, "always_looks", Always);
 keyed_rows!(never_looks, "never_looks", Never);
-// Its own adaptive memory: crc32("adaptive_looks") and crc32("pull_requests") fall in
-// different slots (src/look.rs), so the mock tests below, on `pull_requests`, still look.
+// Its own adaptive memory: crc32("adaptive_looks"), crc32("adaptive_looks_sqlite") and
+// crc32("pull_requests") fall in different slots (src/look.rs), so the mock tests below, on
+// `pull_requests`, still look.
 keyed_rows!(adaptive_looks, "adaptive_looks", Adaptive);
+// The SQLite test's, in yet another slot: the two tests run at once.
+keyed_rows!(adaptive_looks_sqlite, "adaptive_looks_sqlite", Adaptive);
 
 const POSTGRES_TABLES: &str = "
     CREATE TABLE always_looks (id bigserial PRIMARY KEY, k bigint NOT NULL UNIQUE, v text NOT NULL);
@@ -89,8 +92,8 @@ const SQLITE_TABLES: &str = "
         v TEXT NOT NULL);
     CREATE TABLE never_looks (id INTEGER PRIMARY KEY AUTOINCREMENT, k INTEGER NOT NULL UNIQUE,
         v TEXT NOT NULL);
-    CREATE TABLE adaptive_looks (id INTEGER PRIMARY KEY AUTOINCREMENT, k INTEGER NOT NULL UNIQUE,
-        v TEXT NOT NULL);";
+    CREATE TABLE adaptive_looks_sqlite (id INTEGER PRIMARY KEY AUTOINCREMENT,
+        k INTEGER NOT NULL UNIQUE, v TEXT NOT NULL);";
 
 /// What `call` cost on the wire, after `warm_up` (the same path once on other keys, so that
 /// sqlx's per-connection statement preparation, a round trip of its own the first time a
@@ -336,6 +339,15 @@ async fn every_path_costs_its_statements_on_sqlite() {
     assert_eq!(
         statements_of(&log, never(1), never(2)).await,
         ["INSERT", "SELECT"]
+    );
+    // Adaptive looks on SQLite even after a run of new keys: a look is no round trip there.
+    let adaptive = |k: i64| adaptive_looks_sqlite::Entity::create_once(db, k, "v".to_owned());
+    for k in 1..=i64::from(MISSES_BEFORE_SKIPPING) + 1 {
+        adaptive(k).await.unwrap();
+    }
+    assert_eq!(
+        statements_of(&log, async {}, adaptive(100)).await,
+        ["SELECT", "INSERT"]
     );
     let upsert = |owner: i64, version: i32| {
         documents::Entity::once((owner, "a.md".to_owned()), edit(version))
