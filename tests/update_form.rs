@@ -27,8 +27,8 @@ use common::versions::{
     assert_newest_versions, document_keys, documents, edit, newer_only, outcomes_in_order, race,
     same_key_different_data_is_refused,
 };
-use common::{run_gated_outputs, wait_at_gate, worker_process};
-use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
+use common::{open_pools, run_gated_outputs, wait_at_gate, worker_process};
+use sea_orm::ConnectionTrait;
 use sea_orm_idempotent::{Error, IdempotentCreate, UpsertOutcome, Wait};
 use test_support::TestDb;
 use tokio::sync::oneshot;
@@ -38,28 +38,10 @@ const POOL: u32 = 4;
 const TASKS: usize = 16;
 const PROCESSES: usize = 4;
 
-/// `POOLS` pools of `POOL` connections, every connection already open (so that connecting does
-/// not stagger the callers of a race and hide a missing lock).
-async fn pools(url: &str) -> Vec<DatabaseConnection> {
-    let mut pools = Vec::new();
-    for _ in 0..POOLS {
-        let pool = test_support::connect(url, POOL).await;
-        let mut open = Vec::new();
-        for _ in 0..POOL {
-            open.push(pool.begin().await.unwrap());
-        }
-        for txn in open {
-            txn.rollback().await.unwrap();
-        }
-        pools.push(pool);
-    }
-    pools
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn many_tasks_keep_the_newest_version() {
     let test_db = TestDb::new().await;
-    let pools = pools(&test_db.url).await;
+    let pools = open_pools(&test_db.url, POOLS, POOL).await;
     pools[0].execute_unprepared(POSTGRES_TABLES).await.unwrap();
 
     race(&pools, TASKS).await.assert_each_created_once(1);
@@ -75,13 +57,13 @@ const WORKER_URL: &str = "SEA_ORM_IDEMPOTENT_UPDATE_FORM_WORKER_URL";
 async fn update_race_worker_process() {
     match std::env::var(WORKER_URL) {
         Ok(url) => {
-            let pools = pools(&url).await;
+            let pools = open_pools(&url, POOLS, POOL).await;
             wait_at_gate(&pools[0]).await;
             race(&pools, TASKS).await.print_for_parent();
         }
         Err(_) => {
             let test_db = TestDb::new().await;
-            let pools = pools(&test_db.url).await;
+            let pools = open_pools(&test_db.url, POOLS, POOL).await;
             pools[0].execute_unprepared(POSTGRES_TABLES).await.unwrap();
             race(&pools, TASKS).await.assert_each_created_once(1);
             assert_newest_versions(&pools[0]).await;

@@ -210,20 +210,7 @@ impl Upserts {
     /// What a worker process printed ([`Upserts::print_for_parent`]); panics, with its
     /// output, if it failed or printed none.
     pub(crate) fn of_worker(output: &std::process::Output) -> Upserts {
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(
-            output.status.success(),
-            "worker failed:\n{stdout}\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let line = stdout
-            .lines()
-            .find_map(|l| {
-                l.find(WORKER_UPSERTS)
-                    .map(|at| &l[at + WORKER_UPSERTS.len()..])
-            })
-            .unwrap_or_else(|| panic!("no upserts line from worker:\n{stdout}"));
-        let n: Vec<usize> = line
+        let n: Vec<usize> = super::worker_line(output, WORKER_UPSERTS)
             .split_whitespace()
             .map(|n| n.parse().unwrap())
             .collect();
