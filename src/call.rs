@@ -13,11 +13,11 @@ use std::future::Future;
 use sea_orm::sea_query::{Expr, ExprTrait, InsertStatement, Query};
 use sea_orm::{
     ActiveModelTrait, ActiveValue, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection,
-    DatabaseTransaction, DbErr, FromQueryResult, Iterable, QueryFilter, Value,
+    DatabaseTransaction, DbErr, FromQueryResult, Iterable, QueryFilter, QueryTrait, Value,
 };
 use tracing::{Instrument, field};
 
-use crate::backend::Backend;
+use crate::backend::{self, Backend};
 use crate::call_chain::{Chain, Frame, Held, On};
 use crate::natural_key::{Key, NaturalKey};
 use crate::savepoint::Savepoint;
@@ -105,7 +105,7 @@ where
     }
     .map_err(|err| match backend {
         Backend::Sqlite => err.sqlite_busy_as_timeout(lock_key),
-        Backend::Postgres => err,
+        Backend::Postgres | Backend::MySql => err,
     })
     .map_err(|err| err.about_row(T::default().table_name(), key.shown.as_deref()));
     span.record(
@@ -228,7 +228,7 @@ impl Call {
             if let Some(model) = find::<T, _>(conn, key).await? {
                 return Ok(Outcome::Existing(model));
             }
-            let txn = self.backend.begin(conn).await?;
+            let txn = self.backend.begin(conn, self.lock_key).await?;
             let frame = Frame {
                 held,
                 on: On::Connection,
@@ -414,7 +414,8 @@ where
     C: ConnectionTrait,
 {
     let insert = insert_unless_exists_statement::<T>(key, T::new_active_model(&key.key, data))?;
-    if let Some(row) = txn.query_one(&insert).await? {
+    let reread = T::find().filter(key.condition()).into_query(); // MySQL: no RETURNING
+    if let Some(row) = backend::insert_returning(txn, &insert, reread).await? {
         return Ok(Outcome::Created(T::Model::from_query_result(&row, "")?));
     }
     match find::<T, _>(txn, key).await? {

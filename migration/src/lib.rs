@@ -1,5 +1,6 @@
 //! Migrations for the sample schema of `sea-orm-idempotent`: one `pull_requests` table, as a
-//! GitHub integration stores pull requests it learns about from webhooks.
+//! GitHub integration stores pull requests it learns about from webhooks, and on MySQL the
+//! crate's lock table.
 //!
 //! Run them with the CLI (`cargo run -p migration -- up`, `down`, `fresh`, `refresh`, `reset`,
 //! `status`) against `DATABASE_URL`, or from code with [`Migrator::up`](MigratorTrait::up).
@@ -7,6 +8,7 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261126_000001_create_pull_requests;
+mod m20261126_000002_create_idempotent_locks;
 
 /// Every migration of the sample schema, in order.
 pub struct Migrator;
@@ -14,6 +16,9 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261126_000001_create_pull_requests::Migration)]
+        vec![
+            Box::new(m20261126_000001_create_pull_requests::Migration),
+            Box::new(m20261126_000002_create_idempotent_locks::Migration),
+        ]
     }
 }
