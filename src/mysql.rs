@@ -11,37 +11,37 @@
 //! needs: they belong to the transaction, so a dropped call (its transaction rolls back), a
 //! killed connection and a caller's COMMIT all release them, and nothing else can. So each key
 //! is a row of one small table, [`mysql_lock_table`] (created by a migration of yours), and the
-//! lock is a `SELECT ... FOR UPDATE` of that row.
+//! lock is a row lock on it. The price: a table to migrate, and one row (17 bytes of key) per
+//! key ever locked.
 //!
 //! # How a key is locked
 //!
 //! 1. **The row is made to exist first**, on the crate's own path in a statement of its own
-//!    before `BEGIN` (autocommit): `INSERT IGNORE` of `(space, k1, k2)`, told not to wait. Rows
-//!    are never deleted, so from then on the lock is always taken on an existing row. This is
-//!    what keeps InnoDB's find-or-create traps away: `SELECT ... FOR UPDATE` of a *missing* row
-//!    takes gap locks (which do not exclude each other) and two such callers then deadlock on
-//!    their inserts; and inserting the row inside the transaction makes concurrent first callers
-//!    wait for each other's shared duplicate-key locks and deadlock upgrading them. An
-//!    autocommit insert commits at once, and if the row exists and is held it gives up at once
-//!    (error 1205, ignored: the row exists, which is all it is for).
-//! 2. **Inside the transaction**, `SELECT generation FROM sea_orm_idempotent_locks WHERE space =
-//!    ? AND k1 = ? AND k2 = ? FOR UPDATE WAIT n`: an exclusive lock on one existing record of a
-//!    primary key (no gap lock at any isolation level), held until COMMIT or ROLLBACK. A locking
-//!    read sees the latest committed version, whatever the snapshot. (Inside a caller's
-//!    transaction, where no statement of its own can run first, a missing row is inserted there
-//!    with `INSERT ... ON DUPLICATE KEY UPDATE`, which takes an exclusive lock whether it inserts
-//!    or finds the row; only concurrent *first* callers of a key in callers' transactions can
-//!    then meet a deadlock, reported as the retryable [`Error::Deadlock`].)
-//! 3. **The snapshot is checked**: a plain (consistent) read of the same row's `generation`
-//!    must equal what the locking read saw. Every exclusive holder increments `generation`
-//!    before it commits (step 4), so if the two differ, this transaction's snapshot predates the
-//!    commit of an earlier holder of the key, and a look for the row would miss what that holder
-//!    created: a caller's REPEATABLE READ transaction that read before the call. The call is
-//!    then refused with [`Error::UnsafeIsolation`] before anything is written. (MySQL cannot
-//!    report the isolation level of the *current* transaction: `@@transaction_isolation` is the
-//!    session's, and SeaORM sets a transaction's level with `SET TRANSACTION` before `BEGIN`,
-//!    which does not change it; `information_schema.INNODB_TRX` is a cache refreshed at most
-//!    every 0.1 s. So the check tests the hazard itself, not a level that names it.)
+//!    before `BEGIN` (autocommit): `INSERT IGNORE` of `(space, k1, k2)`, told not to wait (a
+//!    row held by another transaction fails it at once with 1205, ignored: step 2 copes with a
+//!    missing row anyway). Rows are never deleted, so the lock is almost always taken on an
+//!    existing row, and concurrent *first* callers of a key do not insert it inside their
+//!    transactions, where a rolled-back first insert would leave the others deadlocking.
+//! 2. **Inside the transaction, the lock** is an insert of the row that finds it or makes it:
+//!    `SET STATEMENT innodb_lock_wait_timeout = n FOR INSERT ... ON DUPLICATE KEY UPDATE`
+//!    (shared: `INSERT IGNORE`). On a duplicate primary key InnoDB takes a *record* lock
+//!    (exclusive for `ON DUPLICATE KEY UPDATE`, shared for `IGNORE`), never a gap lock, at any
+//!    isolation level; a row it inserts is locked exclusively. The classic find-or-create
+//!    traps stay away: a `SELECT ... FOR UPDATE` of a *missing* row takes a gap lock under
+//!    REPEATABLE READ, which blocks inserts of other keys and deadlocks two such callers, and
+//!    an `INSERT IGNORE` followed by `FOR UPDATE` upgrades a shared lock and deadlocks. The lock
+//!    is held until COMMIT or ROLLBACK (`ROLLBACK TO SAVEPOINT` does not release it).
+//! 3. **The snapshot is checked**, in one statement on the row now held: its `generation` by a
+//!    locking read (the latest committed) and by a plain subquery (a consistent read: a
+//!    locking clause does not reach into subqueries). Every exclusive holder increments
+//!    `generation` before it commits (step 4), so if the two differ this transaction's snapshot
+//!    predates the commit of an earlier holder of the key, and a look for the row would miss
+//!    what that holder created: a caller's REPEATABLE READ transaction that read before the
+//!    call. It is refused with [`Error::UnsafeIsolation`] before anything is written. (MySQL
+//!    cannot report the isolation level of the *current* transaction: `@@transaction_isolation`
+//!    is the session's, and SeaORM sets a transaction's level with `SET TRANSACTION` before
+//!    `BEGIN`, which does not change it; `information_schema.INNODB_TRX` is a cache refreshed
+//!    only after 0.1 s without readers. So the check tests the hazard itself.)
 //! 4. `UPDATE ... SET generation = generation + 1` (exclusive locks only), so that step 3 of
 //!    later holders can see this one.
 //!
@@ -54,24 +54,25 @@
 //!
 //! # Waits
 //!
-//! MariaDB bounds a lock wait per statement with `WAIT n` (whole seconds: `WAIT 1.5` waits one
-//! second and `WAIT 0.5` not at all, so a [`Wait::Timeout`] is rounded *up* to whole seconds and
-//! never ends before the caller's bound; it may end up to a second after it) and `NOWAIT`.
-//! Both fail with error 1205, which rolls back only the statement unless the server runs with
+//! MariaDB bounds a lock wait per statement with `SET STATEMENT innodb_lock_wait_timeout = n
+//! FOR ...` (and `WAIT n` / `NOWAIT` on locking reads): whole seconds (`WAIT 1.5` waits one
+//! second and `WAIT 0.5` not at all), so a [`Wait::Timeout`] is rounded *up* to whole seconds
+//! and never ends before the caller's bound; it may end up to a second after it. [`Wait::No`]
+//! is 0: no wait. A timeout fails with error 1205, which rolls back only the statement unless the server runs with
 //! `innodb_rollback_on_timeout` (then InnoDB rolls back the whole transaction, see below).
 //! [`Wait::Forever`] waits in slices of [`FOREVER_SLICE_SECS`], so a caller that goes away
 //! leaves its connection busy for at most one slice. InnoDB detects deadlocks when a wait
 //! begins (error 1213) and then rolls back the whole transaction of its victim.
 //!
-//! The number of seconds is the one value written into the SQL: `WAIT n` and `SET STATEMENT`
-//! take no parameters. It is an integer the crate computes from a [`Duration`](std::time::Duration); the key and
+//! The number of seconds is the one value written into the SQL: `SET STATEMENT` takes no
+//! parameters. It is an integer the crate computes from a [`Duration`](std::time::Duration); the key and
 //! everything else are bound.
 //!
 //! # MySQL 8
 //!
-//! `WAIT n` and `SET STATEMENT` are MariaDB's (10.3+). MySQL 8 has `NOWAIT` but bounds waits
-//! only with the session's `innodb_lock_wait_timeout`, which a dropped call would leave changed
-//! on a pooled connection. The crate does not guess: on a server that rejects the syntax
+//! `SET STATEMENT` is MariaDB's (10.1.2+; `WAIT n` 10.3+). MySQL 8 bounds waits only with the
+//! session's `innodb_lock_wait_timeout` (its `SET_VAR` hint does not take InnoDB variables),
+//! which a dropped call would leave changed on a pooled connection. The crate does not guess: on a server that rejects the syntax
 //! (error 1064) every call is refused with [`ServerRefusal::NotMariaDb`] before anything is
 //! written. Untested on MySQL 8.
 
@@ -112,22 +113,19 @@ pub(crate) const FOREVER_SLICE_SECS: u64 = 2;
 /// ```
 ///
 /// One row per key ever locked (17 bytes of key), never deleted; the crate only inserts rows
-/// and locks and updates them. In a sea-orm-migration migration:
+/// and locks and updates them. In a sea-orm-migration migration, `up` runs
+/// `manager.create_table(sea_orm_idempotent::mysql_lock_table())` when
+/// `manager.get_database_backend()` is MySQL (the workspace's sample migration
+/// `m20261126_000002_create_idempotent_locks` does exactly that); on a bare connection:
 ///
-/// ```
-/// use sea_orm_migration::prelude::*;
+/// ```no_run
+/// use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend};
 ///
-/// # struct Migration;
-/// # impl MigrationName for Migration { fn name(&self) -> &str { "m_locks" } }
-/// #[async_trait::async_trait]
-/// impl MigrationTrait for Migration {
-///     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-///         if manager.get_database_backend() == sea_orm::DbBackend::MySql {
-///             manager.create_table(sea_orm_idempotent::mysql_lock_table()).await?;
-///         }
-///         Ok(())
-///     }
+/// # async fn up(db: &DatabaseConnection) -> Result<(), sea_orm::DbErr> {
+/// if db.get_database_backend() == DbBackend::MySql {
+///     db.execute(&sea_orm_idempotent::mysql_lock_table()).await?;
 /// }
+/// # Ok(()) }
 /// ```
 pub fn mysql_lock_table() -> TableCreateStatement {
     Table::create()
@@ -200,44 +198,31 @@ pub(crate) async fn acquire(
     mode: Mode,
     deadline: Deadline,
 ) -> Result<(), Error> {
-    let mut created_here = false;
-    let latest: i64 = loop {
+    loop {
         let wait = normalize(deadline.left());
-        let err = match txn.query_one_raw(lock_statement(key, mode, wait)).await {
-            Ok(Some(row)) => break row.try_get("", "generation")?,
-            Ok(None) if created_here => {
-                return Err(Error::Database(DbErr::RecordNotFound(format!(
-                    "the lock row of {key} in {MYSQL_LOCK_TABLE} is missing right after its insert"
-                ))));
-            }
-            // No row yet (a caller's transaction, or a row whose first insert was rolled
-            // back): insert it here, which locks it exclusively either way; then lock it.
-            Ok(None) => match txn
-                .execute_raw(create_in_transaction_statement(key, wait))
-                .await
-            {
-                Ok(_) => {
-                    created_here = true;
-                    continue;
-                }
-                Err(err) => err,
-            },
-            Err(err) => err,
+        let err = match txn.execute_raw(take_statement(key, mode, wait)).await {
+            Ok(_) => break,
+            Err(err) => wait_error(err, key, deadline),
         };
-        let err = wait_error(err, key, deadline);
         let another_slice = wait == Wait::Forever && matches!(err, Error::LockTimeout { .. });
         // Only this slice ran out: wait again, unless the server rolled the whole
         // transaction back on the timeout (then waiting on would run outside it).
         if !another_slice || rolled_back_on_timeout(txn).await? {
             return Err(err);
         }
-    };
+    }
+    let row = txn
+        .query_one_raw(read_statement(key, mode))
+        .await?
+        .ok_or_else(|| {
+            Error::Database(DbErr::RecordNotFound(format!(
+                "the lock row of {key} in {MYSQL_LOCK_TABLE} is missing while it is locked"
+            )))
+        })?;
+    let latest: i64 = row.try_get("", "latest")?;
     // A snapshot without the row is older than its creation; no holder has counted itself in
     // it either, so it stands for 0.
-    let seen: i64 = match txn.query_one_raw(snapshot_statement(key)).await? {
-        Some(row) => row.try_get("", "generation")?,
-        None => 0,
-    };
+    let seen: i64 = row.try_get::<Option<i64>>("", "seen")?.unwrap_or(0);
     if seen != latest {
         return Err(Error::UnsafeIsolation {
             level: format!(
@@ -256,42 +241,46 @@ pub(crate) async fn acquire(
     Ok(())
 }
 
-/// Step 2: the locking read, bounded by the statement itself.
-fn lock_statement(key: LockKey, mode: Mode, wait: Wait) -> Statement {
-    let lock = match mode {
-        Mode::Exclusive => "FOR UPDATE",
-        Mode::Shared => "LOCK IN SHARE MODE",
+/// Step 2: the lock, bounded by the statement itself, taken by an insert of the key's row
+/// that finds it or makes it, so the lock is always a record lock of the primary key and
+/// never a gap lock (a locking read of a *missing* row takes one under REPEATABLE READ, and
+/// it would make inserts of other keys wait). Exclusive: `INSERT ... ON DUPLICATE KEY
+/// UPDATE`, which locks a duplicate exclusively; shared: `INSERT IGNORE`, which locks a
+/// duplicate in share mode. Either locks a row it inserts exclusively.
+fn take_statement(key: LockKey, mode: Mode, wait: Wait) -> Statement {
+    let (ignore, on_duplicate) = match mode {
+        Mode::Exclusive => ("", " ON DUPLICATE KEY UPDATE `generation` = `generation`"),
+        Mode::Shared => (" IGNORE", ""),
     };
-    let wait = match wait_seconds(wait) {
-        0 => "NOWAIT".to_owned(),
-        seconds => format!("WAIT {seconds}"),
-    };
-    statement(
-        format!("SELECT `generation` FROM `{MYSQL_LOCK_TABLE}` {WHERE_KEY} {lock} {wait}"),
-        key,
-    )
-}
-
-/// The row made to exist inside a transaction, locked exclusively whether it is inserted or
-/// found (`ON DUPLICATE KEY UPDATE` takes an exclusive lock on a duplicate, where `INSERT
-/// IGNORE` would take a shared one), waiting as long as the lock would.
-fn create_in_transaction_statement(key: LockKey, wait: Wait) -> Statement {
     statement(
         format!(
             "SET STATEMENT innodb_lock_wait_timeout = {} FOR \
-             INSERT INTO `{MYSQL_LOCK_TABLE}` (`space`, `k1`, `k2`) VALUES (?, ?, ?) \
-             ON DUPLICATE KEY UPDATE `generation` = `generation`",
+             INSERT{ignore} INTO `{MYSQL_LOCK_TABLE}` (`space`, `k1`, `k2`) VALUES (?, ?, ?)\
+             {on_duplicate}",
             wait_seconds(wait)
         ),
         key,
     )
 }
 
-/// Step 3: the row as this transaction's snapshot sees it (a consistent, non-locking read).
-fn snapshot_statement(key: LockKey) -> Statement {
-    statement(
-        format!("SELECT `generation` FROM `{MYSQL_LOCK_TABLE}` {WHERE_KEY}"),
-        key,
+/// Step 3, one statement on the row this transaction now holds (no wait): the latest committed
+/// `generation` (a locking read) and the one this transaction's snapshot sees (the subquery: a
+/// locking clause does not reach into subqueries, which stay consistent reads).
+fn read_statement(key: LockKey, mode: Mode) -> Statement {
+    let lock = match mode {
+        Mode::Exclusive => "FOR UPDATE",
+        Mode::Shared => "LOCK IN SHARE MODE",
+    };
+    let mut values = key_values(key).to_vec();
+    values.extend(key_values(key));
+    Statement::from_sql_and_values(
+        DbBackend::MySql,
+        format!(
+            "SELECT `generation` AS latest, \
+             (SELECT `generation` FROM `{MYSQL_LOCK_TABLE}` {WHERE_KEY}) AS seen \
+             FROM `{MYSQL_LOCK_TABLE}` {WHERE_KEY} {lock}"
+        ),
+        values,
     )
 }
 
@@ -393,24 +382,27 @@ mod tests {
 
     #[test]
     fn keys_are_bound_and_only_whole_seconds_are_written() {
-        let statement = lock_statement(
+        let statement = take_statement(
             LockKey::Pair(31337, -90210),
             Mode::Exclusive,
             Wait::Timeout(Duration::from_millis(1500)),
         );
         assert!(!statement.sql.contains("31337") && !statement.sql.contains("90210"));
         assert!(
-            statement.sql.ends_with("FOR UPDATE WAIT 2"),
+            statement
+                .sql
+                .starts_with("SET STATEMENT innodb_lock_wait_timeout = 2 FOR INSERT INTO"),
             "{}",
             statement.sql
         );
+        assert!(statement.sql.contains("ON DUPLICATE KEY UPDATE"));
         assert_eq!(
             statement.values.expect("bound values").0,
             vec![Value::from(2), Value::from(31337), Value::from(-90210)]
         );
-        let shared = lock_statement(LockKey::BigInt(-3), Mode::Shared, Wait::No);
+        let shared = take_statement(LockKey::BigInt(-3), Mode::Shared, Wait::No);
         assert!(
-            shared.sql.ends_with("LOCK IN SHARE MODE NOWAIT"),
+            shared.sql.contains("= 0 FOR INSERT IGNORE INTO"),
             "{}",
             shared.sql
         );
@@ -418,6 +410,9 @@ mod tests {
             shared.values.expect("bound values").0,
             vec![Value::from(1), Value::from(-1), Value::from(-3)]
         );
+        let read = read_statement(LockKey::BigInt(-3), Mode::Shared);
+        assert!(read.sql.ends_with("LOCK IN SHARE MODE"), "{}", read.sql);
+        assert_eq!(read.values.expect("bound values").0.len(), 6);
     }
 
     #[test]

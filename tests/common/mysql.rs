@@ -3,8 +3,8 @@
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use sea_orm_idempotent::{LockKey, MYSQL_LOCK_TABLE};
 
-/// Connection ids of this database's sessions running one of the crate's lock statements on
-/// the lock table (`SELECT ... FOR UPDATE` or `LOCK IN SHARE MODE`), i.e. waiting for a key,
+/// Connection ids of this database's sessions running the crate's lock statement on the lock
+/// table (`SET STATEMENT innodb_lock_wait_timeout = n FOR INSERT ...`), i.e. waiting for a key,
 /// from `information_schema.PROCESSLIST`. Not per key: the MySQL tests contend one key at a
 /// time. (InnoDB's `INNODB_LOCK_WAITS` would name the key, but it is a cache that is refreshed
 /// only after 0.1 s without readers, so a poller, or two tests polling at once, keep it stale.)
@@ -21,8 +21,7 @@ pub(crate) async fn lock_threads(db: &DatabaseConnection, key: LockKey, granted:
     let sql = format!(
         "SELECT CAST(ID AS SIGNED) AS id FROM information_schema.PROCESSLIST \
          WHERE DB = DATABASE() AND ID <> CONNECTION_ID() \
-           AND INFO LIKE '%{MYSQL_LOCK_TABLE}%' \
-           AND (INFO LIKE '%FOR UPDATE%' OR INFO LIKE '%LOCK IN SHARE MODE%') \
+           AND INFO LIKE 'SET STATEMENT innodb_lock_wait_timeout%{MYSQL_LOCK_TABLE}%' \
          ORDER BY id"
     );
     db.query_all_raw(Statement::from_string(DbBackend::MySql, sql))
