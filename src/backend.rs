@@ -5,7 +5,12 @@
 //! - SQLite: no advisory locks; SQLite has one write lock per database file, and an IMMEDIATE
 //!   transaction takes it before the look, which serialises every creator (of any key) across
 //!   connections and processes.
-//! - Anything else, or a backend whose feature (`postgres`, `sqlite`) is off:
+//! - MySQL/MariaDB: a READ COMMITTED transaction and a transaction-scoped InnoDB row lock on
+//!   the key's row of the crate's lock table (see [`mysql`](crate::mysql) for why not
+//!   `GET_LOCK`). Only callers with the same key wait for each other. The row is made to exist
+//!   before `BEGIN`, and since MySQL has no `RETURNING`, the guarded insert is followed by a
+//!   read of the row it inserted ([`insert_returning`]).
+//! - Anything else, or a backend whose feature (`postgres`, `sqlite`, `mysql`) is off:
 //!   [`Error::UnsupportedBackend`], never a wrong answer.
 //!
 //! # SQLite in detail
@@ -41,8 +46,8 @@
 //!   written, instead of silently waiting longer or shorter than asked.
 
 use sea_orm::{
-    DatabaseConnection, DatabaseTransaction, DbBackend, IsolationLevel, SqliteTransactionMode,
-    TransactionOptions, TransactionTrait,
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, IsolationLevel,
+    QueryResult, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
 };
 
 use crate::call_chain::{Held, On};
@@ -57,8 +62,8 @@ const SQLITE_WAITS: &str = "bound one call's wait (Wait::Timeout, Wait::No): SQL
 
 /// Why a backend is refused outright.
 const NOT_SERVED: &str = "serve create_once in this build: PostgreSQL needs the crate's \
-     `postgres` feature, SQLite its `sqlite` feature (both on by default); MySQL is not \
-     supported yet";
+     `postgres` feature, SQLite its `sqlite` feature, MySQL and MariaDB its `mysql` feature \
+     (all on by default)";
 
 /// How creators of the same key are kept apart on one backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +74,9 @@ pub(crate) enum Backend {
     /// SQLite: the write lock of an IMMEDIATE transaction (the `sqlite` feature).
     #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     Sqlite,
+    /// MySQL/MariaDB: a row lock in the crate's lock table (the `mysql` feature).
+    #[cfg_attr(not(feature = "mysql"), allow(dead_code))]
+    MySql,
 }
 
 impl Backend {
@@ -78,6 +86,8 @@ impl Backend {
             DbBackend::Postgres => Ok(Backend::Postgres),
             #[cfg(feature = "sqlite")]
             DbBackend::Sqlite => Ok(Backend::Sqlite),
+            #[cfg(feature = "mysql")]
+            DbBackend::MySql => Ok(Backend::MySql),
             other => Err(Error::UnsupportedBackend {
                 backend: other,
                 what: NOT_SERVED,
@@ -100,30 +110,42 @@ impl Backend {
     /// What a call for `key` holds while its `make_data` runs, when the crate knows.
     pub(crate) fn held(self, key: LockKey, on: On) -> Option<Held> {
         match (self, on) {
-            (Backend::Postgres, _) => Some(Held::Key(key)),
+            (Backend::Postgres | Backend::MySql, _) => Some(Held::Key(key)),
             (Backend::Sqlite, On::Connection) => Some(Held::SqliteWriteLock),
             // The caller's transaction mode decides when SQLite's write lock is taken.
             (Backend::Sqlite, On::Transaction(_)) => None,
         }
     }
 
-    /// Begins the crate's own transaction on `db`. On PostgreSQL a plain `BEGIN`, one round
-    /// trip: its isolation is the server's default, READ COMMITTED unless configured
-    /// otherwise, and the lock's first statement checks it and refuses any other
+    /// Begins the crate's own transaction on `db` for a call on `key`. On PostgreSQL a plain
+    /// `BEGIN`, one round trip: its isolation is the server's default, READ COMMITTED unless
+    /// configured otherwise, and the lock's first statement checks it and refuses any other
     /// ([`Error::UnsafeIsolation`]), after which the caller begins again with
     /// [`begin_read_committed`](Backend::begin_read_committed). On SQLite IMMEDIATE, which
-    /// takes SQLite's write lock here.
-    pub(crate) async fn begin(self, db: &DatabaseConnection) -> Result<DatabaseTransaction, Error> {
-        match self {
-            Backend::Postgres => Ok(db.begin().await?),
-            Backend::Sqlite => Ok(db
-                .begin_with_options(TransactionOptions {
-                    isolation_level: None,
+    /// takes SQLite's write lock here. On MySQL READ COMMITTED, after making `key`'s row in
+    /// the lock table exist in a statement of its own.
+    pub(crate) async fn begin(
+        self,
+        db: &DatabaseConnection,
+        key: LockKey,
+    ) -> Result<DatabaseTransaction, Error> {
+        let options = match self {
+            Backend::Postgres => return Ok(db.begin().await?),
+            Backend::MySql => {
+                crate::mysql::ensure_lock_row(db, key).await?;
+                TransactionOptions {
+                    isolation_level: Some(IsolationLevel::ReadCommitted),
                     access_mode: None,
-                    sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-                })
-                .await?),
-        }
+                    sqlite_transaction_mode: None,
+                }
+            }
+            Backend::Sqlite => TransactionOptions {
+                isolation_level: None,
+                access_mode: None,
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+            },
+        };
+        Ok(db.begin_with_options(options).await?)
     }
 
     /// PostgreSQL: begins with READ COMMITTED set explicitly (`BEGIN`, then `SET TRANSACTION
@@ -151,7 +173,23 @@ impl Backend {
         match self {
             Backend::Postgres => lock::acquire(txn, key, Mode::Exclusive, deadline).await,
             Backend::Sqlite => Ok(()),
+            Backend::MySql => crate::mysql::acquire(txn, key, Mode::Exclusive, deadline).await,
         }
+    }
+}
+
+/// Runs the guarded insert (`INSERT ... SELECT ... WHERE NOT EXISTS ... RETURNING`) and returns
+/// the row it inserted, or `None` when the guard found the row. MySQL has no `RETURNING`
+/// (sea-query renders none for it): there the insert is followed, when it inserted a row, by
+/// `reread` (the row by its key) in the same transaction.
+pub(crate) async fn insert_returning<C: ConnectionTrait>(
+    db: &C,
+    insert: Statement,
+    reread: Statement,
+) -> Result<Option<QueryResult>, DbErr> {
+    match db.get_database_backend() {
+        DbBackend::MySql => crate::mysql::insert_then_reread(db, insert, reread).await,
+        _ => db.query_one_raw(insert).await,
     }
 }
 
@@ -185,7 +223,18 @@ mod tests {
     #[cfg(feature = "postgres")]
     #[test]
     fn postgres_honours_every_wait() {
-        let postgres = Backend::of(DbBackend::Postgres).unwrap();
+        honours_every_wait(DbBackend::Postgres);
+    }
+
+    #[cfg(feature = "mysql")]
+    #[test]
+    fn mysql_honours_every_wait() {
+        honours_every_wait(DbBackend::MySql);
+    }
+
+    #[cfg(any(feature = "postgres", feature = "mysql"))]
+    fn honours_every_wait(backend: DbBackend) {
+        let postgres = Backend::of(backend).unwrap();
         for wait in [
             Wait::Forever,
             Wait::No,

@@ -19,7 +19,7 @@ use sea_orm::{
 };
 use tracing::{Instrument, field};
 
-use crate::backend::Backend;
+use crate::backend::{self, Backend};
 use crate::call_chain::{Chain, Frame, Held, On};
 use crate::natural_key::{Key, NaturalKey};
 use crate::outcome::Done;
@@ -140,7 +140,7 @@ where
     }
     .map_err(|err| match backend {
         Backend::Sqlite => err.sqlite_busy_as_timeout(lock_key),
-        Backend::Postgres => err,
+        Backend::Postgres | Backend::MySql => err,
     })
     .map_err(|err| err.about_row(T::default().table_name(), key.shown.as_deref()));
     span.record(
@@ -337,7 +337,7 @@ impl Call {
     /// lock's first statement); a server whose default is stricter than READ COMMITTED costs
     /// one more begin, with the level set explicitly.
     async fn begin_and_lock<'a>(&self, conn: &DatabaseConnection) -> Result<Scope<'a>, Error> {
-        let txn = self.backend.begin(conn).await?;
+        let txn = self.backend.begin(conn, self.lock_key).await?;
         match self.lock(Scope::Own(txn)).await {
             Err(Error::UnsafeIsolation { .. }) if self.backend == Backend::Postgres => {
                 let txn = Backend::begin_read_committed(conn).await?;
@@ -422,7 +422,7 @@ impl Call {
             (Some(model), OnExisting::Update(update)) => {
                 let data = self.data(new_row, frame).await?;
                 match update_statement::<T>(key, update(&model, data))? {
-                    Some(update) => update_existing::<T, _>(txn, update).await,
+                    Some(update) => update_existing::<T, _>(txn, key, update).await,
                     None => Ok(Done::Unchanged(model)),
                 }
             }
@@ -487,13 +487,17 @@ where
     T: IdempotentCreate,
     C: ConnectionTrait,
 {
-    let backend = db.get_database_backend();
+    let find = find_statement::<T>(db.get_database_backend(), key);
+    T::find().from_raw_sql(find).one(db).await
+}
+
+/// The statement of [`find`].
+fn find_statement<T: IdempotentCreate>(backend: DbBackend, key: &CallKey<T>) -> Statement {
     let mut values = key.values.clone();
     values.push(Value::BigUnsigned(Some(1))); // LIMIT 1
-    let find = statements::statement::<T>(backend, Kind::Find, values, || {
+    statements::statement::<T>(backend, Kind::Find, values, || {
         T::find().filter(key.condition()).limit(1).build(backend)
-    });
-    T::find().from_raw_sql(find).one(db).await
+    })
 }
 
 /// Inserts the row with a guard (`INSERT ... SELECT ... WHERE NOT EXISTS`), then, only if the
@@ -512,7 +516,8 @@ where
     let backend = txn.get_database_backend();
     let insert =
         insert_unless_exists_statement::<T>(backend, key, T::new_active_model(&key.key, data))?;
-    if let Some(row) = txn.query_one_raw(insert).await? {
+    let reread = find_statement::<T>(backend, key); // MySQL: no RETURNING
+    if let Some(row) = backend::insert_returning(txn, insert, reread).await? {
         return Ok(Done::Created(T::Model::from_query_result(&row, "")?));
     }
     match find::<T, _>(txn, key).await? {
@@ -545,13 +550,24 @@ fn update_statement<T: IdempotentCreate>(
         .then(|| T::update_many().set(row).filter(key.condition())))
 }
 
-/// Runs `update` and returns the row as it is after it.
-async fn update_existing<T, C>(txn: &C, update: UpdateMany<T>) -> Result<Done<T::Model>, Error>
+/// Runs `update` and returns the row as it is after it. (MySQL has no `UPDATE ... RETURNING`:
+/// there the row is read back by key, in the same transaction, which sees its own write.)
+async fn update_existing<T, C>(
+    txn: &C,
+    key: &CallKey<T>,
+    update: UpdateMany<T>,
+) -> Result<Done<T::Model>, Error>
 where
     T: IdempotentCreate,
     C: ConnectionTrait,
 {
-    match update.exec_with_returning(txn).await?.into_iter().next() {
+    let updated = if txn.support_returning() {
+        update.exec_with_returning(txn).await?.into_iter().next()
+    } else {
+        update.exec(txn).await?;
+        find::<T, _>(txn, key).await?
+    };
+    match updated {
         Some(model) => Ok(Done::Updated(model)),
         // Only a writer that does not take the lock can delete the row under it.
         None => Err(Error::Database(DbErr::RecordNotUpdated)),

@@ -1,5 +1,5 @@
-//! The one place database errors are classified: by PostgreSQL SQLSTATE and SQLite result
-//! code (and sqlx's error kinds for lost connections), never by message text.
+//! The one place database errors are classified: by PostgreSQL SQLSTATE, SQLite result code
+//! and MySQL error number (and sqlx's error kinds for lost connections), never by message text.
 
 use sea_orm::DbErr;
 
@@ -26,6 +26,75 @@ mod code {
     pub(super) const SQLITE_BUSY: i64 = 5;
     /// SQLite `SQLITE_LOCKED`.
     pub(super) const SQLITE_LOCKED: i64 = 6;
+    /// MySQL `ER_LOCK_WAIT_TIMEOUT`: `innodb_lock_wait_timeout` (or MariaDB's `WAIT n`,
+    /// `NOWAIT`) ran out.
+    pub(super) const MYSQL_LOCK_WAIT_TIMEOUT: u16 = 1205;
+    /// MySQL `ER_LOCK_DEADLOCK`: InnoDB chose this transaction as a deadlock's victim and rolled
+    /// it back.
+    pub(super) const MYSQL_LOCK_DEADLOCK: u16 = 1213;
+    /// MySQL 8 `ER_LOCK_NOWAIT`: `NOWAIT` found the row locked (MariaDB reports 1205).
+    pub(super) const MYSQL_LOCK_NOWAIT: u16 = 3572;
+    /// MySQL `ER_USER_LOCK_DEADLOCK`: a `GET_LOCK` deadlock (the crate takes no named locks,
+    /// but a caller's transaction may).
+    pub(super) const MYSQL_USER_LOCK_DEADLOCK: u16 = 3058;
+    /// MySQL `ER_NO_SUCH_TABLE`.
+    pub(super) const MYSQL_NO_SUCH_TABLE: u16 = 1146;
+    /// MySQL `ER_PARSE_ERROR`: a server without the syntax a statement uses.
+    pub(super) const MYSQL_PARSE_ERROR: u16 = 1064;
+    /// MySQL `ER_SERVER_SHUTDOWN`: the server is shutting down.
+    pub(super) const MYSQL_SERVER_SHUTDOWN: u16 = 1053;
+    /// MariaDB `ER_CONNECTION_KILLED`: `KILL CONNECTION` ended this session.
+    pub(super) const MARIADB_CONNECTION_KILLED: u16 = 1927;
+    /// MySQL 8 `ER_CLIENT_INTERACTION_TIMEOUT`: the server closed an idle session.
+    pub(super) const MYSQL_CLIENT_INTERACTION_TIMEOUT: u16 = 4031;
+    /// `CR_SERVER_GONE_ERROR` and `CR_SERVER_LOST`: client-side codes of C clients for a lost
+    /// server; sqlx reports these as I/O errors, but a proxy may send them.
+    pub(super) const MYSQL_SERVER_GONE: u16 = 2006;
+    pub(super) const MYSQL_SERVER_LOST: u16 = 2013;
+    /// MariaDB `ER_CHECKREAD` ("record has changed since last read"): with
+    /// `innodb_snapshot_isolation`, a REPEATABLE READ transaction's locking read of a row changed
+    /// after its snapshot; the transaction must start again.
+    pub(super) const MARIADB_CHECKREAD: u16 = 1020;
+}
+
+/// MySQL errors the crate reacts to (see [`mysql_error`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MySqlError {
+    LockWaitTimeout,
+    LockNowait,
+    Deadlock,
+    NoSuchTable,
+    Syntax,
+}
+
+/// What a MySQL error means to the lock code, by error number.
+#[cfg_attr(not(feature = "mysql"), allow(dead_code))]
+pub(crate) fn mysql_error(err: &DbErr) -> Option<MySqlError> {
+    match database_code(err)? {
+        DatabaseCode::MySql(code::MYSQL_LOCK_WAIT_TIMEOUT) => Some(MySqlError::LockWaitTimeout),
+        DatabaseCode::MySql(code::MYSQL_LOCK_NOWAIT) => Some(MySqlError::LockNowait),
+        DatabaseCode::MySql(code::MYSQL_LOCK_DEADLOCK) => Some(MySqlError::Deadlock),
+        DatabaseCode::MySql(code::MYSQL_NO_SUCH_TABLE) => Some(MySqlError::NoSuchTable),
+        DatabaseCode::MySql(code::MYSQL_PARSE_ERROR) => Some(MySqlError::Syntax),
+        _ => None,
+    }
+}
+
+/// Whether a MySQL error number is one a retry can get past.
+fn is_mysql_transient(number: u16) -> bool {
+    matches!(
+        number,
+        code::MYSQL_LOCK_WAIT_TIMEOUT
+            | code::MYSQL_LOCK_DEADLOCK
+            | code::MYSQL_LOCK_NOWAIT
+            | code::MYSQL_USER_LOCK_DEADLOCK
+            | code::MYSQL_SERVER_SHUTDOWN
+            | code::MARIADB_CONNECTION_KILLED
+            | code::MYSQL_CLIENT_INTERACTION_TIMEOUT
+            | code::MYSQL_SERVER_GONE
+            | code::MYSQL_SERVER_LOST
+            | code::MARIADB_CHECKREAD
+    )
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -72,6 +141,7 @@ pub(crate) fn is_transient(err: &DbErr) -> bool {
                 || state.starts_with(code::PG_OPERATOR_INTERVENTION_CLASS)
         }
         Some(DatabaseCode::Sqlite(code)) => is_sqlite_busy(code),
+        Some(DatabaseCode::MySql(number)) => is_mysql_transient(number),
         None => driver::is_lost_connection(err),
     }
 }
@@ -83,11 +153,14 @@ enum DatabaseCode {
     Postgres(String),
     #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     Sqlite(i64),
+    /// The error number (`ER_...`), not the SQLSTATE: MySQL gives many errors one SQLSTATE.
+    #[cfg_attr(not(feature = "mysql"), allow(dead_code))]
+    MySql(u16),
 }
 
 /// What sqlx tells about an error. Without a backend feature there is no driver, no sqlx,
 /// and nothing to classify (every backend is refused before a statement is sent).
-#[cfg(any(feature = "postgres", feature = "sqlite"))]
+#[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
 mod driver {
     use sea_orm::{DbErr, RuntimeErr, sqlx};
 
@@ -138,11 +211,15 @@ mod driver {
                 .and_then(|code| code.parse().ok())
                 .map(DatabaseCode::Sqlite);
         }
+        #[cfg(feature = "mysql")]
+        if let Some(mysql) = db_err.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+            return Some(DatabaseCode::MySql(mysql.number()));
+        }
         None
     }
 }
 
-#[cfg(not(any(feature = "postgres", feature = "sqlite")))]
+#[cfg(not(any(feature = "postgres", feature = "sqlite", feature = "mysql")))]
 mod driver {
     use sea_orm::DbErr;
 
@@ -169,5 +246,16 @@ mod tests {
         assert!(is_sqlite_busy(517)); // SQLITE_BUSY_SNAPSHOT
         assert!(is_sqlite_busy(6));
         assert!(!is_sqlite_busy(19)); // SQLITE_CONSTRAINT
+    }
+
+    #[test]
+    fn mysql_lock_and_connection_errors_are_transient_and_data_errors_are_not() {
+        for number in [1205, 1213, 3572, 3058, 1053, 1927, 4031, 2006, 2013, 1020] {
+            assert!(is_mysql_transient(number), "{number}");
+        }
+        // Duplicate key, no such table, syntax, data too long, check constraint.
+        for number in [1062, 1146, 1064, 1406, 4025] {
+            assert!(!is_mysql_transient(number), "{number}");
+        }
     }
 }

@@ -97,6 +97,10 @@ pub enum ServerRefusal {
     /// another connection of the same pool could take it too, or could not take it once it
     /// was released.
     ProbeFailed,
+    /// MySQL/MariaDB: the server rejects MariaDB's lock-wait syntax (`SELECT ... FOR UPDATE
+    /// WAIT n`, `SET STATEMENT`, MariaDB 10.3+), with which the crate bounds every wait in
+    /// its lock table; MySQL 8 (untested) is refused this way, before anything is written.
+    NotMariaDb,
 }
 
 impl fmt::Display for ServerRefusal {
@@ -113,6 +117,11 @@ impl fmt::Display for ServerRefusal {
             ServerRefusal::TooOld => {
                 "it lacks SQL this crate sends (transaction-scoped advisory locks and \
                  current_setting(name, missing_ok)); PostgreSQL 9.6 or later is needed"
+            }
+            ServerRefusal::NotMariaDb => {
+                "it rejects MariaDB's lock-wait syntax (SELECT ... FOR UPDATE WAIT n, SET \
+                 STATEMENT; MariaDB 10.3+), which bounds every wait in the lock table; MySQL 8 \
+                 is not supported yet"
             }
             ServerRefusal::ProbeFailed => {
                 "an advisory lock held on one connection did not exclude another connection \

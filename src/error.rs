@@ -50,7 +50,8 @@ pub enum Error {
     /// Usually a caller's transaction took other locks in an order another transaction
     /// reverses. The wait is rolled back, but the transaction keeps the locks it took before:
     /// roll it back so the other side can go on (`create_once` does so on its own
-    /// transactions).
+    /// transactions). On MySQL/MariaDB (error 1213) InnoDB has already rolled back the whole
+    /// transaction, a caller's included.
     #[error("deadlock detected while waiting for {}", Lock(.key, .row))]
     Deadlock {
         /// The key that was asked for.
@@ -91,7 +92,7 @@ pub enum Error {
 
     /// The connection's backend cannot do what was asked: a backend this build does not
     /// serve (PostgreSQL needs the crate's `postgres` feature, SQLite its `sqlite` feature,
-    /// both on by default; MySQL is not supported), advisory locks on SQLite, or a
+    /// MySQL its `mysql` feature, all on by default), advisory locks on SQLite, or a
     /// [`Wait`](crate::Wait) SQLite cannot honour. `what` says which, and what to do instead.
     /// Returned before anything is written; not retryable.
     #[error("{backend:?} cannot do this: {what}")]
@@ -133,6 +134,20 @@ pub enum Error {
         source: Option<DbErr>,
     },
 
+    /// MySQL/MariaDB: the crate's lock table (named in `table`) does not exist (error 1146).
+    /// Create it in a migration with [`mysql_lock_table`](crate::mysql_lock_table). Returned
+    /// by the first lock of a call, before anything is written; not retryable.
+    #[error(
+        "the lock table `{table}` does not exist: MySQL and MariaDB lock keys in it; create it in a migration with sea_orm_idempotent::mysql_lock_table()"
+    )]
+    MissingLockTable {
+        /// The lock table's name.
+        table: &'static str,
+        /// The database's report.
+        #[source]
+        source: DbErr,
+    },
+
     /// The caller's `make_data` failed; nothing was written and the lock was released.
     #[error("building the data for the new row failed: {0}")]
     MakeData(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -165,6 +180,7 @@ impl Error {
             | Error::Reentrant { .. }
             | Error::TransactionAborted(_)
             | Error::UnsupportedServer { .. }
+            | Error::MissingLockTable { .. }
             | Error::MakeData(_)
             | Error::UpdateRefused(_) => false,
         }

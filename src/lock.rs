@@ -124,18 +124,27 @@ pub(crate) async fn acquire(
     deadline: Deadline,
 ) -> Result<(), Error> {
     let backend = txn.get_database_backend();
-    if backend != DbBackend::Postgres {
-        return Err(Error::UnsupportedBackend {
-            backend,
-            what: match backend {
-                DbBackend::Sqlite => {
-                    "take an advisory lock: advisory locks need PostgreSQL, and SQLite has \
-                     none. To create a row once on SQLite, use `IdempotentCreate::create_once`, \
-                     which takes SQLite's write lock (an IMMEDIATE transaction) instead"
-                }
-                _ => "take an advisory lock: advisory locks need PostgreSQL",
-            },
-        });
+    match backend {
+        DbBackend::Postgres => {}
+        #[cfg(feature = "mysql")]
+        DbBackend::MySql => return crate::mysql::acquire(txn, key, mode, deadline).await,
+        _ => {
+            return Err(Error::UnsupportedBackend {
+                backend,
+                what: match backend {
+                    DbBackend::Sqlite => {
+                        "take an advisory lock: advisory locks need PostgreSQL (MySQL: the \
+                         crate's lock table), and SQLite has none. To create a row once on \
+                         SQLite, use `IdempotentCreate::create_once`, which takes SQLite's write \
+                         lock (an IMMEDIATE transaction) instead"
+                    }
+                    _ => {
+                        "take an advisory lock: advisory locks need PostgreSQL, or MySQL with \
+                         the crate's `mysql` feature"
+                    }
+                },
+            });
+        }
     }
     let attempt = txn
         .query_one_raw(try_statement(key, mode))

@@ -67,7 +67,7 @@ impl LookFirst {
             // SQLite's look is a call into the library, not a round trip, and skipping it
             // would send a redelivery for the database's one write lock.
             (LookFirst::Adaptive, Backend::Sqlite) => true,
-            (LookFirst::Adaptive, Backend::Postgres) => {
+            (LookFirst::Adaptive, Backend::Postgres | Backend::MySql) => {
                 slot(key).load(Ordering::Relaxed) < MISSES_BEFORE_SKIPPING
             }
         }

@@ -2,7 +2,7 @@
 //! transaction (a savepoint inside it), whichever SeaORM type holds it, and the identities the
 //! crate keys turns by.
 
-#[cfg(feature = "postgres")]
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 use sea_orm::DatabaseConnectionType;
 use sea_orm::{DatabaseConnection, DatabaseExecutor, DatabaseTransaction};
 
@@ -75,14 +75,14 @@ pub enum Handle<'a> {
     Transaction(&'a DatabaseTransaction),
 }
 
-/// One PostgreSQL connection pool, the same for every clone of its `DatabaseConnection`, for
+/// One PostgreSQL or MySQL connection pool, the same for every clone of its `DatabaseConnection`, for
 /// as long as the pool lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct PoolId(usize);
 
 impl PoolId {
-    /// The pool behind `db`, when it is a PostgreSQL pool; `None` for anything else (SQLite,
-    /// a mock), which has no pool the waiting room protects.
+    /// The pool behind `db`, when it is a PostgreSQL or MySQL pool; `None` for anything else
+    /// (SQLite, a mock), which has no pool the waiting room protects.
     pub(crate) fn of(db: &DatabaseConnection) -> Option<PoolId> {
         #[cfg(feature = "postgres")]
         if let DatabaseConnectionType::SqlxPostgresPoolConnection(_) = &db.inner {
@@ -91,7 +91,13 @@ impl PoolId {
                 std::ptr::from_ref(db.get_postgres_connection_pool().options()) as usize,
             ));
         }
-        let _ = db; // SQLite, a mock, or a build without PostgreSQL
+        #[cfg(feature = "mysql")]
+        if let DatabaseConnectionType::SqlxMySqlPoolConnection(_) = &db.inner {
+            return Some(PoolId(
+                std::ptr::from_ref(db.get_mysql_connection_pool().options()) as usize,
+            ));
+        }
+        let _ = db; // SQLite, a mock, or a build without PostgreSQL and MySQL
         None
     }
 

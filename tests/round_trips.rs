@@ -79,6 +79,7 @@ keyed_rows!(never_looks, "never_looks", Never);
 // `pull_requests`, still look.
 keyed_rows!(adaptive_looks, "adaptive_looks", Adaptive);
 // The SQLite test's, in yet another slot: the two tests run at once.
+#[cfg(feature = "sqlite")]
 keyed_rows!(adaptive_looks_sqlite, "adaptive_looks_sqlite", Adaptive);
 
 const POSTGRES_TABLES: &str = "
@@ -87,6 +88,7 @@ const POSTGRES_TABLES: &str = "
     CREATE TABLE adaptive_looks (id bigserial PRIMARY KEY, k bigint NOT NULL UNIQUE,
         v text NOT NULL);";
 
+#[cfg(feature = "sqlite")]
 const SQLITE_TABLES: &str = "
     CREATE TABLE always_looks (id INTEGER PRIMARY KEY AUTOINCREMENT, k INTEGER NOT NULL UNIQUE,
         v TEXT NOT NULL);
@@ -292,6 +294,7 @@ async fn data_is_bound_not_formatted() {
     }
 }
 
+#[cfg(feature = "sqlite")]
 /// The statements SeaORM reports for `call`, after `warm_up`, on a SQLite connection whose
 /// metric callback appends to `log`.
 async fn statements_of<W: Future, C: Future>(

@@ -6,8 +6,8 @@ use std::time::Duration;
 use migration::{Migrator, MigratorTrait};
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
-    ConnectOptions, Database, DatabaseConnection, DbBackend, SqliteTransactionMode,
-    TransactionOptions, TransactionTrait,
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 use sea_orm_idempotent::{LockKey, Wait, acquire_advisory_lock};
 
@@ -45,7 +45,7 @@ pub(crate) fn target(flag: Option<String>, default_file: &str) -> Result<Target,
             format!("sqlite://{default_file}?mode=rwc"),
             format!(
                 "database: embedded SQLite file ./{default_file} (created and migrated \
-                 automatically; set DATABASE_URL=postgres://... or --database-url for PostgreSQL)"
+                 automatically; set DATABASE_URL=postgres://... or mysql://..., or --database-url)"
             ),
         ),
     };
@@ -103,9 +103,24 @@ pub(crate) async fn connect(
 /// Applies pending migrations, one process at a time: sea-orm-migration does not guard against
 /// two processes migrating the same database at once, so hold a lock while migrating
 /// (PostgreSQL: this crate's advisory lock; SQLite: the write lock of an IMMEDIATE
-/// transaction). Whoever comes second finds nothing left to do.
+/// transaction; MySQL: a named lock, see below). Whoever comes second finds nothing left to do.
 async fn migrate(db: &DatabaseConnection) -> Result<(), BoxError> {
     let txn = match db.get_database_backend() {
+        DbBackend::MySql => {
+            // MySQL commits implicitly at every DDL statement, and the crate's lock table is
+            // one of the tables migrated: so a session-scoped named lock, held on the one
+            // connection the transaction pins and released when it closes.
+            let txn = db.begin().await?;
+            let name = "sea-orm-idempotent:migrate";
+            let lock = |sql: &str| {
+                sea_orm::Statement::from_sql_and_values(DbBackend::MySql, sql, [name.into()])
+            };
+            txn.execute_raw(lock("SELECT GET_LOCK(?, -1)")).await?;
+            Migrator::up(&txn, None).await?;
+            txn.execute_raw(lock("SELECT RELEASE_LOCK(?)")).await?;
+            txn.commit().await?;
+            return Ok(());
+        }
         DbBackend::Sqlite => {
             db.begin_with_options(TransactionOptions {
                 isolation_level: None,

@@ -1,5 +1,6 @@
 //! Migrations for the sample schema of `sea-orm-idempotent`: one `pull_requests` table, as a
-//! GitHub integration stores pull requests it learns about from webhooks.
+//! GitHub integration stores pull requests it learns about from webhooks, and on MySQL the
+//! crate's lock table.
 //!
 //! Run them with the CLI (`cargo run -p migration -- up`, `down`, `fresh`, `refresh`, `reset`,
 //! `status`) against `DATABASE_URL`, or from code with [`Migrator::up`](MigratorTrait::up).
@@ -8,6 +9,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261126_000001_create_pull_requests;
 mod m20261126_000002_add_pull_requests_updated_at;
+mod m20261126_000003_create_idempotent_locks;
 
 /// Every migration of the sample schema, in order.
 pub struct Migrator;
@@ -18,6 +20,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261126_000001_create_pull_requests::Migration),
             Box::new(m20261126_000002_add_pull_requests_updated_at::Migration),
+            Box::new(m20261126_000003_create_idempotent_locks::Migration),
         ]
     }
 }

@@ -113,11 +113,12 @@ impl Drop for TestDb {
                 .expect("runtime")
                 .block_on(async {
                     let admin = connect(&admin_url, 1).await;
-                    admin
-                        .execute_unprepared(&format!(
-                            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                        ))
-                        .await
+                    let drop = if admin_url.starts_with("mysql:") {
+                        format!("DROP DATABASE IF EXISTS `{name}`")
+                    } else {
+                        format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")
+                    };
+                    admin.execute_unprepared(&drop).await
                 })
         })
         .join();
@@ -165,7 +166,7 @@ impl Drop for Claim {
 /// # Panics
 ///
 /// When the thread is not a test's, with a message saying what to do instead.
-fn current_test() -> String {
+pub(crate) fn current_test() -> String {
     let thread = std::thread::current();
     let Some(test) = test_name(thread.name()) else {
         panic!(

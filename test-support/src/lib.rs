@@ -1,5 +1,5 @@
-//! Dev-only test support: a throwaway PostgreSQL cluster per test process, a fresh migrated
-//! database per test, and the few things every test, the benchmark and the demo share.
+//! Dev-only test support: a throwaway PostgreSQL cluster (and MariaDB server) per test process,
+//! a fresh migrated database per test, and the few things every test, the benchmark and the demo share.
 //!
 //! - `DATABASE_URL` set: that server is used; each test gets its own database on it, dropped
 //!   when the test passes and kept (its name printed) when it fails.
@@ -19,12 +19,19 @@
 //! stopped and removed when dropped (or when the process exits). [`PgBouncer`] starts Debian's
 //! `pgbouncer` in front of such a cluster.
 //!
+//! MySQL tests ask for [`TestDb::mysql`]: a database on [`MYSQL_URL`]'s server, or on a
+//! throwaway MariaDB started once per test process from the installed binaries (Debian's
+//! `mariadb-server`; as root it runs as the `mysql` user), removed by the same reaper. Without
+//! either a MySQL test prints a loud line and passes without running, except in CI
+//! (`CI=true`), where it fails.
+//!
 //! Shared with the benchmark and the demo: [`connect`] (the one pool builder), [`new_pr`] (the
 //! sample pull request), [`naive_find_then_insert`] (the race `create_once` closes) and
 //! [`TempDir`].
 
 mod cluster;
 mod database;
+mod mariadb;
 mod naive;
 mod os;
 mod pgbouncer;
@@ -36,6 +43,7 @@ mod temp;
 
 pub use cluster::Cluster;
 pub use database::TestDb;
+pub use mariadb::{MYSQL_URL, MariaDb, MySqlServer};
 pub use naive::naive_find_then_insert;
 pub use pgbouncer::{PgBouncer, PoolMode, REQUIRE_PGBOUNCER};
 pub use pool::{ACQUIRE_TIMEOUT, connect, connect_with, pool_options};

@@ -1,5 +1,5 @@
-//! What the cluster and PgBouncer need from the system: running as the `postgres` user when we
-//! are root (neither runs as root), running a program to completion, and a free port.
+//! What the servers need from the system: running as the `postgres` (or `mysql`) user when we
+//! are root (none runs as root), running a program to completion, and a free port.
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -15,9 +15,14 @@ pub(crate) fn is_root() -> bool {
 
 /// The `postgres` user's uid and gid.
 pub(crate) fn postgres_user_ids() -> (u32, u32) {
+    user_ids("postgres")
+}
+
+/// A system user's uid and gid (`postgres`, `mysql`: created by the servers' packages).
+fn user_ids(user: &str) -> (u32, u32) {
     let id = |flag: &str| -> u32 {
         let out = Command::new("id")
-            .args([flag, "postgres"])
+            .args([flag, user])
             .output()
             .expect("run id");
         String::from_utf8_lossy(&out.stdout)
@@ -25,8 +30,8 @@ pub(crate) fn postgres_user_ids() -> (u32, u32) {
             .parse()
             .unwrap_or_else(|_| {
                 panic!(
-                    "running as root, PostgreSQL needs the `postgres` user (Debian: installed \
-                     with `apt-get install postgresql`)"
+                    "running as root, the test servers need the `{user}` user (Debian: created \
+                     by `apt-get install postgresql` and `apt-get install mariadb-server`)"
                 )
             })
     };
@@ -35,9 +40,14 @@ pub(crate) fn postgres_user_ids() -> (u32, u32) {
 
 /// Gives `path` to the `postgres` user (we are root; the servers run as `postgres`).
 pub(crate) fn give_to_postgres(path: &Path) {
-    let (uid, gid) = postgres_user_ids();
+    give_to(path, "postgres");
+}
+
+/// Gives `path` to `user` (we are root; the servers do not run as root).
+pub(crate) fn give_to(path: &Path, user: &str) {
+    let (uid, gid) = user_ids(user);
     std::os::unix::fs::chown(path, Some(uid), Some(gid))
-        .unwrap_or_else(|e| panic!("give {} to the postgres user: {e}", path.display()));
+        .unwrap_or_else(|e| panic!("give {} to the {user} user: {e}", path.display()));
 }
 
 /// Runs `command` to completion; panics with its output if it fails.

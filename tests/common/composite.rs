@@ -1,5 +1,5 @@
-//! Composite natural keys shared by `tests/composite_keys.rs` (PostgreSQL) and
-//! `tests/composite_keys_sqlite.rs`: a two-column key (`(org_id, login)`: integer, string) and
+//! Composite natural keys shared by `tests/composite_keys.rs` (PostgreSQL),
+//! `tests/composite_keys_sqlite.rs` and `tests/mysql_keys.rs`: a two-column key (`(org_id, login)`: integer, string) and
 //! a three-column key (`(tenant, repo_id, number)`: string, integer, integer), their tables,
 //! and the race of many callers per key.
 
@@ -109,6 +109,15 @@ pub(crate) const SQLITE_TABLES: &str = "
     CREATE TABLE tenant_prs (id INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL,
         repo_id INTEGER NOT NULL, number INTEGER NOT NULL, title TEXT NOT NULL,
         UNIQUE (tenant, repo_id, number));";
+
+/// The same tables on MySQL/MariaDB (string key parts as `varchar`, which a unique index
+/// takes whole).
+pub(crate) const MYSQL_TABLES: &str = "
+    CREATE TABLE members (id BIGINT AUTO_INCREMENT PRIMARY KEY, org_id BIGINT NOT NULL,
+        login VARCHAR(191) NOT NULL, role TEXT NOT NULL, UNIQUE (org_id, login)) ENGINE=InnoDB;
+    CREATE TABLE tenant_prs (id BIGINT AUTO_INCREMENT PRIMARY KEY, tenant VARCHAR(191) NOT NULL,
+        repo_id BIGINT NOT NULL, number INT NOT NULL, title TEXT NOT NULL,
+        UNIQUE (tenant, repo_id, number)) ENGINE=InnoDB;";
 
 /// Keys per table.
 pub(crate) const KEYS: usize = 60;

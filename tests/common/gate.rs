@@ -1,5 +1,7 @@
-//! The start gate of racing worker processes (PostgreSQL: `tests/create_once.rs`,
-//! `tests/pgbouncer.rs`): they wait at a lock the parent holds, and go together when it opens.
+//! The start gate of racing worker processes (`tests/create_once.rs`, `tests/pgbouncer.rs`,
+//! `tests/mysql_races.rs`): they wait at a lock the parent holds, and go together when it
+//! opens. On MySQL the lock is the crate's lock-table row, and the waiters are seen in InnoDB's
+//! lock waits.
 
 use std::time::Duration;
 

@@ -1,5 +1,5 @@
-//! Advisory-lock probes (PostgreSQL): who holds or waits for a key, read from `pg_locks`, and
-//! whether another connection can take it.
+//! Lock probes: who holds or waits for a key (PostgreSQL: `pg_locks`; MySQL: InnoDB's lock
+//! waits on the key's row of the lock table), and whether another connection can take it.
 
 use std::time::{Duration, Instant};
 
@@ -21,7 +21,13 @@ pub(crate) fn key_of(pr_id: i64) -> LockKey {
 /// database, from `pg_locks`. A `BigInt(k)` key appears as `classid = k >> 32,
 /// objid = k & 0xFFFFFFFF, objsubid = 1`; a `Pair(a, b)` as `classid = a, objid = b,
 /// objsubid = 2` (as unsigned 32-bit `oid`s).
+///
+/// On MySQL, from `information_schema.INNODB_LOCK_WAITS`: InnoDB lists only locks someone
+/// waits for, so a holder appears (`granted`) only while a session waits for it.
 pub(crate) async fn lock_pids(db: &DatabaseConnection, key: LockKey, granted: bool) -> Vec<i32> {
+    if db.get_database_backend() == DbBackend::MySql {
+        return super::mysql::lock_threads(db, key, granted).await;
+    }
     let (classid, objid, objsubid) = match key {
         LockKey::BigInt(k) => ((k >> 32) as u32, k as u32, 1),
         LockKey::Pair(a, b) => (a as u32, b as u32, 2),

@@ -4,8 +4,9 @@
 //! - `rows`: the sample data and row counts;
 //! - `race`: the racing workload ([`Workload`], [`Strategy`], [`Tally`]);
 //! - `workers`: the same workload in worker processes (this test binary, re-run);
-//! - `gate`: the start gate that releases worker processes together (PostgreSQL);
-//! - `locks`: advisory-lock probes of `pg_locks` (PostgreSQL);
+//! - `gate`: the start gate that releases worker processes together;
+//! - `locks`: lock probes (`pg_locks` on PostgreSQL, InnoDB's lock waits on MySQL);
+//! - `mysql`: MySQL's side of the probes (used through `locks` and the gate);
 //! - `pools`: the pools a race runs over, connections open;
 //! - `composite`: entities with composite natural keys and their race (used by path,
 //!   `common::composite::...`, as its names are those of its entities);
@@ -22,6 +23,7 @@
 pub(crate) mod composite;
 mod gate;
 mod locks;
+pub(crate) mod mysql;
 mod pools;
 mod race;
 mod rows;

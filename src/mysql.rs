@@ -1,0 +1,452 @@
+//! MySQL and MariaDB: the key's lock is a row lock of the crate's lock table, taken inside the
+//! transaction and released by InnoDB at COMMIT or ROLLBACK, never earlier.
+//!
+//! # Why a lock table, not `GET_LOCK`
+//!
+//! MySQL's named locks (`GET_LOCK`) belong to the *session*: COMMIT and ROLLBACK do not release
+//! them. A call whose future is dropped while it holds one (a request timeout, a client gone)
+//! returns its pooled connection with the lock still held, and every other process waits for
+//! whoever is handed that connection next; and a lock taken in a caller's transaction cannot be
+//! made to last exactly as long as that transaction. InnoDB's row locks have the scope the crate
+//! needs: they belong to the transaction, so a dropped call (its transaction rolls back), a
+//! killed connection and a caller's COMMIT all release them, and nothing else can. So each key
+//! is a row of one small table, [`mysql_lock_table`] (created by a migration of yours), and the
+//! lock is a row lock on it. The price: a table to migrate, and one row (17 bytes of key) per
+//! key ever locked.
+//!
+//! # How a key is locked
+//!
+//! 1. **The row is made to exist first**, on the crate's own path in a statement of its own
+//!    before `BEGIN` (autocommit): `INSERT IGNORE` of `(space, k1, k2)`, told not to wait (a
+//!    row held by another transaction fails it at once with 1205, ignored: step 2 copes with a
+//!    missing row anyway). Rows are never deleted, so the lock is almost always taken on an
+//!    existing row, and concurrent *first* callers of a key do not insert it inside their
+//!    transactions, where a rolled-back first insert would leave the others deadlocking.
+//! 2. **Inside the transaction, the lock** is an insert of the row that finds it or makes it:
+//!    `SET STATEMENT innodb_lock_wait_timeout = n FOR INSERT ... ON DUPLICATE KEY UPDATE`
+//!    (shared: `INSERT IGNORE`). On a duplicate primary key InnoDB takes a *record* lock
+//!    (exclusive for `ON DUPLICATE KEY UPDATE`, shared for `IGNORE`), never a gap lock, at any
+//!    isolation level; a row it inserts is locked exclusively. The classic find-or-create
+//!    traps stay away: a `SELECT ... FOR UPDATE` of a *missing* row takes a gap lock under
+//!    REPEATABLE READ, which blocks inserts of other keys and deadlocks two such callers, and
+//!    an `INSERT IGNORE` followed by `FOR UPDATE` upgrades a shared lock and deadlocks. The lock
+//!    is held until COMMIT or ROLLBACK (`ROLLBACK TO SAVEPOINT` does not release it).
+//! 3. **The snapshot is checked**, in one statement on the row now held: its `generation` by a
+//!    locking read (the latest committed) and by a plain subquery (a consistent read: a
+//!    locking clause does not reach into subqueries). Every exclusive holder increments
+//!    `generation` before it commits (step 4), so if the two differ this transaction's snapshot
+//!    predates the commit of an earlier holder of the key, and a look for the row would miss
+//!    what that holder created: a caller's REPEATABLE READ transaction that read before the
+//!    call. It is refused with [`Error::UnsafeIsolation`] before anything is written. (MySQL
+//!    cannot report the isolation level of the *current* transaction: `@@transaction_isolation`
+//!    is the session's, and SeaORM sets a transaction's level with `SET TRANSACTION` before
+//!    `BEGIN`, which does not change it; `information_schema.INNODB_TRX` is a cache refreshed
+//!    only after 0.1 s without readers. So the check tests the hazard itself.)
+//! 4. `UPDATE ... SET generation = generation + 1` (exclusive locks only), so that step 3 of
+//!    later holders can see this one.
+//!
+//! The crate's own transaction is READ COMMITTED (`SET TRANSACTION ISOLATION LEVEL READ
+//! COMMITTED` before `BEGIN`, as SeaORM sends it): every statement after the lock reads a fresh
+//! snapshot, and InnoDB takes no gap locks for its reads. The guarded insert is then
+//! `INSERT ... SELECT ... WHERE NOT EXISTS (...)` as on the other backends; MySQL has no
+//! `RETURNING` (and sea-query renders none for it), so a successful insert is followed by a
+//! read of the row by key in the same transaction ([`insert_then_reread`]).
+//!
+//! # Waits
+//!
+//! MariaDB bounds a lock wait per statement with `SET STATEMENT innodb_lock_wait_timeout = n
+//! FOR ...` (and `WAIT n` / `NOWAIT` on locking reads): whole seconds (`WAIT 1.5` waits one
+//! second and `WAIT 0.5` not at all), so a [`Wait::Timeout`] is rounded *up* to whole seconds
+//! and never ends before the caller's bound; it may end up to a second after it. [`Wait::No`]
+//! is 0: no wait. A timeout fails with error 1205, which rolls back only the statement unless the server runs with
+//! `innodb_rollback_on_timeout` (then InnoDB rolls back the whole transaction, see below).
+//! [`Wait::Forever`] waits in slices of [`FOREVER_SLICE_SECS`], so a caller that goes away
+//! leaves its connection busy for at most one slice. InnoDB detects deadlocks when a wait
+//! begins (error 1213) and then rolls back the whole transaction of its victim.
+//!
+//! The number of seconds is the one value written into the SQL: `SET STATEMENT` takes no
+//! parameters. It is an integer the crate computes from a [`Duration`](std::time::Duration); the key and
+//! everything else are bound.
+//!
+//! # MySQL 8
+//!
+//! `SET STATEMENT` is MariaDB's (10.1.2+; `WAIT n` 10.3+). MySQL 8 bounds waits only with the
+//! session's `innodb_lock_wait_timeout` (its `SET_VAR` hint does not take InnoDB variables),
+//! which a dropped call would leave changed on a pooled connection. The crate does not guess: on a server that rejects the syntax
+//! (error 1064) every call is refused with [`ServerRefusal::NotMariaDb`] before anything is
+//! written. Untested on MySQL 8.
+
+// Compiled in every build: `mysql_lock_table` is public (a migration crate may build the crate
+// without the feature); the lock code is reached only through `Backend::MySql`, which needs it.
+#![cfg_attr(not(feature = "mysql"), allow(dead_code))]
+
+use sea_orm::sea_query::{ColumnDef, Index, Table, TableCreateStatement};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, QueryResult,
+    Statement, Value,
+};
+
+use crate::classify::{MySqlError, mysql_error};
+use crate::lock::Mode;
+use crate::wait::Deadline;
+use crate::{Error, LockKey, ServerRefusal, Wait};
+
+/// The name of the lock table ([`mysql_lock_table`]).
+pub const MYSQL_LOCK_TABLE: &str = "sea_orm_idempotent_locks";
+
+/// Slices of [`Wait::Forever`], in seconds: a dropped call's wait ends within one.
+pub(crate) const FOREVER_SLICE_SECS: u64 = 2;
+
+/// The lock table MySQL and MariaDB lock keys in: create it in a migration (it is `IF NOT
+/// EXISTS`, InnoDB). Without it every call on MySQL fails with [`Error::MissingLockTable`].
+///
+/// ```sql
+/// CREATE TABLE IF NOT EXISTS `sea_orm_idempotent_locks` (
+///   `space` tinyint NOT NULL,        -- 2: LockKey::Pair, 1: LockKey::BigInt
+///   `k1` int NOT NULL,               -- Pair's first half; BigInt's high 32 bits
+///   `k2` int NOT NULL,               -- Pair's second half; BigInt's low 32 bits
+///   `generation` bigint NOT NULL DEFAULT 0, -- exclusive holders so far
+///   PRIMARY KEY (`space`, `k1`, `k2`)
+/// ) ENGINE=InnoDB
+/// ```
+///
+/// One row per key ever locked (17 bytes of key), never deleted; the crate only inserts rows
+/// and locks and updates them. In a sea-orm-migration migration, `up` runs
+/// `manager.create_table(sea_orm_idempotent::mysql_lock_table())` when
+/// `manager.get_database_backend()` is MySQL (the workspace's sample migration
+/// `m20261126_000003_create_idempotent_locks` does exactly that); on a bare connection:
+///
+/// ```no_run
+/// use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend};
+///
+/// # async fn up(db: &DatabaseConnection) -> Result<(), sea_orm::DbErr> {
+/// if db.get_database_backend() == DbBackend::MySql {
+///     db.execute(&sea_orm_idempotent::mysql_lock_table()).await?;
+/// }
+/// # Ok(()) }
+/// ```
+pub fn mysql_lock_table() -> TableCreateStatement {
+    Table::create()
+        .table(MYSQL_LOCK_TABLE)
+        .if_not_exists()
+        .col(ColumnDef::new("space").tiny_integer().not_null())
+        .col(ColumnDef::new("k1").integer().not_null())
+        .col(ColumnDef::new("k2").integer().not_null())
+        .col(
+            ColumnDef::new("generation")
+                .big_integer()
+                .not_null()
+                .default(0),
+        )
+        .primary_key(Index::create().col("space").col("k1").col("k2"))
+        .engine("InnoDB")
+        .to_owned()
+}
+
+/// The key as the lock table's primary key: `(space, k1, k2)`, all bound.
+fn key_values(key: LockKey) -> [Value; 3] {
+    let (space, k1, k2): (i32, i32, i32) = match key {
+        LockKey::Pair(namespace, key) => (2, namespace, key),
+        // High and low 32 bits, each bit-cast: every i64 has its own pair.
+        LockKey::BigInt(key) => (1, (key >> 32) as i32, key as i32),
+    };
+    [space.into(), k1.into(), k2.into()]
+}
+
+const WHERE_KEY: &str = "WHERE `space` = ? AND `k1` = ? AND `k2` = ?";
+
+fn statement(sql: String, key: LockKey) -> Statement {
+    Statement::from_sql_and_values(DbBackend::MySql, sql, key_values(key))
+}
+
+/// Before the crate's own `BEGIN`, on the pool (autocommit): makes `key`'s lock row exist. It
+/// never waits: a row held by another transaction makes it fail at once with 1205, and then the
+/// row exists, which is all this is for.
+///
+/// # Cancel Safety
+///
+/// Dropped, the row may or may not have been inserted (committed at once if it was); nothing is
+/// held.
+pub(crate) async fn ensure_lock_row(db: &DatabaseConnection, key: LockKey) -> Result<(), Error> {
+    let sql = format!(
+        "SET STATEMENT innodb_lock_wait_timeout = 0 FOR \
+         INSERT IGNORE INTO `{MYSQL_LOCK_TABLE}` (`space`, `k1`, `k2`) VALUES (?, ?, ?)"
+    );
+    match db.execute_raw(statement(sql, key)).await {
+        Ok(_) => Ok(()),
+        Err(err) => match mysql_error(&err) {
+            Some(MySqlError::LockWaitTimeout) => Ok(()),
+            _ => Err(lock_table_error(err)),
+        },
+    }
+}
+
+/// Takes `key`'s row lock inside `txn` (the crate's own transaction or a caller's), waiting as
+/// `deadline` says, then checks the snapshot and, for an exclusive lock, counts this holder
+/// (see the module docs, steps 2 to 4).
+///
+/// # Cancel Safety
+///
+/// Dropped while waiting, the wait goes on on the server for at most one slice of
+/// [`Wait::Forever`] or the caller's [`Wait::Timeout`]; a lock granted meanwhile belongs to
+/// `txn` and ends with it (the crate's own transaction is dropped, which rolls it back).
+pub(crate) async fn acquire(
+    txn: &DatabaseTransaction,
+    key: LockKey,
+    mode: Mode,
+    deadline: Deadline,
+) -> Result<(), Error> {
+    loop {
+        let wait = normalize(deadline.left());
+        let err = match txn.execute_raw(take_statement(key, mode, wait)).await {
+            Ok(_) => break,
+            Err(err) => wait_error(err, key, deadline),
+        };
+        let another_slice = wait == Wait::Forever && matches!(err, Error::LockTimeout { .. });
+        // Only this slice ran out: wait again, unless the server rolled the whole
+        // transaction back on the timeout (then waiting on would run outside it).
+        if !another_slice || rolled_back_on_timeout(txn).await? {
+            return Err(err);
+        }
+    }
+    let row = txn
+        .query_one_raw(read_statement(key, mode))
+        .await?
+        .ok_or_else(|| {
+            Error::Database(DbErr::RecordNotFound(format!(
+                "the lock row of {key} in {MYSQL_LOCK_TABLE} is missing while it is locked"
+            )))
+        })?;
+    let latest: i64 = row.try_get("", "latest")?;
+    // A snapshot without the row is older than its creation; no holder has counted itself in
+    // it either, so it stands for 0.
+    let seen: i64 = row.try_get::<Option<i64>>("", "seen")?.unwrap_or(0);
+    if seen != latest {
+        return Err(Error::UnsafeIsolation {
+            level: format!(
+                "REPEATABLE READ, with a snapshot older than the last holder of lock {key} \
+                 (it sees {seen} holders of the key, {latest} have committed)"
+            ),
+        });
+    }
+    if mode == Mode::Exclusive {
+        txn.execute_raw(statement(
+            format!("UPDATE `{MYSQL_LOCK_TABLE}` SET `generation` = `generation` + 1 {WHERE_KEY}"),
+            key,
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
+/// Step 2: the lock, bounded by the statement itself, taken by an insert of the key's row
+/// that finds it or makes it, so the lock is always a record lock of the primary key and
+/// never a gap lock (a locking read of a *missing* row takes one under REPEATABLE READ, and
+/// it would make inserts of other keys wait). Exclusive: `INSERT ... ON DUPLICATE KEY
+/// UPDATE`, which locks a duplicate exclusively; shared: `INSERT IGNORE`, which locks a
+/// duplicate in share mode. Either locks a row it inserts exclusively.
+fn take_statement(key: LockKey, mode: Mode, wait: Wait) -> Statement {
+    let (ignore, on_duplicate) = match mode {
+        Mode::Exclusive => ("", " ON DUPLICATE KEY UPDATE `generation` = `generation`"),
+        Mode::Shared => (" IGNORE", ""),
+    };
+    statement(
+        format!(
+            "SET STATEMENT innodb_lock_wait_timeout = {} FOR \
+             INSERT{ignore} INTO `{MYSQL_LOCK_TABLE}` (`space`, `k1`, `k2`) VALUES (?, ?, ?)\
+             {on_duplicate}",
+            wait_seconds(wait)
+        ),
+        key,
+    )
+}
+
+/// Step 3, one statement on the row this transaction now holds (no wait): the latest committed
+/// `generation` (a locking read) and the one this transaction's snapshot sees (the subquery: a
+/// locking clause does not reach into subqueries, which stay consistent reads).
+fn read_statement(key: LockKey, mode: Mode) -> Statement {
+    let lock = match mode {
+        Mode::Exclusive => "FOR UPDATE",
+        Mode::Shared => "LOCK IN SHARE MODE",
+    };
+    let mut values = key_values(key).to_vec();
+    values.extend(key_values(key));
+    Statement::from_sql_and_values(
+        DbBackend::MySql,
+        format!(
+            "SELECT `generation` AS latest, \
+             (SELECT `generation` FROM `{MYSQL_LOCK_TABLE}` {WHERE_KEY}) AS seen \
+             FROM `{MYSQL_LOCK_TABLE}` {WHERE_KEY} {lock}"
+        ),
+        values,
+    )
+}
+
+/// The whole seconds a wait is given on the server: 0 for [`Wait::No`], a [`Wait::Timeout`]
+/// rounded up (so the wait never ends before the caller's bound) and at most MariaDB's largest
+/// `innodb_lock_wait_timeout` (10^8 s), one slice for [`Wait::Forever`].
+fn wait_seconds(wait: Wait) -> u64 {
+    match wait {
+        Wait::No => 0,
+        Wait::Timeout(timeout) => {
+            timeout.as_nanos().div_ceil(1_000_000_000).min(100_000_000) as u64
+        }
+        Wait::Forever => FOREVER_SLICE_SECS,
+    }
+}
+
+/// `Timeout(0)` means "do not wait", as on PostgreSQL.
+fn normalize(wait: Wait) -> Wait {
+    match wait {
+        Wait::Timeout(timeout) if timeout.is_zero() => Wait::No,
+        other => other,
+    }
+}
+
+/// A lock statement's error, typed by MySQL error number.
+fn wait_error(err: DbErr, key: LockKey, deadline: Deadline) -> Error {
+    match mysql_error(&err) {
+        Some(MySqlError::LockWaitTimeout | MySqlError::LockNowait) => {
+            match normalize(deadline.asked()) {
+                Wait::No => Error::LockBusy { key, row: None },
+                _ => Error::LockTimeout {
+                    key,
+                    row: None,
+                    timeout: deadline.reported_bound(),
+                    source: Some(err),
+                },
+            }
+        }
+        Some(MySqlError::Deadlock) => Error::Deadlock { key, row: None },
+        _ => lock_table_error(err),
+    }
+}
+
+/// A missing lock table and a server without MariaDB's syntax get their own errors.
+fn lock_table_error(err: DbErr) -> Error {
+    match mysql_error(&err) {
+        Some(MySqlError::NoSuchTable) => Error::MissingLockTable {
+            table: MYSQL_LOCK_TABLE,
+            source: err,
+        },
+        Some(MySqlError::Syntax) => Error::UnsupportedServer {
+            server: None,
+            reason: ServerRefusal::NotMariaDb,
+            source: Some(err),
+        },
+        _ => Error::Database(err),
+    }
+}
+
+/// After a timed-out slice: whether the server rolled the whole transaction back
+/// (`innodb_rollback_on_timeout`), in which case waiting on would run outside it.
+async fn rolled_back_on_timeout(txn: &DatabaseTransaction) -> Result<bool, Error> {
+    let row = txn
+        .query_one_raw(Statement::from_string(
+            DbBackend::MySql,
+            "SELECT @@innodb_rollback_on_timeout AS rollback_on_timeout",
+        ))
+        .await?;
+    Ok(row
+        .map(|row| row.try_get::<i64>("", "rollback_on_timeout"))
+        .transpose()?
+        .is_some_and(|on| on != 0))
+}
+
+/// The guarded insert without `RETURNING` (MySQL has none): runs it, and when it inserted a
+/// row reads that row back by key in the same transaction, which sees its own insert.
+pub(crate) async fn insert_then_reread<C: ConnectionTrait>(
+    db: &C,
+    insert: Statement,
+    reread: Statement,
+) -> Result<Option<QueryResult>, DbErr> {
+    let inserted = db.execute_raw(insert).await?.rows_affected();
+    if inserted == 0 {
+        return Ok(None);
+    }
+    match db.query_one_raw(reread).await? {
+        Some(row) => Ok(Some(row)),
+        None => Err(DbErr::RecordNotFound(
+            "the row inserted by this transaction is not found by its key".to_owned(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::time::Duration;
+
+    #[test]
+    fn keys_are_bound_and_only_whole_seconds_are_written() {
+        let statement = take_statement(
+            LockKey::Pair(31337, -90210),
+            Mode::Exclusive,
+            Wait::Timeout(Duration::from_millis(1500)),
+        );
+        assert!(!statement.sql.contains("31337") && !statement.sql.contains("90210"));
+        assert!(
+            statement
+                .sql
+                .starts_with("SET STATEMENT innodb_lock_wait_timeout = 2 FOR INSERT INTO"),
+            "{}",
+            statement.sql
+        );
+        assert!(statement.sql.contains("ON DUPLICATE KEY UPDATE"));
+        assert_eq!(
+            statement.values.expect("bound values").0,
+            vec![Value::from(2), Value::from(31337), Value::from(-90210)]
+        );
+        let shared = take_statement(LockKey::BigInt(-3), Mode::Shared, Wait::No);
+        assert!(
+            shared.sql.contains("= 0 FOR INSERT IGNORE INTO"),
+            "{}",
+            shared.sql
+        );
+        assert_eq!(
+            shared.values.expect("bound values").0,
+            vec![Value::from(1), Value::from(-1), Value::from(-3)]
+        );
+        let read = read_statement(LockKey::BigInt(-3), Mode::Shared);
+        assert!(read.sql.ends_with("LOCK IN SHARE MODE"), "{}", read.sql);
+        assert_eq!(read.values.expect("bound values").0.len(), 6);
+    }
+
+    #[test]
+    fn waits_round_up_to_whole_seconds() {
+        let ms = Duration::from_millis;
+        assert_eq!(wait_seconds(Wait::No), 0);
+        assert_eq!(wait_seconds(Wait::Timeout(ms(1))), 1);
+        assert_eq!(wait_seconds(Wait::Timeout(ms(1000))), 1);
+        assert_eq!(wait_seconds(Wait::Timeout(ms(1001))), 2);
+        assert_eq!(wait_seconds(Wait::Timeout(Duration::MAX)), 100_000_000);
+        assert_eq!(wait_seconds(Wait::Forever), FOREVER_SLICE_SECS);
+        assert_eq!(normalize(Wait::Timeout(Duration::ZERO)), Wait::No);
+    }
+
+    #[test]
+    fn big_int_keys_keep_all_64_bits() {
+        let pair = |key| match &key_values(key)[1..] {
+            [k1, k2] => (k1.clone(), k2.clone()),
+            _ => unreachable!(),
+        };
+        assert_ne!(pair(LockKey::BigInt(1)), pair(LockKey::BigInt(1 << 32)));
+        assert_eq!(
+            pair(LockKey::BigInt(i64::MIN)),
+            (Value::from(i32::MIN), Value::from(0))
+        );
+    }
+
+    #[test]
+    fn the_lock_table_ddl_is_innodb_with_the_key_as_primary_key() {
+        use sea_orm::sea_query::MysqlQueryBuilder;
+        let sql = mysql_lock_table().to_string(MysqlQueryBuilder);
+        assert!(
+            sql.contains("CREATE TABLE IF NOT EXISTS `sea_orm_idempotent_locks`"),
+            "{sql}"
+        );
+        assert!(sql.contains("PRIMARY KEY (`space`, `k1`, `k2`)"), "{sql}");
+        assert!(sql.contains("ENGINE=InnoDB"), "{sql}");
+    }
+}
