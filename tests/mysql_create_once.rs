@@ -20,11 +20,11 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    Strategy, Tally, Workload, key_of, lock_is_free, new_pr, rows_for, run_gated, total_rows,
-    wait_at_gate, worker_process,
+    Strategy, Tally, Workload, key_of, lock_is_free, new_pr, open_pools, rows_for, run_gated,
+    total_rows, wait_at_gate, worker_process,
 };
 use entity::PullRequest;
-use sea_orm::{ConnectionTrait, DatabaseConnection, IsolationLevel, TransactionTrait};
+use sea_orm::{ConnectionTrait, IsolationLevel, TransactionTrait};
 use sea_orm_idempotent::{Error, IdempotentCreate, Wait, acquire_advisory_lock};
 use test_support::TestDb;
 
@@ -36,31 +36,17 @@ const WORKLOAD: Workload = Workload {
     tasks: 64,
 };
 
-/// `POOLS` pools of `POOL` connections, every connection open (so connecting does not
-/// stagger the callers of a race).
-async fn pools(url: &str) -> Vec<DatabaseConnection> {
-    let mut pools = Vec::with_capacity(POOLS);
-    for _ in 0..POOLS {
-        let pool = test_support::connect(url, POOL).await;
-        let mut open = Vec::new();
-        for _ in 0..POOL {
-            open.push(pool.begin().await.unwrap());
-        }
-        for txn in open {
-            txn.rollback().await.unwrap();
-        }
-        pools.push(pool);
-    }
-    pools
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn many_tasks_create_each_key_exactly_once_and_the_naive_twin_races() {
     let Some(naive_db) = TestDb::mysql_part("naive").await else {
         return;
     };
     let naive = WORKLOAD
-        .race(&pools(&naive_db.url).await, Strategy::Naive, 1)
+        .race(
+            &open_pools(&naive_db.url, POOLS, POOL).await,
+            Strategy::Naive,
+            1,
+        )
         .await;
     eprintln!("naive find-then-insert on MariaDB: {naive:?}");
     assert!(
@@ -69,7 +55,7 @@ async fn many_tasks_create_each_key_exactly_once_and_the_naive_twin_races() {
     );
 
     let test_db = TestDb::mysql().await.unwrap();
-    let pools = pools(&test_db.url).await;
+    let pools = open_pools(&test_db.url, POOLS, POOL).await;
     let tally = WORKLOAD.race(&pools, Strategy::CreateOnce, 1).await;
     assert_eq!(tally, WORKLOAD.exactly_once());
     WORKLOAD.assert_one_row_per_key(&pools[0], 1).await;
@@ -87,7 +73,7 @@ async fn race_worker_process() {
         return;
     };
     let strategy = Strategy::from_name(&std::env::var(WORKER_STRATEGY).unwrap());
-    let pools = pools(&url).await;
+    let pools = open_pools(&url, POOLS, POOL).await;
     wait_at_gate(&pools[0]).await;
     WORKLOAD
         .race(&pools, strategy, FIRST_KEY)

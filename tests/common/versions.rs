@@ -1,5 +1,5 @@
-//! The update form (`once(..).update(..)`) shared by `tests/update_form.rs` (PostgreSQL) and
-//! `tests/update_form_sqlite.rs`: documents keyed by `(owner_id, name)` (integer, string),
+//! The update form (`once(..).update(..)`) shared by `tests/update_form.rs` (PostgreSQL),
+//! `tests/update_form_sqlite.rs` and `tests/mysql_update_form.rs`: documents keyed by `(owner_id, name)` (integer, string),
 //! each edit carrying a version, applied only if it is newer than the row; and payments keyed
 //! by an idempotency key, where the same key with different data is refused.
 //!
@@ -121,6 +121,15 @@ pub(crate) const SQLITE_TABLES: &str = "
         UNIQUE (owner_id, name));
     CREATE TABLE payments (id INTEGER PRIMARY KEY AUTOINCREMENT,
         idempotency_key TEXT NOT NULL UNIQUE, amount INTEGER NOT NULL, currency TEXT NOT NULL);";
+
+/// The same tables on MySQL.
+pub(crate) const MYSQL_TABLES: &str = "
+    CREATE TABLE documents (id BIGINT AUTO_INCREMENT PRIMARY KEY, owner_id BIGINT NOT NULL,
+        name VARCHAR(191) NOT NULL, version INT NOT NULL, body TEXT NOT NULL,
+        UNIQUE (owner_id, name)) ENGINE=InnoDB;
+    CREATE TABLE payments (id BIGINT AUTO_INCREMENT PRIMARY KEY,
+        idempotency_key VARCHAR(191) NOT NULL UNIQUE, amount BIGINT NOT NULL,
+        currency TEXT NOT NULL) ENGINE=InnoDB;";
 
 /// Documents raced on.
 pub(crate) const DOCUMENTS: usize = 12;
