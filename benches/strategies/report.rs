@@ -93,9 +93,11 @@ pub(crate) fn place_report(
     let _ = writeln!(
         out,
         "### {}\n\n{described}. Pool of {POOL} connections; {} measured deliveries per run ({} \
-         under the storm, bursts of {} callers on one key); {runs_per_cell}.\n",
+         of late redeliveries, {} under the storm, bursts of {} callers on one key); \
+         {runs_per_cell}.\n",
         place.name(),
         size.deliveries,
+        size.late_deliveries,
         size.storm_deliveries,
         size.storm_callers,
     );

@@ -97,6 +97,7 @@ pub(crate) async fn run(
     table::empty(db).await?;
     let deliveries = scenario.deliveries(match scenario {
         Scenario::Storm => size.storm_deliveries,
+        Scenario::Late => size.late_deliveries,
         _ => size.deliveries,
     });
     let measured_keys = deliveries.iter().max().copied().unwrap_or(0);

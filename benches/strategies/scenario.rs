@@ -70,6 +70,9 @@ impl Scenario {
 pub(crate) struct Size {
     /// Measured deliveries per run (divisible by 16).
     pub(crate) deliveries: usize,
+    /// Measured deliveries per late-redeliveries run: a look is cheap, so more of them are
+    /// needed for a run long enough to rise above the noise of a shared machine.
+    pub(crate) late_deliveries: usize,
     /// Measured deliveries per hot-key storm run (the other callers' distinct keys).
     pub(crate) storm_deliveries: usize,
     /// Callers per burst of the hot-key storm.
@@ -102,18 +105,21 @@ impl Sizes {
     pub(crate) const FULL: Sizes = Sizes {
         loopback: Size {
             deliveries: 2_400,
+            late_deliveries: 12_000,
             storm_deliveries: 960,
             storm_callers: 200,
             repetitions: 3,
         },
         hop: Size {
             deliveries: 800,
+            late_deliveries: 1_600,
             storm_deliveries: 320,
             storm_callers: 200,
             repetitions: 3,
         },
         sqlite: Size {
             deliveries: 1_200,
+            late_deliveries: 9_600,
             storm_deliveries: 480,
             storm_callers: 200,
             repetitions: 3,
@@ -125,6 +131,7 @@ impl Sizes {
         loopback: QUICK_SIZE,
         hop: Size {
             deliveries: 48,
+            late_deliveries: 48,
             storm_deliveries: 32,
             ..QUICK_SIZE
         },
@@ -134,6 +141,7 @@ impl Sizes {
 
 const QUICK_SIZE: Size = Size {
     deliveries: 96,
+    late_deliveries: 96,
     storm_deliveries: 64,
     storm_callers: 50,
     repetitions: 1,
