@@ -12,8 +12,8 @@
 //! Plain OS threads, not tokio tasks: tokio's timer has a resolution of one millisecond and
 //! rounds deadlines up, so a 1 ms sleep takes 1 to 2 ms; a sleeping thread wakes within tens of
 //! microseconds. The relay also stays off the runtime the strategies run on: it is the
-//! network, not the client. (`Hop::round_trip` in `place.rs` measures what the delay really
-//! is, and the report prints it.)
+//! network, not the client. (`round_trips` in `setup.rs` measures what a round trip really
+//! costs through it, and the report prints it.)
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
