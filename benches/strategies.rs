@@ -101,10 +101,12 @@ async fn bench(options: Options) -> Result<(), Box<dyn std::error::Error>> {
     eprintln!("{machine}; pool {POOL} per place");
 
     let mut runs = Vec::new();
+    let mut loads = Vec::new();
     for (db, described) in &opened.places {
         let place = db.place;
         let size = options.sizes.at(place);
         eprintln!("{}: {described}", place.name());
+        let load_before = setup::load_average();
         warm_up(db).await?;
         for &scenario in &options.scenarios {
             let strategies: Vec<Strategy> = Strategy::ALL
@@ -132,6 +134,10 @@ async fn bench(options: Options) -> Result<(), Box<dyn std::error::Error>> {
                 }
             }
         }
+        loads.push(format!(
+            "load average (1 min) {load_before} before, {} after",
+            setup::load_average()
+        ));
     }
 
     let places: Vec<_> = opened.places.iter().map(|(db, _)| db.place).collect();
@@ -144,12 +150,12 @@ async fn bench(options: Options) -> Result<(), Box<dyn std::error::Error>> {
         },
         started.elapsed().as_secs_f64()
     );
-    for (db, described) in &opened.places {
+    for ((db, described), load) in opened.places.iter().zip(&loads) {
         let size = options.sizes.at(db.place);
         let section = place_report(
             &runs,
             db.place,
-            described,
+            &format!("{described}; {load}"),
             size,
             &options.scenarios,
             &options.tasks,

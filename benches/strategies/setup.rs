@@ -245,3 +245,12 @@ pub(crate) fn machine() -> String {
         .unwrap_or_else(|| "unknown memory".to_owned());
     format!("{cpu}, {cores} cores, {memory}")
 }
+
+/// The machine's 1-minute load average (`/proc/loadavg`), to show in the report how busy the
+/// machine was while a place was measured: on a shared machine, others' work is noise.
+pub(crate) fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".to_owned())
+}
