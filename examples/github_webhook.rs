@@ -7,23 +7,42 @@
 //!
 //! An axum server for GitHub's `pull_request` events. Every delivery is authenticated
 //! (`X-Hub-Signature-256`: HMAC-SHA256 of the raw body with the webhook's secret, compared in
-//! constant time), size-capped, parsed, checked against the schema, and stored with
-//! `PullRequest::create_once`, so a delivery GitHub sends twice, even to two instances of this
-//! server at the same moment, creates one row. Answers:
+//! constant time), size-capped, parsed, checked against the schema, and stored with the
+//! crate's one call per key, so a delivery GitHub sends twice, even to two instances of this
+//! server at the same moment, is stored once, and a late delivery never undoes a newer one.
+//! Answers:
 //!
 //! | status | when |
 //! | --- | --- |
-//! | 201 Created | the pull request was stored by this delivery |
-//! | 200 OK | a duplicate: the pull request was already stored |
-//! | 202 Accepted | an event or action it ignores (`ping`, `push`, `pull_request` `closed`, ...) |
+//! | 201 Created | the pull request was stored by this delivery (`"status": "created"`) |
+//! | 200 OK | the pull request was already stored: `"duplicate"` (`opened`), `"updated"` (a newer event, applied) or `"unchanged"` (a redelivery, or an event older than the row) |
+//! | 202 Accepted | an event or action it ignores (`ping`, `push`, `pull_request` `labeled`, ...) |
 //! | 400 Bad Request | no `X-GitHub-Event` / `X-GitHub-Delivery`, a malformed payload, or one the schema cannot store (e.g. a NUL character in a string) |
 //! | 401 Unauthorized | a missing, malformed or wrong signature |
 //! | 408 Request Timeout | the body did not arrive within `--body-timeout` |
 //! | 413 Payload Too Large | a body over 1 MiB |
 //! | 503 / 500 | busy (no body slot freed up in time) or the database failed (503 when a retry may succeed, e.g. a lock timeout) |
 //!
-//! Only `opened` and `reopened` actions store a pull request; the row keeps the delivery id
-//! of the delivery that created it.
+//! ## What each action does
+//!
+//! - `opened` creates the row once (`PullRequest::once(pr_id, data)`); the row keeps the
+//!   delivery id of the delivery that created it. A redelivery is a duplicate.
+//! - `edited`, `synchronize`, `closed` and `reopened` carry the whole pull request as of the
+//!   payload's `pull_request.updated_at`. They run `PullRequest::once(pr_id, data).update(f)`:
+//!   under the pull request's lock, `f` compares the event with the row and writes the event's
+//!   title, state, head SHA, repository name and `updated_at` only if the event is newer
+//!   (`apply_if_newer`). GitHub delivers in no particular order and retries late, so `closed`
+//!   at 10:00:03 may arrive before `edited` at 10:00:02: the edit then answers `unchanged` and
+//!   the row stays closed. Because the comparison and the write happen under the lock, two
+//!   deliveries at the same moment cannot both read the old row and let the older one write
+//!   last, on one server or several.
+//! - Such an event for a pull request not stored yet creates the row from its payload (201):
+//!   the payload has the whole pull request, and GitHub never sends `opened` for pull requests
+//!   opened before the webhook was installed, or may deliver it after a later event. A late
+//!   `opened` is then a duplicate.
+//! - Equal `updated_at` (GitHub's times have whole seconds, so two changes in one second share
+//!   one): the payload that compares larger field by field wins, the same whatever order they
+//!   arrive in; an identical redelivery is `unchanged`. Other actions are ignored (202).
 //!
 //! ## On the internet: limits against slow and unauthenticated clients
 //!
@@ -68,15 +87,17 @@
 //! Sign a sample payload and deliver it; run the `curl` line twice (201, then 200):
 //!
 //! ```text
-//! body='{"action":"opened","number":7,"pull_request":{"id":1001,"number":7,"title":"Fix","state":"open","user":{"login":"mona"},"head":{"sha":"0123456789abcdef0123456789abcdef01234567"}},"repository":{"full_name":"octo-org/octo-repo"}}'
+//! body='{"action":"opened","number":7,"pull_request":{"id":1001,"number":7,"title":"Fix","state":"open","updated_at":"2026-11-26T10:00:00Z","user":{"login":"mona"},"head":{"sha":"0123456789abcdef0123456789abcdef01234567"}},"repository":{"full_name":"octo-org/octo-repo"}}'
 //! sig=$(printf '%s' "$body" | openssl dgst -sha256 -hmac "$GITHUB_WEBHOOK_SECRET" | sed 's/^.*= //')
 //! curl -i http://127.0.0.1:3000/webhooks/github -H 'Content-Type: application/json' \
 //!     -H 'X-GitHub-Event: pull_request' -H 'X-GitHub-Delivery: 72d3162e-cc78-11e3-81ab-4c9367dc0958' \
 //!     -H "X-Hub-Signature-256: sha256=$sig" --data "$body"
 //! ```
 //!
-//! Change one byte of `$body` without re-signing: 401. Set `RUST_LOG=debug` to see each
-//! delivery and the `create_once` span.
+//! Change one byte of `$body` without re-signing: 401. Replace `opened` by `closed`,
+//! `"open"` by `"closed"` and the time by a later one, sign and send it: 200 `updated`; send
+//! the `opened` one again: 200 `duplicate`, still closed. Set `RUST_LOG=debug` to see each
+//! delivery and the crate's span.
 
 mod common;
 
@@ -92,13 +113,15 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use clap::Parser;
-use entity::{NewPullRequest, PullRequest};
+use entity::{NewPullRequest, PullRequest, pull_requests};
 use hmac::{Hmac, KeyInit, Mac};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use sea_orm::ActiveValue::Set;
+use sea_orm::prelude::DateTimeWithTimeZone;
 use sea_orm::{DatabaseConnection, DbBackend};
-use sea_orm_idempotent::{IdempotentCreate, Outcome, Wait};
+use sea_orm_idempotent::{Change, IdempotentCreate, Outcome, UpsertOutcome, Wait};
 use serde::Deserialize;
 use serde_json::json;
 use sha2::Sha256;
@@ -131,7 +154,8 @@ const SECRET_VAR: &str = "GITHUB_WEBHOOK_SECRET";
 /// The shortest secret accepted, not counting surrounding whitespace.
 const MIN_SECRET_LEN: usize = 16;
 
-/// Receives GitHub `pull_request` webhooks and stores each pull request exactly once.
+/// Receives GitHub `pull_request` webhooks and stores each pull request exactly once, kept at
+/// its newest state.
 #[derive(Debug, Parser)]
 #[command(name = "github_webhook")]
 struct Args {
@@ -354,8 +378,12 @@ async fn receive(
     }
     let payload: PullRequestEvent = serde_json::from_slice(&body)
         .map_err(|err| Rejection::BadRequest(format!("malformed pull_request payload: {err}")))?;
-    if !matches!(payload.action.as_str(), "opened" | "reopened") {
-        let ignored = format!("action {}", payload.action);
+    let action = payload.action.clone();
+    if !matches!(
+        action.as_str(),
+        "opened" | "edited" | "synchronize" | "closed" | "reopened"
+    ) {
+        let ignored = format!("action {action}");
         return Ok(answer(StatusCode::ACCEPTED, json!({ "ignored": ignored })));
     }
     let (pr_id, new_pr) = payload
@@ -365,11 +393,23 @@ async fn receive(
         DbBackend::Postgres => Wait::Timeout(LOCK_WAIT),
         _ => Wait::Forever, // SQLite: bounded by the connection's busy_timeout
     };
-    let created = PullRequest::create_once_waiting(&receiver.db, pr_id, wait, || async {
-        Ok::<_, std::convert::Infallible>(new_pr)
-    })
-    .await;
-    match created {
+    if action == "opened" {
+        store_opened(&receiver.db, pr_id, new_pr, wait, delivery).await
+    } else {
+        apply_event(&receiver.db, pr_id, new_pr, wait, delivery, &action).await
+    }
+}
+
+/// `opened`: creates the row once. A redelivery, or an `opened` that arrives after a later
+/// event already created the row, is a duplicate: `opened` is never newer than the row.
+async fn store_opened(
+    db: &DatabaseConnection,
+    pr_id: i64,
+    new_pr: NewPullRequest,
+    wait: Wait,
+    delivery: &str,
+) -> Result<Response, Rejection> {
+    match PullRequest::once(pr_id, new_pr).wait(wait).exec(db).await {
         Ok(Outcome::Created(pr)) => {
             tracing::info!(pr_id, delivery, "stored");
             let body = json!({ "status": "created", "pr_id": pr.pr_id, "id": pr.id });
@@ -385,15 +425,103 @@ async fn receive(
             });
             Ok(answer(StatusCode::OK, body))
         }
-        Err(err) => {
-            // The details go to the log, not to the sender.
-            tracing::error!(pr_id, delivery, error = %err, "could not store the pull request");
-            Err(if err.is_retryable() {
-                Rejection::Busy
-            } else {
-                Rejection::Internal
-            })
-        }
+        Err(err) => Err(storage_failed(pr_id, delivery, &err)),
+    }
+}
+
+/// `edited`, `synchronize`, `closed`, `reopened`: the payload's pull request replaces the row's
+/// if it is newer ([`apply_if_newer`]), decided and written under the pull request's lock. An
+/// unknown pull request is created from the payload (201), as `opened` would.
+async fn apply_event(
+    db: &DatabaseConnection,
+    pr_id: i64,
+    new_pr: NewPullRequest,
+    wait: Wait,
+    delivery: &str,
+    action: &str,
+) -> Result<Response, Rejection> {
+    let outcome = PullRequest::once(pr_id, new_pr)
+        .wait(wait)
+        .update(apply_if_newer)
+        .exec(db)
+        .await
+        .map_err(|err| storage_failed(pr_id, delivery, &err))?;
+    let status = match outcome {
+        UpsertOutcome::Created(_) => StatusCode::CREATED,
+        UpsertOutcome::Updated(_) | UpsertOutcome::Unchanged(_) => StatusCode::OK,
+    };
+    let pr = outcome.model();
+    let updated_at = pr.updated_at.map(|at| at.to_rfc3339());
+    tracing::info!(
+        pr_id,
+        delivery,
+        action,
+        outcome = outcome.as_str(),
+        ?updated_at,
+        "applied"
+    );
+    let body = json!({
+        "status": outcome.as_str(),
+        "pr_id": pr.pr_id,
+        "id": pr.id,
+        "state": pr.state,
+        "updated_at": updated_at,
+    });
+    Ok(answer(status, body))
+}
+
+/// The change an event makes to the stored row: the event's pull request if it is newer than
+/// the row, else none.
+///
+/// Newer means a later `updated_at` (a row without one, stored before the column existed, is
+/// older than any event). GitHub's `updated_at` has one-second resolution, so two different
+/// events can carry the same time, and nothing in the payload says which came last. Then the
+/// larger of the two, compared field by field (`state`, `head.sha`, `title`,
+/// `repository.full_name`), wins: the same one whatever order they arrive in, on every
+/// instance, so redeliveries cannot flip the row back and forth. (Which one is arbitrary; any
+/// later change to the pull request settles it.) Keeping the first to arrive (`>`) or the last
+/// (`>=`) would leave two receivers, or a redelivery, disagreeing. An identical payload is no
+/// change, so a redelivery answers `unchanged`.
+fn apply_if_newer(
+    row: &pull_requests::Model,
+    event: NewPullRequest,
+) -> Change<pull_requests::ActiveModel> {
+    let stored = (
+        row.updated_at,
+        row.state.as_str(),
+        row.head_sha.as_str(),
+        row.title.as_str(),
+        row.repository.as_str(),
+    );
+    let incoming = (
+        event.updated_at,
+        event.state.as_str(),
+        event.head_sha.as_str(),
+        event.title.as_str(),
+        event.repository.as_str(),
+    );
+    if incoming <= stored {
+        return Change::Keep; // a late, older delivery, or a redelivery
+    }
+    // What an event can change; `number`, `author` and `first_delivery_id` stay as created.
+    Change::Update(pull_requests::ActiveModel {
+        repository: Set(event.repository),
+        title: Set(event.title),
+        state: Set(event.state),
+        head_sha: Set(event.head_sha),
+        updated_at: Set(event.updated_at),
+        ..Default::default()
+    })
+}
+
+/// A failed call, logged in full, answered without details: 503 when a retry may succeed
+/// (e.g. a lock timeout), else 500.
+fn storage_failed(pr_id: i64, delivery: &str, err: &sea_orm_idempotent::Error) -> Rejection {
+    tracing::error!(pr_id, delivery, error = %err, "could not store the pull request");
+    if err.is_retryable() {
+        Rejection::Busy
+    } else {
+        Rejection::Internal
     }
 }
 
@@ -540,6 +668,8 @@ struct PullRequestPayload {
     number: i64,
     title: String,
     state: String,
+    /// When the pull request last changed (RFC 3339, whole seconds): orders the events.
+    updated_at: String,
     user: UserPayload,
     head: HeadPayload,
 }
@@ -575,6 +705,8 @@ impl PullRequestEvent {
         if !matches!(pr.state.as_str(), "open" | "closed") {
             return Err("pull_request.state is neither open nor closed".into());
         }
+        let updated_at = DateTimeWithTimeZone::parse_from_rfc3339(&pr.updated_at)
+            .map_err(|_| "pull_request.updated_at is not an RFC 3339 time")?;
         // PostgreSQL's text types cannot hold U+0000 (SQLite's can): refuse it everywhere, or
         // the same delivery is stored on one backend and fails with 500 forever on the other.
         // (`state`, `head.sha` and the delivery id are already limited to safe characters.)
@@ -597,6 +729,7 @@ impl PullRequestEvent {
                 state: pr.state,
                 head_sha: pr.head.sha,
                 delivery_id: delivery.to_owned(),
+                updated_at: Some(updated_at),
             },
         ))
     }

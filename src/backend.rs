@@ -107,22 +107,34 @@ impl Backend {
         }
     }
 
-    /// Begins the crate's own transaction on `db`: READ COMMITTED on PostgreSQL, IMMEDIATE on
-    /// SQLite (which takes SQLite's write lock here).
+    /// Begins the crate's own transaction on `db`. On PostgreSQL a plain `BEGIN`, one round
+    /// trip: its isolation is the server's default, READ COMMITTED unless configured
+    /// otherwise, and the lock's first statement checks it and refuses any other
+    /// ([`Error::UnsafeIsolation`]), after which the caller begins again with
+    /// [`begin_read_committed`](Backend::begin_read_committed). On SQLite IMMEDIATE, which
+    /// takes SQLite's write lock here.
     pub(crate) async fn begin(self, db: &DatabaseConnection) -> Result<DatabaseTransaction, Error> {
-        let options = match self {
-            Backend::Postgres => TransactionOptions {
-                isolation_level: Some(IsolationLevel::ReadCommitted),
-                access_mode: None,
-                sqlite_transaction_mode: None,
-            },
-            Backend::Sqlite => TransactionOptions {
-                isolation_level: None,
-                access_mode: None,
-                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-            },
-        };
-        Ok(db.begin_with_options(options).await?)
+        match self {
+            Backend::Postgres => Ok(db.begin().await?),
+            Backend::Sqlite => Ok(db
+                .begin_with_options(TransactionOptions {
+                    isolation_level: None,
+                    access_mode: None,
+                    sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                })
+                .await?),
+        }
+    }
+
+    /// PostgreSQL: begins with READ COMMITTED set explicitly (`BEGIN`, then `SET TRANSACTION
+    /// ISOLATION LEVEL READ COMMITTED`: a second round trip), for a server whose default
+    /// isolation is stricter (see [why READ COMMITTED](crate#why-read-committed)).
+    pub(crate) async fn begin_read_committed(
+        db: &DatabaseConnection,
+    ) -> Result<DatabaseTransaction, Error> {
+        Ok(db
+            .begin_with_config(Some(IsolationLevel::ReadCommitted), None)
+            .await?)
     }
 
     /// Takes the per-key lock inside `txn` (the crate's own transaction or a caller's).

@@ -1,8 +1,9 @@
 //! One call of [`IdempotentCreate`](crate::IdempotentCreate), from the first look to COMMIT:
 //! [`create`] takes the caller's turn, looks, begins the transaction (or a savepoint of the
-//! caller's), takes the lock through the backend seam, runs `make_data` if the row is missing,
-//! inserts unless present, and commits or rolls back. Read top to bottom, it is the whole
-//! path of a call; the statements it sends are at the end.
+//! caller's), takes the lock through the backend seam, runs `make_data` if the row is missing
+//! (or the update function if it exists), inserts unless present or updates, and commits or
+//! rolls back. Read top to bottom, it is the whole path of a call; the statements it sends are
+//! at the end.
 //!
 //! (Over 400 lines on purpose: the point of this file is one call's whole path in one read,
 //! with the key it binds and the statements it sends.)
@@ -10,46 +11,83 @@
 use std::convert::Infallible;
 use std::future::Future;
 
-use sea_orm::sea_query::{Expr, ExprTrait, InsertStatement, Query};
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
     ActiveModelTrait, ActiveValue, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection,
-    DatabaseTransaction, DbErr, FromQueryResult, Iterable, QueryFilter, Value,
+    DatabaseTransaction, DbBackend, DbErr, EntityTrait, FromQueryResult, Iterable, QueryFilter,
+    QuerySelect, QueryTrait, Statement, UpdateMany, Value,
 };
 use tracing::{Instrument, field};
 
 use crate::backend::Backend;
 use crate::call_chain::{Chain, Frame, Held, On};
 use crate::natural_key::{Key, NaturalKey};
+use crate::outcome::Done;
 use crate::savepoint::Savepoint;
 use crate::source::{Handle, PoolId, TxnId};
+use crate::statements::{self, Kind};
 use crate::turns::{self, Place};
 use crate::wait::Deadline;
-use crate::{Error, IdempotentCreate, LockKey, Outcome, Wait};
+use crate::{Change, Error, IdempotentCreate, LockKey, Wait};
 
 /// The boxed error a `make_data` closure may fail with.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// `make_data`: makes the new row's data, at most once per call, under the lock.
+pub(crate) trait MakeData<D>: FnOnce() -> <Self as MakeData<D>>::Fut + Send {
+    type Fut: Future<Output = Result<D, Self::Error>> + Send;
+    type Error: Into<BoxError>;
+}
+
+impl<D, F, Fut, E> MakeData<D> for F
+where
+    F: FnOnce() -> Fut + Send,
+    Fut: Future<Output = Result<D, E>> + Send,
+    E: Into<BoxError>,
+{
+    type Fut = Fut;
+    type Error = E;
+}
+
 /// The maker type of [`NewRow::Ready`], never called: the data is given up front.
 pub(crate) type UnusedMaker<D> = fn() -> std::future::Ready<Result<D, Infallible>>;
 
-/// The data of a new row: given up front, or made only once we know the row is missing.
+/// The data of a new row: given up front, or made only once we know it is needed.
 pub(crate) enum NewRow<D, F> {
     Ready(D),
     Make(F),
 }
 
-pub(crate) async fn create<T, S, F, Fut, E>(
+/// The update function's type of [`OnExisting::Keep`], never called.
+pub(crate) type UnusedUpdate<T> = fn(
+    &<T as EntityTrait>::Model,
+    <T as IdempotentCreate>::Data,
+) -> Change<<T as EntityTrait>::ActiveModel>;
+
+/// What a call does with a row that exists: keep it (a create-only call), or run the caller's
+/// update function on it, under the lock.
+pub(crate) enum OnExisting<U> {
+    Keep,
+    Update(U),
+}
+
+/// What a call asks for: the data of a new row, and what to do with an existing one.
+pub(crate) struct Request<D, F, U> {
+    pub(crate) new_row: NewRow<D, F>,
+    pub(crate) on_existing: OnExisting<U>,
+}
+
+pub(crate) async fn create<T, S, F, U>(
     db: Handle<'_>,
     key: T::Key,
     wait: Wait,
-    new_row: NewRow<T::Data, F>,
-) -> Result<Outcome<T::Model>, Error>
+    request: Request<T::Data, F, U>,
+) -> Result<Done<T::Model>, Error>
 where
     T: IdempotentCreate,
     T::Key: NaturalKey<S>,
-    F: FnOnce() -> Fut + Send,
-    Fut: Future<Output = Result<T::Data, E>> + Send,
-    E: Into<BoxError>,
+    F: MakeData<T::Data>,
+    U: FnOnce(&T::Model, T::Data) -> Change<T::ActiveModel> + Send,
 {
     let backend = Backend::of(match db {
         Handle::Connection(conn) => conn.get_database_backend(),
@@ -94,12 +132,9 @@ where
         span: span.clone(),
     };
     let result = match db {
-        Handle::Connection(conn) => {
-            call.on_connection::<T, F, Fut, E>(conn, &key, new_row)
-                .await
-        }
+        Handle::Connection(conn) => call.on_connection::<T, F, U>(conn, &key, request).await,
         Handle::Transaction(txn) => {
-            call.in_callers_transaction::<T, F, Fut, E>(txn, &key, new_row)
+            call.in_callers_transaction::<T, F, U>(txn, &key, request)
                 .await
         }
     }
@@ -182,28 +217,35 @@ impl Scope<'_> {
         }
     }
 
-    async fn rollback(self) -> Result<(), Error> {
-        match self {
-            Scope::Own(txn) => Ok(txn.rollback().await?),
+    /// Rolls back now after `err`, and returns `err`: the lock is free when the caller sees
+    /// the error (dropping the crate's own transaction would only queue the ROLLBACK for the
+    /// pool to send when it next checks the connection). If the rollback fails, the connection
+    /// (and with its session, the lock) is gone.
+    async fn roll_back_after(self, err: Error) -> Error {
+        let rolled_back = match self {
+            Scope::Own(txn) => txn.rollback().await.map_err(Error::from),
             Scope::Savepoint(savepoint) => savepoint.rollback().await,
+        };
+        if let Err(rollback) = rolled_back {
+            tracing::debug!(%rollback, "rollback after a failed create_once failed");
         }
+        err
     }
 }
 
 impl Call {
     /// On a connection: take the key's turn among this pool's callers, look, and only if the
     /// row is missing begin the crate's own transaction, lock, insert unless present, commit.
-    async fn on_connection<T, F, Fut, E>(
+    async fn on_connection<T, F, U>(
         &self,
         conn: &DatabaseConnection,
         key: &CallKey<T>,
-        new_row: NewRow<T::Data, F>,
-    ) -> Result<Outcome<T::Model>, Error>
+        request: Request<T::Data, F, U>,
+    ) -> Result<Done<T::Model>, Error>
     where
         T: IdempotentCreate,
-        F: FnOnce() -> Fut + Send,
-        Fut: Future<Output = Result<T::Data, E>> + Send,
-        E: Into<BoxError>,
+        F: MakeData<T::Data>,
+        U: FnOnce(&T::Model, T::Data) -> Change<T::ActiveModel> + Send,
     {
         let held = self.backend.held(self.lock_key, On::Connection);
         self.refuse_reentry(held, On::Connection)?;
@@ -224,17 +266,28 @@ impl Call {
                 None => None,
             };
             // Most duplicates arrive after the first delivery committed: one statement, no
-            // lock.
-            if let Some(model) = find::<T, _>(conn, key).await? {
-                return Ok(Outcome::Existing(model));
+            // lock. Not with an update function (it must see the row under the lock), and not
+            // while this entity's recent looks kept missing (src/look.rs).
+            let look_first = T::look_first();
+            if let OnExisting::Keep = request.on_existing
+                && look_first.looks(self.lock_key, self.backend)
+            {
+                let found = find::<T, _>(conn, key).await?;
+                look_first.found(self.lock_key, found.is_some());
+                if let Some(model) = found {
+                    return Ok(Done::Existing(model));
+                }
             }
-            let txn = self.backend.begin(conn).await?;
+            let scope = self.begin_and_lock(conn).await?;
             let frame = Frame {
                 held,
                 on: On::Connection,
             };
-            self.lock_create_and_end::<T, F, Fut, E>(Scope::Own(txn), key, new_row, frame)
-                .await
+            let done = self
+                .create_and_end::<T, F, U>(scope, key, request, frame)
+                .await?;
+            look_first.found(self.lock_key, !matches!(done, Done::Created(_)));
+            Ok(done)
         };
         work.instrument(self.span.clone()).await
     }
@@ -242,17 +295,16 @@ impl Call {
     /// In a caller's transaction: take this transaction's turn, then in a savepoint of the
     /// crate's own lock and insert unless present, then release the savepoint (the caller's
     /// commit decides) or roll back to it.
-    async fn in_callers_transaction<T, F, Fut, E>(
+    async fn in_callers_transaction<T, F, U>(
         &self,
         txn: &DatabaseTransaction,
         key: &CallKey<T>,
-        new_row: NewRow<T::Data, F>,
-    ) -> Result<Outcome<T::Model>, Error>
+        request: Request<T::Data, F, U>,
+    ) -> Result<Done<T::Model>, Error>
     where
         T: IdempotentCreate,
-        F: FnOnce() -> Fut + Send,
-        Fut: Future<Output = Result<T::Data, E>> + Send,
-        E: Into<BoxError>,
+        F: MakeData<T::Data>,
+        U: FnOnce(&T::Model, T::Data) -> Change<T::ActiveModel> + Send,
     {
         let txn_id = TxnId::of(txn);
         let on = On::Transaction(txn_id);
@@ -272,88 +324,124 @@ impl Call {
             // a look would take a REPEATABLE READ snapshot and answer before the isolation
             // check, and a failed look would abort the caller's transaction.
             let savepoint = Savepoint::begin(txn).await?;
+            let scope = self.lock(Scope::Savepoint(savepoint)).await?;
             let frame = Frame { held, on };
-            self.lock_create_and_end::<T, F, Fut, E>(
-                Scope::Savepoint(savepoint),
-                key,
-                new_row,
-                frame,
-            )
-            .await
+            self.create_and_end::<T, F, U>(scope, key, request, frame)
+                .await
         };
         work.instrument(self.span.clone()).await
     }
 
-    /// In `scope`: take the lock, create the row unless present, then end the scope: commit
-    /// (or release the savepoint) after success, roll back at once after an error.
-    async fn lock_create_and_end<T, F, Fut, E>(
+    /// Begins the crate's own transaction and takes the lock in it. On PostgreSQL the
+    /// transaction starts with a plain `BEGIN` (the server's default isolation, checked by the
+    /// lock's first statement); a server whose default is stricter than READ COMMITTED costs
+    /// one more begin, with the level set explicitly.
+    async fn begin_and_lock<'a>(&self, conn: &DatabaseConnection) -> Result<Scope<'a>, Error> {
+        let txn = self.backend.begin(conn).await?;
+        match self.lock(Scope::Own(txn)).await {
+            Err(Error::UnsafeIsolation { .. }) if self.backend == Backend::Postgres => {
+                let txn = Backend::begin_read_committed(conn).await?;
+                self.lock(Scope::Own(txn)).await
+            }
+            locked => locked,
+        }
+    }
+
+    /// Takes the key's lock in `scope`; after an error, rolls `scope` back at once.
+    async fn lock<'a>(&self, scope: Scope<'a>) -> Result<Scope<'a>, Error> {
+        match self
+            .backend
+            .lock(scope.txn(), self.lock_key, self.deadline)
+            .await
+        {
+            Ok(()) => {
+                self.record_wait();
+                Ok(scope)
+            }
+            Err(err) => Err(scope.roll_back_after(err).await),
+        }
+    }
+
+    /// With the lock held in `scope`: create the row unless present (or update it), then end
+    /// the scope: commit (or release the savepoint) after success, roll back at once after an
+    /// error.
+    async fn create_and_end<T, F, U>(
         &self,
         scope: Scope<'_>,
         key: &CallKey<T>,
-        new_row: NewRow<T::Data, F>,
+        request: Request<T::Data, F, U>,
         frame: Frame,
-    ) -> Result<Outcome<T::Model>, Error>
+    ) -> Result<Done<T::Model>, Error>
     where
         T: IdempotentCreate,
-        F: FnOnce() -> Fut + Send,
-        Fut: Future<Output = Result<T::Data, E>> + Send,
-        E: Into<BoxError>,
+        F: MakeData<T::Data>,
+        U: FnOnce(&T::Model, T::Data) -> Change<T::ActiveModel> + Send,
     {
-        let locked = async {
-            self.backend
-                .lock(scope.txn(), self.lock_key, self.deadline)
-                .await?;
-            self.record_wait();
-            self.create_under_lock::<T, F, Fut, E>(scope.txn(), key, new_row, frame)
-                .await
-        }
-        .await;
-        match locked {
+        match self
+            .create_under_lock::<T, F, U>(scope.txn(), key, request, frame)
+            .await
+        {
             Ok(outcome) => {
                 scope.commit().await?;
                 Ok(outcome)
             }
-            Err(err) => {
-                // Roll back now, so the lock is free when the caller sees the error: dropping
-                // the crate's own transaction would only queue the ROLLBACK for the pool to send
-                // when it next checks the connection. If the rollback fails, the connection
-                // (and with its session, the lock) is gone.
-                if let Err(rollback) = scope.rollback().await {
-                    tracing::debug!(%rollback, "rollback after a failed create_once failed");
+            Err(err) => Err(scope.roll_back_after(err).await),
+        }
+    }
+
+    /// With the lock held: insert the row unless it exists now, or run the update function on
+    /// the row that does. The data is made (by `make_data`, with this call's frame on the call
+    /// chain) only when a fresh look says it is needed.
+    async fn create_under_lock<T, F, U>(
+        &self,
+        txn: &DatabaseTransaction,
+        key: &CallKey<T>,
+        request: Request<T::Data, F, U>,
+        frame: Frame,
+    ) -> Result<Done<T::Model>, Error>
+    where
+        T: IdempotentCreate,
+        F: MakeData<T::Data>,
+        U: FnOnce(&T::Model, T::Data) -> Change<T::ActiveModel> + Send,
+    {
+        let Request {
+            new_row,
+            on_existing,
+        } = request;
+        if let (NewRow::Ready(_), OnExisting::Keep) = (&new_row, &on_existing) {
+            // Data in hand and nothing to do with an existing row: one guarded statement.
+            let data = self.data(new_row, frame).await?;
+            return insert_unless_exists::<T, _>(txn, key, data).await;
+        }
+        match (find::<T, _>(txn, key).await?, on_existing) {
+            (None, _) => {
+                let data = self.data(new_row, frame).await?;
+                insert_unless_exists::<T, _>(txn, key, data).await
+            }
+            (Some(model), OnExisting::Keep) => Ok(Done::Existing(model)),
+            (Some(model), OnExisting::Update(update)) => {
+                let data = self.data(new_row, frame).await?;
+                match update_statement::<T>(key, update(&model, data))? {
+                    Some(update) => update_existing::<T, _>(txn, update).await,
+                    None => Ok(Done::Unchanged(model)),
                 }
-                Err(err)
             }
         }
     }
 
-    /// With the lock held: insert the row unless it exists now. `make_data` runs only when a
-    /// fresh look finds no row, with this call's frame on the call chain.
-    async fn create_under_lock<T, F, Fut, E>(
+    /// The data for the row: as given, or made now by `make_data` inside this call's frame.
+    async fn data<D, F: MakeData<D>>(
         &self,
-        txn: &DatabaseTransaction,
-        key: &CallKey<T>,
-        new_row: NewRow<T::Data, F>,
+        new_row: NewRow<D, F>,
         frame: Frame,
-    ) -> Result<Outcome<T::Model>, Error>
-    where
-        T: IdempotentCreate,
-        F: FnOnce() -> Fut + Send,
-        Fut: Future<Output = Result<T::Data, E>> + Send,
-        E: Into<BoxError>,
-    {
+    ) -> Result<D, Error> {
         match new_row {
-            NewRow::Ready(data) => insert_unless_exists::<T, _>(txn, key, data).await,
-            NewRow::Make(make_data) => match find::<T, _>(txn, key).await? {
-                Some(model) => Ok(Outcome::Existing(model)),
-                None => {
-                    let data = self
-                        .chain
-                        .run_inside(frame, make_data())
-                        .await
-                        .map_err(|e| Error::MakeData(e.into()))?;
-                    insert_unless_exists::<T, _>(txn, key, data).await
-                }
-            },
+            NewRow::Ready(data) => Ok(data),
+            NewRow::Make(make_data) => self
+                .chain
+                .run_inside(frame, make_data())
+                .await
+                .map_err(|e| Error::MakeData(e.into())),
         }
     }
 
@@ -392,12 +480,20 @@ impl Call {
     }
 }
 
+/// The row with this key, if any: `SELECT cols FROM t WHERE k1 = $1 ... LIMIT 1` (its text
+/// kept per entity: [`statements`]).
 async fn find<T, C>(db: &C, key: &CallKey<T>) -> Result<Option<T::Model>, DbErr>
 where
     T: IdempotentCreate,
     C: ConnectionTrait,
 {
-    T::find().filter(key.condition()).one(db).await
+    let backend = db.get_database_backend();
+    let mut values = key.values.clone();
+    values.push(Value::BigUnsigned(Some(1))); // LIMIT 1
+    let find = statements::statement::<T>(backend, Kind::Find, values, || {
+        T::find().filter(key.condition()).limit(1).build(backend)
+    });
+    T::find().from_raw_sql(find).one(db).await
 }
 
 /// Inserts the row with a guard (`INSERT ... SELECT ... WHERE NOT EXISTS`), then, only if the
@@ -408,17 +504,19 @@ async fn insert_unless_exists<T, C>(
     txn: &C,
     key: &CallKey<T>,
     data: T::Data,
-) -> Result<Outcome<T::Model>, Error>
+) -> Result<Done<T::Model>, Error>
 where
     T: IdempotentCreate,
     C: ConnectionTrait,
 {
-    let insert = insert_unless_exists_statement::<T>(key, T::new_active_model(&key.key, data))?;
-    if let Some(row) = txn.query_one(&insert).await? {
-        return Ok(Outcome::Created(T::Model::from_query_result(&row, "")?));
+    let backend = txn.get_database_backend();
+    let insert =
+        insert_unless_exists_statement::<T>(backend, key, T::new_active_model(&key.key, data))?;
+    if let Some(row) = txn.query_one_raw(insert).await? {
+        return Ok(Done::Created(T::Model::from_query_result(&row, "")?));
     }
     match find::<T, _>(txn, key).await? {
-        Some(model) => Ok(Outcome::Existing(model)),
+        Some(model) => Ok(Done::Existing(model)),
         None => Err(Error::Database(DbErr::RecordNotFound(format!(
             "{}: the insert found a row for key {} that is no longer there",
             T::default().table_name(),
@@ -427,43 +525,183 @@ where
     }
 }
 
+/// The statement writing the update function's change to the row with this key: the columns
+/// the change sets, never the key columns (the row stays the key's). `None` when there is
+/// nothing to write. (Built before any await: an active model need not be `Send`.)
+fn update_statement<T: IdempotentCreate>(
+    key: &CallKey<T>,
+    change: Change<T::ActiveModel>,
+) -> Result<Option<UpdateMany<T>>, Error> {
+    let mut row = match change {
+        Change::Keep => return Ok(None),
+        Change::Refuse(cause) => return Err(Error::UpdateRefused(cause)),
+        Change::Update(row) => row,
+    };
+    for column in &key.columns {
+        row.not_set(*column);
+    }
+    Ok(row
+        .is_changed()
+        .then(|| T::update_many().set(row).filter(key.condition())))
+}
+
+/// Runs `update` and returns the row as it is after it.
+async fn update_existing<T, C>(txn: &C, update: UpdateMany<T>) -> Result<Done<T::Model>, Error>
+where
+    T: IdempotentCreate,
+    C: ConnectionTrait,
+{
+    match update.exec_with_returning(txn).await?.into_iter().next() {
+        Some(model) => Ok(Done::Updated(model)),
+        // Only a writer that does not take the lock can delete the row under it.
+        None => Err(Error::Database(DbErr::RecordNotUpdated)),
+    }
+}
+
 /// `INSERT INTO t (cols) SELECT vals WHERE NOT EXISTS (SELECT 1 FROM t WHERE k1 = $1 AND
-/// k2 = $2 ...) RETURNING cols`, every value bound, with SeaORM's own per-column casts (enums).
+/// k2 = $2 ...) RETURNING cols`, every value bound, with SeaORM's own per-column casts (enums);
+/// its text kept per entity and set of columns ([`statements`]).
 ///
 /// Fails (instead of panicking) when the key's value does not fit the key column's type.
 fn insert_unless_exists_statement<T: IdempotentCreate>(
+    backend: DbBackend,
     key: &CallKey<T>,
     mut row: T::ActiveModel,
-) -> Result<InsertStatement, DbErr> {
+) -> Result<Statement, DbErr> {
     for (column, value) in key.columns.iter().zip(&key.values) {
         row.try_set(*column, value.clone())?;
     }
-    let (columns, values): (Vec<_>, Vec<_>) = T::Column::iter()
-        .filter_map(|column| match row.get(column) {
-            ActiveValue::Set(value) | ActiveValue::Unchanged(value) => {
-                Some((column, column.save_as(Expr::val(value))))
+    let mut set_columns = 0_u64;
+    let mut columns = Vec::new();
+    let mut values = Vec::new();
+    for (index, column) in T::Column::iter().enumerate() {
+        if let ActiveValue::Set(value) | ActiveValue::Unchanged(value) = row.get(column) {
+            set_columns |= 1_u64.checked_shl(index as u32).unwrap_or(0);
+            columns.push(column);
+            values.push(value);
+        }
+    }
+    let build = || {
+        let existing = Query::select()
+            .expr(Expr::cust("1"))
+            .from(T::default().table_ref())
+            .cond_where(key.condition())
+            .to_owned();
+        let source = Query::select()
+            .exprs(
+                columns
+                    .iter()
+                    .zip(&values)
+                    .map(|(column, value)| column.save_as(Expr::val(value.clone()))),
+            )
+            .and_where(Expr::exists(existing).not())
+            .to_owned();
+        let mut insert = Query::insert();
+        insert
+            .into_table(T::default().table_ref())
+            .columns(columns.iter().copied())
+            .select_from(source)
+            .expect("columns and values are built pairwise, so their counts match")
+            .returning(
+                Query::returning()
+                    .exprs(T::Column::iter().map(|column| column.select_as(Expr::col(column)))),
+            );
+        backend.build(&insert)
+    };
+    if T::Column::iter().count() > 64 {
+        // More columns than the set's bits: built every time.
+        return Ok(build());
+    }
+    let mut bound = values.clone();
+    bound.extend(key.values.iter().cloned());
+    let kind = Kind::InsertUnlessExists {
+        columns: set_columns,
+    };
+    Ok(statements::statement::<T>(backend, kind, bound, build))
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::{DatabaseBackend, MockDatabase};
+
+    use super::*;
+
+    #[allow(unreachable_pub)]
+    mod rows {
+        use sea_orm::entity::prelude::*;
+
+        #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+        #[sea_orm(table_name = "rows")]
+        pub struct Model {
+            #[sea_orm(primary_key)]
+            pub id: i64,
+            pub org: i64,
+            pub login: String,
+            pub note: Option<String>,
+        }
+
+        #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+        pub enum Relation {}
+
+        impl ActiveModelBehavior for ActiveModel {}
+
+        impl crate::IdempotentCreate for Entity {
+            type Key = (i64, String);
+            type Data = ActiveModel;
+
+            fn key_column() -> Column {
+                Column::Org
             }
-            ActiveValue::NotSet => None,
-        })
-        .unzip();
-    let existing = Query::select()
-        .expr(Expr::cust("1"))
-        .from(T::default().table_ref())
-        .cond_where(key.condition())
-        .to_owned();
-    let source = Query::select()
-        .exprs(values)
-        .and_where(Expr::exists(existing).not())
-        .to_owned();
-    let mut insert = Query::insert();
-    insert
-        .into_table(T::default().table_ref())
-        .columns(columns)
-        .select_from(source)
-        .expect("columns and values are built pairwise, so their counts match")
-        .returning(
-            Query::returning()
-                .exprs(T::Column::iter().map(|column| column.select_as(Expr::col(column)))),
-        );
-    Ok(insert.to_owned())
+
+            fn key_columns() -> Vec<Column> {
+                vec![Column::Org, Column::Login]
+            }
+
+            fn new_active_model(_: &(i64, String), row: ActiveModel) -> ActiveModel {
+                row
+            }
+        }
+    }
+
+    /// The crate's own statements bind their values in the order [`statements`] expects, so
+    /// their texts are kept after the first call: the look, and the insert for each set of
+    /// columns.
+    #[tokio::test]
+    async fn the_look_and_the_insert_are_built_once() {
+        let key = (7_i64, "mona".to_owned());
+        let natural = Key::new(&key);
+        let call_key = CallKey::<rows::Entity> {
+            values: natural.values(),
+            key,
+            columns: vec![rows::Column::Org, rows::Column::Login],
+            shown: None,
+        };
+        for backend in [DatabaseBackend::Postgres, DatabaseBackend::Sqlite] {
+            let db = MockDatabase::new(backend)
+                .append_query_results([Vec::<rows::Model>::new()])
+                .into_connection();
+            assert_eq!(find::<rows::Entity, _>(&db, &call_key).await.unwrap(), None);
+            assert!(statements::is_kept::<rows::Entity>(backend, Kind::Find));
+
+            for note in [None, Some(sea_orm::ActiveValue::Set(Some("hi".to_owned())))] {
+                let mut row = <rows::ActiveModel as Default>::default();
+                if let Some(note) = note {
+                    row.note = note;
+                }
+                let first =
+                    insert_unless_exists_statement::<rows::Entity>(backend, &call_key, row.clone())
+                        .unwrap();
+                let again = insert_unless_exists_statement::<rows::Entity>(backend, &call_key, row)
+                    .unwrap();
+                assert_eq!((first.sql, first.values), (again.sql, again.values));
+            }
+            // Columns: id 0, org 1, login 2, note 3.
+            for columns in [0b0110, 0b1110] {
+                assert!(statements::is_kept::<rows::Entity>(
+                    backend,
+                    Kind::InsertUnlessExists { columns }
+                ));
+            }
+        }
+    }
 }

@@ -1,22 +1,23 @@
 //! `IdempotentCreate`: the trait an entity implements to be created once per natural key; the
 //! path of one call is in [`call`](crate::call).
 
-use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 
 use sea_orm::{ConnectionTrait, EntityTrait};
 
-use crate::call::{BoxError, NewRow, UnusedMaker, create};
+#[cfg(doc)]
+use crate::Wait;
+use crate::call::{BoxError, NewRow, UnusedMaker};
 use crate::key;
 use crate::natural_key;
-use crate::{Error, NaturalKey, Outcome, TransactionSource, Wait};
+use crate::{Error, KeepExisting, LookFirst, NaturalKey, Once, Outcome, TransactionSource};
 
 /// Create a row exactly once per natural key, however many callers ask at the same moment.
 ///
 /// Implement four small items for an entity (two types, two functions);
-/// [`create_once`](Self::create_once), [`create_once_with`](Self::create_once_with) and
-/// [`create_once_waiting`](Self::create_once_waiting) come for free.
+/// [`create_once`](Self::create_once), [`create_once_with`](Self::create_once_with) and their
+/// forms with options, [`once`](Self::once) and [`once_with`](Self::once_with), come for free.
 ///
 /// The simplest impl takes the new row itself as the data (`type Data = ActiveModel`): the
 /// crate sets the key column from the key, so `new_active_model` returns the row as it is.
@@ -115,9 +116,11 @@ use crate::{Error, NaturalKey, Outcome, TransactionSource, Wait};
 ///    without a turn.
 /// 1. Looks for the row by key (one statement). Most duplicate deliveries end here. (Not in a
 ///    caller's transaction, whose connection is held already and whose isolation level must
-///    be checked first.)
-/// 2. Otherwise begins a transaction (READ COMMITTED on PostgreSQL, IMMEDIATE on SQLite) or a
-///    savepoint in the caller's transaction, and takes the key's lock: PostgreSQL's
+///    be checked first; not with an update function; and not while the entity's recent looks
+///    kept finding nothing: see [`look_first`](Self::look_first).)
+/// 2. Otherwise begins a transaction (READ COMMITTED on PostgreSQL, checked by the lock's
+///    first statement; IMMEDIATE on SQLite) or a savepoint in the caller's transaction, and
+///    takes the key's lock: PostgreSQL's
 ///    transaction-scoped advisory lock on [`LockKey::for_entity`](crate::LockKey::for_entity)`(lock_namespace(), key)`
 ///    ([`LockKey::for_composite`](crate::LockKey::for_composite) for a tuple key).
 /// 3. With the lock held, a fresh statement inserts the row unless it exists now, and returns
@@ -269,6 +272,15 @@ pub trait IdempotentCreate: EntityTrait {
         }
     }
 
+    /// Whether a call on a connection looks for the row before it takes the lock: by default
+    /// [`LookFirst::Adaptive`], which stops looking during a run of new keys (each look would
+    /// cost a new key a round trip) and looks again once redeliveries come. Return
+    /// [`LookFirst::Always`] or [`LookFirst::Never`] for traffic you know. See [`LookFirst`]
+    /// for the statements each choice sends.
+    fn look_first() -> LookFirst {
+        LookFirst::Adaptive
+    }
+
     /// Whether the natural key may be written to logs and errors: the `natural_key` field of
     /// the `create_once` span (at INFO) and the key named in [`Error::LockTimeout`] and its
     /// kin. `true` by default; return `false` when keys are personal data (an email address):
@@ -279,7 +291,8 @@ pub trait IdempotentCreate: EntityTrait {
     }
 
     /// Creates the row for `key` from `data` unless it exists, waiting for the lock as long as
-    /// it takes ([`Wait::Forever`]).
+    /// it takes ([`Wait::Forever`]). The headline call; [`once`](Self::once) is the same call
+    /// with options (a bounded wait, an update function for a row that exists).
     ///
     /// `db` is a [`DatabaseConnection`](sea_orm::DatabaseConnection) (the call runs in its own
     /// transaction), a caller's [`DatabaseTransaction`](sea_orm::DatabaseTransaction) (a
@@ -289,11 +302,11 @@ pub trait IdempotentCreate: EntityTrait {
     ///
     /// # Errors
     ///
-    /// See [`create_once_waiting`](Self::create_once_waiting).
+    /// See [`create_once_with`](Self::create_once_with).
     ///
     /// # Cancel Safety
     ///
-    /// See [`create_once_waiting`](Self::create_once_waiting).
+    /// See [`create_once_with`](Self::create_once_with).
     async fn create_once<C, Shape>(
         db: &C,
         key: Self::Key,
@@ -303,49 +316,18 @@ pub trait IdempotentCreate: EntityTrait {
         C: TransactionSource,
         Self::Key: NaturalKey<Shape>,
     {
-        create::<Self, Shape, UnusedMaker<Self::Data>, _, Infallible>(
-            db.handle(),
-            key,
-            Wait::Forever,
-            NewRow::Ready(data),
-        )
-        .await
+        Self::once(key, data).exec(db).await
     }
 
     /// Like [`create_once`](Self::create_once), but the data is made by `make_data`, which runs
     /// only when the row does not exist yet, while the lock is held: fetch details from an API
     /// once, not once per duplicate. Keep it short: every caller with the same key waits for it.
+    /// With options: [`once_with`](Self::once_with).
     ///
     /// # Errors
     ///
-    /// [`Error::MakeData`] when `make_data` fails (nothing written, lock released); otherwise
-    /// see [`create_once_waiting`](Self::create_once_waiting).
-    ///
-    /// # Cancel Safety
-    ///
-    /// See [`create_once_waiting`](Self::create_once_waiting).
-    async fn create_once_with<C, Shape, F, Fut, E>(
-        db: &C,
-        key: Self::Key,
-        make_data: F,
-    ) -> Result<Outcome<Self::Model>, Error>
-    where
-        C: TransactionSource,
-        Self::Key: NaturalKey<Shape>,
-        F: FnOnce() -> Fut + Send,
-        Fut: Future<Output = Result<Self::Data, E>> + Send,
-        E: Into<BoxError>,
-    {
-        create::<Self, Shape, F, Fut, E>(db.handle(), key, Wait::Forever, NewRow::Make(make_data))
-            .await
-    }
-
-    /// The general form: like [`create_once_with`](Self::create_once_with), waiting for the
-    /// key's lock as `wait` says.
-    ///
-    /// # Errors
-    ///
-    /// - [`Error::LockTimeout`] / [`Error::LockBusy`]: the wait ran out (retryable);
+    /// - [`Error::LockTimeout`] / [`Error::LockBusy`]: a bounded wait ([`Once::wait`]) ran
+    ///   out (retryable);
     /// - [`Error::Deadlock`]: PostgreSQL cancelled the wait to break a deadlock (retryable);
     /// - [`Error::Reentrant`]: called inside the `make_data` of a call that holds the same
     ///   lock elsewhere; returned before any wait;
@@ -377,10 +359,9 @@ pub trait IdempotentCreate: EntityTrait {
     /// departed caller; meanwhile that one connection stays busy. A panic inside `make_data`
     /// unwinds the same way. On a caller's transaction, see
     /// [its section](IdempotentCreate#on-a-callers-transaction).
-    async fn create_once_waiting<C, Shape, F, Fut, E>(
+    async fn create_once_with<C, Shape, F, Fut, E>(
         db: &C,
         key: Self::Key,
-        wait: Wait,
         make_data: F,
     ) -> Result<Outcome<Self::Model>, Error>
     where
@@ -390,7 +371,21 @@ pub trait IdempotentCreate: EntityTrait {
         Fut: Future<Output = Result<Self::Data, E>> + Send,
         E: Into<BoxError>,
     {
-        create::<Self, Shape, F, Fut, E>(db.handle(), key, wait, NewRow::Make(make_data)).await
+        Self::once_with(key, make_data).exec(db).await
+    }
+
+    /// The call of [`create_once`](Self::create_once), with options: `.wait(..)` bounds the
+    /// lock wait, `.update(..)` runs a function on a row that exists; `.exec(&db)` runs it.
+    /// See [`Once`].
+    fn once(key: Self::Key, data: Self::Data) -> Once<Self, UnusedMaker<Self::Data>, KeepExisting> {
+        Once::new(key, NewRow::Ready(data))
+    }
+
+    /// The call of [`create_once_with`](Self::create_once_with), with options: the data is
+    /// made by `make_data` only when it is needed (for a new row, or for the update function
+    /// of a row that exists). See [`Once`].
+    fn once_with<F>(key: Self::Key, make_data: F) -> Once<Self, F, KeepExisting> {
+        Once::new(key, NewRow::Make(make_data))
     }
 
     /// The sessions holding or waiting for `key`'s lock right now: who a slow or timed-out

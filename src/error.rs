@@ -137,6 +137,13 @@ pub enum Error {
     #[error("building the data for the new row failed: {0}")]
     MakeData(#[source] Box<dyn std::error::Error + Send + Sync>),
 
+    /// The update function of [`Once::update`](crate::Once::update) refused the existing row
+    /// with the caller's own error (the strict form: the same key arrived with different
+    /// data). Nothing was written and the lock was released; the cause is the caller's error
+    /// (`source()`, or `downcast_ref` on the box).
+    #[error("the update of the existing row was refused: {0}")]
+    UpdateRefused(#[source] Box<dyn std::error::Error + Send + Sync>),
+
     /// Any other database error (constraint violations, a missing table, a lost connection).
     #[error(transparent)]
     Database(#[from] DbErr),
@@ -145,8 +152,9 @@ pub enum Error {
 impl Error {
     /// Whether repeating the whole call may succeed: lock timeouts, busy locks, deadlocks,
     /// serialization failures, and lost or unavailable connections. Data errors (constraint
-    /// violations, a missing table), an unsafe isolation level, an unsupported backend and a
-    /// failed `make_data` are not retryable: the same call would fail the same way.
+    /// violations, a missing table), an unsafe isolation level, an unsupported backend, a
+    /// failed `make_data` and a refused update are not retryable: the same call would fail
+    /// the same way.
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::LockTimeout { .. } | Error::LockBusy { .. } | Error::Deadlock { .. } => true,
@@ -157,7 +165,8 @@ impl Error {
             | Error::Reentrant { .. }
             | Error::TransactionAborted(_)
             | Error::UnsupportedServer { .. }
-            | Error::MakeData(_) => false,
+            | Error::MakeData(_)
+            | Error::UpdateRefused(_) => false,
         }
     }
 

@@ -44,6 +44,13 @@
 //! # Ok(()) }
 //! ```
 //!
+//! The same call with options is a builder, as SeaORM's `Entity::insert(..).exec(&db)`:
+//! `PullRequest::once(pr_id, new_pr)` (or [`once_with`](IdempotentCreate::once_with) for data
+//! made only when needed), then `.wait(Wait::Timeout(d))` to bound the lock wait and
+//! `.update(|existing, new| ..)` to handle the events that follow a creation: under the same
+//! lock, the function returns a [`Change`] for the existing row (update it, keep it, or refuse
+//! the call), and the [`UpsertOutcome`] says created, updated or unchanged. See [`Once`].
+//!
 //! # The lock's scope
 //!
 //! The lock is **transaction-scoped**: PostgreSQL releases it at COMMIT or ROLLBACK, never
@@ -61,9 +68,12 @@
 //! COMMITTED each statement sees everything committed before it started, including the row of
 //! the caller that held the lock before us. Under REPEATABLE READ or SERIALIZABLE the snapshot
 //! is taken at the transaction's first statement, before the lock wait, and the look would miss
-//! that row. So the crate begins its own transactions as READ COMMITTED explicitly (whatever
-//! the server's default), and inside a caller's stricter transaction it returns
-//! [`Error::UnsafeIsolation`] before writing anything, instead of a unique violation.
+//! that row. So the crate's own transactions are READ COMMITTED whatever the server's default:
+//! a plain `BEGIN` is READ COMMITTED on a server left at PostgreSQL's default, which the
+//! statement that tries the lock checks (the same round trip), and where the default is
+//! stricter the crate rolls back and begins again with the level set explicitly (one round
+//! trip more). Inside a caller's stricter transaction it returns [`Error::UnsafeIsolation`]
+//! before writing anything, instead of a unique violation.
 //!
 //! # Keys
 //!
@@ -124,12 +134,15 @@ mod error;
 mod holders;
 mod key;
 mod lock;
+mod look;
 mod natural_key;
+mod once;
 mod outcome;
 mod probe;
 mod retry;
 mod savepoint;
 mod source;
+mod statements;
 mod turns;
 mod wait;
 
@@ -139,8 +152,10 @@ pub use error::{Error, LockedRow};
 pub use holders::{LockHolder, LockHolders, LockMode};
 pub use key::LockKey;
 pub use lock::{acquire_advisory_lock, acquire_shared_advisory_lock};
+pub use look::{LookFirst, MISSES_BEFORE_SKIPPING};
 pub use natural_key::{MultiColumn, NaturalKey, SingleColumn};
-pub use outcome::Outcome;
+pub use once::{Change, KeepExisting, Once, UpdateExisting};
+pub use outcome::{Outcome, UpsertOutcome};
 pub use probe::probe_advisory_locks;
 pub use retry::Retry;
 pub use source::TransactionSource;

@@ -126,12 +126,9 @@ async fn a_call_dropped_at_any_point_leaves_the_callers_transaction_whole() {
         let drop_after = Duration::from_micros(u64::try_from(step).unwrap() * 250);
         let _ = tokio::time::timeout(
             drop_after,
-            PullRequest::create_once_waiting(
-                &txn,
-                dropped_key,
-                Wait::Timeout(Duration::from_millis(20)),
-                || async { Ok::<_, std::convert::Infallible>(new_pr(dropped_key)) },
-            ),
+            PullRequest::once(dropped_key, new_pr(dropped_key))
+                .wait(Wait::Timeout(Duration::from_millis(20)))
+                .exec(&txn),
         )
         .await;
         holder.rollback().await.unwrap();

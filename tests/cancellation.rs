@@ -61,7 +61,7 @@ async fn a_dropped_waiter_leaves_no_lock_and_no_stuck_connection() {
     );
 }
 
-/// Inside a caller's transaction, a `create_once_waiting` whose `Wait::Timeout` runs out (the
+/// Inside a caller's transaction, a call whose `Wait::Timeout` runs out (the
 /// key is held by another connection) returns `Error::LockTimeout` and rolls back only its own
 /// savepoint: the caller's transaction stays usable, and the row it created earlier in the same
 /// transaction commits with it, while nothing is written for the timed-out key. (Nothing is
@@ -84,14 +84,11 @@ async fn a_timed_out_wait_leaves_the_callers_transaction_usable() {
             .unwrap()
             .is_created()
     );
-    let err = PullRequest::create_once_waiting(
-        &txn,
-        3,
-        Wait::Timeout(Duration::from_millis(50)),
-        || async { Ok::<_, std::convert::Infallible>(new_pr(3)) },
-    )
-    .await
-    .unwrap_err();
+    let err = PullRequest::once(3, new_pr(3))
+        .wait(Wait::Timeout(Duration::from_millis(50)))
+        .exec(&txn)
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, sea_orm_idempotent::Error::LockTimeout { .. }),
         "{err:?}"

@@ -22,7 +22,7 @@ mod common;
 use common::composite::{
     KEYS, POSTGRES_TABLES, Race, assert_one_row_per_key, member_row, members, race_both,
 };
-use common::{run_gated_outputs, wait_at_gate, worker_process};
+use common::{open_pools, run_gated_outputs, wait_at_gate, worker_process};
 use sea_orm::{ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait, TransactionTrait};
 use sea_orm_idempotent::{Error, IdempotentCreate, LockKey, Wait, acquire_advisory_lock};
 use test_support::TestDb;
@@ -34,24 +34,6 @@ const TABLES: &str = "CREATE TABLE pairs (id bigserial PRIMARY KEY, a text NOT N
 
 const POOL: u32 = 8;
 const PROCESSES: usize = 4;
-
-/// Two pools of `POOL` connections, every connection already open (so that connecting does
-/// not stagger the callers of a race and hide a missing lock).
-async fn pools(url: &str) -> Vec<DatabaseConnection> {
-    let mut pools = Vec::new();
-    for _ in 0..2 {
-        let pool = test_support::connect(url, POOL).await;
-        let mut open = Vec::new();
-        for _ in 0..POOL {
-            open.push(pool.begin().await.unwrap());
-        }
-        for txn in open {
-            txn.rollback().await.unwrap();
-        }
-        pools.push(pool);
-    }
-    pools
-}
 
 /// Creates the composite tables and the pair table.
 async fn tables(db: &DatabaseConnection) {
@@ -133,7 +115,7 @@ mod members_without_columns {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn many_tasks_create_each_composite_key_once() {
     let test_db = TestDb::new().await;
-    let pools = pools(&test_db.url).await;
+    let pools = open_pools(&test_db.url, 2, POOL).await;
     tables(&pools[0]).await;
 
     race_both(&pools).await.assert_exactly_once(2 * KEYS, 1);
@@ -149,13 +131,13 @@ const WORKER_URL: &str = "SEA_ORM_IDEMPOTENT_COMPOSITE_WORKER_URL";
 async fn composite_race_worker_process() {
     match std::env::var(WORKER_URL) {
         Ok(url) => {
-            let pools = pools(&url).await;
+            let pools = open_pools(&url, 2, POOL).await;
             wait_at_gate(&pools[0]).await;
             race_both(&pools).await.print_for_parent();
         }
         Err(_) => {
             let test_db = TestDb::new().await;
-            let pools = pools(&test_db.url).await;
+            let pools = open_pools(&test_db.url, 2, POOL).await;
             tables(&pools[0]).await;
             race_both(&pools).await.assert_exactly_once(2 * KEYS, 1);
         }
@@ -205,11 +187,11 @@ async fn tuples_a_comma_join_would_confuse_are_two_keys_that_do_not_wait() {
         }
     });
     inside_rx.await.unwrap(); // ("a,b", "c") is locked now
-    let other = pairs::Entity::create_once_waiting(&db, second.clone(), Wait::No, || async {
-        Ok::<_, std::convert::Infallible>(())
-    })
-    .await
-    .expect("(\"a\", \"b,c\") is another lock: no LockBusy");
+    let other = pairs::Entity::once(second.clone(), ())
+        .wait(Wait::No)
+        .exec(&db)
+        .await
+        .expect("(\"a\", \"b,c\") is another lock: no LockBusy");
     assert!(other.is_created());
     go_tx.send(()).unwrap();
     assert!(holder.await.unwrap().unwrap().is_created());
@@ -239,11 +221,11 @@ async fn the_composite_lock_is_the_pinned_key() {
     acquire_advisory_lock(&holder, pinned, Wait::Forever)
         .await
         .unwrap();
-    let err = members::Entity::create_once_waiting(&db, key.clone(), Wait::No, || async {
-        Ok::<_, std::convert::Infallible>(member_row(&(7, String::new())))
-    })
-    .await
-    .expect_err("the pinned key is held");
+    let err = members::Entity::once(key.clone(), member_row(&(7, String::new())))
+        .wait(Wait::No)
+        .exec(&db)
+        .await
+        .expect_err("the pinned key is held");
     assert!(
         matches!(&err, Error::LockBusy { key, .. } if *key == pinned),
         "{err:?}"

@@ -24,8 +24,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{
-    Strategy, Tally, Workload, key_of, lock_is_free, new_pr, rows_for, run_gated, total_rows,
-    wait_at_gate, worker_process,
+    Strategy, Tally, Workload, key_of, lock_is_free, new_pr, open_pools, rows_for, run_gated,
+    total_rows, wait_at_gate, worker_process,
 };
 use entity::PullRequest;
 use sea_orm::{ConnectionTrait, DatabaseConnection, IsolationLevel, Statement, TransactionTrait};
@@ -41,25 +41,6 @@ const POOL: u32 = 8;
 /// lock (those of one pool take turns in the waiting room first).
 const POOLS: usize = 2;
 
-/// `POOLS` pools of `POOL` connections each to `url`, every connection already open, so that
-/// connecting does not stagger the callers of a race (which would let one pool's caller
-/// commit before the other pool's looks, and hide a missing lock).
-async fn pools(url: &str) -> Vec<DatabaseConnection> {
-    let mut pools = Vec::with_capacity(POOLS);
-    for _ in 0..POOLS {
-        let pool = test_support::connect(url, POOL).await;
-        let mut open = Vec::with_capacity(POOL as usize);
-        for _ in 0..POOL {
-            open.push(pool.begin().await.unwrap()); // each one holds a connection of its own
-        }
-        for txn in open {
-            txn.rollback().await.unwrap();
-        }
-        pools.push(pool);
-    }
-    pools
-}
-
 /// `TASKS` tasks over `POOLS` pools of `POOL` connections; every key in
 /// `first_key..first_key + KEYS` is requested by `CALLERS_PER_KEY` tasks that start together
 /// and walk the same keys in the same order, so the requests for a key arrive at once, and
@@ -73,7 +54,7 @@ const WORKLOAD: Workload = Workload {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn many_tasks_create_each_key_exactly_once() {
     let test_db = TestDb::new().await;
-    let pools = pools(&test_db.url).await;
+    let pools = open_pools(&test_db.url, POOLS, POOL).await;
     let db = &pools[0];
 
     let tally = WORKLOAD.race(&pools, Strategy::CreateOnce, 1).await;
@@ -87,7 +68,7 @@ async fn many_tasks_create_each_key_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn naive_find_then_insert_races_on_the_same_workload() {
     let test_db = TestDb::new().await;
-    let pools = pools(&test_db.url).await;
+    let pools = open_pools(&test_db.url, POOLS, POOL).await;
     let db = &pools[0];
 
     let tally = WORKLOAD.race(&pools, Strategy::Naive, 1).await;
@@ -119,7 +100,7 @@ async fn race_worker_process() {
             let first_key = std::env::var(WORKER_FIRST_KEY).unwrap().parse().unwrap();
             let strategy = std::env::var(WORKER_STRATEGY)
                 .map_or(Strategy::CreateOnce, |name| Strategy::from_name(&name));
-            let pools = pools(&url).await;
+            let pools = open_pools(&url, POOLS, POOL).await;
             // Wait at the parent's gate, so that all processes start together.
             wait_at_gate(&pools[0]).await;
             let tally = WORKLOAD.race(&pools, strategy, first_key).await;
@@ -127,7 +108,7 @@ async fn race_worker_process() {
         }
         Err(_) => {
             let test_db = TestDb::new().await;
-            let pools = pools(&test_db.url).await;
+            let pools = open_pools(&test_db.url, POOLS, POOL).await;
             let tally = WORKLOAD.race(&pools, Strategy::CreateOnce, 1_000).await;
             assert_eq!(tally.created, KEYS as usize);
             assert_eq!(tally.unique_violations + tally.other_errors, 0);
@@ -313,6 +294,32 @@ async fn own_transactions_are_read_committed_whatever_the_default() {
     );
 }
 
+/// The race of `many_tasks_create_each_key_exactly_once` on a database whose default is
+/// REPEATABLE READ: the crate's plain `BEGIN` would be REPEATABLE READ there, so every call
+/// must notice (in the statement that tries the lock) and begin again with READ COMMITTED set.
+/// Seen to fail both ways: with the fallback in `Call::begin_and_lock` (src/call.rs) removed,
+/// all 800 calls returned `UnsafeIsolation`; with the isolation check of the try statement
+/// (src/lock.rs) removed, so that calls went on under REPEATABLE READ, 25 contended callers
+/// looked with a snapshot older than the lock and collided on the unique constraint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_repeatable_read_default_still_creates_each_key_once() {
+    let test_db = TestDb::new().await;
+    let admin = test_db.connect(1).await;
+    admin
+        .execute_unprepared(&format!(
+            "ALTER DATABASE \"{}\" SET default_transaction_isolation = 'repeatable read'",
+            test_db.name
+        ))
+        .await
+        .unwrap();
+    let pools = open_pools(&test_db.url, POOLS, POOL).await; // new sessions pick the default up
+
+    let tally = WORKLOAD.race(&pools, Strategy::CreateOnce, 1).await;
+
+    assert_eq!(tally, WORKLOAD.exactly_once());
+    WORKLOAD.assert_one_row_per_key(&pools[0], 1).await;
+}
+
 #[tokio::test]
 async fn waiting_can_be_bounded_or_refused() {
     let test_db = TestDb::new().await;
@@ -326,11 +333,11 @@ async fn waiting_can_be_bounded_or_refused() {
 
     let timeout = Duration::from_millis(300);
     let started = Instant::now();
-    let err = PullRequest::create_once_waiting(&db, 40, Wait::Timeout(timeout), || async {
-        Ok::<_, std::convert::Infallible>(new_pr(40))
-    })
-    .await
-    .unwrap_err();
+    let err = PullRequest::once(40, new_pr(40))
+        .wait(Wait::Timeout(timeout))
+        .exec(&db)
+        .await
+        .unwrap_err();
     let waited = started.elapsed();
     assert!(
         matches!(err, Error::LockTimeout { key, timeout: Some(t), .. } if key == key_of(40) && t == timeout),
@@ -350,11 +357,11 @@ async fn waiting_can_be_bounded_or_refused() {
         "gave up after {waited:?}, before the {timeout:?} bound"
     );
 
-    let err = PullRequest::create_once_waiting(&db, 40, Wait::No, || async {
-        Ok::<_, std::convert::Infallible>(new_pr(40))
-    })
-    .await
-    .unwrap_err();
+    let err = PullRequest::once(40, new_pr(40))
+        .wait(Wait::No)
+        .exec(&db)
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, Error::LockBusy { key, .. } if key == key_of(40)),
         "{err:?}"
@@ -365,12 +372,12 @@ async fn waiting_can_be_bounded_or_refused() {
     assert_eq!(rows_for(&db, 40).await, 0);
     held.commit().await.unwrap();
     assert!(
-        PullRequest::create_once_waiting(&db, 40, Wait::No, || async {
-            Ok::<_, std::convert::Infallible>(new_pr(40))
-        })
-        .await
-        .unwrap()
-        .is_created()
+        PullRequest::once(40, new_pr(40))
+            .wait(Wait::No)
+            .exec(&db)
+            .await
+            .unwrap()
+            .is_created()
     );
 }
 
@@ -379,7 +386,7 @@ async fn make_data_runs_once_per_key_however_many_callers() {
     let test_db = TestDb::new().await;
     // Callers alternate between two pools, so they meet at the advisory lock, not only in
     // one pool's waiting room.
-    let pools = pools(&test_db.url).await;
+    let pools = open_pools(&test_db.url, POOLS, POOL).await;
     let db = &pools[0];
     let calls = Arc::new(AtomicUsize::new(0));
     let barrier = Arc::new(Barrier::new(16));

@@ -47,13 +47,10 @@ async fn call(db: &DatabaseConnection, form: u64, pr_id: i64) -> Result<bool, Er
         0 => PullRequest::create_once(db, pr_id, new_pr(pr_id)).await?,
         1 => PullRequest::create_once_with(db, pr_id, ready).await?,
         2 => {
-            PullRequest::create_once_waiting(
-                db,
-                pr_id,
-                Wait::Timeout(Duration::from_millis(15)),
-                ready,
-            )
-            .await?
+            PullRequest::once_with(pr_id, ready)
+                .wait(Wait::Timeout(Duration::from_millis(15)))
+                .exec(db)
+                .await?
         }
         _ => {
             let txn = db.begin().await?;

@@ -149,18 +149,18 @@ async fn cockroach_26_2_may_try_once_but_not_wait() {
         &fake_version("CockroachDB CCL v26.2.1 (x86_64-pc-linux-gnu, built 2026/06/01)"),
     )
     .await;
-    let outcome = PullRequest::create_once_waiting(&db, 2, Wait::No, || async {
-        Ok::<_, std::convert::Infallible>(new_pr(2))
-    })
-    .await
-    .unwrap();
+    let outcome = PullRequest::once(2, new_pr(2))
+        .wait(Wait::No)
+        .exec(&db)
+        .await
+        .unwrap();
     assert!(outcome.is_created());
     for wait in [Wait::Forever, Wait::Timeout(Duration::from_millis(100))] {
-        let err = PullRequest::create_once_waiting(&db, 3, wait, || async {
-            Ok::<_, std::convert::Infallible>(new_pr(3))
-        })
-        .await
-        .expect_err("waiting is refused");
+        let err = PullRequest::once(3, new_pr(3))
+            .wait(wait)
+            .exec(&db)
+            .await
+            .expect_err("waiting is refused");
         assert_eq!(refusal(err).0, ServerRefusal::SavepointKeepsLocks);
         let txn = db.begin().await.unwrap();
         let err = acquire_advisory_lock(&txn, LockKey::BigInt(3), wait)

@@ -1,7 +1,9 @@
 //! `examples/github_webhook.rs` over real HTTP: the example program is started on port 0 (it
 //! prints the address it got), and requests go to it over TCP. Two identical signed
 //! deliveries sent at once store one row (one 201, one 200), on SQLite and on PostgreSQL, and
-//! every error has its answer. Hostile clients (slow headers, idle keep-alive, slow bodies,
+//! every error has its answer. The events after `opened` (`edited`, `synchronize`, `closed`,
+//! `reopened`), delivered twice at once, in every order, sequentially and at once, leave the
+//! row at the newest event's state, each applied by one delivery at most. Hostile clients (slow headers, idle keep-alive, slow bodies,
 //! many held unsigned bodies) are shed without costing memory, while signed deliveries are
 //! still answered; a payload the schema cannot store is a 400 on every backend.
 //!
@@ -18,8 +20,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{TempDir, rows_for, total_rows};
+use entity::{PullRequest, pull_requests};
 use hmac::{Hmac, KeyInit, Mac};
-use sea_orm::{Database, DatabaseConnection};
+use sea_orm::prelude::DateTimeWithTimeZone;
+use sea_orm::{ColumnTrait, Database, DatabaseConnection, EntityTrait, QueryFilter};
 use sha2::Sha256;
 use test_support::TestDb;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -253,6 +257,7 @@ fn payload(action: &str, pr_id: i64) -> Vec<u8> {
             "number": 7,
             "title": "Fix the flaky webhook test",
             "state": "open",
+            "updated_at": "2026-11-26T10:00:00Z",
             "user": { "login": "mona", "id": 1 },
             "head": { "sha": "0123456789abcdef0123456789abcdef01234567", "ref": "fix" },
             "html_url": "https://github.com/octo-org/octo-repo/pull/7",
@@ -386,6 +391,13 @@ async fn each_error_has_its_answer_and_writes_nothing() {
                 .into_bytes(),
         ),
         (
+            "updated_at not a time",
+            String::from_utf8(payload("closed", 2))
+                .unwrap()
+                .replace("2026-11-26T10:00:00Z", "yesterday")
+                .into_bytes(),
+        ),
+        (
             "number 0",
             String::from_utf8(payload("opened", 3))
                 .unwrap()
@@ -403,9 +415,9 @@ async fn each_error_has_its_answer_and_writes_nothing() {
         .await;
     assert_eq!(status, 202, "ping");
     let (status, _) = receiver
-        .signed("pull_request", "d-4", &payload("closed", 4))
+        .signed("pull_request", "d-4", &payload("labeled", 4))
         .await;
-    assert_eq!(status, 202, "closed");
+    assert_eq!(status, 202, "labeled");
 
     // 413: a body declared too large is refused before it is read; a chunked body is cut off
     // once it passes the cap.
@@ -542,6 +554,340 @@ async fn a_nul_character_is_refused_on_postgres() {
     let dir = TempDir::new("webhook-nul-pg");
     let receiver = Receiver::start(&dir, &test_db.url).await;
     nul_characters_are_refused(&receiver, &test_db.connect(1).await).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The events that follow `opened`: each applied under the pull request's lock, only if newer
+
+/// The actions the receiver applies to a stored pull request.
+const UPDATES: [&str; 4] = ["edited", "synchronize", "closed", "reopened"];
+
+/// `updated_at` `t` seconds into the story, as GitHub writes it (whole seconds, UTC).
+fn at(t: u32) -> String {
+    format!("2026-11-26T10:00:{t:02}Z")
+}
+
+/// A signed-ready `pull_request` payload of `action` for `pr_id`, as GitHub sends it after the
+/// pull request changed at time `t`: `closed` closes it, every other action leaves it open, and
+/// the title and head SHA name `t`, so the stored row tells which event it came from.
+fn event(action: &str, pr_id: i64, t: u32) -> Vec<u8> {
+    let mut payload: serde_json::Value = serde_json::from_slice(&payload(action, pr_id)).unwrap();
+    let pr = &mut payload["pull_request"];
+    pr["updated_at"] = at(t).into();
+    pr["title"] = format!("As of t={t}").into();
+    pr["head"]["sha"] = format!("{t:040x}").into();
+    pr["state"] = if action == "closed" { "closed" } else { "open" }.into();
+    payload.to_string().into_bytes()
+}
+
+/// What the row of `event(action, _, t)` holds: state, title, head SHA, `updated_at`.
+fn state_of(action: &str, t: u32) -> (String, String, String, DateTimeWithTimeZone) {
+    let state = if action == "closed" { "closed" } else { "open" };
+    let updated_at = DateTimeWithTimeZone::parse_from_rfc3339(&at(t)).unwrap();
+    (
+        state.into(),
+        format!("As of t={t}"),
+        format!("{t:040x}"),
+        updated_at,
+    )
+}
+
+/// The stored row of `pr_id`, in the shape of [`state_of`].
+async fn stored(
+    db: &DatabaseConnection,
+    pr_id: i64,
+) -> (String, String, String, DateTimeWithTimeZone) {
+    let row = PullRequest::find()
+        .filter(pull_requests::Column::PrId.eq(pr_id))
+        .one(db)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("no row for pr_id {pr_id}"));
+    let updated_at = row
+        .updated_at
+        .unwrap_or_else(|| panic!("pr_id {pr_id}: no updated_at"));
+    (row.state, row.title, row.head_sha, updated_at)
+}
+
+/// The `"status"` of an answer's body.
+fn status_of(body: &str) -> String {
+    let body: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body:?}"));
+    body["status"].as_str().unwrap_or_default().to_owned()
+}
+
+/// A signed delivery of `event(action, pr_id, t)`, with a delivery id of its own.
+fn signed_event(receiver: &Receiver, action: &str, pr_id: i64, t: u32) -> Vec<u8> {
+    let delivery = format!("d-{pr_id}-{action}-{t}");
+    receiver.signed_delivery("pull_request", &delivery, &event(action, pr_id, t))
+}
+
+/// Each action delivered `COPIES` times at once, to a stored pull request (opened at t=1) and
+/// to one never seen: of the copies, exactly one writes (`updated`, or `created` with 201) and
+/// the others answer `unchanged`; the row is the event's. All the batches go at once.
+///
+/// Catches a check and a write that are not atomic. With the example's update made a find, the
+/// same comparison and an UPDATE, without the lock, copies read the same old row and 2 to 4 of
+/// the 4 answer `updated`, and copies for the unknown pull request collide on the unique
+/// constraint (500): this failed on both backends. Without the newer-than check, all 4 answer
+/// `updated`.
+async fn each_update_delivered_at_once_writes_once(receiver: &Receiver, db: &DatabaseConnection) {
+    const COPIES: usize = 4;
+    const STORED: i64 = 20_000;
+    const UNKNOWN: i64 = 21_000;
+    let mut requests = Vec::new();
+    let mut expected = Vec::new();
+    for (i, action) in UPDATES.into_iter().enumerate() {
+        let stored_pr = STORED + i as i64;
+        let (status, answer) = receiver
+            .send(signed_event(receiver, "opened", stored_pr, 1))
+            .await;
+        assert_eq!(status, 201, "{answer}");
+        for (pr_id, writes_as) in [(stored_pr, "updated"), (UNKNOWN + i as i64, "created")] {
+            let request = signed_event(receiver, action, pr_id, 2);
+            requests.extend(std::iter::repeat_n(request, COPIES));
+            expected.push((action, pr_id, writes_as));
+        }
+    }
+    let answers = receiver.send_at_once(requests).await;
+    for ((action, pr_id, writes_as), copies) in expected.into_iter().zip(answers.chunks(COPIES)) {
+        let statuses: Vec<String> = copies.iter().map(|(_, body)| status_of(body)).collect();
+        let writes = statuses.iter().filter(|s| *s == writes_as).count();
+        let unchanged = statuses.iter().filter(|s| *s == "unchanged").count();
+        assert_eq!(
+            (writes, unchanged),
+            (1, COPIES - 1),
+            "{action} to {pr_id}: {copies:?}"
+        );
+        let codes: Vec<u16> = copies.iter().map(|(code, _)| *code).collect();
+        let created = codes.iter().filter(|code| **code == 201).count();
+        assert_eq!(
+            created,
+            usize::from(writes_as == "created"),
+            "{action}: {codes:?}"
+        );
+        assert!(
+            codes.iter().all(|code| matches!(code, 200 | 201)),
+            "{codes:?}"
+        );
+        assert_eq!(rows_for(db, pr_id).await, 1, "{action} to {pr_id}");
+        assert_eq!(
+            stored(db, pr_id).await,
+            state_of(action, 2),
+            "{action} to {pr_id}"
+        );
+    }
+}
+
+/// `opened` (t=1), `edited` (t=2), `closed` (t=3) and `reopened` (t=4), delivered in each of
+/// their 24 orders, one pull request per order.
+///
+/// One by one: whichever arrives first creates the row (201, even `closed`); a later
+/// `opened` is a `duplicate`; any other event answers `updated` exactly when it is newer than
+/// every event before it, else `unchanged`. At once (each event twice, all orders together):
+/// one 201 per pull request, no error, no event applied by both its copies. Either way the row
+/// ends as `reopened` at t=4 left it.
+///
+/// Catches a receiver that applies events in arrival order: without the newer-than check,
+/// `closed` (t=3) delivered after `reopened` (t=4) answers `updated` and the row ends closed.
+/// Without the lock (see [`each_update_delivered_at_once_writes_once`]) the part at once
+/// fails: both copies of an event answer `updated`, or 500s on SQLite.
+async fn late_older_events_never_overwrite_newer_ones(
+    receiver: &Receiver,
+    db: &DatabaseConnection,
+) {
+    const STORY: [(&str, u32); 4] = [("opened", 1), ("edited", 2), ("closed", 3), ("reopened", 4)];
+    let newest = state_of("reopened", 4);
+    let orders = permutations(&STORY);
+    assert_eq!(orders.len(), 24);
+
+    for (n, order) in orders.iter().enumerate() {
+        let pr_id = 30_000 + n as i64;
+        let mut newest_so_far = 0;
+        for (i, &(action, t)) in order.iter().enumerate() {
+            let (code, body) = receiver
+                .send(signed_event(receiver, action, pr_id, t))
+                .await;
+            let expected = match (i, action) {
+                (0, _) => (201, "created"),
+                (_, "opened") => (200, "duplicate"),
+                _ if t > newest_so_far => (200, "updated"),
+                _ => (200, "unchanged"),
+            };
+            newest_so_far = newest_so_far.max(t);
+            assert_eq!(
+                (code, status_of(&body).as_str()),
+                expected,
+                "{order:?}, {action}: {body}"
+            );
+        }
+        assert_eq!(stored(db, pr_id).await, newest, "one by one, {order:?}");
+    }
+
+    let mut requests = Vec::new();
+    for (n, order) in orders.iter().enumerate() {
+        let pr_id = 31_000 + n as i64;
+        for &(action, t) in order {
+            let request = signed_event(receiver, action, pr_id, t);
+            requests.extend([request.clone(), request]);
+        }
+    }
+    let answers = receiver.send_at_once(requests).await;
+    for (n, (order, answers)) in orders.iter().zip(answers.chunks(8)).enumerate() {
+        let pr_id = 31_000 + n as i64;
+        let codes: Vec<u16> = answers.iter().map(|(code, _)| *code).collect();
+        assert!(
+            codes.iter().all(|code| matches!(code, 200 | 201)),
+            "{order:?}: {answers:?}"
+        );
+        assert_eq!(
+            codes.iter().filter(|code| **code == 201).count(),
+            1,
+            "{order:?}: {answers:?}"
+        );
+        for copies in answers.chunks(2) {
+            let wrote = copies
+                .iter()
+                .filter(|(_, body)| matches!(status_of(body).as_str(), "created" | "updated"))
+                .count();
+            assert!(wrote <= 1, "one event applied twice, {order:?}: {copies:?}");
+        }
+        assert_eq!(rows_for(db, pr_id).await, 1);
+        assert_eq!(stored(db, pr_id).await, newest, "at once, {order:?}");
+    }
+}
+
+/// Every order of `items`.
+fn permutations<T: Copy>(items: &[T]) -> Vec<Vec<T>> {
+    if items.len() <= 1 {
+        return vec![items.to_vec()];
+    }
+    let mut all = Vec::new();
+    for i in 0..items.len() {
+        let mut rest = items.to_vec();
+        let first = rest.remove(i);
+        for mut tail in permutations(&rest) {
+            tail.insert(0, first);
+            all.push(tail);
+        }
+    }
+    all
+}
+
+/// Two different events of the same second (`edited` and `closed`, both at t=5, after `opened`
+/// at t=1), in both orders, one by one and at once: every pull request ends the same (the
+/// receiver's tie-break: the larger payload, here the open one), and a redelivery of either
+/// event afterwards changes nothing.
+///
+/// Catches a tie decided by arrival order (a `>=` check keeps the last one delivered, a `>`
+/// check the first one), which leaves these rows different from one another: with `>` on
+/// `updated_at` alone, the pull request that got `closed` first ends closed, the others open.
+async fn events_of_one_second_settle_alike_in_any_order(
+    receiver: &Receiver,
+    db: &DatabaseConnection,
+) {
+    const FIRST: i64 = 40_000;
+    const PRS: i64 = 8;
+    for pr_id in FIRST..FIRST + PRS {
+        let (status, answer) = receiver
+            .send(signed_event(receiver, "opened", pr_id, 1))
+            .await;
+        assert_eq!(status, 201, "{answer}");
+    }
+    let edited = |pr_id| signed_event(receiver, "edited", pr_id, 5);
+    let closed = |pr_id| signed_event(receiver, "closed", pr_id, 5);
+    // One by one, edited first and closed first.
+    for (pr_id, order) in [
+        (FIRST, ["edited", "closed"]),
+        (FIRST + 1, ["closed", "edited"]),
+    ] {
+        for action in order {
+            let (status, answer) = receiver
+                .send(signed_event(receiver, action, pr_id, 5))
+                .await;
+            assert_eq!(status, 200, "{answer}");
+        }
+    }
+    // At once, in both orders.
+    let mut requests = Vec::new();
+    for pr_id in FIRST + 2..FIRST + PRS {
+        if pr_id % 2 == 0 {
+            requests.extend([edited(pr_id), closed(pr_id)]);
+        } else {
+            requests.extend([closed(pr_id), edited(pr_id)]);
+        }
+    }
+    for (status, answer) in receiver.send_at_once(requests).await {
+        assert_eq!(status, 200, "{answer}");
+    }
+    for pr_id in FIRST..FIRST + PRS {
+        assert_eq!(
+            stored(db, pr_id).await,
+            state_of("edited", 5),
+            "pr_id {pr_id}"
+        );
+        for redelivery in [edited(pr_id), closed(pr_id)] {
+            let (status, answer) = receiver.send(redelivery).await;
+            assert_eq!(
+                (status, status_of(&answer).as_str()),
+                (200, "unchanged"),
+                "{answer}"
+            );
+        }
+        assert_eq!(
+            stored(db, pr_id).await,
+            state_of("edited", 5),
+            "pr_id {pr_id}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn each_update_delivered_at_once_writes_once_on_sqlite() {
+    let dir = TempDir::new("webhook-updates-once-sqlite");
+    let url = dir.sqlite_url("updates.db");
+    let receiver = Receiver::start(&dir, &url).await;
+    each_update_delivered_at_once_writes_once(&receiver, &sqlite(&url).await).await;
+}
+
+#[tokio::test]
+async fn each_update_delivered_at_once_writes_once_on_postgres() {
+    let test_db = TestDb::new().await;
+    let dir = TempDir::new("webhook-updates-once-pg");
+    let receiver = Receiver::start(&dir, &test_db.url).await;
+    each_update_delivered_at_once_writes_once(&receiver, &test_db.connect(1).await).await;
+}
+
+#[tokio::test]
+async fn late_older_events_never_overwrite_newer_ones_on_sqlite() {
+    let dir = TempDir::new("webhook-updates-order-sqlite");
+    let url = dir.sqlite_url("order.db");
+    let receiver = Receiver::start(&dir, &url).await;
+    late_older_events_never_overwrite_newer_ones(&receiver, &sqlite(&url).await).await;
+}
+
+#[tokio::test]
+async fn late_older_events_never_overwrite_newer_ones_on_postgres() {
+    let test_db = TestDb::new().await;
+    let dir = TempDir::new("webhook-updates-order-pg");
+    let receiver = Receiver::start(&dir, &test_db.url).await;
+    late_older_events_never_overwrite_newer_ones(&receiver, &test_db.connect(1).await).await;
+}
+
+#[tokio::test]
+async fn events_of_one_second_settle_alike_in_any_order_on_sqlite() {
+    let dir = TempDir::new("webhook-updates-tie-sqlite");
+    let url = dir.sqlite_url("tie.db");
+    let receiver = Receiver::start(&dir, &url).await;
+    events_of_one_second_settle_alike_in_any_order(&receiver, &sqlite(&url).await).await;
+}
+
+#[tokio::test]
+async fn events_of_one_second_settle_alike_in_any_order_on_postgres() {
+    let test_db = TestDb::new().await;
+    let dir = TempDir::new("webhook-updates-tie-pg");
+    let receiver = Receiver::start(&dir, &test_db.url).await;
+    events_of_one_second_settle_alike_in_any_order(&receiver, &test_db.connect(1).await).await;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -167,19 +167,19 @@ async fn bounded_waits_keep_their_meaning_behind_a_waiting_caller() {
     });
     until_someone_waits(&observer, key_of(HOT)).await;
 
-    let busy = PullRequest::create_once_waiting(&db, HOT, Wait::No, || async {
-        Ok::<_, std::convert::Infallible>(new_pr(HOT))
-    })
-    .await
-    .unwrap_err();
+    let busy = PullRequest::once(HOT, new_pr(HOT))
+        .wait(Wait::No)
+        .exec(&db)
+        .await
+        .unwrap_err();
     assert!(matches!(busy, Error::LockBusy { .. }), "{busy:?}");
 
     let bound = Duration::from_millis(200);
-    let timed_out = PullRequest::create_once_waiting(&db, HOT, Wait::Timeout(bound), || async {
-        Ok::<_, std::convert::Infallible>(new_pr(HOT))
-    })
-    .await
-    .unwrap_err();
+    let timed_out = PullRequest::once(HOT, new_pr(HOT))
+        .wait(Wait::Timeout(bound))
+        .exec(&db)
+        .await
+        .unwrap_err();
     assert!(
         matches!(timed_out, Error::LockTimeout { timeout: Some(t), .. } if t == bound),
         "{timed_out:?}"
@@ -187,11 +187,11 @@ async fn bounded_waits_keep_their_meaning_behind_a_waiting_caller() {
 
     held.commit().await.unwrap();
     assert!(patient.await.unwrap().unwrap().is_created());
-    let again = PullRequest::create_once_waiting(&db, HOT, Wait::No, || async {
-        Ok::<_, std::convert::Infallible>(new_pr(HOT))
-    })
-    .await
-    .unwrap();
+    let again = PullRequest::once(HOT, new_pr(HOT))
+        .wait(Wait::No)
+        .exec(&db)
+        .await
+        .unwrap();
     assert!(matches!(again, Outcome::Existing(_)), "{again:?}");
     assert_eq!(rows_for(&db, HOT).await, 1);
 }

@@ -21,7 +21,7 @@ struct SeedPullRequest;
 
 impl MigrationName for SeedPullRequest {
     fn name(&self) -> &str {
-        "m20261126_000002_seed_pull_request"
+        "m20261126_000099_seed_pull_request"
     }
 }
 

@@ -119,11 +119,11 @@ async fn equal_keys_of_two_schemas_do_not_wait_for_each_other() {
         }
     });
     inside_rx.await.unwrap(); // app.events 42 is locked now
-    let audit = audit_events::Entity::create_once_waiting(&db, 42, Wait::No, || async {
-        Ok::<_, std::convert::Infallible>(body(42))
-    })
-    .await
-    .expect("audit.events 42 is another lock");
+    let audit = audit_events::Entity::once(42, body(42))
+        .wait(Wait::No)
+        .exec(&db)
+        .await
+        .expect("audit.events 42 is another lock");
     assert!(audit.is_created());
     go_tx.send(()).unwrap();
     assert!(app.await.unwrap().unwrap().is_created());

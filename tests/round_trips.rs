@@ -1,5 +1,8 @@
-//! The statements `create_once` sends, read from SeaORM's `MockDatabase` transaction log. This
-//! is the hot path of every webhook: each statement is a round trip to the server.
+//! What each path of a call costs. On a real PostgreSQL server, round trips counted on the
+//! wire (`tests/common/wire.rs`): a relay between a pool of one and the server counts how often
+//! the client speaks after the server answered. On SQLite (no wire), the statements SeaORM
+//! reports to its metric callback. And, from SeaORM's `MockDatabase` transaction log, the SQL
+//! of the common paths. This is the hot path of every webhook.
 //!
 //! (Mock results only script the answers; concurrency is proven against a real server in
 //! `create_once.rs`.)
@@ -9,11 +12,184 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::future::Future;
 
-use common::new_pr;
+use common::versions::{self, documents, edit, newer_only};
+use common::wire::RoundTrips;
+use common::{new_pr, until_someone_waits};
 use entity::{PullRequest, pull_requests};
-use sea_orm::{DatabaseBackend, MockDatabase, Transaction, Value};
-use sea_orm_idempotent::IdempotentCreate;
+use sea_orm::{
+    ConnectionTrait, DatabaseBackend, MockDatabase, Transaction, TransactionTrait, Value,
+};
+use sea_orm_idempotent::{
+    IdempotentCreate, LockKey, MISSES_BEFORE_SKIPPING, Wait, acquire_advisory_lock,
+};
+use test_support::TestDb;
+
+/// A table of keyed rows whose entity looks first as `$look` says.
+macro_rules! keyed_rows {
+    ($module:ident, $table:literal, $look:ident) => {
+        #[allow(unreachable_pub)]
+        mod $module {
+            use sea_orm::ActiveValue::Set;
+            use sea_orm::entity::prelude::*;
+
+            #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+            #[sea_orm(table_name = $table)]
+            pub struct Model {
+                #[sea_orm(primary_key)]
+                pub id: i64,
+                #[sea_orm(unique)]
+                pub k: i64,
+                pub v: String,
+            }
+
+            #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+            pub enum Relation {}
+
+            impl ActiveModelBehavior for ActiveModel {}
+
+            impl sea_orm_idempotent::IdempotentCreate for Entity {
+                type Key = i64;
+                type Data = String;
+
+                fn key_column() -> Column {
+                    Column::K
+                }
+
+                fn new_active_model(_: &i64, v: String) -> ActiveModel {
+                    ActiveModel {
+                        v: Set(v),
+                        ..Default::default()
+                    }
+                }
+
+                fn look_first() -> sea_orm_idempotent::LookFirst {
+                    sea_orm_idempotent::LookFirst::$look
+                }
+            }
+        }
+    };
+}
+
+keyed_rows!(always_looks, "always_looks", Always);
+keyed_rows!(never_looks, "never_looks", Never);
+// Its own adaptive memory: crc32("adaptive_looks"), crc32("adaptive_looks_sqlite") and
+// crc32("pull_requests") fall in different slots (src/look.rs), so the mock tests below, on
+// `pull_requests`, still look.
+keyed_rows!(adaptive_looks, "adaptive_looks", Adaptive);
+// The SQLite test's, in yet another slot: the two tests run at once.
+keyed_rows!(adaptive_looks_sqlite, "adaptive_looks_sqlite", Adaptive);
+
+const POSTGRES_TABLES: &str = "
+    CREATE TABLE always_looks (id bigserial PRIMARY KEY, k bigint NOT NULL UNIQUE, v text NOT NULL);
+    CREATE TABLE never_looks (id bigserial PRIMARY KEY, k bigint NOT NULL UNIQUE, v text NOT NULL);
+    CREATE TABLE adaptive_looks (id bigserial PRIMARY KEY, k bigint NOT NULL UNIQUE,
+        v text NOT NULL);";
+
+const SQLITE_TABLES: &str = "
+    CREATE TABLE always_looks (id INTEGER PRIMARY KEY AUTOINCREMENT, k INTEGER NOT NULL UNIQUE,
+        v TEXT NOT NULL);
+    CREATE TABLE never_looks (id INTEGER PRIMARY KEY AUTOINCREMENT, k INTEGER NOT NULL UNIQUE,
+        v TEXT NOT NULL);
+    CREATE TABLE adaptive_looks_sqlite (id INTEGER PRIMARY KEY AUTOINCREMENT,
+        k INTEGER NOT NULL UNIQUE, v TEXT NOT NULL);";
+
+/// What `call` cost on the wire, after `warm_up` (the same path once on other keys, so that
+/// sqlx's per-connection statement preparation, a round trip of its own the first time a
+/// statement's text is used, is not counted).
+async fn trips<W: Future, C: Future>(wire: &RoundTrips, warm_up: W, call: C) -> usize {
+    warm_up.await;
+    wire.take();
+    call.await;
+    wire.take()
+}
+
+/// Every path of a call on PostgreSQL, counted on the wire, one call at a time over a pool of
+/// one connection. Data in hand unless said.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_path_costs_its_round_trips_on_postgres() {
+    let test_db = TestDb::new().await;
+    let direct = test_db.connect(2).await;
+    direct.execute_unprepared(POSTGRES_TABLES).await.unwrap();
+    direct
+        .execute_unprepared(versions::POSTGRES_TABLES)
+        .await
+        .unwrap();
+    let wire = RoundTrips::start(&test_db.url).await;
+    let db = test_support::connect(&wire.url, 1).await;
+    let always = |k: i64| always_looks::Entity::create_once(&db, k, "v".to_owned());
+    let never = |k: i64| never_looks::Entity::create_once(&db, k, "v".to_owned());
+
+    // A redelivery of a stored row: the look, and nothing else.
+    assert_eq!(trips(&wire, always(1), always(1)).await, 1);
+    // A new key: the look, BEGIN, the try-lock (with the isolation and server checks), the
+    // guarded insert returning the row, COMMIT.
+    assert_eq!(trips(&wire, always(2), always(3)).await, 5);
+    // Without the look: BEGIN, try-lock, insert, COMMIT.
+    assert_eq!(trips(&wire, never(1), never(2)).await, 4);
+    // A redelivery without the look: BEGIN, try-lock, the guarded insert (which finds the
+    // row and returns nothing), the read of the row, COMMIT.
+    assert_eq!(trips(&wire, never(1), never(2)).await, 5);
+    // make_data: the look, BEGIN, try-lock, the look under the lock, insert, COMMIT.
+    let made = |k: i64| {
+        always_looks::Entity::create_once_with(&db, k, || async {
+            Ok::<_, std::convert::Infallible>("made".to_owned())
+        })
+    };
+    assert_eq!(trips(&wire, made(4), made(5)).await, 6);
+
+    // Adaptive (the default): a run of new keys stops the look after a few misses ...
+    let adaptive = |k: i64| adaptive_looks::Entity::create_once(&db, k, "v".to_owned());
+    for k in 1..=i64::from(MISSES_BEFORE_SKIPPING) {
+        assert!(adaptive(k).await.unwrap().is_created());
+    }
+    assert_eq!(trips(&wire, adaptive(100), adaptive(101)).await, 4);
+    // ... a redelivery found under the lock turns it back on (BEGIN, try-lock, the guarded
+    // insert, the read of the row, COMMIT) ...
+    assert_eq!(trips(&wire, async {}, adaptive(101)).await, 5);
+    // ... and the next redelivery is the look alone.
+    assert_eq!(trips(&wire, async {}, adaptive(101)).await, 1);
+
+    // The update form: no look before the lock. BEGIN, try-lock, the look under the lock,
+    // then the insert, the update, or nothing, then COMMIT.
+    let upsert = |owner: i64, version: i32| {
+        documents::Entity::once((owner, "a.md".to_owned()), edit(version))
+            .update(newer_only)
+            .exec(&db)
+    };
+    assert_eq!(trips(&wire, upsert(1, 1), upsert(2, 1)).await, 5); // created
+    assert_eq!(trips(&wire, upsert(1, 2), upsert(2, 2)).await, 5); // updated
+    assert_eq!(trips(&wire, upsert(1, 2), upsert(2, 2)).await, 4); // unchanged
+
+    // In a caller's transaction: SAVEPOINT, try-lock, insert, RELEASE (BEGIN and COMMIT are
+    // the caller's).
+    let txn = db.begin().await.unwrap();
+    let in_txn = |k: i64| always_looks::Entity::create_once(&txn, k, "v".to_owned());
+    assert_eq!(trips(&wire, in_txn(6), in_txn(7)).await, 4);
+    txn.commit().await.unwrap();
+
+    // A contended wait (the key held elsewhere, released while the call waits): the look,
+    // BEGIN, the try-lock (busy), the wait's preparation, the wait, its outcome, insert,
+    // COMMIT.
+    let contended = |k: i64| {
+        let (db, direct) = (db.clone(), direct.clone());
+        async move {
+            let key = LockKey::for_entity("always_looks", &k);
+            let held = direct.begin().await.unwrap();
+            acquire_advisory_lock(&held, key, Wait::Forever)
+                .await
+                .unwrap();
+            let waiter = tokio::spawn(async move {
+                always_looks::Entity::create_once(&db, k, "v".to_owned()).await
+            });
+            until_someone_waits(&direct, key).await;
+            held.commit().await.unwrap();
+            assert!(waiter.await.unwrap().unwrap().is_created());
+        }
+    };
+    assert_eq!(trips(&wire, contended(8), contended(9)).await, 8);
+}
 
 fn stored(pr_id: i64) -> pull_requests::Model {
     let data = new_pr(pr_id);
@@ -28,6 +204,7 @@ fn stored(pr_id: i64) -> pull_requests::Model {
         head_sha: data.head_sha,
         first_delivery_id: data.delivery_id,
         created_at: "2026-11-26T00:00:00Z".parse().unwrap(),
+        updated_at: None,
     }
 }
 
@@ -113,4 +290,85 @@ async fn data_is_bound_not_formatted() {
     for sql in statements(&db.into_transaction_log()) {
         assert!(!sql.contains("DROP TABLE"), "{sql}");
     }
+}
+
+/// The statements SeaORM reports for `call`, after `warm_up`, on a SQLite connection whose
+/// metric callback appends to `log`.
+async fn statements_of<W: Future, C: Future>(
+    log: &std::sync::Mutex<Vec<String>>,
+    warm_up: W,
+    call: C,
+) -> Vec<String> {
+    warm_up.await;
+    log.lock().unwrap().clear();
+    call.await;
+    std::mem::take(&mut *log.lock().unwrap())
+}
+
+/// Every path of a call on SQLite (a file database), as the statements SeaORM reports to its
+/// metric callback: no wire to count, each statement is a call into SQLite. (SeaORM does not
+/// report BEGIN and COMMIT there; each transaction has one of each.) The lock is the IMMEDIATE
+/// begin itself: no statement of its own.
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn every_path_costs_its_statements_on_sqlite() {
+    let dir = common::TempDir::new("round-trips-sqlite");
+    let mut db = test_support::connect(&dir.sqlite_url("trips.db"), 1).await;
+    db.execute_unprepared(SQLITE_TABLES).await.unwrap();
+    db.execute_unprepared(versions::SQLITE_TABLES)
+        .await
+        .unwrap();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    db.set_metric_callback({
+        let log = log.clone();
+        move |info| {
+            let verb = info.statement.sql.split_whitespace().next().unwrap_or("");
+            log.lock().unwrap().push(verb.to_owned());
+        }
+    });
+    let db = &db;
+    let always = |k: i64| always_looks::Entity::create_once(db, k, "v".to_owned());
+    let never = |k: i64| never_looks::Entity::create_once(db, k, "v".to_owned());
+
+    assert_eq!(statements_of(&log, always(1), always(1)).await, ["SELECT"]);
+    assert_eq!(
+        statements_of(&log, always(2), always(3)).await,
+        ["SELECT", "INSERT"]
+    );
+    assert_eq!(statements_of(&log, never(1), never(2)).await, ["INSERT"]);
+    assert_eq!(
+        statements_of(&log, never(1), never(2)).await,
+        ["INSERT", "SELECT"]
+    );
+    // Adaptive looks on SQLite even after a run of new keys: a look is no round trip there.
+    let adaptive = |k: i64| adaptive_looks_sqlite::Entity::create_once(db, k, "v".to_owned());
+    for k in 1..=i64::from(MISSES_BEFORE_SKIPPING) + 1 {
+        adaptive(k).await.unwrap();
+    }
+    assert_eq!(
+        statements_of(&log, async {}, adaptive(100)).await,
+        ["SELECT", "INSERT"]
+    );
+    let upsert = |owner: i64, version: i32| {
+        documents::Entity::once((owner, "a.md".to_owned()), edit(version))
+            .update(newer_only)
+            .exec(db)
+    };
+    assert_eq!(
+        statements_of(&log, upsert(1, 1), upsert(2, 1)).await,
+        ["SELECT", "INSERT"]
+    );
+    assert_eq!(
+        statements_of(&log, upsert(1, 2), upsert(2, 2)).await,
+        ["SELECT", "UPDATE"]
+    );
+    assert_eq!(
+        statements_of(&log, upsert(1, 2), upsert(2, 2)).await,
+        ["SELECT"]
+    );
+    let txn = db.begin().await.unwrap();
+    let in_txn = |k: i64| always_looks::Entity::create_once(&txn, k, "v".to_owned());
+    // The crate's SAVEPOINT and RELEASE around it are not reported either (sent unprepared).
+    assert_eq!(statements_of(&log, in_txn(6), in_txn(7)).await, ["INSERT"]);
+    txn.commit().await.unwrap();
 }

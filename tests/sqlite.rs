@@ -308,11 +308,11 @@ async fn per_call_waits_are_refused_not_silently_changed() {
     let dir = TempDir::new("sqlite-waits");
     let db = migrated(&dir.sqlite_url("waits.db"), SqliteJournalMode::Wal).await;
     for wait in [Wait::No, Wait::Timeout(Duration::from_millis(50))] {
-        let err = PullRequest::create_once_waiting(&db, 1, wait, || async {
-            Ok::<_, std::convert::Infallible>(new_pr(1))
-        })
-        .await
-        .expect_err("refused");
+        let err = PullRequest::once(1, new_pr(1))
+            .wait(wait)
+            .exec(&db)
+            .await
+            .expect_err("refused");
         assert!(
             matches!(
                 err,

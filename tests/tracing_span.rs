@@ -178,10 +178,9 @@ async fn keys_kept_out_of_logs_appear_in_no_span_field_and_no_error() {
     )
     .await
     .unwrap();
-    let err =
-        subscribers::Entity::create_once_waiting(&db, missing.to_owned(), Wait::No, || async {
-            Ok::<_, std::convert::Infallible>(Default::default())
-        })
+    let err = subscribers::Entity::once(missing.to_owned(), Default::default())
+        .wait(Wait::No)
+        .exec(&db)
         .await
         .expect_err("held");
     assert!(matches!(err, Error::LockBusy { .. }), "{err:?}");

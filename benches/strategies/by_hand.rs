@@ -14,10 +14,7 @@ use sea_orm_idempotent::Outcome;
 /// Any error of the hand-written path.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-const FIND: &str = r#"SELECT "pull_requests"."id", "pull_requests"."pr_id", "pull_requests"."repository", "pull_requests"."number", "pull_requests"."title", "pull_requests"."author", "pull_requests"."state", "pull_requests"."head_sha", "pull_requests"."first_delivery_id", "pull_requests"."created_at" FROM "pull_requests" WHERE "pull_requests"."pr_id" = $1 LIMIT $2"#;
-
-/// What SeaORM's `begin_with_config(Some(ReadCommitted), None)` sends after `BEGIN`.
-const READ_COMMITTED: &str = "SET TRANSACTION ISOLATION LEVEL READ COMMITTED";
+const FIND: &str = r#"SELECT "pull_requests"."id", "pull_requests"."pr_id", "pull_requests"."repository", "pull_requests"."number", "pull_requests"."title", "pull_requests"."author", "pull_requests"."state", "pull_requests"."head_sha", "pull_requests"."first_delivery_id", "pull_requests"."created_at", "pull_requests"."updated_at" FROM "pull_requests" WHERE "pull_requests"."pr_id" = $1 LIMIT $2"#;
 
 /// The isolation check, a try-lock and which server answers, in one statement (uncontended:
 /// the only lock round trip).
@@ -33,7 +30,7 @@ const WAIT_LOCK: &str = "DO $wait$ BEGIN PERFORM set_config('sea_orm_idempotent.
 /// What the wait recorded (`''`: granted); `statement_timeout` off again for another slice.
 const WAIT_OUTCOME: &str = "SELECT current_setting('sea_orm_idempotent.missed') AS missed, set_config('statement_timeout', CASE WHEN $1 AND current_setting('sea_orm_idempotent.missed') = '55P03' THEN '0' ELSE current_setting('sea_orm_idempotent.statement_timeout') END, true)";
 
-const INSERT_UNLESS_EXISTS: &str = r#"INSERT INTO "pull_requests" ("pr_id", "repository", "number", "title", "author", "state", "head_sha", "first_delivery_id") SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE NOT EXISTS(SELECT 1 FROM "pull_requests" WHERE "pull_requests"."pr_id" = $9) RETURNING "id", "pr_id", "repository", "number", "title", "author", "state", "head_sha", "first_delivery_id", "created_at""#;
+const INSERT_UNLESS_EXISTS: &str = r#"INSERT INTO "pull_requests" ("pr_id", "repository", "number", "title", "author", "state", "head_sha", "first_delivery_id", "updated_at") SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 WHERE NOT EXISTS(SELECT 1 FROM "pull_requests" WHERE "pull_requests"."pr_id" = $10) RETURNING "id", "pr_id", "repository", "number", "title", "author", "state", "head_sha", "first_delivery_id", "created_at", "updated_at""#;
 
 pub(crate) async fn create_once(
     pool: &PgPool,
@@ -48,8 +45,8 @@ pub(crate) async fn create_once(
     if let Some(row) = found {
         return Ok(Outcome::Existing(model(&row)?));
     }
+    // A plain BEGIN, as the crate's: the try-lock statement checks the isolation level.
     let mut txn = pool.begin().await?;
-    sqlx::query(READ_COMMITTED).execute(&mut *txn).await?;
     match lock_then_insert(&mut txn, key, data).await {
         Ok(outcome) => {
             txn.commit().await?;
@@ -110,6 +107,7 @@ async fn lock_then_insert(
         .bind(data.state)
         .bind(data.head_sha)
         .bind(data.delivery_id)
+        .bind(data.updated_at)
         .bind(key)
         .fetch_optional(&mut **txn)
         .await?;
@@ -140,5 +138,6 @@ fn model(row: &PgRow) -> Result<pull_requests::Model, sqlx::Error> {
         head_sha: row.try_get("head_sha")?,
         first_delivery_id: row.try_get("first_delivery_id")?,
         created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
     })
 }

@@ -1,6 +1,7 @@
 //! How a pull request is created exactly once: keyed by GitHub's global pull-request id.
 
 use sea_orm::ActiveValue::{NotSet, Set};
+use sea_orm::prelude::DateTimeWithTimeZone;
 use sea_orm_idempotent::IdempotentCreate;
 
 use crate::pull_requests::{ActiveModel, Column, Entity};
@@ -23,6 +24,9 @@ pub struct NewPullRequest {
     pub head_sha: String,
     /// The `X-GitHub-Delivery` header of the delivery that creates the row.
     pub delivery_id: String,
+    /// GitHub's `updated_at` of the pull request as of this data, if known (`None` is stored
+    /// as NULL: older than any known time).
+    pub updated_at: Option<DateTimeWithTimeZone>,
 }
 
 impl IdempotentCreate for Entity {
@@ -45,6 +49,7 @@ impl IdempotentCreate for Entity {
             head_sha: Set(data.head_sha),
             first_delivery_id: Set(data.delivery_id),
             created_at: NotSet,
+            updated_at: Set(data.updated_at),
         }
     }
 }

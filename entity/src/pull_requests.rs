@@ -18,6 +18,7 @@ pub struct Model {
     pub head_sha: String,
     pub first_delivery_id: String,
     pub created_at: DateTimeWithTimeZone,
+    pub updated_at: Option<DateTimeWithTimeZone>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

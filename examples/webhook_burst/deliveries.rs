@@ -76,6 +76,7 @@ fn payload(seed: u64, pr_id: i64) -> NewPullRequest {
         state: "open".into(),
         head_sha,
         delivery_id: String::new(),
+        updated_at: None,
     }
 }
 

@@ -13,5 +13,6 @@ pub fn new_pr(pr_id: i64) -> NewPullRequest {
         state: "open".into(),
         head_sha: format!("{pr_id:040x}"),
         delivery_id: format!("delivery-{pr_id}"),
+        updated_at: None,
     }
 }

@@ -6,8 +6,12 @@
 //! - `workers`: the same workload in worker processes (this test binary, re-run);
 //! - `gate`: the start gate that releases worker processes together (PostgreSQL);
 //! - `locks`: advisory-lock probes of `pg_locks` (PostgreSQL);
+//! - `pools`: the pools a race runs over, connections open;
 //! - `composite`: entities with composite natural keys and their race (used by path,
-//!   `common::composite::...`, as its names are those of its entities).
+//!   `common::composite::...`, as its names are those of its entities);
+//! - `versions`: the update form's entities, its race of out-of-order versions and its
+//!   checks (used by path, `common::versions::...`);
+//! - `wire`: round trips counted on the wire, by a relay in front of PostgreSQL.
 //!
 //! The sample pull request, the naive find-then-insert, the pool builder and temp dirs live in
 //! `test_support` (the benchmark and the demo use them too) and are re-exported here.
@@ -18,8 +22,11 @@
 pub(crate) mod composite;
 mod gate;
 mod locks;
+mod pools;
 mod race;
 mod rows;
+pub(crate) mod versions;
+pub(crate) mod wire;
 mod workers;
 
 pub(crate) use gate::{GATE, run_gated, run_gated_outputs, wait_at_gate};
@@ -27,13 +34,14 @@ pub(crate) use locks::{
     fail_then_probe, key_of, lock_is_free, lock_pids, lock_rows, poll_locks_until, try_lock,
     until_someone_waits,
 };
+pub(crate) use pools::open_pools;
 pub(crate) use race::{Strategy, Tally, Workload, is_unique_violation};
 pub(crate) use rows::{rows_for, total_rows};
 /// A pool of `size` connections to `url`: [`test_support::connect`], under the name the
 /// cancellation and hot-key tests know it by.
 pub(crate) use test_support::connect as small_pool;
 pub(crate) use test_support::{TempDir, new_pr};
-pub(crate) use workers::{worker_process, worker_tally};
+pub(crate) use workers::{worker_line, worker_process, worker_tally};
 
 /// The race `create_once` closes, on `pull_requests` with [`new_pr`]'s data: both callers find
 /// nothing, both insert ([`test_support::naive_find_then_insert`]).

@@ -26,19 +26,25 @@ pub(crate) fn worker_process(test_name: &str) -> tokio::process::Command {
     command
 }
 
-/// The tally a worker process printed ([`Tally::print_for_parent`]); panics, with the
-/// worker's output, if it failed or printed none.
-pub(crate) fn worker_tally(output: &Output) -> Tally {
+/// What a worker process printed after `marker` on its marked line; panics, with the worker's
+/// output, if it failed or printed no such line.
+pub(crate) fn worker_line(output: &Output, marker: &str) -> String {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
         "worker failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let line = stdout
+    stdout
         .lines()
-        .find_map(|l| l.find(WORKER_TALLY).map(|at| &l[at..]))
-        .unwrap_or_else(|| panic!("no tally from worker:\n{stdout}"));
+        .find_map(|l| l.find(marker).map(|at| l[at + marker.len()..].to_owned()))
+        .unwrap_or_else(|| panic!("no {marker} line from worker:\n{stdout}"))
+}
+
+/// The tally a worker process printed ([`Tally::print_for_parent`]); panics, with the
+/// worker's output, if it failed or printed none.
+pub(crate) fn worker_tally(output: &Output) -> Tally {
+    let line = worker_line(output, WORKER_TALLY);
     let field = |name: &str| -> usize {
         line.split_whitespace()
             .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
