@@ -29,12 +29,12 @@ use crate::strategy::BoxError;
 const SELECT: &str = "SELECT * FROM pull_requests WHERE pr_id = $1";
 
 const INSERT: &str = "INSERT INTO pull_requests \
-     (pr_id, repository, number, title, author, state, head_sha, first_delivery_id) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *";
+     (pr_id, repository, number, title, author, state, head_sha, first_delivery_id, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *";
 
 const INSERT_ON_CONFLICT: &str = "INSERT INTO pull_requests \
-     (pr_id, repository, number, title, author, state, head_sha, first_delivery_id) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (pr_id) DO NOTHING RETURNING *";
+     (pr_id, repository, number, title, author, state, head_sha, first_delivery_id, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (pr_id) DO NOTHING RETURNING *";
 
 const LOCK: &str = "SELECT pg_advisory_xact_lock($1, $2)";
 
@@ -125,7 +125,7 @@ fn lock_key(key: i64) -> (i32, i32) {
     )
 }
 
-/// Binds a new row's eight values to `$1..$8`.
+/// Binds a new row's nine values to `$1..$9`.
 fn with_values(
     query: Query<'_, Postgres, PgArguments>,
     key: i64,
@@ -140,4 +140,5 @@ fn with_values(
         .bind(data.state)
         .bind(data.head_sha)
         .bind(data.delivery_id)
+        .bind(data.updated_at)
 }

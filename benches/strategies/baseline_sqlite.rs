@@ -25,12 +25,12 @@ use crate::strategy::BoxError;
 const SELECT: &str = "SELECT * FROM pull_requests WHERE pr_id = ?";
 
 const INSERT: &str = "INSERT INTO pull_requests \
-     (pr_id, repository, number, title, author, state, head_sha, first_delivery_id) \
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING *";
+     (pr_id, repository, number, title, author, state, head_sha, first_delivery_id, updated_at) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *";
 
 const INSERT_ON_CONFLICT: &str = "INSERT INTO pull_requests \
-     (pr_id, repository, number, title, author, state, head_sha, first_delivery_id) \
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (pr_id) DO NOTHING RETURNING *";
+     (pr_id, repository, number, title, author, state, head_sha, first_delivery_id, updated_at) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (pr_id) DO NOTHING RETURNING *";
 
 /// `BEGIN IMMEDIATE`; `SELECT`; `INSERT` if missing; `COMMIT`.
 pub(crate) async fn transaction(
@@ -105,7 +105,7 @@ pub(crate) async fn select(pool: &SqlitePool, key: i64) -> Result<Option<Model>,
     Ok(found.as_ref().map(model).transpose()?)
 }
 
-/// Binds a new row's eight values, in column order.
+/// Binds a new row's nine values, in column order.
 fn with_values(
     query: Query<'_, Sqlite, SqliteArguments>,
     key: i64,
@@ -120,4 +120,5 @@ fn with_values(
         .bind(data.state)
         .bind(data.head_sha)
         .bind(data.delivery_id)
+        .bind(data.updated_at)
 }

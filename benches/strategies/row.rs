@@ -15,6 +15,7 @@ where
     i32: Decode<'r, R::Database> + Type<R::Database>,
     String: Decode<'r, R::Database> + Type<R::Database>,
     DateTimeWithTimeZone: Decode<'r, R::Database> + Type<R::Database>,
+    Option<DateTimeWithTimeZone>: Decode<'r, R::Database> + Type<R::Database>,
 {
     Ok(Model {
         id: row.try_get("id")?,
@@ -27,5 +28,6 @@ where
         head_sha: row.try_get("head_sha")?,
         first_delivery_id: row.try_get("first_delivery_id")?,
         created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
     })
 }
