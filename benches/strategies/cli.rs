@@ -1,20 +1,35 @@
 //! The benchmark's command line.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use crate::scenario::{FULL, QUICK, Scenario, Size};
+use crate::place::Place;
+use crate::scenario::{Scenario, Sizes};
 
-/// What to run, and where the chart goes.
+/// What to run, where, and where the chart goes.
 pub(crate) struct Options {
-    /// `--quick`: small runs, for CI.
+    /// `--quick`: small runs at 8 tasks only, for CI; still every place and strategy.
     pub(crate) quick: bool,
-    /// The size that follows from `quick`.
-    pub(crate) size: Size,
+    /// How many deliveries a run has, per place, following from `quick`.
+    pub(crate) sizes: Sizes,
     /// `--svg PATH`, else `benches/strategies.svg` (full) or `target/strategies-quick.svg`.
     pub(crate) svg: PathBuf,
-    /// `--only new,dup4,...`, else every scenario.
+    /// `--only new,dup4,...`, else new keys, duplicates x4, late redeliveries and the storm.
     pub(crate) scenarios: Vec<Scenario>,
+    /// `--tasks 8,32` (the default; `--quick`: 8).
+    pub(crate) tasks: Vec<usize>,
+    /// `--network loopback|proxy|both|none` (PostgreSQL's places) and `--no-sqlite`.
+    pub(crate) places: Vec<Place>,
+    /// `--delay-ms 1`: the delay the proxy adds in each direction.
+    pub(crate) delay: Duration,
+    /// `--fsync on|off`: the throwaway cluster's durability (on: PostgreSQL's defaults, every
+    /// commit flushed; off: the tests' `fsync=off`, `synchronous_commit=off`,
+    /// `full_page_writes=off`), and SQLite's `synchronous` (FULL or OFF).
+    pub(crate) durable: bool,
 }
+
+const USAGE: &str = "try --quick, --svg PATH, --only new,dup4,dup16,late,storm, --tasks 8,32, \
+     --network loopback|proxy|both|none, --no-sqlite, --delay-ms 1, --fsync on|off";
 
 impl Options {
     /// Parses the process's arguments. `cargo bench` passes `--bench`; anything else unknown
@@ -22,32 +37,51 @@ impl Options {
     pub(crate) fn from_args() -> Result<Options, String> {
         let mut quick = false;
         let mut svg: Option<PathBuf> = None;
-        let mut only: Option<Vec<Scenario>> = None;
+        let mut scenarios = Scenario::DEFAULT.to_vec();
+        let mut tasks: Option<Vec<usize>> = None;
+        let mut network = vec![Place::Loopback, Place::Hop];
+        let mut sqlite = true;
+        let mut delay = Duration::from_millis(1);
+        let mut durable = true;
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
+            let mut value =
+                |flag: &str| args.next().ok_or(format!("{flag} needs a value ({USAGE})"));
             match arg.as_str() {
                 "--quick" => quick = true,
-                "--svg" => svg = Some(args.next().ok_or("--svg needs a path")?.into()),
-                "--only" => {
-                    let names = args.next().ok_or("--only needs scenarios")?;
-                    let picked = names
-                        .split(',')
-                        .map(|name| {
-                            Scenario::ALL
-                                .into_iter()
-                                .find(|s| s.short() == name)
-                                .ok_or_else(|| format!("unknown scenario {name:?}"))
-                        })
-                        .collect::<Result<Vec<_>, _>>()?;
-                    only = Some(picked);
+                "--svg" => svg = Some(value("--svg")?.into()),
+                "--only" => scenarios = list(&value("--only")?, Scenario::parse)?,
+                "--tasks" => {
+                    tasks = Some(list(&value("--tasks")?, |t| {
+                        t.parse().ok().filter(|&n| n > 0)
+                    })?)
+                }
+                "--network" => {
+                    network = match value("--network")?.as_str() {
+                        "loopback" => vec![Place::Loopback],
+                        "proxy" => vec![Place::Hop],
+                        "both" => vec![Place::Loopback, Place::Hop],
+                        "none" => vec![],
+                        other => return Err(format!("unknown --network {other:?} ({USAGE})")),
+                    }
+                }
+                "--no-sqlite" => sqlite = false,
+                "--delay-ms" => {
+                    let ms: f64 = value("--delay-ms")?
+                        .parse()
+                        .map_err(|_| format!("--delay-ms takes milliseconds ({USAGE})"))?;
+                    delay = Duration::try_from_secs_f64(ms / 1e3)
+                        .map_err(|_| format!("--delay-ms {ms} is not a delay"))?;
+                }
+                "--fsync" => {
+                    durable = match value("--fsync")?.as_str() {
+                        "on" => true,
+                        "off" => false,
+                        other => return Err(format!("unknown --fsync {other:?} ({USAGE})")),
+                    }
                 }
                 "--bench" => {}
-                other => {
-                    return Err(format!(
-                        "unknown argument {other:?} (try --quick, --svg PATH, --only \
-                         new,dup4,dup16,late,storm)"
-                    ));
-                }
+                other => return Err(format!("unknown argument {other:?} ({USAGE})")),
             }
         }
         let svg = svg.unwrap_or_else(|| {
@@ -58,11 +92,32 @@ impl Options {
                 root.join("benches").join("strategies.svg")
             }
         });
+        let mut places = network;
+        if sqlite {
+            places.push(Place::Sqlite);
+        }
+        if places.is_empty() {
+            return Err(format!(
+                "nothing to run: --network none and --no-sqlite ({USAGE})"
+            ));
+        }
         Ok(Options {
             quick,
-            size: if quick { QUICK } else { FULL },
+            sizes: if quick { Sizes::QUICK } else { Sizes::FULL },
             svg,
-            scenarios: only.unwrap_or(Scenario::ALL.to_vec()),
+            scenarios,
+            tasks: tasks.unwrap_or(if quick { vec![8] } else { vec![8, 32] }),
+            places,
+            delay,
+            durable,
         })
     }
+}
+
+/// `a,b,c`, each parsed by `parse`.
+fn list<T>(names: &str, parse: impl Fn(&str) -> Option<T>) -> Result<Vec<T>, String> {
+    names
+        .split(',')
+        .map(|name| parse(name).ok_or_else(|| format!("unknown value {name:?} ({USAGE})")))
+        .collect()
 }

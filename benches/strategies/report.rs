@@ -1,12 +1,14 @@
-//! The markdown report: every run, the ratios against the crate, and the targets.
+//! The markdown report: per place, the crate against every other strategy (deliveries/s and
+//! the crate's ratio), then every run in detail; the targets follow (`targets.rs`).
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use crate::POOL;
+use crate::place::Place;
 use crate::run::Run;
 use crate::scenario::{Scenario, Size};
 use crate::strategy::Strategy;
-use crate::{POOL, TASKS};
 
 pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
@@ -14,30 +16,40 @@ pub(crate) fn ms(d: Duration) -> f64 {
 
 pub(crate) fn find_run(
     runs: &[Run],
+    place: Place,
     scenario: Scenario,
     strategy: Strategy,
     tasks: usize,
 ) -> Option<&Run> {
-    runs.iter()
-        .find(|r| r.scenario == scenario && r.strategy == strategy && r.tasks == tasks)
+    runs.iter().find(|r| {
+        r.place == place && r.scenario == scenario && r.strategy == strategy && r.tasks == tasks
+    })
 }
 
-/// The ratio of two strategies' throughput in one scenario.
-fn ratio(runs: &[Run], scenario: Scenario, a: Strategy, b: Strategy, tasks: usize) -> Option<f64> {
+/// Deliveries/s of the crate over deliveries/s of `other`, in one cell.
+pub(crate) fn crate_over(
+    runs: &[Run],
+    place: Place,
+    scenario: Scenario,
+    other: Strategy,
+    tasks: usize,
+) -> Option<f64> {
     Some(
-        find_run(runs, scenario, a, tasks)?.per_second()
-            / find_run(runs, scenario, b, tasks)?.per_second(),
+        find_run(runs, place, scenario, Strategy::Crate, tasks)?.per_second()
+            / find_run(runs, place, scenario, other, tasks)?.per_second(),
     )
 }
 
-/// The measured tasks' throughput and p99 under the storm, against the same work without it.
-fn storm_vs_calm(
+/// The measured tasks' throughput under the storm over the same work without it (new keys),
+/// and their p99 without and with it.
+pub(crate) fn storm_vs_calm(
     runs: &[Run],
+    place: Place,
     strategy: Strategy,
     tasks: usize,
 ) -> Option<(f64, Duration, Duration)> {
-    let storm = find_run(runs, Scenario::Storm, strategy, tasks)?;
-    let calm = find_run(runs, Scenario::NewKeys, strategy, tasks)?;
+    let storm = find_run(runs, place, Scenario::Storm, strategy, tasks)?;
+    let calm = find_run(runs, place, Scenario::NewKeys, strategy, tasks)?;
     Some((
         storm.per_second() / calm.per_second(),
         calm.percentile(0.99),
@@ -45,48 +57,85 @@ fn storm_vs_calm(
     ))
 }
 
-pub(crate) fn report(runs: &[Run], server: &str, size: Size, quick: bool) -> String {
+/// `12345.6` as `12,346`.
+pub(crate) fn thousands(value: f64) -> String {
+    let digits = format!("{:.0}", value.max(0.0));
     let mut out = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
+/// One place's section: its description, the side-by-side table and the detail table.
+pub(crate) fn place_report(
+    runs: &[Run],
+    place: Place,
+    described: &str,
+    size: Size,
+    scenarios: &[Scenario],
+    tasks: &[usize],
+) -> String {
+    let mut out = String::new();
+    let strategies: Vec<Strategy> = Strategy::ALL
+        .into_iter()
+        .filter(|s| scenarios.iter().any(|&sc| s.runs(place, sc)))
+        .collect();
+    let runs_per_cell = match size.repetitions {
+        1 => "one run per cell".to_owned(),
+        n => format!(
+            "each cell the median of {n} runs with the strategies interleaved (the storm: one run)"
+        ),
+    };
     let _ = writeln!(
         out,
-        "## Results{}\n\n{server}; pool of {POOL} connections; {} measured deliveries per run \
-         ({} under the storm); storm bursts of {} callers on one key; each cell is the median \
-         of {} runs (the storm: one run).\n",
-        if quick {
-            " (--quick: small runs, noisy)"
-        } else {
-            ""
-        },
+        "### {}\n\n{described}. Pool of {POOL} connections; {} measured deliveries per run ({} \
+         of late redeliveries, {} under the storm, bursts of {} callers on one key); \
+         {runs_per_cell}.\n",
+        place.name(),
         size.deliveries,
+        size.late_deliveries,
         size.storm_deliveries,
         size.storm_callers,
-        size.repetitions
     );
+    let _ = write!(out, "| scenario | tasks |");
+    for strategy in &strategies {
+        let _ = write!(out, " {} |", strategy.name());
+    }
     let _ = writeln!(
         out,
-        "| scenario | strategy | tasks | deliveries/s | p50 ms | p99 ms | errors | rows = keys | notes |\n\
+        "\n| --- | ---: |{}",
+        " ---: |".repeat(strategies.len())
+    );
+    for &scenario in scenarios {
+        for &t in tasks {
+            let _ = write!(out, "| {} | {t} |", scenario.name());
+            for &strategy in &strategies {
+                let cell = match find_run(runs, place, scenario, strategy, t) {
+                    None => "-".to_owned(),
+                    Some(run) if strategy == Strategy::Crate => {
+                        format!("**{}/s**", thousands(run.per_second()))
+                    }
+                    Some(run) => {
+                        let ratio = crate_over(runs, place, scenario, strategy, t)
+                            .map_or(String::new(), |r| format!(" (crate {r:.2}x)"));
+                        format!("{}/s{ratio}", thousands(run.per_second()))
+                    }
+                };
+                let _ = write!(out, " {cell} |");
+            }
+            let _ = writeln!(out);
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\n| scenario | strategy | tasks | deliveries/s | p50 ms | p99 ms | errors | rows = keys | notes |\n\
          | --- | --- | ---: | ---: | ---: | ---: | ---: | :---: | --- |"
     );
-    for run in runs {
-        let notes = match (run.scenario, run.storm) {
-            (Scenario::Storm, Some(storm)) => {
-                let (keep, calm_p99, storm_p99) =
-                    storm_vs_calm(runs, run.strategy, run.tasks).unwrap_or_default();
-                format!(
-                    "x{keep:.2} of no-storm throughput, p99 {:.2} -> {:.2} ms; storm: {} bursts, {:.0} deliveries/s, slowest {:.0} ms, {} errors",
-                    ms(calm_p99),
-                    ms(storm_p99),
-                    storm.bursts,
-                    storm.deliveries as f64 / storm.elapsed.as_secs_f64(),
-                    ms(storm.max_latency),
-                    storm.errors
-                )
-            }
-            _ if run.strategy == Strategy::Floor && run.scenario == Scenario::Late => {
-                "plain SELECT by key".into()
-            }
-            _ => String::new(),
-        };
+    for run in runs.iter().filter(|r| r.place == place) {
         let _ = writeln!(
             out,
             "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {} | {} | {} |",
@@ -105,91 +154,35 @@ pub(crate) fn report(runs: &[Run], server: &str, size: Size, quick: bool) -> Str
                     run.rows, run.distinct_keys, run.created
                 )
             },
-            notes
-        );
-    }
-
-    let _ = writeln!(
-        out,
-        "\n## Ratios (deliveries/s of the crate / deliveries/s of the other)\n\n\
-         | scenario | tasks | crate / sqlx | crate / floor | crate / LOCK TABLE |\n\
-         | --- | ---: | ---: | ---: | ---: |"
-    );
-    for scenario in Scenario::ALL {
-        for tasks in TASKS {
-            let cell = |other| {
-                ratio(runs, scenario, Strategy::Crate, other, tasks)
-                    .map_or("-".to_owned(), |r| format!("{r:.2}x"))
-            };
-            let _ = writeln!(
-                out,
-                "| {} | {tasks} | {} | {} | {} |",
-                scenario.name(),
-                cell(Strategy::Sqlx),
-                cell(Strategy::Floor),
-                cell(Strategy::LockTable)
-            );
-        }
-    }
-
-    let _ = writeln!(
-        out,
-        "\n## Targets\n\n| target | tasks | measured | met |\n| --- | ---: | ---: | :---: |"
-    );
-    let mut target = |name: &str, tasks: usize, measured: Option<f64>, goal: f64| {
-        let (text, met) = match measured {
-            Some(m) => (format!("{m:.2}x"), if m >= goal { "yes" } else { "**no**" }),
-            None => ("-".to_owned(), "-"),
-        };
-        let _ = writeln!(out, "| {name} | {tasks} | {text} | {met} |");
-    };
-    for tasks in TASKS {
-        target(
-            "new keys: crate / same statements on sqlx >= 1.0x",
-            tasks,
-            ratio(
-                runs,
-                Scenario::NewKeys,
-                Strategy::Crate,
-                Strategy::Sqlx,
-                tasks,
-            ),
-            1.0,
-        );
-    }
-    for tasks in TASKS {
-        target(
-            "late redeliveries: crate / plain SELECT by key >= 0.8x",
-            tasks,
-            ratio(
-                runs,
-                Scenario::Late,
-                Strategy::Crate,
-                Strategy::Floor,
-                tasks,
-            ),
-            0.8,
-        );
-    }
-    for scenario in [
-        Scenario::NewKeys,
-        Scenario::Duplicates(4),
-        Scenario::Duplicates(16),
-    ] {
-        target(
-            &format!("{}: crate / LOCK TABLE >= 5x", scenario.name()),
-            32,
-            ratio(runs, scenario, Strategy::Crate, Strategy::LockTable, 32),
-            5.0,
-        );
-    }
-    for tasks in TASKS {
-        target(
-            "hot-key storm: other callers keep >= 0.8x of no-storm throughput",
-            tasks,
-            storm_vs_calm(runs, Strategy::Crate, tasks).map(|(keep, ..)| keep),
-            0.8,
+            notes(runs, run)
         );
     }
     out
+}
+
+/// What a run's row says besides its numbers.
+fn notes(runs: &[Run], run: &Run) -> String {
+    match (run.scenario, run.storm, run.strategy) {
+        (Scenario::Storm, Some(storm), _) => {
+            let (keep, calm_p99, storm_p99) =
+                storm_vs_calm(runs, run.place, run.strategy, run.tasks).unwrap_or_default();
+            format!(
+                "x{keep:.2} of no-storm throughput, p99 {:.2} -> {:.2} ms; storm: {} bursts, \
+                 {:.0} deliveries/s, slowest {:.0} ms, {} errors",
+                ms(calm_p99),
+                ms(storm_p99),
+                storm.bursts,
+                storm.deliveries as f64 / storm.elapsed.as_secs_f64(),
+                ms(storm.max_latency),
+                storm.errors
+            )
+        }
+        (Scenario::Late, _, Strategy::Floor) => "plain SELECT by key".into(),
+        (_, _, Strategy::Floor) => "plain INSERT".into(),
+        _ => run
+            .first_error
+            .as_deref()
+            .map(|e| format!("first error: {e}"))
+            .unwrap_or_default(),
+    }
 }

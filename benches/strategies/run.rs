@@ -4,14 +4,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
-
+use crate::place::{Db, Place};
 use crate::scenario::{Scenario, Size};
-use crate::strategy::{Answer, BoxError, Db, Strategy, deliver};
-use crate::{HOT_KEYS, POOL};
+use crate::strategy::{Answer, BoxError, Strategy, deliver};
+use crate::{HOT_KEYS, POOL, table};
 
-/// One strategy, one scenario, one concurrency.
+/// One strategy, one scenario, one concurrency, at one place.
 pub(crate) struct Run {
+    pub(crate) place: Place,
     pub(crate) scenario: Scenario,
     pub(crate) strategy: Strategy,
     pub(crate) tasks: usize,
@@ -58,40 +58,23 @@ impl Run {
     }
 }
 
-pub(crate) async fn describe_server(db: &Db) -> Result<String, DbErr> {
-    let row = db
-        .orm
-        .query_one_raw(Statement::from_string(
-            DbBackend::Postgres,
-            "SELECT current_setting('server_version') AS version, \
-             current_setting('fsync') AS fsync, \
-             current_setting('synchronous_commit') AS sync_commit, \
-             current_setting('shared_buffers') AS shared_buffers",
-        ))
-        .await?
-        .ok_or_else(|| DbErr::RecordNotFound("server settings".into()))?;
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    Ok(format!(
-        "PostgreSQL {} (fsync={}, synchronous_commit={}, shared_buffers={}), {cores} cores",
-        row.try_get::<String>("", "version")?,
-        row.try_get::<String>("", "fsync")?,
-        row.try_get::<String>("", "sync_commit")?,
-        row.try_get::<String>("", "shared_buffers")?,
-    ))
-}
-
 /// Opens every pooled connection and prepares every strategy's statements on them, so no
 /// strategy pays for connecting or preparing inside its measurement.
 pub(crate) async fn warm_up(db: &Db) -> Result<(), Box<dyn std::error::Error>> {
     for strategy in Strategy::ALL {
-        truncate(db).await?;
+        if !strategy.runs(db.place, Scenario::NewKeys) {
+            continue;
+        }
+        table::empty(db).await?;
         let handles: Vec<_> = (0..POOL as i64 * 2)
             .map(|task| {
                 let db = db.clone();
                 tokio::spawn(async move {
                     for key in 0..4 {
-                        let _ = deliver(&db, strategy, false, task * 4 + key + 1).await;
-                        let _ = deliver(&db, strategy, false, task * 4 + key + 1).await;
+                        let key = task * 4 + key + 1;
+                        let _ = deliver(&db, strategy, false, key).await;
+                        let _ = deliver(&db, strategy, false, key).await;
+                        let _ = deliver(&db, strategy, true, key).await;
                     }
                 })
             })
@@ -100,34 +83,8 @@ pub(crate) async fn warm_up(db: &Db) -> Result<(), Box<dyn std::error::Error>> {
             handle.await?;
         }
     }
-    truncate(db).await?;
+    table::empty(db).await?;
     Ok(())
-}
-
-pub(crate) async fn truncate(db: &Db) -> Result<(), DbErr> {
-    db.orm
-        .execute_unprepared("TRUNCATE pull_requests RESTART IDENTITY")
-        .await
-        .map(|_| ())
-}
-
-/// Stores rows for keys `1..=keys` in one statement (untimed), for late redeliveries.
-pub(crate) async fn prefill(db: &Db, keys: usize) -> Result<(), DbErr> {
-    db.orm
-        .execute_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "INSERT INTO pull_requests \
-             (pr_id, repository, number, title, author, state, head_sha, first_delivery_id) \
-             SELECT g, 'octo-org/octo-repo', g % 100000 + 1, 'Pull request ' || g, 'mona', \
-             'open', lpad(to_hex(g), 40, '0'), 'delivery-' || g \
-             FROM generate_series(1::bigint, $1::bigint) AS g",
-            [(keys as i64).into()],
-        ))
-        .await?;
-    db.orm
-        .execute_unprepared("ANALYZE pull_requests")
-        .await
-        .map(|_| ())
 }
 
 pub(crate) async fn run(
@@ -137,15 +94,16 @@ pub(crate) async fn run(
     tasks: usize,
     size: Size,
 ) -> Result<Run, Box<dyn std::error::Error>> {
-    truncate(db).await?;
+    table::empty(db).await?;
     let deliveries = scenario.deliveries(match scenario {
         Scenario::Storm => size.storm_deliveries,
+        Scenario::Late => size.late_deliveries,
         _ => size.deliveries,
     });
     let measured_keys = deliveries.iter().max().copied().unwrap_or(0);
     let rows_exist = scenario == Scenario::Late;
     if rows_exist {
-        prefill(db, deliveries.len()).await?;
+        table::fill(db, deliveries.len()).await?;
     }
     let queue = Arc::new(deliveries);
     let next = Arc::new(AtomicUsize::new(0));
@@ -189,19 +147,12 @@ pub(crate) async fn run(
         None => None,
     };
 
-    let counts = db
-        .orm
-        .query_one_raw(Statement::from_string(
-            DbBackend::Postgres,
-            "SELECT count(*) AS rows, count(DISTINCT pr_id) AS keys FROM pull_requests",
-        ))
-        .await?
-        .ok_or("no count row")?;
-    let rows: i64 = counts.try_get("", "rows")?;
+    let (rows, _) = table::count(db).await?;
     // Every key any delivery asked for (measured keys, and the storm's hot keys).
     let distinct_keys = measured_keys + storm.map_or(0, |s| s.bursts as i64);
     tally.latencies.sort();
     Ok(Run {
+        place: db.place,
         scenario,
         strategy,
         tasks,

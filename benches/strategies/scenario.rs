@@ -1,5 +1,7 @@
 //! The scenarios of the benchmark, and how big a run is.
 
+use crate::place::Place;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Scenario {
     NewKeys,
@@ -16,6 +18,19 @@ impl Scenario {
         Scenario::Late,
         Scenario::Storm,
     ];
+
+    /// What runs without `--only`: the scenarios of issue 12's targets.
+    pub(crate) const DEFAULT: [Scenario; 4] = [
+        Scenario::NewKeys,
+        Scenario::Duplicates(4),
+        Scenario::Late,
+        Scenario::Storm,
+    ];
+
+    /// The scenario `--only` calls `name`.
+    pub(crate) fn parse(name: &str) -> Option<Scenario> {
+        Scenario::ALL.into_iter().find(|s| s.short() == name)
+    }
 
     /// The name `--only` takes.
     pub(crate) fn short(self) -> String {
@@ -55,6 +70,9 @@ impl Scenario {
 pub(crate) struct Size {
     /// Measured deliveries per run (divisible by 16).
     pub(crate) deliveries: usize,
+    /// Measured deliveries per late-redeliveries run: a look is cheap, so more of them are
+    /// needed for a run long enough to rise above the noise of a shared machine.
+    pub(crate) late_deliveries: usize,
     /// Measured deliveries per hot-key storm run (the other callers' distinct keys).
     pub(crate) storm_deliveries: usize,
     /// Callers per burst of the hot-key storm.
@@ -64,15 +82,67 @@ pub(crate) struct Size {
     pub(crate) repetitions: usize,
 }
 
-pub(crate) const FULL: Size = Size {
-    deliveries: 1_600,
-    storm_deliveries: 640,
-    repetitions: 3,
-    storm_callers: 200,
-};
-pub(crate) const QUICK: Size = Size {
-    deliveries: 160,
-    storm_deliveries: 160,
+/// How big a run is at each place: each takes about as long. Through the delay proxy every
+/// statement waits for the delay, and on SQLite every durable commit waits for its own flush
+/// (there is no group commit across connections), so runs there are smaller.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sizes {
+    pub(crate) loopback: Size,
+    pub(crate) hop: Size,
+    pub(crate) sqlite: Size,
+}
+
+impl Sizes {
+    /// The size of runs at `place`.
+    pub(crate) fn at(self, place: Place) -> Size {
+        match place {
+            Place::Loopback => self.loopback,
+            Place::Hop => self.hop,
+            Place::Sqlite => self.sqlite,
+        }
+    }
+
+    pub(crate) const FULL: Sizes = Sizes {
+        loopback: Size {
+            deliveries: 2_400,
+            late_deliveries: 12_000,
+            storm_deliveries: 960,
+            storm_callers: 200,
+            repetitions: 3,
+        },
+        hop: Size {
+            deliveries: 800,
+            late_deliveries: 1_600,
+            storm_deliveries: 320,
+            storm_callers: 200,
+            repetitions: 3,
+        },
+        sqlite: Size {
+            deliveries: 1_200,
+            late_deliveries: 9_600,
+            storm_deliveries: 480,
+            storm_callers: 200,
+            repetitions: 3,
+        },
+    };
+
+    /// Every place and strategy once, in seconds: for CI, so the benchmark cannot rot.
+    pub(crate) const QUICK: Sizes = Sizes {
+        loopback: QUICK_SIZE,
+        hop: Size {
+            deliveries: 48,
+            late_deliveries: 48,
+            storm_deliveries: 32,
+            ..QUICK_SIZE
+        },
+        sqlite: QUICK_SIZE,
+    };
+}
+
+const QUICK_SIZE: Size = Size {
+    deliveries: 96,
+    late_deliveries: 96,
+    storm_deliveries: 64,
+    storm_callers: 50,
     repetitions: 1,
-    storm_callers: 100,
 };

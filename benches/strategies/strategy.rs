@@ -1,16 +1,26 @@
-//! Strategies 1 to 5, written with SeaORM as a SeaORM user would write them, and the one call
-//! every measurement makes: [`deliver`].
+//! The strategies, and the one call every measurement makes: [`deliver`].
+//!
+//! 1. `create_once`: the crate.
+//! 2. The hand-written transaction (PostgreSQL: `BEGIN`; `pg_advisory_xact_lock`; `SELECT`;
+//!    `INSERT` if missing; `COMMIT`. SQLite: the same under `BEGIN IMMEDIATE`, no lock
+//!    statement).
+//! 3. The same with a plain `SELECT` first, returning an existing row without a transaction.
+//! 4. `INSERT ... ON CONFLICT (pr_id) DO NOTHING RETURNING *`, then `SELECT` if nothing came back.
+//! 5. The floor: one plain `INSERT ... RETURNING *` for new keys, one plain `SELECT` for late
+//!    redeliveries. It does not de-duplicate, so it runs only in those two scenarios.
+//! 6. PostgreSQL only: the crate's own statements on sqlx (`by_hand.rs`), without SeaORM, the
+//!    crate's code or its waiting room: what those cost.
+//!
+//! 2 to 5 are written by hand with sqlx as a user would write them (`baseline_pg.rs`,
+//! `baseline_sqlite.rs`), and each returns the full row, as the crate does.
 
-use entity::{PullRequest, pull_requests};
-use sea_orm::sqlx::PgPool;
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
-    QueryFilter, TransactionTrait, TryInsertResult,
-};
+use entity::PullRequest;
 use sea_orm_idempotent::{IdempotentCreate, Outcome};
-use test_support::{naive_find_then_insert, new_pr};
+use test_support::new_pr;
 
-use crate::by_hand;
+use crate::place::{Db, Engine, Place, Raw};
+use crate::scenario::Scenario;
+use crate::{baseline_pg, baseline_sqlite, by_hand};
 
 /// Any error a delivery can return.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -18,31 +28,41 @@ pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Strategy {
     Crate,
-    Floor,
+    Transaction,
+    LookThenTransaction,
     OnConflict,
-    Naive,
-    LockTable,
-    Sqlx,
+    Floor,
+    SameStatements,
 }
 
 impl Strategy {
+    /// In the order of the tables and the chart.
     pub(crate) const ALL: [Strategy; 6] = [
         Strategy::Crate,
-        Strategy::Sqlx,
-        Strategy::Floor,
+        Strategy::Transaction,
+        Strategy::LookThenTransaction,
         Strategy::OnConflict,
-        Strategy::Naive,
-        Strategy::LockTable,
+        Strategy::Floor,
+        Strategy::SameStatements,
     ];
 
     pub(crate) fn name(self) -> &'static str {
         match self {
             Strategy::Crate => "create_once (crate)",
-            Strategy::Floor => "floor: INSERT RETURNING",
-            Strategy::OnConflict => "ON CONFLICT DO NOTHING",
-            Strategy::Naive => "naive find-then-insert",
-            Strategy::LockTable => "LOCK TABLE",
-            Strategy::Sqlx => "same statements on sqlx",
+            Strategy::Transaction => "txn by hand",
+            Strategy::LookThenTransaction => "SELECT, then txn by hand",
+            Strategy::OnConflict => "ON CONFLICT, then SELECT",
+            Strategy::Floor => "plain INSERT / SELECT",
+            Strategy::SameStatements => "crate's statements on sqlx",
+        }
+    }
+
+    /// Whether this strategy runs in `scenario` at `place`.
+    pub(crate) fn runs(self, place: Place, scenario: Scenario) -> bool {
+        match self {
+            Strategy::Floor => matches!(scenario, Scenario::NewKeys | Scenario::Late),
+            Strategy::SameStatements => place.engine() == Engine::Postgres,
+            _ => true,
         }
     }
 }
@@ -62,84 +82,66 @@ impl<M> From<Outcome<M>> for Answer {
     }
 }
 
-/// The handles a strategy may use: one pool, seen through SeaORM or directly through sqlx.
-#[derive(Clone)]
-pub(crate) struct Db {
-    pub(crate) orm: DatabaseConnection,
-    pub(crate) sqlx: PgPool,
-}
-
-/// One delivery of pull request `key`, stored with `strategy`.
+/// One delivery of pull request `key`, stored with `strategy`. `rows_exist`: every row is
+/// there already (late redeliveries), so the floor is a plain `SELECT`.
 pub(crate) async fn deliver(
     db: &Db,
     strategy: Strategy,
     rows_exist: bool,
     key: i64,
 ) -> Result<Answer, BoxError> {
-    match strategy {
-        Strategy::Crate => Ok(PullRequest::create_once(&db.orm, key, new_pr(key))
-            .await?
-            .into()),
-        Strategy::Floor if rows_exist => match find(&db.orm, key).await? {
-            Some(_) => Ok(Answer::Existing),
-            None => Err("the row is missing".into()),
-        },
-        Strategy::Floor => {
-            PullRequest::new_active_model(&key, new_pr(key))
-                .insert(&db.orm)
-                .await?;
-            Ok(Answer::Created)
+    let data = new_pr(key);
+    Ok(match (strategy, &db.raw) {
+        (Strategy::Crate, _) => PullRequest::create_once(&db.orm, key, data).await?.into(),
+        (Strategy::SameStatements, Raw::Pg(pool)) => {
+            by_hand::create_once(pool, key, data).await?.into()
         }
-        Strategy::OnConflict => {
-            let inserted = PullRequest::insert(PullRequest::new_active_model(&key, new_pr(key)))
-                .on_conflict_do_nothing_on([pull_requests::Column::PrId])
-                .exec_with_returning(&db.orm)
-                .await;
-            match inserted {
-                Ok(TryInsertResult::Inserted(_)) => Ok(Answer::Created),
-                // SeaORM reports "RETURNING gave no row" as RecordNotFound on PostgreSQL.
-                Ok(_) | Err(DbErr::RecordNotFound(_) | DbErr::RecordNotInserted) => {
-                    match find(&db.orm, key).await? {
-                        Some(_) => Ok(Answer::Existing),
-                        None => Err("conflicted, then found nothing".into()),
-                    }
-                }
-                Err(e) => Err(e.into()),
-            }
+        (Strategy::SameStatements, Raw::Sqlite(_)) => {
+            return Err("the crate's statements are copied for PostgreSQL only".into());
         }
-        Strategy::Naive => {
-            let created =
-                naive_find_then_insert::<PullRequest, _>(&db.orm, key, new_pr(key)).await?;
-            Ok(if created {
-                Answer::Created
-            } else {
-                Answer::Existing
-            })
+        (Strategy::Transaction, Raw::Pg(pool)) => {
+            baseline_pg::transaction(pool, key, data).await?.into()
         }
-        Strategy::LockTable => {
-            let txn = db.orm.begin().await?;
-            txn.execute_unprepared("LOCK TABLE pull_requests IN SHARE ROW EXCLUSIVE MODE")
-                .await?;
-            let answer = if find(&txn, key).await?.is_some() {
-                Answer::Existing
-            } else {
-                PullRequest::new_active_model(&key, new_pr(key))
-                    .insert(&txn)
-                    .await?;
-                Answer::Created
-            };
-            txn.commit().await?;
-            Ok(answer)
+        (Strategy::Transaction, Raw::Sqlite(pool)) => {
+            baseline_sqlite::transaction(pool, key, data).await?.into()
         }
-        Strategy::Sqlx => Ok(by_hand::create_once(&db.sqlx, key, new_pr(key))
-            .await?
-            .into()),
-    }
+        (Strategy::LookThenTransaction, Raw::Pg(pool)) => {
+            baseline_pg::look_then_transaction(pool, key, data)
+                .await?
+                .into()
+        }
+        (Strategy::LookThenTransaction, Raw::Sqlite(pool)) => {
+            baseline_sqlite::look_then_transaction(pool, key, data)
+                .await?
+                .into()
+        }
+        (Strategy::OnConflict, Raw::Pg(pool)) => {
+            baseline_pg::on_conflict(pool, key, data).await?.into()
+        }
+        (Strategy::OnConflict, Raw::Sqlite(pool)) => {
+            baseline_sqlite::on_conflict(pool, key, data).await?.into()
+        }
+        (Strategy::Floor, Raw::Pg(pool)) if rows_exist => {
+            existing(baseline_pg::select(pool, key).await?)?
+        }
+        (Strategy::Floor, Raw::Sqlite(pool)) if rows_exist => {
+            existing(baseline_sqlite::select(pool, key).await?)?
+        }
+        (Strategy::Floor, Raw::Pg(pool)) => {
+            baseline_pg::insert(pool, key, data).await?;
+            Answer::Created
+        }
+        (Strategy::Floor, Raw::Sqlite(pool)) => {
+            baseline_sqlite::insert(pool, key, data).await?;
+            Answer::Created
+        }
+    })
 }
 
-async fn find(db: &impl ConnectionTrait, key: i64) -> Result<Option<pull_requests::Model>, DbErr> {
-    PullRequest::find()
-        .filter(pull_requests::Column::PrId.eq(key))
-        .one(db)
-        .await
+/// The floor's answer to a late redelivery: the row must be there.
+fn existing<M>(found: Option<M>) -> Result<Answer, BoxError> {
+    match found {
+        Some(_) => Ok(Answer::Existing),
+        None => Err("the row is missing".into()),
+    }
 }

@@ -8,6 +8,18 @@ use crate::os::{give_to_postgres, is_root, run};
 use crate::reaper::Reaper;
 use crate::temp::unique_dir;
 
+/// Whether a cluster's commits survive a crash of the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// `fsync=off`, `synchronous_commit=off`, `full_page_writes=off`: a commit waits for no
+    /// disk. The tests' setting: they check behaviour, and a crash only loses a throwaway
+    /// cluster.
+    Off,
+    /// PostgreSQL's defaults (all three on): every commit waits for its WAL flush, as in
+    /// production. The benchmark's headline setting, so the durable commit's cost is measured.
+    Default,
+}
+
 /// A cluster started by this test process.
 #[derive(Debug)]
 pub struct Cluster {
@@ -23,8 +35,14 @@ pub struct Cluster {
 
 impl Cluster {
     /// Creates and starts a new cluster from the installed binaries, with a reaper that stops
-    /// it and removes its files when this `Cluster` is dropped or the process exits.
+    /// it and removes its files when this `Cluster` is dropped or the process exits. Commits
+    /// are not durable ([`Durability::Off`]): the tests want speed, not crash safety.
     pub(crate) fn start() -> Cluster {
+        Cluster::start_with(Durability::Off)
+    }
+
+    /// As [`Cluster::start`], with the given durability.
+    pub(crate) fn start_with(durability: Durability) -> Cluster {
         let bin_dir = find_bin_dir().unwrap_or_else(|| {
             panic!(
                 "no PostgreSQL server to test against: install PostgreSQL's server binaries \
@@ -59,9 +77,12 @@ impl Cluster {
             "initdb",
         );
         let port = crate::os::free_port();
+        let durability = match durability {
+            Durability::Off => " -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+            Durability::Default => "",
+        };
         let options = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300 \
-             -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300{durability}",
             dir.display()
         );
         let cluster = Cluster {

@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 use migration::MigratorTrait;
 use sea_orm::ConnectionTrait;
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Durability};
 use crate::database::{TestDb, database_name};
 use crate::pool::connect;
 
@@ -62,7 +62,22 @@ impl Server {
     ///
     /// When PostgreSQL's server binaries are not installed (the message says what to install).
     pub fn private() -> Server {
-        let cluster = Cluster::start();
+        Server::of(Cluster::start())
+    }
+
+    /// As [`Server::private`], but with PostgreSQL's default durability (`fsync`,
+    /// `synchronous_commit` and `full_page_writes` on) instead of the tests' `off`: every
+    /// commit waits for its WAL flush, as it does in production. For the benchmark's headline
+    /// numbers, where the price of a durable commit is part of what is measured.
+    ///
+    /// # Panics
+    ///
+    /// As [`Server::private`].
+    pub fn private_durable() -> Server {
+        Server::of(Cluster::start_with(Durability::Default))
+    }
+
+    fn of(cluster: Cluster) -> Server {
         Server {
             base_url: format!("postgres://postgres@127.0.0.1:{}", cluster.port),
             query: String::new(),
