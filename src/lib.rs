@@ -131,6 +131,8 @@ mod classify;
 mod create;
 mod engine;
 mod error;
+#[cfg(feature = "postgres")]
+mod fast_path;
 mod holders;
 mod key;
 mod lock;
