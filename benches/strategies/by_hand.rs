@@ -127,7 +127,7 @@ async fn lock_then_insert(
         }
         None => return Err("unsafe isolation level".into()),
     }
-    insert_unless_exists(&mut **txn, key, data).await
+    insert_unless_exists(txn, key, data).await
 }
 
 /// The key's lock key: `(crc32(namespace), crc32(key))`, as the crate derives it.
