@@ -12,7 +12,10 @@
 //! 3. `COMMIT`.
 //!
 //! Contended, the session is rolled back and handed back, and the call takes the usual path,
-//! which waits ([`Try::Busy`]).
+//! which waits ([`Try::Busy`]): two round trips more than waiting at once (this try and its
+//! `ROLLBACK`). A refusal (a server whose locks are not real) or a database error in the first
+//! round trip is returned as it is, after `ROLLBACK`: the usual path would meet the same one a
+//! round trip later. [`Wait::No`](crate::Wait::No) on a held key is [`Error::LockBusy`] at once.
 //!
 //! # Cancel safety
 //!
@@ -97,6 +100,8 @@ impl Session {
     ) -> Result<Try, Error> {
         let conn = pool.acquire().await.map_err(acquire_error)?;
         let mut session = Session { conn: Some(conn) };
+        // Formatted: only the lock key's integers (see `try_sql_with_literal_key`), never
+        // anything the user supplied. Nothing is bound in a simple-protocol message.
         let sql = format!(
             "BEGIN ISOLATION LEVEL READ COMMITTED; {}",
             lock::try_sql_with_literal_key(key)
