@@ -191,6 +191,30 @@ async fn every_path_costs_its_round_trips_on_postgres() {
         }
     };
     assert_eq!(trips(&wire, contended(8), contended(9)).await, 10);
+
+    // Wait::No on a held key: BEGIN with the try-lock (busy), ROLLBACK; LockBusy at once.
+    let busy = |k: i64| {
+        let direct = direct.clone();
+        let db = &db;
+        async move {
+            let held = direct.begin().await.unwrap();
+            let key = LockKey::for_entity("never_looks", &k);
+            acquire_advisory_lock(&held, key, Wait::Forever)
+                .await
+                .unwrap();
+            let err = never_looks::Entity::once(k, "v".to_owned())
+                .wait(Wait::No)
+                .exec(db)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, sea_orm_idempotent::Error::LockBusy { .. }),
+                "{err:?}"
+            );
+            held.rollback().await.unwrap();
+        }
+    };
+    assert_eq!(trips(&wire, busy(10), busy(11)).await, 2);
 }
 
 fn stored(pr_id: i64) -> pull_requests::Model {
