@@ -21,6 +21,8 @@ use tracing::{Instrument, field};
 
 use crate::backend::{self, Backend};
 use crate::call_chain::{Chain, Frame, Held, On};
+#[cfg(feature = "postgres")]
+use crate::fast_path::{self, Session, Try};
 use crate::natural_key::{Key, NaturalKey};
 use crate::outcome::Done;
 use crate::savepoint::Savepoint;
@@ -278,6 +280,17 @@ impl Call {
                     return Ok(Done::Existing(model));
                 }
             }
+            #[cfg(feature = "postgres")]
+            let request = match self
+                .in_three_round_trips::<T, F, U>(conn, key, request)
+                .await?
+            {
+                Fast::Done(done) => {
+                    look_first.found(self.lock_key, !matches!(done, Done::Created(_)));
+                    return Ok(done);
+                }
+                Fast::NotTaken(request) => request,
+            };
             let scope = self.begin_and_lock(conn).await?;
             let frame = Frame {
                 held,
@@ -330,6 +343,73 @@ impl Call {
                 .await
         };
         work.instrument(self.span.clone()).await
+    }
+
+    /// PostgreSQL, data in hand and no update function: begin, lock, insert and commit in
+    /// three round trips on a connection of SeaORM's pool (src/fast_path.rs). The request
+    /// comes back, untouched, when this path does not apply (another backend or request, a
+    /// mock) or the key is held by another transaction: the usual path then waits for it.
+    #[cfg(feature = "postgres")]
+    async fn in_three_round_trips<T, F, U>(
+        &self,
+        conn: &DatabaseConnection,
+        key: &CallKey<T>,
+        request: Request<T::Data, F, U>,
+    ) -> Result<Fast<T::Model, Request<T::Data, F, U>>, Error>
+    where
+        T: IdempotentCreate,
+    {
+        let pool = if self.backend == Backend::Postgres {
+            fast_path::pool_of(conn)
+        } else {
+            None
+        };
+        let (pool, data) = match (pool, request) {
+            (
+                Some(pool),
+                Request {
+                    new_row: NewRow::Ready(data),
+                    on_existing: OnExisting::Keep,
+                },
+            ) => (pool, data),
+            (_, request) => return Ok(Fast::NotTaken(request)),
+        };
+        let mut session = match Session::begin_and_try(pool, self.lock_key, self.deadline).await? {
+            Try::Acquired(session) => session,
+            Try::Busy => {
+                return Ok(Fast::NotTaken(Request {
+                    new_row: NewRow::Ready(data),
+                    on_existing: OnExisting::Keep,
+                }));
+            }
+        };
+        self.record_wait();
+        // Built before the next await: an active model need not be `Send`.
+        let insert = insert_unless_exists_statement::<T>(
+            DbBackend::Postgres,
+            key,
+            T::new_active_model(&key.key, data),
+        );
+        let created = async {
+            if let Some(row) = session.query_one(insert?).await? {
+                return Ok(Done::Created(T::Model::from_query_result(&row, "")?));
+            }
+            // The guard found the row: created since our look (or with no look) and before
+            // the lock. Read it under the lock, on the same connection.
+            let find = find_statement::<T>(DbBackend::Postgres, key);
+            match session.query_one(find).await? {
+                Some(row) => Ok(Done::Existing(T::Model::from_query_result(&row, "")?)),
+                None => Err(vanished::<T>(key)),
+            }
+        }
+        .await;
+        match created {
+            Ok(done) => {
+                session.commit().await?;
+                Ok(Fast::Done(done))
+            }
+            Err(err) => Err(session.roll_back_after(err).await),
+        }
     }
 
     /// Begins the crate's own transaction and takes the lock in it. On PostgreSQL the
@@ -480,6 +560,14 @@ impl Call {
     }
 }
 
+/// What [`Call::in_three_round_trips`] did: the call's outcome, or nothing (the request is
+/// handed back for the usual path).
+#[cfg(feature = "postgres")]
+enum Fast<M, R> {
+    Done(Done<M>),
+    NotTaken(R),
+}
+
 /// The row with this key, if any: `SELECT cols FROM t WHERE k1 = $1 ... LIMIT 1` (its text
 /// kept per entity: [`statements`]).
 async fn find<T, C>(db: &C, key: &CallKey<T>) -> Result<Option<T::Model>, DbErr>
@@ -498,6 +586,16 @@ fn find_statement<T: IdempotentCreate>(backend: DbBackend, key: &CallKey<T>) -> 
     statements::statement::<T>(backend, Kind::Find, values, || {
         T::find().filter(key.condition()).limit(1).build(backend)
     })
+}
+
+/// The guarded insert found a row for the key that the read after it did not: only a writer
+/// that does not take the lock can delete it under the lock.
+fn vanished<T: IdempotentCreate>(key: &CallKey<T>) -> Error {
+    Error::Database(DbErr::RecordNotFound(format!(
+        "{}: the insert found a row for key {} that is no longer there",
+        T::default().table_name(),
+        key.shown()
+    )))
 }
 
 /// Inserts the row with a guard (`INSERT ... SELECT ... WHERE NOT EXISTS`), then, only if the
@@ -522,11 +620,7 @@ where
     }
     match find::<T, _>(txn, key).await? {
         Some(model) => Ok(Done::Existing(model)),
-        None => Err(Error::Database(DbErr::RecordNotFound(format!(
-            "{}: the insert found a row for key {} that is no longer there",
-            T::default().table_name(),
-            key.shown()
-        )))),
+        None => Err(vanished::<T>(key)),
     }
 }
 

@@ -123,6 +123,13 @@ use crate::{Error, KeepExisting, LookFirst, NaturalKey, Once, Outcome, Transacti
 ///    takes the key's lock: PostgreSQL's
 ///    transaction-scoped advisory lock on [`LockKey::for_entity`](crate::LockKey::for_entity)`(lock_namespace(), key)`
 ///    ([`LockKey::for_composite`](crate::LockKey::for_composite) for a tuple key).
+///    On a PostgreSQL pool, with the data in hand and no update function, the transaction
+///    is the crate's own on a connection taken from SeaORM's pool: `BEGIN ISOLATION LEVEL
+///    READ COMMITTED` and the try for the lock travel in one message (one round trip; a new
+///    key then costs three: this, the insert, COMMIT). If the key is held, that transaction
+///    is rolled back and the call begins again through SeaORM and waits (two round trips
+///    more than waiting at once). Dropped before it ends, such a call closes its connection
+///    rather than return it to the pool: the server rolls back and releases the lock.
 /// 3. With the lock held, a fresh statement inserts the row unless it exists now, and returns
 ///    it: under READ COMMITTED it sees the row of a caller that held the lock before us (see
 ///    [why READ COMMITTED](crate#why-read-committed)).
@@ -306,7 +313,12 @@ pub trait IdempotentCreate: EntityTrait {
     ///
     /// # Cancel Safety
     ///
-    /// See [`create_once_with`](Self::create_once_with).
+    /// As [`create_once_with`](Self::create_once_with), with one difference: on a PostgreSQL pool
+    /// this call runs on a connection the crate took from the pool itself (see [what a call
+    /// does](Self#what-a-call-does)), and dropping the future before its COMMIT or ROLLBACK
+    /// completed closes that connection instead of handing it back: the server rolls the
+    /// transaction back and releases the lock, and the pool opens a new connection when it
+    /// needs one.
     async fn create_once<C, Shape>(
         db: &C,
         key: Self::Key,

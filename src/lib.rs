@@ -69,10 +69,11 @@
 //! the caller that held the lock before us. Under REPEATABLE READ or SERIALIZABLE the snapshot
 //! is taken at the transaction's first statement, before the lock wait, and the look would miss
 //! that row. So the crate's own transactions are READ COMMITTED whatever the server's default:
-//! a plain `BEGIN` is READ COMMITTED on a server left at PostgreSQL's default, which the
-//! statement that tries the lock checks (the same round trip), and where the default is
-//! stricter the crate rolls back and begins again with the level set explicitly (one round
-//! trip more). Inside a caller's stricter transaction it returns [`Error::UnsafeIsolation`]
+//! on a pool, with data in hand and no update function, `BEGIN ISOLATION LEVEL READ COMMITTED`
+//! travels with the try for the lock in one message; otherwise a plain `BEGIN` is READ
+//! COMMITTED on a server left at PostgreSQL's default, which the statement that tries the lock
+//! checks (the same round trip), and where the default is stricter the crate rolls back and
+//! begins again with the level set explicitly (one round trip more). Inside a caller's stricter transaction it returns [`Error::UnsafeIsolation`]
 //! before writing anything, instead of a unique violation.
 //!
 //! # Keys
@@ -90,7 +91,8 @@
 //! # Cancel safety
 //!
 //! Every async function documents its cancel safety. In short: dropping a call writes nothing
-//! and releases its lock; a connection whose statement is still waiting on the server stays
+//! and releases its lock (a connection the crate took from the pool itself is closed, never
+//! handed back with a transaction open); a connection whose statement is still waiting on the server stays
 //! busy until that wait ends, so bound waits with [`Wait::Timeout`] where callers may go away.
 //! On a caller's transaction the call's work belongs to that transaction (see
 //! [`IdempotentCreate`'s section on it](IdempotentCreate#on-a-callers-transaction)).
@@ -131,6 +133,8 @@ mod classify;
 mod create;
 mod engine;
 mod error;
+#[cfg(feature = "postgres")]
+mod fast_path;
 mod holders;
 mod key;
 mod lock;

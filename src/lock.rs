@@ -8,7 +8,9 @@
 
 use std::time::Duration;
 
-use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, Statement, Value};
+use sea_orm::{
+    ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, QueryResult, Statement, Value,
+};
 
 use crate::engine::{self, DETECTION_COLUMNS, Server};
 use crate::wait::Deadline;
@@ -151,22 +153,10 @@ pub(crate) async fn acquire(
         .await
         .map_err(engine::from_try_error)?
         .ok_or_else(|| no_row("try"))?;
-    // Before the answer is believed: is this a server whose locks are real? (src/engine.rs)
-    Server::from_row(&attempt)?.check(normalize(deadline.asked()))?;
-    match attempt.try_get::<Option<bool>>("", "acquired")? {
-        Some(true) => return Ok(()),
-        Some(false) => {}
-        None => {
-            return Err(Error::UnsafeIsolation {
-                level: attempt.try_get("", "isolation")?,
-            });
-        }
+    if let Attempt::Acquired = read_attempt(&attempt, deadline)? {
+        return Ok(());
     }
-    let bound = match normalize(deadline.left()) {
-        Wait::No => return Err(Error::LockBusy { key, row: None }),
-        Wait::Timeout(timeout) => Some(timeout),
-        Wait::Forever => None,
-    };
+    let bound = bound_of_wait(key, deadline)?;
     txn.execute_raw(prepare_statement(key, bound)).await?;
     loop {
         txn.execute_unprepared(&wait_block(key, mode)).await?;
@@ -199,7 +189,46 @@ pub(crate) async fn acquire(
     }
 }
 
-fn no_row(statement: &str) -> Error {
+/// What the statement that tries the lock found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Attempt {
+    /// The lock is ours until the transaction ends.
+    Acquired,
+    /// Another transaction holds the key.
+    Busy,
+}
+
+/// Reads the answer of the statement that tries the lock ([`try_statement`], or
+/// [`try_sql_with_literal_key`]): first whether the server's locks are real (src/engine.rs),
+/// before the answer is believed, then the isolation check, then the try.
+///
+/// # Errors
+///
+/// [`Error::UnsupportedServer`] for a server refused for this wait, [`Error::UnsafeIsolation`]
+/// under REPEATABLE READ or SERIALIZABLE (the try was not made), [`Error::Database`] when a
+/// column cannot be read.
+pub(crate) fn read_attempt(attempt: &QueryResult, deadline: Deadline) -> Result<Attempt, Error> {
+    Server::from_row(attempt)?.check(normalize(deadline.asked()))?;
+    match attempt.try_get::<Option<bool>>("", "acquired")? {
+        Some(true) => Ok(Attempt::Acquired),
+        Some(false) => Ok(Attempt::Busy),
+        None => Err(Error::UnsafeIsolation {
+            level: attempt.try_get("", "isolation")?,
+        }),
+    }
+}
+
+/// After a busy try: how long the wait may last (`None`: forever, in slices), or
+/// [`Error::LockBusy`] when the caller's wait is over ([`Wait::No`], or a bound already spent).
+pub(crate) fn bound_of_wait(key: LockKey, deadline: Deadline) -> Result<Option<Duration>, Error> {
+    match normalize(deadline.left()) {
+        Wait::No => Err(Error::LockBusy { key, row: None }),
+        Wait::Timeout(timeout) => Ok(Some(timeout)),
+        Wait::Forever => Ok(None),
+    }
+}
+
+pub(crate) fn no_row(statement: &str) -> Error {
     Error::Database(DbErr::RecordNotFound(format!(
         "the advisory-lock {statement} statement returned no row"
     )))
@@ -247,17 +276,37 @@ fn key_parameters(key: LockKey) -> (Vec<Value>, String) {
 }
 
 /// Step 1: isolation check, then a try-lock (`CASE` evaluates its branches in order, so the
-/// lock is not touched under an unsafe level).
+/// lock is not touched under an unsafe level). Its answer is read by [`read_attempt`].
 fn try_statement(key: LockKey, mode: Mode) -> Statement {
     let (values, placeholders) = key_parameters(key);
+    Statement::from_sql_and_values(DbBackend::Postgres, try_sql(mode, &placeholders), values)
+}
+
+/// [`try_statement`]'s text with the key written as integer literals, for a simple-protocol
+/// message, which binds nothing (src/fast_path.rs sends it after `BEGIN` in one message).
+///
+/// The only values ever formatted into SQL by this crate: a [`LockKey`] is one or two
+/// integers (`i32`, `i64`), computed by the crate from crc32 for entity keys, and an integer's
+/// decimal text can hold nothing but digits and a minus sign. Nothing the user supplies (key,
+/// data) reaches this text.
+#[cfg(feature = "postgres")]
+pub(crate) fn try_sql_with_literal_key(key: LockKey) -> String {
+    let literals = match key {
+        LockKey::Pair(namespace, key) => format!("{namespace}, {key}"),
+        LockKey::BigInt(key) => key.to_string(),
+    };
+    try_sql(Mode::Exclusive, &literals)
+}
+
+/// The text of step 1 with `arguments` (placeholders, or the key's integers) for the try.
+fn try_sql(mode: Mode, arguments: &str) -> String {
     let try_lock = function(mode, false);
-    let sql = format!(
+    format!(
         "SELECT CASE \
          WHEN current_setting('transaction_isolation') NOT IN ('read committed', 'read uncommitted') THEN NULL \
-         ELSE {try_lock}({placeholders}) END AS acquired, \
+         ELSE {try_lock}({arguments}) END AS acquired, \
          current_setting('transaction_isolation') AS isolation, {DETECTION_COLUMNS}"
-    );
-    Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
+    )
 }
 
 /// Step 2: save both timeouts, turn `statement_timeout` off for the wait, and store the key
@@ -383,6 +432,22 @@ mod tests {
         let sql = try_statement(LockKey::Pair(1, 2), Mode::Exclusive).sql;
         assert!(sql.contains("pg_try_advisory_xact_lock($1, $2)"));
         assert!(!sql.contains("set_config"));
+    }
+
+    #[cfg(feature = "postgres")]
+    #[test]
+    fn the_literal_try_is_the_bound_try_with_the_key_written_out() {
+        for (key, written) in [
+            (LockKey::Pair(-7, 2_147_483_647), "-7, 2147483647"),
+            (LockKey::BigInt(-9_000_000_000), "-9000000000"),
+        ] {
+            let bound = try_statement(key, Mode::Exclusive);
+            let placeholders = key_parameters(key).1;
+            assert_eq!(
+                try_sql_with_literal_key(key),
+                bound.sql.replace(&placeholders, written)
+            );
+        }
     }
 
     #[test]

@@ -23,12 +23,15 @@ use crate::backend::Backend;
 ///
 /// | | new key | redelivery of a stored row |
 /// |---|---|---|
-/// | `Always` | look, `BEGIN`, lock, insert, `COMMIT` | look |
-/// | `Never` | `BEGIN`, lock, insert, `COMMIT` | `BEGIN`, lock, insert (finds the row), read it, `COMMIT` |
+/// | `Always` | look, `BEGIN` + lock, insert, `COMMIT`: 4 | look: 1 |
+/// | `Never` | `BEGIN` + lock, insert, `COMMIT`: 3 | `BEGIN` + lock, insert (finds the row), read it, `COMMIT`: 4 |
 /// | `Adaptive` | as `Never` during a run of new keys | as `Always` once redeliveries come |
 ///
-/// (PostgreSQL, data in hand; each statement is one round trip. On a server whose default
-/// isolation is stricter than READ COMMITTED, `BEGIN` is followed by `SET TRANSACTION`.)
+/// (Round trips on a PostgreSQL pool, data in hand, no update function: `BEGIN` and the
+/// try for the lock travel in one message. With `make_data`, an update function or a
+/// contended key, the transaction is SeaORM's and `BEGIN` is a round trip of its own, after
+/// which the try for the lock follows; a key held by another caller costs two round trips
+/// more than that, for the try that found it busy and its `ROLLBACK`.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LookFirst {
     /// Look unless the entity's last [`MISSES_BEFORE_SKIPPING`] looks found nothing; look

@@ -65,7 +65,9 @@ impl<S: Subscriber> Layer<S> for Sent {
 }
 
 /// Runs `call` and returns what it returned and the statements it sent, savepoint names
-/// left out (sqlx and SeaORM name them differently; the shape is what must match) and the
+/// left out (sqlx and SeaORM name them differently; the shape is what must match), the lock
+/// key's integers where they are written into the SQL left out (the two calls lock different
+/// keys; see [`key_literals_left_out`]), and the
 /// wait slices that ran out (a wait and its outcome, repeated) counted once, since how many
 /// run out depends on the machine's speed.
 async fn sent_by<T>(call: impl Future<Output = T>) -> (T, Vec<String>) {
@@ -79,7 +81,7 @@ async fn sent_by<T>(call: impl Future<Output = T>) -> (T, Vec<String>) {
     for sql in sent.0.lock().unwrap().drain(..) {
         let sql = match sql.split_once("SAVEPOINT ") {
             Some((verb, _name)) => format!("{verb}SAVEPOINT"),
-            None => sql,
+            None => key_literals_left_out(sql),
         };
         if sql == "ROLLBACK TO SAVEPOINT" {
             statements.truncate(statements.len().saturating_sub(2));
@@ -97,6 +99,24 @@ async fn sent_by<T>(call: impl Future<Output = T>) -> (T, Vec<String>) {
         }
     }
     (out, statements)
+}
+
+/// `pg_try_advisory_xact_lock(724609916, -2082672713)` (the key written out, in the
+/// three-round-trip path's simple-protocol message) as `pg_try_advisory_xact_lock(<key>)`;
+/// bound keys (`$1, $2`) stay as they are.
+fn key_literals_left_out(sql: String) -> String {
+    const CALL: &str = "pg_try_advisory_xact_lock(";
+    let Some(start) = sql.find(CALL).map(|at| at + CALL.len()) else {
+        return sql;
+    };
+    let Some(length) = sql[start..].find(')') else {
+        return sql;
+    };
+    let arguments = &sql[start..start + length];
+    if arguments.starts_with('$') {
+        return sql;
+    }
+    format!("{}<key>{}", &sql[..start], &sql[start + length..])
 }
 
 /// A pool of one connection that logs its statements, already connected (connecting sends

@@ -9,6 +9,11 @@
 //! it; `tests/callers_transaction.rs` covers transactions that outlive a dropped call). It can
 //! fail: with the advisory lock made a no-op (`Backend::lock` returning at once) it fails with
 //! unique violations in `other_errors`.
+//!
+//! The second test drops the three-round-trip path (`src/fast_path.rs`, a pooled connection
+//! the crate owns outside SeaORM's transaction) at each of its await points in turn, over a
+//! pool of one, and checks for leftovers after every dropped call. It fails when a dropped
+//! session's connection is handed back to the pool instead of closed.
 
 #![cfg(feature = "postgres")]
 
@@ -164,4 +169,180 @@ async fn calls_dropped_anywhere_leave_nothing_behind() {
             assert!(!created.contains_key(&pr_id), "pr {pr_id} created twice");
         }
     }
+}
+
+/// Rows keyed by `k`, whose calls never look first: every call takes the three-round-trip path
+/// of a new key on a connection (`src/fast_path.rs`), which holds a pooled connection outside
+/// SeaORM's `DatabaseTransaction`.
+#[allow(unreachable_pub)]
+mod fresh_keys {
+    use sea_orm::ActiveValue::Set;
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "fresh_keys")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        #[sea_orm(unique)]
+        pub k: i64,
+        pub v: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+
+    impl sea_orm_idempotent::IdempotentCreate for Entity {
+        type Key = i64;
+        type Data = String;
+
+        fn key_column() -> Column {
+            Column::K
+        }
+
+        fn new_active_model(_: &i64, v: String) -> ActiveModel {
+            ActiveModel {
+                v: Set(v),
+                ..Default::default()
+            }
+        }
+
+        fn look_first() -> sea_orm_idempotent::LookFirst {
+            sea_orm_idempotent::LookFirst::Never
+        }
+    }
+}
+
+/// Polls `call` until it has waited `pendings + 1` times, then drops it (a timeout, a client
+/// gone, at exactly that await point); `Some(output)` when it finished first.
+async fn drop_at_await_point<F: std::future::Future>(
+    call: F,
+    pendings: usize,
+) -> Option<F::Output> {
+    let mut call = std::pin::pin!(call);
+    let mut waited = 0;
+    std::future::poll_fn(|cx| match call.as_mut().poll(cx) {
+        std::task::Poll::Ready(output) => std::task::Poll::Ready(Some(output)),
+        std::task::Poll::Pending if waited == pendings => std::task::Poll::Ready(None),
+        std::task::Poll::Pending => {
+            waited += 1;
+            std::task::Poll::Pending
+        }
+    })
+    .await
+}
+
+/// Advisory locks held and sessions idle in a transaction, polled until both are zero (a
+/// closed connection's server process ends a moment after the client closed it); the counts
+/// still seen after `patience`.
+async fn leftovers(observer: &DatabaseConnection, patience: Duration) -> (i64, i64) {
+    let deadline = Instant::now() + patience;
+    loop {
+        let locks = count(
+            observer,
+            "SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory'",
+        )
+        .await;
+        let idle_in_transaction = count(
+            observer,
+            "SELECT count(*) AS n FROM pg_stat_activity \
+             WHERE datname = current_database() AND state LIKE 'idle in transaction%'",
+        )
+        .await;
+        if (locks, idle_in_transaction) == (0, 0) || Instant::now() > deadline {
+            return (locks, idle_in_transaction);
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// The three-round-trip path (a pooled connection the crate owns outside SeaORM's
+/// transaction), dropped at every await point, over a pool of ONE connection: for each key,
+/// calls are dropped after their 1st, 2nd, 3rd, ... wait (taking the connection, BEGIN with the
+/// try-lock, the guarded insert, the read of an existing row, COMMIT, and every wait for a
+/// socket inside them) until one completes, first for a new key, then again for its
+/// redelivery. After every dropped call: no advisory lock held and no session idle in a
+/// transaction; every key reported `Created` at most once; at the end the one connection
+/// still serves calls and every key has exactly one row.
+///
+/// (Dropping by poll count instead of a timer: tokio's timers tick in milliseconds, coarser
+/// than these round trips on loopback, so a sweep of timeouts would skip await points; this
+/// sweep hits each one.)
+///
+/// It fails without the guard (`Session`'s `Drop` in `src/fast_path.rs` not calling
+/// `close_on_drop`, so a dropped session's connection goes back to the pool as it is): the
+/// first call dropped after BEGIN and the try-lock were sent leaves the pool's connection
+/// `idle in transaction` holding the key's advisory lock, and the check fails with "after a
+/// call dropped at await point 3 for key 0 (new key): 1 advisory locks held, 1 sessions idle
+/// in a transaction" (the point's number depends on how many socket waits come first). With
+/// the guard, typically 5 to 8 calls per key and path are dropped before one completes; most
+/// new keys are then created by a call dropped after its COMMIT was sent, which the server
+/// committed, so `Created` was never reported for them: at most once, as promised.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_three_round_trip_path_dropped_at_every_await_point_leaves_nothing_behind() {
+    const SWEPT_KEYS: i64 = 6;
+    let test_db = TestDb::new().await;
+    let observer = test_db.connect(1).await;
+    observer
+        .execute_unprepared(
+            "CREATE TABLE fresh_keys (id bigserial PRIMARY KEY, k bigint NOT NULL UNIQUE, \
+             v text NOT NULL)",
+        )
+        .await
+        .unwrap();
+    let db = small_pool(&test_db.url, 1).await;
+    let mut created: HashMap<i64, usize> = HashMap::new();
+    let mut dropped = 0;
+    let mut deepest = 0;
+    for k in 0..SWEPT_KEYS {
+        for path in ["new key", "redelivery"] {
+            let mut point = 0;
+            let done = loop {
+                let call = fresh_keys::Entity::create_once(&db, k, format!("v{k}"));
+                if let Some(result) = drop_at_await_point(call, point).await {
+                    break result.unwrap();
+                }
+                dropped += 1;
+                let (locks, idle) = leftovers(&observer, Duration::from_secs(3)).await;
+                assert_eq!(
+                    (locks, idle),
+                    (0, 0),
+                    "after a call dropped at await point {point} for key {k} ({path}): {locks} \
+                     advisory locks held, {idle} sessions idle in a transaction"
+                );
+                point += 1;
+            };
+            deepest = deepest.max(point);
+            if done.is_created() {
+                *created.entry(k).or_default() += 1;
+            }
+        }
+    }
+    assert!(
+        created.values().all(|&n| n == 1),
+        "a key was reported Created more than once: {created:?}"
+    );
+    // A call dropped after COMMIT was sent may have created the row unreported, never twice.
+    // Each sweep drops a call at every point where it waited, whatever their number (a
+    // reply already read with the previous one costs no wait): the sweep is the proof of
+    // coverage. This only checks that calls did wait, on several round trips.
+    assert!(
+        deepest >= 3,
+        "calls completed after {deepest} waits at most"
+    );
+    assert!(dropped >= 2 * SWEPT_KEYS, "{dropped} calls dropped");
+
+    // The pool's one connection still serves calls, and every key has exactly one row.
+    for k in 0..SWEPT_KEYS + 1 {
+        let outcome = fresh_keys::Entity::create_once(&db, k, format!("v{k}"))
+            .await
+            .unwrap();
+        assert_eq!(outcome.is_created(), k == SWEPT_KEYS, "key {k}");
+    }
+    let rows = count(&observer, "SELECT count(*) AS n FROM fresh_keys").await;
+    let keys = count(&observer, "SELECT count(DISTINCT k) AS n FROM fresh_keys").await;
+    assert_eq!((rows, keys), (SWEPT_KEYS + 1, SWEPT_KEYS + 1));
+    assert_eq!(leftovers(&observer, Duration::from_secs(3)).await, (0, 0));
 }

@@ -125,15 +125,16 @@ async fn every_path_costs_its_round_trips_on_postgres() {
 
     // A redelivery of a stored row: the look, and nothing else.
     assert_eq!(trips(&wire, always(1), always(1)).await, 1);
-    // A new key: the look, BEGIN, the try-lock (with the isolation and server checks), the
-    // guarded insert returning the row, COMMIT.
-    assert_eq!(trips(&wire, always(2), always(3)).await, 5);
-    // Without the look: BEGIN, try-lock, insert, COMMIT.
+    // A new key: the look, then (src/fast_path.rs) BEGIN and the try-lock (with the isolation
+    // and server checks) in one message, the guarded insert returning the row, COMMIT.
+    assert_eq!(trips(&wire, always(2), always(3)).await, 4);
+    // Without the look: BEGIN with the try-lock, insert, COMMIT.
+    assert_eq!(trips(&wire, never(1), never(2)).await, 3);
+    // A redelivery without the look: BEGIN with the try-lock, the guarded insert (which
+    // finds the row and returns nothing), the read of the row, COMMIT.
     assert_eq!(trips(&wire, never(1), never(2)).await, 4);
-    // A redelivery without the look: BEGIN, try-lock, the guarded insert (which finds the
-    // row and returns nothing), the read of the row, COMMIT.
-    assert_eq!(trips(&wire, never(1), never(2)).await, 5);
-    // make_data: the look, BEGIN, try-lock, the look under the lock, insert, COMMIT.
+    // make_data (SeaORM's transaction): the look, BEGIN, try-lock, the look under the lock,
+    // insert, COMMIT.
     let made = |k: i64| {
         always_looks::Entity::create_once_with(&db, k, || async {
             Ok::<_, std::convert::Infallible>("made".to_owned())
@@ -146,10 +147,10 @@ async fn every_path_costs_its_round_trips_on_postgres() {
     for k in 1..=i64::from(MISSES_BEFORE_SKIPPING) {
         assert!(adaptive(k).await.unwrap().is_created());
     }
-    assert_eq!(trips(&wire, adaptive(100), adaptive(101)).await, 4);
-    // ... a redelivery found under the lock turns it back on (BEGIN, try-lock, the guarded
-    // insert, the read of the row, COMMIT) ...
-    assert_eq!(trips(&wire, async {}, adaptive(101)).await, 5);
+    assert_eq!(trips(&wire, adaptive(100), adaptive(101)).await, 3);
+    // ... a redelivery found under the lock turns it back on (BEGIN with the try-lock, the
+    // guarded insert, the read of the row, COMMIT) ...
+    assert_eq!(trips(&wire, async {}, adaptive(101)).await, 4);
     // ... and the next redelivery is the look alone.
     assert_eq!(trips(&wire, async {}, adaptive(101)).await, 1);
 
@@ -172,8 +173,9 @@ async fn every_path_costs_its_round_trips_on_postgres() {
     txn.commit().await.unwrap();
 
     // A contended wait (the key held elsewhere, released while the call waits): the look,
-    // BEGIN, the try-lock (busy), the wait's preparation, the wait, its outcome, insert,
-    // COMMIT.
+    // BEGIN with the try-lock (busy), ROLLBACK, then SeaORM's transaction: BEGIN, the
+    // try-lock (busy again), the wait's preparation, the wait, its outcome, insert, COMMIT.
+    // Two more than before the three-round-trip path (the ROLLBACK and the first try).
     let contended = |k: i64| {
         let (db, direct) = (db.clone(), direct.clone());
         async move {
@@ -190,7 +192,31 @@ async fn every_path_costs_its_round_trips_on_postgres() {
             assert!(waiter.await.unwrap().unwrap().is_created());
         }
     };
-    assert_eq!(trips(&wire, contended(8), contended(9)).await, 8);
+    assert_eq!(trips(&wire, contended(8), contended(9)).await, 10);
+
+    // Wait::No on a held key: BEGIN with the try-lock (busy), ROLLBACK; LockBusy at once.
+    let busy = |k: i64| {
+        let direct = direct.clone();
+        let db = &db;
+        async move {
+            let held = direct.begin().await.unwrap();
+            let key = LockKey::for_entity("never_looks", &k);
+            acquire_advisory_lock(&held, key, Wait::Forever)
+                .await
+                .unwrap();
+            let err = never_looks::Entity::once(k, "v".to_owned())
+                .wait(Wait::No)
+                .exec(db)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, sea_orm_idempotent::Error::LockBusy { .. }),
+                "{err:?}"
+            );
+            held.rollback().await.unwrap();
+        }
+    };
+    assert_eq!(trips(&wire, busy(10), busy(11)).await, 2);
 }
 
 fn stored(pr_id: i64) -> pull_requests::Model {

@@ -45,7 +45,37 @@ pub(crate) async fn create_once(
     if let Some(row) = found {
         return Ok(Outcome::Existing(model(&row)?));
     }
-    // A plain BEGIN, as the crate's: the try-lock statement checks the isolation level.
+    // As the crate's three-round-trip path (src/fast_path.rs): on a pooled connection, BEGIN
+    // and the try-lock in one simple-protocol message, the key's two integers written out.
+    // (Unlike the crate's, this copy does not close a connection dropped mid-transaction: the
+    // benchmark never drops a call.)
+    let (namespace, hashed) = lock_key(key);
+    let mut conn = pool.acquire().await?;
+    let begin_and_try = format!(
+        "BEGIN ISOLATION LEVEL READ COMMITTED; {}",
+        TRY_LOCK.replace("$1, $2", &format!("{namespace}, {hashed}"))
+    );
+    let attempt = sqlx::raw_sql(sqlx::AssertSqlSafe(begin_and_try))
+        .fetch_all(&mut *conn)
+        .await?
+        .pop()
+        .ok_or("the try-lock returned no row")?;
+    if attempt.try_get::<Option<bool>, _>("acquired")? == Some(true) {
+        return match insert_unless_exists(&mut conn, key, data).await {
+            Ok(outcome) => {
+                sqlx::raw_sql("COMMIT").execute(&mut *conn).await?;
+                Ok(outcome)
+            }
+            Err(err) => {
+                let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+                Err(err)
+            }
+        };
+    }
+    // Busy: roll back, then as the crate, a plain BEGIN (the try-lock statement checks the
+    // isolation level) and the wait.
+    sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await?;
+    drop(conn);
     let mut txn = pool.begin().await?;
     match lock_then_insert(&mut txn, key, data).await {
         Ok(outcome) => {
@@ -66,8 +96,7 @@ async fn lock_then_insert(
     key: i64,
     data: NewPullRequest,
 ) -> Result<Outcome<pull_requests::Model>, BoxError> {
-    let namespace = crc32fast::hash(b"pull_requests") as i32;
-    let hashed = crc32fast::hash(key.to_string().as_bytes()) as i32;
+    let (namespace, hashed) = lock_key(key);
     let attempt = sqlx::query(TRY_LOCK)
         .bind(namespace)
         .bind(hashed)
@@ -98,6 +127,23 @@ async fn lock_then_insert(
         }
         None => return Err("unsafe isolation level".into()),
     }
+    insert_unless_exists(txn, key, data).await
+}
+
+/// The key's lock key: `(crc32(namespace), crc32(key))`, as the crate derives it.
+fn lock_key(key: i64) -> (i32, i32) {
+    (
+        crc32fast::hash(b"pull_requests") as i32,
+        crc32fast::hash(key.to_string().as_bytes()) as i32,
+    )
+}
+
+/// The guarded insert, and the read of the row when the guard found it.
+async fn insert_unless_exists(
+    conn: &mut sqlx::PgConnection,
+    key: i64,
+    data: NewPullRequest,
+) -> Result<Outcome<pull_requests::Model>, BoxError> {
     let inserted = sqlx::query(INSERT_UNLESS_EXISTS)
         .bind(key)
         .bind(data.repository)
@@ -109,7 +155,7 @@ async fn lock_then_insert(
         .bind(data.delivery_id)
         .bind(data.updated_at)
         .bind(key)
-        .fetch_optional(&mut **txn)
+        .fetch_optional(&mut *conn)
         .await?;
     Ok(match inserted {
         Some(row) => Outcome::Created(model(&row)?),
@@ -117,7 +163,7 @@ async fn lock_then_insert(
             let row = sqlx::query(FIND)
                 .bind(key)
                 .bind(1_i64)
-                .fetch_optional(&mut **txn)
+                .fetch_optional(&mut *conn)
                 .await?
                 .ok_or("the insert found a row that is no longer there")?;
             Outcome::Existing(model(&row)?)
