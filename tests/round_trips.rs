@@ -268,10 +268,11 @@ async fn an_existing_row_costs_one_statement() {
     assert!(sql[0].starts_with("SELECT"), "{sql:#?}");
 }
 
-/// A new row: look (miss), then in one transaction lock (uncontended: one try-lock, no wait)
-/// and insert-unless-exists: three statements plus BEGIN and COMMIT (and, on a real server, `SET TRANSACTION ISOLATION LEVEL
-/// READ COMMITTED`, which the mock does not log). The look after the lock and the insert are
-/// one statement, not two.
+/// A new row through SeaORM's transaction (what a mock connection, or a call that is not data
+/// in hand, takes): look (miss), then in one transaction lock (uncontended: one try-lock, no
+/// wait) and insert-unless-exists: three statements plus BEGIN and COMMIT. The look after the
+/// lock and the insert are one statement, not two. (A real pool takes the three-round-trip
+/// path instead: `every_path_costs_its_round_trips_on_postgres`.)
 #[tokio::test]
 async fn a_new_row_costs_look_lock_insert() {
     let db = MockDatabase::new(DatabaseBackend::Postgres)
