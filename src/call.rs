@@ -271,9 +271,17 @@ impl Call {
             // lock. Not with an update function (it must see the row under the lock), and not
             // while this entity's recent looks kept missing (src/look.rs).
             let look_first = T::look_first();
-            if let OnExisting::Keep = request.on_existing
-                && look_first.looks(self.lock_key, self.backend)
-            {
+            let looked = matches!(request.on_existing, OnExisting::Keep)
+                && look_first.looks(self.lock_key, self.backend);
+            // What the call found under the lock, learnt once per call: a miss after a look
+            // that missed is the same miss; a row found there turns the look back on.
+            let learn = |done: &Done<T::Model>| {
+                let existed = !matches!(done, Done::Created(_));
+                if !looked || existed {
+                    look_first.found(self.lock_key, existed);
+                }
+            };
+            if looked {
                 let found = find::<T, _>(conn, key).await?;
                 look_first.found(self.lock_key, found.is_some());
                 if let Some(model) = found {
@@ -286,7 +294,7 @@ impl Call {
                 .await?
             {
                 Fast::Done(done) => {
-                    look_first.found(self.lock_key, !matches!(done, Done::Created(_)));
+                    learn(&done);
                     return Ok(done);
                 }
                 Fast::NotTaken(request) => request,
@@ -299,7 +307,7 @@ impl Call {
             let done = self
                 .create_and_end::<T, F, U>(scope, key, request, frame)
                 .await?;
-            look_first.found(self.lock_key, !matches!(done, Done::Created(_)));
+            learn(&done);
             Ok(done)
         };
         work.instrument(self.span.clone()).await
