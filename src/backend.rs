@@ -181,11 +181,11 @@ impl Backend {
 /// Runs the guarded insert (`INSERT ... SELECT ... WHERE NOT EXISTS ... RETURNING`) and returns
 /// the row it inserted, or `None` when the guard found the row. MySQL has no `RETURNING`
 /// (sea-query renders none for it): there the insert is followed, when it inserted a row, by
-/// `reread` (the row by its key) in the same transaction.
+/// `reread()` (the row by its key) in the same transaction; other backends never build it.
 pub(crate) async fn insert_returning<C: ConnectionTrait>(
     db: &C,
     insert: Statement,
-    reread: Statement,
+    reread: impl FnOnce() -> Statement,
 ) -> Result<Option<QueryResult>, DbErr> {
     match db.get_database_backend() {
         DbBackend::MySql => crate::mysql::insert_then_reread(db, insert, reread).await,

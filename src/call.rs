@@ -622,7 +622,7 @@ where
     let backend = txn.get_database_backend();
     let insert =
         insert_unless_exists_statement::<T>(backend, key, T::new_active_model(&key.key, data))?;
-    let reread = find_statement::<T>(backend, key); // MySQL: no RETURNING
+    let reread = || find_statement::<T>(backend, key); // MySQL: no RETURNING
     if let Some(row) = backend::insert_returning(txn, insert, reread).await? {
         return Ok(Done::Created(T::Model::from_query_result(&row, "")?));
     }

@@ -358,13 +358,13 @@ async fn rolled_back_on_timeout(txn: &DatabaseTransaction) -> Result<bool, Error
 pub(crate) async fn insert_then_reread<C: ConnectionTrait>(
     db: &C,
     insert: Statement,
-    reread: Statement,
+    reread: impl FnOnce() -> Statement,
 ) -> Result<Option<QueryResult>, DbErr> {
     let inserted = db.execute_raw(insert).await?.rows_affected();
     if inserted == 0 {
         return Ok(None);
     }
-    match db.query_one_raw(reread).await? {
+    match db.query_one_raw(reread()).await? {
         Some(row) => Ok(Some(row)),
         None => Err(DbErr::RecordNotFound(
             "the row inserted by this transaction is not found by its key".to_owned(),
