@@ -23,6 +23,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::keyed_rows::keyed_rows;
 use common::{new_pr, small_pool};
 use entity::{PullRequest, pull_requests};
 use sea_orm::{
@@ -171,49 +172,10 @@ async fn calls_dropped_anywhere_leave_nothing_behind() {
     }
 }
 
-/// Rows keyed by `k`, whose calls never look first: every call takes the three-round-trip path
-/// of a new key on a connection (`src/fast_path.rs`), which holds a pooled connection outside
-/// SeaORM's `DatabaseTransaction`.
-#[allow(unreachable_pub)]
-mod fresh_keys {
-    use sea_orm::ActiveValue::Set;
-    use sea_orm::entity::prelude::*;
-
-    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
-    #[sea_orm(table_name = "fresh_keys")]
-    pub struct Model {
-        #[sea_orm(primary_key)]
-        pub id: i64,
-        #[sea_orm(unique)]
-        pub k: i64,
-        pub v: String,
-    }
-
-    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
-
-    impl ActiveModelBehavior for ActiveModel {}
-
-    impl sea_orm_idempotent::IdempotentCreate for Entity {
-        type Key = i64;
-        type Data = String;
-
-        fn key_column() -> Column {
-            Column::K
-        }
-
-        fn new_active_model(_: &i64, v: String) -> ActiveModel {
-            ActiveModel {
-                v: Set(v),
-                ..Default::default()
-            }
-        }
-
-        fn look_first() -> sea_orm_idempotent::LookFirst {
-            sea_orm_idempotent::LookFirst::Never
-        }
-    }
-}
+// Rows keyed by `k`, whose calls never look first: every call takes the three-round-trip path
+// of a new key on a connection (`src/fast_path.rs`), which holds a pooled connection outside
+// SeaORM's `DatabaseTransaction`.
+keyed_rows!(fresh_keys, "fresh_keys", Never);
 
 /// Polls `call` until it has waited `pendings + 1` times, then drops it (a timeout, a client
 /// gone, at exactly that await point); `Some(output)` when it finished first.

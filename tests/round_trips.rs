@@ -14,6 +14,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::future::Future;
 
+use common::keyed_rows::keyed_rows;
 use common::versions::{self, documents, edit, newer_only};
 use common::wire::RoundTrips;
 use common::{new_pr, until_someone_waits};
@@ -25,52 +26,6 @@ use sea_orm_idempotent::{
     IdempotentCreate, LockKey, MISSES_BEFORE_SKIPPING, Wait, acquire_advisory_lock,
 };
 use test_support::TestDb;
-
-/// A table of keyed rows whose entity looks first as `$look` says.
-macro_rules! keyed_rows {
-    ($module:ident, $table:literal, $look:ident) => {
-        #[allow(unreachable_pub)]
-        mod $module {
-            use sea_orm::ActiveValue::Set;
-            use sea_orm::entity::prelude::*;
-
-            #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
-            #[sea_orm(table_name = $table)]
-            pub struct Model {
-                #[sea_orm(primary_key)]
-                pub id: i64,
-                #[sea_orm(unique)]
-                pub k: i64,
-                pub v: String,
-            }
-
-            #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-            pub enum Relation {}
-
-            impl ActiveModelBehavior for ActiveModel {}
-
-            impl sea_orm_idempotent::IdempotentCreate for Entity {
-                type Key = i64;
-                type Data = String;
-
-                fn key_column() -> Column {
-                    Column::K
-                }
-
-                fn new_active_model(_: &i64, v: String) -> ActiveModel {
-                    ActiveModel {
-                        v: Set(v),
-                        ..Default::default()
-                    }
-                }
-
-                fn look_first() -> sea_orm_idempotent::LookFirst {
-                    sea_orm_idempotent::LookFirst::$look
-                }
-            }
-        }
-    };
-}
 
 keyed_rows!(always_looks, "always_looks", Always);
 keyed_rows!(never_looks, "never_looks", Never);

@@ -5,6 +5,7 @@
 //! - `race`: the racing workload ([`Workload`], [`Strategy`], [`Tally`]);
 //! - `workers`: the same workload in worker processes (this test binary, re-run);
 //! - `gate`: the start gate that releases worker processes together;
+//! - `keyed_rows`: `keyed_rows!`, an entity of keyed rows that looks first as told;
 //! - `locks`: lock probes (`pg_locks` on PostgreSQL, InnoDB's lock waits on MySQL);
 //! - `mysql`: MySQL's side of the probes (used through `locks` and the gate);
 //! - `pools`: the pools a race runs over, connections open;
@@ -18,10 +19,11 @@
 //! `test_support` (the benchmark and the demo use them too) and are re-exported here.
 
 // Each test binary uses its own subset of these.
-#![allow(dead_code, unused_imports)]
+#![allow(dead_code, unused_imports, unused_macros)]
 
 pub(crate) mod composite;
 mod gate;
+pub(crate) mod keyed_rows;
 mod locks;
 pub(crate) mod mysql;
 mod pools;
