@@ -5,8 +5,9 @@
 //! rolls back. Read top to bottom, it is the whole path of a call; the statements it sends are
 //! at the end.
 //!
-//! (Over 400 lines on purpose: the point of this file is one call's whole path in one read,
-//! with the key it binds and the statements it sends.)
+//! (Over 800 lines on purpose: the point of this file is one call's whole path in one read,
+//! both ways to the lock (the three-round-trip path and SeaORM's transaction), with the key it
+//! binds and the statements it sends; the last hundred lines are its unit tests.)
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -5,6 +5,9 @@
 //! and no earlier: there is no unlock call. That is what makes the lock safe to forget and what
 //! makes it work through PgBouncer in transaction-pooling mode, where a session-scoped lock
 //! would stay behind on a server connection another client gets next.
+//!
+//! (Over 450 lines: every statement that takes, tries or waits for an advisory lock, and the
+//! reading of its answer, kept in one file so that no lock SQL is written anywhere else.)
 
 use std::time::Duration;
 

@@ -75,6 +75,9 @@
 //! which a dropped call would leave changed on a pooled connection. The crate does not guess: on a server that rejects the syntax
 //! (error 1064) every call is refused with [`ServerRefusal::NotMariaDb`] before anything is
 //! written. Untested on MySQL 8.
+//!
+//! (Over 450 lines: the whole MySQL mechanism, its reasons, the lock table's DDL and every
+//! statement on it, in one file, as `src/lock.rs` is for PostgreSQL.)
 
 // Compiled in every build: `mysql_lock_table` is public (a migration crate may build the crate
 // without the feature); the lock code is reached only through `Backend::MySql`, which needs it.

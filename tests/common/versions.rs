@@ -9,6 +9,11 @@
 //! the key's lock the look, `make_data` and the write of two callers interleave, and an older
 //! version read before a newer one was written overwrites it (a lost update): `make_data`
 //! sleeps a little to hold that window open.
+//! (The sleep widens a race window; it coordinates nothing: the callers meet at the database's
+//! lock, and the assertions hold whatever the timing.)
+//!
+//! (Over 450 lines: the update form's two entities, their tables on three backends, the race
+//! and every shared check, so that the three backends' test files stay a list of calls.)
 
 use std::sync::Arc;
 use std::time::Duration;
