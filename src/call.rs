@@ -29,7 +29,7 @@ use crate::outcome::Done;
 use crate::savepoint::Savepoint;
 use crate::source::{Handle, PoolId, TxnId};
 use crate::statements::{self, Kind};
-use crate::turns::{self, Place};
+use crate::turns::{self, Arrivals, Place, Turn};
 use crate::wait::Deadline;
 use crate::{Change, Error, IdempotentCreate, LockKey, Wait};
 
@@ -253,12 +253,12 @@ impl Call {
         let held = self.backend.held(self.lock_key, On::Connection);
         self.refuse_reentry(held, On::Connection)?;
         let work = async {
-            // The waiting room (src/turns.rs): callers of one PostgreSQL pool on the same key
+            // The waiting room (src/turns.rs): callers of one pool on the same key
             // take turns before taking a connection, so a burst on one key holds at most one of
             // the pool's connections. The turn is held to the end of this block (after COMMIT
             // or ROLLBACK); the advisory lock still decides. A caller whose bound ran out here
             // goes on without a turn.
-            let _turn = match PoolId::of(conn) {
+            let turn = match PoolId::of(conn) {
                 Some(pool) => {
                     let place = Place::Key {
                         pool,
@@ -268,12 +268,25 @@ impl Call {
                 }
                 None => None,
             };
+            let keeps = matches!(request.on_existing, OnExisting::Keep);
+            // The row the caller before us in the waiting room found or created while we
+            // waited: no statement at all. Not with an update function (it must see the row
+            // under the lock).
+            if keeps && let Some(row) = turn.as_ref().and_then(Turn::passed_on::<T::Model>) {
+                return Ok(Done::Existing(row));
+            }
+            // Passes the row on to those who arrived before `arrivals` was counted, which is
+            // before the statement that found or created it (src/turns.rs).
+            let pass_on = |done: &Done<T::Model>, arrivals: Option<Arrivals>| {
+                if let (Some(turn), Some(arrivals)) = (&turn, arrivals) {
+                    turn.pass_on(done.model(), arrivals);
+                }
+            };
             // Most duplicates arrive after the first delivery committed: one statement, no
-            // lock. Not with an update function (it must see the row under the lock), and not
-            // while this entity's recent looks kept missing (src/look.rs).
+            // lock. Not with an update function, and not while this entity's recent looks kept
+            // missing (src/look.rs).
             let look_first = T::look_first();
-            let looked = matches!(request.on_existing, OnExisting::Keep)
-                && look_first.looks(self.lock_key, self.backend);
+            let looked = keeps && look_first.looks(self.lock_key, self.backend);
             // What the call found under the lock, learnt once per call: a miss after a look
             // that missed is the same miss; a row found there turns the look back on.
             let learn = |done: &Done<T::Model>| {
@@ -283,12 +296,16 @@ impl Call {
                 }
             };
             if looked {
+                let arrivals = turn.as_ref().map(Turn::arrivals);
                 let found = find::<T, _>(conn, key).await?;
                 look_first.found(self.lock_key, found.is_some());
                 if let Some(model) = found {
-                    return Ok(Done::Existing(model));
+                    let done = Done::Existing(model);
+                    pass_on(&done, arrivals);
+                    return Ok(done);
                 }
             }
+            let arrivals = turn.as_ref().map(Turn::arrivals);
             #[cfg(feature = "postgres")]
             let request = match self
                 .in_three_round_trips::<T, F, U>(conn, key, request)
@@ -296,6 +313,7 @@ impl Call {
             {
                 Fast::Done(done) => {
                     learn(&done);
+                    pass_on(&done, arrivals);
                     return Ok(done);
                 }
                 Fast::NotTaken(request) => request,
@@ -309,6 +327,7 @@ impl Call {
                 .create_and_end::<T, F, U>(scope, key, request, frame)
                 .await?;
             learn(&done);
+            pass_on(&done, arrivals);
             Ok(done)
         };
         work.instrument(self.span.clone()).await

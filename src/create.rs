@@ -108,12 +108,14 @@ use crate::{Error, KeepExisting, LookFirst, NaturalKey, Once, Outcome, Transacti
 ///
 /// # What a call does
 ///
-/// 0. On a PostgreSQL connection pool, waits its turn behind other callers of the same pool
-///    and key in this process, before taking a connection, so a burst of waiting duplicates
-///    holds one pooled connection at a time and callers of other keys keep the rest. The
-///    advisory lock still decides: other pools and processes do not see this queue, and
-///    [`Wait::No`] callers (or [`Wait::Timeout`] callers whose bound ran out in it) go on
-///    without a turn.
+/// 0. On a connection pool, waits its turn behind other callers of the same pool and key in
+///    this process, before taking a connection, so a burst of waiting duplicates holds one
+///    pooled connection at a time and callers of other keys keep the rest. A create-only
+///    caller that was waiting already when the caller before it looked for the row under the
+///    lock (or with its own look) is handed the row that caller found or created, and returns
+///    without a statement: that row was the stored one at a moment during its call. The lock
+///    still decides: other pools and processes do not see this queue, and [`Wait::No`]
+///    callers (or [`Wait::Timeout`] callers whose bound ran out in it) go on without a turn.
 /// 1. Looks for the row by key (one statement). Most duplicate deliveries end here. (Not in a
 ///    caller's transaction, whose connection is held already and whose isolation level must
 ///    be checked first; not with an update function; and not while the entity's recent looks

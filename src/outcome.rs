@@ -114,6 +114,16 @@ impl<M> Done<M> {
         }
     }
 
+    /// The row, as stored when the call ended.
+    pub(crate) fn model(&self) -> &M {
+        match self {
+            Done::Created(model)
+            | Done::Existing(model)
+            | Done::Updated(model)
+            | Done::Unchanged(model) => model,
+        }
+    }
+
     /// A create-only call's answer. (Such a call never updates: it has no update function.)
     pub(crate) fn into_outcome(self) -> Outcome<M> {
         match self {

@@ -75,14 +75,14 @@ pub enum Handle<'a> {
     Transaction(&'a DatabaseTransaction),
 }
 
-/// One PostgreSQL or MySQL connection pool, the same for every clone of its `DatabaseConnection`, for
-/// as long as the pool lives.
+/// One connection pool (PostgreSQL, MySQL or SQLite), the same for every clone of its
+/// `DatabaseConnection`, for as long as the pool lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct PoolId(usize);
 
 impl PoolId {
-    /// The pool behind `db`, when it is a PostgreSQL or MySQL pool; `None` for anything else
-    /// (SQLite, a mock), which has no pool the waiting room protects.
+    /// The pool behind `db`; `None` for anything else (a mock, a proxy connection), which has
+    /// no pool the waiting room protects.
     pub(crate) fn of(db: &DatabaseConnection) -> Option<PoolId> {
         #[cfg(feature = "postgres")]
         if let DatabaseConnectionType::SqlxPostgresPoolConnection(_) = &db.inner {
@@ -97,7 +97,13 @@ impl PoolId {
                 std::ptr::from_ref(db.get_mysql_connection_pool().options()) as usize,
             ));
         }
-        let _ = db; // SQLite, a mock, or a build without PostgreSQL and MySQL
+        #[cfg(feature = "sqlite")]
+        if let DatabaseConnectionType::SqlxSqlitePoolConnection(_) = &db.inner {
+            return Some(PoolId(
+                std::ptr::from_ref(db.get_sqlite_connection_pool().options()) as usize,
+            ));
+        }
+        let _ = db; // a mock, a proxy, or a build without the backend's feature
         None
     }
 

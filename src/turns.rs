@@ -24,12 +24,21 @@
 //! Callers are served in arrival order (tokio's mutex is fair). A place lives while someone
 //! holds or waits for its turn and is removed by the last one to leave, including a caller
 //! whose future is dropped while it waits.
+//!
+//! **A row passed on.** In the waiting room, a caller that found or created the row leaves it
+//! at the place ([`Turn::pass_on`]) for the callers that were already waiting when it looked
+//! under the lock: they take it ([`Turn::passed_on`]) and return without a statement, so a
+//! burst of duplicates costs the database what one caller costs. Only callers that arrived
+//! before that look may take the row: it was the stored row at a moment during their call,
+//! which is what their own look would have seen. A caller that arrives later looks itself.
 
 #[cfg(all(test, shuttle))]
 mod model_check;
 mod sync;
 
+use std::any::Any;
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::PoisonError;
 #[cfg(all(test, not(shuttle)))]
 use std::time::Duration;
@@ -41,7 +50,7 @@ use crate::{LockKey, Wait};
 /// Where callers take turns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Place {
-    /// One lock key among the callers of one PostgreSQL pool.
+    /// One lock key among the callers of one pool.
     Key { pool: PoolId, key: LockKey },
     /// One caller's transaction, at a depth of nested calls (0: calls made directly on it).
     Transaction { txn: TxnId, depth: usize },
@@ -63,7 +72,38 @@ pub(crate) async fn take(place: Place, wait: Wait) -> Option<Turn<'static>> {
 /// The places that callers hold or wait for: one per process ([`PLACES`]), and a fresh one for
 /// each execution the model checker explores.
 #[derive(Debug)]
-struct Places(Mutex<Option<HashMap<Place, Weak<AsyncMutex>>>>);
+struct Places(Mutex<Option<HashMap<Place, Weak<Room>>>>);
+
+/// One place: its turn, and what its callers pass on.
+#[derive(Debug)]
+struct Room {
+    turn: Arc<AsyncMutex>,
+    notes: Mutex<Notes>,
+}
+
+/// How many callers have come to a place, and the row the last one passed on.
+#[derive(Debug, Default)]
+struct Notes {
+    arrivals: Arrivals,
+    row: Option<PassedOn>,
+}
+
+/// A count of the callers that came to a place: the first is number 0.
+pub(crate) type Arrivals = u64;
+
+/// A row left at a place, for the callers that arrived before `arrivals` was counted.
+struct PassedOn {
+    arrivals: Arrivals,
+    row: Box<dyn Any + Send>,
+}
+
+impl fmt::Debug for PassedOn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PassedOn")
+            .field("arrivals", &self.arrivals)
+            .finish_non_exhaustive()
+    }
+}
 
 impl Places {
     const fn new() -> Places {
@@ -81,7 +121,7 @@ impl Places {
         };
         guard.map(|guard| Turn {
             _guard: guard,
-            _entry: entry,
+            entry,
         })
     }
 
@@ -101,41 +141,90 @@ impl Places {
 #[derive(Debug)]
 pub(crate) struct Turn<'a> {
     _guard: OwnedGuard,
-    _entry: Entry<'a>,
+    entry: Entry<'a>,
 }
 
-/// A counted reference to one place's mutex; the last one dropped removes the place.
+impl Turn<'_> {
+    /// How many callers have come to this place so far, this one included: count them just
+    /// before the statement that finds or creates the row, then [`pass_on`](Self::pass_on) it.
+    pub(crate) fn arrivals(&self) -> Arrivals {
+        self.entry.notes().arrivals
+    }
+
+    /// Leaves `row` for the callers counted in `arrivals` that still wait for this place.
+    pub(crate) fn pass_on<M: Clone + Send + 'static>(&self, row: &M, arrivals: Arrivals) {
+        self.entry.notes().row = Some(PassedOn {
+            arrivals,
+            row: Box::new(row.clone()),
+        });
+    }
+
+    /// The row a caller before this one passed on, if this caller had arrived by the time it
+    /// was found or created, and it is an `M` (two entities whose keys collide share a place).
+    pub(crate) fn passed_on<M: Clone + 'static>(&self) -> Option<M> {
+        let notes = self.entry.notes();
+        let passed = notes.row.as_ref()?;
+        if self.entry.arrival >= passed.arrivals {
+            return None;
+        }
+        passed.row.downcast_ref::<M>().cloned()
+    }
+}
+
+/// A counted reference to one place's room; the last one dropped removes the place.
 #[derive(Debug)]
 struct Entry<'a> {
     places: &'a Places,
     place: Place,
     /// `Some` until dropped: [`Drop`] releases it while holding the lock of `places`.
-    mutex: Option<Arc<AsyncMutex>>,
+    room: Option<Arc<Room>>,
+    /// This caller's number among the place's arrivals.
+    arrival: Arrivals,
 }
 
 impl Entry<'_> {
     fn of(places: &Places, place: Place) -> Entry<'_> {
         let mut map = places.0.lock().unwrap_or_else(PoisonError::into_inner);
         let map = map.get_or_insert_with(HashMap::new);
-        let mutex = match map.get(&place).and_then(Weak::upgrade) {
-            Some(mutex) => mutex,
+        let room = match map.get(&place).and_then(Weak::upgrade) {
+            Some(room) => room,
             None => {
-                let mutex = Arc::new(AsyncMutex::default());
-                map.insert(place, Arc::downgrade(&mutex));
-                mutex
+                let room = Arc::new(Room {
+                    turn: Arc::new(AsyncMutex::default()),
+                    notes: Mutex::new(Notes::default()),
+                });
+                map.insert(place, Arc::downgrade(&room));
+                room
             }
+        };
+        let arrival = {
+            let mut notes = room.notes.lock().unwrap_or_else(PoisonError::into_inner);
+            notes.arrivals += 1;
+            notes.arrivals - 1
         };
         Entry {
             places,
             place,
-            mutex: Some(mutex),
+            room: Some(room),
+            arrival,
         }
     }
 
+    fn room(&self) -> &Room {
+        self.room
+            .as_ref()
+            .expect("an entry holds its room until dropped")
+    }
+
     fn mutex(&self) -> Arc<AsyncMutex> {
-        self.mutex
-            .clone()
-            .expect("an entry holds its mutex until dropped")
+        self.room().turn.clone()
+    }
+
+    fn notes(&self) -> impl std::ops::DerefMut<Target = Notes> + '_ {
+        self.room()
+            .notes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -147,7 +236,7 @@ impl Drop for Entry<'_> {
         // (the guards and clones of a caller are released before its entry) and removes the
         // place. Checking a count and releasing afterwards would let two entries leaving at
         // once each see the other and both keep a dead place.
-        drop(self.mutex.take());
+        drop(self.room.take());
         if let Some(map) = map.as_mut()
             && map
                 .get(&self.place)
@@ -209,6 +298,37 @@ mod tests {
         let order: Vec<i32> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
         assert_eq!(order, vec![0, 1, 2]);
         assert!(!is_known(place(1)), "the last one out removes the place");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_row_is_passed_on_only_to_callers_that_arrived_before_it_was_counted() {
+        let first = take(place(9), Wait::Forever).await.expect("a turn");
+        assert_eq!(first.passed_on::<String>(), None, "nothing passed on yet");
+        let waiter = tokio::spawn(async {
+            let turn = take(place(9), Wait::Forever).await.expect("a turn");
+            (turn.passed_on::<String>(), turn.passed_on::<i64>())
+        });
+        settle().await; // the waiter has arrived
+        let arrivals = first.arrivals();
+        assert_eq!(arrivals, 2);
+        let late = tokio::spawn(async {
+            let turn = take(place(9), Wait::Forever).await.expect("a turn");
+            turn.passed_on::<String>()
+        });
+        settle().await; // arrived after the count
+        first.pass_on(&"row".to_string(), arrivals);
+        drop(first);
+        let (as_string, as_other_type) = waiter.await.unwrap();
+        assert_eq!(as_string.as_deref(), Some("row"));
+        assert_eq!(as_other_type, None, "another entity's row is not taken");
+        assert_eq!(
+            late.await.unwrap(),
+            None,
+            "a caller counted after looks itself"
+        );
+        assert!(!is_known(place(9)), "the row goes with the place");
+        let next = take(place(9), Wait::No).await.expect("a turn");
+        assert_eq!(next.passed_on::<String>(), None);
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -120,6 +120,43 @@ async fn every_path_costs_its_round_trips_on_postgres() {
     assert_eq!(trips(&wire, upsert(1, 2), upsert(2, 2)).await, 5); // updated
     assert_eq!(trips(&wire, upsert(1, 2), upsert(2, 2)).await, 4); // unchanged
 
+    // Duplicates that arrived while the first caller was at work are handed the row it stored
+    // (src/turns.rs): not one round trip of theirs. The first caller's look is held up by a
+    // table lock while three more callers of its key queue behind it in the waiting room
+    // (they arrive in microseconds: nothing between the call and the waiting room awaits);
+    // then its look misses, it creates the row in three round trips and passes it on. Without
+    // the row passed on, each duplicate would look: 7.
+    let burst = async {
+        let blocker = direct.begin().await.unwrap();
+        blocker
+            .execute_unprepared("LOCK TABLE always_looks IN ACCESS EXCLUSIVE MODE")
+            .await
+            .unwrap();
+        let call = || {
+            let db = db.clone();
+            tokio::spawn(async move {
+                always_looks::Entity::create_once(&db, 200, "v".to_owned())
+                    .await
+                    .unwrap()
+            })
+        };
+        let first = call();
+        until_a_statement_waits_for_a_table(&direct).await;
+        let duplicates: Vec<_> = (0..3).map(|_| call()).collect();
+        // Time for the duplicates to reach the waiting room; it coordinates nothing (a late
+        // one would look for itself and the count would say so).
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        blocker.commit().await.unwrap();
+        let created = first.await.unwrap();
+        assert!(created.is_created());
+        for duplicate in duplicates {
+            let outcome = duplicate.await.unwrap();
+            assert!(!outcome.is_created());
+            assert_eq!(outcome.model(), created.model());
+        }
+    };
+    assert_eq!(trips(&wire, async {}, burst).await, 4);
+
     // In a caller's transaction: SAVEPOINT, try-lock, insert, RELEASE (BEGIN and COMMIT are
     // the caller's).
     let txn = db.begin().await.unwrap();
@@ -172,6 +209,26 @@ async fn every_path_costs_its_round_trips_on_postgres() {
         }
     };
     assert_eq!(trips(&wire, busy(10), busy(11)).await, 2);
+}
+
+/// Returns once some statement waits for a table lock (`pg_locks`).
+async fn until_a_statement_waits_for_a_table(db: &impl ConnectionTrait) {
+    let waiting = "SELECT 1 FROM pg_locks WHERE locktype = 'relation' AND NOT granted";
+    for _ in 0..3000 {
+        if db
+            .query_one_raw(sea_orm::Statement::from_string(
+                db.get_database_backend(),
+                waiting,
+            ))
+            .await
+            .unwrap()
+            .is_some()
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("no statement waited for a table lock in 30 s");
 }
 
 fn stored(pr_id: i64) -> pull_requests::Model {
