@@ -151,8 +151,12 @@ impl Turn<'_> {
         self.entry.notes().arrivals
     }
 
-    /// Leaves `row` for the callers counted in `arrivals` that still wait for this place.
+    /// Leaves `row` for the callers counted in `arrivals` that still wait for this place (if
+    /// any came after this one: most calls are alone, and copy nothing).
     pub(crate) fn pass_on<M: Clone + Send + 'static>(&self, row: &M, arrivals: Arrivals) {
+        if arrivals <= self.entry.arrival + 1 {
+            return;
+        }
         self.entry.notes().row = Some(PassedOn {
             arrivals,
             row: Box::new(row.clone()),
