@@ -336,7 +336,7 @@ on_each_server! {
     /// concurrent callers and a duplicate: `naive_find_then_insert_duplicates_awkward_keys` shows
     /// the same workload without it writing duplicates. On MariaDB, with the MySQL arm of
     /// `Backend::lock` (src/backend.rs) made a no-op, it failed with 14 and 19 `Created` for
-    /// its 10 keys.
+    /// its 10 keys; over one pool it passed without the lock (3 runs of 3).
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn awkward_keys_and_data_are_bound_and_each_creates_one_row(server: Server) {
         let Some(test_db) = server.database().await else {
