@@ -1,28 +1,41 @@
 //! Bad input: data that violates the schema, keys and data no one would choose (empty, 10 KB,
-//! non-ASCII, SQL metacharacters), and a database whose migrations were never run.
+//! longer than a lock name can hold, non-ASCII, SQL metacharacters), and a database whose
+//! migrations were never run. The hostile keys run on PostgreSQL and MariaDB (`name::postgres`,
+//! `name::mariadb`: `common::on_each_server!`); the SQLSTATE checks on PostgreSQL.
 //!
 //! The promise under test: a typed database error that says it is not worth retrying, nothing
 //! written, the key's lock free when the call returns, the connection still usable; and every
 //! key and value bound as a parameter, never formatted into SQL.
 
-#![cfg(feature = "postgres")]
+#![cfg(any(feature = "postgres", feature = "mysql"))]
 
 mod common;
 
 use std::sync::Arc;
 
-use common::{Strategy, fail_then_probe, key_of, new_pr, rows_for, total_rows};
-use entity::{NewPullRequest, PullRequest};
+use common::composite::{self, members};
+use common::{Server, Strategy, new_pr, on_each_server, open_pools, total_rows};
+#[cfg(feature = "postgres")]
+use common::{fail_then_probe, key_of, rows_for};
+#[cfg(feature = "postgres")]
+use entity::NewPullRequest;
+use entity::PullRequest;
 use sea_orm::ActiveValue::{NotSet, Set};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait,
-    QueryFilter, RuntimeErr,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
 };
-use sea_orm_idempotent::{Error, IdempotentCreate, Outcome};
-use test_support::{TestDb, naive_find_then_insert};
+#[cfg(feature = "postgres")]
+use sea_orm::{DbErr, RuntimeErr};
+#[cfg(feature = "postgres")]
+use sea_orm_idempotent::Error;
+use sea_orm_idempotent::{IdempotentCreate, Outcome};
+#[cfg(feature = "postgres")]
+use test_support::TestDb;
+use test_support::naive_find_then_insert;
 use tokio::sync::Barrier;
 
 /// The SQLSTATE PostgreSQL reported, read from the error's source (as a caller would).
+#[cfg(feature = "postgres")]
 fn sqlstate(err: &Error) -> Option<String> {
     let Error::Database(
         DbErr::Query(RuntimeErr::SqlxError(e)) | DbErr::Exec(RuntimeErr::SqlxError(e)),
@@ -35,6 +48,7 @@ fn sqlstate(err: &Error) -> Option<String> {
 
 /// `pull_requests` seen by an older build that does not know the `author` column: its insert
 /// leaves a NOT NULL column without a default out.
+#[cfg(feature = "postgres")]
 mod pull_requests_without_author {
     use sea_orm::entity::prelude::*;
 
@@ -60,6 +74,7 @@ mod pull_requests_without_author {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+#[cfg(feature = "postgres")]
 impl IdempotentCreate for pull_requests_without_author::Entity {
     type Key = i64;
     type Data = NewPullRequest;
@@ -97,6 +112,7 @@ impl IdempotentCreate for pull_requests_without_author::Entity {
 /// task, instead of before the call returns); a connection left in an aborted transaction
 /// (the next create on the pool of one fails with 25P02).
 // Single-threaded on purpose: see `common::fail_then_probe`.
+#[cfg(feature = "postgres")]
 #[tokio::test]
 async fn constraint_violations_are_typed_and_leave_nothing_behind() {
     const ROUNDS: i64 = 10;
@@ -211,12 +227,22 @@ impl IdempotentCreate for deliveries::Entity {
     }
 }
 
-const CREATE_DELIVERIES: &str =
-    "CREATE TABLE deliveries (id bigserial PRIMARY KEY, key text NOT NULL, body text NOT NULL)";
+/// The table of [`deliveries`] on `server`. On MariaDB the key compares byte for byte
+/// (`utf8mb4_bin`), as PostgreSQL's text does: the default collation would take `'a'` and
+/// `'A '` for the same key.
+fn create_deliveries(server: Server) -> &'static str {
+    server.sql(
+        "CREATE TABLE deliveries (id bigserial PRIMARY KEY, key text NOT NULL, body text NOT NULL)",
+        "CREATE TABLE deliveries (id BIGINT AUTO_INCREMENT PRIMARY KEY, \
+         `key` TEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL, body TEXT NOT NULL) \
+         ENGINE=InnoDB",
+    )
+}
 
-/// Keys no one would choose, and one that tries to end the statement and drop a table.
-fn awkward_keys() -> Vec<String> {
-    vec![
+/// Keys no one would choose on `server`, and one that tries to end the statement and drop a
+/// table. A NUL character only on MariaDB: PostgreSQL's text cannot hold one.
+fn awkward_keys(server: Server) -> Vec<String> {
+    let mut keys = vec![
         String::new(),
         // 10 KB, not one repeated byte (so nothing is short enough to slip through by luck).
         (0..10_240)
@@ -227,7 +253,14 @@ fn awkward_keys() -> Vec<String> {
         "\"); DELETE FROM deliveries; --".into(),
         "' OR '1'='1".into(),
         "$1 %s ? \\ \\' E'\\x00'".into(),
-    ]
+        "`deliveries`; DROP TABLE deliveries; -- \\".into(),
+        // Longer than a lock name can hold (MySQL's `GET_LOCK` names stop at 64 characters).
+        "x".repeat(65),
+    ];
+    if server == Server::MariaDb {
+        keys.push("\"\\\\\0\n".into());
+    }
+    keys
 }
 
 fn body_for(key: &str) -> String {
@@ -235,16 +268,20 @@ fn body_for(key: &str) -> String {
 }
 
 const CALLERS_PER_KEY: usize = 8;
+const POOLS: usize = 2;
 const POOL: u32 = 4;
 
 /// `CALLERS_PER_KEY` tasks, started together, each walking `keys` in the same order and
-/// creating each one; returns how many calls reported creating a row.
-async fn race(db: &DatabaseConnection, strategy: Strategy, keys: &[String]) -> usize {
+/// creating each one; returns how many calls reported creating a row. The tasks alternate
+/// between `pools`: callers of one pool on the same key take turns in the crate's waiting
+/// room before they reach the database, so only callers of different pools meet at the lock.
+async fn race(pools: &[DatabaseConnection], strategy: Strategy, keys: &[String]) -> usize {
     let keys = Arc::new(keys.to_vec());
     let barrier = Arc::new(Barrier::new(CALLERS_PER_KEY));
     let tasks: Vec<_> = (0..CALLERS_PER_KEY)
-        .map(|_| {
-            let (db, keys, barrier) = (db.clone(), keys.clone(), barrier.clone());
+        .map(|task| {
+            let db = pools[task % pools.len()].clone();
+            let (keys, barrier) = (keys.clone(), barrier.clone());
             tokio::spawn(async move {
                 barrier.wait().await;
                 let mut created = 0;
@@ -285,77 +322,134 @@ async fn rows_with_key(db: &DatabaseConnection, key: &str) -> Vec<deliveries::Mo
         .unwrap()
 }
 
-/// Awkward string keys (empty, 10 KB, non-ASCII, SQL metacharacters) and hostile data,
-/// each requested by `CALLERS_PER_KEY` tasks at once: each key gets exactly one row, stored
-/// byte for byte, `Created` once; `pull_requests` (which one key names in a DROP TABLE) is
-/// intact with its row.
-///
-/// Catches: a key or value formatted into SQL (the metacharacter keys break the statement or
-/// run the DROP/DELETE); a key mangled on the way (the stored key differs, or the lookup
-/// misses and a second row appears); a lock key derived from a key so that equal keys do not
-/// exclude each other. The table has no unique constraint, so only the lock stands between
-/// concurrent callers and a duplicate: `naive_find_then_insert_duplicates_awkward_keys` shows
-/// the same workload without it writing duplicates.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn awkward_keys_and_data_are_bound_and_each_creates_one_row() {
-    let test_db = TestDb::new().await;
-    let db = test_db.connect(POOL).await;
-    db.execute_unprepared(CREATE_DELIVERIES).await.unwrap();
+on_each_server! {
+    /// Awkward string keys (empty, 10 KB, longer than a lock name, non-ASCII, SQL and MySQL
+    /// metacharacters, a NUL on MariaDB) and hostile data, each requested by `CALLERS_PER_KEY`
+    /// tasks at once over two pools (so that they meet at the lock, not only in one pool's
+    /// waiting room): each key gets exactly one row, stored byte for byte, `Created` once;
+    /// `pull_requests` (which one key names in a DROP TABLE) is intact with its row.
+    ///
+    /// Catches: a key or value formatted into SQL (the metacharacter keys break the statement or
+    /// run the DROP/DELETE); a key mangled on the way (the stored key differs, or the lookup
+    /// misses and a second row appears); a lock key derived from a key so that equal keys do not
+    /// exclude each other. The table has no unique constraint, so only the lock stands between
+    /// concurrent callers and a duplicate: `naive_find_then_insert_duplicates_awkward_keys` shows
+    /// the same workload without it writing duplicates. On MariaDB, with the MySQL arm of
+    /// `Backend::lock` (src/backend.rs) made a no-op, it failed with 14 and 19 `Created` for
+    /// its 10 keys; over one pool it passed without the lock (3 runs of 3).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn awkward_keys_and_data_are_bound_and_each_creates_one_row(server: Server) {
+        let Some(test_db) = server.database().await else {
+            return;
+        };
+        let pools = open_pools(&test_db.url, POOLS, POOL).await;
+        let db = pools[0].clone();
+        db.execute_unprepared(create_deliveries(server)).await.unwrap();
 
-    // Hostile data through the sample entity, and a row that must survive.
-    let mut hostile = new_pr(1);
-    hostile.title = "'; DROP TABLE pull_requests; --".into();
-    hostile.repository = "o'brien/\"repo\"; --".into();
-    let stored = PullRequest::create_once(&db, 1, hostile.clone())
-        .await
-        .unwrap()
-        .into_model();
-    assert_eq!(
-        (stored.title.as_str(), stored.repository.as_str()),
-        (hostile.title.as_str(), hostile.repository.as_str())
-    );
+        // Hostile data through the sample entity, and a row that must survive.
+        let mut hostile = new_pr(1);
+        hostile.title = "'; DROP TABLE pull_requests; --".into();
+        hostile.repository = "o'brien/\"repo\"; --".into();
+        let stored = PullRequest::create_once(&db, 1, hostile.clone())
+            .await
+            .unwrap()
+            .into_model();
+        assert_eq!(
+            (stored.title.as_str(), stored.repository.as_str()),
+            (hostile.title.as_str(), hostile.repository.as_str())
+        );
 
-    let keys = awkward_keys();
-    let created = race(&db, Strategy::CreateOnce, &keys).await;
-    assert_eq!(created, keys.len(), "Created once per key");
-    for key in &keys {
-        let rows = rows_with_key(&db, key).await;
-        assert_eq!(rows.len(), 1, "key of {} bytes: {rows:?}", key.len());
-        assert_eq!(&rows[0].key, key);
-        assert_eq!(rows[0].body, body_for(key));
+        let keys = awkward_keys(server);
+        let created = race(&pools, Strategy::CreateOnce, &keys).await;
+        assert_eq!(created, keys.len(), "Created once per key");
+        for key in &keys {
+            let rows = rows_with_key(&db, key).await;
+            assert_eq!(rows.len(), 1, "key of {} bytes: {rows:?}", key.len());
+            assert_eq!(&rows[0].key, key);
+            assert_eq!(rows[0].body, body_for(key));
+        }
+        assert_eq!(
+            deliveries::Entity::find().count(&db).await.unwrap(),
+            keys.len() as u64
+        );
+        assert_eq!(total_rows(&db).await, 1, "pull_requests intact");
+        let again = PullRequest::create_once(&db, 1, new_pr(1)).await.unwrap();
+        assert!(matches!(again, Outcome::Existing(ref pr) if pr.title == hostile.title));
     }
-    assert_eq!(
-        deliveries::Entity::find().count(&db).await.unwrap(),
-        keys.len() as u64
-    );
-    assert_eq!(total_rows(&db).await, 1, "pull_requests intact");
-    let again = PullRequest::create_once(&db, 1, new_pr(1)).await.unwrap();
-    assert!(matches!(again, Outcome::Existing(ref pr) if pr.title == hostile.title));
-}
 
-/// The same workload as `awkward_keys_and_data_are_bound_and_each_creates_one_row`, repeated
-/// over several rounds of keys, with the lock left out (find, then insert): concurrent callers
-/// both miss and both insert. This is what that test would see if `create_once` did not lock.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn naive_find_then_insert_duplicates_awkward_keys() {
-    const ROUNDS: usize = 10;
-    let test_db = TestDb::new().await;
-    let db = test_db.connect(POOL).await;
-    db.execute_unprepared(CREATE_DELIVERIES).await.unwrap();
+    /// The same workload as `awkward_keys_and_data_are_bound_and_each_creates_one_row`, repeated
+    /// over several rounds of keys, with the lock left out (find, then insert): concurrent callers
+    /// both miss and both insert. This is what that test would see if `create_once` did not lock.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn naive_find_then_insert_duplicates_awkward_keys(server: Server) {
+        const ROUNDS: usize = 10;
+        let Some(test_db) = server.database().await else {
+            return;
+        };
+        let pools = open_pools(&test_db.url, POOLS, POOL).await;
+        pools[0]
+            .execute_unprepared(create_deliveries(server))
+            .await
+            .unwrap();
 
-    let keys: Vec<String> = (0..ROUNDS)
-        .flat_map(|round| {
-            awkward_keys()
-                .into_iter()
-                .map(move |key| format!("{key}#{round}"))
-        })
-        .collect();
-    let created = race(&db, Strategy::Naive, &keys).await;
-    eprintln!("naive: {created} rows for {} keys", keys.len());
-    assert!(
-        created > keys.len(),
-        "the naive workload should write duplicates, or the test proves nothing"
-    );
+        let keys: Vec<String> = (0..ROUNDS)
+            .flat_map(|round| {
+                awkward_keys(server)
+                    .into_iter()
+                    .map(move |key| format!("{key}#{round}"))
+            })
+            .collect();
+        let created = race(&pools, Strategy::Naive, &keys).await;
+        eprintln!("naive on {server:?}: {created} rows for {} keys", keys.len());
+        assert!(
+            created > keys.len(),
+            "the naive workload should write duplicates, or the test proves nothing"
+        );
+    }
+
+    /// Keys of a composite key no lock name could hold (MySQL's `GET_LOCK` names stop at 64
+    /// characters; 191 is the longest a MariaDB `varchar` unique index takes whole), quotes,
+    /// backslashes, backticks, comment and statement separators, non-ASCII, a NUL on MariaDB: each
+    /// is bound, creates one row, and is found again; the table is intact.
+    #[tokio::test]
+    async fn hostile_keys_of_a_composite_key_are_bound_and_each_creates_one_row(server: Server) {
+        let Some(test_db) = server.database().await else {
+            return;
+        };
+        let db = test_db.connect(2).await;
+        db.execute_unprepared(server.sql(composite::POSTGRES_TABLES, composite::MYSQL_TABLES))
+            .await
+            .unwrap();
+        let mut keys = vec![
+            String::new(),
+            "'".to_owned(),
+            "\\' OR 1=1 -- ".to_owned(),
+            "`members`; DROP TABLE members; --".to_owned(),
+            "Ünïcødé 🦀 ключ".to_owned(),
+            "x".repeat(65),
+            "y".repeat(191),
+        ];
+        if server == Server::MariaDb {
+            keys.push("\"\\\\\0\n".to_owned());
+        }
+        for login in &keys {
+            for expect_created in [true, false] {
+                let outcome = members::Entity::create_once(
+                    &db,
+                    (1, login.clone()),
+                    composite::member_row(&(1, login.clone())),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{login:?}: {e:?}"));
+                assert_eq!(outcome.is_created(), expect_created, "{login:?}");
+                assert_eq!(&outcome.model().login, login);
+            }
+        }
+        assert_eq!(
+            members::Entity::find().count(&db).await.unwrap(),
+            keys.len() as u64
+        );
+    }
 }
 
 /// Migrations never run: a clear, typed error that names the missing table (PostgreSQL's
@@ -363,6 +457,7 @@ async fn naive_find_then_insert_duplicates_awkward_keys() {
 ///
 /// Catches: a panic or an `expect` on the first query's result, an error that loses the
 /// table's name, a missing table classified as retryable (a retry loop would spin).
+#[cfg(feature = "postgres")]
 #[tokio::test]
 async fn a_missing_table_is_a_clear_error_naming_it() {
     let test_db = TestDb::empty("bad_input_missing_table").await;

@@ -129,7 +129,8 @@ async fn the_lock_refuses_a_snapshot_taken_before_it() {
 }
 
 /// SQLite has no advisory locks: `acquire_advisory_lock` says so, and points to
-/// `create_once`. (MySQL is served, by its lock table: `tests/mysql_create_once.rs`.)
+/// `create_once`. (MySQL is served, by its lock table: the `::mariadb` tests of
+/// `tests/create_once.rs`.)
 #[tokio::test]
 async fn sqlite_is_refused_advisory_locks() {
     let db = sea_orm::MockDatabase::new(DbBackend::Sqlite).into_connection();

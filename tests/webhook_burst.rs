@@ -1,9 +1,13 @@
 //! The main job, `examples/webhook_burst.rs`, run as a user runs it: as a program, several at
-//! once, on PostgreSQL (a fresh database per test) and on its default embedded SQLite file.
+//! once, on PostgreSQL (`DATABASE_URL`), on MariaDB (`--database-url`; a fresh database per
+//! test on both) and on its default embedded SQLite file.
 //!
 //! The multi-process tests can fail: `naive_processes_hit_unique_violations_on_postgres`
-//! runs the same workload with `--naive` (find, then insert, no lock) and shows unique
-//! violations and a failing exit status, where `create_once` shows none.
+//! and `_on_mariadb` run the same workload with `--naive` (find, then insert, no lock) and
+//! show unique violations and a failing exit status, where `create_once` shows none. On
+//! MariaDB, with the MySQL arm of `Backend::lock` (src/backend.rs) made a no-op,
+//! `several_processes_create_each_pr_once_on_mariadb` failed: the first process checked
+//! exited non-zero with 11 and 22 unique violations.
 
 #![cfg(all(feature = "postgres", feature = "sqlite"))]
 
@@ -141,12 +145,28 @@ fn racing_args(first_pr_id: i64, naive: bool) -> Vec<String> {
     args
 }
 
+/// How a racing process is told its database, as a user would tell it.
+#[derive(Clone, Copy)]
+enum Database<'a> {
+    /// `DATABASE_URL=url`.
+    Env(&'a str),
+    /// `--database-url url`.
+    Flag(&'a str),
+}
+
 /// `PROCESSES` processes started at once on the same keys; their outputs.
-async fn race(dir: &Path, database_url: &str, first_pr_id: i64, naive: bool) -> Vec<Output> {
-    let args = racing_args(first_pr_id, naive);
+async fn race(dir: &Path, database: Database<'_>, first_pr_id: i64, naive: bool) -> Vec<Output> {
+    let mut args = racing_args(first_pr_id, naive);
+    let database_url = match database {
+        Database::Env(url) => Some(url),
+        Database::Flag(url) => {
+            args.extend(["--database-url".to_owned(), url.to_owned()]);
+            None
+        }
+    };
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let runs: Vec<_> = (0..PROCESSES)
-        .map(|_| burst(dir, Some(database_url), &args))
+        .map(|_| burst(dir, database_url, &args))
         .collect();
     let mut outputs = Vec::new();
     for run in runs {
@@ -160,7 +180,12 @@ async fn race(dir: &Path, database_url: &str, first_pr_id: i64, naive: bool) -> 
 async fn assert_created_once(outputs: &[Output], db: &DatabaseConnection, first_pr_id: i64) {
     let mut created = 0;
     for output in outputs {
-        assert!(output.status.success(), "{}", stderr(output));
+        assert!(
+            output.status.success(),
+            "{}\n{}",
+            stderr(output),
+            String::from_utf8_lossy(&output.stdout)
+        );
         let summary = summary(output);
         assert_eq!(field(&summary, "errors"), 0, "{summary}");
         assert_eq!(field(&summary, "deliveries"), PRS as u64 * 3);
@@ -184,7 +209,7 @@ async fn several_processes_create_each_pr_once_on_postgres() {
     let dir = TempDir::new("burst-pg");
     const FIRST: i64 = 7_000;
 
-    let outputs = race(&dir.0, &test_db.url, FIRST, false).await;
+    let outputs = race(&dir.0, Database::Env(&test_db.url), FIRST, false).await;
 
     for output in &outputs {
         assert!(
@@ -206,11 +231,16 @@ async fn naive_processes_hit_unique_violations_on_postgres() {
     let dir = TempDir::new("burst-naive");
     const FIRST: i64 = 8_000;
 
-    let outputs = race(&dir.0, &test_db.url, FIRST, true).await;
+    let outputs = race(&dir.0, Database::Env(&test_db.url), FIRST, true).await;
+    assert_naive_failed(&outputs, &test_db.connect(1).await, FIRST).await;
+}
 
+/// Each naive process's unique violations and exit status, and the table kept right by the
+/// constraint alone.
+async fn assert_naive_failed(outputs: &[Output], db: &DatabaseConnection, first_pr_id: i64) {
     let mut violations = 0;
     let mut failed = 0;
-    for output in &outputs {
+    for output in outputs {
         let summary = summary(output);
         violations += summary["errors_by_kind"]["unique_violation"]
             .as_u64()
@@ -220,18 +250,55 @@ async fn naive_processes_hit_unique_violations_on_postgres() {
             failed += 1;
         }
     }
+    eprintln!("naive processes: {violations} unique violations, {failed} failed");
     assert!(
         violations > 0,
-        "the naive workload should race, or the test above proves nothing"
+        "the naive workload should race, or the create_once run proves nothing"
     );
     assert!(
         failed > 0,
         "a failed delivery makes the exit status non-zero"
     );
-    assert_eq!(
-        rows_in(&test_db.connect(1).await, FIRST, PRS).await,
-        PRS as u64
-    );
+    assert_eq!(rows_in(db, first_pr_id, PRS).await, PRS as u64);
+}
+
+/// Several processes on one MariaDB database and the same `--first-pr-id`, told the database
+/// with `--database-url` (as a user does), create each pull request exactly once between them.
+#[cfg(feature = "mysql")]
+#[tokio::test]
+async fn several_processes_create_each_pr_once_on_mariadb() {
+    let Some(test_db) = TestDb::mysql().await else {
+        return;
+    };
+    let dir = TempDir::new("burst-mariadb");
+    const FIRST: i64 = 7_000;
+
+    let outputs = race(&dir.0, Database::Flag(&test_db.url), FIRST, false).await;
+
+    for output in &outputs {
+        assert!(
+            stderr(output).contains("(--database-url)"),
+            "{}",
+            stderr(output)
+        );
+        assert_eq!(summary(output)["database"], "mysql");
+    }
+    assert_created_once(&outputs, &test_db.connect(1).await, FIRST).await;
+}
+
+/// `several_processes_create_each_pr_once_on_mariadb` with `--naive`: unique violations and a
+/// failing exit status, as on PostgreSQL.
+#[cfg(feature = "mysql")]
+#[tokio::test]
+async fn naive_processes_hit_unique_violations_on_mariadb() {
+    let Some(test_db) = TestDb::mysql().await else {
+        return;
+    };
+    let dir = TempDir::new("burst-mariadb-naive");
+    const FIRST: i64 = 8_000;
+
+    let outputs = race(&dir.0, Database::Flag(&test_db.url), FIRST, true).await;
+    assert_naive_failed(&outputs, &test_db.connect(1).await, FIRST).await;
 }
 
 /// Several processes started at once on a SQLite file that does not exist yet: they create
@@ -243,7 +310,7 @@ async fn several_processes_create_each_pr_once_on_a_new_sqlite_file() {
     let url = dir.sqlite_url("shared.db");
     const FIRST: i64 = 1;
 
-    let outputs = race(&dir.0, &url, FIRST, false).await;
+    let outputs = race(&dir.0, Database::Env(&url), FIRST, false).await;
 
     let db = sea_orm::Database::connect(&url).await.unwrap();
     assert_created_once(&outputs, &db, FIRST).await;

@@ -1,5 +1,5 @@
-//! Composite natural keys shared by `tests/composite_keys.rs` (PostgreSQL),
-//! `tests/composite_keys_sqlite.rs` and `tests/mysql_keys.rs`: a two-column key (`(org_id, login)`: integer, string) and
+//! Composite natural keys shared by `tests/composite_keys.rs` (PostgreSQL and MariaDB) and
+//! `tests/composite_keys_sqlite.rs`: a two-column key (`(org_id, login)`: integer, string) and
 //! a three-column key (`(tenant, repo_id, number)`: string, integer, integer), their tables,
 //! and the race of many callers per key.
 

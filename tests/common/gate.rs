@@ -1,6 +1,6 @@
 //! The start gate of racing worker processes (`tests/create_once.rs`, `tests/pgbouncer.rs`,
-//! `tests/mysql_races.rs`): they wait at a lock the parent holds, and go together when it
-//! opens. On MySQL the lock is the crate's lock-table row, and the waiters are seen in InnoDB's
+//! `tests/composite_keys.rs`, `tests/update_form.rs`): they wait at a lock the parent holds,
+//! and go together when it opens. On MySQL the lock is the crate's lock-table row, and the waiters are seen in InnoDB's
 //! lock waits.
 
 use std::time::Duration;

@@ -9,6 +9,8 @@
 //! - `locks`: lock probes (`pg_locks` on PostgreSQL, InnoDB's lock waits on MySQL);
 //! - `mysql`: MySQL's side of the probes (used through `locks` and the gate);
 //! - `pools`: the pools a race runs over, connections open;
+//! - `servers`: one test body on each server ([`Server`], `on_each_server!`): PostgreSQL and
+//!   MariaDB, and the SQL that differs between them (kill a connection, list lock holders);
 //! - `composite`: entities with composite natural keys and their race (used by path,
 //!   `common::composite::...`, as its names are those of its entities);
 //! - `versions`: the update form's entities, its race of out-of-order versions and its
@@ -29,6 +31,7 @@ pub(crate) mod mysql;
 mod pools;
 mod race;
 mod rows;
+mod servers;
 pub(crate) mod versions;
 pub(crate) mod wire;
 mod workers;
@@ -41,6 +44,7 @@ pub(crate) use locks::{
 pub(crate) use pools::open_pools;
 pub(crate) use race::{Strategy, Tally, Workload, is_unique_violation};
 pub(crate) use rows::{rows_for, total_rows};
+pub(crate) use servers::{Server, on_each_server};
 /// A pool of `size` connections to `url`: [`test_support::connect`], under the name the
 /// cancellation and hot-key tests know it by.
 pub(crate) use test_support::connect as small_pool;

@@ -31,16 +31,3 @@ pub(crate) async fn lock_threads(db: &DatabaseConnection, key: LockKey, granted:
         .map(|row| row.try_get::<i64>("", "id").unwrap() as i32)
         .collect()
 }
-
-/// This connection's id (`CONNECTION_ID()`), e.g. to `KILL CONNECTION` it from another.
-pub(crate) async fn connection_id(db: &impl ConnectionTrait) -> u64 {
-    db.query_one_raw(Statement::from_string(
-        DbBackend::MySql,
-        "SELECT CAST(CONNECTION_ID() AS UNSIGNED) AS id",
-    ))
-    .await
-    .unwrap()
-    .unwrap()
-    .try_get::<u64>("", "id")
-    .unwrap()
-}

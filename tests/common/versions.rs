@@ -1,6 +1,6 @@
-//! The update form (`once(..).update(..)`) shared by `tests/update_form.rs` (PostgreSQL),
-//! `tests/update_form_sqlite.rs` and `tests/mysql_update_form.rs`: documents keyed by `(owner_id, name)` (integer, string),
-//! each edit carrying a version, applied only if it is newer than the row; and payments keyed
+//! The update form (`once(..).update(..)`) shared by `tests/update_form.rs` (PostgreSQL and
+//! MariaDB) and `tests/update_form_sqlite.rs`: documents keyed by `(owner_id, name)` (integer,
+//! string), each edit carrying a version, applied only if it is newer than the row; and payments keyed
 //! by an idempotency key, where the same key with different data is refused.
 //!
 //! The race: every version of every document is delivered at once, in shuffled order, by many
