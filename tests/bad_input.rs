@@ -263,13 +263,29 @@ fn awkward_keys(server: Server) -> Vec<String> {
     keys
 }
 
+/// [`awkward_keys`] as they are, then in `ROUNDS - 1` variants (`key#round`): enough same-key
+/// races for a missing lock to show, in both the crate's race and its naive control.
+fn awkward_keys_in_rounds(server: Server) -> Vec<String> {
+    const ROUNDS: usize = 10;
+    (0..ROUNDS)
+        .flat_map(|round| {
+            awkward_keys(server)
+                .into_iter()
+                .map(move |key| match round {
+                    0 => key,
+                    _ => format!("{key}#{round}"),
+                })
+        })
+        .collect()
+}
+
 fn body_for(key: &str) -> String {
     format!("'; DROP TABLE deliveries; -- body of {} bytes", key.len())
 }
 
 const CALLERS_PER_KEY: usize = 8;
-const POOLS: usize = 2;
-const POOL: u32 = 4;
+const POOLS: usize = 4;
+const POOL: u32 = 2;
 
 /// `CALLERS_PER_KEY` tasks, started together, each walking `keys` in the same order and
 /// creating each one; returns how many calls reported creating a row. The tasks alternate
@@ -325,18 +341,22 @@ async fn rows_with_key(db: &DatabaseConnection, key: &str) -> Vec<deliveries::Mo
 on_each_server! {
     /// Awkward string keys (empty, 10 KB, longer than a lock name, non-ASCII, SQL and MySQL
     /// metacharacters, a NUL on MariaDB) and hostile data, each requested by `CALLERS_PER_KEY`
-    /// tasks at once over two pools (so that they meet at the lock, not only in one pool's
-    /// waiting room): each key gets exactly one row, stored byte for byte, `Created` once;
-    /// `pull_requests` (which one key names in a DROP TABLE) is intact with its row.
+    /// tasks at once over four pools (so that they meet at the lock, not only in one pool's
+    /// waiting room), in ten rounds of variants: each key gets exactly one row, stored byte for
+    /// byte, `Created` once; `pull_requests` (which one key names in a DROP TABLE) is intact
+    /// with its row.
     ///
     /// Catches: a key or value formatted into SQL (the metacharacter keys break the statement or
     /// run the DROP/DELETE); a key mangled on the way (the stored key differs, or the lookup
     /// misses and a second row appears); a lock key derived from a key so that equal keys do not
     /// exclude each other. The table has no unique constraint, so only the lock stands between
     /// concurrent callers and a duplicate: `naive_find_then_insert_duplicates_awkward_keys` shows
-    /// the same workload without it writing duplicates. On MariaDB, with the MySQL arm of
-    /// `Backend::lock` (src/backend.rs) made a no-op, it failed with 14 and 19 `Created` for
-    /// its 10 keys; over one pool it passed without the lock (3 runs of 3).
+    /// the same workload without it writing duplicates. With the lock made a no-op (the MySQL
+    /// arm of `Backend::lock` in src/backend.rs returning at once; PostgreSQL's lock functions
+    /// made their `_shared` forms, which exclude nobody) it failed in 3 runs of 3 on each
+    /// server: 160, 166 and 164 `Created` for MariaDB's 120 keys, 128, 128 and 124 for
+    /// PostgreSQL's 110. (With one round of keys over two pools, PostgreSQL's side passed
+    /// without the lock: too few same-key races for the guarded insert's narrow window.)
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn awkward_keys_and_data_are_bound_and_each_creates_one_row(server: Server) {
         let Some(test_db) = server.database().await else {
@@ -359,7 +379,7 @@ on_each_server! {
             (hostile.title.as_str(), hostile.repository.as_str())
         );
 
-        let keys = awkward_keys(server);
+        let keys = awkward_keys_in_rounds(server);
         let created = race(&pools, Strategy::CreateOnce, &keys).await;
         assert_eq!(created, keys.len(), "Created once per key");
         for key in &keys {
@@ -382,7 +402,6 @@ on_each_server! {
     /// both miss and both insert. This is what that test would see if `create_once` did not lock.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn naive_find_then_insert_duplicates_awkward_keys(server: Server) {
-        const ROUNDS: usize = 10;
         let Some(test_db) = server.database().await else {
             return;
         };
@@ -392,13 +411,7 @@ on_each_server! {
             .await
             .unwrap();
 
-        let keys: Vec<String> = (0..ROUNDS)
-            .flat_map(|round| {
-                awkward_keys(server)
-                    .into_iter()
-                    .map(move |key| format!("{key}#{round}"))
-            })
-            .collect();
+        let keys = awkward_keys_in_rounds(server);
         let created = race(&pools, Strategy::Naive, &keys).await;
         eprintln!("naive on {server:?}: {created} rows for {} keys", keys.len());
         assert!(
