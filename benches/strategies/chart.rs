@@ -25,7 +25,19 @@ pub(crate) fn chart(
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let height = 56 + PANEL_HEIGHT * places.len() as u32 + 64;
+    // The strategies of a place (MariaDB has its own), and of the legend: those of any place.
+    let at = |place: Place| -> Vec<Strategy> {
+        Strategy::ALL
+            .into_iter()
+            .filter(|s| scenarios.iter().any(|&sc| s.runs(place, sc)))
+            .collect()
+    };
+    let legend_entries: Vec<Strategy> = Strategy::ALL
+        .into_iter()
+        .filter(|&s| places.iter().any(|&p| at(p).contains(&s)))
+        .collect();
+    let legend_height = 16 + 24 * legend_entries.len().div_ceil(3) as u32;
+    let height = 56 + PANEL_HEIGHT * places.len() as u32 + legend_height;
     let root = SVGBackend::new(path, (1280, height)).into_drawing_area();
     root.fill(&WHITE)?;
     let (top, rest) = root.split_vertically(56);
@@ -69,9 +81,10 @@ pub(crate) fn chart(
             .y_label_formatter(&|v| format!("{v:.0}"))
             .label_style(("sans-serif", 12))
             .draw()?;
-        let width = 0.8 / Strategy::ALL.len() as f64;
+        let here = at(place);
+        let width = 0.8 / here.len() as f64;
         for (g, &t) in tasks.iter().enumerate() {
-            for (s, &strategy) in Strategy::ALL.iter().enumerate() {
+            for (s, &strategy) in here.iter().enumerate() {
                 let Some(run) = find_run(runs, place, scenario, strategy, t) else {
                     continue;
                 };
@@ -95,7 +108,7 @@ pub(crate) fn chart(
         }
     }
 
-    for (i, strategy) in Strategy::ALL.into_iter().enumerate() {
+    for (i, strategy) in legend_entries.into_iter().enumerate() {
         let (x, y) = (16 + (i as i32 % 3) * 420, 10 + (i as i32 / 3) * 24);
         legend.draw(&Rectangle::new(
             [(x, y), (x + 14, y + 14)],
@@ -120,5 +133,10 @@ fn color(strategy: Strategy) -> RGBColor {
         Strategy::OnConflict => RGBColor(44, 160, 44),
         Strategy::Floor => RGBColor(127, 127, 127),
         Strategy::SameStatements => RGBColor(148, 103, 189),
+        Strategy::InsertIgnore => RGBColor(23, 190, 207),
+        Strategy::OnDuplicateKey => RGBColor(188, 189, 34),
+        Strategy::LockTables => RGBColor(140, 86, 75),
+        Strategy::GetLock => RGBColor(227, 119, 194),
+        Strategy::Naive => RGBColor(0, 0, 0),
     }
 }

@@ -18,18 +18,20 @@ pub(crate) struct Options {
     pub(crate) scenarios: Vec<Scenario>,
     /// `--tasks 8,32` (the default; `--quick`: 8).
     pub(crate) tasks: Vec<usize>,
-    /// `--network loopback|proxy|both|none` (PostgreSQL's places) and `--no-sqlite`.
+    /// `--network loopback|proxy|both|none` (PostgreSQL's places), `--no-sqlite` and
+    /// `--no-mariadb`.
     pub(crate) places: Vec<Place>,
     /// `--delay-ms 1`: the delay the proxy adds in each direction.
     pub(crate) delay: Duration,
     /// `--fsync on|off`: the throwaway cluster's durability (on: PostgreSQL's defaults, every
     /// commit flushed; off: the tests' `fsync=off`, `synchronous_commit=off`,
-    /// `full_page_writes=off`), and SQLite's `synchronous` (FULL or OFF).
+    /// `full_page_writes=off`), SQLite's `synchronous` (FULL or OFF), and the throwaway
+    /// MariaDB's `innodb_flush_log_at_trx_commit` (1, InnoDB's default; or the tests' 0).
     pub(crate) durable: bool,
 }
 
 const USAGE: &str = "try --quick, --svg PATH, --only new,dup4,dup16,late,storm, --tasks 8,32, \
-     --network loopback|proxy|both|none, --no-sqlite, --delay-ms 1, --fsync on|off";
+     --network loopback|proxy|both|none, --no-sqlite, --no-mariadb, --delay-ms 1, --fsync on|off";
 
 impl Options {
     /// Parses the process's arguments. `cargo bench` passes `--bench`; anything else unknown
@@ -41,6 +43,7 @@ impl Options {
         let mut tasks: Option<Vec<usize>> = None;
         let mut network = vec![Place::Loopback, Place::Hop];
         let mut sqlite = true;
+        let mut mariadb = true;
         let mut delay = Duration::from_millis(1);
         let mut durable = true;
         let mut args = std::env::args().skip(1);
@@ -66,6 +69,7 @@ impl Options {
                     }
                 }
                 "--no-sqlite" => sqlite = false,
+                "--no-mariadb" => mariadb = false,
                 "--delay-ms" => {
                     let ms: f64 = value("--delay-ms")?
                         .parse()
@@ -96,9 +100,12 @@ impl Options {
         if sqlite {
             places.push(Place::Sqlite);
         }
+        if mariadb {
+            places.push(Place::MariaDb);
+        }
         if places.is_empty() {
             return Err(format!(
-                "nothing to run: --network none and --no-sqlite ({USAGE})"
+                "nothing to run: --network none, --no-sqlite and --no-mariadb ({USAGE})"
             ));
         }
         Ok(Options {

@@ -1,8 +1,9 @@
 //! Where the strategies run: PostgreSQL over loopback, PostgreSQL through the delay proxy (a
-//! network hop), and an embedded SQLite file; and the handles a strategy uses there.
+//! network hop), an embedded SQLite file, and MariaDB over loopback; and the handles a strategy
+//! uses there.
 
 use sea_orm::DatabaseConnection;
-use sea_orm::sqlx::{PgPool, SqlitePool};
+use sea_orm::sqlx::{MySqlPool, PgPool, SqlitePool};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Place {
@@ -13,6 +14,9 @@ pub(crate) enum Place {
     Hop,
     /// One SQLite file, in process.
     Sqlite,
+    /// MariaDB on this machine, over TCP on 127.0.0.1 (the crate's MySQL backend: row locks
+    /// in its lock table).
+    MariaDb,
 }
 
 /// Which database engine a place runs.
@@ -20,6 +24,7 @@ pub(crate) enum Place {
 pub(crate) enum Engine {
     Postgres,
     Sqlite,
+    MySql,
 }
 
 impl Place {
@@ -27,6 +32,7 @@ impl Place {
         match self {
             Place::Loopback | Place::Hop => Engine::Postgres,
             Place::Sqlite => Engine::Sqlite,
+            Place::MariaDb => Engine::MySql,
         }
     }
 
@@ -35,6 +41,7 @@ impl Place {
             Place::Loopback => "PostgreSQL, loopback",
             Place::Hop => "PostgreSQL, through the delay proxy",
             Place::Sqlite => "SQLite file",
+            Place::MariaDb => "MariaDB, loopback",
         }
     }
 
@@ -44,6 +51,7 @@ impl Place {
             Place::Loopback => "pg loopback",
             Place::Hop => "pg proxy",
             Place::Sqlite => "sqlite",
+            Place::MariaDb => "mariadb",
         }
     }
 }
@@ -63,6 +71,7 @@ pub(crate) struct Db {
 pub(crate) enum Raw {
     Pg(PgPool),
     Sqlite(SqlitePool),
+    MySql(MySqlPool),
 }
 
 impl Db {
@@ -71,6 +80,7 @@ impl Db {
         let raw = match place.engine() {
             Engine::Postgres => Raw::Pg(orm.get_postgres_connection_pool().clone()),
             Engine::Sqlite => Raw::Sqlite(orm.get_sqlite_connection_pool().clone()),
+            Engine::MySql => Raw::MySql(orm.get_mysql_connection_pool().clone()),
         };
         Db { place, orm, raw }
     }

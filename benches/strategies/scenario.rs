@@ -90,6 +90,7 @@ pub(crate) struct Sizes {
     pub(crate) loopback: Size,
     pub(crate) hop: Size,
     pub(crate) sqlite: Size,
+    pub(crate) mariadb: Size,
 }
 
 impl Sizes {
@@ -99,6 +100,7 @@ impl Sizes {
             Place::Loopback => self.loopback,
             Place::Hop => self.hop,
             Place::Sqlite => self.sqlite,
+            Place::MariaDb => self.mariadb,
         }
     }
 
@@ -124,6 +126,13 @@ impl Sizes {
             storm_callers: 200,
             repetitions: 3,
         },
+        mariadb: Size {
+            deliveries: 1_200,
+            late_deliveries: 6_000,
+            storm_deliveries: 480,
+            storm_callers: 200,
+            repetitions: 3,
+        },
     };
 
     /// Every place and strategy once, in seconds: for CI, so the benchmark cannot rot.
@@ -136,6 +145,7 @@ impl Sizes {
             ..QUICK_SIZE
         },
         sqlite: QUICK_SIZE,
+        mariadb: QUICK_SIZE,
     };
 }
 

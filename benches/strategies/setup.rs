@@ -1,7 +1,8 @@
 //! Opening the places: the PostgreSQL server (a throwaway cluster with the durability asked
-//! for, or `DATABASE_URL`'s), its database, the delay proxy in front of it, the SQLite file;
-//! and a line describing each, measured rather than assumed (settings read from the server,
-//! the round trip timed).
+//! for, or `DATABASE_URL`'s), its database, the delay proxy in front of it, the SQLite file,
+//! the MariaDB server (a throwaway one, or `MYSQL_DATABASE_URL`'s) and its database; and a line
+//! describing each, measured rather than assumed (settings read from the server, the round
+//! trip timed).
 
 use std::net::ToSocketAddrs;
 use std::str::FromStr;
@@ -10,8 +11,8 @@ use std::time::{Duration, Instant};
 use migration::{Migrator, MigratorTrait};
 use sea_orm::sqlx::postgres::PgConnectOptions;
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
-use sea_orm::sqlx::{self, PgPool, SqlitePool};
-use test_support::{Server, TempDir, TestDb};
+use sea_orm::sqlx::{self, Database, Executor, IntoArguments, MySqlPool, PgPool, Pool, SqlitePool};
+use test_support::{MYSQL_URL, MySqlServer, Server, TempDir, TestDb};
 
 use crate::POOL;
 use crate::cli::Options;
@@ -26,17 +27,23 @@ const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) struct Opened {
     /// Each place's handles and its description.
     pub(crate) places: Vec<(Db, String)>,
-    /// Kept alive while the places are used: the SQLite file's directory, the database and
-    /// the cluster (dropped in this order: fields drop top to bottom).
+    /// Kept alive while the places are used: the SQLite file's directory, the MariaDB
+    /// database, the PostgreSQL database and the cluster (dropped in this order: fields drop
+    /// top to bottom; the throwaway MariaDB lives until the process exits).
     _dir: Option<TempDir>,
+    _mysql_db: Option<TestDb>,
     _test_db: Option<TestDb>,
     _server: Option<Server>,
 }
 
 pub(crate) async fn open(options: &Options) -> Result<Opened, BoxError> {
     let mut places = Vec::new();
-    let (mut server, mut test_db, mut dir) = (None, None, None);
-    if options.places.iter().any(|&p| p != Place::Sqlite) {
+    let (mut server, mut test_db, mut dir, mut mysql_db) = (None, None, None, None);
+    if options
+        .places
+        .iter()
+        .any(|&p| matches!(p, Place::Loopback | Place::Hop))
+    {
         let own = std::env::var("DATABASE_URL")
             .map_or(true, |url| url.is_empty())
             .then(|| {
@@ -61,7 +68,7 @@ pub(crate) async fn open(options: &Options) -> Result<Opened, BoxError> {
             let orm = match place {
                 Place::Loopback => test_support::connect(&db.url, POOL).await,
                 Place::Hop => through_proxy(&db.url, options.delay).await?,
-                Place::Sqlite => continue,
+                Place::Sqlite | Place::MariaDb => continue,
             };
             let db = Db::new(place, orm);
             let Raw::Pg(pool) = &db.raw else {
@@ -91,12 +98,72 @@ pub(crate) async fn open(options: &Options) -> Result<Opened, BoxError> {
         places.push((db, described));
         dir = Some(temp);
     }
+    if options.places.contains(&Place::MariaDb) {
+        let (db, described, database) = mariadb(options).await?;
+        places.push((db, described));
+        mysql_db = Some(database);
+    }
     Ok(Opened {
         places,
         _dir: dir,
+        _mysql_db: mysql_db,
         _test_db: test_db,
         _server: server,
     })
+}
+
+/// A migrated database (`pull_requests` and the crate's lock table) on `MYSQL_DATABASE_URL`'s
+/// server, or on the test support's throwaway MariaDB, which it starts with the tests'
+/// `innodb_flush_log_at_trx_commit=0`: set here to 1, InnoDB's default (every commit
+/// flushed), unless `--fsync off`.
+async fn mariadb(options: &Options) -> Result<(Db, String, TestDb), BoxError> {
+    let own = std::env::var(MYSQL_URL).map_or(true, |url| url.is_empty());
+    let server = MySqlServer::get().ok_or(
+        "no MariaDB for the MariaDB place: install mariadb-server, set MYSQL_DATABASE_URL, \
+         or pass --no-mariadb",
+    )?;
+    let label = if options.quick {
+        "bench_strategies_quick"
+    } else {
+        "bench_strategies"
+    };
+    let database = server.database(label).await;
+    let admin = MySqlPool::connect(&database.url).await?;
+    if own {
+        let sql = if options.durable {
+            "SET GLOBAL innodb_flush_log_at_trx_commit = 1"
+        } else {
+            "SET GLOBAL innodb_flush_log_at_trx_commit = 0"
+        };
+        sqlx::raw_sql(sql).execute(&admin).await?;
+    }
+    let (version, flush, log_bin, buffer_pool, isolation): (String, String, String, i64, String) =
+        sqlx::query_as(
+            "SELECT @@version, CAST(@@innodb_flush_log_at_trx_commit AS CHAR), \
+             CAST(@@log_bin AS CHAR), CAST(@@innodb_buffer_pool_size AS SIGNED), @@tx_isolation",
+        )
+        .fetch_one(&admin)
+        .await?;
+    admin.close().await;
+    let whose = match (own, options.durable) {
+        (true, true) => "a throwaway server, InnoDB's default durability",
+        (true, false) => "a throwaway server with the tests' setting (--fsync off)",
+        (false, _) => "MYSQL_DATABASE_URL's server, its own settings",
+    };
+    let orm = test_support::connect(&database.url, POOL).await;
+    let db = Db::new(Place::MariaDb, orm);
+    let Raw::MySql(pool) = &db.raw else {
+        unreachable!("the MariaDB place")
+    };
+    let (held, pooled) = round_trips(pool).await?;
+    let described = format!(
+        "MariaDB {version} (innodb_flush_log_at_trx_commit={flush}, log_bin={log_bin}, \
+         innodb_buffer_pool_size={}M, default isolation {isolation}; {whose}); TCP on \
+         127.0.0.1; `SELECT 1` median {held:.3} ms on a held connection, {pooled:.3} ms \
+         through the pool (acquire, sqlx's ping, statement)",
+        buffer_pool / 1024 / 1024
+    );
+    Ok((db, described, database))
 }
 
 /// A pool of [`POOL`] connections to `url` through a new delay proxy.
@@ -147,7 +214,11 @@ async fn postgres_settings(url: &str, own: bool, durable: bool) -> Result<String
 /// the pool, acquiring a connection each time as every strategy does (sqlx's pools ping a
 /// connection when it is acquired, `test_before_acquire`, on by default in sqlx and SeaORM: one
 /// more round trip per acquire, for every strategy).
-async fn round_trips(pool: &PgPool) -> Result<(f64, f64), BoxError> {
+async fn round_trips<DB: Database>(pool: &Pool<DB>) -> Result<(f64, f64), BoxError>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+{
     let mut held = Vec::new();
     let mut conn = pool.acquire().await?;
     for _ in 0..200 {

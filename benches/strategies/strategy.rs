@@ -11,8 +11,16 @@
 //! 6. PostgreSQL only: the crate's own statements on sqlx (`by_hand.rs`), without SeaORM, the
 //!    crate's code or its waiting room: what those cost.
 //!
-//! 2 to 5 are written by hand with sqlx as a user would write them (`baseline_pg.rs`,
-//! `baseline_sqlite.rs`), and each returns the full row, as the crate does.
+//! On MariaDB 2 to 4 and 6 do not run; MySQL's own forms do (`baseline_mysql.rs`):
+//! `INSERT IGNORE`, then `SELECT`; `INSERT ... ON DUPLICATE KEY UPDATE id = id`, then `SELECT`;
+//! `LOCK TABLES pull_requests WRITE` around the look and the insert; `GET_LOCK` around them;
+//! and the naive find-then-insert (no lock: duplicates at once fail on the unique key, counted
+//! as errors). The floor runs there too (MySQL has no `RETURNING`: a plain `INSERT`, then a
+//! `SELECT` of the row).
+//!
+//! All but the crate are written by hand with sqlx as a user would write them
+//! (`baseline_pg.rs`, `baseline_sqlite.rs`, `baseline_mysql.rs`), and each returns the full
+//! row, as the crate does.
 
 use entity::PullRequest;
 use sea_orm_idempotent::{IdempotentCreate, Outcome};
@@ -20,7 +28,7 @@ use test_support::new_pr;
 
 use crate::place::{Db, Engine, Place, Raw};
 use crate::scenario::Scenario;
-use crate::{baseline_pg, baseline_sqlite, by_hand};
+use crate::{baseline_mysql, baseline_pg, baseline_sqlite, by_hand};
 
 /// Any error a delivery can return.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -31,17 +39,27 @@ pub(crate) enum Strategy {
     Transaction,
     LookThenTransaction,
     OnConflict,
+    InsertIgnore,
+    OnDuplicateKey,
+    LockTables,
+    GetLock,
+    Naive,
     Floor,
     SameStatements,
 }
 
 impl Strategy {
     /// In the order of the tables and the chart.
-    pub(crate) const ALL: [Strategy; 6] = [
+    pub(crate) const ALL: [Strategy; 11] = [
         Strategy::Crate,
         Strategy::Transaction,
         Strategy::LookThenTransaction,
         Strategy::OnConflict,
+        Strategy::InsertIgnore,
+        Strategy::OnDuplicateKey,
+        Strategy::LockTables,
+        Strategy::GetLock,
+        Strategy::Naive,
         Strategy::Floor,
         Strategy::SameStatements,
     ];
@@ -52,6 +70,11 @@ impl Strategy {
             Strategy::Transaction => "txn by hand",
             Strategy::LookThenTransaction => "SELECT, then txn by hand",
             Strategy::OnConflict => "ON CONFLICT, then SELECT",
+            Strategy::InsertIgnore => "INSERT IGNORE, then SELECT",
+            Strategy::OnDuplicateKey => "ON DUPLICATE KEY UPDATE, then SELECT",
+            Strategy::LockTables => "LOCK TABLES by hand",
+            Strategy::GetLock => "GET_LOCK by hand",
+            Strategy::Naive => "naive find-then-insert",
             Strategy::Floor => "plain INSERT / SELECT",
             Strategy::SameStatements => "crate's statements on sqlx",
         }
@@ -59,10 +82,19 @@ impl Strategy {
 
     /// Whether this strategy runs in `scenario` at `place`.
     pub(crate) fn runs(self, place: Place, scenario: Scenario) -> bool {
+        let engine = place.engine();
         match self {
+            Strategy::Crate => true,
             Strategy::Floor => matches!(scenario, Scenario::NewKeys | Scenario::Late),
-            Strategy::SameStatements => place.engine() == Engine::Postgres,
-            _ => true,
+            Strategy::SameStatements => engine == Engine::Postgres,
+            Strategy::Transaction | Strategy::LookThenTransaction | Strategy::OnConflict => {
+                engine != Engine::MySql
+            }
+            Strategy::InsertIgnore
+            | Strategy::OnDuplicateKey
+            | Strategy::LockTables
+            | Strategy::GetLock
+            | Strategy::Naive => engine == Engine::MySql,
         }
     }
 }
@@ -95,9 +127,6 @@ pub(crate) async fn deliver(
         (Strategy::Crate, _) => PullRequest::create_once(&db.orm, key, data).await?.into(),
         (Strategy::SameStatements, Raw::Pg(pool)) => {
             by_hand::create_once(pool, key, data).await?.into()
-        }
-        (Strategy::SameStatements, Raw::Sqlite(_)) => {
-            return Err("the crate's statements are copied for PostgreSQL only".into());
         }
         (Strategy::Transaction, Raw::Pg(pool)) => {
             baseline_pg::transaction(pool, key, data).await?.into()
@@ -134,6 +163,31 @@ pub(crate) async fn deliver(
         (Strategy::Floor, Raw::Sqlite(pool)) => {
             baseline_sqlite::insert(pool, key, data).await?;
             Answer::Created
+        }
+        (Strategy::InsertIgnore, Raw::MySql(pool)) => {
+            baseline_mysql::insert_ignore(pool, key, data).await?.into()
+        }
+        (Strategy::OnDuplicateKey, Raw::MySql(pool)) => {
+            baseline_mysql::on_duplicate_key(pool, key, data)
+                .await?
+                .into()
+        }
+        (Strategy::LockTables, Raw::MySql(pool)) => {
+            baseline_mysql::lock_tables(pool, key, data).await?.into()
+        }
+        (Strategy::GetLock, Raw::MySql(pool)) => {
+            baseline_mysql::get_lock(pool, key, data).await?.into()
+        }
+        (Strategy::Naive, Raw::MySql(pool)) => baseline_mysql::naive(pool, key, data).await?.into(),
+        (Strategy::Floor, Raw::MySql(pool)) if rows_exist => {
+            existing(baseline_mysql::select(pool, key).await?)?
+        }
+        (Strategy::Floor, Raw::MySql(pool)) => {
+            baseline_mysql::insert(pool, key, data).await?;
+            Answer::Created
+        }
+        (strategy, _) => {
+            return Err(format!("{} does not run at {}", strategy.name(), db.place.name()).into());
         }
     })
 }

@@ -2,19 +2,24 @@
 //! late redeliveries, count it after. Each in the dialect of the place's engine.
 
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
+use sea_orm_idempotent::MYSQL_LOCK_TABLE;
 
 use crate::place::{Db, Engine};
 
 /// Empties the table and restarts its ids, so every run starts alike; then flushes what the
-/// last run left to disk (PostgreSQL `CHECKPOINT`, SQLite's WAL checkpoint), so no run pays
-/// for its predecessor's writes.
+/// last run left to disk (PostgreSQL `CHECKPOINT`, SQLite's WAL checkpoint; MariaDB has no
+/// checkpoint statement, InnoDB flushes in the background), so no run pays for its
+/// predecessor's writes. On MariaDB the crate's lock table is emptied too: every run reuses
+/// keys `1..`, and a new pull request's key has no lock row yet.
 pub(crate) async fn empty(db: &Db) -> Result<(), DbErr> {
-    let statements: &[&str] = match db.place.engine() {
-        Engine::Postgres => &["TRUNCATE pull_requests RESTART IDENTITY"],
-        Engine::Sqlite => &[
+    let truncate_locks = format!("TRUNCATE `{MYSQL_LOCK_TABLE}`");
+    let statements: Vec<&str> = match db.place.engine() {
+        Engine::Postgres => vec!["TRUNCATE pull_requests RESTART IDENTITY"],
+        Engine::Sqlite => vec![
             "DELETE FROM pull_requests",
             "DELETE FROM sqlite_sequence WHERE name = 'pull_requests'",
         ],
+        Engine::MySql => vec!["TRUNCATE pull_requests", &truncate_locks],
     };
     for sql in statements {
         db.orm.execute_unprepared(sql).await?;
@@ -29,6 +34,7 @@ async fn checkpoint(db: &Db) {
     let sql = match db.place.engine() {
         Engine::Postgres => "CHECKPOINT",
         Engine::Sqlite => "PRAGMA wal_checkpoint(TRUNCATE)",
+        Engine::MySql => return,
     };
     let _ = db.orm.execute_unprepared(sql).await;
 }
@@ -52,6 +58,15 @@ pub(crate) async fn fill(db: &Db, keys: usize) -> Result<(), DbErr> {
              SELECT n, 'octo-org/octo-repo', n % 100000 + 1, 'Pull request ' || n, 'mona', \
              'open', printf('%040x', n), 'delivery-' || n FROM g",
         ),
+        Engine::MySql => (
+            DbBackend::MySql,
+            "SET STATEMENT max_recursive_iterations = 4294967295 FOR INSERT INTO pull_requests \
+             (pr_id, repository, number, title, author, state, head_sha, first_delivery_id) \
+             SELECT n, 'octo-org/octo-repo', n % 100000 + 1, CONCAT('Pull request ', n), \
+             'mona', 'open', LOWER(LPAD(HEX(n), 40, '0')), CONCAT('delivery-', n) \
+             FROM (WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < ?) \
+             SELECT n FROM g) AS g",
+        ),
     };
     db.orm
         .execute_raw(Statement::from_sql_and_values(
@@ -60,7 +75,11 @@ pub(crate) async fn fill(db: &Db, keys: usize) -> Result<(), DbErr> {
             [(keys as i64).into()],
         ))
         .await?;
-    db.orm.execute_unprepared("ANALYZE pull_requests").await?;
+    let analyze = match db.place.engine() {
+        Engine::MySql => "ANALYZE TABLE pull_requests",
+        _ => "ANALYZE pull_requests",
+    };
+    db.orm.execute_unprepared(analyze).await?;
     checkpoint(db).await;
     Ok(())
 }
@@ -70,14 +89,17 @@ pub(crate) async fn count(db: &Db) -> Result<(i64, i64), DbErr> {
     let backend = match db.place.engine() {
         Engine::Postgres => DbBackend::Postgres,
         Engine::Sqlite => DbBackend::Sqlite,
+        Engine::MySql => DbBackend::MySql,
     };
+    // `rows` and `keys` are reserved words in MySQL.
     let row = db
         .orm
         .query_one_raw(Statement::from_string(
             backend,
-            "SELECT count(*) AS rows, count(DISTINCT pr_id) AS keys FROM pull_requests",
+            "SELECT count(*) AS row_count, count(DISTINCT pr_id) AS key_count \
+             FROM pull_requests",
         ))
         .await?
         .ok_or_else(|| DbErr::RecordNotFound("count(*)".into()))?;
-    Ok((row.try_get("", "rows")?, row.try_get("", "keys")?))
+    Ok((row.try_get("", "row_count")?, row.try_get("", "key_count")?))
 }
