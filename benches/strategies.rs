@@ -10,7 +10,7 @@
 //! cargo bench --bench strategies -- --network loopback     # or proxy, both (default), none
 //! cargo bench --bench strategies -- --delay-ms 1 --no-sqlite --tasks 8,32 --svg out.svg
 //! cargo bench --bench strategies -- --only new,storm       # scenarios: new, dup4, dup16, late, storm
-//! cargo bench --bench strategies -- --network none --no-sqlite --svg benches/strategies-mariadb.svg  # MariaDB alone
+//! cargo bench --bench strategies -- --network none --no-sqlite --svg out.svg  # MariaDB alone
 //! ```
 //!
 //! Results, the ratios against issue 12's targets and the run's settings: `BENCHMARKS.md`.
