@@ -10,7 +10,9 @@ use crate::scenario::{Scenario, Sizes};
 pub(crate) struct Options {
     /// `--quick`: small runs at 8 tasks only, for CI; still every place and strategy.
     pub(crate) quick: bool,
-    /// How many deliveries a run has, per place, following from `quick`.
+    /// How many deliveries a run has, per place, following from `quick`, and the storm's pace
+    /// (`--storm-every-ms N`: a burst every N ms at most; 0 or absent: each as soon as the
+    /// last is answered).
     pub(crate) sizes: Sizes,
     /// `--svg PATH`, else `benches/strategies.svg` (full) or `target/strategies-quick.svg`.
     pub(crate) svg: PathBuf,
@@ -31,7 +33,7 @@ pub(crate) struct Options {
 }
 
 const USAGE: &str = "try --quick, --svg PATH, --only new,dup4,dup16,late,storm, --tasks 8,32, \
-     --network loopback|proxy|both|none, --no-sqlite, --no-mariadb, --delay-ms 1, --fsync on|off";
+     --network loopback|proxy|both|none, --no-sqlite, --no-mariadb, --delay-ms 1, --fsync on|off, --storm-every-ms 100";
 
 impl Options {
     /// Parses the process's arguments. `cargo bench` passes `--bench`; anything else unknown
@@ -46,6 +48,7 @@ impl Options {
         let mut mariadb = true;
         let mut delay = Duration::from_millis(1);
         let mut durable = true;
+        let mut storm_every = None;
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
             let mut value =
@@ -84,6 +87,12 @@ impl Options {
                         other => return Err(format!("unknown --fsync {other:?} ({USAGE})")),
                     }
                 }
+                "--storm-every-ms" => {
+                    let ms: u64 = value("--storm-every-ms")?
+                        .parse()
+                        .map_err(|_| format!("--storm-every-ms takes milliseconds ({USAGE})"))?;
+                    storm_every = (ms > 0).then(|| Duration::from_millis(ms));
+                }
                 "--bench" => {}
                 other => return Err(format!("unknown argument {other:?} ({USAGE})")),
             }
@@ -110,7 +119,7 @@ impl Options {
         }
         Ok(Options {
             quick,
-            sizes: if quick { Sizes::QUICK } else { Sizes::FULL },
+            sizes: if quick { Sizes::QUICK } else { Sizes::FULL }.with_storm_every(storm_every),
             svg,
             scenarios,
             tasks: tasks.unwrap_or(if quick { vec![8] } else { vec![8, 32] }),

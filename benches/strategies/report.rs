@@ -93,13 +93,17 @@ pub(crate) fn place_report(
     let _ = writeln!(
         out,
         "### {}\n\n{described}. Pool of {POOL} connections; {} measured deliveries per run ({} \
-         of late redeliveries, {} under the storm, bursts of {} callers on one key); \
+         of late redeliveries, {} under the storm, bursts of {} callers on one key, {}); \
          {runs_per_cell}.\n",
         place.name(),
         size.deliveries,
         size.late_deliveries,
         size.storm_deliveries,
         size.storm_callers,
+        match size.storm_every {
+            Some(every) => format!("one burst every {} ms at most", every.as_millis()),
+            None => "each as soon as the last is answered".to_owned(),
+        },
     );
     let _ = write!(out, "| scenario | tasks |");
     for strategy in &strategies {

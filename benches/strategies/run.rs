@@ -114,6 +114,7 @@ pub(crate) async fn run(
             db.clone(),
             strategy,
             size.storm_callers,
+            size.storm_every,
             measured_done.clone(),
         ))
     });
@@ -210,10 +211,17 @@ fn short(message: &str) -> String {
 
 /// Bursts of `callers` simultaneous deliveries of one new key, one burst after another,
 /// until the measured tasks are done.
-async fn storm(db: Db, strategy: Strategy, callers: usize, done: Arc<AtomicBool>) -> StormTally {
+async fn storm(
+    db: Db,
+    strategy: Strategy,
+    callers: usize,
+    every: Option<Duration>,
+    done: Arc<AtomicBool>,
+) -> StormTally {
     let mut tally = StormTally::default();
     let started = Instant::now();
     while !done.load(Ordering::Relaxed) {
+        let burst_started = tokio::time::Instant::now();
         let key = HOT_KEYS + tally.bursts as i64;
         tally.bursts += 1;
         let handles: Vec<_> = (0..callers)
@@ -231,6 +239,9 @@ async fn storm(db: Db, strategy: Strategy, callers: usize, done: Arc<AtomicBool>
             tally.deliveries += 1;
             tally.errors += usize::from(failed);
             tally.max_latency = tally.max_latency.max(latency);
+        }
+        if let Some(every) = every {
+            tokio::time::sleep_until(burst_started + every).await;
         }
     }
     tally.elapsed = started.elapsed();

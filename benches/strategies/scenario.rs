@@ -1,5 +1,7 @@
 //! The scenarios of the benchmark, and how big a run is.
 
+use std::time::Duration;
+
 use crate::place::Place;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -77,6 +79,11 @@ pub(crate) struct Size {
     pub(crate) storm_deliveries: usize,
     /// Callers per burst of the hot-key storm.
     pub(crate) storm_callers: usize,
+    /// `--storm-every-ms`: a burst starts this long after the one before started, or when
+    /// that one is answered if it took longer (the same storm for every strategy that keeps
+    /// up); `None`: as soon as the one before is answered (a closed loop, so a strategy that
+    /// answers storms faster is sent more of them).
+    pub(crate) storm_every: Option<Duration>,
     /// Runs per strategy, scenario and concurrency (the median is reported; the storm runs
     /// once).
     pub(crate) repetitions: usize,
@@ -94,6 +101,19 @@ pub(crate) struct Sizes {
 }
 
 impl Sizes {
+    /// Every place's storm paced as `--storm-every-ms` says.
+    pub(crate) fn with_storm_every(mut self, every: Option<Duration>) -> Sizes {
+        for size in [
+            &mut self.loopback,
+            &mut self.hop,
+            &mut self.sqlite,
+            &mut self.mariadb,
+        ] {
+            size.storm_every = every;
+        }
+        self
+    }
+
     /// The size of runs at `place`.
     pub(crate) fn at(self, place: Place) -> Size {
         match place {
@@ -110,6 +130,7 @@ impl Sizes {
             late_deliveries: 12_000,
             storm_deliveries: 960,
             storm_callers: 200,
+            storm_every: None,
             repetitions: 3,
         },
         hop: Size {
@@ -117,6 +138,7 @@ impl Sizes {
             late_deliveries: 1_600,
             storm_deliveries: 320,
             storm_callers: 200,
+            storm_every: None,
             repetitions: 3,
         },
         sqlite: Size {
@@ -124,6 +146,7 @@ impl Sizes {
             late_deliveries: 9_600,
             storm_deliveries: 480,
             storm_callers: 200,
+            storm_every: None,
             repetitions: 3,
         },
         mariadb: Size {
@@ -131,6 +154,7 @@ impl Sizes {
             late_deliveries: 6_000,
             storm_deliveries: 480,
             storm_callers: 200,
+            storm_every: None,
             repetitions: 3,
         },
     };
@@ -154,5 +178,6 @@ const QUICK_SIZE: Size = Size {
     late_deliveries: 96,
     storm_deliveries: 64,
     storm_callers: 50,
+    storm_every: None,
     repetitions: 1,
 };
