@@ -14,7 +14,7 @@ use sea_orm_idempotent::Outcome;
 /// Any error of the hand-written path.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-const FIND: &str = r#"SELECT "pull_requests"."id", "pull_requests"."pr_id", "pull_requests"."repository", "pull_requests"."number", "pull_requests"."title", "pull_requests"."author", "pull_requests"."state", "pull_requests"."head_sha", "pull_requests"."first_delivery_id", "pull_requests"."created_at", "pull_requests"."updated_at" FROM "pull_requests" WHERE "pull_requests"."pr_id" = $1 LIMIT $2"#;
+const FIND: &str = r#"SELECT "pull_requests"."id", "pull_requests"."pr_id", "pull_requests"."repository", "pull_requests"."number", "pull_requests"."title", "pull_requests"."author", "pull_requests"."state", "pull_requests"."head_sha", "pull_requests"."first_delivery_id", "pull_requests"."created_at", "pull_requests"."updated_at" FROM "pull_requests" WHERE "pull_requests"."pr_id" = $1"#;
 
 /// The isolation check, a try-lock and which server answers, in one statement (uncontended:
 /// the only lock round trip).
@@ -39,7 +39,6 @@ pub(crate) async fn create_once(
 ) -> Result<Outcome<pull_requests::Model>, BoxError> {
     let found = sqlx::query(FIND)
         .bind(key)
-        .bind(1_i64)
         .fetch_optional(pool)
         .await?;
     if let Some(row) = found {
@@ -162,7 +161,6 @@ async fn insert_unless_exists(
         None => {
             let row = sqlx::query(FIND)
                 .bind(key)
-                .bind(1_i64)
                 .fetch_optional(&mut *conn)
                 .await?
                 .ok_or("the insert found a row that is no longer there")?;
