@@ -37,10 +37,7 @@ pub(crate) async fn create_once(
     key: i64,
     data: NewPullRequest,
 ) -> Result<Outcome<pull_requests::Model>, BoxError> {
-    let found = sqlx::query(FIND)
-        .bind(key)
-        .fetch_optional(pool)
-        .await?;
+    let found = sqlx::query(FIND).bind(key).fetch_optional(pool).await?;
     if let Some(row) = found {
         return Ok(Outcome::Existing(model(&row)?));
     }
