@@ -2,7 +2,7 @@
 //! transaction (a savepoint inside it), whichever SeaORM type holds it, and the identities the
 //! crate keys turns by.
 
-#[cfg(any(feature = "postgres", feature = "mysql"))]
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
 use sea_orm::DatabaseConnectionType;
 use sea_orm::{DatabaseConnection, DatabaseExecutor, DatabaseTransaction};
 
