@@ -123,8 +123,8 @@ async fn every_path_costs_its_round_trips_on_postgres() {
     // Duplicates that arrived while the first caller was at work are handed the row it stored
     // (src/turns.rs): not one round trip of theirs. The first caller's look is held up by a
     // table lock while three more callers of its key queue behind it in the waiting room
-    // (they arrive in microseconds: nothing between the call and the waiting room awaits);
-    // then its look misses, it creates the row in three round trips and passes it on. Without
+    // (each polled once, which takes it there: nothing between the call and the waiting room
+    // awaits); then its look misses, it creates the row in three round trips and passes it on. Without
     // the row passed on, each duplicate would look: 7.
     let burst = async {
         let blocker = direct.begin().await.unwrap();
@@ -142,10 +142,21 @@ async fn every_path_costs_its_round_trips_on_postgres() {
         };
         let first = call();
         until_a_statement_waits_for_a_table(&direct).await;
-        let duplicates: Vec<_> = (0..3).map(|_| call()).collect();
-        // Time for the duplicates to reach the waiting room; it coordinates nothing (a late
-        // one would look for itself and the count would say so).
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        // The duplicates, polled once each here: a call's first poll runs without awaiting up
+        // to the waiting room, where it is counted and then waits for the first caller's turn.
+        let mut duplicates: Vec<_> = (0..3)
+            .map(|_| Box::pin(always_looks::Entity::create_once(&db, 200, "v".to_owned())))
+            .collect();
+        for duplicate in &mut duplicates {
+            std::future::poll_fn(|cx| {
+                assert!(
+                    duplicate.as_mut().poll(cx).is_pending(),
+                    "a duplicate waits its turn"
+                );
+                std::task::Poll::Ready(())
+            })
+            .await;
+        }
         blocker.commit().await.unwrap();
         let created = first.await.unwrap();
         assert!(created.is_created());
