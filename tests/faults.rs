@@ -7,6 +7,9 @@
 //!
 //! Coordination is through channels and the database (`pg_locks`, MariaDB's process list),
 //! never sleeps.
+//!
+//! (Over 450 lines on purpose: every fault a call can meet, killed holders, restarts, failing
+//! and panicking `make_data`, read side by side on both servers, with their shared probes.)
 
 #![cfg(any(feature = "postgres", feature = "mysql"))]
 
