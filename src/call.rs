@@ -318,6 +318,15 @@ impl Call {
                 }
                 Fast::NotTaken(request) => request,
             };
+            // On SQLite, this pool's writers take turns for the write lock here, in arrival
+            // order, not in SQLite's busy handler (src/turns.rs). Held to COMMIT or ROLLBACK.
+            let _writer = match (self.backend, PoolId::of(conn)) {
+                (Backend::Sqlite, Some(pool)) => {
+                    let place = Place::Writer { pool };
+                    turns::take(place, Wait::Timeout(turns::WRITER_WAIT)).await
+                }
+                _ => None,
+            };
             let scope = self.begin_and_lock(conn).await?;
             let frame = Frame {
                 held,

@@ -21,6 +21,19 @@
 //!   on the same transaction takes its turn one level down (`depth`): it runs while the
 //!   enclosing call waits for it, and its siblings still take turns with it.
 //!
+//! - **SQLite's write lock, among the callers of one pool.** A call on a SQLite connection
+//!   begins an IMMEDIATE transaction, which takes the database's one write lock. Callers that
+//!   meet at SQLite's lock do not queue: the one that finds it taken sleeps in SQLite's busy
+//!   handler (up to 100 ms at a time) and tries again, so the lock can sit free while the next
+//!   writer sleeps, and who gets it next is luck (a caller can wait hundreds of milliseconds
+//!   behind callers that came after it). Callers of one pool take turns here instead, in
+//!   arrival order, from just before `BEGIN IMMEDIATE` to `COMMIT` or `ROLLBACK`; each
+//!   finds the lock free, unless another pool, another process or the application's own
+//!   transaction holds it (the busy handler then waits for that one, as before). A caller
+//!   that waited [`WRITER_WAIT`] goes on without a turn, so a writer that never ends (a
+//!   `make_data` that waits for another call of the same pool) costs what it costs without
+//!   the turn: SQLite's busy timeout.
+//!
 //! Callers are served in arrival order (tokio's mutex is fair). A place lives while someone
 //! holds or waits for its turn and is removed by the last one to leave, including a caller
 //! whose future is dropped while it waits.
@@ -40,7 +53,6 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::PoisonError;
-#[cfg(all(test, not(shuttle)))]
 use std::time::Duration;
 
 use self::sync::{Arc, AsyncMutex, Mutex, OwnedGuard, Weak};
@@ -54,7 +66,12 @@ pub(crate) enum Place {
     Key { pool: PoolId, key: LockKey },
     /// One caller's transaction, at a depth of nested calls (0: calls made directly on it).
     Transaction { txn: TxnId, depth: usize },
+    /// SQLite's write lock among the callers of one pool.
+    Writer { pool: PoolId },
 }
+
+/// How long a caller waits for the turn at a [`Place::Writer`] before it goes on without one.
+pub(crate) const WRITER_WAIT: Duration = Duration::from_secs(5);
 
 /// Every place some caller of this process holds or waits for.
 static PLACES: Places = Places::new();

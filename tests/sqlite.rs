@@ -300,6 +300,60 @@ async fn busy_timeout_bounds_the_wait_and_maps_to_lock_timeout() {
     assert!(outcome.is_created());
 }
 
+/// The callers of one pool take turns for the write lock in the process, in arrival order
+/// (src/turns.rs), not in SQLite's busy handler. With `busy_timeout` 0 a connection that finds
+/// the lock taken fails at once, so 24 tasks creating new keys at the same moment on one pool
+/// all succeed only if none of them ever met another at SQLite's lock. Without the turn
+/// (`Place::Writer` not taken in src/call.rs) this fails: most calls end in `LockTimeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_pools_writers_take_turns_before_sqlites_lock() {
+    const CALLERS: i64 = 24;
+    let dir = TempDir::new("sqlite-writers");
+    let url = dir.sqlite_url("writers.db");
+    migrated(&url, SqliteJournalMode::Wal)
+        .await
+        .close()
+        .await
+        .unwrap();
+    // Connecting sets pragmas that may wait for a lock: each connection gives up its busy
+    // timeout only once it is open.
+    let mut options = test_support::pool_options(&url, POOL);
+    options.map_sqlx_sqlite_pool_opts(|pool| {
+        pool.after_connect(|conn, _| {
+            Box::pin(async move {
+                sea_orm::sqlx::Executor::execute(conn, "PRAGMA busy_timeout = 0")
+                    .await
+                    .map(|_| ())
+            })
+        })
+    });
+    let db = test_support::connect_with(options).await;
+
+    let start = Arc::new(Barrier::new(CALLERS as usize));
+    let calls: Vec<_> = (1..=CALLERS)
+        .map(|key| {
+            let (db, start) = (db.clone(), start.clone());
+            tokio::spawn(async move {
+                start.wait().await;
+                PullRequest::create_once(&db, key, new_pr(key)).await
+            })
+        })
+        .collect();
+    let mut failed = Vec::new();
+    for call in calls {
+        match call.await.unwrap() {
+            Ok(outcome) => assert!(outcome.is_created()),
+            Err(err) => failed.push(err.to_string()),
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} calls failed: {failed:?}",
+        failed.len()
+    );
+    assert_eq!(total_rows(&db).await, CALLERS as u64);
+}
+
 /// SQLite cannot bound one call's wait (only the connection's `busy_timeout` does), so
 /// `Wait::Timeout` and `Wait::No` are refused before anything is written, not silently
 /// turned into a different wait.
