@@ -11,6 +11,7 @@
 //! cargo bench --bench strategies -- --delay-ms 1 --no-sqlite --tasks 8,32 --svg out.svg
 //! cargo bench --bench strategies -- --only new,storm       # scenarios: new, dup4, dup16, late, storm
 //! cargo bench --bench strategies -- --network none --no-sqlite --svg out.svg  # MariaDB alone
+//! cargo bench --bench strategies -- --per-call --network loopback  # one caller's CPU per call
 //! ```
 //!
 //! Results, the ratios against issue 12's targets and the run's settings: `BENCHMARKS.md`.
@@ -41,7 +42,9 @@
 //! `baseline_pg.rs`, `baseline_sqlite.rs`, `baseline_mysql.rs`, `row.rs` and `by_hand.rs` (the crate's statements,
 //! checked against the crate by `tests/bench_statements.rs`); `scenario.rs`, `run.rs` (one
 //! measured run and the storm) and `table.rs` (the bench's own untimed statements);
-//! `report.rs`, `targets.rs` and `chart.rs`.
+//! `report.rs`, `targets.rs` and `chart.rs`; `per_call.rs` (`--per-call`: one caller's
+//! late redeliveries, wall time and CPU per call, with and without a subscriber recording the
+//! crate's span).
 
 #[path = "strategies/baseline_mysql.rs"]
 mod baseline_mysql;
@@ -55,6 +58,9 @@ mod by_hand;
 mod chart;
 #[path = "strategies/cli.rs"]
 mod cli;
+#[cfg(unix)]
+#[path = "strategies/per_call.rs"]
+mod per_call;
 #[path = "strategies/place.rs"]
 mod place;
 #[path = "strategies/proxy.rs"]
@@ -106,6 +112,9 @@ async fn bench(options: Options) -> Result<(), Box<dyn std::error::Error>> {
         .map_err(|e| e as Box<dyn std::error::Error>)?;
     let machine = setup::machine();
     eprintln!("{machine}; pool {POOL} per place");
+    if options.per_call {
+        return per_call(&options, &opened, &machine).await;
+    }
 
     let mut runs = Vec::new();
     let mut loads = Vec::new();
@@ -196,6 +205,43 @@ async fn bench(options: Options) -> Result<(), Box<dyn std::error::Error>> {
         db.orm.clone().close().await?;
     }
     Ok(())
+}
+
+/// `--per-call`: one caller's late redeliveries at every place but the proxy (whose relay
+/// would count as the client's CPU), printed as one table per place.
+async fn per_call(
+    options: &Options,
+    opened: &setup::Opened,
+    machine: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    #[cfg(not(unix))]
+    {
+        let _ = (options, opened, machine);
+        Err("--per-call reads the process's CPU time with getrusage: Unix only".into())
+    }
+    #[cfg(unix)]
+    {
+        let calls = if options.quick { 2_000 } else { 20_000 };
+        println!(
+            "## CPU per call (--per-call)\n\nMachine: {machine}. {calls} calls per way and round, \
+             one after another on one task; the median of 3 rounds (by user CPU), the ways \
+             interleaved.\n"
+        );
+        for (db, described) in &opened.places {
+            if db.place == place::Place::Hop {
+                continue;
+            }
+            warm_up(db).await?;
+            let table = per_call::per_call(db, calls)
+                .await
+                .map_err(|e| e as Box<dyn std::error::Error>)?;
+            println!("### {}\n\n{described}\n\n{table}", db.place.name());
+        }
+        for (db, _) in opened.places.iter() {
+            db.orm.clone().close().await?;
+        }
+        Ok(())
+    }
 }
 
 /// One line on stderr per kept run, as the bench goes.

@@ -30,10 +30,13 @@ pub(crate) struct Options {
     /// `full_page_writes=off`), SQLite's `synchronous` (FULL or OFF), and the throwaway
     /// MariaDB's `innodb_flush_log_at_trx_commit` (1, InnoDB's default; or the tests' 0).
     pub(crate) durable: bool,
+    /// `--per-call`: instead of the scenarios, one caller's late redeliveries, timed and
+    /// costed per call (`per_call.rs`) at every place but the proxy.
+    pub(crate) per_call: bool,
 }
 
 const USAGE: &str = "try --quick, --svg PATH, --only new,dup4,dup16,late,storm, --tasks 8,32, \
-     --network loopback|proxy|both|none, --no-sqlite, --no-mariadb, --delay-ms 1, --fsync on|off, --storm-every-ms 100";
+     --network loopback|proxy|both|none, --no-sqlite, --no-mariadb, --delay-ms 1, --fsync on|off, --storm-every-ms 100, --per-call";
 
 impl Options {
     /// Parses the process's arguments. `cargo bench` passes `--bench`; anything else unknown
@@ -49,6 +52,7 @@ impl Options {
         let mut delay = Duration::from_millis(1);
         let mut durable = true;
         let mut storm_every = None;
+        let mut per_call = false;
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
             let mut value =
@@ -93,6 +97,7 @@ impl Options {
                         .map_err(|_| format!("--storm-every-ms takes milliseconds ({USAGE})"))?;
                     storm_every = (ms > 0).then(|| Duration::from_millis(ms));
                 }
+                "--per-call" => per_call = true,
                 "--bench" => {}
                 other => return Err(format!("unknown argument {other:?} ({USAGE})")),
             }
@@ -126,6 +131,7 @@ impl Options {
             places,
             delay,
             durable,
+            per_call,
         })
     }
 }
