@@ -121,7 +121,9 @@ use crate::{Error, KeepExisting, LookFirst, NaturalKey, Once, Outcome, Transacti
 ///    be checked first; not with an update function; and not while the entity's recent looks
 ///    kept finding nothing: see [`look_first`](Self::look_first).)
 /// 2. Otherwise begins a transaction (READ COMMITTED on PostgreSQL, checked by the lock's
-///    first statement; IMMEDIATE on SQLite) or a savepoint in the caller's transaction, and
+///    first statement; IMMEDIATE on SQLite, after waiting in this process behind the pool's
+///    other writers rather than in SQLite's busy handler) or a savepoint in the caller's
+///    transaction, and
 ///    takes the key's lock: PostgreSQL's
 ///    transaction-scoped advisory lock on [`LockKey::for_entity`](crate::LockKey::for_entity)`(lock_namespace(), key)`
 ///    ([`LockKey::for_composite`](crate::LockKey::for_composite) for a tuple key).

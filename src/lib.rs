@@ -107,7 +107,8 @@
 //! # Backends and features
 //!
 //! PostgreSQL uses advisory locks. SQLite has none: an IMMEDIATE transaction takes its write
-//! lock before the look, serialising creators across connections and processes. Other
+//! lock before the look, serialising creators across connections and processes (one pool's
+//! callers queue for it in the process, in arrival order). Other
 //! backends get [`Error::UnsupportedBackend`]. A server that speaks PostgreSQL's protocol but
 //! whose advisory locks are known not to lock (CockroachDB before v26.2, old YugabyteDB) is
 //! refused with [`Error::UnsupportedServer`] (see [`ServerRefusal`] for which engines are used,

@@ -1,6 +1,6 @@
 //! Turns: callers in this process that must not overlap take turns at a [`Place`].
 //!
-//! There are two kinds of place:
+//! There are three kinds of place:
 //!
 //! - **A key of a connection pool** (the waiting room). Without it, a burst of callers on one
 //!   key (a webhook redelivered hundreds of times at once) all miss the row, all begin a
