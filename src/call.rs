@@ -136,9 +136,9 @@ where
     };
     let result = match db {
         Handle::Connection(conn) => call.on_connection::<T, F, U>(conn, &key, request).await,
+        // Boxed, as every path past the look (see `on_connection`).
         Handle::Transaction(txn) => {
-            call.in_callers_transaction::<T, F, U>(txn, &key, request)
-                .await
+            Box::pin(call.in_callers_transaction::<T, F, U>(txn, &key, request)).await
         }
     }
     .map_err(|err| match backend {
@@ -307,17 +307,19 @@ impl Call {
             }
             let arrivals = turn.as_ref().map(Turn::arrivals);
             #[cfg(feature = "postgres")]
-            let request = match self
-                .in_three_round_trips::<T, F, U>(conn, key, request)
-                .await?
-            {
-                Fast::Done(done) => {
-                    learn(&done);
-                    pass_on(&done, arrivals);
-                    return Ok(done);
-                }
-                Fast::NotTaken(request) => request,
-            };
+            // The paths past the look are boxed: their futures (SeaORM's transaction, the
+            // lock's statements, the insert) are several kilobytes, and unboxed they would
+            // make every call's future that large, to be moved and allocated by every
+            // redelivery that only looks.
+            let request =
+                match Box::pin(self.in_three_round_trips::<T, F, U>(conn, key, request)).await? {
+                    Fast::Done(done) => {
+                        learn(&done);
+                        pass_on(&done, arrivals);
+                        return Ok(done);
+                    }
+                    Fast::NotTaken(request) => request,
+                };
             // On SQLite, this pool's writers take turns for the write lock here, in arrival
             // order, not in SQLite's busy handler (src/turns.rs). Held to COMMIT or ROLLBACK.
             let _writer = match (self.backend, PoolId::of(conn)) {
@@ -327,14 +329,12 @@ impl Call {
                 }
                 _ => None,
             };
-            let scope = self.begin_and_lock(conn).await?;
+            let scope = Box::pin(self.begin_and_lock(conn)).await?;
             let frame = Frame {
                 held,
                 on: On::Connection,
             };
-            let done = self
-                .create_and_end::<T, F, U>(scope, key, request, frame)
-                .await?;
+            let done = Box::pin(self.create_and_end::<T, F, U>(scope, key, request, frame)).await?;
             learn(&done);
             pass_on(&done, arrivals);
             Ok(done)
