@@ -31,8 +31,9 @@
 //!   finds the lock free, unless another pool, another process or the application's own
 //!   transaction holds it (the busy handler then waits for that one, as before). A caller
 //!   that waited [`WRITER_WAIT`] goes on without a turn, so a writer that never ends (a
-//!   `make_data` that waits for another call of the same pool) costs what it costs without
-//!   the turn: SQLite's busy timeout.
+//!   `make_data` that spawns another call on the same pool and waits for it) costs the
+//!   others at most `WRITER_WAIT` more than without the queue: then SQLite's busy timeout
+//!   ends their wait, as before.
 //!
 //! Callers are served in arrival order (tokio's mutex is fair). A place lives while someone
 //! holds or waits for its turn and is removed by the last one to leave, including a caller
