@@ -258,7 +258,8 @@ impl Call {
             // the pool's connections. The turn is held to the end of this block (after COMMIT
             // or ROLLBACK); the advisory lock still decides. A caller whose bound ran out here
             // goes on without a turn.
-            let turn = match PoolId::of(conn) {
+            let pool = PoolId::of(conn);
+            let turn = match pool {
                 Some(pool) => {
                     let place = Place::Key {
                         pool,
@@ -322,7 +323,7 @@ impl Call {
                 };
             // On SQLite, this pool's writers take turns for the write lock here, in arrival
             // order, not in SQLite's busy handler (src/turns.rs). Held to COMMIT or ROLLBACK.
-            let _writer = match (self.backend, PoolId::of(conn)) {
+            let _writer = match (self.backend, pool) {
                 (Backend::Sqlite, Some(pool)) => {
                     let place = Place::Writer { pool };
                     turns::take(place, Wait::Timeout(turns::WRITER_WAIT)).await
