@@ -17,7 +17,7 @@ use std::future::Future;
 use common::keyed_rows::keyed_rows;
 use common::versions::{self, documents, edit, newer_only};
 use common::wire::RoundTrips;
-use common::{new_pr, until_someone_waits};
+use common::{new_pr, until_a_statement_waits_for_a_table, until_someone_waits};
 use entity::{PullRequest, pull_requests};
 use sea_orm::{
     ConnectionTrait, DatabaseBackend, MockDatabase, Transaction, TransactionTrait, Value,
@@ -220,26 +220,6 @@ async fn every_path_costs_its_round_trips_on_postgres() {
         }
     };
     assert_eq!(trips(&wire, busy(10), busy(11)).await, 2);
-}
-
-/// Returns once some statement waits for a table lock (`pg_locks`).
-async fn until_a_statement_waits_for_a_table(db: &impl ConnectionTrait) {
-    let waiting = "SELECT 1 FROM pg_locks WHERE locktype = 'relation' AND NOT granted";
-    for _ in 0..3000 {
-        if db
-            .query_one_raw(sea_orm::Statement::from_string(
-                db.get_database_backend(),
-                waiting,
-            ))
-            .await
-            .unwrap()
-            .is_some()
-        {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    panic!("no statement waited for a table lock in 30 s");
 }
 
 fn stored(pr_id: i64) -> pull_requests::Model {

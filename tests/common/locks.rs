@@ -75,6 +75,29 @@ pub(crate) async fn until_someone_waits(observer: &DatabaseConnection, key: Lock
     .await;
 }
 
+/// Resolves once some statement of this database waits for a table lock (`pg_locks`, polled
+/// as [`poll_locks_until`] polls it); panics if none does within 30 s.
+pub(crate) async fn until_a_statement_waits_for_a_table(observer: &DatabaseConnection) {
+    let waiting = Statement::from_string(
+        DbBackend::Postgres,
+        "SELECT 1 FROM pg_locks WHERE locktype = 'relation' AND NOT granted \
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while observer
+        .query_one_raw(waiting.clone())
+        .await
+        .unwrap()
+        .is_none()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting until a statement waits for a table lock"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Polls `pg_locks` until `condition` holds for [`lock_pids`], for at most `within` (a test
 /// that waits forever proves nothing). The interval only paces the polling; the database
 /// decides when we go on.

@@ -39,7 +39,7 @@ mod workers;
 pub(crate) use gate::{GATE, run_gated, run_gated_outputs, wait_at_gate};
 pub(crate) use locks::{
     fail_then_probe, key_of, lock_is_free, lock_pids, lock_rows, poll_locks_until, try_lock,
-    until_someone_waits,
+    until_a_statement_waits_for_a_table, until_someone_waits,
 };
 pub(crate) use pools::open_pools;
 pub(crate) use race::{Strategy, Tally, Workload, is_unique_violation};
