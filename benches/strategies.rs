@@ -58,7 +58,6 @@ mod by_hand;
 mod chart;
 #[path = "strategies/cli.rs"]
 mod cli;
-#[cfg(unix)]
 #[path = "strategies/per_call.rs"]
 mod per_call;
 #[path = "strategies/place.rs"]
@@ -201,10 +200,7 @@ async fn bench(options: Options) -> Result<(), Box<dyn std::error::Error>> {
         options.svg.display(),
         started.elapsed().as_secs_f64()
     );
-    for (db, _) in opened.places.iter() {
-        db.orm.clone().close().await?;
-    }
-    Ok(())
+    Ok(opened.close().await?)
 }
 
 /// `--per-call`: one caller's late redeliveries at every place but the proxy (whose relay
@@ -214,34 +210,23 @@ async fn per_call(
     opened: &setup::Opened,
     machine: &str,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    #[cfg(not(unix))]
-    {
-        let _ = (options, opened, machine);
-        Err("--per-call reads the process's CPU time with getrusage: Unix only".into())
-    }
-    #[cfg(unix)]
-    {
-        let calls = if options.quick { 2_000 } else { 20_000 };
-        println!(
-            "## CPU per call (--per-call)\n\nMachine: {machine}. {calls} calls per way and round, \
-             one after another on one task; the median of 3 rounds (by user CPU), the ways \
-             interleaved.\n"
-        );
-        for (db, described) in &opened.places {
-            if db.place == place::Place::Hop {
-                continue;
-            }
-            warm_up(db).await?;
-            let table = per_call::per_call(db, calls)
-                .await
-                .map_err(|e| e as Box<dyn std::error::Error>)?;
-            println!("### {}\n\n{described}\n\n{table}", db.place.name());
+    let calls = if options.quick { 2_000 } else { 20_000 };
+    println!(
+        "## CPU per call (--per-call)\n\nMachine: {machine}. {calls} calls per way and round, \
+         one after another on one task; the median of 3 rounds (by user CPU), the ways \
+         interleaved.\n"
+    );
+    for (db, described) in &opened.places {
+        if db.place == place::Place::Hop {
+            continue;
         }
-        for (db, _) in opened.places.iter() {
-            db.orm.clone().close().await?;
-        }
-        Ok(())
+        warm_up(db).await?;
+        let table = per_call::per_call(db, calls)
+            .await
+            .map_err(|e| e as Box<dyn std::error::Error>)?;
+        println!("### {}\n\n{described}\n\n{table}", db.place.name());
     }
+    Ok(opened.close().await?)
 }
 
 /// One line on stderr per kept run, as the bench goes.

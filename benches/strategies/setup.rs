@@ -36,6 +36,16 @@ pub(crate) struct Opened {
     _server: Option<Server>,
 }
 
+impl Opened {
+    /// Closes every place's pool.
+    pub(crate) async fn close(&self) -> Result<(), sea_orm::DbErr> {
+        for (db, _) in &self.places {
+            db.orm.clone().close().await?;
+        }
+        Ok(())
+    }
+}
+
 pub(crate) async fn open(options: &Options) -> Result<Opened, BoxError> {
     let mut places = Vec::new();
     let (mut server, mut test_db, mut dir, mut mysql_db) = (None, None, None, None);
