@@ -18,12 +18,10 @@
 //! integers), so a service moving from this recipe to the crate keeps excluding the old code.
 
 use entity::{NewPullRequest, pull_requests::Model};
-use sea_orm::sqlx::postgres::{PgArguments, Postgres};
-use sea_orm::sqlx::query::Query;
 use sea_orm::sqlx::{self, PgPool};
 use sea_orm_idempotent::Outcome;
 
-use crate::row::model;
+use crate::row::{model, with_values};
 use crate::strategy::BoxError;
 
 const SELECT: &str = "SELECT * FROM pull_requests WHERE pr_id = $1";
@@ -123,22 +121,4 @@ fn lock_key(key: i64) -> (i32, i32) {
         crc32fast::hash(b"pull_requests") as i32,
         crc32fast::hash(key.to_string().as_bytes()) as i32,
     )
-}
-
-/// Binds a new row's nine values to `$1..$9`.
-fn with_values(
-    query: Query<'_, Postgres, PgArguments>,
-    key: i64,
-    data: NewPullRequest,
-) -> Query<'_, Postgres, PgArguments> {
-    query
-        .bind(key)
-        .bind(data.repository)
-        .bind(data.number)
-        .bind(data.title)
-        .bind(data.author)
-        .bind(data.state)
-        .bind(data.head_sha)
-        .bind(data.delivery_id)
-        .bind(data.updated_at)
 }

@@ -14,12 +14,10 @@
 //!   `select` of late redeliveries).
 
 use entity::{NewPullRequest, pull_requests::Model};
-use sea_orm::sqlx::query::Query;
-use sea_orm::sqlx::sqlite::{Sqlite, SqliteArguments};
 use sea_orm::sqlx::{self, SqlitePool};
 use sea_orm_idempotent::Outcome;
 
-use crate::row::model;
+use crate::row::{model, with_values};
 use crate::strategy::BoxError;
 
 const SELECT: &str = "SELECT * FROM pull_requests WHERE pr_id = ?";
@@ -103,22 +101,4 @@ pub(crate) async fn insert(
 pub(crate) async fn select(pool: &SqlitePool, key: i64) -> Result<Option<Model>, BoxError> {
     let found = sqlx::query(SELECT).bind(key).fetch_optional(pool).await?;
     Ok(found.as_ref().map(model).transpose()?)
-}
-
-/// Binds a new row's nine values, in column order.
-fn with_values(
-    query: Query<'_, Sqlite, SqliteArguments>,
-    key: i64,
-    data: NewPullRequest,
-) -> Query<'_, Sqlite, SqliteArguments> {
-    query
-        .bind(key)
-        .bind(data.repository)
-        .bind(data.number)
-        .bind(data.title)
-        .bind(data.author)
-        .bind(data.state)
-        .bind(data.head_sha)
-        .bind(data.delivery_id)
-        .bind(data.updated_at)
 }

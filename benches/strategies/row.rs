@@ -1,11 +1,39 @@
-//! Decoding a `pull_requests` row read by hand with sqlx, on any backend: every column by
-//! name, as `#[derive(sqlx::FromRow)]` would, into the same model SeaORM returns. Every
-//! strategy returns the full row, so none of them is faster for decoding less.
+//! A `pull_requests` row by hand with sqlx, on any backend: a new row's values bound in
+//! column order, and a row decoded every column by name, as `#[derive(sqlx::FromRow)]` would,
+//! into the same model SeaORM returns. Every strategy returns the full row, so none of them is
+//! faster for decoding less.
 
-use entity::pull_requests::Model;
+use entity::{NewPullRequest, pull_requests::Model};
 use sea_orm::prelude::{DateTimeUtc, DateTimeWithTimeZone};
 use sea_orm::sqlx::mysql::MySqlRow;
-use sea_orm::sqlx::{self, ColumnIndex, Decode, Row, Type};
+use sea_orm::sqlx::query::Query;
+use sea_orm::sqlx::{self, ColumnIndex, Database, Decode, Encode, Row, Type};
+
+/// Binds a new row's nine values to `query`, in column order: `key` (`pr_id`), then `data`.
+/// (MySQL's baselines bind their own: sqlx's MySQL driver binds a timestamp as UTC only.)
+pub(crate) fn with_values<'q, DB>(
+    query: Query<'q, DB, DB::Arguments>,
+    key: i64,
+    data: NewPullRequest,
+) -> Query<'q, DB, DB::Arguments>
+where
+    DB: Database,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+    for<'t> i32: Encode<'t, DB> + Type<DB>,
+    for<'t> String: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<DateTimeWithTimeZone>: Encode<'t, DB> + Type<DB>,
+{
+    query
+        .bind(key)
+        .bind(data.repository)
+        .bind(data.number)
+        .bind(data.title)
+        .bind(data.author)
+        .bind(data.state)
+        .bind(data.head_sha)
+        .bind(data.delivery_id)
+        .bind(data.updated_at)
+}
 
 /// The model of `row`.
 pub(crate) fn model<'r, R>(row: &'r R) -> Result<Model, sqlx::Error>
