@@ -12,7 +12,11 @@
 
 #[path = "../benches/strategies/by_hand.rs"]
 mod by_hand;
+// by_hand.rs binds and decodes rows with the bench's `row.rs` (its MySQL decoder unused here).
 mod common;
+#[allow(dead_code)]
+#[path = "../benches/strategies/row.rs"]
+mod row;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};

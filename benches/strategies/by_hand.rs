@@ -8,8 +8,10 @@
 //! same statements: a change to the crate's SQL fails that test until this copy follows.
 
 use entity::{NewPullRequest, pull_requests};
-use sea_orm::sqlx::{self, PgPool, Row, postgres::PgRow};
+use sea_orm::sqlx::{self, PgPool, Row};
 use sea_orm_idempotent::Outcome;
+
+use crate::row::{model, with_values};
 
 /// Any error of the hand-written path.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -140,16 +142,7 @@ async fn insert_unless_exists(
     key: i64,
     data: NewPullRequest,
 ) -> Result<Outcome<pull_requests::Model>, BoxError> {
-    let inserted = sqlx::query(INSERT_UNLESS_EXISTS)
-        .bind(key)
-        .bind(data.repository)
-        .bind(data.number)
-        .bind(data.title)
-        .bind(data.author)
-        .bind(data.state)
-        .bind(data.head_sha)
-        .bind(data.delivery_id)
-        .bind(data.updated_at)
+    let inserted = with_values(sqlx::query(INSERT_UNLESS_EXISTS), key, data)
         .bind(key)
         .fetch_optional(&mut *conn)
         .await?;
@@ -163,22 +156,5 @@ async fn insert_unless_exists(
                 .ok_or("the insert found a row that is no longer there")?;
             Outcome::Existing(model(&row)?)
         }
-    })
-}
-
-/// Decodes the whole row, as SeaORM does.
-fn model(row: &PgRow) -> Result<pull_requests::Model, sqlx::Error> {
-    Ok(pull_requests::Model {
-        id: row.try_get("id")?,
-        pr_id: row.try_get("pr_id")?,
-        repository: row.try_get("repository")?,
-        number: row.try_get("number")?,
-        title: row.try_get("title")?,
-        author: row.try_get("author")?,
-        state: row.try_get("state")?,
-        head_sha: row.try_get("head_sha")?,
-        first_delivery_id: row.try_get("first_delivery_id")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
     })
 }
