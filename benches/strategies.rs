@@ -210,7 +210,7 @@ async fn per_call(
     opened: &setup::Opened,
     machine: &str,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let calls = if options.quick { 2_000 } else { 20_000 };
+    let calls = options.calls;
     println!(
         "## CPU per call (--per-call)\n\nMachine: {machine}. {calls} calls per way and round, \
          one after another on one task; the median of 3 rounds (by user CPU), the ways \
@@ -221,7 +221,7 @@ async fn per_call(
             continue;
         }
         warm_up(db).await?;
-        let table = per_call::per_call(db, calls)
+        let table = per_call::per_call(db, &options.ways, calls)
             .await
             .map_err(|e| e as Box<dyn std::error::Error>)?;
         println!("### {}\n\n{described}\n\n{table}", db.place.name());

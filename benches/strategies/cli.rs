@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::per_call::Way;
 use crate::place::Place;
 use crate::scenario::{Scenario, Sizes};
 
@@ -33,10 +34,14 @@ pub(crate) struct Options {
     /// `--per-call`: instead of the scenarios, one caller's late redeliveries, timed and
     /// costed per call (`per_call.rs`) at every place but the proxy.
     pub(crate) per_call: bool,
+    /// `--ways sqlx,seaorm,crate,recorded` (all by default): which ways `--per-call` measures.
+    pub(crate) ways: Vec<Way>,
+    /// `--calls N`: calls per way and round for `--per-call` (20,000; `--quick`: 2,000).
+    pub(crate) calls: usize,
 }
 
 const USAGE: &str = "try --quick, --svg PATH, --only new,dup4,dup16,late,storm, --tasks 8,32, \
-     --network loopback|proxy|both|none, --no-sqlite, --no-mariadb, --delay-ms 1, --fsync on|off, --storm-every-ms 100, --per-call";
+     --network loopback|proxy|both|none, --no-sqlite, --no-mariadb, --delay-ms 1, --fsync on|off, --storm-every-ms 100, --per-call, --ways sqlx,seaorm,crate,recorded, --calls 20000";
 
 impl Options {
     /// Parses the process's arguments. `cargo bench` passes `--bench`; anything else unknown
@@ -53,6 +58,8 @@ impl Options {
         let mut durable = true;
         let mut storm_every = None;
         let mut per_call = false;
+        let mut ways = Way::ALL.to_vec();
+        let mut calls = None;
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
             let mut value =
@@ -98,6 +105,16 @@ impl Options {
                     storm_every = (ms > 0).then(|| Duration::from_millis(ms));
                 }
                 "--per-call" => per_call = true,
+                "--ways" => ways = list(&value("--ways")?, Way::parse)?,
+                "--calls" => {
+                    calls = Some(
+                        value("--calls")?
+                            .parse()
+                            .ok()
+                            .filter(|&n: &usize| n > 0)
+                            .ok_or(format!("--calls takes a count ({USAGE})"))?,
+                    )
+                }
                 "--bench" => {}
                 other => return Err(format!("unknown argument {other:?} ({USAGE})")),
             }
@@ -132,6 +149,8 @@ impl Options {
             delay,
             durable,
             per_call,
+            ways,
+            calls: calls.unwrap_or(if quick { 2_000 } else { 20_000 }),
         })
     }
 }

@@ -32,7 +32,7 @@ const KEYS: usize = 1_000;
 const ROUNDS: usize = 3;
 
 #[derive(Debug, Clone, Copy)]
-enum Way {
+pub(crate) enum Way {
     Floor,
     SeaOrm,
     Crate,
@@ -40,7 +40,21 @@ enum Way {
 }
 
 impl Way {
-    const ALL: [Way; 4] = [Way::Floor, Way::SeaOrm, Way::Crate, Way::CrateRecorded];
+    pub(crate) const ALL: [Way; 4] = [Way::Floor, Way::SeaOrm, Way::Crate, Way::CrateRecorded];
+
+    /// The name `--ways` takes.
+    pub(crate) fn parse(name: &str) -> Option<Way> {
+        Way::ALL.into_iter().find(|way| way.short() == name)
+    }
+
+    fn short(self) -> &'static str {
+        match self {
+            Way::Floor => "sqlx",
+            Way::SeaOrm => "seaorm",
+            Way::Crate => "crate",
+            Way::CrateRecorded => "recorded",
+        }
+    }
 
     fn name(self) -> &'static str {
         match self {
@@ -61,13 +75,14 @@ struct Cost {
 }
 
 /// Measures `calls` late redeliveries per way and round at `db`, one after another on one task,
-/// and returns a Markdown table.
-pub(crate) async fn per_call(db: &Db, calls: usize) -> Result<String, BoxError> {
+/// and returns a Markdown table. (`--ways` picks some, say to count one way's instructions
+/// under callgrind.)
+pub(crate) async fn per_call(db: &Db, ways: &[Way], calls: usize) -> Result<String, BoxError> {
     table::empty(db).await?;
     table::fill(db, KEYS).await?;
-    let mut measured: Vec<Vec<Cost>> = Way::ALL.iter().map(|_| Vec::new()).collect();
+    let mut measured: Vec<Vec<Cost>> = ways.iter().map(|_| Vec::new()).collect();
     for _ in 0..ROUNDS {
-        for (i, way) in Way::ALL.into_iter().enumerate() {
+        for (i, &way) in ways.iter().enumerate() {
             measured[i].push(measure(db, way, calls).await?);
         }
     }
@@ -75,7 +90,7 @@ pub(crate) async fn per_call(db: &Db, calls: usize) -> Result<String, BoxError> 
         "| one caller, late redeliveries | wall µs/call | user CPU µs/call | user + system µs/call |\n\
          | --- | ---: | ---: | ---: |\n",
     );
-    for (way, mut costs) in Way::ALL.into_iter().zip(measured) {
+    for (&way, mut costs) in ways.iter().zip(measured) {
         costs.sort_by(|a, b| a.user.total_cmp(&b.user));
         let median = costs[costs.len() / 2];
         table.push_str(&format!(
