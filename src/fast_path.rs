@@ -1,6 +1,11 @@
 //! A new key in three round trips on PostgreSQL: the crate's own transaction on a connection
 //! taken from SeaORM's pool, outside SeaORM's `DatabaseTransaction`.
 //!
+//! Its statements go through sqlx directly, not SeaORM's `ConnectionTrait`: sqlx's statement
+//! log (target `sqlx::query`) sees them, SeaORM's metric callback
+//! (`DatabaseConnection::set_metric_callback`) and SeaORM's statement spans do not. The call's
+//! `create_once` span covers it.
+//!
 //! SeaORM sends `BEGIN` alone, so its transaction costs a round trip before the lock is even
 //! tried. Here the transaction's start and the try travel in one simple-protocol message:
 //!
