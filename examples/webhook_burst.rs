@@ -19,8 +19,8 @@
 //! ```
 //!
 //! With no `DATABASE_URL` and no `--database-url` it uses an embedded SQLite file in the
-//! current directory, created and migrated automatically; with a PostgreSQL URL it migrates
-//! that database (pending migrations only) and runs there.
+//! current directory, created and migrated automatically; with a PostgreSQL or MariaDB URL it
+//! migrates that database (pending migrations only) and runs there.
 //!
 //! Flags: `--prs N` distinct pull requests (default 1000), `--duplicates D` deliveries of each
 //! (default 3), `--concurrency C` workers (default 16), `--first-pr-id ID` the first GitHub

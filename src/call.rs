@@ -641,9 +641,11 @@ fn vanished<T: IdempotentCreate>(key: &CallKey<T>) -> Error {
 }
 
 /// Inserts the row with a guard (`INSERT ... SELECT ... WHERE NOT EXISTS`), then, only if the
-/// guard found the row, reads it. Under the lock the guard never fires on PostgreSQL unless the
-/// row appeared between our first look and the lock; on SQLite inside a caller's transaction
-/// it is what makes look-and-insert one atomic statement under the write lock.
+/// guard found the row, reads it. Under the lock the guard fires on PostgreSQL when the row
+/// appeared between our first look and the lock, or when the call did not look first (a
+/// redelivery while [`LookFirst`](crate::LookFirst) skips the look); on SQLite inside a
+/// caller's transaction it is what makes look-and-insert one atomic statement under the write
+/// lock.
 async fn insert_unless_exists<T, C>(
     txn: &C,
     key: &CallKey<T>,

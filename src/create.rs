@@ -122,11 +122,14 @@ use crate::{Error, KeepExisting, LookFirst, NaturalKey, Once, Outcome, Transacti
 ///    kept finding nothing: see [`look_first`](Self::look_first).)
 /// 2. Otherwise begins a transaction (READ COMMITTED on PostgreSQL, checked by the lock's
 ///    first statement; IMMEDIATE on SQLite, after waiting in this process behind the pool's
-///    other writers rather than in SQLite's busy handler) or a savepoint in the caller's
+///    other writers rather than in SQLite's busy handler; READ COMMITTED on MySQL/MariaDB,
+///    after making the key's row of the lock table exist) or a savepoint in the caller's
 ///    transaction, and
 ///    takes the key's lock: PostgreSQL's
 ///    transaction-scoped advisory lock on [`LockKey::for_entity`](crate::LockKey::for_entity)`(lock_namespace(), key)`
-///    ([`LockKey::for_composite`](crate::LockKey::for_composite) for a tuple key).
+///    ([`LockKey::for_composite`](crate::LockKey::for_composite) for a tuple key); on
+///    MySQL/MariaDB a row lock on that key's row of the lock table; on SQLite the write lock
+///    the transaction took.
 ///    On a PostgreSQL pool, with the data in hand and no update function, the transaction
 ///    is the crate's own on a connection taken from SeaORM's pool: `BEGIN ISOLATION LEVEL
 ///    READ COMMITTED` and the try for the lock travel in one message (one round trip; a new
@@ -344,16 +347,18 @@ pub trait IdempotentCreate: EntityTrait {
     ///
     /// - [`Error::LockTimeout`] / [`Error::LockBusy`]: a bounded wait ([`Once::wait`]) ran
     ///   out (retryable);
-    /// - [`Error::Deadlock`]: PostgreSQL cancelled the wait to break a deadlock (retryable);
+    /// - [`Error::Deadlock`]: the server broke a deadlock by cancelling the wait (retryable);
     /// - [`Error::Reentrant`]: called inside the `make_data` of a call that holds the same
     ///   lock elsewhere; returned before any wait;
     /// - [`Error::TransactionAborted`]: `db` is a caller's transaction that was aborted
     ///   already; returned before any write;
     /// - [`Error::UnsafeIsolation`]: `db` is a caller's REPEATABLE READ or SERIALIZABLE
     ///   transaction; returned before any write;
-    /// - [`Error::UnsupportedBackend`]: neither PostgreSQL nor SQLite (or its feature is off),
-    ///   or [`Wait::Timeout`] / [`Wait::No`] on SQLite, whose lock wait is the connection's
-    ///   `busy_timeout`; nothing is written;
+    /// - [`Error::UnsupportedBackend`]: a backend whose feature is off, or [`Wait::Timeout`] /
+    ///   [`Wait::No`] on SQLite, whose lock wait is the connection's `busy_timeout`; nothing
+    ///   is written;
+    /// - [`Error::MissingLockTable`]: MySQL/MariaDB without the crate's lock table
+    ///   ([`mysql_lock_table`](crate::mysql_lock_table)); nothing is written;
     /// - [`Error::KeyColumns`]: the key's parts and [`key_columns`](Self::key_columns)
     ///   disagree; nothing is sent;
     /// - [`Error::UnsupportedServer`]: a server whose advisory locks are known not to lock,

@@ -57,7 +57,9 @@ pub(crate) const DETECTION_COLUMNS: &str = "version() AS server_version, \
      current_setting('crdb_version', true) AS crdb_version, \
      current_setting('yb_silence_advisory_locks_not_supported_error', true) AS yb_silence";
 
-/// Why a server that speaks PostgreSQL's protocol is refused. See [`Error::UnsupportedServer`].
+/// Why a server is refused: one that speaks PostgreSQL's protocol but whose advisory locks
+/// cannot be relied on, or a MySQL server without MariaDB's syntax. See
+/// [`Error::UnsupportedServer`].
 ///
 /// Every lock the crate takes reads the server's identity in the statement that tries the
 /// lock (no extra round trip) and refuses, before anything is written:
@@ -97,9 +99,10 @@ pub enum ServerRefusal {
     /// another connection of the same pool could take it too, or could not take it once it
     /// was released.
     ProbeFailed,
-    /// MySQL/MariaDB: the server rejects MariaDB's lock-wait syntax (`SELECT ... FOR UPDATE
-    /// WAIT n`, `SET STATEMENT`, MariaDB 10.3+), with which the crate bounds every wait in
-    /// its lock table; MySQL 8 (untested) is refused this way, before anything is written.
+    /// MySQL/MariaDB: the server rejects MariaDB's per-statement lock-wait bound (`SET
+    /// STATEMENT innodb_lock_wait_timeout = n FOR ...`), with which the crate bounds every
+    /// wait in its lock table; MySQL 8 (untested) is refused this way, before anything is
+    /// written.
     NotMariaDb,
 }
 
@@ -119,9 +122,9 @@ impl fmt::Display for ServerRefusal {
                  current_setting(name, missing_ok)); PostgreSQL 9.6 or later is needed"
             }
             ServerRefusal::NotMariaDb => {
-                "it rejects MariaDB's lock-wait syntax (SELECT ... FOR UPDATE WAIT n, SET \
-                 STATEMENT; MariaDB 10.3+), which bounds every wait in the lock table; MySQL 8 \
-                 is not supported yet"
+                "it rejects MariaDB's per-statement lock-wait bound (SET STATEMENT \
+                 innodb_lock_wait_timeout = n FOR ...), which bounds every wait in the lock \
+                 table; MySQL 8 is not supported yet"
             }
             ServerRefusal::ProbeFailed => {
                 "an advisory lock held on one connection did not exclude another connection \

@@ -1,5 +1,6 @@
 //! The crate's error type and how its lock errors read; database errors are classified in
-//! [`classify`](crate::classify) (by SQLSTATE and driver error kind, never by message text).
+//! [`classify`](crate::classify) (by SQLSTATE, SQLite result code, MySQL error number and driver
+//! error kind, never by message text).
 
 use std::fmt;
 use std::time::Duration;
@@ -19,7 +20,8 @@ use crate::{LockKey, ServerRefusal};
 pub enum Error {
     /// The lock was not granted within [`Wait::Timeout`](crate::Wait::Timeout) (PostgreSQL:
     /// `lock_timeout`, or a cancel request that ended the wait; SQLite: the connection's
-    /// `busy_timeout` ran out). Nothing was written.
+    /// `busy_timeout` ran out; MySQL/MariaDB: `innodb_lock_wait_timeout`, error 1205).
+    /// Nothing was written.
     #[error("{} not granted {}", Lock(.key, .row), Within(.timeout))]
     LockTimeout {
         /// The key that was asked for.
@@ -30,7 +32,7 @@ pub enum Error {
         /// The bound that ran out: the [`Wait::Timeout`](crate::Wait::Timeout) asked for, or
         /// `None` when it was not the caller's (SQLite's `busy_timeout`, a cancel request).
         timeout: Option<Duration>,
-        /// The database's own report, when the wait failed with an error (SQLite). A
+        /// The database's own report, when the wait failed with an error (SQLite, MySQL). A
         /// PostgreSQL wait never fails: it records why it ended (see the lock module).
         #[source]
         source: Option<DbErr>,
@@ -86,7 +88,9 @@ pub enum Error {
     /// written; run the call in a READ COMMITTED transaction or pass the connection instead.
     #[error("transaction isolation level is {level}; advisory-lock-then-read needs READ COMMITTED")]
     UnsafeIsolation {
-        /// The level PostgreSQL reported (`current_setting('transaction_isolation')`).
+        /// The level PostgreSQL reported (`current_setting('transaction_isolation')`); on
+        /// MySQL/MariaDB, which cannot report the current transaction's level, what the crate
+        /// found instead (a snapshot older than the key's last holder).
         level: String,
     },
 
@@ -120,8 +124,9 @@ pub enum Error {
 
     /// The server speaks PostgreSQL's protocol but its advisory locks cannot be relied on (an
     /// engine whose lock functions are known no-ops, one where a wait cannot be bounded
-    /// safely, or a server too old for the crate's SQL); see [`ServerRefusal`] and the table
-    /// of engines in the README. Returned by the first lock of a call, before anything is
+    /// safely, or a server too old for the crate's SQL), or it is a MySQL server without
+    /// MariaDB's per-statement lock-wait bound; see [`ServerRefusal`] and the table of engines
+    /// in the README. Returned by the first lock of a call, before anything is
     /// written; the same call would fail the same way, so it is not retryable.
     #[error("server {} refused: {reason}", server.as_deref().unwrap_or("(version unknown)"))]
     UnsupportedServer {

@@ -73,7 +73,8 @@
 //! travels with the try for the lock in one message; otherwise a plain `BEGIN` is READ
 //! COMMITTED on a server left at PostgreSQL's default, which the statement that tries the lock
 //! checks (the same round trip), and where the default is stricter the crate rolls back and
-//! begins again with the level set explicitly (one round trip more). Inside a caller's stricter transaction it returns [`Error::UnsafeIsolation`]
+//! begins again with the level set explicitly (four round trips more: the `ROLLBACK`, a new
+//! `BEGIN`, `SET TRANSACTION` and the try again). Inside a caller's stricter transaction it returns [`Error::UnsafeIsolation`]
 //! before writing anything, instead of a unique violation.
 //!
 //! # Keys
@@ -100,32 +101,36 @@
 //! # Errors and retries
 //!
 //! Lock timeouts, busy locks and deadlocks are their own [`Error`] variants, classified by
-//! SQLSTATE; [`Error::is_retryable`] says which failures a retry can get past (those, plus lost
-//! connections and a restarting server), and [`Retry`] repeats a call while it can. Retrying
-//! `create_once` is safe: a failed call wrote nothing.
+//! SQLSTATE (on SQLite its result codes, on MySQL its error numbers); [`Error::is_retryable`]
+//! says which failures a retry can get past (those, plus lost connections and a restarting
+//! server), and [`Retry`] repeats a call while it can. Retrying `create_once` is safe: a
+//! failed call wrote nothing.
 //!
 //! # Backends and features
 //!
 //! PostgreSQL uses advisory locks. SQLite has none: an IMMEDIATE transaction takes its write
 //! lock before the look, serialising creators across connections and processes (one pool's
-//! callers queue for it in the process, in arrival order). Other
-//! backends get [`Error::UnsupportedBackend`]. A server that speaks PostgreSQL's protocol but
+//! callers queue for it in the process, in arrival order). MySQL and MariaDB lock the key's
+//! row in the crate's lock table (add it with [`mysql_lock_table`]; MariaDB 10.3 or later,
+//! MySQL 8 is refused). The differences, in one place, are in the README's "Backends" table.
+//! A server that speaks PostgreSQL's protocol but
 //! whose advisory locks are known not to lock (CockroachDB before v26.2, old YugabyteDB) is
 //! refused with [`Error::UnsupportedServer`] (see [`ServerRefusal`] for which engines are used,
 //! refused and untested); [`probe_advisory_locks`] checks any other at start-up.
 //! [`LockHolders`] shows who holds and who waits for a key.
 //!
-//! Each backend is a cargo feature, `postgres` and `sqlite`, turning on SeaORM's sqlx driver
-//! for it. Both are on by default, so the examples (on embedded SQLite) and the tests run with
-//! no flags; a service on one backend turns the other off, and does not build that driver
-//! (SQLite's is a C library):
+//! Each backend is a cargo feature, `postgres`, `sqlite` and `mysql`, turning on SeaORM's sqlx
+//! driver for it. All three are on by default, so the examples (on embedded SQLite) and the
+//! tests run with no flags; a service on one backend turns the others off, and does not build
+//! their drivers (SQLite's is a C library). A connection whose backend's feature is off gets
+//! [`Error::UnsupportedBackend`]:
 //!
 //! ```toml
 //! sea-orm-idempotent = { version = "0.1", default-features = false, features = ["postgres"] }
 //! ```
 //!
-//! (Built with neither feature, the crate compiles, for crates that only implement
-//! [`IdempotentCreate`] for their entities, but refuses every backend.)
+//! (Built with no backend feature, the crate compiles, for crates that only implement
+//! [`IdempotentCreate`] for their entities, and `create_once` refuses every backend.)
 
 mod backend;
 mod call;

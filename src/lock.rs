@@ -27,7 +27,9 @@ pub(crate) enum Mode {
 }
 
 /// Takes an exclusive transaction-scoped advisory lock on `key`
-/// (`pg_advisory_xact_lock`), waiting as `wait` says.
+/// (`pg_advisory_xact_lock`), waiting as `wait` says. On MySQL/MariaDB the same lock is a row
+/// lock on the key's row of the crate's lock table ([`mysql_lock_table`](crate::mysql_lock_table),
+/// see the README's "Backends"), also released only at the end of `txn`.
 ///
 /// The lock is **transaction-scoped**: it is released only when `txn` commits or rolls back,
 /// and cannot be released earlier. Every other transaction that asks for the same key (through
@@ -57,13 +59,17 @@ pub(crate) enum Mode {
 /// ends it), [`Error::Deadlock`] when PostgreSQL breaks a deadlock by cancelling this wait,
 /// [`Error::UnsafeIsolation`] (before waiting) when `txn` is REPEATABLE READ or SERIALIZABLE,
 /// whose snapshot would hide what the previous holder wrote, [`Error::UnsupportedBackend`]
-/// when `txn` is not PostgreSQL, [`Error::UnsupportedServer`] (before waiting) when the server
+/// on SQLite (no advisory locks) or a backend whose feature is off,
+/// [`Error::MissingLockTable`] on MySQL/MariaDB without the lock table,
+/// [`Error::UnsupportedServer`] (before waiting) when the server
 /// speaks PostgreSQL's protocol but its advisory locks are known not to lock or cannot be
 /// waited for safely (CockroachDB, old YugabyteDB; see [`ServerRefusal`](crate::ServerRefusal)),
 /// or it is older than PostgreSQL 9.6 (the try that asked may have taken the key where locks
-/// are real: roll `txn` back), and [`Error::Database`] for anything else. A failed wait
-/// never aborts `txn`: the server rolls back only the wait, so `txn` is usable and still holds
-/// every lock it took before; after a deadlock roll it back to let the other side go on.
+/// are real: roll `txn` back), and [`Error::Database`] for anything else. On PostgreSQL a
+/// failed wait never aborts `txn`: the server rolls back only the wait, so `txn` is usable
+/// and still holds every lock it took before; after a deadlock roll it back to let the other
+/// side go on. On MySQL/MariaDB a deadlock has already rolled `txn` back, and so has a
+/// timeout on a server with `innodb_rollback_on_timeout`.
 ///
 /// # Cancel Safety
 ///

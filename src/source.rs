@@ -9,11 +9,13 @@ use sea_orm::{DatabaseConnection, DatabaseExecutor, DatabaseTransaction};
 /// A handle [`create_once`](crate::IdempotentCreate::create_once) can run on.
 ///
 /// - [`DatabaseConnection`]: the crate begins its own transaction (READ COMMITTED on
-///   PostgreSQL, IMMEDIATE on SQLite), commits it, and the lock ends with it.
+///   PostgreSQL and MySQL/MariaDB, IMMEDIATE on SQLite), commits it, and the lock ends with
+///   it.
 /// - [`DatabaseTransaction`]: the work runs in a savepoint the crate names inside the caller's
 ///   transaction; the row and the lock last until the caller commits or rolls back, so the
 ///   caller's commit decides whether the row exists. The caller's transaction must be READ
-///   COMMITTED on PostgreSQL (see [`Error::UnsafeIsolation`](crate::Error::UnsafeIsolation)).
+///   COMMITTED on PostgreSQL, and on MySQL/MariaDB its snapshot no older than the key's last
+///   holder (see [`Error::UnsafeIsolation`](crate::Error::UnsafeIsolation)).
 ///   Calls on one transaction take turns (see
 ///   [`IdempotentCreate`](crate::IdempotentCreate#on-a-callers-transaction)).
 /// - [`DatabaseExecutor`]: what a migration's `SchemaManager::get_connection()` hands out, to

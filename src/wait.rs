@@ -9,6 +9,13 @@ use std::time::{Duration, Instant};
 /// (sqlx's default: 5 s; `ConnectOptions::map_sqlx_sqlite_opts(|o| o.busy_timeout(d))`), then
 /// fails with [`Error::LockTimeout`](crate::Error::LockTimeout) with `timeout: None`. `Timeout` and `No` are refused there
 /// before anything is written, because SQLite cannot bound one call's wait.
+///
+/// On MySQL/MariaDB the server bounds a wait in whole seconds (`innodb_lock_wait_timeout`, set
+/// for the one statement): `Timeout` is rounded *up* to whole seconds, so it never ends before
+/// the bound and may end up to a second after it; `Forever` waits in slices of 2 s; `No` is a
+/// bound of 0. On a server with `innodb_rollback_on_timeout` a timeout rolls the whole
+/// transaction back, so `Forever` stops with [`Error::LockTimeout`](crate::Error::LockTimeout)
+/// at its first slice there. The details are in the README's "Backends" table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Wait {
     /// Wait until the holder commits or rolls back. On the server the wait runs in bounded
