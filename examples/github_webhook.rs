@@ -143,7 +143,8 @@ const MAX_HEADER_BYTES: usize = 16 * 1024;
 #[cfg(unix)]
 const RESERVED_FDS: u64 = 64;
 
-/// How long a delivery waits for the pull request's lock on PostgreSQL before answering 503.
+/// How long a delivery waits for the pull request's lock on PostgreSQL or MariaDB before
+/// answering 503.
 /// (On SQLite the wait is bounded by the connection's `busy_timeout` instead: SQLite has no
 /// per-call lock timeout, and `create_once` refuses `Wait::Timeout` there.)
 const LOCK_WAIT: Duration = Duration::from_secs(10);
@@ -390,8 +391,8 @@ async fn receive(
         .into_new_pull_request(delivery)
         .map_err(Rejection::BadRequest)?;
     let wait = match receiver.db.get_database_backend() {
-        DbBackend::Postgres => Wait::Timeout(LOCK_WAIT),
-        _ => Wait::Forever, // SQLite: bounded by the connection's busy_timeout
+        DbBackend::Sqlite => Wait::Forever, // bounded by the connection's busy_timeout
+        _ => Wait::Timeout(LOCK_WAIT),      // PostgreSQL, MariaDB
     };
     if action == "opened" {
         store_opened(&receiver.db, pr_id, new_pr, wait, delivery).await
