@@ -270,17 +270,22 @@ impl Call {
                 None => None,
             };
             let keeps = matches!(request.on_existing, OnExisting::Keep);
-            // The row the caller before us in the waiting room found or created while we
-            // waited: no statement at all. Not with an update function (it must see the row
-            // under the lock).
-            if keeps && let Some(row) = turn.as_ref().and_then(Turn::passed_on::<T::Model>) {
+            // The row of our key that the caller before us in the waiting room found or
+            // created while we waited: no statement at all. Not with an update function (it
+            // must see the row under the lock). Keyed by the natural key's values: a caller of
+            // another key whose lock key collides with ours shares the room, not the row.
+            if keeps
+                && let Some(row) = turn
+                    .as_ref()
+                    .and_then(|turn| turn.passed_on::<Vec<Value>, T::Model>(&key.values))
+            {
                 return Ok(Done::Existing(row));
             }
             // Passes the row on to those who arrived before `arrivals` was counted, which is
             // before the statement that found or created it (src/turns.rs).
             let pass_on = |done: &Done<T::Model>, arrivals: Option<Arrivals>| {
                 if let (Some(turn), Some(arrivals)) = (&turn, arrivals) {
-                    turn.pass_on(done.model(), arrivals);
+                    turn.pass_on(&key.values, done.model(), arrivals);
                 }
             };
             // Most duplicates arrive after the first delivery committed: one statement, no

@@ -40,11 +40,14 @@
 //! whose future is dropped while it waits.
 //!
 //! **A row passed on.** In the waiting room, a caller that found or created the row leaves it
-//! at the place ([`Turn::pass_on`]) for the callers that were already waiting when it looked
-//! under the lock: they take it ([`Turn::passed_on`]) and return without a statement, so a
-//! burst of duplicates costs the database what one caller costs. Only callers that arrived
-//! before that look may take the row: it was the stored row at a moment during their call,
-//! which is what their own look would have seen. A caller that arrives later looks itself.
+//! at the place ([`Turn::pass_on`]), with its natural key, for the callers that were already
+//! waiting when it looked under the lock: they take it ([`Turn::passed_on`]) and return
+//! without a statement, so a burst of duplicates costs the database what one caller costs.
+//! Only callers that arrived before that look may take the row: it was the stored row at a
+//! moment during their call, which is what their own look would have seen. A caller that
+//! arrives later looks itself. Only callers of the same natural key may take it: a place is a
+//! lock key, and two natural keys whose lock keys collide (crc32 is 32 bits) share it; a
+//! caller of the other key looks itself.
 
 #[cfg(all(test, shuttle))]
 mod model_check;
@@ -109,10 +112,12 @@ struct Notes {
 /// A count of the callers that came to a place: the first is number 0.
 pub(crate) type Arrivals = u64;
 
-/// A row left at a place, for the callers that arrived before `arrivals` was counted.
+/// A row left at a place, for the callers of its natural key that arrived before `arrivals`
+/// was counted.
 struct PassedOn {
     arrivals: Arrivals,
-    row: Box<dyn Any + Send>,
+    /// The natural key and the row, `(K, M)` of [`Turn::pass_on`].
+    keyed_row: Box<dyn Any + Send>,
 }
 
 impl fmt::Debug for PassedOn {
@@ -169,27 +174,39 @@ impl Turn<'_> {
         self.entry.notes().arrivals
     }
 
-    /// Leaves `row` for the callers counted in `arrivals` that still wait for this place (if
-    /// any came after this one: most calls are alone, and copy nothing).
-    pub(crate) fn pass_on<M: Clone + Send + 'static>(&self, row: &M, arrivals: Arrivals) {
+    /// Leaves `row`, the row of natural key `key`, for the callers counted in `arrivals` that
+    /// still wait for this place (if any came after this one: most calls are alone, and copy
+    /// nothing).
+    pub(crate) fn pass_on<K, M>(&self, key: &K, row: &M, arrivals: Arrivals)
+    where
+        K: Clone + Send + 'static,
+        M: Clone + Send + 'static,
+    {
         if arrivals <= self.entry.arrival + 1 {
             return;
         }
         self.entry.notes().row = Some(PassedOn {
             arrivals,
-            row: Box::new(row.clone()),
+            keyed_row: Box::new((key.clone(), row.clone())),
         });
     }
 
     /// The row a caller before this one passed on, if this caller had arrived by the time it
-    /// was found or created, and it is an `M` (two entities whose keys collide share a place).
-    pub(crate) fn passed_on<M: Clone + 'static>(&self) -> Option<M> {
+    /// was found or created, and it is the row of this caller's natural key `key`: a `K` equal
+    /// to it, with an `M` (two natural keys, of one entity or of two, whose lock keys collide
+    /// share a place).
+    pub(crate) fn passed_on<K, M>(&self, key: &K) -> Option<M>
+    where
+        K: PartialEq + 'static,
+        M: Clone + 'static,
+    {
         let notes = self.entry.notes();
         let passed = notes.row.as_ref()?;
         if self.entry.arrival >= passed.arrivals {
             return None;
         }
-        passed.row.downcast_ref::<M>().cloned()
+        let (passed_key, row) = passed.keyed_row.downcast_ref::<(K, M)>()?;
+        (passed_key == key).then(|| row.clone())
     }
 }
 
@@ -323,26 +340,43 @@ mod tests {
     }
 
     #[tokio::test(flavor = "current_thread")]
-    async fn a_row_is_passed_on_only_to_callers_that_arrived_before_it_was_counted() {
+    async fn a_row_is_passed_on_only_to_callers_of_its_key_that_arrived_before_it_was_counted() {
+        // Natural keys 1 and 2 share the place, as two keys whose lock keys collide do.
         let first = take(place(9), Wait::Forever).await.expect("a turn");
-        assert_eq!(first.passed_on::<String>(), None, "nothing passed on yet");
+        assert_eq!(
+            first.passed_on::<i64, String>(&1),
+            None,
+            "nothing passed on yet"
+        );
         let waiter = tokio::spawn(async {
             let turn = take(place(9), Wait::Forever).await.expect("a turn");
-            (turn.passed_on::<String>(), turn.passed_on::<i64>())
+            (
+                turn.passed_on::<i64, String>(&1),
+                turn.passed_on::<i64, i64>(&1),
+            )
         });
-        settle().await; // the waiter has arrived
+        let colliding = tokio::spawn(async {
+            let turn = take(place(9), Wait::Forever).await.expect("a turn");
+            turn.passed_on::<i64, String>(&2)
+        });
+        settle().await; // both have arrived
         let arrivals = first.arrivals();
-        assert_eq!(arrivals, 2);
+        assert_eq!(arrivals, 3);
         let late = tokio::spawn(async {
             let turn = take(place(9), Wait::Forever).await.expect("a turn");
-            turn.passed_on::<String>()
+            turn.passed_on::<i64, String>(&1)
         });
         settle().await; // arrived after the count
-        first.pass_on(&"row".to_string(), arrivals);
+        first.pass_on(&1_i64, &"row of 1".to_string(), arrivals);
         drop(first);
         let (as_string, as_other_type) = waiter.await.unwrap();
-        assert_eq!(as_string.as_deref(), Some("row"));
+        assert_eq!(as_string.as_deref(), Some("row of 1"));
         assert_eq!(as_other_type, None, "another entity's row is not taken");
+        assert_eq!(
+            colliding.await.unwrap(),
+            None,
+            "the row of another natural key is not taken"
+        );
         assert_eq!(
             late.await.unwrap(),
             None,
@@ -350,7 +384,7 @@ mod tests {
         );
         assert!(!is_known(place(9)), "the row goes with the place");
         let next = take(place(9), Wait::No).await.expect("a turn");
-        assert_eq!(next.passed_on::<String>(), None);
+        assert_eq!(next.passed_on::<i64, String>(&1), None);
     }
 
     #[tokio::test(flavor = "current_thread")]
