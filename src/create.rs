@@ -230,6 +230,13 @@ use crate::{Error, KeepExisting, LookFirst, NaturalKey, Once, Outcome, Transacti
 /// nested. On SQLite, the crate's own transaction holds the database's one write lock, so a call
 /// inside `make_data` on another connection is refused the same way, whatever its key.
 ///
+/// Two calls whose `make_data`s each create the key the other's call holds (task A inside key
+/// 1 creates key 2 while task B inside key 2 creates key 1) wait for each other forever. The
+/// cycle runs through your code, so neither the crate nor the database can see it: the
+/// database sees two transactions idle, not a deadlock. Create inner rows in one key order
+/// everywhere, or bound the inner call (`once(key, data).wait(Wait::Timeout(d))`): its
+/// [`Error::LockTimeout`] ends the wait, and the enclosing call rolls back.
+///
 /// # Timeouts the server enforces
 ///
 /// Lock waits are not cut short by `statement_timeout` (see [`Wait`]). But the transaction is

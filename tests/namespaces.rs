@@ -204,3 +204,53 @@ async fn a_call_inside_make_data_for_the_held_key_fails_fast_through_another_poo
     assert!(matches!(err, Error::Reentrant { .. }), "{err:?}");
     txn.rollback().await.unwrap();
 }
+
+/// Two tasks whose `make_data`s each create the key the other's enclosing call holds wait for
+/// each other, and nothing can break the cycle for them: it runs through their code, so the
+/// database sees two transactions idle, not a deadlock. What the docs of `IdempotentCreate`
+/// ("Calls inside `make_data`") tell them to do instead works: a bound on the inner call ends
+/// the wait (`LockTimeout`, then the enclosing call rolls back and the other goes on).
+/// Without `.wait(..)` on the inner calls this test hangs until its 30 s bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_inside_make_data_on_crossed_keys_end_when_the_inner_call_is_bounded() {
+    use std::sync::Arc;
+    use tokio::sync::Barrier;
+
+    let test_db = TestDb::new().await;
+    let db = schemas(&test_db).await;
+    let both_hold = Arc::new(Barrier::new(2));
+    let crossed = |outer: i64, inner: i64| {
+        let (db, inner_db, both_hold) = (db.clone(), db.clone(), both_hold.clone());
+        tokio::spawn(async move {
+            app_events::Entity::create_once_with(&db, outer, || async move {
+                both_hold.wait().await; // both outer calls hold their key's lock and turn
+                app_events::Entity::once(inner, body(inner))
+                    .wait(Wait::Timeout(Duration::from_millis(500)))
+                    .exec(&inner_db)
+                    .await?;
+                Ok::<_, Error>(body(outer))
+            })
+            .await
+        })
+    };
+    let (one, two) = (crossed(1, 2), crossed(2, 1));
+    let (one, two) = tokio::time::timeout(Duration::from_secs(30), async {
+        (one.await.unwrap(), two.await.unwrap())
+    })
+    .await
+    .expect("bounded inner calls end the crossed wait");
+    let timed_out = |result: &Result<_, Error>| {
+        matches!(result, Err(Error::MakeData(inner))
+            if matches!(inner.downcast_ref::<Error>(), Some(Error::LockTimeout { .. })))
+    };
+    assert!(
+        timed_out(&one) || timed_out(&two),
+        "an inner call's bound ended the wait: {one:?} / {two:?}"
+    );
+    for result in [one, two] {
+        assert!(
+            timed_out(&result) || result.as_ref().is_ok_and(|outcome| outcome.is_created()),
+            "{result:?}"
+        );
+    }
+}
