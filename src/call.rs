@@ -184,6 +184,13 @@ impl<T: IdempotentCreate> CallKey<T> {
     fn shown(&self) -> &str {
         self.shown.as_deref().unwrap_or(REDACTED)
     }
+
+    /// Whether a part of the key is NULL. SeaORM matches it with `IS NULL` (a NULL is equal to
+    /// nothing), which binds no value: the statement's text is not the one kept for keys with
+    /// every part ([`statements`]), so such a key's statements are built every time.
+    fn has_missing_part(&self) -> bool {
+        self.values.iter().any(|value| *value == value.as_null())
+    }
 }
 
 /// One call of [`create`], and what every step of it needs.
@@ -630,9 +637,11 @@ fn find_statement<T: IdempotentCreate>(backend: DbBackend, key: &CallKey<T>) -> 
     // its value, so rebinding it expires the prepared statement: every look parsed and planned
     // its SQL again (14% of a late redelivery's profile on SQLite). The key columns are unique,
     // and `one` reads only the first row anyway.
-    statements::statement::<T>(backend, Kind::Find, key.values.clone(), || {
-        T::find().filter(key.condition()).build(backend)
-    })
+    let build = || T::find().filter(key.condition()).build(backend);
+    if key.has_missing_part() {
+        return build();
+    }
+    statements::statement::<T>(backend, Kind::Find, key.values.clone(), build)
 }
 
 /// The guarded insert found a row for the key that the read after it did not: only a writer
@@ -767,8 +776,8 @@ fn insert_unless_exists_statement<T: IdempotentCreate>(
             );
         backend.build(&insert)
     };
-    if T::Column::iter().count() > 64 {
-        // More columns than the set's bits: built every time.
+    if T::Column::iter().count() > 64 || key.has_missing_part() {
+        // More columns than the set's bits, or a key matched with `IS NULL`: built every time.
         return Ok(build());
     }
     let mut bound = values.clone();

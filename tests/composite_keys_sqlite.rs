@@ -1,6 +1,7 @@
 //! Composite natural keys on SQLite, on a file database: keys of two columns (`(org_id,
 //! login)`) and three (`(tenant, repo_id, number)`), each created exactly once and `Created`
-//! exactly once by many connections of one pool and by several OS processes. The entities and
+//! exactly once by many connections of one pool and by several OS processes; and a key with a
+//! missing (NULL) part. The entities and
 //! the race are `tests/common/composite.rs`, shared with the PostgreSQL tests.
 //!
 //! The race tests can fail, and were seen to: with the IMMEDIATE begin of `Backend::begin`
@@ -105,4 +106,104 @@ async fn several_processes_create_each_composite_key_once() {
     }
     total.assert_exactly_once(2 * KEYS, PROCESSES);
     assert_one_row_per_key(&db).await;
+}
+
+/// Accounts keyed by `(org_id, login)`, where `login` may be missing (a newtype over
+/// `Option<String>`: SeaORM matches a missing part with `IS NULL`, which has no placeholder).
+mod accounts {
+    use std::fmt;
+
+    use sea_orm::ActiveValue::{NotSet, Set};
+    use sea_orm::Value;
+    use sea_orm::entity::prelude::*;
+    use sea_orm_idempotent::IdempotentCreate;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "accounts")]
+    pub(crate) struct Model {
+        #[sea_orm(primary_key)]
+        pub(crate) id: i64,
+        pub(crate) org_id: i64,
+        pub(crate) login: Option<String>,
+        pub(crate) note: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub(crate) enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+
+    /// A login, or none.
+    #[derive(Clone, Debug)]
+    pub(crate) struct Login(pub(crate) Option<String>);
+
+    impl fmt::Display for Login {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0.as_deref().unwrap_or("(none)"))
+        }
+    }
+
+    impl From<Login> for Value {
+        fn from(login: Login) -> Value {
+            login.0.into()
+        }
+    }
+
+    impl IdempotentCreate for Entity {
+        type Key = (i64, Login);
+        type Data = String;
+
+        fn key_column() -> Column {
+            Column::OrgId
+        }
+
+        fn key_columns() -> Vec<Column> {
+            vec![Column::OrgId, Column::Login]
+        }
+
+        fn new_active_model(_: &(i64, Login), note: String) -> ActiveModel {
+            ActiveModel {
+                id: NotSet,
+                org_id: NotSet,
+                login: NotSet,
+                note: Set(note),
+            }
+        }
+    }
+}
+
+/// A key with a missing part is found again whatever keys the process used before. The SQL
+/// text of the look and the guarded insert is kept per entity after its first call; a key part
+/// that is NULL is matched by `IS NULL`, another text. Before such keys bypassed the kept text,
+/// a process whose first call had every part was left with `login = ?`, which never matches a
+/// NULL: every delivery of `(1, none)` was `Created` again, a duplicate row each time (the
+/// second came back `Created(Model { id: 3, org_id: 1, login: None, .. })`).
+#[tokio::test]
+async fn a_key_with_a_missing_part_is_created_once_after_keys_with_every_part() {
+    use accounts::Login;
+    use sea_orm::{EntityTrait, PaginatorTrait};
+    use sea_orm_idempotent::IdempotentCreate;
+
+    let dir = TempDir::new("null-key-part");
+    let db = connect(&dir.sqlite_url("accounts.db"), SqliteJournalMode::Wal).await;
+    db.execute_unprepared(
+        "CREATE TABLE accounts (id INTEGER PRIMARY KEY, org_id INTEGER NOT NULL, login TEXT, \
+         note TEXT NOT NULL, UNIQUE (org_id, login))",
+    )
+    .await
+    .unwrap();
+    let call = |login: Option<&str>| {
+        let key = (1, Login(login.map(str::to_owned)));
+        accounts::Entity::create_once(&db, key, "note".to_owned())
+    };
+    assert!(call(Some("mona")).await.unwrap().is_created());
+    assert!(!call(Some("mona")).await.unwrap().is_created());
+    let first = call(None).await.unwrap();
+    assert!(first.is_created(), "{first:?}");
+    for _ in 0..2 {
+        let again = call(None).await.unwrap();
+        assert!(!again.is_created(), "{again:?}");
+        assert_eq!(again.model(), first.model());
+    }
+    assert_eq!(accounts::Entity::find().count(&db).await.unwrap(), 2);
 }
