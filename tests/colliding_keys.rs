@@ -12,7 +12,9 @@
 
 mod common;
 
-use common::{Server, key_of, new_pr, on_each_server, rows_for};
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+use common::{Server, on_each_server};
+use common::{key_of, new_pr, rows_for};
 use entity::PullRequest;
 use sea_orm::DatabaseConnection;
 use sea_orm_idempotent::IdempotentCreate;
@@ -99,6 +101,7 @@ async fn both_orders(db: &DatabaseConnection) {
     colliding_waiters_each_get_their_own_row(db, PAIRS[1], false).await;
 }
 
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 on_each_server! {
     #[tokio::test]
     async fn a_caller_never_gets_a_colliding_keys_row(server: Server) {
