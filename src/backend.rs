@@ -133,11 +133,23 @@ impl Backend {
             Backend::Postgres => return Ok(db.begin().await?),
             Backend::MySql => {
                 crate::mysql::ensure_lock_row(db, key).await?;
-                TransactionOptions {
+                let options = TransactionOptions {
                     isolation_level: Some(IsolationLevel::ReadCommitted),
                     access_mode: None,
                     sqlite_transaction_mode: None,
-                }
+                };
+                // Run to its end in a task of its own, whatever happens to this call: sqlx-mysql
+                // counts a transaction only once `BEGIN`'s answer is read, so a call dropped
+                // with `BEGIN` on the wire would hand its connection back to the pool inside an
+                // open transaction (and one dropped after `SET TRANSACTION` would leave READ
+                // COMMITTED for the connection's next transaction). A call gone by the time the
+                // task ends drops its transaction, which SeaORM rolls back.
+                let db = db.clone();
+                let begun = tokio::spawn(async move { db.begin_with_options(options).await });
+                return match begun.await {
+                    Ok(txn) => Ok(txn?),
+                    Err(join) => std::panic::resume_unwind(join.into_panic()),
+                };
             }
             Backend::Sqlite => TransactionOptions {
                 isolation_level: None,
@@ -242,5 +254,77 @@ mod tests {
         ] {
             assert!(postgres.check_wait(wait).is_ok());
         }
+    }
+}
+
+/// The crate's own MySQL transaction begun by a call that is dropped midway, against a real
+/// MariaDB (the test support's throwaway server).
+#[cfg(all(test, feature = "mysql"))]
+mod dropped_begin {
+    use super::*;
+
+    use sea_orm::DbBackend;
+
+    /// Polls `future` until it has waited `pendings + 1` times, then drops it; `Some` when it
+    /// finished first.
+    async fn drop_at_await_point<F: std::future::Future>(
+        future: F,
+        pendings: usize,
+    ) -> Option<F::Output> {
+        let mut future = std::pin::pin!(future);
+        let mut waited = 0;
+        std::future::poll_fn(|cx| match future.as_mut().poll(cx) {
+            std::task::Poll::Ready(output) => std::task::Poll::Ready(Some(output)),
+            std::task::Poll::Pending if waited == pendings => std::task::Poll::Ready(None),
+            std::task::Poll::Pending => {
+                waited += 1;
+                std::task::Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Over a pool of ONE connection, `Backend::begin` is dropped after its 1st, 2nd, ...
+    /// wait, for many keys; after every drop the pool's connection must be outside any
+    /// transaction. It failed while the begin ran on the caller's future: sqlx-mysql 0.9
+    /// counts a transaction only once `BEGIN`'s answer is read, so a begin dropped with
+    /// `BEGIN` on the wire handed its connection back to the pool inside an open transaction,
+    /// where the next user's writes would never commit ("key 0, dropped at await point 7: the
+    /// pool's connection is in a transaction").
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_begin_dropped_midway_leaves_the_pools_connection_outside_a_transaction() {
+        let Some(test_db) = test_support::TestDb::mysql().await else {
+            return;
+        };
+        let db = test_support::connect(&test_db.url, 1).await;
+        let mut dropped = 0;
+        for key in 0..100 {
+            for point in 0.. {
+                let begin = async {
+                    let txn = Backend::MySql.begin(&db, LockKey::Pair(7, key)).await?;
+                    Ok::<_, Error>(txn.commit().await?)
+                };
+                if let Some(done) = drop_at_await_point(begin, point).await {
+                    done.unwrap();
+                    break;
+                }
+                dropped += 1;
+                let row = db
+                    .query_one_raw(Statement::from_string(
+                        DbBackend::MySql,
+                        "SELECT @@in_transaction AS n",
+                    ))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(
+                    row.try_get::<u64>("", "n").unwrap(),
+                    0,
+                    "key {key}, dropped at await point {point}: the pool's connection is in a \
+                     transaction"
+                );
+            }
+        }
+        assert!(dropped >= 100, "{dropped} begins dropped");
     }
 }

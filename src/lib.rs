@@ -93,10 +93,14 @@
 //!
 //! Every async function documents its cancel safety. In short: dropping a call writes nothing
 //! and releases its lock (a connection the crate took from the pool itself is closed, never
-//! handed back with a transaction open); a connection whose statement is still waiting on the server stays
-//! busy until that wait ends, so bound waits with [`Wait::Timeout`] where callers may go away.
+//! handed back with a transaction open); a connection whose statement is still waiting on the
+//! server stays busy until that wait ends, so bound waits with [`Wait::Timeout`] where callers
+//! may go away.
 //! On a caller's transaction the call's work belongs to that transaction (see
-//! [`IdempotentCreate`'s section on it](IdempotentCreate#on-a-callers-transaction)).
+//! [`IdempotentCreate`'s section on it](IdempotentCreate#on-a-callers-transaction)). On
+//! MySQL/MariaDB a call dropped while a statement of its transaction is on the wire can cost
+//! its pooled connection (sqlx-mysql 0.9 cannot abandon a statement safely): spawn calls that
+//! may be abandoned (the README's "Backends" says more).
 //!
 //! # Errors and retries
 //!
