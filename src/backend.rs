@@ -46,12 +46,13 @@
 //!   written, instead of silently waiting longer or shorter than asked.
 
 use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, IsolationLevel,
-    QueryResult, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
+    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, IsolationLevel, QueryResult,
+    SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
 };
 
 use crate::call_chain::{Held, On};
 use crate::lock::{self, Mode};
+use crate::shielded::{Own, Shielded, Txn};
 use crate::wait::Deadline;
 use crate::{Error, LockKey, Wait};
 
@@ -124,13 +125,9 @@ impl Backend {
     /// [`begin_read_committed`](Backend::begin_read_committed). On SQLite IMMEDIATE, which
     /// takes SQLite's write lock here. On MySQL READ COMMITTED, after making `key`'s row in
     /// the lock table exist in a statement of its own.
-    pub(crate) async fn begin(
-        self,
-        db: &DatabaseConnection,
-        key: LockKey,
-    ) -> Result<DatabaseTransaction, Error> {
+    pub(crate) async fn begin(self, db: &DatabaseConnection, key: LockKey) -> Result<Own, Error> {
         let options = match self {
-            Backend::Postgres => return Ok(db.begin().await?),
+            Backend::Postgres => return Ok(Own::Plain(db.begin().await?)),
             Backend::MySql => {
                 crate::mysql::ensure_lock_row(db, key).await?;
                 let options = TransactionOptions {
@@ -138,18 +135,9 @@ impl Backend {
                     access_mode: None,
                     sqlite_transaction_mode: None,
                 };
-                // Run to its end in a task of its own, whatever happens to this call: sqlx-mysql
-                // counts a transaction only once `BEGIN`'s answer is read, so a call dropped
-                // with `BEGIN` on the wire would hand its connection back to the pool inside an
-                // open transaction (and one dropped after `SET TRANSACTION` would leave READ
-                // COMMITTED for the connection's next transaction). A call gone by the time the
-                // task ends drops its transaction, which SeaORM rolls back.
-                let db = db.clone();
-                let begun = tokio::spawn(async move { db.begin_with_options(options).await });
-                return match begun.await {
-                    Ok(txn) => Ok(txn?),
-                    Err(join) => std::panic::resume_unwind(join.into_panic()),
-                };
+                // Shielded: sqlx-mysql cannot abandon a statement, nor count a `BEGIN`
+                // dropped before its answer (src/shielded.rs).
+                return Ok(Own::Shielded(Shielded::begin(db, options).await?));
             }
             Backend::Sqlite => TransactionOptions {
                 isolation_level: None,
@@ -157,18 +145,17 @@ impl Backend {
                 sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
             },
         };
-        Ok(db.begin_with_options(options).await?)
+        Ok(Own::Plain(db.begin_with_options(options).await?))
     }
 
     /// PostgreSQL: begins with READ COMMITTED set explicitly (`BEGIN`, then `SET TRANSACTION
     /// ISOLATION LEVEL READ COMMITTED`: a second round trip), for a server whose default
     /// isolation is stricter (see [why READ COMMITTED](crate#why-read-committed)).
-    pub(crate) async fn begin_read_committed(
-        db: &DatabaseConnection,
-    ) -> Result<DatabaseTransaction, Error> {
-        Ok(db
-            .begin_with_config(Some(IsolationLevel::ReadCommitted), None)
-            .await?)
+    pub(crate) async fn begin_read_committed(db: &DatabaseConnection) -> Result<Own, Error> {
+        Ok(Own::Plain(
+            db.begin_with_config(Some(IsolationLevel::ReadCommitted), None)
+                .await?,
+        ))
     }
 
     /// Takes the per-key lock inside `txn` (the crate's own transaction or a caller's).
@@ -178,14 +165,14 @@ impl Backend {
     /// one statement under SQLite's write lock).
     pub(crate) async fn lock(
         self,
-        txn: &DatabaseTransaction,
+        txn: Txn<'_>,
         key: LockKey,
         deadline: Deadline,
     ) -> Result<(), Error> {
         match self {
-            Backend::Postgres => lock::acquire(txn, key, Mode::Exclusive, deadline).await,
+            Backend::Postgres => lock::acquire(txn.plain(), key, Mode::Exclusive, deadline).await,
             Backend::Sqlite => Ok(()),
-            Backend::MySql => crate::mysql::acquire(txn, key, Mode::Exclusive, deadline).await,
+            Backend::MySql => crate::mysql::acquire(&txn, key, Mode::Exclusive, deadline).await,
         }
     }
 }

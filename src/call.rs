@@ -27,6 +27,7 @@ use crate::fast_path::{self, Session, Try};
 use crate::natural_key::{Key, NaturalKey};
 use crate::outcome::Done;
 use crate::savepoint::Savepoint;
+use crate::shielded::{Own, Txn};
 use crate::source::{Handle, PoolId, TxnId};
 use crate::statements::{self, Kind};
 use crate::turns::{self, Arrivals, Place, Turn};
@@ -207,22 +208,22 @@ struct Call {
 /// Where the work under the lock runs, and how it ends.
 enum Scope<'a> {
     /// The crate's own transaction: COMMIT or ROLLBACK.
-    Own(DatabaseTransaction),
+    Own(Own),
     /// A savepoint of the crate's in a caller's transaction: RELEASE, or ROLLBACK TO.
     Savepoint(Savepoint<'a>),
 }
 
 impl Scope<'_> {
-    fn txn(&self) -> &DatabaseTransaction {
+    fn txn(&self) -> Txn<'_> {
         match self {
-            Scope::Own(txn) => txn,
-            Scope::Savepoint(savepoint) => savepoint.txn(),
+            Scope::Own(own) => own.txn(),
+            Scope::Savepoint(savepoint) => Txn::Plain(savepoint.txn()),
         }
     }
 
     async fn commit(self) -> Result<(), Error> {
         match self {
-            Scope::Own(txn) => Ok(txn.commit().await?),
+            Scope::Own(own) => Ok(own.commit().await?),
             Scope::Savepoint(savepoint) => savepoint.release().await,
         }
     }
@@ -233,7 +234,7 @@ impl Scope<'_> {
     /// (and with its session, the lock) is gone.
     async fn roll_back_after(self, err: Error) -> Error {
         let rolled_back = match self {
-            Scope::Own(txn) => txn.rollback().await.map_err(Error::from),
+            Scope::Own(own) => own.rollback().await.map_err(Error::from),
             Scope::Savepoint(savepoint) => savepoint.rollback().await,
         };
         if let Err(rollback) = rolled_back {
@@ -508,7 +509,7 @@ impl Call {
         U: FnOnce(&T::Model, T::Data) -> Change<T::ActiveModel> + Send,
     {
         match self
-            .create_under_lock::<T, F, U>(scope.txn(), key, request, frame)
+            .create_under_lock::<T, F, U>(&scope.txn(), key, request, frame)
             .await
         {
             Ok(outcome) => {
@@ -524,7 +525,7 @@ impl Call {
     /// chain) only when a fresh look says it is needed.
     async fn create_under_lock<T, F, U>(
         &self,
-        txn: &DatabaseTransaction,
+        txn: &Txn<'_>,
         key: &CallKey<T>,
         request: Request<T::Data, F, U>,
         frame: Frame,

@@ -98,9 +98,8 @@
 //! may go away.
 //! On a caller's transaction the call's work belongs to that transaction (see
 //! [`IdempotentCreate`'s section on it](IdempotentCreate#on-a-callers-transaction)). On
-//! MySQL/MariaDB a call dropped while a statement of its transaction is on the wire can cost
-//! its pooled connection (sqlx-mysql 0.9 cannot abandon a statement safely): spawn calls that
-//! may be abandoned (the README's "Backends" says more).
+//! MySQL/MariaDB, whose driver cannot abandon a statement safely, each statement of the crate's
+//! own transaction runs to its end even when the call is dropped (the README's "Backends").
 //!
 //! # Errors and retries
 //!
@@ -156,6 +155,7 @@ mod outcome;
 mod probe;
 mod retry;
 mod savepoint;
+mod shielded;
 mod source;
 mod statements;
 mod turns;

@@ -85,8 +85,7 @@
 
 use sea_orm::sea_query::{ColumnDef, Index, Table, TableCreateStatement};
 use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, QueryResult,
-    Statement, Value,
+    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, QueryResult, Statement, Value,
 };
 
 use crate::classify::{MySqlError, mysql_error};
@@ -194,7 +193,7 @@ pub(crate) async fn ensure_lock_row(db: &DatabaseConnection, key: LockKey) -> Re
 /// [`Wait::Forever`] or the caller's [`Wait::Timeout`]; a lock granted meanwhile belongs to
 /// `txn` and ends with it (the crate's own transaction is dropped, which rolls it back).
 pub(crate) async fn acquire(
-    txn: &DatabaseTransaction,
+    txn: &impl ConnectionTrait,
     key: LockKey,
     mode: Mode,
     deadline: Deadline,
@@ -343,7 +342,7 @@ fn lock_table_error(err: DbErr) -> Error {
 
 /// After a timed-out slice: whether the server rolled the whole transaction back
 /// (`innodb_rollback_on_timeout`), in which case waiting on would run outside it.
-async fn rolled_back_on_timeout(txn: &DatabaseTransaction) -> Result<bool, Error> {
+async fn rolled_back_on_timeout(txn: &impl ConnectionTrait) -> Result<bool, Error> {
     let row = txn
         .query_one_raw(Statement::from_string(
             DbBackend::MySql,

@@ -9,6 +9,14 @@
 //! completing. On MariaDB it also fails with a session-scoped lock (`GET_LOCK`) left on the
 //! pooled connection by the dropped caller: another connection could not take the key after
 //! the holder commits.
+//!
+//! `on_mariadb_a_call_dropped_at_any_await_point_leaves_its_connection_usable` drops calls at
+//! each of their await points in turn over a pool of one (PostgreSQL's counterpart is in
+//! `drop_sweep.rs`). It failed while the statements of the crate's own MySQL transaction ran
+//! on the caller's future (before `src/shielded.rs`): a call dropped while its guarded insert
+//! was on the wire left the pool's one connection waiting for an answer that never came, and
+//! the next call's acquire timed out (`ConnectionAcquire(Timeout)` after await point 7 of key
+//! 0's new key).
 
 #![cfg(any(feature = "postgres", feature = "mysql"))]
 
@@ -126,5 +134,62 @@ on_each_server! {
         held.commit().await.unwrap();
         assert_eq!(rows_for(&db, 4).await, 1);
         assert_eq!(rows_for(&db, 3).await, 0);
+    }
+}
+
+/// Over a pool of ONE connection, for a new key and then its redelivery, calls are dropped
+/// after their 1st, 2nd, 3rd, ... wait (the look, the lock row, `SET TRANSACTION`, `BEGIN`, the
+/// lock, the guarded insert, its reread, `COMMIT`, and every socket wait inside them) until one
+/// completes. After every dropped call the pool's connection (the one a dropped call had) is
+/// back, usable and outside any transaction, and in the end every key has one row.
+#[cfg(feature = "mysql")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_mariadb_a_call_dropped_at_any_await_point_leaves_its_connection_usable() {
+    use common::drop_at_await_point;
+    use sea_orm::{ConnectionTrait, DbBackend, Statement};
+
+    const SWEPT_KEYS: i64 = 4;
+    let Some(test_db) = test_support::TestDb::mysql().await else {
+        return;
+    };
+    let db = small_pool(&test_db.url, 1).await;
+    let in_transaction = || async {
+        let row = db
+            .query_one_raw(Statement::from_string(
+                DbBackend::MySql,
+                "SELECT @@in_transaction AS n",
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        row.try_get::<u64>("", "n").unwrap()
+    };
+    let mut deepest = 0;
+    for k in 0..SWEPT_KEYS {
+        for path in ["new key", "redelivery"] {
+            let mut point = 0;
+            loop {
+                let call = PullRequest::create_once(&db, k, new_pr(k));
+                if let Some(result) = drop_at_await_point(call, point).await {
+                    result.unwrap();
+                    break;
+                }
+                assert_eq!(
+                    in_transaction().await,
+                    0,
+                    "after a call dropped at await point {point} for key {k} ({path}), the \
+                     pool's connection is in a transaction"
+                );
+                point += 1;
+            }
+            deepest = deepest.max(point);
+        }
+    }
+    assert!(
+        deepest >= 4,
+        "calls completed after {deepest} waits at most"
+    );
+    for k in 0..SWEPT_KEYS {
+        assert_eq!(rows_for(&db, k).await, 1, "key {k}");
     }
 }

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::keyed_rows::keyed_rows;
-use common::{new_pr, small_pool};
+use common::{drop_at_await_point, new_pr, small_pool};
 use entity::{PullRequest, pull_requests};
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QuerySelect, Statement,
@@ -177,25 +177,6 @@ async fn calls_dropped_anywhere_leave_nothing_behind() {
 // SeaORM's `DatabaseTransaction`.
 keyed_rows!(fresh_keys, "fresh_keys", Never);
 
-/// Polls `call` until it has waited `pendings + 1` times, then drops it (a timeout, a client
-/// gone, at exactly that await point); `Some(output)` when it finished first.
-async fn drop_at_await_point<F: std::future::Future>(
-    call: F,
-    pendings: usize,
-) -> Option<F::Output> {
-    let mut call = std::pin::pin!(call);
-    let mut waited = 0;
-    std::future::poll_fn(|cx| match call.as_mut().poll(cx) {
-        std::task::Poll::Ready(output) => std::task::Poll::Ready(Some(output)),
-        std::task::Poll::Pending if waited == pendings => std::task::Poll::Ready(None),
-        std::task::Poll::Pending => {
-            waited += 1;
-            std::task::Poll::Pending
-        }
-    })
-    .await
-}
-
 /// Advisory locks held and sessions idle in a transaction, polled until both are zero (a
 /// closed connection's server process ends a moment after the client closed it); the counts
 /// still seen after `patience`.
@@ -229,9 +210,7 @@ async fn leftovers(observer: &DatabaseConnection, patience: Duration) -> (i64, i
 /// transaction; every key reported `Created` at most once; at the end the one connection
 /// still serves calls and every key has exactly one row.
 ///
-/// (Dropping by poll count instead of a timer: tokio's timers tick in milliseconds, coarser
-/// than these round trips on loopback, so a sweep of timeouts would skip await points; this
-/// sweep hits each one.)
+/// (Dropping by poll count instead of a timer: see [`drop_at_await_point`].)
 ///
 /// It fails without the guard (`Session`'s `Drop` in `src/fast_path.rs` not calling
 /// `close_on_drop`, so a dropped session's connection goes back to the pool as it is): the

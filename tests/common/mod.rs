@@ -5,6 +5,7 @@
 //! - `race`: the racing workload ([`Workload`], [`Strategy`], [`Tally`]);
 //! - `workers`: the same workload in worker processes (this test binary, re-run);
 //! - `gate`: the start gate that releases worker processes together;
+//! - `drops`: dropping a call at an exact await point;
 //! - `keyed_rows`: `keyed_rows!`, an entity of keyed rows that looks first as told;
 //! - `locks`: lock probes (`pg_locks` on PostgreSQL, InnoDB's lock waits on MySQL);
 //! - `mysql`: MySQL's side of the probes (used through `locks` and the gate);
@@ -24,6 +25,7 @@
 #![allow(dead_code, unused_imports, unused_macros)]
 
 pub(crate) mod composite;
+mod drops;
 mod gate;
 pub(crate) mod keyed_rows;
 mod locks;
@@ -36,6 +38,7 @@ pub(crate) mod versions;
 pub(crate) mod wire;
 mod workers;
 
+pub(crate) use drops::drop_at_await_point;
 pub(crate) use gate::{GATE, run_gated, run_gated_outputs, wait_at_gate};
 pub(crate) use locks::{
     fail_then_probe, key_of, lock_is_free, lock_pids, lock_rows, poll_locks_until, try_lock,

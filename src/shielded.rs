@@ -1,0 +1,224 @@
+//! The crate's own MySQL/MariaDB transaction, shielded from a dropped call.
+//!
+//! sqlx-mysql 0.9 cannot abandon a statement. A statement whose future is dropped while it is
+//! on the wire can leave the connection waiting for an answer that never comes (the pool
+//! loses it), and a `BEGIN` dropped before its answer is not counted as a transaction, so
+//! nothing rolls it back and the pool hands the connection to its next user inside it.
+//! PostgreSQL's and SQLite's drivers have neither problem (`tests/drop_sweep.rs`).
+//!
+//! So on MySQL the crate's own transaction is a [`Shielded`]: its `BEGIN`, every statement,
+//! and its `COMMIT` or `ROLLBACK` each run in a task of their own, which runs to its end
+//! whatever happens to the call that awaits it. A call dropped midway leaves that statement to
+//! finish; then the last holder of the transaction drops it, and SeaORM rolls it back. (The
+//! statements of a caller's transaction are the caller's to run: inside one, the crate sends
+//! its statements as they are, see the README's "Backends".)
+//!
+//! [`Txn`] is the transaction the work under the lock runs in, shielded or not: one
+//! [`ConnectionTrait`] for the statements that do not care which.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, ExecResult,
+    QueryResult, Statement, TransactionOptions, TransactionTrait,
+};
+
+/// A transaction of the crate's own whose statements run to their end (see the
+/// [module docs](self)).
+pub(crate) struct Shielded(Arc<DatabaseTransaction>);
+
+impl Shielded {
+    /// Begins a transaction on `db` with `options`.
+    ///
+    /// # Cancel Safety
+    ///
+    /// Dropping the future leaves the begin to finish; the transaction is then dropped, which
+    /// rolls it back.
+    pub(crate) async fn begin(
+        db: &DatabaseConnection,
+        options: TransactionOptions,
+    ) -> Result<Shielded, DbErr> {
+        let db = db.clone();
+        let txn = to_the_end(async move { db.begin_with_options(options).await }).await?;
+        Ok(Shielded(Arc::new(txn)))
+    }
+
+    /// `COMMIT`.
+    ///
+    /// # Cancel Safety
+    ///
+    /// Dropping the future leaves the `COMMIT` to finish.
+    pub(crate) async fn commit(self) -> Result<(), DbErr> {
+        let txn = self.sole()?;
+        to_the_end(async move { txn.commit().await }).await
+    }
+
+    /// `ROLLBACK`.
+    ///
+    /// # Cancel Safety
+    ///
+    /// Dropping the future leaves the `ROLLBACK` to finish.
+    pub(crate) async fn rollback(self) -> Result<(), DbErr> {
+        let txn = self.sole()?;
+        to_the_end(async move { txn.rollback().await }).await
+    }
+
+    /// The transaction, once no statement holds it: each statement's task lets go of it
+    /// before its answer is handed back, so after the statements were awaited this is the only
+    /// holder.
+    fn sole(self) -> Result<DatabaseTransaction, DbErr> {
+        Arc::try_unwrap(self.0).map_err(|_| {
+            DbErr::Custom("a statement of the transaction is still running".to_owned())
+        })
+    }
+
+    /// Runs `statement` on the transaction in a task of its own.
+    async fn run<T, Fut>(
+        &self,
+        statement: impl FnOnce(Arc<DatabaseTransaction>) -> Fut + Send + 'static,
+    ) -> T
+    where
+        Fut: Future<Output = T> + Send,
+        T: Send + 'static,
+    {
+        let txn = self.0.clone();
+        to_the_end(async move { statement(txn).await }).await
+    }
+}
+
+/// Runs `work` in a task of its own and returns its output; dropped, it leaves `work` to
+/// finish. A panic in `work` is resumed here.
+async fn to_the_end<T: Send + 'static>(work: impl Future<Output = T> + Send + 'static) -> T {
+    match tokio::spawn(work).await {
+        Ok(output) => output,
+        Err(join) => std::panic::resume_unwind(join.into_panic()),
+    }
+}
+
+#[async_trait::async_trait]
+impl ConnectionTrait for Shielded {
+    fn get_database_backend(&self) -> DbBackend {
+        self.0.get_database_backend()
+    }
+
+    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
+        self.run(|txn| async move {
+            let result = txn.execute_raw(stmt).await;
+            drop(txn);
+            result
+        })
+        .await
+    }
+
+    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
+        let sql = sql.to_owned();
+        self.run(|txn| async move {
+            let result = txn.execute_unprepared(&sql).await;
+            drop(txn);
+            result
+        })
+        .await
+    }
+
+    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
+        self.run(|txn| async move {
+            let result = txn.query_one_raw(stmt).await;
+            drop(txn);
+            result
+        })
+        .await
+    }
+
+    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        self.run(|txn| async move {
+            let result = txn.query_all_raw(stmt).await;
+            drop(txn);
+            result
+        })
+        .await
+    }
+}
+
+/// The transaction the work under the lock runs in: the crate's own or a caller's, shielded
+/// (MySQL's own) or not.
+#[derive(Clone, Copy)]
+pub(crate) enum Txn<'a> {
+    Plain(&'a DatabaseTransaction),
+    Shielded(&'a Shielded),
+}
+
+impl Txn<'_> {
+    /// The SeaORM transaction itself, for statements that need its type (PostgreSQL's lock:
+    /// never shielded).
+    pub(crate) fn plain(&self) -> &DatabaseTransaction {
+        match self {
+            Txn::Plain(txn) => txn,
+            Txn::Shielded(shielded) => &shielded.0,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ConnectionTrait for Txn<'_> {
+    fn get_database_backend(&self) -> DbBackend {
+        self.plain().get_database_backend()
+    }
+
+    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
+        match self {
+            Txn::Plain(txn) => txn.execute_raw(stmt).await,
+            Txn::Shielded(shielded) => shielded.execute_raw(stmt).await,
+        }
+    }
+
+    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
+        match self {
+            Txn::Plain(txn) => txn.execute_unprepared(sql).await,
+            Txn::Shielded(shielded) => shielded.execute_unprepared(sql).await,
+        }
+    }
+
+    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
+        match self {
+            Txn::Plain(txn) => txn.query_one_raw(stmt).await,
+            Txn::Shielded(shielded) => shielded.query_one_raw(stmt).await,
+        }
+    }
+
+    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        match self {
+            Txn::Plain(txn) => txn.query_all_raw(stmt).await,
+            Txn::Shielded(shielded) => shielded.query_all_raw(stmt).await,
+        }
+    }
+}
+
+/// The crate's own transaction: shielded on MySQL, SeaORM's as it is on the other backends.
+pub(crate) enum Own {
+    Plain(DatabaseTransaction),
+    Shielded(Shielded),
+}
+
+impl Own {
+    pub(crate) fn txn(&self) -> Txn<'_> {
+        match self {
+            Own::Plain(txn) => Txn::Plain(txn),
+            Own::Shielded(shielded) => Txn::Shielded(shielded),
+        }
+    }
+
+    pub(crate) async fn commit(self) -> Result<(), DbErr> {
+        match self {
+            Own::Plain(txn) => txn.commit().await,
+            Own::Shielded(shielded) => shielded.commit().await,
+        }
+    }
+
+    pub(crate) async fn rollback(self) -> Result<(), DbErr> {
+        match self {
+            Own::Plain(txn) => txn.rollback().await,
+            Own::Shielded(shielded) => shielded.rollback().await,
+        }
+    }
+}
