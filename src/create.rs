@@ -222,6 +222,14 @@ use crate::{Error, KeepExisting, LookFirst, NaturalKey, Once, Outcome, Transacti
 /// your next call returns [`Error::TransactionAborted`]; to be sure either way, roll a
 /// transaction back after dropping a call on it.
 ///
+/// Every call keeps its key's lock until your transaction ends. On PostgreSQL those locks
+/// share the server's lock table (about `max_locks_per_transaction` × `max_connections`
+/// entries for all sessions, 6,400 by default; advisory locks do not use a session's
+/// fast-path slots): one transaction creating tens of thousands of keys (a seeding migration,
+/// which sea-orm-migration runs in a transaction) fails with "out of shared memory" (SQLSTATE
+/// 53200), and may make other sessions fail while it lasts. Create that many rows in batches
+/// of transactions, or on the connection (each call its own transaction).
+///
 /// # Calls inside `make_data`
 ///
 /// `make_data` may call `create_once` for other rows (an audit row, say). A call there that
