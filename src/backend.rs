@@ -244,32 +244,17 @@ mod tests {
     }
 }
 
+// The integration tests' helper, one copy for both (library tests cannot reach tests/common).
+#[cfg(all(test, feature = "mysql"))]
+#[path = "../tests/common/drops.rs"]
+mod drops;
+
 /// The crate's own MySQL transaction begun by a call that is dropped midway, against a real
 /// MariaDB (the test support's throwaway server).
 #[cfg(all(test, feature = "mysql"))]
 mod dropped_begin {
+    use super::drops::drop_at_await_point;
     use super::*;
-
-    use sea_orm::DbBackend;
-
-    /// Polls `future` until it has waited `pendings + 1` times, then drops it; `Some` when it
-    /// finished first.
-    async fn drop_at_await_point<F: std::future::Future>(
-        future: F,
-        pendings: usize,
-    ) -> Option<F::Output> {
-        let mut future = std::pin::pin!(future);
-        let mut waited = 0;
-        std::future::poll_fn(|cx| match future.as_mut().poll(cx) {
-            std::task::Poll::Ready(output) => std::task::Poll::Ready(Some(output)),
-            std::task::Poll::Pending if waited == pendings => std::task::Poll::Ready(None),
-            std::task::Poll::Pending => {
-                waited += 1;
-                std::task::Poll::Pending
-            }
-        })
-        .await
-    }
 
     /// Over a pool of ONE connection, `Backend::begin` is dropped after its 1st, 2nd, ...
     /// wait, for many keys; after every drop the pool's connection must be outside any
