@@ -18,8 +18,9 @@ use std::sync::{Mutex, PoisonError};
 /// Keys derived from names are hashes (crc32), so two different names can map to the same
 /// key. A collision never loses or duplicates data: the two callers merely wait for each
 /// other as if they shared a key (and in the crate's waiting room, which is per lock key, a
-/// row found for one is never handed to a caller of the other: `tests/colliding_keys.rs`). With the pair form the namespace (table) and the natural
-/// key are hashed separately, so keys of different tables never collide with each other's.
+/// row found for one is never handed to a caller of the other: `tests/colliding_keys.rs`).
+/// With the pair form the namespace (table) and the natural key are hashed separately, so keys
+/// of different tables never collide with each other's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LockKey {
     /// `pg_advisory_xact_lock(int4, int4)`: a namespace and a key within it.

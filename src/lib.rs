@@ -74,8 +74,8 @@
 //! COMMITTED on a server left at PostgreSQL's default, which the statement that tries the lock
 //! checks (the same round trip), and where the default is stricter the crate rolls back and
 //! begins again with the level set explicitly (four round trips more: the `ROLLBACK`, a new
-//! `BEGIN`, `SET TRANSACTION` and the try again). Inside a caller's stricter transaction it returns [`Error::UnsafeIsolation`]
-//! before writing anything, instead of a unique violation.
+//! `BEGIN`, `SET TRANSACTION` and the try again). Inside a caller's stricter transaction it
+//! returns [`Error::UnsafeIsolation`] before writing anything, instead of a unique violation.
 //!
 //! # Keys
 //!
@@ -114,13 +114,13 @@
 //! PostgreSQL uses advisory locks. SQLite has none: an IMMEDIATE transaction takes its write
 //! lock before the look, serialising creators across connections and processes (one pool's
 //! callers queue for it in the process, in arrival order). MySQL and MariaDB lock the key's
-//! row in the crate's lock table (add it with [`mysql_lock_table`]; MariaDB 10.3 or later,
+//! row in the crate's lock table (add it with [`mysql_lock_table`]; tested on MariaDB 10.11,
 //! MySQL 8 is refused). The differences, in one place, are in the README's "Backends" table.
-//! A server that speaks PostgreSQL's protocol but
-//! whose advisory locks are known not to lock (CockroachDB before v26.2, old YugabyteDB) is
-//! refused with [`Error::UnsupportedServer`] (see [`ServerRefusal`] for which engines are used,
-//! refused and untested); [`probe_advisory_locks`] checks any other at start-up.
-//! [`LockHolders`] shows who holds and who waits for a key.
+//! A server that speaks PostgreSQL's protocol but whose advisory locks are known not to lock
+//! (CockroachDB before v26.2, old YugabyteDB) is refused with [`Error::UnsupportedServer`]
+//! (see [`ServerRefusal`] for which engines are used, refused and untested);
+//! [`probe_advisory_locks`] checks any other at start-up. [`LockHolders`] shows who holds and
+//! who waits for a key.
 //!
 //! Each backend is a cargo feature, `postgres`, `sqlite` and `mysql`, turning on SeaORM's sqlx
 //! driver for it. All three are on by default, so the examples (on embedded SQLite) and the
