@@ -300,19 +300,19 @@ impl Call {
             // lock. Not with an update function, and not while this entity's recent looks kept
             // missing (src/look.rs).
             let look_first = T::look_first();
-            let looked = keeps && look_first.looks(self.lock_key, self.backend);
+            let looked = keeps && look_first.looks(T::lock_namespace(), self.backend);
             // What the call found under the lock, learnt once per call: a miss after a look
             // that missed is the same miss; a row found there turns the look back on.
             let learn = |done: &Done<T::Model>| {
                 let existed = !matches!(done, Done::Created(_));
                 if !looked || existed {
-                    look_first.found(self.lock_key, existed);
+                    look_first.found(T::lock_namespace(), existed);
                 }
             };
             if looked {
                 let arrivals = turn.as_ref().map(Turn::arrivals);
                 let found = find::<T, _>(conn, key).await?;
-                look_first.found(self.lock_key, found.is_some());
+                look_first.found(T::lock_namespace(), found.is_some());
                 if let Some(model) = found {
                     let done = Done::Existing(model);
                     pass_on(&done, arrivals);

@@ -12,9 +12,10 @@
 //!
 //! Correctness never depends on the look: under the lock a fresh statement decides.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{LazyLock, PoisonError, RwLock};
 
-use crate::LockKey;
 use crate::backend::Backend;
 
 /// Whether a call on a connection looks for the row before it takes the lock: by default
@@ -48,22 +49,31 @@ pub enum LookFirst {
 /// After this many looks in a row found nothing, an adaptive entity stops looking first.
 pub const MISSES_BEFORE_SKIPPING: u8 = 4;
 
-/// What recent calls found, per entity: looks in a row that found nothing, saturating. An
-/// entity's slot is chosen by the namespace half of its lock keys; entities that share a slot
-/// share what they learn, which costs at most a round trip, never correctness.
-static MISSES: [AtomicU8; 64] = [const { AtomicU8::new(0) }; 64];
+/// What recent calls found, per entity (by lock namespace, so one entity's traffic never
+/// changes another's behaviour): looks in a row that found nothing, saturating. One counter
+/// per namespace, made at its first call and kept for the life of the process (there are as
+/// many as the program has entities).
+static MISSES: LazyLock<RwLock<HashMap<&'static str, &'static AtomicU8>>> =
+    LazyLock::new(|| RwLock::new(HashMap::new()));
 
-fn slot(key: LockKey) -> &'static AtomicU8 {
-    let namespace = match key {
-        LockKey::Pair(namespace, _) => namespace as u32,
-        LockKey::BigInt(_) => 0,
-    };
-    &MISSES[namespace as usize % MISSES.len()]
+fn slot(namespace: &'static str) -> &'static AtomicU8 {
+    let known = MISSES
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(namespace)
+        .copied();
+    known.unwrap_or_else(|| {
+        MISSES
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(namespace)
+            .or_insert_with(|| Box::leak(Box::new(AtomicU8::new(0))))
+    })
 }
 
 impl LookFirst {
-    /// Whether the call with lock key `key` on `backend` looks first.
-    pub(crate) fn looks(self, key: LockKey, backend: Backend) -> bool {
+    /// Whether a call of the entity with lock namespace `namespace` on `backend` looks first.
+    pub(crate) fn looks(self, namespace: &'static str, backend: Backend) -> bool {
         match (self, backend) {
             (LookFirst::Always, _) => true,
             (LookFirst::Never, _) => false,
@@ -71,17 +81,17 @@ impl LookFirst {
             // would send a redelivery for the database's one write lock.
             (LookFirst::Adaptive, Backend::Sqlite) => true,
             (LookFirst::Adaptive, Backend::Postgres | Backend::MySql) => {
-                slot(key).load(Ordering::Relaxed) < MISSES_BEFORE_SKIPPING
+                slot(namespace).load(Ordering::Relaxed) < MISSES_BEFORE_SKIPPING
             }
         }
     }
 
     /// Records what a call found, by a look or under the lock: the row `existed` or not.
-    pub(crate) fn found(self, key: LockKey, existed: bool) {
+    pub(crate) fn found(self, namespace: &'static str, existed: bool) {
         if self != LookFirst::Adaptive {
             return;
         }
-        let misses = slot(key);
+        let misses = slot(namespace);
         if existed {
             misses.store(0, Ordering::Relaxed);
         } else {
@@ -99,8 +109,8 @@ mod tests {
 
     #[test]
     fn adaptive_stops_looking_after_misses_and_starts_again_on_a_hit() {
-        // A namespace of its own, so no other test shares the slot.
-        let key = LockKey::Pair(63, 1);
+        // A namespace of its own, so no other test shares the counter.
+        let key = "look::tests::adaptive";
         let adaptive = LookFirst::Adaptive;
         let looks = |look: LookFirst| look.looks(key, Backend::Postgres);
         assert!(looks(adaptive));
@@ -117,5 +127,18 @@ mod tests {
 
         assert!(looks(LookFirst::Always));
         assert!(!looks(LookFirst::Never));
+    }
+
+    /// Two entities learn apart, however their namespaces hash (these two shared one of the
+    /// 64 slots the counters used to live in: crc32 of both is 50 modulo 64).
+    #[test]
+    fn entities_learn_apart() {
+        let (busy, quiet) = ("look::tests::busy", "look::tests::quiet_0");
+        let adaptive = LookFirst::Adaptive;
+        for _ in 0..MISSES_BEFORE_SKIPPING {
+            adaptive.found(busy, false);
+        }
+        assert!(!adaptive.looks(busy, Backend::Postgres));
+        assert!(adaptive.looks(quiet, Backend::Postgres));
     }
 }
