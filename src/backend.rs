@@ -177,18 +177,33 @@ impl Backend {
     }
 }
 
-/// Runs the guarded insert (`INSERT ... SELECT ... WHERE NOT EXISTS ... RETURNING`) and returns
-/// the row it inserted, or `None` when the guard found the row. MySQL has no `RETURNING`
-/// (sea-query renders none for it): there the insert is followed, when it inserted a row, by
-/// `reread()` (the row by its key) in the same transaction; other backends never build it.
+/// What the guarded insert did.
+pub(crate) enum Inserted {
+    /// It inserted this row.
+    Row(QueryResult),
+    /// It inserted nothing: the guard found the row (or, on PostgreSQL, a conflict was
+    /// absorbed).
+    Nothing,
+    /// MySQL: it inserted a row that a read by the key, in the same transaction, does not find
+    /// (a key column stores less than the key's value).
+    NotFoundByKey,
+}
+
+/// Runs the guarded insert (`INSERT ... SELECT ... WHERE NOT EXISTS ... RETURNING`). MySQL has
+/// no `RETURNING` (sea-query renders none for it): there the insert is followed, when it
+/// inserted a row, by `reread()` (the row by its key) in the same transaction; other backends
+/// never build it.
 pub(crate) async fn insert_returning<C: ConnectionTrait>(
     db: &C,
     insert: Statement,
     reread: impl FnOnce() -> Statement,
-) -> Result<Option<QueryResult>, DbErr> {
+) -> Result<Inserted, DbErr> {
     match db.get_database_backend() {
         DbBackend::MySql => crate::mysql::insert_then_reread(db, insert, reread).await,
-        _ => db.query_one_raw(insert).await,
+        _ => Ok(match db.query_one_raw(insert).await? {
+            Some(row) => Inserted::Row(row),
+            None => Inserted::Nothing,
+        }),
     }
 }
 

@@ -16,6 +16,20 @@ mod code {
     pub(super) const PG_SERIALIZATION_FAILURE: &str = "40001";
     /// PostgreSQL `in_failed_sql_transaction`: a statement in an aborted transaction.
     pub(super) const PG_IN_FAILED_TRANSACTION: &str = "25P02";
+    /// PostgreSQL `unique_violation`.
+    pub(super) const PG_UNIQUE_VIOLATION: &str = "23505";
+    /// PostgreSQL `read_only_sql_transaction`: a write in a read-only transaction or on a hot
+    /// standby.
+    pub(super) const PG_READ_ONLY_TRANSACTION: &str = "25006";
+    /// PostgreSQL `query_canceled`: a `statement_timeout` (the caller's) or a cancel request.
+    pub(super) const PG_QUERY_CANCELED: &str = "57014";
+    /// PostgreSQL `duplicate_prepared_statement` and `invalid_sql_statement_name`: prepared
+    /// statements lost between a client and its server (a pooler in transaction mode).
+    pub(super) const PG_DUPLICATE_PREPARED_STATEMENT: &str = "42P05";
+    pub(super) const PG_INVALID_STATEMENT_NAME: &str = "26000";
+    /// PostgreSQL `protocol_violation`, in class 08 but never cured by a retry (a pooler that
+    /// sends one statement's bind message to another).
+    pub(super) const PG_PROTOCOL_VIOLATION: &str = "08P01";
     /// PostgreSQL class 08: connection exceptions.
     pub(super) const PG_CONNECTION_EXCEPTION_CLASS: &str = "08";
     /// PostgreSQL class 57P: operator intervention (`admin_shutdown`, `crash_shutdown`,
@@ -26,6 +40,19 @@ mod code {
     pub(super) const SQLITE_BUSY: i64 = 5;
     /// SQLite `SQLITE_LOCKED`.
     pub(super) const SQLITE_LOCKED: i64 = 6;
+    /// SQLite `SQLITE_READONLY` (primary code; its extended codes share the lowest byte).
+    pub(super) const SQLITE_READONLY: i64 = 8;
+    /// SQLite `SQLITE_CONSTRAINT_UNIQUE` and `SQLITE_CONSTRAINT_PRIMARYKEY`.
+    pub(super) const SQLITE_CONSTRAINT_UNIQUE: i64 = 2067;
+    pub(super) const SQLITE_CONSTRAINT_PRIMARYKEY: i64 = 1555;
+    /// MySQL `ER_DUP_ENTRY` and `ER_DUP_ENTRY_WITH_KEY_NAME`: a duplicate key.
+    pub(super) const MYSQL_DUP_ENTRY: u16 = 1062;
+    pub(super) const MYSQL_DUP_ENTRY_WITH_KEY_NAME: u16 = 1586;
+    /// MySQL `ER_OPTION_PREVENTS_STATEMENT` (a write on a `read_only` server),
+    /// `ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION` and `ER_READ_ONLY_MODE`.
+    pub(super) const MYSQL_OPTION_PREVENTS_STATEMENT: u16 = 1290;
+    pub(super) const MYSQL_READ_ONLY_TRANSACTION: u16 = 1792;
+    pub(super) const MYSQL_READ_ONLY_MODE: u16 = 1836;
     /// MySQL `ER_LOCK_WAIT_TIMEOUT`: `innodb_lock_wait_timeout` (or MariaDB's `WAIT n`,
     /// `NOWAIT`) ran out.
     pub(super) const MYSQL_LOCK_WAIT_TIMEOUT: u16 = 1205;
@@ -102,15 +129,41 @@ fn is_mysql_transient(number: u16) -> bool {
 pub(crate) enum ErrorClass {
     SqliteBusy,
     InFailedTransaction,
+    /// A duplicate key (any unique index or primary key).
+    UniqueViolation,
+    /// A write refused because the transaction, server or file is read-only.
+    ReadOnly,
+    /// A prepared statement lost between client and server (a pooler in transaction mode).
+    PreparedStatementLost,
     Other,
 }
 
 pub(crate) fn classify(err: &DbErr) -> ErrorClass {
     match database_code(err) {
-        Some(DatabaseCode::Postgres(state)) if state == code::PG_IN_FAILED_TRANSACTION => {
-            ErrorClass::InFailedTransaction
-        }
+        Some(DatabaseCode::Postgres(state)) => match state.as_str() {
+            code::PG_IN_FAILED_TRANSACTION => ErrorClass::InFailedTransaction,
+            code::PG_UNIQUE_VIOLATION => ErrorClass::UniqueViolation,
+            code::PG_READ_ONLY_TRANSACTION => ErrorClass::ReadOnly,
+            code::PG_DUPLICATE_PREPARED_STATEMENT
+            | code::PG_INVALID_STATEMENT_NAME
+            | code::PG_PROTOCOL_VIOLATION => ErrorClass::PreparedStatementLost,
+            _ => ErrorClass::Other,
+        },
         Some(DatabaseCode::Sqlite(code)) if is_sqlite_busy(code) => ErrorClass::SqliteBusy,
+        Some(DatabaseCode::Sqlite(code)) if code & 0xff == code::SQLITE_READONLY => {
+            ErrorClass::ReadOnly
+        }
+        Some(DatabaseCode::Sqlite(
+            code::SQLITE_CONSTRAINT_UNIQUE | code::SQLITE_CONSTRAINT_PRIMARYKEY,
+        )) => ErrorClass::UniqueViolation,
+        Some(DatabaseCode::MySql(code::MYSQL_DUP_ENTRY | code::MYSQL_DUP_ENTRY_WITH_KEY_NAME)) => {
+            ErrorClass::UniqueViolation
+        }
+        Some(DatabaseCode::MySql(
+            code::MYSQL_OPTION_PREVENTS_STATEMENT
+            | code::MYSQL_READ_ONLY_TRANSACTION
+            | code::MYSQL_READ_ONLY_MODE,
+        )) => ErrorClass::ReadOnly,
         _ => ErrorClass::Other,
     }
 }
@@ -137,7 +190,10 @@ pub(crate) fn is_transient(err: &DbErr) -> bool {
             state == code::PG_LOCK_NOT_AVAILABLE
                 || state == code::PG_DEADLOCK_DETECTED
                 || state == code::PG_SERIALIZATION_FAILURE
-                || state.starts_with(code::PG_CONNECTION_EXCEPTION_CLASS)
+                || state == code::PG_QUERY_CANCELED
+                || state == code::PG_READ_ONLY_TRANSACTION
+                || (state.starts_with(code::PG_CONNECTION_EXCEPTION_CLASS)
+                    && state != code::PG_PROTOCOL_VIOLATION)
                 || state.starts_with(code::PG_OPERATOR_INTERVENTION_CLASS)
         }
         Some(DatabaseCode::Sqlite(code)) => is_sqlite_busy(code),

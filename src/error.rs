@@ -153,6 +153,65 @@ pub enum Error {
         source: DbErr,
     },
 
+    /// A writer that does not take the crate's lock (another service's plain `INSERT`, a
+    /// backfill script, an admin) wrote this key's row while the call held the lock, in a way
+    /// the call cannot absorb: the update form's insert met a row that writer committed
+    /// meanwhile (the call's data was spent on the insert, so the update function cannot run
+    /// on it), or the row was deleted between two of the call's statements. Nothing was
+    /// written by the call. Retryable: a retry finds the row as that writer left it. (A
+    /// create-only call absorbs such a row: it returns [`Outcome::Existing`](crate::Outcome).)
+    #[error(
+        "{row}: another writer, which does not take the lock, wrote the row during the call; retry the call"
+    )]
+    #[non_exhaustive]
+    WrittenWithoutLock {
+        /// The row the call was for.
+        row: Box<LockedRow>,
+    },
+
+    /// A part of the natural key does not survive storage in its column, so the row could
+    /// never be found by its key again: the column keeps less than the key's value has (a
+    /// fraction of a second in `timestamp(0)` or MySQL's `DATETIME`, a third decimal in
+    /// `numeric(10,2)`), or the value equals nothing (a float NaN). Every delivery of such a
+    /// key would otherwise create another row, or fail. Nothing was written; not retryable
+    /// (the same key fails the same way): give the key as the column stores it (round it), or
+    /// widen the column.
+    #[error(
+        "{table}.{column}: the key's value {cause}; nothing was written (round the key to what the column stores, or widen the column)"
+    )]
+    #[non_exhaustive]
+    KeyNotStorable {
+        /// The entity's table.
+        table: &'static str,
+        /// The key column whose value does not survive (on MySQL/MariaDB, which cannot
+        /// return the stored row, every key column, comma-separated, when the key has several).
+        column: String,
+        /// What happens to the value.
+        cause: &'static str,
+    },
+
+    /// The database refused the write because it is read-only: a read-only transaction
+    /// (`default_transaction_read_only`, PostgreSQL SQLSTATE 25006), a hot standby, a
+    /// read-only MariaDB server (errors 1290, 1792) or a read-only SQLite file
+    /// (`SQLITE_READONLY`). A create-only call whose row exists still returns
+    /// [`Outcome::Existing`](crate::Outcome); this error means the row is not stored and could
+    /// not be. Retryable: after a failover to a writable primary the call passes.
+    #[error(
+        "the database is read-only (a read-only transaction or server, or a hot standby): the row could not be written"
+    )]
+    ReadOnly(#[source] DbErr),
+
+    /// PostgreSQL behind a connection pooler in transaction mode (PgBouncer) that does not
+    /// keep the client's prepared statements: the server reports a prepared statement that
+    /// already exists (SQLSTATE 42P05), one that does not (26000), or the pooler a bind
+    /// message for another statement (08P01). A deployment mistake, not a transient failure,
+    /// so not retryable: set `max_prepared_statements` in `pgbouncer.ini` (PgBouncer 1.21+),
+    /// or connect to the server directly.
+    #[error(
+        "the connection pooler (PgBouncer in transaction mode?) does not keep prepared statements: set max_prepared_statements in pgbouncer.ini (1.21+) or connect to PostgreSQL directly"
+    )]
+    PreparedStatementsLost(#[source] DbErr),
+
     /// The caller's `make_data` failed; nothing was written and the lock was released.
     #[error("building the data for the new row failed: {0}")]
     MakeData(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -171,13 +230,19 @@ pub enum Error {
 
 impl Error {
     /// Whether repeating the whole call may succeed: lock timeouts, busy locks, deadlocks,
-    /// serialization failures, and lost or unavailable connections. Data errors (constraint
-    /// violations, a missing table), an unsafe isolation level, an unsupported backend, a
-    /// failed `make_data` and a refused update are not retryable: the same call would fail
-    /// the same way.
+    /// serialization failures, a statement the caller's `statement_timeout` cancelled, a
+    /// read-only database (a failover cures it), a row written meanwhile by a writer that
+    /// does not take the lock, and lost or unavailable connections. Data errors (constraint
+    /// violations, a missing table), a key that does not survive storage, an unsafe isolation
+    /// level, an unsupported backend or deployment, a failed `make_data` and a refused update
+    /// are not retryable: the same call would fail the same way.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::LockTimeout { .. } | Error::LockBusy { .. } | Error::Deadlock { .. } => true,
+            Error::LockTimeout { .. }
+            | Error::LockBusy { .. }
+            | Error::Deadlock { .. }
+            | Error::WrittenWithoutLock { .. }
+            | Error::ReadOnly(_) => true,
             Error::Database(err) => is_transient(err),
             Error::UnsafeIsolation { .. }
             | Error::UnsupportedBackend { .. }
@@ -187,7 +252,9 @@ impl Error {
             | Error::UnsupportedServer { .. }
             | Error::MissingLockTable { .. }
             | Error::MakeData(_)
-            | Error::UpdateRefused(_) => false,
+            | Error::UpdateRefused(_)
+            | Error::KeyNotStorable { .. }
+            | Error::PreparedStatementsLost(_) => false,
         }
     }
 
@@ -220,6 +287,20 @@ impl Error {
             }));
         }
         self
+    }
+
+    /// Gives the database errors the crate names their own variant: a read-only database
+    /// ([`Error::ReadOnly`]) and a pooler that loses prepared statements
+    /// ([`Error::PreparedStatementsLost`]); any other error is kept.
+    pub(crate) fn named(self) -> Error {
+        match self {
+            Error::Database(err) => match classify(&err) {
+                ErrorClass::ReadOnly => Error::ReadOnly(err),
+                ErrorClass::PreparedStatementLost => Error::PreparedStatementsLost(err),
+                _ => Error::Database(err),
+            },
+            other => other,
+        }
     }
 
     /// Turns the error of a caller's transaction's first statement into

@@ -84,10 +84,9 @@
 #![cfg_attr(not(feature = "mysql"), allow(dead_code))]
 
 use sea_orm::sea_query::{ColumnDef, Index, Table, TableCreateStatement};
-use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, QueryResult, Statement, Value,
-};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, Value};
 
+use crate::backend::Inserted;
 use crate::classify::{MySqlError, mysql_error};
 use crate::lock::Mode;
 use crate::wait::Deadline;
@@ -361,17 +360,15 @@ pub(crate) async fn insert_then_reread<C: ConnectionTrait>(
     db: &C,
     insert: Statement,
     reread: impl FnOnce() -> Statement,
-) -> Result<Option<QueryResult>, DbErr> {
+) -> Result<Inserted, DbErr> {
     let inserted = db.execute_raw(insert).await?.rows_affected();
     if inserted == 0 {
-        return Ok(None);
+        return Ok(Inserted::Nothing);
     }
-    match db.query_one_raw(reread()).await? {
-        Some(row) => Ok(Some(row)),
-        None => Err(DbErr::RecordNotFound(
-            "the row inserted by this transaction is not found by its key".to_owned(),
-        )),
-    }
+    Ok(match db.query_one_raw(reread()).await? {
+        Some(row) => Inserted::Row(row),
+        None => Inserted::NotFoundByKey,
+    })
 }
 
 #[cfg(test)]

@@ -76,7 +76,7 @@ where
     }
 
     fn lock_key(&self, namespace: &str, _: Sealed) -> LockKey {
-        LockKey::for_entity(namespace, self)
+        LockKey::for_entity(namespace, &lock_text(self))
     }
 
     fn fmt_key(&self, f: &mut fmt::Formatter<'_>, _: Sealed) -> fmt::Result {
@@ -95,7 +95,7 @@ macro_rules! composite_keys {
             }
 
             fn lock_key(&self, namespace: &str, _: Sealed) -> LockKey {
-                LockKey::for_composite(namespace, &[$(&self.$index as &dyn fmt::Display),+])
+                LockKey::for_composite(namespace, &[$(&lock_text(&self.$index) as &dyn fmt::Display),+])
             }
 
             fn fmt_key(&self, f: &mut fmt::Formatter<'_>, _: Sealed) -> fmt::Result {
@@ -119,6 +119,24 @@ composite_keys! {
     (A 0, B 1, C 2, D 3)
     (A 0, B 1, C 2, D 3, E 4)
     (A 0, B 1, C 2, D 3, E 4, F 5)
+}
+
+/// The text a key part locks on: its `Display` text, except for values the database treats as
+/// equal to a value with another text, which must take the same lock: `-0.0` locks as `0`
+/// (`-0` and `0` are one key in every database), and a timestamp with an offset locks as the
+/// same instant at `+00:00` (`10:00 +02:00` and `08:00 +00:00` are one `timestamptz`). Every
+/// other value's text, and so its lock key, is unchanged. A newtype whose `Display` text is
+/// not its value's is left as it is.
+fn lock_text<T: Into<Value> + Clone + fmt::Display>(part: &T) -> String {
+    let text = part.to_string();
+    match part.clone().into() {
+        Value::Double(Some(x)) if x == 0.0 && text == "-0" => "0".to_owned(),
+        Value::Float(Some(x)) if x == 0.0 && text == "-0" => "0".to_owned(),
+        Value::ChronoDateTimeWithTimeZone(Some(at)) if text == at.to_string() => {
+            at.to_utc().fixed_offset().to_string()
+        }
+        _ => text,
+    }
 }
 
 /// The crate's side of a [`NaturalKey`], for one key of one shape.
@@ -172,6 +190,32 @@ mod tests {
             assert_eq!(key, LockKey::Pair(724_609_916, expected));
         }
         assert_eq!(Key::new(&7_i64).values(), vec![Value::from(7_i64)]);
+    }
+
+    /// Values the database treats as equal take one lock; every other value keeps the lock
+    /// key of its `Display` text (the shipped derivation).
+    #[test]
+    fn keys_the_database_treats_as_equal_take_one_lock() {
+        use sea_orm::prelude::ChronoDateTimeWithTimeZone as At;
+
+        assert_eq!(lock_key("t", &-0.0_f64), lock_key("t", &0.0_f64));
+        assert_eq!(lock_key("t", &-0.0_f32), lock_key("t", &0.0_f32));
+        assert_eq!(
+            lock_key("t", &(7_i64, -0.0_f64)),
+            lock_key("t", &(7_i64, 0.0_f64))
+        );
+        assert_eq!(lock_key("t", &0.0_f64), LockKey::for_entity("t", &"0"));
+        assert_eq!(lock_key("t", &1.5_f64), LockKey::for_entity("t", &"1.5"));
+
+        let at = |text: &str| At::parse_from_rfc3339(text).unwrap();
+        let local = at("2026-12-07T10:00:00+02:00");
+        let utc = at("2026-12-07T08:00:00+00:00");
+        assert_eq!(local, utc, "one instant");
+        assert_eq!(lock_key("t", &local), lock_key("t", &utc));
+        assert_eq!(lock_key("t", &(1_i64, local)), lock_key("t", &(1_i64, utc)));
+        // A key given at +00:00 keeps the lock key it always had.
+        assert_eq!(lock_key("t", &utc), LockKey::for_entity("t", &utc));
+        assert_eq!(utc.to_string(), "2026-12-07 08:00:00 +00:00");
     }
 
     #[test]

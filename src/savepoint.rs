@@ -60,13 +60,14 @@ impl<'a> Savepoint<'a> {
         self.txn
     }
 
-    /// `RELEASE SAVEPOINT`: the work stays in the caller's transaction.
+    /// `RELEASE SAVEPOINT`: the work stays in the caller's transaction. Borrowed, not
+    /// consumed, so that after a failed release the savepoint can still be rolled back.
     ///
     /// # Cancel Safety
     ///
     /// Dropped before it returns, the savepoint may or may not be released; the work stays in
     /// the caller's transaction either way.
-    pub(crate) async fn release(self) -> Result<(), Error> {
+    pub(crate) async fn release(&self) -> Result<(), Error> {
         self.txn
             .execute_unprepared(&format!("RELEASE SAVEPOINT {}", self.name))
             .await?;
