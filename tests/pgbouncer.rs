@@ -24,7 +24,7 @@ use common::{
 };
 use sea_orm::sqlx::{self, Connection, PgConnection, Row};
 use sea_orm::{DatabaseConnection, TransactionTrait};
-use sea_orm_idempotent::{Error, LockKey, Wait, acquire_advisory_lock};
+use sea_orm_idempotent::{Error, IdempotentCreate, LockKey, Wait, acquire_advisory_lock};
 use test_support::{PgBouncer, PoolMode, Server, TestDb};
 
 const KEYS: i64 = 60;
@@ -258,4 +258,37 @@ async fn transaction_pooling_session_lock_leaks_to_another_client() {
     );
     direct_txn.rollback().await.unwrap();
     b.close().await.unwrap();
+}
+
+/// Transaction pooling with SeaORM's own (prepared) statements, on a PgBouncer that does not
+/// keep them (Debian 12's 1.18 has no `max_prepared_statements`): a deployment mistake. Every
+/// call that fails must say so with the typed, non-retryable `PreparedStatementsLost`. Before,
+/// the server's 42P05 / 26000 came back raw, and 08P01 ("bind message supplies N parameters")
+/// counted as retryable with the rest of class 08, so a receiver answered 503 forever.
+#[tokio::test]
+async fn transaction_pooling_with_prepared_statements_is_a_named_deployment_mistake() {
+    if !PgBouncer::installed() {
+        return;
+    }
+    let server = Server::private();
+    let bouncer = PgBouncer::start(server.cluster().unwrap(), PoolMode::Transaction, 1);
+    let test_db = server.database("pgbouncer_transaction_prepared").await;
+    let db = test_support::connect(&bouncer.url(&test_db.name), 4).await;
+    let calls = (0..24_i64).map(|key| {
+        let db = db.clone();
+        tokio::spawn(async move {
+            entity::PullRequest::create_once(&db, 9_000 + key, common::new_pr(9_000 + key)).await
+        })
+    });
+    let mut failed = 0;
+    for call in calls.collect::<Vec<_>>() {
+        if let Err(err) = call.await.unwrap() {
+            failed += 1;
+            assert!(
+                matches!(err, Error::PreparedStatementsLost(_)) && !err.is_retryable(),
+                "{err:?}"
+            );
+        }
+    }
+    assert!(failed > 0, "the misconfiguration showed in no call");
 }
