@@ -161,6 +161,10 @@ where
         },
         result => result,
     };
+    let result = match result {
+        Err(err) if !T::log_key() => Err(err.without_values()),
+        result => result,
+    };
     span.record(
         "outcome",
         match &result {

@@ -204,6 +204,7 @@ pub(crate) fn is_transient(err: &DbErr) -> bool {
 
 /// A database error's code, by driver. A driver's arm is compiled with its feature only; the
 /// variants stay, so the classification reads the same in every build.
+#[derive(Debug, Clone)]
 enum DatabaseCode {
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     Postgres(String),
@@ -248,6 +249,9 @@ mod driver {
 
     pub(super) fn database_code(err: &DbErr) -> Option<DatabaseCode> {
         let db_err = sqlx_error(err)?.as_database_error()?;
+        if let Some(redacted) = db_err.try_downcast_ref::<Redacted>() {
+            return Some(redacted.code.clone());
+        }
         #[cfg(feature = "postgres")]
         if db_err
             .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
@@ -273,6 +277,116 @@ mod driver {
         }
         None
     }
+
+    /// A database error with the values taken out ([`redacted`]): what classifies it (its
+    /// code, kind, constraint and table), and none of the server's text.
+    #[derive(Debug)]
+    pub(super) struct Redacted {
+        code: DatabaseCode,
+        sqlstate: Option<String>,
+        kind: sqlx::error::ErrorKind,
+        constraint: Option<String>,
+        table: Option<String>,
+        text: String,
+    }
+
+    impl std::fmt::Display for Redacted {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(&self.text)
+        }
+    }
+
+    impl std::error::Error for Redacted {}
+
+    impl sqlx::error::DatabaseError for Redacted {
+        fn message(&self) -> &str {
+            &self.text
+        }
+
+        fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
+            self.sqlstate.as_deref().map(std::borrow::Cow::Borrowed)
+        }
+
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+
+        fn constraint(&self) -> Option<&str> {
+            self.constraint.as_deref()
+        }
+
+        fn table(&self) -> Option<&str> {
+            self.table.as_deref()
+        }
+
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            match self.kind {
+                sqlx::error::ErrorKind::UniqueViolation => sqlx::error::ErrorKind::UniqueViolation,
+                sqlx::error::ErrorKind::ForeignKeyViolation => {
+                    sqlx::error::ErrorKind::ForeignKeyViolation
+                }
+                sqlx::error::ErrorKind::NotNullViolation => {
+                    sqlx::error::ErrorKind::NotNullViolation
+                }
+                sqlx::error::ErrorKind::CheckViolation => sqlx::error::ErrorKind::CheckViolation,
+                sqlx::error::ErrorKind::ExclusionViolation => {
+                    sqlx::error::ErrorKind::ExclusionViolation
+                }
+                _ => sqlx::error::ErrorKind::Other,
+            }
+        }
+    }
+
+    /// `err` without the values a server writes into its text (PostgreSQL's DETAIL "Key
+    /// (k)=(42) already exists", "Failing row contains (...)"; MySQL's "Duplicate entry '42'"):
+    /// the same classification, the constraint's and table's names, and no message. Any
+    /// other error is kept as it is (it carries no value of the caller's).
+    pub(crate) fn redacted(err: DbErr) -> DbErr {
+        let Some(code) = database_code(&err) else {
+            return err;
+        };
+        let Some(db_err) = sqlx_error(&err).and_then(sqlx::Error::as_database_error) else {
+            return err;
+        };
+        if db_err.try_downcast_ref::<Redacted>().is_some() {
+            return err;
+        }
+        let shown = match &code {
+            DatabaseCode::Postgres(state) => format!("PostgreSQL error {state}"),
+            DatabaseCode::Sqlite(code) => format!("SQLite error {code}"),
+            DatabaseCode::MySql(number) => format!("MySQL error {number}"),
+        };
+        let on = match (db_err.constraint(), db_err.table()) {
+            (Some(constraint), Some(table)) => format!(" (constraint {constraint} of {table})"),
+            (Some(constraint), None) => format!(" (constraint {constraint})"),
+            (None, Some(table)) => format!(" (table {table})"),
+            (None, None) => String::new(),
+        };
+        let redacted = Redacted {
+            sqlstate: db_err.code().map(std::borrow::Cow::into_owned),
+            kind: db_err.kind(),
+            constraint: db_err.constraint().map(str::to_owned),
+            table: db_err.table().map(str::to_owned),
+            text: format!(
+                "{shown}{on}; the server's message is not shown: it may hold values of a key the entity keeps out of logs"
+            ),
+            code,
+        };
+        let sqlx_err = sqlx::Error::Database(Box::new(redacted));
+        match err {
+            DbErr::Conn(_) => DbErr::Conn(RuntimeErr::SqlxError(sqlx_err.into())),
+            DbErr::Exec(_) => DbErr::Exec(RuntimeErr::SqlxError(sqlx_err.into())),
+            _ => DbErr::Query(RuntimeErr::SqlxError(sqlx_err.into())),
+        }
+    }
 }
 
 #[cfg(not(any(feature = "postgres", feature = "sqlite", feature = "mysql")))]
@@ -288,9 +402,14 @@ mod driver {
     pub(super) fn database_code(_: &DbErr) -> Option<DatabaseCode> {
         None
     }
+
+    pub(crate) fn redacted(err: DbErr) -> DbErr {
+        err
+    }
 }
 
 use driver::database_code;
+pub(crate) use driver::redacted;
 
 #[cfg(test)]
 mod tests {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use sea_orm::{DbBackend, DbErr};
 
-use crate::classify::{ErrorClass, classify, is_transient};
+use crate::classify::{ErrorClass, classify, is_transient, redacted};
 use crate::{LockKey, ServerRefusal};
 
 /// What can go wrong when taking a lock or creating a row once.
@@ -299,6 +299,20 @@ impl Error {
                 ErrorClass::PreparedStatementLost => Error::PreparedStatementsLost(err),
                 _ => Error::Database(err),
             },
+            other => other,
+        }
+    }
+
+    /// The error without the values a server writes into its messages (a unique violation's
+    /// "Key (k)=(42) already exists"), for entities that keep keys out of logs
+    /// ([`IdempotentCreate::log_key`](crate::IdempotentCreate::log_key)): the classification,
+    /// the variant and the constraint's name stay.
+    pub(crate) fn without_values(self) -> Error {
+        match self {
+            Error::Database(err) => Error::Database(redacted(err)),
+            Error::ReadOnly(err) => Error::ReadOnly(redacted(err)),
+            Error::TransactionAborted(err) => Error::TransactionAborted(redacted(err)),
+            Error::PreparedStatementsLost(err) => Error::PreparedStatementsLost(redacted(err)),
             other => other,
         }
     }

@@ -208,3 +208,33 @@ async fn keys_kept_out_of_logs_appear_in_no_span_field_and_no_error() {
         LockKey::for_entity("subscribers", &EMAIL).to_string()
     );
 }
+
+/// A database error of an entity that keeps keys out of logs: PostgreSQL's DETAIL ("Failing
+/// row contains (1, mona-...@example.com)") was kept inside `Error::Database`, so its `Debug`
+/// output, the one most error reporters print, held the key. Now the server's text is left
+/// out; the SQLSTATE, the constraint and the classification stay.
+#[tokio::test(flavor = "current_thread")]
+async fn a_database_error_of_a_key_kept_out_of_logs_holds_no_key() {
+    const EMAIL: &str = "mona-has-a-long-address@example.com";
+    let test_db = TestDb::new().await;
+    let db = test_db.connect(2).await;
+    db.execute_unprepared(
+        "CREATE TABLE subscribers (id bigserial PRIMARY KEY, email text NOT NULL UNIQUE \
+         CONSTRAINT short_email CHECK (length(email) < 20))",
+    )
+    .await
+    .unwrap();
+    let err = subscribers::Entity::create_once(&db, EMAIL.to_owned(), Default::default())
+        .await
+        .expect_err("the check constraint refuses the row");
+    let shown = format!("{err:?} / {err}");
+    assert!(!shown.contains("example.com"), "{shown}");
+    assert!(
+        shown.contains("23514") && shown.contains("short_email"),
+        "{shown}"
+    );
+    assert!(
+        matches!(err, Error::Database(_)) && !err.is_retryable(),
+        "{shown}"
+    );
+}
