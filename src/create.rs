@@ -197,14 +197,33 @@ use crate::{Error, KeepExisting, LookFirst, NaturalKey, Once, Outcome, Transacti
 ///
 /// A call is `members::Entity::create_once(&db, (org_id, login), row)`.
 ///
-/// # Keys the database treats as equal must display the same
+/// # Keys the database treats as equal
 ///
 /// The lock is taken on the key's `Display` form, the row is found by the key column's
-/// equality. When that equality is coarser than `Display` (a case-insensitive collation,
-/// `citext`, `char(n)` padding), `"Mona"` and `"mona"` take different locks for one row, and
-/// racing them gives unique violations. Normalise such keys (lower-case them, trim them) before
-/// the call, so keys the database treats as equal display the same.
+/// equality; the two must agree. The crate makes them agree where it can tell: `-0.0` locks as
+/// `0`, and a timestamp with an offset (`DateTime<FixedOffset>`) locks on its instant, so
+/// `10:00 +02:00` and `08:00 +00:00` are one key. (Earlier versions locked these on their text:
+/// see the CHANGELOG for the deploy.) A value no database finds again (a float NaN) is refused
+/// with [`Error::KeyNotStorable`] before anything is sent, and so is, every time and with
+/// nothing written, a key its column stores with less precision than given (microseconds in a
+/// `timestamp(0)` or a MySQL `DATETIME`).
 ///
+/// When the column's equality is coarser than `Display` in ways the crate cannot see (a
+/// case-insensitive collation, `citext`, `char(n)` padding), `"Mona"` and `"mona"` take
+/// different locks for one row. Normalise such keys (lower-case them, trim them) before the
+/// call, so keys the database treats as equal display the same.
+///
+/// # Writers that do not take the lock
+///
+/// Other code may insert, update or delete rows with plain SQL (an older service, a backfill,
+/// an admin). The lock does not exclude it; the crate still never reports `Created` for a row
+/// it did not insert. When such a writer has inserted the key and not committed yet, the
+/// call's insert waits for it; if it commits, a create-only call returns
+/// [`Outcome::Existing`] with that row (on your transaction too, inside the crate's savepoint,
+/// so your transaction goes on). The update form cannot run its function on that row (its data
+/// went into the insert) and returns the retryable [`Error::WrittenWithoutLock`], as does a
+/// call whose row such a writer deleted under it: retry the call.
+
 /// # On a caller's transaction
 ///
 /// Each call works in a savepoint the crate names and releases or rolls back by name (not
@@ -214,6 +233,10 @@ use crate::{Error, KeepExisting, LookFirst, NaturalKey, Once, Outcome, Transacti
 /// the `make_data` of a call on the same transaction runs nested in its savepoint. Do not run
 /// other statements on the transaction concurrently with a call: a call that fails rolls back
 /// to its savepoint, which would undo them too.
+///
+/// A call whose insert is refused because the database is read-only still answers
+/// [`Outcome::Existing`] when the row is stored, and your transaction goes on; otherwise it
+/// returns [`Error::ReadOnly`].
 ///
 /// If a call on your transaction is dropped (a timeout), its savepoint stays open and what it
 /// did (the lock, perhaps the row) is committed or rolled back with your transaction. The
