@@ -17,7 +17,7 @@
 //! | 201 Created | the pull request was stored by this delivery (`"status": "created"`) |
 //! | 200 OK | the pull request was already stored: `"duplicate"` (`opened`), `"updated"` (a newer event, applied) or `"unchanged"` (a redelivery, or an event older than the row) |
 //! | 202 Accepted | an event or action it ignores (`ping`, `push`, `pull_request` `labeled`, ...) |
-//! | 400 Bad Request | no `X-GitHub-Event` / `X-GitHub-Delivery`, a malformed payload, or one the schema cannot store (e.g. a NUL character in a string) |
+//! | 400 Bad Request | no `X-GitHub-Event` / `X-GitHub-Delivery`, a malformed payload, or one the schema cannot store on every backend (a NUL character in a string, a login or repository name over 255 characters, a title over 65,535 bytes, an `updated_at` outside the years 1000 to 9999) |
 //! | 401 Unauthorized | a missing, malformed or wrong signature |
 //! | 408 Request Timeout | the body did not arrive within `--body-timeout` |
 //! | 413 Payload Too Large | a body over 1 MiB |
@@ -119,7 +119,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use sea_orm::ActiveValue::Set;
-use sea_orm::prelude::DateTimeWithTimeZone;
+use sea_orm::prelude::{ChronoDate, DateTimeWithTimeZone};
 use sea_orm::{DatabaseConnection, DbBackend};
 use sea_orm_idempotent::{Change, IdempotentCreate, Outcome, UpsertOutcome, Wait};
 use serde::Deserialize;
@@ -148,6 +148,15 @@ const RESERVED_FDS: u64 = 64;
 /// (On SQLite the wait is bounded by the connection's `busy_timeout` instead: SQLite has no
 /// per-call lock timeout, and `create_once` refuses `Wait::Timeout` there.)
 const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// The longest `repository.full_name` and `pull_request.user.login` stored, in characters:
+/// the sample schema's `VARCHAR(255)` on MySQL/MariaDB (PostgreSQL's and SQLite's are
+/// unbounded). GitHub's are far shorter (a login is at most 39 characters).
+const MAX_NAME_CHARS: usize = 255;
+
+/// The longest `pull_request.title` stored, in UTF-8 bytes: the sample schema's `TEXT` on
+/// MySQL/MariaDB. GitHub's titles are at most 256 characters.
+const MAX_TITLE_BYTES: usize = 65_535;
 
 /// The environment variable holding the webhook's secret.
 const SECRET_VAR: &str = "GITHUB_WEBHOOK_SECRET";
@@ -692,7 +701,10 @@ struct RepositoryPayload {
 
 impl PullRequestEvent {
     /// The key and the new row, or why the payload cannot be stored (a 400, not a database
-    /// error: the schema's constraints are checked here first, the same on every backend).
+    /// error: the schema's constraints are checked here first, the same on every backend:
+    /// no NUL character, names of at most [`MAX_NAME_CHARS`] characters, a title of at most
+    /// [`MAX_TITLE_BYTES`] bytes, an `updated_at` in the years 1000 to 9999, UTC, which
+    /// MySQL's `DATETIME` holds).
     fn into_new_pull_request(self, delivery: &str) -> Result<(i64, NewPullRequest), String> {
         let pr = self.pull_request.ok_or("payload has no pull_request")?;
         let repository = self.repository.ok_or("payload has no repository")?;
@@ -708,6 +720,14 @@ impl PullRequestEvent {
         }
         let updated_at = DateTimeWithTimeZone::parse_from_rfc3339(&pr.updated_at)
             .map_err(|_| "pull_request.updated_at is not an RFC 3339 time")?;
+        let day = updated_at.naive_utc().date();
+        if !(ChronoDate::from_ymd_opt(1000, 1, 1)..=ChronoDate::from_ymd_opt(9999, 12, 31))
+            .contains(&Some(day))
+        {
+            return Err(
+                "pull_request.updated_at is not between the years 1000 and 9999 (UTC)".into(),
+            );
+        }
         // PostgreSQL's text types cannot hold U+0000 (SQLite's can): refuse it everywhere, or
         // the same delivery is stored on one backend and fails with 500 forever on the other.
         // (`state`, `head.sha` and the delivery id are already limited to safe characters.)
@@ -719,6 +739,22 @@ impl PullRequestEvent {
             if value.contains('\0') {
                 return Err(format!("{field} contains a NUL character"));
             }
+        }
+        // The narrowest backend's columns (MySQL/MariaDB's), checked on every backend: a
+        // delivery is refused everywhere or stored everywhere, never stored on one backend
+        // and a 500 on another.
+        for (field, value) in [
+            ("repository.full_name", &repository.full_name),
+            ("pull_request.user.login", &pr.user.login),
+        ] {
+            if value.chars().count() > MAX_NAME_CHARS {
+                return Err(format!("{field} is over {MAX_NAME_CHARS} characters"));
+            }
+        }
+        if pr.title.len() > MAX_TITLE_BYTES {
+            return Err(format!(
+                "pull_request.title is over {MAX_TITLE_BYTES} bytes (UTF-8)"
+            ));
         }
         Ok((
             pr.id,

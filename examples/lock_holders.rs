@@ -3,9 +3,9 @@
 //! When a `create_once` is slow or times out, it is waiting for another session that holds the
 //! same key. This program prints the advisory locks held and awaited in a PostgreSQL database,
 //! read from `pg_locks` with their keys decoded back into `LockKey`s, joined with
-//! `pg_stat_activity`: the session's pid, state, how long it has held (its transaction's age)
-//! or waited (its statement's age), its `application_name`, whom a waiter waits for, and its
-//! statement. With `--pr ID` only the key `PullRequest::create_once` locks for that GitHub
+//! `pg_stat_activity`: the session's pid, state, how long it has held or waited (its
+//! transaction's age), its `application_name`, whom a waiter waits for, and its statement.
+//! With `--pr ID` only the key `PullRequest::create_once` locks for that GitHub
 //! pull-request id (`PullRequest::lock_holders`); with `--key N` only `LockKey::BigInt(N)`
 //! (the key of the Python recipe `pg_advisory_xact_lock(zlib.crc32(name))`, or any `int8`).
 //! `--probe` first checks that the server's advisory locks really lock
@@ -46,9 +46,12 @@
 //! ```
 //!
 //! A `create_once` that holds the key between statements shows as `idle in transaction`, and
-//! one that waits shows the crate's own wait statement (`SELECT CASE WHEN set_config(...)`).
-//! `for` is how long the holder's transaction has been open, or how long the waiter's
-//! statement has been waiting; `blocked by` is `pg_blocking_pids`. End a stuck holder with
+//! one that waits shows the crate's own wait statement
+//! (`DO $wait$ ... pg_advisory_xact_lock(...)`).
+//! `for` is how long the session's transaction has been open: the holder's hold, and the
+//! waiter's whole wait when it asked for the key first in its transaction, as `create_once`
+//! does (`Wait::Forever` waits in slices, one statement each, so the statement's age would
+//! show only the last slice); `blocked by` is `pg_blocking_pids`. End a stuck holder with
 //! `SELECT pg_terminate_backend(PID)`.
 
 use std::process::ExitCode;

@@ -45,10 +45,17 @@ pub struct LockHolder {
     /// `pg_stat_activity.state`: `active` (running a statement, e.g. waiting for this lock),
     /// `idle in transaction` (holding the lock between statements), ...
     pub state: Option<String>,
-    /// For a holder, how long its transaction has been open (it holds the lock at most that
-    /// long); for a waiter, how long its current statement (the wait) has been running. `None`
-    /// for a session-scoped lock held outside a transaction, or a session not visible in
-    /// `pg_stat_activity`.
+    /// How long the session's transaction has been open (`pg_stat_activity.xact_start`): a
+    /// holder has held the lock, and a waiter has waited for it, at most that long.
+    ///
+    /// For a waiter that asked for the lock first thing in its transaction, as the crate's own
+    /// calls do (`create_once`'s transaction begins by taking the key), this is its whole wait.
+    /// A caller's transaction that asked later shows its transaction's age, more than its
+    /// wait. PostgreSQL keeps no start of a wait that spans statements: `pg_locks.waitstart`
+    /// and `pg_stat_activity.query_start` restart with each statement, and
+    /// [`Wait::Forever`](crate::Wait::Forever) waits in slices of a few seconds, one statement
+    /// each, so they would show only the current slice. `None` for a session-scoped lock held
+    /// outside a transaction, or a session not visible in `pg_stat_activity`.
     pub since: Option<Duration>,
     /// The `application_name` the session set (sqlx leaves it empty unless told:
     /// `PgConnectOptions::application_name`).
@@ -59,8 +66,9 @@ pub struct LockHolder {
     pub blocked_by: Vec<i32>,
 }
 
-/// The advisory locks of the current database, holders first, then waiters, each in key order;
-/// see [`LockHolders::all`] and [`LockHolders::of`]. Its [`Display`](fmt::Display) is a table.
+/// The advisory locks of the current database, holders first, then waiters, each in key order
+/// (then oldest transaction first); see [`LockHolders::all`] and [`LockHolders::of`]. Its
+/// [`Display`](fmt::Display) is a table.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct LockHolders(pub Vec<LockHolder>);
 
@@ -128,8 +136,7 @@ impl IntoIterator for LockHolders {
 /// The advisory locks of this database, optionally of one key (bound, never formatted).
 const HOLDERS: &str = "SELECT l.classid::bigint AS classid, l.objid::bigint AS objid, \
        l.objsubid::int AS objsubid, l.mode, l.granted, l.pid, a.state, \
-       extract(epoch FROM clock_timestamp() - CASE WHEN l.granted THEN a.xact_start \
-           ELSE a.query_start END)::float8 AS since_s, \
+       extract(epoch FROM clock_timestamp() - a.xact_start)::float8 AS since_s, \
        a.application_name, a.query, \
        CASE WHEN l.granted THEN '' \
            ELSE array_to_string(pg_blocking_pids(l.pid), ',') END AS blocked_by \
@@ -139,7 +146,7 @@ const HOLDERS: &str = "SELECT l.classid::bigint AS classid, l.objid::bigint AS o
        AND ($1::bigint IS NULL OR (l.classid::bigint = $1 AND l.objid::bigint = $2 \
            AND l.objsubid = $3)) \
      ORDER BY l.granted DESC, l.objsubid, l.classid::bigint, l.objid::bigint, \
-       a.query_start, l.pid";
+       a.xact_start, l.pid";
 
 async fn query<C: ConnectionTrait>(db: &C, key: Option<LockKey>) -> Result<LockHolders, Error> {
     let backend = db.get_database_backend();

@@ -5,7 +5,8 @@
 //! `reopened`), delivered twice at once, in every order, sequentially and at once, leave the
 //! row at the newest event's state, each applied by one delivery at most. Hostile clients (slow headers, idle keep-alive, slow bodies,
 //! many held unsigned bodies) are shed without costing memory, while signed deliveries are
-//! still answered; a payload the schema cannot store is a 400 on every backend.
+//! still answered; a payload the schema cannot store is a 400 on every backend, and one at the
+//! edge of what it stores is stored on every backend (SQLite, PostgreSQL and MariaDB).
 //!
 //! (Over 400 lines: every test here starts the real program and speaks HTTP to it by hand,
 //! and the hostile-client tests share its raw-socket helpers.)
@@ -554,6 +555,187 @@ async fn a_nul_character_is_refused_on_postgres() {
     let dir = TempDir::new("webhook-nul-pg");
     let receiver = Receiver::start(&dir, &test_db.url).await;
     nul_characters_are_refused(&receiver, &test_db.connect(1).await).await;
+}
+
+/// The stored row of `pr_id`: its title, author, repository and `updated_at`.
+async fn stored_fields(
+    db: &DatabaseConnection,
+    pr_id: i64,
+) -> (String, String, String, Option<DateTimeWithTimeZone>) {
+    let row = PullRequest::find()
+        .filter(pull_requests::Column::PrId.eq(pr_id))
+        .one(db)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("no row for pr_id {pr_id}"));
+    (row.title, row.author, row.repository, row.updated_at)
+}
+
+/// Signed, well-formed payloads at the edges of what the schema holds, each answered the same
+/// on every backend: stored (201, and read back as sent) or refused (400 naming the field, no
+/// row). The limits are the sample schema's on MariaDB (`VARCHAR(255)`: characters; `TEXT`:
+/// 65,535 bytes; `DATETIME(6)`: years 1000 to 9999), checked by the receiver everywhere.
+///
+/// Before, MariaDB answered 500 for three of them where PostgreSQL and SQLite answered 201:
+/// an `updated_at` after 2038 (the column was a `TIMESTAMP`), a title over 64 KiB and a login
+/// over 255 characters (strict mode's "Data too long"); and PostgreSQL and SQLite stored what
+/// MariaDB could not.
+async fn payloads_at_the_schemas_edges_are_answered_alike(
+    receiver: &Receiver,
+    db: &DatabaseConnection,
+) {
+    let base: serde_json::Value = serde_json::from_slice(&payload("opened", 1)).unwrap();
+    let with = |pr_id: i64, pointer: &str, value: serde_json::Value| {
+        let mut payload = base.clone();
+        payload["pull_request"]["id"] = pr_id.into();
+        *payload.pointer_mut(pointer).unwrap() = value;
+        payload.to_string()
+    };
+    // 'é' is two bytes in UTF-8: the title limit counts bytes, the others characters.
+    let title_at_limit = format!("{}a", "é".repeat(32_767));
+    assert_eq!(title_at_limit.len(), 65_535);
+    let stored_cases = [
+        (
+            "updated_at after 2038",
+            with(
+                31_001,
+                "/pull_request/updated_at",
+                "2040-06-01T12:00:00Z".into(),
+            ),
+        ),
+        (
+            "updated_at in 9999",
+            with(
+                31_002,
+                "/pull_request/updated_at",
+                "9999-12-31T23:59:59Z".into(),
+            ),
+        ),
+        (
+            "updated_at in 1000",
+            with(
+                31_003,
+                "/pull_request/updated_at",
+                "1000-01-01T00:00:00Z".into(),
+            ),
+        ),
+        (
+            "a title of 65,535 bytes",
+            with(31_004, "/pull_request/title", title_at_limit.clone().into()),
+        ),
+        (
+            "a login of 255 characters",
+            with(31_005, "/pull_request/user/login", "é".repeat(255).into()),
+        ),
+        (
+            "a repository name of 255 characters",
+            with(31_006, "/repository/full_name", "é".repeat(255).into()),
+        ),
+    ];
+    for (label, body) in &stored_cases {
+        let (status, answer) = receiver
+            .signed("pull_request", "d-edge", body.as_bytes())
+            .await;
+        assert_eq!(status, 201, "{label}: {answer}");
+        let sent: serde_json::Value = serde_json::from_str(body).unwrap();
+        let pr_id = sent["pull_request"]["id"].as_i64().unwrap();
+        let updated_at = DateTimeWithTimeZone::parse_from_rfc3339(
+            sent["pull_request"]["updated_at"].as_str().unwrap(),
+        )
+        .unwrap();
+        let expected = (
+            sent["pull_request"]["title"].as_str().unwrap().to_owned(),
+            sent["pull_request"]["user"]["login"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+            sent["repository"]["full_name"].as_str().unwrap().to_owned(),
+            Some(updated_at),
+        );
+        assert!(
+            stored_fields(db, pr_id).await == expected,
+            "{label}: stored as sent"
+        );
+    }
+
+    let refused_cases = [
+        (
+            "pull_request.updated_at",
+            with(
+                32_001,
+                "/pull_request/updated_at",
+                "0999-12-31T23:59:59Z".into(),
+            ),
+        ),
+        (
+            "pull_request.updated_at",
+            // 10000-01-01T00:59:59Z in UTC.
+            with(
+                32_002,
+                "/pull_request/updated_at",
+                "9999-12-31T23:59:59-01:00".into(),
+            ),
+        ),
+        (
+            "pull_request.title",
+            with(
+                32_003,
+                "/pull_request/title",
+                format!("{title_at_limit}b").into(),
+            ),
+        ),
+        (
+            "pull_request.title",
+            with(32_004, "/pull_request/title", "x".repeat(70_000).into()),
+        ),
+        (
+            "pull_request.user.login",
+            with(32_005, "/pull_request/user/login", "é".repeat(256).into()),
+        ),
+        (
+            "repository.full_name",
+            with(32_006, "/repository/full_name", "x".repeat(256).into()),
+        ),
+    ];
+    for (field, body) in &refused_cases {
+        for attempt in ["first delivery", "redelivery"] {
+            let (status, answer) = receiver
+                .signed("pull_request", "d-edge", body.as_bytes())
+                .await;
+            assert_eq!(status, 400, "{field}, {attempt}: {answer}");
+            assert!(answer.contains(field), "{field}, {attempt}: {answer}");
+        }
+    }
+    for pr_id in 32_001..=32_006 {
+        assert_eq!(rows_for(db, pr_id).await, 0, "pr_id {pr_id}");
+    }
+}
+
+#[tokio::test]
+async fn payloads_at_the_schemas_edges_are_answered_alike_on_sqlite() {
+    let dir = TempDir::new("webhook-edges-sqlite");
+    let url = dir.sqlite_url("edges.db");
+    let receiver = Receiver::start(&dir, &url).await;
+    payloads_at_the_schemas_edges_are_answered_alike(&receiver, &sqlite(&url).await).await;
+}
+
+#[tokio::test]
+async fn payloads_at_the_schemas_edges_are_answered_alike_on_postgres() {
+    let test_db = TestDb::new().await;
+    let dir = TempDir::new("webhook-edges-pg");
+    let receiver = Receiver::start(&dir, &test_db.url).await;
+    payloads_at_the_schemas_edges_are_answered_alike(&receiver, &test_db.connect(1).await).await;
+}
+
+#[cfg(feature = "mysql")]
+#[tokio::test]
+async fn payloads_at_the_schemas_edges_are_answered_alike_on_mariadb() {
+    let Some(test_db) = TestDb::mysql().await else {
+        return;
+    };
+    let dir = TempDir::new("webhook-edges-mariadb");
+    let receiver = Receiver::start(&dir, &test_db.url).await;
+    payloads_at_the_schemas_edges_are_answered_alike(&receiver, &test_db.connect(1).await).await;
 }
 
 // ---------------------------------------------------------------------------------------------

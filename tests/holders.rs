@@ -7,6 +7,9 @@
 //! crate decodes from `pg_locks`, and the one-key form must find exactly the sessions of that
 //! key (a wrong encoding of a negative half finds nobody).
 //!
+//! A waiter's `since` is checked across `Wait::Forever`'s slices: it must be the whole wait,
+//! not the current slice's statement (it was, and showed milliseconds for a 2 s wait).
+//!
 //! `examples/lock_holders.rs` is run as a program against a held and an awaited key.
 
 #![cfg(feature = "postgres")]
@@ -199,6 +202,96 @@ async fn holders_and_waiters_in_both_key_spaces() {
     bigint_waiter.await.unwrap();
     let all = LockHolders::all(&observer).await.unwrap();
     assert!(all.is_empty(), "{all}");
+}
+
+/// Polls until the session `pid` is waiting for a lock in a statement that began at least
+/// `later` after its transaction (for a `Wait::Forever` wait: in a slice after the first), for
+/// at most 30 s.
+async fn until_waiting_in_a_later_statement(observer: &DatabaseConnection, pid: i32, later: f64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let row = observer
+            .query_one_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT coalesce(extract(epoch FROM query_start - xact_start)::float8, 0) \
+                     AS into_transaction, coalesce(wait_event_type, '') AS waiting_on \
+                 FROM pg_stat_activity WHERE pid = $1",
+                [pid.into()],
+            ))
+            .await
+            .unwrap()
+            .expect("the waiter's session");
+        let into_transaction: f64 = row.try_get("", "into_transaction").unwrap();
+        let waiting_on: String = row.try_get("", "waiting_on").unwrap();
+        if into_transaction >= later && waiting_on == "Lock" {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "session {pid} never waited in a statement {later} s into its transaction"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A waiter's `since` is its whole wait, not the current slice of it. `Wait::Forever` waits in
+/// slices (2 s with the default `deadlock_timeout`), each a statement of its own; this waiter
+/// is observed in a slice that began at least 1 s into its transaction, and `since` must
+/// cover the time from its `BEGIN`. Before, `since` was read from the current statement's
+/// start (`query_start`) and showed about half a second here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiters_since_is_its_whole_wait_across_slices() {
+    let test_db = TestDb::new().await;
+    let holder_db = session(&test_db, "holder").await;
+    let waiter_db = session(&test_db, "waiter").await;
+    let observer = test_db.connect(1).await;
+    let key = LockKey::BigInt(4_242);
+    let holder = holder_db.begin().await.unwrap();
+    acquire_advisory_lock(&holder, key, Wait::No).await.unwrap();
+
+    let before_begin = Instant::now();
+    let txn = waiter_db.begin().await.unwrap();
+    let waiter_pid = pid(&txn).await;
+    let after_begin = Instant::now();
+    let waiter = tokio::spawn(async move {
+        acquire_advisory_lock(&txn, key, Wait::Forever)
+            .await
+            .unwrap();
+        txn.commit().await.unwrap();
+    });
+
+    until_waiting_in_a_later_statement(&observer, waiter_pid, 1.0).await;
+    // The waiter may be between two slices (out of pg_locks) for a moment: ask until it shows.
+    let (waiting, asked, answered) = loop {
+        let asked = after_begin.elapsed();
+        let holders = LockHolders::of(&observer, key).await.unwrap();
+        let answered = before_begin.elapsed();
+        if let Some(waiting) = holders.waiters().next() {
+            break (waiting.clone(), asked, answered);
+        }
+    };
+    assert_eq!(waiting.pid, waiter_pid);
+    let since = waiting
+        .since
+        .expect("a waiter in a transaction has a since");
+    // Its transaction began between `before_begin` and `after_begin`; `since` was read
+    // between `asked` (counted from `after_begin`) and `answered` (from `before_begin`).
+    let clock_slack = Duration::from_millis(50);
+    assert!(
+        since + clock_slack >= asked,
+        "since {since:?} is less than the {asked:?} the waiter had waited:\n{waiting:?}"
+    );
+    assert!(
+        since <= answered + clock_slack,
+        "since {since:?} is more than the {answered:?} since its BEGIN"
+    );
+    assert!(
+        since > Duration::from_secs(1),
+        "{since:?}: not past one slice"
+    );
+
+    holder.commit().await.unwrap();
+    waiter.await.unwrap();
 }
 
 /// Locks of another database are other locks: not listed.

@@ -1,10 +1,12 @@
 //! Shared by the examples: which database to use, how to connect to it, and migrating it
 //! safely when several processes start at once.
 
-use std::time::Duration;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
 
 use migration::{Migrator, MigratorTrait};
-use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::sqlx::ConnectOptions as _;
+use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteSynchronous};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend,
     SqliteTransactionMode, TransactionOptions, TransactionTrait,
@@ -17,6 +19,10 @@ pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// How long a SQLite connection waits for the database's write lock before giving up (sqlx's
 /// default is 5 s; a burst of creators on one file queues longer than that on a slow disk).
 pub(crate) const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a process starting on MySQL/MariaDB waits for another one's migration (the named
+/// lock `migrate` takes) before it gives up with an error.
+const MYSQL_MIGRATION_LOCK_WAIT: Duration = Duration::from_secs(60 * 60);
 
 /// The database an example runs on, and how it was chosen.
 pub(crate) struct Target {
@@ -77,27 +83,78 @@ fn redact(url: &str) -> String {
 
 /// A pool of at most `max_connections` to `url`, its schema migrated.
 ///
-/// SQLite files are opened in WAL mode (readers never wait for the writer) with
-/// `synchronous = NORMAL` (durable across application crashes, the usual WAL setting) and a
-/// `busy_timeout` of [`SQLITE_BUSY_TIMEOUT`], which bounds every wait for the write lock.
+/// SQLite files are switched to WAL mode once, before the pool opens ([`switch_to_wal`]:
+/// readers never wait for the writer), and opened with `synchronous = NORMAL` (durable across
+/// application crashes, the usual WAL setting) and a `busy_timeout` of
+/// [`SQLITE_BUSY_TIMEOUT`], which bounds every wait for the write lock.
 pub(crate) async fn connect(
     url: &str,
     max_connections: u32,
 ) -> Result<DatabaseConnection, BoxError> {
+    if url.starts_with("sqlite:") {
+        switch_to_wal(url).await?;
+    }
     let mut options = ConnectOptions::new(url.to_owned());
     options
         .max_connections(max_connections)
         .min_connections(0)
         .acquire_timeout(Duration::from_secs(60))
         .sqlx_logging(false)
+        // No `journal_mode` here: WAL is a property of the file, set once above. A pragma on
+        // every new connection would race other processes' (see `switch_to_wal`).
         .map_sqlx_sqlite_opts(|o| {
-            o.journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Normal)
+            o.synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(SQLITE_BUSY_TIMEOUT)
         });
     let db = Database::connect(options).await?;
     migrate(&db).await?;
     Ok(db)
+}
+
+/// SQLite's primary result code `SQLITE_BUSY` (extended codes add bits above the low byte).
+const SQLITE_BUSY: i64 = 5;
+
+/// Switches the SQLite file at `url` (created if missing) to WAL mode, on one connection of its
+/// own; the mode is stored in the file, so every later connection, of any process, opens it in
+/// WAL mode, and the switch is a no-op once made.
+///
+/// The switch needs the file's exclusive lock while holding its read lock. When two
+/// processes make it on a new file at the same moment, waiting could deadlock, so SQLite
+/// answers `SQLITE_BUSY` at once, without waiting out `busy_timeout`: processes started
+/// together would die at start-up now and then ("database is locked"). So the switch is
+/// retried on `SQLITE_BUSY`, with short pauses, for at most [`SQLITE_BUSY_TIMEOUT`]. (It
+/// cannot go under the migration's lock: SQLite refuses to change the journal mode inside a
+/// transaction.) A file system without WAL support keeps its journal mode, as SQLite decides.
+async fn switch_to_wal(url: &str) -> Result<(), BoxError> {
+    let mut connection = SqliteConnectOptions::from_str(url)?
+        .busy_timeout(SQLITE_BUSY_TIMEOUT)
+        .connect()
+        .await?;
+    let deadline = Instant::now() + SQLITE_BUSY_TIMEOUT;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        let switched = sea_orm::sqlx::query("PRAGMA journal_mode = WAL")
+            .execute(&mut connection)
+            .await;
+        match switched {
+            Ok(_) => break,
+            Err(err) if is_sqlite_busy(&err) && Instant::now() < deadline => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+    sea_orm::sqlx::Connection::close(connection).await?;
+    Ok(())
+}
+
+/// Whether `err` is SQLite's `SQLITE_BUSY` (any extended code), read from its result code.
+fn is_sqlite_busy(err: &sea_orm::sqlx::Error) -> bool {
+    err.as_database_error()
+        .and_then(|db_err| db_err.code())
+        .and_then(|code| code.parse::<i64>().ok())
+        .is_some_and(|code| code & 0xff == SQLITE_BUSY)
 }
 
 /// Applies pending migrations, one process at a time: sea-orm-migration does not guard against
@@ -109,15 +166,39 @@ async fn migrate(db: &DatabaseConnection) -> Result<(), BoxError> {
         DbBackend::MySql => {
             // MySQL commits implicitly at every DDL statement, and the crate's lock table is
             // one of the tables migrated: so a session-scoped named lock, held on the one
-            // connection the transaction pins and released when it closes.
+            // connection the transaction pins, released after the migration (or when the
+            // connection closes, if the process dies).
             let txn = db.begin().await?;
             let name = "sea-orm-idempotent:migrate";
-            let lock = |sql: &str| {
-                sea_orm::Statement::from_sql_and_values(DbBackend::MySql, sql, [name.into()])
-            };
-            txn.execute_raw(lock("SELECT GET_LOCK(?, -1)")).await?;
-            Migrator::up(&txn, None).await?;
-            txn.execute_raw(lock("SELECT RELEASE_LOCK(?)")).await?;
+            // A positive bound: MariaDB refuses a negative one (NULL and a warning, no lock),
+            // unlike MySQL 5.7+, where it means forever.
+            let wait = MYSQL_MIGRATION_LOCK_WAIT.as_secs();
+            let got: Option<i64> = txn
+                .query_one_raw(sea_orm::Statement::from_sql_and_values(
+                    DbBackend::MySql,
+                    "SELECT GET_LOCK(?, ?) AS got",
+                    [name.into(), wait.into()],
+                ))
+                .await?
+                .ok_or("GET_LOCK returned no row")?
+                .try_get("", "got")?;
+            // 1: ours; 0: timed out; NULL: an error (e.g. the wait was killed).
+            if got != Some(1) {
+                return Err(format!(
+                    "could not take the migration lock `{name}` (GET_LOCK answered {}): another \
+                     process has been migrating this database for {wait} s, or the wait failed",
+                    got.map_or("NULL".to_owned(), |got| got.to_string())
+                )
+                .into());
+            }
+            let migrated = Migrator::up(&txn, None).await;
+            txn.execute_raw(sea_orm::Statement::from_sql_and_values(
+                DbBackend::MySql,
+                "SELECT RELEASE_LOCK(?)",
+                [name.into()],
+            ))
+            .await?;
+            migrated?;
             txn.commit().await?;
             return Ok(());
         }
