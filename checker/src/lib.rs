@@ -1,0 +1,357 @@
+//! A randomized workload checker for `sea-orm-idempotent`, in the spirit of Jepsen and of
+//! FoundationDB's simulation tests: the example tests check the combinations someone thought
+//! of; this generates the ones nobody did.
+//!
+//! From a seed it generates histories (see [`history`]): a few clients at once, each running
+//! operations on a small key space (so that they contend): every public form of the call, in
+//! every context (a pool, a caller's transaction that commits or rolls back, `join!` of calls on
+//! one transaction, a nested `begin()`, calls inside `make_data` on the same key, another key
+//! or another database), with faults (a future dropped at a random point, a writer that bypasses
+//! the lock, a killed session, deadlocks between callers' transactions, `statement_timeout` and
+//! `lock_timeout` set by the caller, read-only transactions). It runs each history against a
+//! real server ([`runner`]), records every call's answer and whether its context committed,
+//! retries the calls whose errors were retryable, reads the final tables, and checks the
+//! promise ([`invariants`]): one row per key, `Created` once per key among committed contexts,
+//! committed rows present and rolled-back ones absent, every error typed and explained by a
+//! fault, retryable errors curable, bounded calls bounded, no lock or transaction left behind.
+//!
+//! A history that breaks an invariant is shrunk (operations dropped while it still fails) and
+//! printed with its seed: `cargo run --release -p checker -- --backend B --seed S` replays the
+//! generator from there.
+
+pub mod entities;
+pub mod history;
+pub mod invariants;
+pub mod rng;
+pub mod runner;
+
+use std::time::{Duration, Instant};
+
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement};
+
+use crate::entities::{create_tables, empty_tables};
+use crate::history::{Generator, History, Op, Table};
+use crate::invariants::Row;
+use crate::runner::{Event, World};
+
+/// The backend a run checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// PostgreSQL (`DATABASE_URL`, or a throwaway cluster).
+    Postgres,
+    /// SQLite, on files in a temporary directory.
+    Sqlite,
+    /// MariaDB (`MYSQL_DATABASE_URL`, or a throwaway server).
+    MariaDb,
+}
+
+impl Backend {
+    /// Every backend.
+    pub const ALL: [Backend; 3] = [Backend::Postgres, Backend::Sqlite, Backend::MariaDb];
+
+    /// The backend's name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Postgres => "postgres",
+            Backend::Sqlite => "sqlite",
+            Backend::MariaDb => "mariadb",
+        }
+    }
+}
+
+/// A run's settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The backend.
+    pub backend: Backend,
+    /// How long to generate histories for.
+    pub duration: Duration,
+    /// The seed of the generator.
+    pub seed: u64,
+    /// Print a progress line every few seconds.
+    pub progress: bool,
+}
+
+/// A history that broke the promise.
+#[derive(Debug, Clone)]
+pub struct Violation {
+    /// The history as generated.
+    pub history: History,
+    /// The smallest history found that still fails.
+    pub shrunk: History,
+    /// What the shrunk history broke.
+    pub broken: Vec<String>,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// Histories run (shrinking not counted).
+    pub histories: usize,
+    /// Calls made.
+    pub calls: usize,
+    /// Faults injected (drops, bypassing writers, kills, deadlocks, timeouts, read-only).
+    pub faults: usize,
+    /// The first violation, if any (a run stops at it).
+    pub violation: Option<Violation>,
+}
+
+/// Something that stopped the checker itself (no server, a setup statement that failed).
+#[derive(Debug)]
+pub struct HarnessError(pub String);
+
+impl std::fmt::Display for HarnessError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for HarnessError {}
+
+impl From<DbErr> for HarnessError {
+    fn from(err: DbErr) -> Self {
+        HarnessError(format!("database: {err}"))
+    }
+}
+
+/// The databases of a run, kept alive (and removed) with it.
+struct Databases {
+    world: World,
+    _keep: Vec<Box<dyn std::any::Any + Send>>,
+}
+
+/// Process-wide counter for database names.
+static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+async fn databases(backend: Backend) -> Result<Databases, HarnessError> {
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let label = |part: &str| format!("checker_{}_{run}_{part}", backend.name());
+    let (pool, other, admin, keep): (_, _, _, Vec<Box<dyn std::any::Any + Send>>) = match backend
+    {
+        Backend::Postgres => {
+            let main = test_support::TestDb::named(&label("main")).await;
+            let second = test_support::TestDb::named(&label("other")).await;
+            let pools = (main.connect(4).await, second.connect(2).await, main.connect(2).await);
+            (pools.0, pools.1, pools.2, vec![Box::new(main), Box::new(second)])
+        }
+        Backend::MariaDb => {
+            let server = test_support::MySqlServer::get().ok_or_else(|| {
+                HarnessError(
+                    "no MariaDB: install mariadb-server or set MYSQL_DATABASE_URL".to_owned(),
+                )
+            })?;
+            let main = server.database(&label("main")).await;
+            let second = server.database(&label("other")).await;
+            let pools = (main.connect(4).await, second.connect(2).await, main.connect(2).await);
+            (pools.0, pools.1, pools.2, vec![Box::new(main), Box::new(second)])
+        }
+        Backend::Sqlite => {
+            let dir = test_support::TempDir::new(&label("files"));
+            let main = dir.sqlite_url("main.db");
+            let pools = (
+                test_support::connect(&main, 4).await,
+                test_support::connect(&dir.sqlite_url("other.db"), 2).await,
+                test_support::connect(&main, 2).await,
+            );
+            (pools.0, pools.1, pools.2, vec![Box::new(dir)])
+        }
+    };
+    create_tables(&pool).await?;
+    create_tables(&other).await?;
+    Ok(Databases {
+        world: World {
+            backend,
+            pool,
+            other,
+            admin,
+        },
+        _keep: keep,
+    })
+}
+
+/// The rows of the checker's tables on `db`.
+async fn rows_of(db: &DatabaseConnection, database: usize) -> Result<Vec<Row>, DbErr> {
+    let backend = db.get_database_backend();
+    let mut rows = Vec::new();
+    for (table, sql) in [
+        (Table::Unique, "SELECT id, k, NULL AS tag, v FROM chk_unique"),
+        (Table::Loose, "SELECT id, k, NULL AS tag, v FROM chk_loose"),
+        (Table::Pairs, "SELECT id, k, tag, v FROM chk_pairs"),
+    ] {
+        for row in db.query_all_raw(Statement::from_string(backend, sql)).await? {
+            rows.push(Row {
+                database,
+                table,
+                id: row.try_get("", "id")?,
+                k: row.try_get("", "k")?,
+                tag: row.try_get::<Option<String>>("", "tag")?,
+                v: row.try_get("", "v")?,
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// What a history left behind once it is over: advisory locks and sessions idle in a
+/// transaction (PostgreSQL), open InnoDB transactions (MariaDB, holding lock-table rows).
+/// Polled for a few seconds: a dropped call's rollback may still be on its way.
+async fn leftovers(world: &World) -> Vec<String> {
+    let admin = &world.admin;
+    let queries: &[(&str, &str)] = match world.backend {
+        Backend::Postgres => &[
+            (
+                "advisory locks held",
+                "SELECT COUNT(*) AS n FROM pg_locks l JOIN pg_database d ON d.oid = l.database \
+                 WHERE l.locktype = 'advisory' AND d.datname = current_database()",
+            ),
+            (
+                "sessions idle in a transaction",
+                "SELECT COUNT(*) AS n FROM pg_stat_activity WHERE datname = current_database() \
+                 AND state LIKE 'idle in transaction%'",
+            ),
+        ],
+        Backend::MariaDb => &[(
+            "open InnoDB transactions",
+            "SELECT COUNT(*) AS n FROM information_schema.INNODB_TRX t \
+             JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id \
+             WHERE p.DB = DATABASE()",
+        )],
+        Backend::Sqlite => &[],
+    };
+    let backend = admin.get_database_backend();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut left = Vec::new();
+        for (what, sql) in queries {
+            let n = match admin.query_one_raw(Statement::from_string(backend, *sql)).await {
+                Ok(Some(row)) => row.try_get::<i64>("", "n").unwrap_or(-1),
+                Ok(None) => 0,
+                Err(err) => {
+                    left.push(format!("{what}: the check failed: {err}"));
+                    continue;
+                }
+            };
+            if n != 0 {
+                left.push(format!("{what}: {n}"));
+            }
+        }
+        if left.is_empty() || Instant::now() > deadline {
+            return left;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Runs `history` on empty tables and checks it: the events and what it broke.
+async fn run_and_check(
+    world: &World,
+    history: &History,
+) -> Result<(Vec<Event>, Vec<String>), HarnessError> {
+    empty_tables(&world.admin).await?;
+    empty_tables(&world.other).await?;
+    let mut events = runner::run(world, history).await;
+    let left = leftovers(world).await;
+    events.extend(runner::retry(world, &events).await);
+    let mut rows = rows_of(&world.admin, 0).await?;
+    rows.extend(rows_of(&world.other, 1).await?);
+    let broken = invariants::check(world.backend, history, &events, &rows, &left);
+    Ok((events, broken))
+}
+
+/// Drops operations from `history` while it still fails (each candidate run up to 3 times:
+/// the clients race), within `budget`.
+async fn shrink(
+    world: &World,
+    history: &History,
+    broken: Vec<String>,
+    budget: Duration,
+) -> Result<(History, Vec<String>), HarnessError> {
+    let deadline = Instant::now() + budget;
+    let (mut smallest, mut broken) = (history.clone(), broken);
+    let mut index = 0;
+    while index < smallest.len() && Instant::now() < deadline {
+        let candidate = smallest.without(index);
+        let mut still = None;
+        for _ in 0..3 {
+            let (_, found) = run_and_check(world, &candidate).await?;
+            if !found.is_empty() {
+                still = Some(found);
+                break;
+            }
+        }
+        match still {
+            Some(found) => {
+                smallest = candidate;
+                broken = found;
+            }
+            None => index += 1,
+        }
+    }
+    Ok((smallest, broken))
+}
+
+/// Counts the faults a history injects.
+fn faults_in(history: &History) -> usize {
+    history
+        .clients
+        .iter()
+        .flatten()
+        .map(|op| match op {
+            Op::Bypass { .. } | Op::Kill | Op::Deadlock { .. } => 1,
+            Op::Txn { setup, calls, .. } => {
+                usize::from(*setup != history::Setup::Plain)
+                    + calls.iter().filter(|c| c.drop_after_us.is_some()).count()
+            }
+            Op::Pool(call) => usize::from(call.drop_after_us.is_some()),
+            Op::Nested { outer, nested, .. } => {
+                usize::from(outer.drop_after_us.is_some())
+                    + usize::from(nested.drop_after_us.is_some())
+            }
+        })
+        .sum()
+}
+
+/// Runs the checker: histories from `config.seed` for `config.duration`, stopping at the first
+/// violation (shrunk).
+pub async fn run(config: &Config) -> Result<Report, HarnessError> {
+    let dbs = databases(config.backend).await?;
+    let world = &dbs.world;
+    let mut generator = Generator::new(config.seed, config.backend);
+    let mut report = Report::default();
+    let started = Instant::now();
+    let mut last_progress = Instant::now();
+    while started.elapsed() < config.duration {
+        let history = generator.history();
+        let (events, broken) = run_and_check(world, &history).await?;
+        report.histories += 1;
+        report.calls += events.len();
+        report.faults += faults_in(&history);
+        if !broken.is_empty() {
+            let (shrunk, broken) =
+                shrink(world, &history, broken, Duration::from_secs(60)).await?;
+            report.violation = Some(Violation {
+                history,
+                shrunk,
+                broken,
+            });
+            break;
+        }
+        if config.progress && last_progress.elapsed() > Duration::from_secs(5) {
+            last_progress = Instant::now();
+            eprintln!(
+                "[checker] {}: {:.0?} histories {} calls {} faults {} violations 0",
+                config.backend.name(),
+                started.elapsed(),
+                report.histories,
+                report.calls,
+                report.faults,
+            );
+        }
+    }
+    Ok(report)
+}
+
+/// Keeps `DbBackend` in the public signature of nothing; the servers' backends by name.
+pub fn backend_of(db: &DatabaseConnection) -> DbBackend {
+    db.get_database_backend()
+}
