@@ -377,20 +377,26 @@ impl Call {
         let work = async {
             // Calls on one transaction take turns (src/turns.rs): interleaved savepoints would
             // undo each other's work.
+            // Waiting for a sibling's turn is not waiting for another transaction: whatever
+            // the caller's bound, wait for it, and count the bound from when it comes.
             let place = Place::Transaction {
                 txn: txn_id,
                 depth: self.chain.depth_on(txn_id),
             };
-            let Some(_turn) = turns::take(place, self.deadline.asked()).await else {
-                return Err(self.ran_out());
+            let _turn = turns::take(place, Wait::Forever).await;
+            let call = Call {
+                deadline: self.deadline.counting_from_now(),
+                chain: self.chain.clone(),
+                span: self.span.clone(),
+                ..*self
             };
             // No look before the savepoint: the connection is held already (nothing to save),
             // a look would take a REPEATABLE READ snapshot and answer before the isolation
             // check, and a failed look would abort the caller's transaction.
             let savepoint = Savepoint::begin(txn).await?;
-            let scope = self.lock(Scope::Savepoint(savepoint)).await?;
+            let scope = call.lock(Scope::Savepoint(savepoint)).await?;
             let frame = Frame { held, on };
-            self.create_and_end::<T, F, U>(scope, key, request, frame)
+            call.create_and_end::<T, F, U>(scope, key, request, frame)
                 .await
         };
         work.instrument(self.span.clone()).await
@@ -583,22 +589,6 @@ impl Call {
                 Err(Error::Reentrant { key: self.lock_key })
             }
             _ => Ok(()),
-        }
-    }
-
-    /// The error of a bound that ran out before the database was asked.
-    fn ran_out(&self) -> Error {
-        match self.deadline.reported_bound() {
-            Some(timeout) => Error::LockTimeout {
-                key: self.lock_key,
-                row: None,
-                timeout: Some(timeout),
-                source: None,
-            },
-            None => Error::LockBusy {
-                key: self.lock_key,
-                row: None,
-            },
         }
     }
 

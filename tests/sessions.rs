@@ -5,14 +5,15 @@
 //! - `a_dropped_wait_leaves_the_callers_statement_timeout`: a call dropped after the statement
 //!   that prepared its wait left `statement_timeout` at `0` for the rest of the caller's
 //!   transaction ("dropped at await point 3: statement_timeout changed", left "0").
-
-#![cfg(feature = "postgres")]
+//! - `a_bound_does_not_count_a_siblings_turn`: two calls joined on one transaction, both
+//!   `Wait::No`: the second one got `LockBusy` though no transaction held its key (it waited
+//!   for the first one's turn), and with `Wait::Timeout(1ms)` `LockTimeout`.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{drop_at_await_point, key_of, lock_pids, new_pr};
+use common::{Server, drop_at_await_point, key_of, lock_pids, new_pr, on_each_server};
 use entity::PullRequest;
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, Statement,
@@ -22,6 +23,7 @@ use sea_orm_idempotent::{IdempotentCreate, Wait, acquire_advisory_lock};
 use test_support::TestDb;
 use tokio::sync::oneshot;
 
+#[cfg(feature = "postgres")]
 async fn show(txn: &DatabaseTransaction, setting: &str) -> String {
     txn.query_one_raw(Statement::from_string(
         DbBackend::Postgres,
@@ -34,10 +36,12 @@ async fn show(txn: &DatabaseTransaction, setting: &str) -> String {
     .unwrap()
 }
 
+#[cfg(feature = "postgres")]
 async fn execute(txn: &DatabaseTransaction, sql: &str) {
     txn.execute_unprepared(sql).await.unwrap();
 }
 
+#[cfg(feature = "postgres")]
 /// When the session waiting for `key` began its current statement (`None`: nobody waits).
 async fn waiting_since(db: &DatabaseConnection, key: sea_orm_idempotent::LockKey) -> Option<String> {
     let pid = *lock_pids(db, key, false).await.first()?;
@@ -51,6 +55,7 @@ async fn waiting_since(db: &DatabaseConnection, key: sea_orm_idempotent::LockKey
     .map(|row| row.try_get::<String>("", "since").unwrap())
 }
 
+#[cfg(feature = "postgres")]
 /// Holds `key` in a transaction of its own until the session waiting for it has begun a
 /// second slice of its wait (a new statement while still waiting), or `stop` fires; then
 /// commits, and the waiter is let in. So a call under test finds the key busy, prepares its
@@ -80,6 +85,7 @@ async fn hold_for_two_slices(
     holder.commit().await.unwrap();
 }
 
+#[cfg(feature = "postgres")]
 /// Item 7: a call on a caller's transaction (with `SET LOCAL statement_timeout = '4s'`) that
 /// waits for a held key, dropped at each of its await points in turn: afterwards the caller's
 /// transaction still has its `statement_timeout` and its `lock_timeout`.
@@ -130,4 +136,33 @@ async fn a_dropped_wait_leaves_the_callers_statement_timeout() {
         }
     }
     assert!(dropped >= 8, "only {dropped} await points");
+}
+
+on_each_server! {
+    /// Item 5: calls joined on one caller's transaction, each with a bound that leaves no
+    /// room to wait, all get their (free) keys: waiting for a sibling's turn is not waiting
+    /// for another transaction.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_bound_does_not_count_a_siblings_turn(server: Server) {
+        let Some(test_db) = server.database().await else {
+            return;
+        };
+        let db = test_db.connect(2).await;
+        for (first, wait) in [(1, Wait::No), (3, Wait::Timeout(Duration::from_millis(1)))] {
+            let txn = db.begin().await.unwrap();
+            let slow = || async {
+                // Holds the turn past the 1 ms bound (the bug shows without it for Wait::No).
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Ok::<_, std::convert::Infallible>(new_pr(first))
+            };
+            let (one, two) = tokio::join!(
+                PullRequest::once_with(first, slow).wait(wait).exec(&txn),
+                PullRequest::once(first + 1, new_pr(first + 1)).wait(wait).exec(&txn),
+            );
+            assert!(one.unwrap().is_created(), "{wait:?}");
+            let two = two.unwrap_or_else(|err| panic!("{wait:?}: the second call got {err:?}"));
+            assert!(two.is_created(), "{wait:?}");
+            txn.commit().await.unwrap();
+        }
+    }
 }
