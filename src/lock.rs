@@ -16,6 +16,7 @@ use sea_orm::{
 };
 
 use crate::engine::{self, DETECTION_COLUMNS, Server};
+use crate::source::{POSTGRES_SESSION_COLUMNS, SessionId};
 use crate::wait::Deadline;
 use crate::{Error, LockKey, Wait};
 
@@ -136,40 +137,79 @@ pub(crate) async fn acquire(
     mode: Mode,
     deadline: Deadline,
 ) -> Result<(), Error> {
-    let backend = txn.get_database_backend();
-    match backend {
-        DbBackend::Postgres => {}
-        #[cfg(feature = "mysql")]
-        DbBackend::MySql => return crate::mysql::acquire(txn, key, mode, deadline).await,
-        _ => {
-            return Err(Error::UnsupportedBackend {
-                backend,
-                what: match backend {
-                    DbBackend::Sqlite => {
-                        "take an advisory lock: advisory locks need PostgreSQL (MySQL: the \
-                         crate's lock table), and SQLite has none. To create a row once on \
-                         SQLite, use `IdempotentCreate::create_once`, which takes SQLite's write \
-                         lock (an IMMEDIATE transaction) instead"
-                    }
-                    _ => {
-                        "take an advisory lock: advisory locks need PostgreSQL, or MySQL with \
-                         the crate's `mysql` feature"
-                    }
-                },
-            });
-        }
+    if txn.get_database_backend() == DbBackend::Postgres {
+        return acquire_in(txn, key, mode, deadline, |_| Ok(()))
+            .await
+            .map(drop);
     }
+    acquire_elsewhere(txn, key, mode, deadline).await
+}
+
+/// PostgreSQL's [`acquire`], which also names the session the lock is taken in (from the
+/// statement that tries it: no extra round trip) and, when the try finds the key held, asks
+/// `on_busy` about that session before waiting: its error is returned instead of a wait.
+pub(crate) async fn acquire_in(
+    txn: &DatabaseTransaction,
+    key: LockKey,
+    mode: Mode,
+    deadline: Deadline,
+    on_busy: impl FnOnce(SessionId) -> Result<(), Error>,
+) -> Result<SessionId, Error> {
     let attempt = txn
         .query_one_raw(try_statement(key, mode))
         .await
         .map_err(engine::from_try_error)?
         .ok_or_else(|| no_row("try"))?;
-    if let Attempt::Acquired = read_attempt(&attempt, deadline)? {
-        return Ok(());
+    let busy = read_attempt(&attempt, deadline)?;
+    let session = SessionId::from_postgres_row(&attempt)?;
+    if let Attempt::Acquired = busy {
+        return Ok(session);
     }
+    on_busy(session)?;
+    wait(txn, key, mode, deadline, Timeouts::of(&attempt)).await?;
+    Ok(session)
+}
+
+/// [`acquire`] on a backend other than PostgreSQL: MySQL's lock table, or the error.
+async fn acquire_elsewhere(
+    txn: &DatabaseTransaction,
+    key: LockKey,
+    mode: Mode,
+    deadline: Deadline,
+) -> Result<(), Error> {
+    let backend = txn.get_database_backend();
+    match backend {
+        #[cfg(feature = "mysql")]
+        DbBackend::MySql => crate::mysql::acquire(txn, key, mode, deadline).await,
+        _ => Err(Error::UnsupportedBackend {
+            backend,
+            what: match backend {
+                DbBackend::Sqlite => {
+                    "take an advisory lock: advisory locks need PostgreSQL (MySQL: the \
+                         crate's lock table), and SQLite has none. To create a row once on \
+                         SQLite, use `IdempotentCreate::create_once`, which takes SQLite's write \
+                         lock (an IMMEDIATE transaction) instead"
+                }
+                _ => {
+                    "take an advisory lock: advisory locks need PostgreSQL, or MySQL with \
+                         the crate's `mysql` feature"
+                }
+            },
+        }),
+    }
+}
+
+/// PostgreSQL, after a try that found the key held: steps 2 to 4 of [`acquire`].
+async fn wait(
+    txn: &DatabaseTransaction,
+    key: LockKey,
+    mode: Mode,
+    deadline: Deadline,
+    timeouts: Timeouts,
+) -> Result<(), Error> {
     let bound = bound_of_wait(key, deadline)?;
-    let timeouts = Timeouts::of(&attempt);
-    txn.execute_raw(prepare_statement(key, bound, timeouts)).await?;
+    txn.execute_raw(prepare_statement(key, bound, timeouts))
+        .await?;
     let wait = wait_message(key, mode, timeouts);
     loop {
         txn.execute_unprepared(&wait).await?;
@@ -320,7 +360,8 @@ fn try_sql(mode: Mode, arguments: &str) -> String {
         "SELECT CASE \
          WHEN current_setting('transaction_isolation') NOT IN ('read committed', 'read uncommitted') THEN NULL \
          ELSE {try_lock}({arguments}) END AS acquired, \
-         current_setting('transaction_isolation') AS isolation, {DETECTION_COLUMNS}"
+         current_setting('transaction_isolation') AS isolation, {DETECTION_COLUMNS}, \
+         {POSTGRES_SESSION_COLUMNS}"
     )
 }
 

@@ -1,5 +1,6 @@
 //! `Wait`: how long a caller waits for a lock another transaction holds.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long to wait for a lock another transaction holds.
@@ -47,6 +48,8 @@ pub enum Wait {
 /// turn). The one deadline a call passes down.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Deadline {
+    /// The call the deadline is of.
+    call: CallId,
     asked: Wait,
     /// When the call began: what [`elapsed`](Self::elapsed) counts from.
     started: Instant,
@@ -59,6 +62,7 @@ impl Deadline {
     pub(crate) fn starting_now(asked: Wait) -> Deadline {
         let now = Instant::now();
         Deadline {
+            call: CallId(NEXT_CALL.fetch_add(1, Ordering::Relaxed)),
             asked,
             started: now,
             counted_from: now,
@@ -73,6 +77,11 @@ impl Deadline {
             counted_from: Instant::now(),
             ..self
         }
+    }
+
+    /// The call this deadline is of: one id per call, from its start to its end.
+    pub(crate) fn call(&self) -> CallId {
+        self.call
     }
 
     /// The wait the caller asked for.
@@ -98,6 +107,15 @@ impl Deadline {
         }
     }
 }
+
+/// One call in progress (of `create_once`, or one lock taken by
+/// [`acquire_advisory_lock`](crate::acquire_advisory_lock)), unique in the process: what
+/// the call chain knows an enclosing call by (src/call_chain.rs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct CallId(u64);
+
+/// Numbers calls.
+static NEXT_CALL: AtomicU64 = AtomicU64::new(0);
 
 impl Wait {
     /// What is left of this wait after `waited` (for its turn, say). A bound that ran

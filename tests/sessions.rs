@@ -8,18 +8,26 @@
 //! - `a_bound_does_not_count_a_siblings_turn`: two calls joined on one transaction, both
 //!   `Wait::No`: the second one got `LockBusy` though no transaction held its key (it waited
 //!   for the first one's turn), and with `Wait::Timeout(1ms)` `LockTimeout`.
+//! - `a_nested_transaction_keeps_its_created_row`: a call on `txn` whose `make_data` failed
+//!   rolled back to its savepoint, which undid the `Created` row of a call interleaved on
+//!   `txn.begin()` (the same session); key 2 had no row after both commits;
+//! - `a_call_on_a_nested_transaction_inside_make_data_runs_nested`: got `Reentrant`;
+//! - `calls_inside_make_data_on_another_database_run`, `..._on_another_server_run`,
+//!   `..._on_another_sqlite_file_run`: got `Reentrant` for the same key in another database;
+//! - `a_sqlite_call_inside_make_data_on_another_connection_of_the_file_is_refused`: waited out
+//!   the connection's `busy_timeout` and got `LockTimeout` instead of `Reentrant`.
 
 mod common;
 
 use std::time::Duration;
 
 use common::{Server, drop_at_await_point, key_of, lock_pids, new_pr, on_each_server};
-use entity::PullRequest;
+use entity::{NewPullRequest, PullRequest, pull_requests};
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, Statement,
     TransactionTrait,
 };
-use sea_orm_idempotent::{IdempotentCreate, Wait, acquire_advisory_lock};
+use sea_orm_idempotent::{Error, IdempotentCreate, Outcome, Wait, acquire_advisory_lock};
 use test_support::TestDb;
 use tokio::sync::oneshot;
 
@@ -43,7 +51,10 @@ async fn execute(txn: &DatabaseTransaction, sql: &str) {
 
 #[cfg(feature = "postgres")]
 /// When the session waiting for `key` began its current statement (`None`: nobody waits).
-async fn waiting_since(db: &DatabaseConnection, key: sea_orm_idempotent::LockKey) -> Option<String> {
+async fn waiting_since(
+    db: &DatabaseConnection,
+    key: sea_orm_idempotent::LockKey,
+) -> Option<String> {
     let pid = *lock_pids(db, key, false).await.first()?;
     db.query_one_raw(Statement::from_sql_and_values(
         DbBackend::Postgres,
@@ -79,7 +90,10 @@ async fn hold_for_two_slices(
                 Some(_) => {}
             }
         }
-        assert!(std::time::Instant::now() < deadline, "nobody waited for {key}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nobody waited for {key}"
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     holder.commit().await.unwrap();
@@ -164,5 +178,307 @@ on_each_server! {
             assert!(two.is_created(), "{wait:?}");
             txn.commit().await.unwrap();
         }
+    }
+}
+
+/// The rows of pull request `pr_id` in `db`.
+async fn rows(db: &impl ConnectionTrait, pr_id: i64) -> usize {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    PullRequest::find()
+        .filter(pull_requests::Column::PrId.eq(pr_id))
+        .all(db)
+        .await
+        .unwrap()
+        .len()
+}
+
+/// Item 6: on one transaction, a call on `txn` (pr 1) is inside its `make_data` when a call on
+/// `nested = txn.begin()` (pr 2) starts; pr 1's `make_data` then fails. The nested call's row
+/// survives: both calls run on one session, so they take turns as calls on one transaction do.
+async fn a_nested_transaction_keeps_its_created_row_on(db: &DatabaseConnection) {
+    let txn = db.begin().await.unwrap();
+    let nested = txn.begin().await.unwrap();
+    let (inside_tx, inside_rx) = oneshot::channel::<()>();
+    let (two_done_tx, two_done_rx) = oneshot::channel::<()>();
+    let one = PullRequest::create_once_with(&txn, 1, || async {
+        inside_tx.send(()).unwrap();
+        // Without turns the nested call runs to completion right here; with them it waits
+        // for this call, so this bound lets it go on.
+        let _ = tokio::time::timeout(Duration::from_millis(500), two_done_rx).await;
+        Err::<NewPullRequest, _>("the API is down")
+    });
+    let two = async {
+        inside_rx.await.unwrap();
+        let outcome = PullRequest::create_once(&nested, 2, new_pr(2)).await;
+        let _ = two_done_tx.send(());
+        outcome
+    };
+    let (one, two) = tokio::join!(one, two);
+    assert!(matches!(one, Err(Error::MakeData(_))), "{one:?}");
+    assert!(two.unwrap().is_created(), "the nested call created pr 2");
+    nested.commit().await.unwrap();
+    txn.commit().await.unwrap();
+    assert_eq!(rows(db, 2).await, 1, "pr 2 was reported Created");
+    assert_eq!(rows(db, 1).await, 0);
+}
+
+/// Item 6: a call on `txn.begin()` inside the `make_data` of a call on `txn` for the same key
+/// runs nested (the same session holds the key), and the row is created once.
+async fn a_call_on_a_nested_transaction_inside_make_data_runs_nested_on(db: &DatabaseConnection) {
+    let txn = db.begin().await.unwrap();
+    let nested = txn.begin().await.unwrap();
+    let inner = std::sync::Mutex::new(None);
+    let outer = PullRequest::create_once_with(&txn, 7, || async {
+        let result = tokio::time::timeout(
+            Duration::from_secs(30),
+            PullRequest::create_once(&nested, 8, new_pr(8)),
+        )
+        .await
+        .expect("the nested call does not wait for its own session");
+        let same_key = tokio::time::timeout(
+            Duration::from_secs(30),
+            PullRequest::create_once(&nested, 7, new_pr(7)),
+        )
+        .await
+        .expect("the nested call does not wait for its own session");
+        *inner.lock().unwrap() = Some((
+            result.map(|o| o.is_created()),
+            same_key.map(|o| o.is_created()),
+        ));
+        Ok::<_, Error>(new_pr(7))
+    })
+    .await
+    .unwrap();
+    let (other_key, same_key) = inner.lock().unwrap().take().unwrap();
+    assert!(other_key.unwrap(), "pr 8 created on the nested transaction");
+    assert!(
+        same_key.unwrap(),
+        "pr 7 created on the nested transaction, not Reentrant"
+    );
+    assert!(!outer.is_created(), "the nested call created pr 7 first");
+    nested.commit().await.unwrap();
+    txn.commit().await.unwrap();
+    assert_eq!((rows(db, 7).await, rows(db, 8).await), (1, 1));
+}
+
+/// Item 4: `outer` creates pr `key` on `outer_db` with a `make_data` that creates the same pr
+/// with `inner`; returns what the inner call returned.
+async fn inner_call<Fut>(
+    outer_db: &impl sea_orm_idempotent::TransactionSource,
+    key: i64,
+    inner: impl FnOnce() -> Fut + Send,
+) -> Result<Outcome<pull_requests::Model>, Error>
+where
+    Fut: std::future::Future<Output = Result<Outcome<pull_requests::Model>, Error>> + Send,
+{
+    let (tx, rx) = oneshot::channel();
+    let outer = tokio::time::timeout(
+        Duration::from_secs(30),
+        PullRequest::create_once_with(outer_db, key, || async move {
+            tx.send(inner().await).unwrap();
+            Ok::<_, Error>(new_pr(key))
+        }),
+    )
+    .await
+    .expect("the inner call must not wait for its enclosing call")
+    .unwrap();
+    assert!(outer.is_created(), "the outer call goes on");
+    rx.await.unwrap()
+}
+
+/// Item 4: inside `make_data` of a call on `first`, calls for the same key on `second`
+/// (another database) run: from a connection and from a caller's transaction, into a
+/// connection and a caller's transaction.
+async fn calls_inside_make_data_on_another_database_run_on(
+    first: &DatabaseConnection,
+    second: &DatabaseConnection,
+) {
+    let created = |result: Result<Outcome<pull_requests::Model>, Error>| {
+        result.unwrap_or_else(|err| panic!("{err:?}")).is_created()
+    };
+    // Connection, then connection.
+    assert!(created(
+        inner_call(first, 1, || PullRequest::create_once(second, 1, new_pr(1))).await
+    ));
+    // Connection, then a caller's transaction.
+    let txn2 = second.begin().await.unwrap();
+    assert!(created(
+        inner_call(first, 2, || PullRequest::create_once(&txn2, 2, new_pr(2))).await
+    ));
+    txn2.commit().await.unwrap();
+    // A caller's transaction, then a connection.
+    let txn1 = first.begin().await.unwrap();
+    assert!(created(
+        inner_call(&txn1, 3, || PullRequest::create_once(second, 3, new_pr(3))).await
+    ));
+    // A caller's transaction, then a caller's transaction.
+    let txn2 = second.begin().await.unwrap();
+    assert!(created(
+        inner_call(&txn1, 4, || PullRequest::create_once(&txn2, 4, new_pr(4))).await
+    ));
+    txn2.commit().await.unwrap();
+    txn1.commit().await.unwrap();
+    for pr_id in 1..=4 {
+        assert_eq!(
+            (rows(first, pr_id).await, rows(second, pr_id).await),
+            (1, 1),
+            "pr {pr_id}"
+        );
+    }
+}
+
+on_each_server! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_nested_transaction_keeps_its_created_row(server: Server) {
+        let Some(test_db) = server.database().await else {
+            return;
+        };
+        a_nested_transaction_keeps_its_created_row_on(&test_db.connect(2).await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_call_on_a_nested_transaction_inside_make_data_runs_nested(server: Server) {
+        let Some(test_db) = server.database().await else {
+            return;
+        };
+        a_call_on_a_nested_transaction_inside_make_data_runs_nested_on(
+            &test_db.connect(2).await,
+        )
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn calls_inside_make_data_on_another_database_run(server: Server) {
+        let (Some(first), Some(second)) =
+            (server.database().await, server.database_part("second").await)
+        else {
+            return;
+        };
+        calls_inside_make_data_on_another_database_run_on(
+            &first.connect(2).await,
+            &second.connect(2).await,
+        )
+        .await;
+    }
+
+    /// The same database through another pool is still the same lock: refused, from a
+    /// connection and from a caller's transaction, into a pool and a caller's transaction.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_call_inside_make_data_on_another_pool_of_the_database_is_refused(server: Server) {
+        let Some(test_db) = server.database().await else {
+            return;
+        };
+        let (first, second) = (test_db.connect(2).await, test_db.connect(2).await);
+        let reentrant = |result: Result<Outcome<pull_requests::Model>, Error>| {
+            matches!(result, Err(Error::Reentrant { .. }))
+        };
+        assert!(reentrant(inner_call(&first, 1, || PullRequest::create_once(&second, 1, new_pr(1))).await));
+        let txn2 = second.begin().await.unwrap();
+        assert!(reentrant(inner_call(&first, 2, || PullRequest::create_once(&txn2, 2, new_pr(2))).await));
+        txn2.rollback().await.unwrap();
+        let txn1 = first.begin().await.unwrap();
+        assert!(reentrant(inner_call(&txn1, 3, || PullRequest::create_once(&second, 3, new_pr(3))).await));
+        let txn2 = second.begin().await.unwrap();
+        assert!(reentrant(inner_call(&txn1, 4, || PullRequest::create_once(&txn2, 4, new_pr(4))).await));
+        txn2.rollback().await.unwrap();
+        txn1.commit().await.unwrap();
+    }
+}
+
+/// Item 4: PostgreSQL, then MariaDB, and back: the same key on two servers is two locks.
+#[cfg(all(feature = "postgres", feature = "mysql"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_inside_make_data_on_another_server_run() {
+    let Some(mariadb) = TestDb::mysql().await else {
+        return;
+    };
+    let postgres = TestDb::new().await;
+    let (postgres, mariadb) = (postgres.connect(2).await, mariadb.connect(2).await);
+    calls_inside_make_data_on_another_database_run_on(&postgres, &mariadb).await;
+    for db in [&postgres, &mariadb] {
+        <PullRequest as sea_orm::EntityTrait>::delete_many()
+            .exec(db)
+            .await
+            .unwrap();
+    }
+    calls_inside_make_data_on_another_database_run_on(&mariadb, &postgres).await;
+}
+
+#[cfg(feature = "sqlite")]
+mod sqlite {
+    use super::*;
+
+    use migration::{Migrator, MigratorTrait};
+    use sea_orm::sqlx::sqlite::SqliteJournalMode;
+    use test_support::TempDir;
+
+    /// A migrated SQLite file of `dir`, over a pool of `size`.
+    async fn file(
+        dir: &TempDir,
+        name: &str,
+        size: u32,
+        busy_timeout: Duration,
+    ) -> DatabaseConnection {
+        let mut options = test_support::pool_options(&dir.sqlite_url(name), size);
+        options.map_sqlx_sqlite_opts(move |o| {
+            o.journal_mode(SqliteJournalMode::Wal)
+                .busy_timeout(busy_timeout)
+        });
+        let db = test_support::connect_with(options).await;
+        Migrator::up(&db, None).await.expect("migrate");
+        db
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_nested_transaction_keeps_its_created_row() {
+        let dir = TempDir::new("sessions-nested");
+        let db = file(&dir, "app.db", 2, Duration::from_secs(30)).await;
+        a_nested_transaction_keeps_its_created_row_on(&db).await;
+    }
+
+    /// Item 4: two SQLite files are two write locks.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn calls_inside_make_data_on_another_sqlite_file_run() {
+        let dir = TempDir::new("sessions-files");
+        let first = file(&dir, "first.db", 2, Duration::from_secs(30)).await;
+        let second = file(&dir, "second.db", 2, Duration::from_secs(30)).await;
+        let created = inner_call(&first, 1, || {
+            PullRequest::create_once(&second, 1, new_pr(1))
+        })
+        .await
+        .unwrap_or_else(|err| panic!("{err:?}"));
+        assert!(created.is_created());
+        let txn2 = second.begin().await.unwrap();
+        let created = inner_call(&first, 2, || PullRequest::create_once(&txn2, 2, new_pr(2)))
+            .await
+            .unwrap_or_else(|err| panic!("{err:?}"));
+        assert!(created.is_created());
+        txn2.commit().await.unwrap();
+        assert_eq!((rows(&second, 1).await, rows(&second, 2).await), (1, 1));
+    }
+
+    /// Item 4: the crate's own transaction holds the file's write lock, so a call inside its
+    /// `make_data` on another connection of the same file (another pool, or a caller's
+    /// transaction) is refused at once, not after the connection's `busy_timeout`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sqlite_call_inside_make_data_on_another_connection_of_the_file_is_refused() {
+        let dir = TempDir::new("sessions-one-file");
+        let first = file(&dir, "app.db", 2, Duration::from_secs(3)).await;
+        let second = file(&dir, "app.db", 2, Duration::from_secs(3)).await;
+        let started = std::time::Instant::now();
+        let result = inner_call(&first, 1, || {
+            PullRequest::create_once(&second, 1, new_pr(1))
+        })
+        .await;
+        assert!(matches!(result, Err(Error::Reentrant { .. })), "{result:?}");
+        let txn2 = second.begin().await.unwrap();
+        let result = inner_call(&first, 2, || PullRequest::create_once(&txn2, 2, new_pr(2))).await;
+        assert!(matches!(result, Err(Error::Reentrant { .. })), "{result:?}");
+        txn2.rollback().await.unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "refused at once, not after busy_timeout: {:?}",
+            started.elapsed()
+        );
     }
 }
