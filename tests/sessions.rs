@@ -76,7 +76,7 @@ async fn hold_for_two_slices(
     key: sea_orm_idempotent::LockKey,
     held: oneshot::Sender<()>,
     mut stop: oneshot::Receiver<()>,
-) {
+) -> bool {
     let holder = db.begin().await.unwrap();
     acquire_advisory_lock(&holder, key, Wait::No).await.unwrap();
     held.send(()).unwrap();
@@ -97,6 +97,7 @@ async fn hold_for_two_slices(
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     holder.commit().await.unwrap();
+    first_slice.is_some()
 }
 
 #[cfg(feature = "postgres")]
@@ -107,7 +108,7 @@ async fn hold_for_two_slices(
 async fn a_dropped_wait_leaves_the_callers_statement_timeout() {
     let test_db = TestDb::new().await;
     let db = test_db.connect(4).await;
-    let mut dropped = 0;
+    let (mut dropped, mut dropped_waiting) = (0, 0);
     for point in 0.. {
         let pr_id = 1;
         let (held_tx, held_rx) = oneshot::channel();
@@ -129,7 +130,7 @@ async fn a_dropped_wait_leaves_the_callers_statement_timeout() {
             .exec(&txn);
         let done = drop_at_await_point(call, point).await;
         let _ = stop_tx.send(());
-        holder.await.unwrap();
+        let waited = holder.await.unwrap();
         assert_eq!(
             show(&txn, "statement_timeout").await,
             "4s",
@@ -146,10 +147,17 @@ async fn a_dropped_wait_leaves_the_callers_statement_timeout() {
                 assert!(outcome.unwrap().is_created());
                 break;
             }
-            None => dropped += 1,
+            None => {
+                dropped += 1;
+                dropped_waiting += usize::from(waited);
+            }
         }
     }
-    assert!(dropped >= 8, "only {dropped} await points");
+    assert!(
+        dropped_waiting >= 1 && dropped > dropped_waiting,
+        "{dropped} calls dropped, {dropped_waiting} of them while waiting: the sweep must drop \
+         calls before and during the wait"
+    );
 }
 
 on_each_server! {
