@@ -50,10 +50,11 @@ use sea_orm::{
     SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
 };
 
-use crate::call_chain::{Held, On};
+use crate::call_chain::{self, At, Chain, Held};
 use crate::lock::{self, Mode};
 use crate::shielded::{Own, Shielded, Txn};
-use crate::wait::Deadline;
+use crate::source::{DbId, PoolId, SessionId};
+use crate::wait::{CallId, Deadline};
 use crate::{Error, LockKey, Wait};
 
 /// Why SQLite refuses [`Wait::Timeout`] and [`Wait::No`]: the text of the error.
@@ -108,13 +109,71 @@ impl Backend {
         }
     }
 
-    /// What a call for `key` holds while its `make_data` runs, when the crate knows.
-    pub(crate) fn held(self, key: LockKey, on: On) -> Option<Held> {
-        match (self, on) {
-            (Backend::Postgres | Backend::MySql, _) => Some(Held::Key(key)),
-            (Backend::Sqlite, On::Connection) => Some(Held::SqliteWriteLock),
+    /// What a call for `key` on a caller's transaction (`session`) holds while its
+    /// `make_data` runs, when the crate knows.
+    pub(crate) fn held_in(self, key: LockKey, session: SessionId) -> Option<Held> {
+        match self {
+            Backend::Postgres | Backend::MySql => Some(Held::Key {
+                key,
+                at: At::Session(session),
+            }),
             // The caller's transaction mode decides when SQLite's write lock is taken.
-            (Backend::Sqlite, On::Transaction(_)) => None,
+            Backend::Sqlite => None,
+        }
+    }
+
+    /// What a call for `key` on a connection of `db` holds while its `make_data` runs: the
+    /// key (its session learnt when the lock is taken, see
+    /// [`Learning`](crate::call_chain::Learning)), or on SQLite the write lock of the pool's
+    /// file (`file`: whether to name it, a system call: only a call whose `make_data` may run
+    /// needs it).
+    pub(crate) fn held_on(
+        self,
+        key: LockKey,
+        db: &DatabaseConnection,
+        call: CallId,
+        file: bool,
+    ) -> Held {
+        let pool = PoolId::of(db);
+        match self {
+            Backend::Postgres | Backend::MySql => Held::Key {
+                key,
+                at: At::Own { pool, call },
+            },
+            Backend::Sqlite => Held::SqliteWriteLock {
+                pool,
+                file: if file { DbId::of_sqlite_pool(db) } else { None },
+            },
+        }
+    }
+
+    /// Whether a call for `key` on a connection of `db` would wait for an enclosing call in
+    /// `chain` before it reaches the database: for its turn among the pool's callers, or on
+    /// SQLite for the write lock the enclosing call's own transaction holds on the same file.
+    /// (Whether it would wait for an enclosing call's lock on the server is known once it
+    /// asks for the lock: [`Backend::lock`].)
+    pub(crate) fn waits_on_connection(
+        self,
+        chain: &Chain,
+        key: LockKey,
+        db: &DatabaseConnection,
+    ) -> bool {
+        match self {
+            Backend::Postgres | Backend::MySql => chain.holds_turn_on(key, PoolId::of(db)),
+            Backend::Sqlite => {
+                chain.holds_a_sqlite_write_lock()
+                    && chain.holds_sqlite_file(PoolId::of(db), DbId::of_sqlite_pool(db))
+            }
+        }
+    }
+
+    /// Whether a call for `key` on a caller's transaction on `session` would wait for an
+    /// enclosing call in `chain`: one holds the key (on SQLite: the file's write lock, in
+    /// its own transaction) in the same database on another session.
+    pub(crate) fn waits_in(self, chain: &Chain, key: LockKey, session: SessionId) -> bool {
+        match self {
+            Backend::Postgres | Backend::MySql => chain.would_wait_for_itself(key, session),
+            Backend::Sqlite => chain.holds_sqlite_file(None, Some(session.db)),
         }
     }
 
@@ -163,16 +222,42 @@ impl Backend {
     /// On SQLite the write lock was already taken by [`Backend::begin`] (or, inside a
     /// caller's transaction, is taken by the guarded insert itself, which reads and writes in
     /// one statement under SQLite's write lock).
+    ///
+    /// A key an enclosing call (one whose `make_data` this call runs in) holds in the same
+    /// database on another session would be waited for forever: that is refused with
+    /// [`Error::Reentrant`] before any wait. On PostgreSQL the statement that tries the lock
+    /// names the session (no extra round trip); on MySQL/MariaDB one more statement asks,
+    /// only when an enclosing call holds the key or this call's `make_data` may run.
     pub(crate) async fn lock(
         self,
         txn: Txn<'_>,
         key: LockKey,
         deadline: Deadline,
     ) -> Result<(), Error> {
+        let chain = Chain::current();
+        let refuse = |session: SessionId| {
+            if chain.would_wait_for_itself(key, session) {
+                Err(Error::Reentrant { key })
+            } else {
+                Ok(())
+            }
+        };
         match self {
-            Backend::Postgres => lock::acquire(txn.plain(), key, Mode::Exclusive, deadline).await,
+            Backend::Postgres => {
+                let session =
+                    lock::acquire_in(txn.plain(), key, Mode::Exclusive, deadline, refuse).await?;
+                call_chain::learnt(deadline.call(), session);
+                Ok(())
+            }
             Backend::Sqlite => Ok(()),
-            Backend::MySql => crate::mysql::acquire(&txn, key, Mode::Exclusive, deadline).await,
+            Backend::MySql => {
+                if chain.holds(key) || call_chain::is_learning(deadline.call()) {
+                    let session = SessionId::of(&txn).await?;
+                    refuse(session)?;
+                    call_chain::learnt(deadline.call(), session);
+                }
+                crate::mysql::acquire(&txn, key, Mode::Exclusive, deadline).await
+            }
         }
     }
 }

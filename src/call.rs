@@ -21,7 +21,7 @@ use sea_orm::{
 use tracing::{Instrument, field};
 
 use crate::backend::{self, Backend, Inserted};
-use crate::call_chain::{Chain, Frame, Held, On};
+use crate::call_chain::{Chain, Frame, Learning, On};
 use crate::classify::{ErrorClass, classify};
 use crate::error::LockedRow;
 #[cfg(feature = "postgres")]
@@ -30,7 +30,7 @@ use crate::natural_key::{Key, NaturalKey};
 use crate::outcome::Done;
 use crate::savepoint::Savepoint;
 use crate::shielded::{Own, Txn};
-use crate::source::{Handle, PoolId, TxnId};
+use crate::source::{Handle, PoolId, SessionId};
 use crate::statements::{self, Kind};
 use crate::turns::{self, Arrivals, Place, Turn};
 use crate::wait::Deadline;
@@ -321,8 +321,19 @@ impl Call {
         F: MakeData<T::Data>,
         U: FnOnce(&T::Model, T::Data) -> Change<T::ActiveModel> + Send,
     {
-        let held = self.backend.held(self.lock_key, On::Connection);
-        self.refuse_reentry(held, On::Connection)?;
+        // Only a call whose `make_data` may run can enclose another: its session is kept
+        // for those (src/call_chain.rs) while it lasts.
+        let may_enclose = matches!(request.new_row, NewRow::Make(_));
+        let _learning = may_enclose.then(|| Learning::start(self.deadline.call()));
+        let held =
+            Some(
+                self.backend
+                    .held_on(self.lock_key, conn, self.deadline.call(), may_enclose),
+            );
+        self.refuse_reentry(
+            self.backend
+                .waits_on_connection(&self.chain, self.lock_key, conn),
+        )?;
         let work = async {
             // The waiting room (src/turns.rs): callers of one pool on the same key
             // take turns before taking a connection, so a burst on one key holds at most one of
@@ -433,27 +444,36 @@ impl Call {
         F: MakeData<T::Data>,
         U: FnOnce(&T::Model, T::Data) -> Change<T::ActiveModel> + Send,
     {
-        let txn_id = TxnId::of(txn);
-        let on = On::Transaction(txn_id);
-        let held = self.backend.held(self.lock_key, on);
-        self.refuse_reentry(held, on)?;
         let work = async {
-            // Calls on one transaction take turns (src/turns.rs): interleaved savepoints would
-            // undo each other's work.
+            // The session the transaction runs on, which transactions nested in it
+            // (`txn.begin()`) share: SeaORM keeps the connection private, so the server
+            // names it (one round trip).
+            let session = SessionId::of(txn).await?;
+            let on = On::Transaction(session);
+            let held = self.backend.held_in(self.lock_key, session);
+            self.refuse_reentry(self.backend.waits_in(&self.chain, self.lock_key, session))?;
+            // Calls on one session take turns (src/turns.rs): interleaved savepoints would
+            // undo each other's work. Waiting for a sibling's turn is not waiting for another
+            // transaction: whatever the caller's bound, wait for it, and count the bound from
+            // when it comes.
             let place = Place::Transaction {
-                txn: txn_id,
-                depth: self.chain.depth_on(txn_id),
+                session,
+                depth: self.chain.depth_on(session),
             };
-            let Some(_turn) = turns::take(place, self.deadline.asked()).await else {
-                return Err(self.ran_out());
+            let _turn = turns::take(place, Wait::Forever).await;
+            let call = Call {
+                deadline: self.deadline.counting_from_now(),
+                chain: self.chain.clone(),
+                span: self.span.clone(),
+                ..*self
             };
             // No look before the savepoint: the connection is held already (nothing to save),
             // a look would take a REPEATABLE READ snapshot and answer before the isolation
             // check, and a failed look would abort the caller's transaction.
             let savepoint = Savepoint::begin(txn).await?;
-            let scope = self.lock(Scope::Savepoint(savepoint)).await?;
+            let scope = call.lock(Scope::Savepoint(savepoint)).await?;
             let frame = Frame { held, on };
-            self.create_and_end::<T, F, U>(scope, key, request, frame)
+            call.create_and_end::<T, F, U>(scope, key, request, frame)
                 .await
         };
         work.instrument(self.span.clone()).await
@@ -650,29 +670,13 @@ impl Call {
         }
     }
 
-    /// Refuses a call whose lock an enclosing call holds elsewhere: it would wait for itself.
-    fn refuse_reentry(&self, held: Option<Held>, on: On) -> Result<(), Error> {
-        match held {
-            Some(held) if self.chain.would_wait_for_itself(held, on) => {
-                Err(Error::Reentrant { key: self.lock_key })
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// The error of a bound that ran out before the database was asked.
-    fn ran_out(&self) -> Error {
-        match self.deadline.reported_bound() {
-            Some(timeout) => Error::LockTimeout {
-                key: self.lock_key,
-                row: None,
-                timeout: Some(timeout),
-                source: None,
-            },
-            None => Error::LockBusy {
-                key: self.lock_key,
-                row: None,
-            },
+    /// Refuses a call that would wait for an enclosing call (`would_wait`): it would wait for
+    /// itself.
+    fn refuse_reentry(&self, would_wait: bool) -> Result<(), Error> {
+        if would_wait {
+            Err(Error::Reentrant { key: self.lock_key })
+        } else {
+            Ok(())
         }
     }
 

@@ -16,6 +16,7 @@ use sea_orm::{
 };
 
 use crate::engine::{self, DETECTION_COLUMNS, Server};
+use crate::source::{POSTGRES_SESSION_COLUMNS, SessionId};
 use crate::wait::Deadline;
 use crate::{Error, LockKey, Wait};
 
@@ -113,16 +114,18 @@ pub async fn acquire_shared_advisory_lock(
 ///    answers (refusing one whose locks are fake, see `src/engine.rs`). Uncontended, that is
 ///    the only round trip.
 /// 2. Contended, one statement prepares the wait: it saves `lock_timeout` and
-///    `statement_timeout`, turns `statement_timeout` off (a timeout meant for the
-///    application's queries must not cut a lock wait short), and stores the key and the bound
-///    in settings of this transaction.
-/// 3. Each wait is one `DO` block ([`WAIT_BLOCK`]) that sets `lock_timeout` to the bound,
-///    waits, catches a timeout, deadlock or cancel in its own exception block (a
-///    subtransaction PostgreSQL rolls back by itself), records which one it was, and restores
-///    both settings. It never fails: a wait abandoned by a dropped caller can never leave the
-///    transaction aborted, which matters inside a caller's transaction.
-/// 4. A statement reads what the wait recorded (and turns `statement_timeout` off again when
-///    [`Wait::Forever`] waits another slice).
+///    `statement_timeout`, and stores the key and the bound in settings of this transaction.
+/// 3. Each wait is one message: a statement that turns `statement_timeout` off (a timeout
+///    meant for the application's queries must not cut a lock wait short), then one `DO`
+///    block ([`WAIT_BLOCK`]) that sets `lock_timeout` to the bound, waits, catches a timeout,
+///    deadlock or cancel in its own exception block (a subtransaction PostgreSQL rolls back
+///    by itself), records which one it was, and restores both settings. It never fails: a
+///    wait abandoned by a dropped caller can never leave the transaction aborted, which
+///    matters inside a caller's transaction; and the server runs the whole message once it
+///    has it, so a dropped caller never leaves either setting changed. (Before PostgreSQL 13
+///    a message's statements share one `statement_timeout`: there step 2 turns it off, as
+///    step 4 does before another slice, see [`Timeouts`].)
+/// 4. A statement reads what the wait recorded.
 ///
 /// [`Wait::Forever`] waits in slices of twice the server's `deadlock_timeout` (at least one
 /// second, at most PostgreSQL's largest `lock_timeout`): every server-side wait is bounded, so
@@ -134,44 +137,87 @@ pub(crate) async fn acquire(
     mode: Mode,
     deadline: Deadline,
 ) -> Result<(), Error> {
-    let backend = txn.get_database_backend();
-    match backend {
-        DbBackend::Postgres => {}
-        #[cfg(feature = "mysql")]
-        DbBackend::MySql => return crate::mysql::acquire(txn, key, mode, deadline).await,
-        _ => {
-            return Err(Error::UnsupportedBackend {
-                backend,
-                what: match backend {
-                    DbBackend::Sqlite => {
-                        "take an advisory lock: advisory locks need PostgreSQL (MySQL: the \
-                         crate's lock table), and SQLite has none. To create a row once on \
-                         SQLite, use `IdempotentCreate::create_once`, which takes SQLite's write \
-                         lock (an IMMEDIATE transaction) instead"
-                    }
-                    _ => {
-                        "take an advisory lock: advisory locks need PostgreSQL, or MySQL with \
-                         the crate's `mysql` feature"
-                    }
-                },
-            });
-        }
+    if txn.get_database_backend() == DbBackend::Postgres {
+        return acquire_in(txn, key, mode, deadline, |_| Ok(()))
+            .await
+            .map(drop);
     }
+    acquire_elsewhere(txn, key, mode, deadline).await
+}
+
+/// PostgreSQL's [`acquire`], which also names the session the lock is taken in (from the
+/// statement that tries it: no extra round trip) and, when the try finds the key held, asks
+/// `on_busy` about that session before waiting: its error is returned instead of a wait.
+pub(crate) async fn acquire_in(
+    txn: &DatabaseTransaction,
+    key: LockKey,
+    mode: Mode,
+    deadline: Deadline,
+    on_busy: impl FnOnce(SessionId) -> Result<(), Error>,
+) -> Result<SessionId, Error> {
     let attempt = txn
         .query_one_raw(try_statement(key, mode))
         .await
         .map_err(engine::from_try_error)?
         .ok_or_else(|| no_row("try"))?;
-    if let Attempt::Acquired = read_attempt(&attempt, deadline)? {
-        return Ok(());
+    let busy = read_attempt(&attempt, deadline)?;
+    let session = SessionId::from_postgres_row(&attempt)?;
+    if let Attempt::Acquired = busy {
+        return Ok(session);
     }
+    on_busy(session)?;
+    wait(txn, key, mode, deadline, Timeouts::of(&attempt)).await?;
+    Ok(session)
+}
+
+/// [`acquire`] on a backend other than PostgreSQL: MySQL's lock table, or the error.
+async fn acquire_elsewhere(
+    txn: &DatabaseTransaction,
+    key: LockKey,
+    mode: Mode,
+    deadline: Deadline,
+) -> Result<(), Error> {
+    let backend = txn.get_database_backend();
+    match backend {
+        #[cfg(feature = "mysql")]
+        DbBackend::MySql => crate::mysql::acquire(txn, key, mode, deadline).await,
+        _ => Err(Error::UnsupportedBackend {
+            backend,
+            what: match backend {
+                DbBackend::Sqlite => {
+                    "take an advisory lock: advisory locks need PostgreSQL (MySQL: the \
+                         crate's lock table), and SQLite has none. To create a row once on \
+                         SQLite, use `IdempotentCreate::create_once`, which takes SQLite's write \
+                         lock (an IMMEDIATE transaction) instead"
+                }
+                _ => {
+                    "take an advisory lock: advisory locks need PostgreSQL, or MySQL with \
+                         the crate's `mysql` feature"
+                }
+            },
+        }),
+    }
+}
+
+/// PostgreSQL, after a try that found the key held: steps 2 to 4 of [`acquire`].
+async fn wait(
+    txn: &DatabaseTransaction,
+    key: LockKey,
+    mode: Mode,
+    deadline: Deadline,
+    timeouts: Timeouts,
+) -> Result<(), Error> {
     let bound = bound_of_wait(key, deadline)?;
-    txn.execute_raw(prepare_statement(key, bound)).await?;
+    txn.execute_raw(prepare_statement(key, bound, timeouts))
+        .await?;
+    let wait = wait_message(key, mode, timeouts);
     loop {
-        txn.execute_unprepared(&wait_block(key, mode)).await?;
+        txn.execute_unprepared(&wait).await?;
         let another_slice = bound.is_none();
         let missed: String = txn
-            .query_one_raw(outcome_statement(another_slice))
+            .query_one_raw(outcome_statement(
+                another_slice && timeouts == Timeouts::PerMessage,
+            ))
             .await?
             .ok_or_else(|| no_row("outcome"))?
             .try_get("", "missed")?;
@@ -314,15 +360,48 @@ fn try_sql(mode: Mode, arguments: &str) -> String {
         "SELECT CASE \
          WHEN current_setting('transaction_isolation') NOT IN ('read committed', 'read uncommitted') THEN NULL \
          ELSE {try_lock}({arguments}) END AS acquired, \
-         current_setting('transaction_isolation') AS isolation, {DETECTION_COLUMNS}"
+         current_setting('transaction_isolation') AS isolation, {DETECTION_COLUMNS}, \
+         {POSTGRES_SESSION_COLUMNS}"
     )
 }
 
-/// Step 2: save both timeouts, turn `statement_timeout` off for the wait, and store the key
-/// and the bound (a [`Wait::Timeout`] in whole milliseconds, or one slice of
-/// [`Wait::Forever`]) where [`WAIT_BLOCK`] reads them. Every value is bound; the settings are
-/// local to the transaction (`set_config(..., true)`), so they end with it.
-fn prepare_statement(key: LockKey, bound: Option<Duration>) -> Statement {
+/// How the server applies `statement_timeout` to a message of several statements, which
+/// decides where the wait turns it off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timeouts {
+    /// PostgreSQL 13 and later: to each statement of the message on its own, with the value
+    /// in force when that statement starts. The wait's message turns `statement_timeout` off
+    /// in its first statement and the `DO` block that follows restores it: the setting is off
+    /// only while the server runs that one message, which it runs to the end even if its
+    /// caller goes away, so a dropped call never leaves it off.
+    PerStatement,
+    /// Older servers: to the whole message, from its start. `statement_timeout` is turned off
+    /// by a statement of its own before the wait ([`prepare_statement`], and
+    /// [`outcome_statement`] before another slice); a call dropped between that statement and
+    /// the wait leaves it off for the rest of the transaction.
+    PerMessage,
+}
+
+impl Timeouts {
+    /// From the server's version, in the row of the statement that tried the lock.
+    fn of(attempt: &QueryResult) -> Timeouts {
+        let version = attempt
+            .try_get::<String>("", "server_version_num")
+            .ok()
+            .and_then(|version| version.trim().parse::<i32>().ok());
+        match version {
+            Some(version) if version >= 130_000 => Timeouts::PerStatement,
+            _ => Timeouts::PerMessage,
+        }
+    }
+}
+
+/// Step 2: save both timeouts, and store the key and the bound (a [`Wait::Timeout`] in whole
+/// milliseconds, or one slice of [`Wait::Forever`]) where [`WAIT_BLOCK`] reads them; on an
+/// older server ([`Timeouts::PerMessage`]) also turn `statement_timeout` off for the wait.
+/// Every value is bound; the settings are local to the transaction (`set_config(..., true)`),
+/// so they end with it.
+fn prepare_statement(key: LockKey, bound: Option<Duration>, timeouts: Timeouts) -> Statement {
     let key_text = match key {
         LockKey::Pair(namespace, key) => format!("{namespace},{key}"),
         LockKey::BigInt(key) => key.to_string(),
@@ -334,8 +413,11 @@ fn prepare_statement(key: LockKey, bound: Option<Duration>) -> Statement {
              greatest(1000, least(2147483647, ceil(extract(epoch FROM \
              current_setting('deadlock_timeout')::interval) * 2000)))::bigint || 'ms'), true), \
          set_config('sea_orm_idempotent.lock_timeout', current_setting('lock_timeout'), true), \
-         set_config('sea_orm_idempotent.statement_timeout', current_setting('statement_timeout'), true), \
-         set_config('statement_timeout', '0', true)";
+         set_config('sea_orm_idempotent.statement_timeout', current_setting('statement_timeout'), true)";
+    let sql = match timeouts {
+        Timeouts::PerStatement => sql.to_owned(),
+        Timeouts::PerMessage => format!("{sql}, set_config('statement_timeout', '0', true)"),
+    };
     Statement::from_sql_and_values(
         DbBackend::Postgres,
         sql,
@@ -374,8 +456,21 @@ fn wait_block(key: LockKey, mode: Mode) -> String {
         .replace("{arguments}", arguments)
 }
 
-/// Step 4: what the wait recorded (`''`: granted), and `statement_timeout` off again when
-/// another slice follows.
+/// Step 3's message: on a server that times each statement of a message on its own
+/// ([`Timeouts::PerStatement`]), `statement_timeout` turned off by the message's first
+/// statement, for the `DO` block, which restores it; fixed text only.
+fn wait_message(key: LockKey, mode: Mode, timeouts: Timeouts) -> String {
+    match timeouts {
+        Timeouts::PerStatement => format!(
+            "SELECT set_config('statement_timeout', '0', true); {}",
+            wait_block(key, mode)
+        ),
+        Timeouts::PerMessage => wait_block(key, mode),
+    }
+}
+
+/// Step 4: what the wait recorded (`''`: granted), and, on a server older than PostgreSQL 13
+/// ([`Timeouts::PerMessage`]), `statement_timeout` off again when another slice follows.
 fn outcome_statement(another_slice: bool) -> Statement {
     let sql = "SELECT current_setting('sea_orm_idempotent.missed') AS missed, \
          set_config('statement_timeout', CASE \
@@ -401,6 +496,7 @@ mod tests {
         let statement = prepare_statement(
             LockKey::Pair(31337, -90210),
             Some(Duration::from_millis(4321)),
+            Timeouts::PerStatement,
         );
         for number in ["31337", "90210", "4321"] {
             assert!(!statement.sql.contains(number), "{}", statement.sql);
@@ -413,7 +509,7 @@ mod tests {
                 Value::from(Some("4321ms".to_owned()))
             ]
         );
-        let forever = prepare_statement(LockKey::BigInt(-3), None);
+        let forever = prepare_statement(LockKey::BigInt(-3), None, Timeouts::PerMessage);
         assert!(forever.sql.contains("current_setting('deadlock_timeout')"));
         assert_eq!(
             forever.values.expect("bound values").0,

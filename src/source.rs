@@ -4,7 +4,12 @@
 
 #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
 use sea_orm::DatabaseConnectionType;
-use sea_orm::{DatabaseConnection, DatabaseExecutor, DatabaseTransaction};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseExecutor, DatabaseTransaction, DbBackend, DbErr,
+    QueryResult, Statement,
+};
+
+use crate::Error;
 
 /// A handle [`create_once`](crate::IdempotentCreate::create_once) can run on.
 ///
@@ -16,7 +21,7 @@ use sea_orm::{DatabaseConnection, DatabaseExecutor, DatabaseTransaction};
 ///   caller's commit decides whether the row exists. The caller's transaction must be READ
 ///   COMMITTED on PostgreSQL, and on MySQL/MariaDB its snapshot no older than the key's last
 ///   holder (see [`Error::UnsafeIsolation`](crate::Error::UnsafeIsolation)).
-///   Calls on one transaction take turns (see
+///   Calls on one transaction, and on the transactions nested in it, take turns (see
 ///   [`IdempotentCreate`](crate::IdempotentCreate#on-a-callers-transaction)).
 /// - [`DatabaseExecutor`]: what a migration's `SchemaManager::get_connection()` hands out, to
 ///   seed data in a migration. Its `Connection` is a connection, its `Transaction` and
@@ -116,22 +121,176 @@ impl PoolId {
     }
 }
 
-/// One caller's transaction, while a call borrows it. A call holds `&DatabaseTransaction` from
-/// start to end, so the transaction cannot move or be dropped meanwhile and no other live
-/// transaction has its address; the id is only compared between calls in progress.
+/// A database as its server names it: on PostgreSQL a database of one server (advisory locks
+/// are per database), on MySQL/MariaDB a schema of one server (the crate's lock table is per
+/// schema), on SQLite a file. Two handles with different `DbId`s never wait for each other's
+/// locks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) struct TxnId(usize);
+pub(crate) struct DbId(u64);
 
-impl TxnId {
-    pub(crate) fn of(txn: &DatabaseTransaction) -> TxnId {
-        TxnId(std::ptr::from_ref(txn) as usize)
+impl DbId {
+    fn of(parts: &[&str]) -> DbId {
+        DbId(hash(parts))
     }
 
-    /// Any number stands for a transaction in tests that need no real one.
+    /// The SQLite file a pool opens, as a path with every link resolved (as SQLite reports
+    /// it); `None` for an in-memory database (each pool's its own) or a file not there yet.
+    pub(crate) fn of_sqlite_pool(db: &DatabaseConnection) -> Option<DbId> {
+        #[cfg(feature = "sqlite")]
+        if let DatabaseConnectionType::SqlxSqlitePoolConnection(_) = &db.inner {
+            let options = db.get_sqlite_connection_pool().connect_options();
+            return sqlite_file(options.get_filename().as_os_str().to_str()?);
+        }
+        let _ = db;
+        None
+    }
+}
+
+/// A SQLite file named as SQLite or a pool names it, resolved to one canonical path.
+#[cfg(feature = "sqlite")]
+fn sqlite_file(file: &str) -> Option<DbId> {
+    let path = std::fs::canonicalize(file).ok()?;
+    Some(DbId::of(&["sqlite", path.to_str()?]))
+}
+
+/// A session of a server (a connection) and the database it works in: what a caller's
+/// transaction, and every transaction nested in it (`txn.begin()`), runs on. Calls on one
+/// session take turns; a lock one session holds is granted again to the same session at
+/// once, and makes every other session of the same database wait.
+///
+/// SeaORM keeps a transaction's connection private, so the server names it
+/// ([`SessionId::of`]): PostgreSQL's `pg_backend_pid()` and MySQL/MariaDB's
+/// `CONNECTION_ID()` (unique among a server's live sessions), with the database. SQLite has no
+/// session id: there a session is its file. Only one connection writes a SQLite file at a
+/// time, so the transactions of two connections of one file taking turns costs them nothing
+/// they would not wait for anyway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct SessionId {
+    pub(crate) db: DbId,
+    id: u64,
+}
+
+/// PostgreSQL: the columns that name the session a statement runs in, read by
+/// [`SessionId::from_postgres_row`]. Fixed text; the functions exist in every server the
+/// crate accepts (`current_setting(name, true)` is NULL where a setting does not exist).
+pub(crate) const POSTGRES_SESSION_COLUMNS: &str = "pg_backend_pid()::int8 AS session_pid, \
+     current_database()::text AS session_database, \
+     current_setting('port', true) AS session_port, \
+     current_setting('cluster_name', true) AS session_cluster";
+
+impl SessionId {
+    /// Asks the server which session and database `txn` runs in: one round trip (on SQLite a
+    /// pragma, in process).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TransactionAborted`] when `txn` was aborted already, [`Error::Database`] for
+    /// anything else.
+    ///
+    /// # Cancel Safety
+    ///
+    /// A read: dropped, it leaves nothing behind.
+    pub(crate) async fn of<C: ConnectionTrait>(txn: &C) -> Result<SessionId, Error> {
+        let backend = txn.get_database_backend();
+        let sql = match backend {
+            DbBackend::Postgres => format!("SELECT {POSTGRES_SESSION_COLUMNS}"),
+            DbBackend::MySql => "SELECT CAST(CONNECTION_ID() AS UNSIGNED) AS session_id, \
+                 DATABASE() AS session_database, @@hostname AS session_host, \
+                 CAST(@@port AS CHAR) AS session_port"
+                .to_owned(),
+            DbBackend::Sqlite => {
+                "SELECT file FROM pragma_database_list WHERE name = 'main'".to_owned()
+            }
+            _ => return Ok(SessionId::unknown()),
+        };
+        let row = txn
+            .query_one_raw(Statement::from_string(backend, sql))
+            .await
+            .map_err(Error::from_first_statement)?
+            .ok_or_else(|| {
+                Error::Database(DbErr::RecordNotFound(
+                    "the statement that names the session returned no row".to_owned(),
+                ))
+            })?;
+        Ok(match backend {
+            DbBackend::Postgres => SessionId::from_postgres_row(&row)?,
+            DbBackend::MySql => {
+                let database: Option<String> = row.try_get("", "session_database")?;
+                let host: String = row.try_get("", "session_host")?;
+                let port: String = row.try_get("", "session_port")?;
+                SessionId {
+                    db: DbId::of(&["mysql", &host, &port, database.as_deref().unwrap_or("")]),
+                    id: row.try_get::<u64>("", "session_id")?,
+                }
+            }
+            _ => {
+                let file: String = row.try_get("", "file")?;
+                #[cfg(feature = "sqlite")]
+                let db = sqlite_file(&file);
+                #[cfg(not(feature = "sqlite"))]
+                let db = None;
+                SessionId {
+                    // An in-memory database (no file): its sessions are told apart by nothing.
+                    db: db.unwrap_or_else(|| DbId::of(&["sqlite", &file])),
+                    id: 0,
+                }
+            }
+        })
+    }
+
+    /// The session named by [`POSTGRES_SESSION_COLUMNS`] in `row`.
+    pub(crate) fn from_postgres_row(row: &QueryResult) -> Result<SessionId, DbErr> {
+        let database: String = row.try_get("", "session_database")?;
+        let port: Option<String> = row.try_get("", "session_port")?;
+        let cluster: Option<String> = row.try_get("", "session_cluster")?;
+        let pid: i64 = row.try_get("", "session_pid")?;
+        Ok(SessionId {
+            db: DbId::of(&[
+                "postgres",
+                port.as_deref().unwrap_or(""),
+                cluster.as_deref().unwrap_or(""),
+                &database,
+            ]),
+            id: pid as u64,
+        })
+    }
+
+    /// A session nothing names (a mock): every one is the same.
+    fn unknown() -> SessionId {
+        SessionId {
+            db: DbId::of(&[]),
+            id: 0,
+        }
+    }
+
+    /// Any number stands for a session in tests that need no real one.
     #[cfg(test)]
-    pub(crate) fn for_tests(n: usize) -> TxnId {
-        TxnId(n)
+    pub(crate) fn for_tests(n: u64) -> SessionId {
+        SessionId {
+            db: DbId::of(&["tests"]),
+            id: n,
+        }
     }
+
+    /// A session of another database, for tests.
+    #[cfg(test)]
+    pub(crate) fn in_other_db_for_tests(n: u64) -> SessionId {
+        SessionId {
+            db: DbId::of(&["tests", "other"]),
+            id: n,
+        }
+    }
+}
+
+/// A process-stable hash of `parts`, each one delimited (so `["ab", "c"]` and `["a", "bc"]`
+/// differ).
+fn hash(parts: &[&str]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    for part in parts {
+        part.hash(&mut hasher);
+    }
+    hasher.finish()
 }
 
 #[cfg(all(test, feature = "postgres"))]

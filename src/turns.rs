@@ -15,11 +15,14 @@
 //!   each other here where the database would not make them. Keys are [`LockKey`]s, the same
 //!   numbers the database locks, so two natural keys whose hashes collide take turns here as
 //!   they do on the server.
-//! - **A caller's transaction**. Each call works in a savepoint of its own, and savepoints
-//!   nest: two calls interleaved on one transaction would roll back each other's work. So
-//!   calls on one transaction take turns, in full. A call made inside the `make_data` of a call
-//!   on the same transaction takes its turn one level down (`depth`): it runs while the
-//!   enclosing call waits for it, and its siblings still take turns with it.
+//! - **A caller's session**: a caller's transaction and every transaction nested in it
+//!   (`txn.begin()`), which share its connection ([`SessionId`], named by the server). Each
+//!   call works in a savepoint of its own, and savepoints nest: two calls interleaved on one
+//!   session would roll back each other's work. So calls on one session take turns, in full.
+//!   A call made inside the `make_data` of a call on the same session takes its turn one level
+//!   down (`depth`): it runs while the enclosing call waits for it, and its siblings still
+//!   take turns with it. A call waits for its turn here whatever its [`Wait`]: a bound is
+//!   about other transactions holding the key.
 //!
 //! - **SQLite's write lock, among the callers of one pool.** A call on a SQLite connection
 //!   begins an IMMEDIATE transaction, which takes the database's one write lock. Callers that
@@ -62,7 +65,7 @@ use std::sync::PoisonError;
 use std::time::Duration;
 
 use self::sync::{Arc, AsyncMutex, Mutex, OwnedGuard, Weak};
-use crate::source::{PoolId, TxnId};
+use crate::source::{PoolId, SessionId};
 use crate::{LockKey, Wait};
 
 /// Where callers take turns.
@@ -70,8 +73,8 @@ use crate::{LockKey, Wait};
 pub(crate) enum Place {
     /// One lock key among the callers of one pool.
     Key { pool: PoolId, key: LockKey },
-    /// One caller's transaction, at a depth of nested calls (0: calls made directly on it).
-    Transaction { txn: TxnId, depth: usize },
+    /// One caller's session, at a depth of nested calls (0: calls made directly on it).
+    Transaction { session: SessionId, depth: usize },
     /// SQLite's write lock among the callers of one pool.
     Writer { pool: PoolId },
 }

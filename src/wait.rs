@@ -1,5 +1,6 @@
 //! `Wait`: how long a caller waits for a lock another transaction holds.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long to wait for a lock another transaction holds.
@@ -16,6 +17,11 @@ use std::time::{Duration, Instant};
 /// bound of 0. On a server with `innodb_rollback_on_timeout` a timeout rolls the whole
 /// transaction back, so `Forever` stops with [`Error::LockTimeout`](crate::Error::LockTimeout)
 /// at its first slice there. The details are in the README's "Backends" table.
+///
+/// A bound is about other transactions holding the key. Calls on one caller's transaction
+/// take turns (see [`IdempotentCreate`](crate::IdempotentCreate#on-a-callers-transaction)),
+/// and a call's wait for the turn of a sibling call on the same transaction is not bounded by
+/// its `Wait`: its bound counts from when its turn comes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Wait {
     /// Wait until the holder commits or rolls back. On the server the wait runs in bounded
@@ -42,16 +48,40 @@ pub enum Wait {
 /// turn). The one deadline a call passes down.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Deadline {
+    /// The call the deadline is of.
+    call: CallId,
     asked: Wait,
+    /// When the call began: what [`elapsed`](Self::elapsed) counts from.
     started: Instant,
+    /// What the bound counts from: the call's start, or the moment it was granted its turn on
+    /// a caller's transaction ([`counting_from_now`](Self::counting_from_now)).
+    counted_from: Instant,
 }
 
 impl Deadline {
     pub(crate) fn starting_now(asked: Wait) -> Deadline {
+        let now = Instant::now();
         Deadline {
+            call: CallId(NEXT_CALL.fetch_add(1, Ordering::Relaxed)),
             asked,
-            started: Instant::now(),
+            started: now,
+            counted_from: now,
         }
+    }
+
+    /// The same wait, its bound counted from now: for a call on a caller's transaction once
+    /// its turn there is granted. A bound is about other transactions holding the key; the
+    /// wait for a sibling call's turn on the same transaction does not count against it.
+    pub(crate) fn counting_from_now(self) -> Deadline {
+        Deadline {
+            counted_from: Instant::now(),
+            ..self
+        }
+    }
+
+    /// The call this deadline is of: one id per call, from its start to its end.
+    pub(crate) fn call(&self) -> CallId {
+        self.call
     }
 
     /// The wait the caller asked for.
@@ -61,10 +91,10 @@ impl Deadline {
 
     /// What is left of it now.
     pub(crate) fn left(&self) -> Wait {
-        self.asked.after(self.started.elapsed())
+        self.asked.after(self.counted_from.elapsed())
     }
 
-    /// How long the call has waited so far.
+    /// How long the call has waited so far (its turns included).
     pub(crate) fn elapsed(&self) -> Duration {
         self.started.elapsed()
     }
@@ -77,6 +107,15 @@ impl Deadline {
         }
     }
 }
+
+/// One call in progress (of `create_once`, or one lock taken by
+/// [`acquire_advisory_lock`](crate::acquire_advisory_lock)), unique in the process: what
+/// the call chain knows an enclosing call by (src/call_chain.rs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct CallId(u64);
+
+/// Numbers calls.
+static NEXT_CALL: AtomicU64 = AtomicU64::new(0);
 
 impl Wait {
     /// What is left of this wait after `waited` (for its turn, say). A bound that ran

@@ -36,13 +36,13 @@ use shuttle::scheduler::{DfsScheduler, PctScheduler};
 use shuttle::{Config, Runner};
 
 use super::{Place, Places};
-use crate::source::{PoolId, TxnId};
+use crate::source::{PoolId, SessionId};
 use crate::{LockKey, Wait};
 
 /// The place most scenarios share.
 fn one_place() -> Place {
     Place::Transaction {
-        txn: TxnId::for_tests(1),
+        session: SessionId::for_tests(1),
         depth: 0,
     }
 }

@@ -8,7 +8,7 @@ use tokio::sync::oneshot;
 /// A place of its own per test: the places are shared by every test of this binary.
 fn place(n: usize) -> Place {
     Place::Transaction {
-        txn: TxnId::for_tests(0x5eed),
+        session: SessionId::for_tests(0x5eed),
         depth: n,
     }
 }
