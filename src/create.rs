@@ -223,7 +223,7 @@ use crate::{Error, KeepExisting, LookFirst, NaturalKey, Once, Outcome, Transacti
 /// so your transaction goes on). The update form cannot run its function on that row (its data
 /// went into the insert) and returns the retryable [`Error::WrittenWithoutLock`], as does a
 /// call whose row such a writer deleted under it: retry the call.
-
+///
 /// # On a caller's transaction
 ///
 /// Each call works in a savepoint the crate names and releases or rolls back by name (not

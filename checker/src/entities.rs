@@ -149,7 +149,8 @@ pub const TABLES: [&str; 3] = ["chk_unique", "chk_loose", "chk_pairs"];
 /// Empties the checker's tables between histories.
 pub async fn empty_tables(db: &impl ConnectionTrait) -> Result<(), DbErr> {
     for table in TABLES {
-        db.execute_unprepared(&format!("DELETE FROM {table}")).await?;
+        db.execute_unprepared(&format!("DELETE FROM {table}"))
+            .await?;
     }
     Ok(())
 }

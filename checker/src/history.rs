@@ -154,6 +154,8 @@ pub enum Op {
         first: Key,
         /// The second key.
         second: Key,
+        /// The versions its calls write start here (four in all).
+        v: i64,
     },
     /// Another session of the database is killed (PostgreSQL `pg_terminate_backend`, MariaDB
     /// `KILL CONNECTION`).
@@ -226,11 +228,7 @@ impl Generator {
         let seed = self.rng.next_u64();
         let mut rng = Rng::new(seed);
         let clients = (0..2 + rng.below(3))
-            .map(|_| {
-                (0..1 + rng.below(5))
-                    .map(|_| self.op(&mut rng))
-                    .collect()
-            })
+            .map(|_| (0..1 + rng.below(5)).map(|_| self.op(&mut rng)).collect())
             .collect();
         History { seed, clients }
     }
@@ -305,7 +303,9 @@ impl Generator {
                     2 => Setup::ReadOnly,
                     _ => Setup::Plain,
                 };
-                let calls = (0..1 + rng.below(3)).map(|_| self.call(rng, true)).collect();
+                let calls = (0..1 + rng.below(3))
+                    .map(|_| self.call(rng, true))
+                    .collect();
                 Op::Txn {
                     setup,
                     calls,
@@ -334,7 +334,12 @@ impl Generator {
                 while second == first {
                     second = self.key_of(rng, table);
                 }
-                Op::Deadlock { first, second }
+                self.next_v += 4;
+                Op::Deadlock {
+                    first,
+                    second,
+                    v: self.next_v - 3,
+                }
             }
             95..=99 if servers => Op::Kill,
             _ => Op::Pool(self.call(rng, false)),

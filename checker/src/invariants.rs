@@ -28,6 +28,9 @@ pub struct Row {
 struct Faults {
     bypass: bool,
     kill: bool,
+    /// Callers' transactions that take several keys: they can deadlock, and PostgreSQL may
+    /// choose any waiter in the cycle's queues as the victim, a call on the pool included.
+    deadlocks: bool,
 }
 
 /// Every invariant the history breaks, in words.
@@ -41,6 +44,11 @@ pub fn check(
     let faults = Faults {
         bypass: history.has(|op| matches!(op, Op::Bypass { .. })),
         kill: history.has(|op| matches!(op, Op::Kill)),
+        deadlocks: history.has(|op| match op {
+            Op::Deadlock { .. } | Op::Nested { .. } => true,
+            Op::Txn { calls, .. } => calls.len() > 1,
+            _ => false,
+        }),
     };
     let mut found = Vec::new();
 
@@ -62,6 +70,10 @@ pub fn check(
     // rolled back is not.
     let ids: BTreeSet<(usize, Table, i64)> =
         rows.iter().map(|r| (r.database, r.table, r.id)).collect();
+    let versions: BTreeMap<(usize, Table, i64), i64> = rows
+        .iter()
+        .map(|r| ((r.database, r.table, r.id), r.v))
+        .collect();
     let mut created: BTreeMap<(usize, Table, i64, Option<&str>), usize> = BTreeMap::new();
     for event in events {
         let key = &event.call.key;
@@ -74,24 +86,51 @@ pub fn check(
                     found.push(format!("committed Created row {id} is gone: {event:?}"));
                 }
             }
-            (Answer::Updated { id, .. }, Commit::Yes) => {
-                if !ids.contains(&(event.database, key.table, *id)) {
-                    found.push(format!("committed Updated row {id} is gone: {event:?}"));
-                }
+            (Answer::Updated { id, .. }, Commit::Yes)
+                if !ids.contains(&(event.database, key.table, *id)) =>
+            {
+                found.push(format!("committed Updated row {id} is gone: {event:?}"));
             }
-            (Answer::Created { id, .. }, Commit::No) => {
-                if ids.contains(&(event.database, key.table, *id)) {
-                    found.push(format!(
-                        "row {id}, created in a context that rolled back, persists: {event:?}"
-                    ));
-                }
+            // Ids of rolled-back inserts may be used again (SQLite rolls its sequence back
+            // too), so what must not persist is the write itself: the row at that id with the
+            // version the call wrote (every call writes a version of its own).
+            (Answer::Created { id, v } | Answer::Updated { id, v }, Commit::No)
+                if versions.get(&(event.database, key.table, *id)) == Some(v) =>
+            {
+                found.push(format!(
+                    "row {id} as written in a context that rolled back persists: {event:?}"
+                ));
             }
             _ => {}
         }
     }
+    // Every row a call answered with is a row of the call's key.
+    let keys: BTreeMap<(usize, Table, i64), (i64, Option<&str>)> = rows
+        .iter()
+        .map(|r| ((r.database, r.table, r.id), (r.k, r.tag.as_deref())))
+        .collect();
+    for event in events {
+        let id = match event.answer {
+            Answer::Created { id, .. }
+            | Answer::Existing { id }
+            | Answer::Updated { id, .. }
+            | Answer::Unchanged { id } => id,
+            Answer::Failed { .. } | Answer::Dropped => continue,
+        };
+        let key = &event.call.key;
+        if let Some(&(k, tag)) = keys.get(&(event.database, key.table, id))
+            && (k, tag) != (key.k, key.tag)
+        {
+            found.push(format!(
+                "answered with row {id} of key ({k}, {tag:?}), not the call's: {event:?}"
+            ));
+        }
+    }
     for (key, count) in created {
         if count > 1 {
-            found.push(format!("Created {count} times in committed contexts: key {key:?}"));
+            found.push(format!(
+                "Created {count} times in committed contexts: key {key:?}"
+            ));
         }
     }
 
@@ -107,7 +146,9 @@ pub fn check(
         } = &event.answer
         {
             if event.place == Place::Retry {
-                found.push(format!("a retryable error failed again when retried: {event:?}"));
+                found.push(format!(
+                    "a retryable error failed again when retried: {event:?}"
+                ));
             } else if !allowed(backend, &faults, event, variant, *retryable, &failed_ops) {
                 found.push(format!("unexpected error {variant}: {event:?}"));
             }
@@ -158,10 +199,9 @@ fn allowed(
         "LockTimeout" => {
             matches!(wait, WaitSpec::TimeoutMs(_)) || timeouts || backend == Backend::Sqlite
         }
-        "Deadlock" => event.place == Place::Deadlock,
-        "TransactionAborted" => {
-            event.after_failure || sibling_failed || timeouts || faults.kill
-        }
+        // Callers' transactions that take several keys can take them in opposite orders.
+        "Deadlock" => in_txn || faults.deadlocks,
+        "TransactionAborted" => event.after_failure || sibling_failed || timeouts || faults.kill,
         "ReadOnly" => setup == Some(Setup::ReadOnly),
         "Reentrant" => match event.place {
             Place::Inner(Inner::SameKey) => true,

@@ -16,8 +16,9 @@
 //! fault, retryable errors curable, bounded calls bounded, no lock or transaction left behind.
 //!
 //! A history that breaks an invariant is shrunk (operations dropped while it still fails) and
-//! printed with its seed: `cargo run --release -p checker -- --backend B --seed S` replays the
-//! generator from there.
+//! printed with its seed and events: `cargo run --release -p checker -- --backend B --seed S`
+//! replays the generator from there (the clients race, so a replay may need a few runs).
+//! `CHECKER_TRACE=1` prints each history's timings.
 
 pub mod entities;
 pub mod history;
@@ -27,7 +28,7 @@ pub mod runner;
 
 use std::time::{Duration, Instant};
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, Statement};
 
 use crate::entities::{create_tables, empty_tables};
 use crate::history::{Generator, History, Op, Table};
@@ -81,6 +82,8 @@ pub struct Violation {
     pub shrunk: History,
     /// What the shrunk history broke.
     pub broken: Vec<String>,
+    /// The events of the shrunk history's failing run.
+    pub events: Vec<Event>,
 }
 
 /// What a run did.
@@ -126,13 +129,31 @@ static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0)
 async fn databases(backend: Backend) -> Result<Databases, HarnessError> {
     let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let label = |part: &str| format!("checker_{}_{run}_{part}", backend.name());
-    let (pool, other, admin, keep): (_, _, _, Vec<Box<dyn std::any::Any + Send>>) = match backend
-    {
+    let (pool, other, admin, keep): (_, _, _, Vec<Box<dyn std::any::Any + Send>>) = match backend {
         Backend::Postgres => {
             let main = test_support::TestDb::named(&label("main")).await;
             let second = test_support::TestDb::named(&label("other")).await;
-            let pools = (main.connect(4).await, second.connect(2).await, main.connect(2).await);
-            (pools.0, pools.1, pools.2, vec![Box::new(main), Box::new(second)])
+            // Deadlocks are detected after deadlock_timeout (1 s by default): every history
+            // with one would take that long. Set before the pools connect.
+            let setup = main.connect(1).await;
+            setup
+                .execute_unprepared(&format!(
+                    "ALTER DATABASE \"{}\" SET deadlock_timeout = '50ms'",
+                    main.name
+                ))
+                .await?;
+            setup.close().await?;
+            let pools = (
+                main.connect(10).await,
+                second.connect(4).await,
+                main.connect(2).await,
+            );
+            (
+                pools.0,
+                pools.1,
+                pools.2,
+                vec![Box::new(main), Box::new(second)],
+            )
         }
         Backend::MariaDb => {
             let server = test_support::MySqlServer::get().ok_or_else(|| {
@@ -142,15 +163,24 @@ async fn databases(backend: Backend) -> Result<Databases, HarnessError> {
             })?;
             let main = server.database(&label("main")).await;
             let second = server.database(&label("other")).await;
-            let pools = (main.connect(4).await, second.connect(2).await, main.connect(2).await);
-            (pools.0, pools.1, pools.2, vec![Box::new(main), Box::new(second)])
+            let pools = (
+                main.connect(10).await,
+                second.connect(4).await,
+                main.connect(2).await,
+            );
+            (
+                pools.0,
+                pools.1,
+                pools.2,
+                vec![Box::new(main), Box::new(second)],
+            )
         }
         Backend::Sqlite => {
             let dir = test_support::TempDir::new(&label("files"));
             let main = dir.sqlite_url("main.db");
             let pools = (
-                test_support::connect(&main, 4).await,
-                test_support::connect(&dir.sqlite_url("other.db"), 2).await,
+                test_support::connect(&main, 10).await,
+                test_support::connect(&dir.sqlite_url("other.db"), 4).await,
                 test_support::connect(&main, 2).await,
             );
             (pools.0, pools.1, pools.2, vec![Box::new(dir)])
@@ -174,11 +204,17 @@ async fn rows_of(db: &DatabaseConnection, database: usize) -> Result<Vec<Row>, D
     let backend = db.get_database_backend();
     let mut rows = Vec::new();
     for (table, sql) in [
-        (Table::Unique, "SELECT id, k, NULL AS tag, v FROM chk_unique"),
+        (
+            Table::Unique,
+            "SELECT id, k, NULL AS tag, v FROM chk_unique",
+        ),
         (Table::Loose, "SELECT id, k, NULL AS tag, v FROM chk_loose"),
         (Table::Pairs, "SELECT id, k, tag, v FROM chk_pairs"),
     ] {
-        for row in db.query_all_raw(Statement::from_string(backend, sql)).await? {
+        for row in db
+            .query_all_raw(Statement::from_string(backend, sql))
+            .await?
+        {
             rows.push(Row {
                 database,
                 table,
@@ -206,7 +242,8 @@ async fn leftovers(world: &World) -> Vec<String> {
             ),
             (
                 "sessions idle in a transaction",
-                "SELECT COUNT(*) AS n FROM pg_stat_activity WHERE datname = current_database() \
+                "SELECT COUNT(*) AS n, string_agg(left(query, 200), ' | ') AS what \
+                 FROM pg_stat_activity WHERE datname = current_database() \
                  AND state LIKE 'idle in transaction%'",
             ),
         ],
@@ -223,16 +260,25 @@ async fn leftovers(world: &World) -> Vec<String> {
     loop {
         let mut left = Vec::new();
         for (what, sql) in queries {
-            let n = match admin.query_one_raw(Statement::from_string(backend, *sql)).await {
-                Ok(Some(row)) => row.try_get::<i64>("", "n").unwrap_or(-1),
-                Ok(None) => 0,
+            let (n, detail) = match admin
+                .query_one_raw(Statement::from_string(backend, *sql))
+                .await
+            {
+                Ok(Some(row)) => (
+                    row.try_get::<i64>("", "n").unwrap_or(-1),
+                    row.try_get::<Option<String>>("", "what")
+                        .ok()
+                        .flatten()
+                        .map(|what| format!(" (last statements: {what})")),
+                ),
+                Ok(None) => (0, None),
                 Err(err) => {
                     left.push(format!("{what}: the check failed: {err}"));
                     continue;
                 }
             };
             if n != 0 {
-                left.push(format!("{what}: {n}"));
+                left.push(format!("{what}: {n}{}", detail.unwrap_or_default()));
             }
         }
         if left.is_empty() || Instant::now() > deadline {
@@ -247,14 +293,38 @@ async fn run_and_check(
     world: &World,
     history: &History,
 ) -> Result<(Vec<Event>, Vec<String>), HarnessError> {
+    let began = Instant::now();
     empty_tables(&world.admin).await?;
     empty_tables(&world.other).await?;
-    let mut events = runner::run(world, history).await;
+    if std::env::var_os("CHECKER_TRACE").is_some() {
+        eprintln!("[trace] emptied in {:?}", began.elapsed());
+    }
+    let (mut events, hung) = runner::run(world, history).await;
+    if hung {
+        let broken = vec![format!(
+            "the history did not finish within {:?}: a call hangs",
+            runner::HISTORY_LIMIT
+        )];
+        // Its clients are aborted; whatever they held ends with their connections.
+        return Ok((events, broken));
+    }
+    let ran = Instant::now();
     let left = leftovers(world).await;
+    if std::env::var_os("CHECKER_TRACE").is_some() {
+        let slowest = events.iter().map(|e| e.elapsed).max().unwrap_or_default();
+        eprintln!(
+            "[trace] ops {} slowest call {slowest:?} leftovers check {:?}",
+            history.len(),
+            ran.elapsed()
+        );
+    }
     events.extend(runner::retry(world, &events).await);
     let mut rows = rows_of(&world.admin, 0).await?;
     rows.extend(rows_of(&world.other, 1).await?);
     let broken = invariants::check(world.backend, history, &events, &rows, &left);
+    if std::env::var_os("CHECKER_TRACE").is_some() {
+        eprintln!("[trace] history done in {:?}", began.elapsed());
+    }
     Ok((events, broken))
 }
 
@@ -263,31 +333,31 @@ async fn run_and_check(
 async fn shrink(
     world: &World,
     history: &History,
-    broken: Vec<String>,
+    failed: (Vec<Event>, Vec<String>),
     budget: Duration,
-) -> Result<(History, Vec<String>), HarnessError> {
+) -> Result<(History, Vec<Event>, Vec<String>), HarnessError> {
     let deadline = Instant::now() + budget;
-    let (mut smallest, mut broken) = (history.clone(), broken);
+    let (mut smallest, mut failed) = (history.clone(), failed);
     let mut index = 0;
     while index < smallest.len() && Instant::now() < deadline {
         let candidate = smallest.without(index);
         let mut still = None;
         for _ in 0..3 {
-            let (_, found) = run_and_check(world, &candidate).await?;
-            if !found.is_empty() {
-                still = Some(found);
+            let run = run_and_check(world, &candidate).await?;
+            if !run.1.is_empty() {
+                still = Some(run);
                 break;
             }
         }
         match still {
-            Some(found) => {
+            Some(run) => {
                 smallest = candidate;
-                broken = found;
+                failed = run;
             }
             None => index += 1,
         }
     }
-    Ok((smallest, broken))
+    Ok((smallest, failed.0, failed.1))
 }
 
 /// Counts the faults a history injects.
@@ -327,12 +397,13 @@ pub async fn run(config: &Config) -> Result<Report, HarnessError> {
         report.calls += events.len();
         report.faults += faults_in(&history);
         if !broken.is_empty() {
-            let (shrunk, broken) =
-                shrink(world, &history, broken, Duration::from_secs(60)).await?;
+            let (shrunk, events, broken) =
+                shrink(world, &history, (events, broken), Duration::from_secs(60)).await?;
             report.violation = Some(Violation {
                 history,
                 shrunk,
                 broken,
+                events,
             });
             break;
         }
@@ -349,9 +420,4 @@ pub async fn run(config: &Config) -> Result<Report, HarnessError> {
         }
     }
     Ok(report)
-}
-
-/// Keeps `DbBackend` in the public signature of nothing; the servers' backends by name.
-pub fn backend_of(db: &DatabaseConnection) -> DbBackend {
-    db.get_database_backend()
 }

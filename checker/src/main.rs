@@ -50,7 +50,11 @@ fn main() -> ExitCode {
         .expect("a tokio runtime");
     let mut violated = false;
     for backend in backends {
-        println!("[checker] {} seed {seed}, {} s", backend.name(), args.seconds);
+        println!(
+            "[checker] {} seed {seed}, {} s",
+            backend.name(),
+            args.seconds
+        );
         let config = Config {
             backend,
             duration: Duration::from_secs(args.seconds),
@@ -74,6 +78,10 @@ fn main() -> ExitCode {
                         println!("  - {broken}");
                     }
                     println!("shrunk history: {:#?}", violation.shrunk);
+                    println!("its events:");
+                    for event in &violation.events {
+                        println!("  {event:?}");
+                    }
                     println!(
                         "(history seed {}, {} operations before shrinking)",
                         violation.history.seed,

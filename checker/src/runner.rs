@@ -284,9 +284,10 @@ async fn run_form(
     let v = spec.v;
     let key = &spec.key;
     let result = on_table!(key, |m, k| match spec.form {
-        Form::Create => m::Entity::create_once(db, k, v)
-            .await
-            .map(|o| (o.as_str(), o.model().id, o.model().v)),
+        Form::Create =>
+            m::Entity::create_once(db, k, v)
+                .await
+                .map(|o| (o.as_str(), o.model().id, o.model().v)),
         Form::CreateWith(inner) => m::Entity::create_once_with(db, k, || async move {
             match inner {
                 None => Ok::<_, InnerFailed>(v),
@@ -298,11 +299,11 @@ async fn run_form(
         })
         .await
         .map(|o| (o.as_str(), o.model().id, o.model().v)),
-        Form::Once(w) => m::Entity::once(k, v)
-            .wait(wait(w))
-            .exec(db)
-            .await
-            .map(|o| (o.as_str(), o.model().id, o.model().v)),
+        Form::Once(w) => m::Entity::once(k, v).wait(wait(w)).exec(db).await.map(|o| (
+            o.as_str(),
+            o.model().id,
+            o.model().v
+        )),
         Form::OnceWith(w) => m::Entity::once_with(k, || async move { Ok::<_, Infallible>(v) })
             .wait(wait(w))
             .exec(db)
@@ -413,7 +414,14 @@ fn failed(answer: &Answer) -> bool {
 }
 
 /// Runs one operation of client `client`.
-async fn run_op(world: &World, recorder: &Recorder, killed: bool, client: usize, index: usize, op: &Op) {
+async fn run_op(
+    world: &World,
+    recorder: &Recorder,
+    killed: bool,
+    client: usize,
+    index: usize,
+    op: &Op,
+) {
     let at = |place| At {
         client,
         op: index,
@@ -498,13 +506,15 @@ async fn run_op(world: &World, recorder: &Recorder, killed: bool, client: usize,
             let any_failed = failed(&outer_answer) || failed(&nested_answer);
             let nested_end = end(inner, *nested_commit && !any_failed, killed).await;
             let outer_end = end(txn, *commit && !any_failed, killed).await;
-            recorder.set_commit(&[o], outer_end);
-            let nested_commit = match (nested_end, outer_end) {
+            // Both calls ran while the nested transaction was open: on its one connection,
+            // the outer call's work is inside the nested savepoint too (SeaORM's nesting), so
+            // both need both COMMITs.
+            let both = match (nested_end, outer_end) {
                 (Commit::Yes, Commit::Yes) => Commit::Yes,
                 (Commit::No, _) | (_, Commit::No) => Commit::No,
                 _ => Commit::Unknown,
             };
-            recorder.set_commit(&[n], nested_commit);
+            recorder.set_commit(&[o, n], both);
         }
         Op::Bypass { k, v } => {
             let backend = world.admin.get_database_backend();
@@ -513,7 +523,8 @@ async fn run_op(world: &World, recorder: &Recorder, killed: bool, client: usize,
                 _ => "INSERT INTO chk_unique (k, v) VALUES (?, ?)",
             };
             if let Ok(txn) = world.admin.begin().await {
-                let insert = Statement::from_sql_and_values(backend, sql, [(*k).into(), (*v).into()]);
+                let insert =
+                    Statement::from_sql_and_values(backend, sql, [(*k).into(), (*v).into()]);
                 // A duplicate is this writer's own problem, not the crate's.
                 match txn.execute_raw(insert).await {
                     Ok(_) => {
@@ -525,30 +536,58 @@ async fn run_op(world: &World, recorder: &Recorder, killed: bool, client: usize,
                 }
             }
         }
-        Op::Deadlock { first, second } => {
+        Op::Deadlock { first, second, v } => {
+            // Bounded: the two transactions wait for each other in this process (the second
+            // round starts when both first calls returned), so with a third client in the
+            // cycle the database sees idle transactions, not a deadlock; the bound ends it.
             let spec = |key: &Key, v| CallSpec {
                 key: key.clone(),
-                form: Form::Create,
+                form: Form::Once(WaitSpec::TimeoutMs(2_000)),
                 v,
                 drop_after_us: None,
             };
             let (Ok(a), Ok(b)) = (begin(world, false).await, begin(world, false).await) else {
                 return;
             };
-            let (first, second) = (spec(first, 1), spec(second, 1));
+            let (first, second) = (spec(first, *v), spec(second, v + 1));
             let (a1, b1) = tokio::join!(
                 call(world, recorder, &a, &first, at(Place::Deadlock)),
                 call(world, recorder, &b, &second, at(Place::Deadlock)),
             );
-            let (a2, b2) = tokio::join!(
-                call(world, recorder, &a, &second, at(Place::Deadlock)),
-                call(world, recorder, &b, &first, at(Place::Deadlock)),
+            // Each transaction ends as soon as its second call returns: the deadlock's victim
+            // keeps the lock it took first until it rolls back.
+            // A caller that goes on after an error (a deadlock is retryable) makes one more
+            // call in the transaction: it must be refused, typed, if the server ended the
+            // transaction (MariaDB rolls a deadlock's victim back whole), and must write
+            // nothing that outlives the rollback that follows.
+            let second_round = |txn: DatabaseTransaction, key: CallSpec, first: (usize, Answer)| async move {
+                let second = call(world, recorder, &txn, &key, at(Place::Deadlock)).await;
+                let mut ok = !failed(&first.1) && !failed(&second.1);
+                let mut made = vec![first.0, second.0];
+                if !ok {
+                    let after = CallSpec {
+                        key: Key {
+                            table: Table::Loose,
+                            k: 5 + key.key.k % 2,
+                            tag: None,
+                        },
+                        form: Form::Create,
+                        v: key.v + 2,
+                        drop_after_us: None,
+                    };
+                    let mut place = at(Place::Deadlock);
+                    place.after_failure = true;
+                    let third = call(world, recorder, &txn, &after, place).await;
+                    ok = false;
+                    made.push(third.0);
+                }
+                let ended = end(txn, ok, killed).await;
+                recorder.set_commit(&made, ended);
+            };
+            tokio::join!(
+                second_round(a, second.clone(), a1),
+                second_round(b, first.clone(), b1),
             );
-            let a_ok = !failed(&a1.1) && !failed(&a2.1);
-            let b_ok = !failed(&b1.1) && !failed(&b2.1);
-            let (a_end, b_end) = tokio::join!(end(a, a_ok, killed), end(b, b_ok, killed));
-            recorder.set_commit(&[a1.0, a2.0], a_end);
-            recorder.set_commit(&[b1.0, b2.0], b_end);
         }
         Op::Kill => kill_a_session(world, client as u64 * 31 + index as u64).await,
     }
@@ -591,26 +630,49 @@ async fn kill_a_session(world: &World, pick: u64) {
         .await;
 }
 
-/// Runs `history` on `world` (its tables empty) and returns the events.
-pub async fn run(world: &World, history: &History) -> Vec<Event> {
+/// How long a history may run: every wait in it is bounded far below this (the longest is a
+/// deadlock's detection, or SQLite's `busy_timeout`), so a history still running then hangs.
+pub const HISTORY_LIMIT: Duration = Duration::from_secs(60);
+
+/// Runs `history` on `world` (its tables empty) and returns the events, and whether it hung
+/// (its clients were still running after [`HISTORY_LIMIT`]; they are aborted).
+pub async fn run(world: &World, history: &History) -> (Vec<Event>, bool) {
     let recorder = Recorder::default();
     let killed = history.has(|op| matches!(op, Op::Kill));
-    let clients = history.clients.iter().enumerate().map(|(client, ops)| {
-        let world = world.clone();
-        let recorder = recorder.clone();
-        let ops = ops.clone();
-        tokio::spawn(async move {
-            for (index, op) in ops.iter().enumerate() {
-                run_op(&world, &recorder, killed, client, index, op).await;
-            }
+    let clients: Vec<_> = history
+        .clients
+        .iter()
+        .enumerate()
+        .map(|(client, ops)| {
+            let world = world.clone();
+            let recorder = recorder.clone();
+            let ops = ops.clone();
+            tokio::spawn(async move {
+                for (index, op) in ops.iter().enumerate() {
+                    run_op(&world, &recorder, killed, client, index, op).await;
+                }
+            })
         })
-    });
-    for client in join_all(clients).await {
-        if let Err(panic) = client {
-            std::panic::resume_unwind(panic.into_panic());
+        .collect();
+    let aborts: Vec<_> = clients.iter().map(|c| c.abort_handle()).collect();
+    match tokio::time::timeout(HISTORY_LIMIT, join_all(clients)).await {
+        Ok(done) => {
+            for client in done {
+                if let Err(err) = client
+                    && err.is_panic()
+                {
+                    std::panic::resume_unwind(err.into_panic());
+                }
+            }
+            (recorder.events(), false)
+        }
+        Err(_) => {
+            for abort in aborts {
+                abort.abort();
+            }
+            (recorder.events(), true)
         }
     }
-    recorder.events()
 }
 
 /// Retries, after the history, every call on the pool whose error was retryable (with no
@@ -618,11 +680,21 @@ pub async fn run(world: &World, history: &History) -> Vec<Event> {
 pub async fn retry(world: &World, events: &[Event]) -> Vec<Event> {
     let mut retries = Vec::new();
     for event in events {
-        let retryable = matches!(event.answer, Answer::Failed { retryable: true, .. });
+        let retryable = matches!(
+            event.answer,
+            Answer::Failed {
+                retryable: true,
+                ..
+            }
+        );
         if !retryable || !matches!(event.place, Place::Pool | Place::Inner(_)) {
             continue;
         }
-        let db = if event.database == 1 { &world.other } else { &world.pool };
+        let db = if event.database == 1 {
+            &world.other
+        } else {
+            &world.pool
+        };
         let started = Instant::now();
         let answer = create(db, &event.call.key, event.call.v).await;
         let commit = match answer {
