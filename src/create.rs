@@ -229,7 +229,11 @@ use crate::{Error, KeepExisting, LookFirst, NaturalKey, Once, Outcome, Transacti
 /// Each call works in a savepoint the crate names and releases or rolls back by name (not
 /// SeaORM's nested transactions, whose depth-numbered savepoints break when calls interleave
 /// or are dropped midway). Calls on one transaction take turns, so `join!` over several calls
-/// on one `&DatabaseTransaction` is safe: each waits for the one before. A call made inside
+/// on one `&DatabaseTransaction` is safe: each waits for the one before. A transaction and the
+/// transactions nested in it (`txn.begin()`) are one session on one connection, and their
+/// calls take turns as one (the call asks the server which session it is on: one round trip).
+/// A call's [`Wait`](crate::Wait) bounds the wait for other transactions, not for its turn
+/// among calls of the same session: its bound counts from when its turn comes. A call made inside
 /// the `make_data` of a call on the same transaction runs nested in its savepoint. Do not run
 /// other statements on the transaction concurrently with a call: a call that fails rolls back
 /// to its savepoint, which would undo them too.
@@ -256,10 +260,12 @@ use crate::{Error, KeepExisting, LookFirst, NaturalKey, Once, Outcome, Transacti
 /// # Calls inside `make_data`
 ///
 /// `make_data` may call `create_once` for other rows (an audit row, say). A call there that
-/// needs a lock the enclosing call holds on another connection would wait for itself forever;
-/// it returns [`Error::Reentrant`] at once instead. On the same caller's transaction it runs
-/// nested. On SQLite, the crate's own transaction holds the database's one write lock, so a call
-/// inside `make_data` on another connection is refused the same way, whatever its key.
+/// needs a lock the enclosing call holds in the same database on another connection would
+/// wait for itself forever; it returns [`Error::Reentrant`] at once instead. The same key in
+/// another database (a database per tenant) is another lock, and runs. On the same caller's
+/// transaction, or one nested in it, it runs nested. On SQLite, the crate's own transaction
+/// holds the database file's one write lock, so a call inside `make_data` on another
+/// connection to the same file is refused the same way, whatever its key.
 ///
 /// Two calls whose `make_data`s each create the key the other's call holds (task A inside key
 /// 1 creates key 2 while task B inside key 2 creates key 1) wait for each other forever. The
