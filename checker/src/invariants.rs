@@ -104,18 +104,18 @@ pub fn check(
             _ => {}
         }
     }
-    // Every row a call answered with is a row of the call's key.
+    // Every row a call answered with is a row of the call's key. Only where the row is known
+    // to be the one answered with: a committed context's, or one a call on the pool found (an
+    // id of a rolled-back insert may be used again by another key's row).
     let keys: BTreeMap<(usize, Table, i64), (i64, Option<&str>)> = rows
         .iter()
         .map(|r| ((r.database, r.table, r.id), (r.k, r.tag.as_deref())))
         .collect();
     for event in events {
-        let id = match event.answer {
-            Answer::Created { id, .. }
-            | Answer::Existing { id }
-            | Answer::Updated { id, .. }
-            | Answer::Unchanged { id } => id,
-            Answer::Failed { .. } | Answer::Dropped => continue,
+        let id = match (&event.answer, event.commit, event.place) {
+            (Answer::Created { id, .. } | Answer::Updated { id, .. }, Commit::Yes, _)
+            | (Answer::Existing { id } | Answer::Unchanged { id }, _, Place::Pool) => *id,
+            _ => continue,
         };
         let key = &event.call.key;
         if let Some(&(k, tag)) = keys.get(&(event.database, key.table, id))
