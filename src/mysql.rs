@@ -182,42 +182,85 @@ pub(crate) async fn ensure_lock_row(db: &DatabaseConnection, key: LockKey) -> Re
     }
 }
 
-/// Takes `key`'s row lock inside `txn` (the crate's own transaction or a caller's), waiting as
-/// `deadline` says, then checks the snapshot and, for an exclusive lock, counts this holder
-/// (see the module docs, steps 2 to 4).
-///
-/// # Cancel Safety
-///
-/// Dropped while waiting, the wait goes on on the server for at most one slice of
-/// [`Wait::Forever`] or the caller's [`Wait::Timeout`]; a lock granted meanwhile belongs to
-/// `txn` and ends with it (the crate's own transaction is dropped, which rolls it back).
+/// Whose transaction a lock is taken in: that decides what a transaction the server rolled
+/// back is reported as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Whose {
+    /// The crate's own: it is rolled back after any error anyway, so a lock error stays one.
+    Own,
+    /// A caller's: a transaction the server ended is [`Error::TransactionAborted`], so the
+    /// caller retries the whole transaction instead of going on in autocommit.
+    Callers,
+}
+
+/// Takes `key`'s row lock inside a caller's transaction `txn` (see [`acquire_in`]).
 pub(crate) async fn acquire(
     txn: &impl ConnectionTrait,
     key: LockKey,
     mode: Mode,
     deadline: Deadline,
 ) -> Result<(), Error> {
+    acquire_in(txn, key, mode, deadline, Whose::Callers).await
+}
+
+/// Takes `key`'s row lock inside `txn` (the crate's own transaction or a caller's), waiting as
+/// `deadline` says, then checks the snapshot and, for an exclusive lock, counts this holder
+/// (see the module docs, steps 2 to 4).
+///
+/// A transaction the server has rolled back already (a deadlock, error 1213, or a lock wait
+/// timeout under `innodb_rollback_on_timeout`) leaves its session in autocommit, where every
+/// statement would commit on its own: the lock statement then writes nothing, and the read
+/// that follows it (before anything is written) finds `@@in_transaction = 0` and returns
+/// [`Error::TransactionAborted`] (in a caller's transaction).
+///
+/// # Cancel Safety
+///
+/// Dropped while waiting, the wait goes on on the server for at most one slice of
+/// [`Wait::Forever`] or the caller's [`Wait::Timeout`]; a lock granted meanwhile belongs to
+/// `txn` and ends with it (the crate's own transaction is dropped, which rolls it back).
+pub(crate) async fn acquire_in(
+    txn: &impl ConnectionTrait,
+    key: LockKey,
+    mode: Mode,
+    deadline: Deadline,
+    whose: Whose,
+) -> Result<(), Error> {
     loop {
         let wait = normalize(deadline.left());
         let err = match txn.execute_raw(take_statement(key, mode, wait)).await {
             Ok(_) => break,
-            Err(err) => wait_error(err, key, deadline),
+            Err(err) => err,
         };
-        let another_slice = wait == Wait::Forever && matches!(err, Error::LockTimeout { .. });
-        // Only this slice ran out: wait again, unless the server rolled the whole
-        // transaction back on the timeout (then waiting on would run outside it).
-        if !another_slice || rolled_back_on_timeout(txn).await? {
-            return Err(err);
+        let timed_out = matches!(
+            mysql_error(&err),
+            Some(MySqlError::LockWaitTimeout | MySqlError::LockNowait)
+        );
+        let another_slice = wait == Wait::Forever && timed_out;
+        // A timeout rolls back the whole transaction under `innodb_rollback_on_timeout`: a
+        // caller must hear that its transaction is gone, and waiting on would run outside it.
+        if timed_out && (another_slice || whose == Whose::Callers) && !in_transaction(txn).await? {
+            return Err(match whose {
+                Whose::Callers => Error::TransactionAborted(err),
+                Whose::Own => wait_error(err, key, deadline),
+            });
+        }
+        if !another_slice {
+            return Err(wait_error(err, key, deadline));
         }
     }
-    let row = txn
-        .query_one_raw(read_statement(key, mode))
-        .await?
-        .ok_or_else(|| {
-            Error::Database(DbErr::RecordNotFound(format!(
+    let row = match txn.query_one_raw(read_statement(key, mode)).await? {
+        Some(row) => row,
+        // In autocommit the lock statement inserted nothing: the row may be missing.
+        None if !in_transaction(txn).await? => return Err(rolled_back(whose, key)),
+        None => {
+            return Err(Error::Database(DbErr::RecordNotFound(format!(
                 "the lock row of {key} in {MYSQL_LOCK_TABLE} is missing while it is locked"
-            )))
-        })?;
+            ))));
+        }
+    };
+    if row.try_get::<u64>("", "in_txn")? == 0 {
+        return Err(rolled_back(whose, key));
+    }
     let latest: i64 = row.try_get("", "latest")?;
     // A snapshot without the row is older than its creation; no holder has counted itself in
     // it either, so it stands for 0.
@@ -240,12 +283,33 @@ pub(crate) async fn acquire(
     Ok(())
 }
 
+/// The error for a transaction found no longer open (`@@in_transaction = 0`) before the call
+/// wrote anything.
+fn rolled_back(whose: Whose, key: LockKey) -> Error {
+    let why = "the transaction is no longer open on the server (@@in_transaction = 0): the \
+               server rolled it back (a deadlock, error 1213, or a lock wait timeout under \
+               innodb_rollback_on_timeout) and the session runs in autocommit";
+    match whose {
+        Whose::Callers => Error::TransactionAborted(DbErr::Custom(why.to_owned())),
+        // The crate's own transaction is begun by the call itself: only a timeout of this
+        // call can have ended it.
+        Whose::Own => Error::LockTimeout {
+            key,
+            row: None,
+            timeout: None,
+            source: Some(DbErr::Custom(why.to_owned())),
+        },
+    }
+}
+
 /// Step 2: the lock, bounded by the statement itself, taken by an insert of the key's row
 /// that finds it or makes it, so the lock is always a record lock of the primary key and
 /// never a gap lock (a locking read of a *missing* row takes one under REPEATABLE READ, and
 /// it would make inserts of other keys wait). Exclusive: `INSERT ... ON DUPLICATE KEY
 /// UPDATE`, which locks a duplicate exclusively; shared: `INSERT IGNORE`, which locks a
-/// duplicate in share mode. Either locks a row it inserts exclusively.
+/// duplicate in share mode. Either locks a row it inserts exclusively. It inserts only
+/// inside a transaction (`WHERE @@in_transaction`): in a session the server has put back in
+/// autocommit (a rolled-back transaction) it writes nothing, and the read of step 3 finds out.
 fn take_statement(key: LockKey, mode: Mode, wait: Wait) -> Statement {
     let (ignore, on_duplicate) = match mode {
         Mode::Exclusive => ("", " ON DUPLICATE KEY UPDATE `generation` = `generation`"),
@@ -254,8 +318,8 @@ fn take_statement(key: LockKey, mode: Mode, wait: Wait) -> Statement {
     statement(
         format!(
             "SET STATEMENT innodb_lock_wait_timeout = {} FOR \
-             INSERT{ignore} INTO `{MYSQL_LOCK_TABLE}` (`space`, `k1`, `k2`) VALUES (?, ?, ?)\
-             {on_duplicate}",
+             INSERT{ignore} INTO `{MYSQL_LOCK_TABLE}` (`space`, `k1`, `k2`) \
+             SELECT ?, ?, ? FROM DUAL WHERE @@in_transaction = 1{on_duplicate}",
             wait_seconds(wait)
         ),
         key,
@@ -275,7 +339,7 @@ fn read_statement(key: LockKey, mode: Mode) -> Statement {
     Statement::from_sql_and_values(
         DbBackend::MySql,
         format!(
-            "SELECT `generation` AS latest, \
+            "SELECT @@in_transaction AS in_txn, `generation` AS latest, \
              (SELECT `generation` FROM `{MYSQL_LOCK_TABLE}` {WHERE_KEY}) AS seen \
              FROM `{MYSQL_LOCK_TABLE}` {WHERE_KEY} {lock}"
         ),
@@ -339,17 +403,18 @@ fn lock_table_error(err: DbErr) -> Error {
     }
 }
 
-/// After a timed-out slice: whether the server rolled the whole transaction back
-/// (`innodb_rollback_on_timeout`), in which case waiting on would run outside it.
-async fn rolled_back_on_timeout(txn: &impl ConnectionTrait) -> Result<bool, Error> {
+/// Whether `txn`'s session is in a transaction: after a deadlock, or a lock wait timeout
+/// under `innodb_rollback_on_timeout`, the server has rolled the transaction back and the
+/// session runs in autocommit.
+async fn in_transaction(txn: &impl ConnectionTrait) -> Result<bool, Error> {
     let row = txn
         .query_one_raw(Statement::from_string(
             DbBackend::MySql,
-            "SELECT @@innodb_rollback_on_timeout AS rollback_on_timeout",
+            "SELECT @@in_transaction AS in_txn",
         ))
         .await?;
     Ok(row
-        .map(|row| row.try_get::<i64>("", "rollback_on_timeout"))
+        .map(|row| row.try_get::<u64>("", "in_txn"))
         .transpose()?
         .is_some_and(|on| on != 0))
 }
