@@ -256,7 +256,11 @@ impl Backend {
                     refuse(session)?;
                     call_chain::learnt(deadline.call(), session);
                 }
-                crate::mysql::acquire(&txn, key, Mode::Exclusive, deadline).await
+                let whose = match txn {
+                    Txn::Shielded(_) => crate::mysql::Whose::Own,
+                    Txn::Plain(_) => crate::mysql::Whose::Callers,
+                };
+                crate::mysql::acquire_in(&txn, key, Mode::Exclusive, deadline, whose).await
             }
         }
     }

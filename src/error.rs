@@ -48,13 +48,22 @@ pub enum Error {
         row: Option<Box<LockedRow>>,
     },
 
-    /// PostgreSQL detected a deadlock (SQLSTATE 40P01) and chose this caller's wait to cancel.
+    /// The server detected a deadlock and chose this transaction as its victim: **retry the
+    /// whole transaction, not just the call** ([`Error::needs_new_transaction`] is true).
     /// Usually a caller's transaction took other locks in an order another transaction
-    /// reverses. The wait is rolled back, but the transaction keeps the locks it took before:
-    /// roll it back so the other side can go on (`create_once` does so on its own
-    /// transactions). On MySQL/MariaDB (error 1213) InnoDB has already rolled back the whole
-    /// transaction, a caller's included.
-    #[error("deadlock detected while waiting for {}", Lock(.key, .row))]
+    /// reverses.
+    ///
+    /// - PostgreSQL (SQLSTATE 40P01) cancelled this wait: the wait is rolled back, but the
+    ///   transaction keeps the locks it took before; roll it back so the other side can go on
+    ///   (`create_once` does so on its own transactions).
+    /// - MySQL/MariaDB (error 1213): InnoDB has already rolled back the whole transaction, a
+    ///   caller's included, and its session goes on in autocommit. Every later call of the
+    ///   crate on that transaction fails with [`Error::TransactionAborted`] and writes
+    ///   nothing; your own statements on it would run in autocommit, so roll it back.
+    #[error(
+        "deadlock detected while waiting for {}: the transaction was chosen as the victim; roll back and retry the whole transaction",
+        Lock(.key, .row)
+    )]
     Deadlock {
         /// The key that was asked for.
         key: LockKey,
@@ -78,8 +87,19 @@ pub enum Error {
 
     /// The caller's transaction was already aborted when the call began (PostgreSQL SQLSTATE
     /// 25P02): an earlier statement in it failed, and its COMMIT would only roll it back.
-    /// Nothing was written; roll the transaction back and start again.
-    #[error("the caller's transaction is aborted; roll it back (its COMMIT would roll back too)")]
+    ///
+    /// On MySQL/MariaDB: the server has rolled the transaction back, and its session runs in
+    /// autocommit: an earlier deadlock (error 1213, [`Error::Deadlock`]), or a lock wait
+    /// timeout under `innodb_rollback_on_timeout` (an earlier one, or this call's own wait: then
+    /// the source is the server's error 1205). Your own statements on it would each commit on
+    /// their own.
+    ///
+    /// Either way nothing was written by the call: roll the transaction back and retry the
+    /// whole transaction ([`Error::needs_new_transaction`]); retrying only the call cannot
+    /// help.
+    #[error(
+        "the caller's transaction is aborted or was rolled back by the server; roll it back and retry the whole transaction"
+    )]
     TransactionAborted(#[source] DbErr),
 
     /// The surrounding transaction runs at an isolation level under which lock-then-read is
@@ -256,6 +276,16 @@ impl Error {
             | Error::KeyNotStorable { .. }
             | Error::PreparedStatementsLost(_) => false,
         }
+    }
+
+    /// Whether the transaction the call ran in is lost to this error, so the remedy is to roll
+    /// it back and retry the **whole transaction**, not just the call: a deadlock (on
+    /// MySQL/MariaDB the server has rolled the whole transaction back already; on PostgreSQL
+    /// the victim must roll back so the other side can go on) and
+    /// [`Error::TransactionAborted`]. On a connection (the crate's own transaction) retrying
+    /// the call is retrying the transaction.
+    pub fn needs_new_transaction(&self) -> bool {
+        matches!(self, Error::Deadlock { .. } | Error::TransactionAborted(_))
     }
 
     /// Turns SQLite's "busy" (its write lock was not granted within the connection's

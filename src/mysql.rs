@@ -19,18 +19,38 @@
 //! 1. **The row is made to exist first**, on the crate's own path in a statement of its own
 //!    before `BEGIN` (autocommit): `INSERT IGNORE` of `(space, k1, k2)`, told not to wait (a
 //!    row held by another transaction fails it at once with 1205, ignored: step 2 copes with a
-//!    missing row anyway). Rows are never deleted, so the lock is almost always taken on an
-//!    existing row, and concurrent *first* callers of a key do not insert it inside their
-//!    transactions, where a rolled-back first insert would leave the others deadlocking.
-//! 2. **Inside the transaction, the lock** is an insert of the row that finds it or makes it:
-//!    `SET STATEMENT innodb_lock_wait_timeout = n FOR INSERT ... ON DUPLICATE KEY UPDATE`
-//!    (shared: `INSERT IGNORE`). On a duplicate primary key InnoDB takes a *record* lock
-//!    (exclusive for `ON DUPLICATE KEY UPDATE`, shared for `IGNORE`), never a gap lock, at any
-//!    isolation level; a row it inserts is locked exclusively. The classic find-or-create
-//!    traps stay away: a `SELECT ... FOR UPDATE` of a *missing* row takes a gap lock under
-//!    REPEATABLE READ, which blocks inserts of other keys and deadlocks two such callers, and
-//!    an `INSERT IGNORE` followed by `FOR UPDATE` upgrades a shared lock and deadlocks. The lock
-//!    is held until COMMIT or ROLLBACK (`ROLLBACK TO SAVEPOINT` does not release it).
+//!    missing row anyway). Rows are never deleted, so the lock is almost always taken on a
+//!    *committed* row, which can never vanish.
+//! 2. **Inside the transaction, the lock** is a locking read of the row by its primary key:
+//!    `SET STATEMENT innodb_lock_wait_timeout = n FOR SELECT ... FOR UPDATE` (shared: `LOCK IN
+//!    SHARE MODE`). On an existing row InnoDB takes a *record* lock, never a gap lock, at any
+//!    isolation level. A missing row is inserted inside the transaction (`INSERT ... ON
+//!    DUPLICATE KEY UPDATE`, shared: `INSERT IGNORE`; the first insert does not wait), which
+//!    holds it until the transaction ends, or locks it if another transaction made it
+//!    meanwhile. In a caller's transaction, which may be REPEATABLE READ (where a locking read
+//!    of a *missing* row takes next-key locks: it locks the gap, and waits for whoever holds
+//!    the neighbouring key's row), the insert comes first, without waiting: it makes the row
+//!    or locks the existing one (a record lock), and only a row held by another transaction
+//!    (error 1205 at once) is then waited for with the locking read. (Under
+//!    `innodb_rollback_on_timeout` that 1205 rolls back the caller's transaction: the call
+//!    returns [`Error::TransactionAborted`].)
+//!
+//!    **Why not lock by inserting, always.** A row a transaction inserted and then rolls back
+//!    vanishes, and InnoDB turns the locks others were *waiting* with on it into gap locks
+//!    (`lock_rec_inherit_to_gap`), which they then hold until they end, blocking inserts of
+//!    every other missing key in the gap: under READ COMMITTED it does so for the waits of
+//!    `INSERT ... ON DUPLICATE KEY UPDATE`, `INSERT IGNORE` and `LOCK IN SHARE MODE`, and not
+//!    for `SELECT ... FOR UPDATE`, which then finds nothing and keeps no lock. So a row not yet
+//!    committed is waited for only with `FOR UPDATE` (`tests/mysql_gap_locks.rs`).
+//!
+//!    **What remains.** A gap lock can still come from (a) a caller's REPEATABLE READ
+//!    transaction: at that level every wait on a vanished row becomes a gap lock, and the
+//!    locking read that waited goes on to lock the gap (run such transactions at READ COMMITTED, see
+//!    the README); (b) a shared lock ([`acquire_shared_advisory_lock`](crate::acquire_shared_advisory_lock))
+//!    that waited for a row another transaction inserted and then rolled back: it keeps a gap
+//!    lock until its transaction ends. Both need a key whose row was never committed before,
+//!    i.e. first locked inside a caller's transaction. The lock is held until COMMIT or
+//!    ROLLBACK (`ROLLBACK TO SAVEPOINT` does not release it).
 //! 3. **The snapshot is checked**, in one statement on the row now held: its `generation` by a
 //!    locking read (the latest committed) and by a plain subquery (a consistent read: a
 //!    locking clause does not reach into subqueries). Every exclusive holder increments
@@ -62,7 +82,11 @@
 //! `innodb_rollback_on_timeout` (then InnoDB rolls back the whole transaction, see below).
 //! [`Wait::Forever`] waits in slices of [`FOREVER_SLICE_SECS`], so a caller that goes away
 //! leaves its connection busy for at most one slice. InnoDB detects deadlocks when a wait
-//! begins (error 1213) and then rolls back the whole transaction of its victim.
+//! begins (error 1213) and then rolls back the whole transaction of its victim; its session
+//! goes on in autocommit. A call on such a transaction writes nothing: the insert of step 2
+//! runs only `WHERE @@in_transaction`, and the read of step 3 (before any write) checks
+//! `@@in_transaction` and returns [`Error::TransactionAborted`]; so does a caller's
+//! transaction that a lock wait timeout rolled back under `innodb_rollback_on_timeout`.
 //!
 //! The number of seconds is the one value written into the SQL: `SET STATEMENT` takes no
 //! parameters. It is an integer the crate computes from a [`Duration`](std::time::Duration); the key and
@@ -162,7 +186,8 @@ fn statement(sql: String, key: LockKey) -> Statement {
 
 /// Before the crate's own `BEGIN`, on the pool (autocommit): makes `key`'s lock row exist. It
 /// never waits: a row held by another transaction makes it fail at once with 1205, and then the
-/// row exists, which is all this is for.
+/// row exists, or another transaction is inserting it (the lock's locking read waits for that
+/// one, see [`acquire_in`]).
 ///
 /// # Cancel Safety
 ///
@@ -182,42 +207,132 @@ pub(crate) async fn ensure_lock_row(db: &DatabaseConnection, key: LockKey) -> Re
     }
 }
 
-/// Takes `key`'s row lock inside `txn` (the crate's own transaction or a caller's), waiting as
-/// `deadline` says, then checks the snapshot and, for an exclusive lock, counts this holder
-/// (see the module docs, steps 2 to 4).
-///
-/// # Cancel Safety
-///
-/// Dropped while waiting, the wait goes on on the server for at most one slice of
-/// [`Wait::Forever`] or the caller's [`Wait::Timeout`]; a lock granted meanwhile belongs to
-/// `txn` and ends with it (the crate's own transaction is dropped, which rolls it back).
+/// The statement [`acquire_in`] sends next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// The locking read of the row ([`lock_statement`]).
+    Read,
+    /// The insert that makes the row or locks it ([`insert_statement`]).
+    Insert,
+}
+
+/// Whose transaction a lock is taken in: that decides what a transaction the server rolled
+/// back is reported as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Whose {
+    /// The crate's own: it is rolled back after any error anyway, so a lock error stays one.
+    Own,
+    /// A caller's: a transaction the server ended is [`Error::TransactionAborted`], so the
+    /// caller retries the whole transaction instead of going on in autocommit.
+    Callers,
+}
+
+/// Takes `key`'s row lock inside a caller's transaction `txn` (see [`acquire_in`]).
 pub(crate) async fn acquire(
     txn: &impl ConnectionTrait,
     key: LockKey,
     mode: Mode,
     deadline: Deadline,
 ) -> Result<(), Error> {
+    acquire_in(txn, key, mode, deadline, Whose::Callers).await
+}
+
+/// Takes `key`'s row lock inside `txn` (the crate's own transaction or a caller's), waiting as
+/// `deadline` says, then checks the snapshot and, for an exclusive lock, counts this holder
+/// (see the module docs, steps 2 to 4).
+///
+/// A transaction the server has rolled back already (a deadlock, error 1213, or a lock wait
+/// timeout under `innodb_rollback_on_timeout`) leaves its session in autocommit, where every
+/// statement would commit on its own: the lock statement then writes nothing, and the read
+/// that follows it (before anything is written) finds `@@in_transaction = 0` and returns
+/// [`Error::TransactionAborted`] (in a caller's transaction).
+///
+/// # Cancel Safety
+///
+/// Dropped while waiting, the wait goes on on the server for at most one slice of
+/// [`Wait::Forever`] or the caller's [`Wait::Timeout`]; a lock granted meanwhile belongs to
+/// `txn` and ends with it (the crate's own transaction is dropped, which rolls it back).
+pub(crate) async fn acquire_in(
+    txn: &impl ConnectionTrait,
+    key: LockKey,
+    mode: Mode,
+    deadline: Deadline,
+    whose: Whose,
+) -> Result<(), Error> {
+    // The crate's own transaction (READ COMMITTED, its row committed before `BEGIN`) locks
+    // with the locking read first. A caller's transaction may be REPEATABLE READ, where a
+    // locking read of a *missing* row locks the gap around it (next-key locks, which also
+    // wait for the holder of a neighbouring key's row): there the lock starts with the insert
+    // that finds or makes the row, without waiting, and only a row found held is waited for
+    // with the locking read.
+    let mut step = match whose {
+        Whose::Own => Step::Read,
+        Whose::Callers => Step::Insert,
+    };
+    // Inserts so far: only the first one does not wait (see `insert_statement`).
+    let mut inserts = 0;
     loop {
         let wait = normalize(deadline.left());
-        let err = match txn.execute_raw(take_statement(key, mode, wait)).await {
-            Ok(_) => break,
-            Err(err) => wait_error(err, key, deadline),
+        let (err, statement_wait) = match step {
+            Step::Read => match txn.query_one_raw(lock_statement(key, mode, wait)).await {
+                Ok(Some(_)) => break,
+                // No row: a key first locked in a caller's transaction, or one whose first
+                // inserter rolled back while this one waited.
+                Ok(None) => {
+                    step = Step::Insert;
+                    continue;
+                }
+                Err(err) => (err, wait),
+            },
+            Step::Insert => {
+                let insert_wait = if inserts == 0 { Wait::No } else { wait };
+                inserts += 1;
+                match txn
+                    .execute_raw(insert_statement(key, mode, insert_wait))
+                    .await
+                {
+                    // Inserted, or found and locked; in autocommit nothing (step 3 finds out).
+                    Ok(_) => break,
+                    // Another transaction holds the row, or is inserting it: the locking read
+                    // waits for it (unless the caller would not wait).
+                    Err(err) if insert_wait == Wait::No && wait != Wait::No && timed_out(&err) => {
+                        if whose == Whose::Callers && !in_transaction(txn).await? {
+                            return Err(Error::TransactionAborted(err));
+                        }
+                        step = Step::Read;
+                        continue;
+                    }
+                    Err(err) => (err, insert_wait),
+                }
+            }
         };
-        let another_slice = wait == Wait::Forever && matches!(err, Error::LockTimeout { .. });
-        // Only this slice ran out: wait again, unless the server rolled the whole
-        // transaction back on the timeout (then waiting on would run outside it).
-        if !another_slice || rolled_back_on_timeout(txn).await? {
-            return Err(err);
+        let timed_out = timed_out(&err);
+        let another_slice = statement_wait == Wait::Forever && timed_out;
+        // A timeout rolls back the whole transaction under `innodb_rollback_on_timeout`: a
+        // caller must hear that its transaction is gone, and waiting on would run outside it.
+        if timed_out && (another_slice || whose == Whose::Callers) && !in_transaction(txn).await? {
+            return Err(match whose {
+                Whose::Callers => Error::TransactionAborted(err),
+                Whose::Own => wait_error(err, key, deadline),
+            });
+        }
+        if !another_slice {
+            return Err(wait_error(err, key, deadline));
         }
     }
-    let row = txn
-        .query_one_raw(read_statement(key, mode))
-        .await?
-        .ok_or_else(|| {
-            Error::Database(DbErr::RecordNotFound(format!(
+    let row = match txn.query_one_raw(read_statement(key, mode)).await? {
+        Some(row) => row,
+        // In autocommit the lock statement inserted nothing: the row may be missing.
+        None if !in_transaction(txn).await? => return Err(rolled_back(whose, key)),
+        None => {
+            return Err(Error::Database(DbErr::RecordNotFound(format!(
                 "the lock row of {key} in {MYSQL_LOCK_TABLE} is missing while it is locked"
-            )))
-        })?;
+            ))));
+        }
+    };
+    if row.try_get::<u64>("", "in_txn")? == 0 {
+        return Err(rolled_back(whose, key));
+    }
     let latest: i64 = row.try_get("", "latest")?;
     // A snapshot without the row is older than its creation; no holder has counted itself in
     // it either, so it stands for 0.
@@ -240,13 +355,56 @@ pub(crate) async fn acquire(
     Ok(())
 }
 
-/// Step 2: the lock, bounded by the statement itself, taken by an insert of the key's row
-/// that finds it or makes it, so the lock is always a record lock of the primary key and
-/// never a gap lock (a locking read of a *missing* row takes one under REPEATABLE READ, and
-/// it would make inserts of other keys wait). Exclusive: `INSERT ... ON DUPLICATE KEY
-/// UPDATE`, which locks a duplicate exclusively; shared: `INSERT IGNORE`, which locks a
-/// duplicate in share mode. Either locks a row it inserts exclusively.
-fn take_statement(key: LockKey, mode: Mode, wait: Wait) -> Statement {
+/// The error for a transaction found no longer open (`@@in_transaction = 0`) before the call
+/// wrote anything.
+fn rolled_back(whose: Whose, key: LockKey) -> Error {
+    let why = "the transaction is no longer open on the server (@@in_transaction = 0): the \
+               server rolled it back (a deadlock, error 1213, or a lock wait timeout under \
+               innodb_rollback_on_timeout) and the session runs in autocommit";
+    match whose {
+        Whose::Callers => Error::TransactionAborted(DbErr::Custom(why.to_owned())),
+        // The crate's own transaction is begun by the call itself: only a timeout of this
+        // call can have ended it.
+        Whose::Own => Error::LockTimeout {
+            key,
+            row: None,
+            timeout: None,
+            source: Some(DbErr::Custom(why.to_owned())),
+        },
+    }
+}
+
+/// Step 2: the lock, bounded by the statement itself: a locking read of the key's row by
+/// its primary key (`FOR UPDATE`, shared: `LOCK IN SHARE MODE`). On an existing row that is a
+/// record lock, never a gap lock, at any isolation level; a row another transaction has
+/// inserted and not committed yet is waited for (and if that one rolls back, the read finds
+/// nothing, and under READ COMMITTED keeps no lock: InnoDB turns a waiting `FOR UPDATE` of a
+/// vanished row into no lock at all, unlike the waiting locks of `INSERT ... ON DUPLICATE KEY
+/// UPDATE`, `INSERT IGNORE` or `LOCK IN SHARE MODE`, which it turns into gap locks). No row:
+/// [`insert_statement`].
+fn lock_statement(key: LockKey, mode: Mode, wait: Wait) -> Statement {
+    let lock = match mode {
+        Mode::Exclusive => "FOR UPDATE",
+        Mode::Shared => "LOCK IN SHARE MODE",
+    };
+    statement(
+        format!(
+            "SET STATEMENT innodb_lock_wait_timeout = {} FOR \
+             SELECT 1 AS locked FROM `{MYSQL_LOCK_TABLE}` {WHERE_KEY} {lock}",
+            wait_seconds(wait)
+        ),
+        key,
+    )
+}
+
+/// The key's row is missing: an insert that makes it (and holds it: a row a transaction
+/// inserts is locked exclusively until it ends) or, when another transaction made it
+/// meanwhile, locks it (exclusive: `INSERT ... ON DUPLICATE KEY UPDATE`, shared:
+/// `INSERT IGNORE`). The first one does not wait: a row just made by another transaction is
+/// waited for by the locking read instead, whose wait leaves no gap lock behind. It inserts
+/// only inside a transaction (`WHERE @@in_transaction`), so in a session the server has put
+/// back in autocommit it writes nothing.
+fn insert_statement(key: LockKey, mode: Mode, wait: Wait) -> Statement {
     let (ignore, on_duplicate) = match mode {
         Mode::Exclusive => ("", " ON DUPLICATE KEY UPDATE `generation` = `generation`"),
         Mode::Shared => (" IGNORE", ""),
@@ -254,11 +412,19 @@ fn take_statement(key: LockKey, mode: Mode, wait: Wait) -> Statement {
     statement(
         format!(
             "SET STATEMENT innodb_lock_wait_timeout = {} FOR \
-             INSERT{ignore} INTO `{MYSQL_LOCK_TABLE}` (`space`, `k1`, `k2`) VALUES (?, ?, ?)\
-             {on_duplicate}",
+             INSERT{ignore} INTO `{MYSQL_LOCK_TABLE}` (`space`, `k1`, `k2`) \
+             SELECT ?, ?, ? FROM DUAL WHERE @@in_transaction = 1{on_duplicate}",
             wait_seconds(wait)
         ),
         key,
+    )
+}
+
+/// Whether a lock statement failed because its wait ran out (or it was told not to wait).
+fn timed_out(err: &DbErr) -> bool {
+    matches!(
+        mysql_error(err),
+        Some(MySqlError::LockWaitTimeout | MySqlError::LockNowait)
     )
 }
 
@@ -275,7 +441,7 @@ fn read_statement(key: LockKey, mode: Mode) -> Statement {
     Statement::from_sql_and_values(
         DbBackend::MySql,
         format!(
-            "SELECT `generation` AS latest, \
+            "SELECT @@in_transaction AS in_txn, `generation` AS latest, \
              (SELECT `generation` FROM `{MYSQL_LOCK_TABLE}` {WHERE_KEY}) AS seen \
              FROM `{MYSQL_LOCK_TABLE}` {WHERE_KEY} {lock}"
         ),
@@ -339,17 +505,18 @@ fn lock_table_error(err: DbErr) -> Error {
     }
 }
 
-/// After a timed-out slice: whether the server rolled the whole transaction back
-/// (`innodb_rollback_on_timeout`), in which case waiting on would run outside it.
-async fn rolled_back_on_timeout(txn: &impl ConnectionTrait) -> Result<bool, Error> {
+/// Whether `txn`'s session is in a transaction: after a deadlock, or a lock wait timeout
+/// under `innodb_rollback_on_timeout`, the server has rolled the transaction back and the
+/// session runs in autocommit.
+async fn in_transaction(txn: &impl ConnectionTrait) -> Result<bool, Error> {
     let row = txn
         .query_one_raw(Statement::from_string(
             DbBackend::MySql,
-            "SELECT @@innodb_rollback_on_timeout AS rollback_on_timeout",
+            "SELECT @@in_transaction AS in_txn",
         ))
         .await?;
     Ok(row
-        .map(|row| row.try_get::<i64>("", "rollback_on_timeout"))
+        .map(|row| row.try_get::<u64>("", "in_txn"))
         .transpose()?
         .is_some_and(|on| on != 0))
 }
@@ -379,7 +546,7 @@ mod tests {
 
     #[test]
     fn keys_are_bound_and_only_whole_seconds_are_written() {
-        let statement = take_statement(
+        let statement = insert_statement(
             LockKey::Pair(31337, -90210),
             Mode::Exclusive,
             Wait::Timeout(Duration::from_millis(1500)),
@@ -397,7 +564,7 @@ mod tests {
             statement.values.expect("bound values").0,
             vec![Value::from(2), Value::from(31337), Value::from(-90210)]
         );
-        let shared = take_statement(LockKey::BigInt(-3), Mode::Shared, Wait::No);
+        let shared = insert_statement(LockKey::BigInt(-3), Mode::Shared, Wait::No);
         assert!(
             shared.sql.contains("= 0 FOR INSERT IGNORE INTO"),
             "{}",
@@ -407,6 +574,15 @@ mod tests {
             shared.values.expect("bound values").0,
             vec![Value::from(1), Value::from(-1), Value::from(-3)]
         );
+        let lock = lock_statement(LockKey::Pair(31337, -90210), Mode::Exclusive, Wait::Forever);
+        assert!(
+            lock.sql.starts_with(&format!(
+                "SET STATEMENT innodb_lock_wait_timeout = {FOREVER_SLICE_SECS} FOR SELECT"
+            )) && lock.sql.ends_with("FOR UPDATE"),
+            "{}",
+            lock.sql
+        );
+        assert!(!lock.sql.contains("31337"));
         let read = read_statement(LockKey::BigInt(-3), Mode::Shared);
         assert!(read.sql.ends_with("LOCK IN SHARE MODE"), "{}", read.sql);
         assert_eq!(read.values.expect("bound values").0.len(), 6);
