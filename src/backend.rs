@@ -52,7 +52,7 @@ use sea_orm::{
 
 use crate::call_chain::{self, At, Chain, Held};
 use crate::lock::{self, Mode};
-use crate::shielded::{Own, Shielded, Txn};
+use crate::shielded::{Own, Shielded, Txn, to_the_end};
 use crate::source::{DbId, PoolId, SessionId};
 use crate::wait::{CallId, Deadline};
 use crate::{Error, LockKey, Wait};
@@ -186,7 +186,17 @@ impl Backend {
     /// the lock table exist in a statement of its own.
     pub(crate) async fn begin(self, db: &DatabaseConnection, key: LockKey) -> Result<Own, Error> {
         let options = match self {
-            Backend::Postgres => return Ok(Own::Plain(db.begin().await?)),
+            Backend::Postgres => {
+                // sqlx-postgres 0.9.0 counts a transaction only once `BEGIN` is answered, so a
+                // call dropped before that handed its pooled connection back inside an open
+                // transaction, where the next user's statements would run uncommitted (sqlx
+                // #4393). The `BEGIN` runs to its end in a task of its own: dropped, the call
+                // leaves it to finish, and the transaction is then dropped and rolled back.
+                let db = db.clone();
+                return Ok(Own::Plain(
+                    to_the_end(async move { db.begin().await }).await?,
+                ));
+            }
             Backend::MySql => {
                 crate::mysql::ensure_lock_row(db, key).await?;
                 let options = TransactionOptions {
@@ -211,9 +221,14 @@ impl Backend {
     /// ISOLATION LEVEL READ COMMITTED`: a second round trip), for a server whose default
     /// isolation is stricter (see [why READ COMMITTED](crate#why-read-committed)).
     pub(crate) async fn begin_read_committed(db: &DatabaseConnection) -> Result<Own, Error> {
+        // Runs to its end, as in `begin`.
+        let db = db.clone();
         Ok(Own::Plain(
-            db.begin_with_config(Some(IsolationLevel::ReadCommitted), None)
-                .await?,
+            to_the_end(async move {
+                db.begin_with_config(Some(IsolationLevel::ReadCommitted), None)
+                    .await
+            })
+            .await?,
         ))
     }
 
@@ -349,9 +364,73 @@ mod tests {
 }
 
 // The integration tests' helper, one copy for both (library tests cannot reach tests/common).
-#[cfg(all(test, feature = "mysql"))]
+#[cfg(all(test, any(feature = "mysql", feature = "postgres")))]
 #[path = "../tests/common/drops.rs"]
 mod drops;
+
+/// The crate's own PostgreSQL transaction (SeaORM's, the path of every call but the
+/// three-round-trip one) begun by a call that is dropped midway, against a real PostgreSQL.
+#[cfg(all(test, feature = "postgres"))]
+mod dropped_postgres_begin {
+    use super::drops::drop_at_await_point;
+    use super::*;
+
+    /// Over a pool of ONE connection, `Backend::begin` is dropped after its 1st, 2nd, ...
+    /// wait, for many keys; after every drop the pool's connection, once back in the pool (a
+    /// statement on the pool has it), must be outside any transaction (`pg_stat_activity`,
+    /// from another connection). It failed while the `BEGIN` ran on the caller's future: "key
+    /// 0, dropped at await point 1: the pool's connection is idle in transaction"
+    /// (sqlx-postgres 0.9.0 counts a transaction only once `BEGIN` is answered; found by the
+    /// randomized checker as a session left idle in a transaction).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_begin_dropped_midway_leaves_the_pools_connection_outside_a_transaction() {
+        let test_db = test_support::TestDb::new().await;
+        let db = test_support::connect(&test_db.url, 1).await;
+        let observer = test_support::connect(&test_db.url, 1).await;
+        let mut dropped = 0;
+        for key in 0..50 {
+            for point in 0.. {
+                let begin = async {
+                    let txn = Backend::Postgres.begin(&db, LockKey::Pair(7, key)).await?;
+                    Ok::<_, Error>(txn.commit().await?)
+                };
+                if let Some(done) = drop_at_await_point(begin, point).await {
+                    done.unwrap();
+                    break;
+                }
+                dropped += 1;
+                let pid = db
+                    .query_one_raw(Statement::from_string(
+                        DbBackend::Postgres,
+                        "SELECT pg_backend_pid()::int8 AS pid",
+                    ))
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .try_get::<i64>("", "pid")
+                    .unwrap();
+                let state = observer
+                    .query_one_raw(Statement::from_sql_and_values(
+                        DbBackend::Postgres,
+                        "SELECT state FROM pg_stat_activity WHERE pid = $1::int4",
+                        [pid.into()],
+                    ))
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .try_get::<Option<String>>("", "state")
+                    .unwrap();
+                assert_eq!(
+                    state.as_deref(),
+                    Some("idle"),
+                    "key {key}, dropped at await point {point}: the pool's connection is not \
+                     idle outside a transaction"
+                );
+            }
+        }
+        assert!(dropped >= 50, "{dropped} begins dropped");
+    }
+}
 
 /// The crate's own MySQL transaction begun by a call that is dropped midway, against a real
 /// MariaDB (the test support's throwaway server).

@@ -4,7 +4,10 @@
 //! on the wire can leave the connection waiting for an answer that never comes (the pool
 //! loses it), and a `BEGIN` dropped before its answer is not counted as a transaction, so
 //! nothing rolls it back and the pool hands the connection to its next user inside it.
-//! PostgreSQL's and SQLite's drivers have neither problem (`tests/drop_sweep.rs`).
+//! PostgreSQL's driver can abandon a statement, but sqlx-postgres 0.9.0 has the second problem
+//! (a `BEGIN` dropped before its answer): there the crate's `BEGIN` alone runs to its end
+//! ([`Backend::begin`](crate::backend::Backend::begin)). SQLite's driver has neither
+//! (`tests/drop_sweep.rs`).
 //!
 //! So on MySQL the crate's own transaction is a [`Shielded`]: its `BEGIN`, every statement,
 //! and its `COMMIT` or `ROLLBACK` each run in a task of their own, which runs to its end
@@ -89,7 +92,9 @@ impl Shielded {
 
 /// Runs `work` in a task of its own and returns its output; dropped, it leaves `work` to
 /// finish. A panic in `work` is resumed here.
-async fn to_the_end<T: Send + 'static>(work: impl Future<Output = T> + Send + 'static) -> T {
+pub(crate) async fn to_the_end<T: Send + 'static>(
+    work: impl Future<Output = T> + Send + 'static,
+) -> T {
     match tokio::spawn(work).await {
         Ok(output) => output,
         Err(join) => std::panic::resume_unwind(join.into_panic()),
