@@ -32,7 +32,7 @@ const WAIT_LOCK: &str = "DO $wait$ BEGIN PERFORM set_config('sea_orm_idempotent.
 /// What the wait recorded (`''`: granted); `statement_timeout` off again for another slice.
 const WAIT_OUTCOME: &str = "SELECT current_setting('sea_orm_idempotent.missed') AS missed, set_config('statement_timeout', CASE WHEN $1 AND current_setting('sea_orm_idempotent.missed') = '55P03' THEN '0' ELSE current_setting('sea_orm_idempotent.statement_timeout') END, true)";
 
-const INSERT_UNLESS_EXISTS: &str = r#"INSERT INTO "pull_requests" ("pr_id", "repository", "number", "title", "author", "state", "head_sha", "first_delivery_id", "updated_at") SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 WHERE NOT EXISTS(SELECT 1 FROM "pull_requests" WHERE "pull_requests"."pr_id" = $10) RETURNING "id", "pr_id", "repository", "number", "title", "author", "state", "head_sha", "first_delivery_id", "created_at", "updated_at""#;
+const INSERT_UNLESS_EXISTS: &str = r#"INSERT INTO "pull_requests" ("pr_id", "repository", "number", "title", "author", "state", "head_sha", "first_delivery_id", "updated_at") SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 WHERE NOT EXISTS(SELECT 1 FROM "pull_requests" WHERE "pull_requests"."pr_id" = $10) ON CONFLICT DO NOTHING RETURNING "id", "pr_id", "repository", "number", "title", "author", "state", "head_sha", "first_delivery_id", "created_at", "updated_at""#;
 
 pub(crate) async fn create_once(
     pool: &PgPool,

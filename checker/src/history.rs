@@ -280,11 +280,16 @@ impl Generator {
             _ => Form::Create,
         };
         self.next_v += 1;
+        let drop_after_us = rng.chance(12).then(|| rng.below(4_000));
         CallSpec {
             key,
             form,
             v: self.next_v,
-            drop_after_us: rng.chance(12).then(|| rng.below(4_000)),
+            // On MariaDB only the crate's own transaction is shielded from a dropped call:
+            // sqlx-mysql cannot abandon a statement, so a call dropped on a caller's
+            // transaction leaves its connection mid-answer (the README says to spawn calls
+            // that may be abandoned there). Not a case the crate promises.
+            drop_after_us: drop_after_us.filter(|_| !(in_txn && self.backend == Backend::MariaDb)),
         }
     }
 
