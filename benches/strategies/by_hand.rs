@@ -20,7 +20,7 @@ const FIND: &str = r#"SELECT "pull_requests"."id", "pull_requests"."pr_id", "pul
 
 /// The isolation check, a try-lock and which server answers, in one statement (uncontended:
 /// the only lock round trip).
-const TRY_LOCK: &str = "SELECT CASE WHEN current_setting('transaction_isolation') NOT IN ('read committed', 'read uncommitted') THEN NULL ELSE pg_try_advisory_xact_lock($1, $2) END AS acquired, current_setting('transaction_isolation') AS isolation, version() AS server_version, current_setting('server_version_num') AS server_version_num, current_setting('crdb_version', true) AS crdb_version, current_setting('yb_silence_advisory_locks_not_supported_error', true) AS yb_silence";
+const TRY_LOCK: &str = "SELECT CASE WHEN current_setting('transaction_isolation') NOT IN ('read committed', 'read uncommitted') THEN NULL ELSE pg_try_advisory_xact_lock($1, $2) END AS acquired, current_setting('transaction_isolation') AS isolation, version() AS server_version, current_setting('server_version_num') AS server_version_num, current_setting('crdb_version', true) AS crdb_version, current_setting('yb_silence_advisory_locks_not_supported_error', true) AS yb_silence, pg_backend_pid()::int8 AS session_pid, current_database()::text AS session_database, current_setting('port', true) AS session_port, current_setting('cluster_name', true) AS session_cluster";
 
 /// Contended: save both timeouts, turn `statement_timeout` off, store the key (`$1`) and the
 /// bound (`$2`, NULL for a `Wait::Forever` slice of twice `deadlock_timeout`).
@@ -32,7 +32,7 @@ const WAIT_LOCK: &str = "DO $wait$ BEGIN PERFORM set_config('sea_orm_idempotent.
 /// What the wait recorded (`''`: granted); `statement_timeout` off again for another slice.
 const WAIT_OUTCOME: &str = "SELECT current_setting('sea_orm_idempotent.missed') AS missed, set_config('statement_timeout', CASE WHEN $1 AND current_setting('sea_orm_idempotent.missed') = '55P03' THEN '0' ELSE current_setting('sea_orm_idempotent.statement_timeout') END, true)";
 
-const INSERT_UNLESS_EXISTS: &str = r#"INSERT INTO "pull_requests" ("pr_id", "repository", "number", "title", "author", "state", "head_sha", "first_delivery_id", "updated_at") SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 WHERE NOT EXISTS(SELECT 1 FROM "pull_requests" WHERE "pull_requests"."pr_id" = $10) ON CONFLICT DO NOTHING RETURNING "id", "pr_id", "repository", "number", "title", "author", "state", "head_sha", "first_delivery_id", "created_at", "updated_at""#;
+const INSERT_UNLESS_EXISTS: &str = r#"INSERT INTO "pull_requests" ("pr_id", "repository", "number", "title", "author", "state", "head_sha", "first_delivery_id", "updated_at") SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 WHERE NOT EXISTS(SELECT 1 FROM "pull_requests" WHERE "pull_requests"."pr_id" = $10) ON CONFLICT  DO NOTHING RETURNING "id", "pr_id", "repository", "number", "title", "author", "state", "head_sha", "first_delivery_id", "created_at", "updated_at""#;
 
 pub(crate) async fn create_once(
     pool: &PgPool,
