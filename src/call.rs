@@ -150,7 +150,7 @@ where
         Backend::Sqlite => err.sqlite_busy_as_timeout(lock_key),
         Backend::Postgres | Backend::MySql => err,
     })
-    .map_err(Error::named)
+    .map_err(|err| err.named(lock_key))
     .map_err(|err| err.about_row(T::default().table_name(), key.shown.as_deref()));
     // A read-only database refuses the insert even when the row is there (the call may have
     // gone straight to the lock, without a look): a stored row is still the answer.

@@ -135,6 +135,9 @@ pub(crate) enum ErrorClass {
     ReadOnly,
     /// A prepared statement lost between client and server (a pooler in transaction mode).
     PreparedStatementLost,
+    /// The server chose this transaction as a deadlock's victim (PostgreSQL 40P01, MySQL
+    /// 1213), whichever statement waited.
+    Deadlock,
     Other,
 }
 
@@ -143,6 +146,7 @@ pub(crate) fn classify(err: &DbErr) -> ErrorClass {
         Some(DatabaseCode::Postgres(state)) => match state.as_str() {
             code::PG_IN_FAILED_TRANSACTION => ErrorClass::InFailedTransaction,
             code::PG_UNIQUE_VIOLATION => ErrorClass::UniqueViolation,
+            code::PG_DEADLOCK_DETECTED => ErrorClass::Deadlock,
             code::PG_READ_ONLY_TRANSACTION => ErrorClass::ReadOnly,
             code::PG_DUPLICATE_PREPARED_STATEMENT
             | code::PG_INVALID_STATEMENT_NAME
@@ -159,6 +163,7 @@ pub(crate) fn classify(err: &DbErr) -> ErrorClass {
         Some(DatabaseCode::MySql(code::MYSQL_DUP_ENTRY | code::MYSQL_DUP_ENTRY_WITH_KEY_NAME)) => {
             ErrorClass::UniqueViolation
         }
+        Some(DatabaseCode::MySql(code::MYSQL_LOCK_DEADLOCK)) => ErrorClass::Deadlock,
         Some(DatabaseCode::MySql(
             code::MYSQL_OPTION_PREVENTS_STATEMENT
             | code::MYSQL_READ_ONLY_TRANSACTION

@@ -320,13 +320,16 @@ impl Error {
     }
 
     /// Gives the database errors the crate names their own variant: a read-only database
-    /// ([`Error::ReadOnly`]) and a pooler that loses prepared statements
-    /// ([`Error::PreparedStatementsLost`]); any other error is kept.
-    pub(crate) fn named(self) -> Error {
+    /// ([`Error::ReadOnly`]), a pooler that loses prepared statements
+    /// ([`Error::PreparedStatementsLost`]) and a deadlock; any other error is kept.
+    /// A deadlock met by any statement of a call for `key` (the guarded insert's wait on the
+    /// entity table too, not only the lock's) is [`Error::Deadlock`].
+    pub(crate) fn named(self, key: LockKey) -> Error {
         match self {
             Error::Database(err) => match classify(&err) {
                 ErrorClass::ReadOnly => Error::ReadOnly(err),
                 ErrorClass::PreparedStatementLost => Error::PreparedStatementsLost(err),
+                ErrorClass::Deadlock => Error::Deadlock { key, row: None },
                 _ => Error::Database(err),
             },
             other => other,
