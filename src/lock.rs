@@ -178,6 +178,8 @@ async fn acquire_elsewhere(
     deadline: Deadline,
 ) -> Result<(), Error> {
     let backend = txn.get_database_backend();
+    #[cfg(not(feature = "mysql"))]
+    let _ = (key, mode, deadline); // only MySQL's arm takes them
     match backend {
         #[cfg(feature = "mysql")]
         DbBackend::MySql => crate::mysql::acquire(txn, key, mode, deadline).await,

@@ -225,15 +225,12 @@ impl SessionId {
             }
             _ => {
                 let file: String = row.try_get("", "file")?;
+                // An in-memory database (no file): its sessions are told apart by nothing.
                 #[cfg(feature = "sqlite")]
-                let db = sqlite_file(&file);
+                let db = sqlite_file(&file).unwrap_or_else(|| DbId::of(&["sqlite", &file]));
                 #[cfg(not(feature = "sqlite"))]
-                let db = None;
-                SessionId {
-                    // An in-memory database (no file): its sessions are told apart by nothing.
-                    db: db.unwrap_or_else(|| DbId::of(&["sqlite", &file])),
-                    id: 0,
-                }
+                let db = DbId::of(&["sqlite", &file]);
+                SessionId { db, id: 0 }
             }
         })
     }
