@@ -71,9 +71,10 @@ pub struct Config {
     pub seed: u64,
     /// Print a progress line every few seconds.
     pub progress: bool,
-    /// Generate no [`Op::Deadlock`](history::Op::Deadlock): for a bounded run while a bug it
-    /// finds is open (see `checker/tests/bounded.rs`).
-    pub without_deadlocks: bool,
+    /// Generate no operation whose transaction waits in the application while it holds locks
+    /// ([`Generator::without_cross_waits`]): for a bounded run while the bug they find on
+    /// MariaDB is open (see `checker/tests/bounded.rs`).
+    pub without_cross_waits: bool,
 }
 
 /// A history that broke the promise.
@@ -390,8 +391,8 @@ pub async fn run(config: &Config) -> Result<Report, HarnessError> {
     let dbs = databases(config.backend).await?;
     let world = &dbs.world;
     let mut generator = Generator::new(config.seed, config.backend);
-    if config.without_deadlocks {
-        generator = generator.without_deadlocks();
+    if config.without_cross_waits {
+        generator = generator.without_cross_waits();
     }
     let mut report = Report::default();
     let started = Instant::now();

@@ -23,9 +23,10 @@ struct Args {
     /// The generator's seed (random when not given; printed either way).
     #[arg(long)]
     seed: Option<u64>,
-    /// Generate no deadlocks between callers' transactions.
+    /// Generate no transaction that waits in the application while it holds locks (deadlock
+    /// pairs, calls inside make_data).
     #[arg(long)]
-    without_deadlocks: bool,
+    without_cross_waits: bool,
 }
 
 fn main() -> ExitCode {
@@ -63,7 +64,7 @@ fn main() -> ExitCode {
             duration: Duration::from_secs(args.seconds),
             seed,
             progress: true,
-            without_deadlocks: args.without_deadlocks,
+            without_cross_waits: args.without_cross_waits,
         };
         match runtime.block_on(checker::run(&config)) {
             Ok(report) => {
