@@ -24,7 +24,7 @@
 mod common;
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
-use sea_orm_idempotent::{Error, IdempotentCreate};
+use sea_orm_idempotent::{Error, IdempotentCreate, LockKey};
 
 #[allow(unreachable_pub)]
 mod stamped {
@@ -241,32 +241,14 @@ mod equal_keys {
     use sea_orm::prelude::DateTimeWithTimeZone;
     use std::future::Future;
     use std::sync::Arc;
-    use std::time::{Duration, Instant};
     use test_support::TestDb;
     use tokio::sync::{Notify, oneshot};
-
-    /// Resolves once some session of this database waits for an advisory lock.
-    async fn until_someone_waits_for_a_lock(observer: &DatabaseConnection) {
-        let waiting = Statement::from_string(
-            sea_orm::DbBackend::Postgres,
-            "SELECT 1 AS w FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
-             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-        );
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while observer
-            .query_one_raw(waiting.clone())
-            .await
-            .unwrap()
-            .is_none()
-        {
-            assert!(Instant::now() < deadline, "nobody waited for a lock");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
 
     /// What the first caller's `make_data` needs: to say it is in, to hear the second is in
     /// its own, and a connection to watch `pg_locks` with.
     struct First {
+        /// The lock key both callers take (with the fix): the second is seen waiting for it.
+        key: LockKey,
         inside: oneshot::Sender<()>,
         second_inside: Arc<Notify>,
         observer: DatabaseConnection,
@@ -277,6 +259,7 @@ mod equal_keys {
     /// `make_data`; returns both outcomes' `is_created`.
     async fn race<Fut1, Fut2>(
         db: &DatabaseConnection,
+        key: LockKey,
         first: impl FnOnce(First) -> Fut1,
         second: impl FnOnce(Arc<Notify>) -> Fut2,
     ) -> (bool, bool)
@@ -288,6 +271,7 @@ mod equal_keys {
         let (inside, first_inside) = oneshot::channel();
         let first = tokio::spawn(first(First {
             inside,
+            key,
             second_inside: second_inside.clone(),
             observer: db.clone(),
         }));
@@ -300,13 +284,14 @@ mod equal_keys {
     /// the lock or is in its own `make_data`.
     async fn hold_until_the_second_arrives(first: First) {
         let First {
+            key,
             inside,
             second_inside,
             observer,
         } = first;
         inside.send(()).unwrap();
         tokio::select! {
-            () = until_someone_waits_for_a_lock(&observer) => {}
+            () = common::until_someone_waits(&observer, key) => {}
             () = second_inside.notified() => {}
         }
     }
@@ -332,6 +317,7 @@ mod equal_keys {
         for k in 0..3_i64 {
             let (a, b) = race(
                 &db,
+                LockKey::for_composite("measured", &[&k, &0.0_f64]),
                 |first| {
                     let db = first.observer.clone();
                     async move {
@@ -376,6 +362,7 @@ mod equal_keys {
             assert_eq!(local, utc);
             let (a, b) = race(
                 &db,
+                LockKey::for_entity("moments", &utc),
                 |first| {
                     let db = first.observer.clone();
                     async move {

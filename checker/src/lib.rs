@@ -134,39 +134,32 @@ async fn databases(backend: Backend) -> Result<Databases, HarnessError> {
     let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let label = |part: &str| format!("checker_{}_{run}_{part}", backend.name());
     let (pool, other, admin, keep): (_, _, _, Vec<Box<dyn std::any::Any + Send>>) = match backend {
-        Backend::Postgres => {
-            let main = test_support::TestDb::named(&label("main")).await;
-            let second = test_support::TestDb::named(&label("other")).await;
-            // Deadlocks are detected after deadlock_timeout (1 s by default): every history
-            // with one would take that long. Set before the pools connect.
-            let setup = main.connect(1).await;
-            setup
-                .execute_unprepared(&format!(
-                    "ALTER DATABASE \"{}\" SET deadlock_timeout = '50ms'",
-                    main.name
-                ))
-                .await?;
-            setup.close().await?;
-            let pools = (
-                main.connect(10).await,
-                second.connect(4).await,
-                main.connect(2).await,
-            );
-            (
-                pools.0,
-                pools.1,
-                pools.2,
-                vec![Box::new(main), Box::new(second)],
-            )
-        }
-        Backend::MariaDb => {
-            let server = test_support::MySqlServer::get().ok_or_else(|| {
-                HarnessError(
-                    "no MariaDB: install mariadb-server or set MYSQL_DATABASE_URL".to_owned(),
+        Backend::Postgres | Backend::MariaDb => {
+            let (main, second) = if backend == Backend::Postgres {
+                let main = test_support::TestDb::named(&label("main")).await;
+                let second = test_support::TestDb::named(&label("other")).await;
+                // Deadlocks are detected after deadlock_timeout (1 s by default): every
+                // history with one would take that long. Set before the pools connect.
+                let setup = main.connect(1).await;
+                setup
+                    .execute_unprepared(&format!(
+                        "ALTER DATABASE \"{}\" SET deadlock_timeout = '50ms'",
+                        main.name
+                    ))
+                    .await?;
+                setup.close().await?;
+                (main, second)
+            } else {
+                let server = test_support::MySqlServer::get().ok_or_else(|| {
+                    HarnessError(
+                        "no MariaDB: install mariadb-server or set MYSQL_DATABASE_URL".to_owned(),
+                    )
+                })?;
+                (
+                    server.database(&label("main")).await,
+                    server.database(&label("other")).await,
                 )
-            })?;
-            let main = server.database(&label("main")).await;
-            let second = server.database(&label("other")).await;
+            };
             let pools = (
                 main.connect(10).await,
                 second.connect(4).await,
