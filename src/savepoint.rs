@@ -10,9 +10,9 @@
 //! ([`turns`](crate::turns)), so savepoints nest properly.
 //!
 //! On PostgreSQL nothing the crate sends inside a savepoint aborts the caller's transaction
-//! when its caller goes away: a lock wait never fails on the server ([`lock`](crate::lock)).
+//! when its caller goes away: a lock wait never fails on the server ([`lock`](crate::backend::postgres::lock)).
 //! (On MySQL/MariaDB a deadlock, or a lock timeout under `innodb_rollback_on_timeout`, rolls
-//! the whole transaction back: InnoDB's rule, see [`mysql`](crate::mysql).) The one exception
+//! the whole transaction back: InnoDB's rule, see [`mysql`](crate::backend::mysql::lock).) The one exception
 //! is an insert that fails (its data breaks a constraint) after its call was dropped: then the
 //! transaction is aborted, and the caller's next call returns
 //! [`Error::TransactionAborted`](crate::Error::TransactionAborted).

@@ -1,5 +1,5 @@
 //! The probe: a check of what an advisory lock does on this server, for engines the crate
-//! has never heard of (known fakes are refused by [`engine`](crate::engine) at no cost).
+//! has never heard of (known fakes are refused by [`engine`](crate::backend::postgres::engine) at no cost).
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;

@@ -20,16 +20,16 @@ use sea_orm::{
 };
 use tracing::{Instrument, field};
 
+use crate::backend::mysql::shielded::{Own, Txn};
+#[cfg(feature = "postgres")]
+use crate::backend::postgres::fast_path::{self, Session, Try};
 use crate::backend::{self, Backend, Inserted};
 use crate::call_chain::{Chain, Frame, Learning, On};
 use crate::classify::{ErrorClass, classify};
 use crate::error::LockedRow;
-#[cfg(feature = "postgres")]
-use crate::fast_path::{self, Session, Try};
 use crate::natural_key::{Key, NaturalKey};
 use crate::outcome::Done;
 use crate::savepoint::Savepoint;
-use crate::shielded::{Own, Txn};
 use crate::source::{Handle, PoolId, SessionId};
 use crate::statements::{self, Kind};
 use crate::turns::{self, Arrivals, Place, Turn};

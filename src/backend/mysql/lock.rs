@@ -111,8 +111,8 @@ use sea_orm::sea_query::{ColumnDef, Index, Table, TableCreateStatement};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, Value};
 
 use crate::backend::Inserted;
+use crate::backend::postgres::lock::Mode;
 use crate::classify::{MySqlError, mysql_error};
-use crate::lock::Mode;
 use crate::wait::Deadline;
 use crate::{Error, LockKey, ServerRefusal, Wait};
 

@@ -6,7 +6,7 @@
 //!   transaction takes it before the look, which serialises every creator (of any key) across
 //!   connections and processes.
 //! - MySQL/MariaDB: a READ COMMITTED transaction and a transaction-scoped InnoDB row lock on
-//!   the key's row of the crate's lock table (see [`mysql`](crate::mysql) for why not
+//!   the key's row of the crate's lock table (see [`mysql`](crate::backend::mysql::lock) for why not
 //!   `GET_LOCK`). Only callers with the same key wait for each other. The row is made to exist
 //!   before `BEGIN`, and since MySQL has no `RETURNING`, the guarded insert is followed by a
 //!   read of the row it inserted ([`insert_returning`]).
@@ -45,14 +45,17 @@
 //!   they are refused with [`Error::UnsupportedBackend`] before anything is locked or
 //!   written, instead of silently waiting longer or shorter than asked.
 
+pub(crate) mod mysql;
+pub(crate) mod postgres;
+
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DbBackend, DbErr, IsolationLevel, QueryResult,
     SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
 };
 
+use crate::backend::mysql::shielded::{Own, Shielded, Txn, to_the_end};
+use crate::backend::postgres::lock::{self, Mode};
 use crate::call_chain::{self, At, Chain, Held};
-use crate::lock::{self, Mode};
-use crate::shielded::{Own, Shielded, Txn, to_the_end};
 use crate::source::{DbId, PoolId, SessionId};
 use crate::wait::{CallId, Deadline};
 use crate::{Error, LockKey, Wait};
@@ -198,7 +201,7 @@ impl Backend {
                 ));
             }
             Backend::MySql => {
-                crate::mysql::ensure_lock_row(db, key).await?;
+                crate::backend::mysql::lock::ensure_lock_row(db, key).await?;
                 let options = TransactionOptions {
                     isolation_level: Some(IsolationLevel::ReadCommitted),
                     access_mode: None,
@@ -272,10 +275,11 @@ impl Backend {
                     call_chain::learnt(deadline.call(), session);
                 }
                 let whose = match txn {
-                    Txn::Shielded(_) => crate::mysql::Whose::Own,
-                    Txn::Plain(_) => crate::mysql::Whose::Callers,
+                    Txn::Shielded(_) => crate::backend::mysql::lock::Whose::Own,
+                    Txn::Plain(_) => crate::backend::mysql::lock::Whose::Callers,
                 };
-                crate::mysql::acquire_in(&txn, key, Mode::Exclusive, deadline, whose).await
+                crate::backend::mysql::lock::acquire_in(&txn, key, Mode::Exclusive, deadline, whose)
+                    .await
             }
         }
     }
@@ -303,7 +307,9 @@ pub(crate) async fn insert_returning<C: ConnectionTrait>(
     reread: impl FnOnce() -> Statement,
 ) -> Result<Inserted, DbErr> {
     match db.get_database_backend() {
-        DbBackend::MySql => crate::mysql::insert_then_reread(db, insert, reread).await,
+        DbBackend::MySql => {
+            crate::backend::mysql::lock::insert_then_reread(db, insert, reread).await
+        }
         _ => Ok(match db.query_one_raw(insert).await? {
             Some(row) => Inserted::Row(row),
             None => Inserted::Nothing,
@@ -365,7 +371,7 @@ mod tests {
 
 // The integration tests' helper, one copy for both (library tests cannot reach tests/common).
 #[cfg(all(test, any(feature = "mysql", feature = "postgres")))]
-#[path = "../tests/common/drops.rs"]
+#[path = "../../tests/common/drops.rs"]
 mod drops;
 
 /// The crate's own PostgreSQL transaction (SeaORM's, the path of every call but the

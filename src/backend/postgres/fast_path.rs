@@ -41,8 +41,8 @@ use sea_orm::{
 };
 use sea_query_sqlx::SqlxValues;
 
-use crate::engine;
-use crate::lock::{self, Attempt};
+use crate::backend::postgres::engine;
+use crate::backend::postgres::lock::{self, Attempt};
 use crate::wait::Deadline;
 use crate::{Error, LockKey};
 

@@ -15,7 +15,7 @@ use sea_orm::{
     ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, QueryResult, Statement, Value,
 };
 
-use crate::engine::{self, DETECTION_COLUMNS, Server};
+use crate::backend::postgres::engine::{self, DETECTION_COLUMNS, Server};
 use crate::source::{POSTGRES_SESSION_COLUMNS, SessionId};
 use crate::wait::Deadline;
 use crate::{Error, LockKey, Wait};
@@ -182,7 +182,7 @@ async fn acquire_elsewhere(
     let _ = (key, mode, deadline); // only MySQL's arm takes them
     match backend {
         #[cfg(feature = "mysql")]
-        DbBackend::MySql => crate::mysql::acquire(txn, key, mode, deadline).await,
+        DbBackend::MySql => crate::backend::mysql::lock::acquire(txn, key, mode, deadline).await,
         _ => Err(Error::UnsupportedBackend {
             backend,
             what: match backend {
