@@ -135,6 +135,7 @@
 //! (Built with no backend feature, the crate compiles, for crates that only implement
 //! [`IdempotentCreate`] for their entities, and `create_once` refuses every backend.)
 
+mod advisory_lock;
 mod backend;
 mod call;
 mod call_chain;
@@ -146,17 +147,18 @@ mod look;
 mod natural_key;
 mod once;
 mod outcome;
+mod refusal;
 mod retry;
 mod savepoint;
 mod source;
 mod statements;
+mod transaction;
 mod turns;
 mod wait;
 
-pub use backend::mysql::lock::{MYSQL_LOCK_TABLE, mysql_lock_table};
-pub use backend::postgres::engine::ServerRefusal;
+pub use advisory_lock::{acquire_advisory_lock, acquire_shared_advisory_lock};
+pub use backend::mysql::lock_table::{MYSQL_LOCK_TABLE, mysql_lock_table};
 pub use backend::postgres::holders::{LockHolder, LockHolders, LockMode};
-pub use backend::postgres::lock::{acquire_advisory_lock, acquire_shared_advisory_lock};
 pub use backend::postgres::probe::probe_advisory_locks;
 pub use create::IdempotentCreate;
 pub use error::{Error, LockedRow};
@@ -165,6 +167,7 @@ pub use look::{LookFirst, MISSES_BEFORE_SKIPPING};
 pub use natural_key::{MultiColumn, NaturalKey, SingleColumn};
 pub use once::{Change, KeepExisting, Once, UpdateExisting};
 pub use outcome::{Outcome, UpsertOutcome};
+pub use refusal::ServerRefusal;
 pub use retry::Retry;
 pub use source::TransactionSource;
 pub use wait::Wait;

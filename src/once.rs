@@ -1,6 +1,6 @@
 //! [`Once`]: one call of [`IdempotentCreate`] with its options (how long to wait, data made
 //! lazily, an update function for a row that exists) chosen by name, then run with
-//! [`exec`](Once::exec). The call's path is in [`call`](crate::call).
+//! [`exec`](Once::exec). The call's path is in [`crate::call`].
 
 use std::fmt;
 use std::future::Future;

@@ -15,7 +15,7 @@
 //! the whole transaction back: InnoDB's rule, see [`mysql`](crate::backend::mysql::lock).) The one exception
 //! is an insert that fails (its data breaks a constraint) after its call was dropped: then the
 //! transaction is aborted, and the caller's next call returns
-//! [`Error::TransactionAborted`](crate::Error::TransactionAborted).
+//! [`crate::Error::TransactionAborted`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

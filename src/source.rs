@@ -4,12 +4,10 @@
 
 #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
 use sea_orm::DatabaseConnectionType;
-use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DatabaseExecutor, DatabaseTransaction, DbBackend, DbErr,
-    QueryResult, Statement,
-};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseExecutor, DatabaseTransaction, DbErr};
 
 use crate::Error;
+use crate::backend::Backend;
 
 /// A handle [`create_once`](crate::IdempotentCreate::create_once) can run on.
 ///
@@ -20,7 +18,7 @@ use crate::Error;
 ///   transaction; the row and the lock last until the caller commits or rolls back, so the
 ///   caller's commit decides whether the row exists. The caller's transaction must be READ
 ///   COMMITTED on PostgreSQL, and on MySQL/MariaDB its snapshot no older than the key's last
-///   holder (see [`Error::UnsafeIsolation`](crate::Error::UnsafeIsolation)).
+///   holder (see [`crate::Error::UnsafeIsolation`]).
 ///   Calls on one transaction, and on the transactions nested in it, take turns (see
 ///   [`IdempotentCreate`](crate::IdempotentCreate#on-a-callers-transaction)).
 /// - [`DatabaseExecutor`]: what a migration's `SchemaManager::get_connection()` hands out, to
@@ -129,28 +127,10 @@ impl PoolId {
 pub(crate) struct DbId(u64);
 
 impl DbId {
-    fn of(parts: &[&str]) -> DbId {
+    /// The database named by `parts`, each one delimited.
+    pub(crate) fn of(parts: &[&str]) -> DbId {
         DbId(hash(parts))
     }
-
-    /// The SQLite file a pool opens, as a path with every link resolved (as SQLite reports
-    /// it); `None` for an in-memory database (each pool's its own) or a file not there yet.
-    pub(crate) fn of_sqlite_pool(db: &DatabaseConnection) -> Option<DbId> {
-        #[cfg(feature = "sqlite")]
-        if let DatabaseConnectionType::SqlxSqlitePoolConnection(_) = &db.inner {
-            let options = db.get_sqlite_connection_pool().connect_options();
-            return sqlite_file(options.get_filename().as_os_str().to_str()?);
-        }
-        let _ = db;
-        None
-    }
-}
-
-/// A SQLite file named as SQLite or a pool names it, resolved to one canonical path.
-#[cfg(feature = "sqlite")]
-fn sqlite_file(file: &str) -> Option<DbId> {
-    let path = std::fs::canonicalize(file).ok()?;
-    Some(DbId::of(&["sqlite", path.to_str()?]))
 }
 
 /// A session of a server (a connection) and the database it works in: what a caller's
@@ -170,14 +150,6 @@ pub(crate) struct SessionId {
     id: u64,
 }
 
-/// PostgreSQL: the columns that name the session a statement runs in, read by
-/// [`SessionId::from_postgres_row`]. Fixed text; the functions exist in every server the
-/// crate accepts (`current_setting(name, true)` is NULL where a setting does not exist).
-pub(crate) const POSTGRES_SESSION_COLUMNS: &str = "pg_backend_pid()::int8 AS session_pid, \
-     current_database()::text AS session_database, \
-     current_setting('port', true) AS session_port, \
-     current_setting('cluster_name', true) AS session_cluster";
-
 impl SessionId {
     /// Asks the server which session and database `txn` runs in: one round trip (on SQLite a
     /// pragma, in process).
@@ -191,20 +163,11 @@ impl SessionId {
     ///
     /// A read: dropped, it leaves nothing behind.
     pub(crate) async fn of<C: ConnectionTrait>(txn: &C) -> Result<SessionId, Error> {
-        let backend = txn.get_database_backend();
-        let sql = match backend {
-            DbBackend::Postgres => format!("SELECT {POSTGRES_SESSION_COLUMNS}"),
-            DbBackend::MySql => "SELECT CAST(CONNECTION_ID() AS UNSIGNED) AS session_id, \
-                 DATABASE() AS session_database, @@hostname AS session_host, \
-                 CAST(@@port AS CHAR) AS session_port"
-                .to_owned(),
-            DbBackend::Sqlite => {
-                "SELECT file FROM pragma_database_list WHERE name = 'main'".to_owned()
-            }
-            _ => return Ok(SessionId::unknown()),
+        let Ok(backend) = Backend::of(txn.get_database_backend()) else {
+            return Ok(SessionId::unknown());
         };
         let row = txn
-            .query_one_raw(Statement::from_string(backend, sql))
+            .query_one_raw(backend.session_statement())
             .await
             .map_err(Error::from_first_statement)?
             .ok_or_else(|| {
@@ -212,44 +175,12 @@ impl SessionId {
                     "the statement that names the session returned no row".to_owned(),
                 ))
             })?;
-        Ok(match backend {
-            DbBackend::Postgres => SessionId::from_postgres_row(&row)?,
-            DbBackend::MySql => {
-                let database: Option<String> = row.try_get("", "session_database")?;
-                let host: String = row.try_get("", "session_host")?;
-                let port: String = row.try_get("", "session_port")?;
-                SessionId {
-                    db: DbId::of(&["mysql", &host, &port, database.as_deref().unwrap_or("")]),
-                    id: row.try_get::<u64>("", "session_id")?,
-                }
-            }
-            _ => {
-                let file: String = row.try_get("", "file")?;
-                // An in-memory database (no file): its sessions are told apart by nothing.
-                #[cfg(feature = "sqlite")]
-                let db = sqlite_file(&file).unwrap_or_else(|| DbId::of(&["sqlite", &file]));
-                #[cfg(not(feature = "sqlite"))]
-                let db = DbId::of(&["sqlite", &file]);
-                SessionId { db, id: 0 }
-            }
-        })
+        Ok(backend.session_of_row(&row)?)
     }
 
-    /// The session named by [`POSTGRES_SESSION_COLUMNS`] in `row`.
-    pub(crate) fn from_postgres_row(row: &QueryResult) -> Result<SessionId, DbErr> {
-        let database: String = row.try_get("", "session_database")?;
-        let port: Option<String> = row.try_get("", "session_port")?;
-        let cluster: Option<String> = row.try_get("", "session_cluster")?;
-        let pid: i64 = row.try_get("", "session_pid")?;
-        Ok(SessionId {
-            db: DbId::of(&[
-                "postgres",
-                port.as_deref().unwrap_or(""),
-                cluster.as_deref().unwrap_or(""),
-                &database,
-            ]),
-            id: pid as u64,
-        })
+    /// Session `id` of database `db`, as a backend's server names it.
+    pub(crate) fn new(db: DbId, id: u64) -> SessionId {
+        SessionId { db, id }
     }
 
     /// A session nothing names (a mock): every one is the same.

@@ -1,4 +1,4 @@
-//! One call of [`IdempotentCreate`](crate::IdempotentCreate), from the first look to COMMIT:
+//! One call of [`crate::IdempotentCreate`], from the first look to COMMIT:
 //! [`create`] takes the caller's turn, looks, begins the transaction (or a savepoint of the
 //! caller's), takes the lock through the backend seam, runs `make_data` if the row is missing
 //! (or the update function if it exists), inserts unless present or updates, and commits or
@@ -20,7 +20,6 @@ use sea_orm::{
 };
 use tracing::{Instrument, field};
 
-use crate::backend::mysql::shielded::{Own, Txn};
 #[cfg(feature = "postgres")]
 use crate::backend::postgres::fast_path::{self, Session, Try};
 use crate::backend::{self, Backend, Inserted};
@@ -32,6 +31,7 @@ use crate::outcome::Done;
 use crate::savepoint::Savepoint;
 use crate::source::{Handle, PoolId, SessionId};
 use crate::statements::{self, Kind};
+use crate::transaction::{Own, Txn};
 use crate::turns::{self, Arrivals, Place, Turn};
 use crate::wait::Deadline;
 use crate::{Change, Error, IdempotentCreate, LockKey, Wait};
@@ -556,9 +556,11 @@ impl Call {
     async fn begin_and_lock<'a>(&self, conn: &DatabaseConnection) -> Result<Scope<'a>, Error> {
         let txn = self.backend.begin(conn, self.lock_key).await?;
         match self.lock(Scope::Own(txn)).await {
-            Err(Error::UnsafeIsolation { .. }) if self.backend == Backend::Postgres => {
-                let txn = Backend::begin_read_committed(conn).await?;
-                self.lock(Scope::Own(txn)).await
+            Err(err @ Error::UnsafeIsolation { .. }) => {
+                match self.backend.begin_read_committed(conn).await {
+                    Some(txn) => self.lock(Scope::Own(txn?)).await,
+                    None => Err(err),
+                }
             }
             locked => locked,
         }

@@ -1,18 +1,6 @@
-//! MySQL and MariaDB: the key's lock is a row lock of the crate's lock table, taken inside the
-//! transaction and released by InnoDB at COMMIT or ROLLBACK, never earlier.
-//!
-//! # Why a lock table, not `GET_LOCK`
-//!
-//! MySQL's named locks (`GET_LOCK`) belong to the *session*: COMMIT and ROLLBACK do not release
-//! them. A call whose future is dropped while it holds one (a request timeout, a client gone)
-//! returns its pooled connection with the lock still held, and every other process waits for
-//! whoever is handed that connection next; and a lock taken in a caller's transaction cannot be
-//! made to last exactly as long as that transaction. InnoDB's row locks have the scope the crate
-//! needs: they belong to the transaction, so a dropped call (its transaction rolls back), a
-//! killed connection and a caller's COMMIT all release them, and nothing else can. So each key
-//! is a row of one small table, [`mysql_lock_table`] (created by a migration of yours), and the
-//! lock is a row lock on it. The price: a table to migrate, and one row (17 bytes of key) per
-//! key ever locked.
+//! MySQL and MariaDB: the key's lock is a row lock of the crate's lock table
+//! ([`lock_table`](super::lock_table)), taken inside the transaction and released by InnoDB at
+//! COMMIT or ROLLBACK, never earlier.
 //!
 //! # How a key is locked
 //!
@@ -70,7 +58,7 @@
 //! snapshot, and InnoDB takes no gap locks for its reads. The guarded insert is then
 //! `INSERT ... SELECT ... WHERE NOT EXISTS (...)` as on the other backends; MySQL has no
 //! `RETURNING` (and sea-query renders none for it), so a successful insert is followed by a
-//! read of the row by key in the same transaction ([`insert_then_reread`]).
+//! read of the row by key in the same transaction ([`insert_then_reread`](super::insert_then_reread)).
 //!
 //! # Waits
 //!
@@ -107,105 +95,16 @@
 // without the feature); the lock code is reached only through `Backend::MySql`, which needs it.
 #![cfg_attr(not(feature = "mysql"), allow(dead_code))]
 
-use sea_orm::sea_query::{ColumnDef, Index, Table, TableCreateStatement};
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, Value};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
 
-use crate::backend::Inserted;
-use crate::backend::postgres::lock::Mode;
-use crate::classify::{MySqlError, mysql_error};
+use super::codes::{MySqlError, mysql_error};
+use super::lock_table::{MYSQL_LOCK_TABLE, WHERE_KEY, key_values, statement};
+use crate::advisory_lock::Mode;
 use crate::wait::Deadline;
 use crate::{Error, LockKey, ServerRefusal, Wait};
 
-/// The name of the lock table ([`mysql_lock_table`]).
-pub const MYSQL_LOCK_TABLE: &str = "sea_orm_idempotent_locks";
-
 /// Slices of [`Wait::Forever`], in seconds: a dropped call's wait ends within one.
 pub(crate) const FOREVER_SLICE_SECS: u64 = 2;
-
-/// The lock table MySQL and MariaDB lock keys in: create it in a migration (it is `IF NOT
-/// EXISTS`, InnoDB). Without it every call on MySQL fails with [`Error::MissingLockTable`].
-///
-/// ```sql
-/// CREATE TABLE IF NOT EXISTS `sea_orm_idempotent_locks` (
-///   `space` tinyint NOT NULL,        -- 2: LockKey::Pair, 1: LockKey::BigInt
-///   `k1` int NOT NULL,               -- Pair's first half; BigInt's high 32 bits
-///   `k2` int NOT NULL,               -- Pair's second half; BigInt's low 32 bits
-///   `generation` bigint NOT NULL DEFAULT 0, -- exclusive holders so far
-///   PRIMARY KEY (`space`, `k1`, `k2`)
-/// ) ENGINE=InnoDB
-/// ```
-///
-/// One row per key ever locked (17 bytes of key), never deleted; the crate only inserts rows
-/// and locks and updates them. In a sea-orm-migration migration, `up` runs
-/// `manager.create_table(sea_orm_idempotent::mysql_lock_table())` when
-/// `manager.get_database_backend()` is MySQL (the workspace's sample migration
-/// `m20261126_000003_create_idempotent_locks` does exactly that); on a bare connection:
-///
-/// ```no_run
-/// use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend};
-///
-/// # async fn up(db: &DatabaseConnection) -> Result<(), sea_orm::DbErr> {
-/// if db.get_database_backend() == DbBackend::MySql {
-///     db.execute(&sea_orm_idempotent::mysql_lock_table()).await?;
-/// }
-/// # Ok(()) }
-/// ```
-pub fn mysql_lock_table() -> TableCreateStatement {
-    Table::create()
-        .table(MYSQL_LOCK_TABLE)
-        .if_not_exists()
-        .col(ColumnDef::new("space").tiny_integer().not_null())
-        .col(ColumnDef::new("k1").integer().not_null())
-        .col(ColumnDef::new("k2").integer().not_null())
-        .col(
-            ColumnDef::new("generation")
-                .big_integer()
-                .not_null()
-                .default(0),
-        )
-        .primary_key(Index::create().col("space").col("k1").col("k2"))
-        .engine("InnoDB")
-        .to_owned()
-}
-
-/// The key as the lock table's primary key: `(space, k1, k2)`, all bound.
-fn key_values(key: LockKey) -> [Value; 3] {
-    let (space, k1, k2): (i32, i32, i32) = match key {
-        LockKey::Pair(namespace, key) => (2, namespace, key),
-        // High and low 32 bits, each bit-cast: every i64 has its own pair.
-        LockKey::BigInt(key) => (1, (key >> 32) as i32, key as i32),
-    };
-    [space.into(), k1.into(), k2.into()]
-}
-
-const WHERE_KEY: &str = "WHERE `space` = ? AND `k1` = ? AND `k2` = ?";
-
-fn statement(sql: String, key: LockKey) -> Statement {
-    Statement::from_sql_and_values(DbBackend::MySql, sql, key_values(key))
-}
-
-/// Before the crate's own `BEGIN`, on the pool (autocommit): makes `key`'s lock row exist. It
-/// never waits: a row held by another transaction makes it fail at once with 1205, and then the
-/// row exists, or another transaction is inserting it (the lock's locking read waits for that
-/// one, see [`acquire_in`]).
-///
-/// # Cancel Safety
-///
-/// Dropped, the row may or may not have been inserted (committed at once if it was); nothing is
-/// held.
-pub(crate) async fn ensure_lock_row(db: &DatabaseConnection, key: LockKey) -> Result<(), Error> {
-    let sql = format!(
-        "SET STATEMENT innodb_lock_wait_timeout = 0 FOR \
-         INSERT IGNORE INTO `{MYSQL_LOCK_TABLE}` (`space`, `k1`, `k2`) VALUES (?, ?, ?)"
-    );
-    match db.execute_raw(statement(sql, key)).await {
-        Ok(_) => Ok(()),
-        Err(err) => match mysql_error(&err) {
-            Some(MySqlError::LockWaitTimeout) => Ok(()),
-            _ => Err(lock_table_error(err)),
-        },
-    }
-}
 
 /// The statement [`acquire_in`] sends next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -490,7 +389,7 @@ fn wait_error(err: DbErr, key: LockKey, deadline: Deadline) -> Error {
 }
 
 /// A missing lock table and a server without MariaDB's syntax get their own errors.
-fn lock_table_error(err: DbErr) -> Error {
+pub(super) fn lock_table_error(err: DbErr) -> Error {
     match mysql_error(&err) {
         Some(MySqlError::NoSuchTable) => Error::MissingLockTable {
             table: MYSQL_LOCK_TABLE,
@@ -521,26 +420,11 @@ async fn in_transaction(txn: &impl ConnectionTrait) -> Result<bool, Error> {
         .is_some_and(|on| on != 0))
 }
 
-/// The guarded insert without `RETURNING` (MySQL has none): runs it, and when it inserted a
-/// row reads that row back by key in the same transaction, which sees its own insert.
-pub(crate) async fn insert_then_reread<C: ConnectionTrait>(
-    db: &C,
-    insert: Statement,
-    reread: impl FnOnce() -> Statement,
-) -> Result<Inserted, DbErr> {
-    let inserted = db.execute_raw(insert).await?.rows_affected();
-    if inserted == 0 {
-        return Ok(Inserted::Nothing);
-    }
-    Ok(match db.query_one_raw(reread()).await? {
-        Some(row) => Inserted::Row(row),
-        None => Inserted::NotFoundByKey,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use sea_orm::Value;
 
     use std::time::Duration;
 
@@ -598,30 +482,5 @@ mod tests {
         assert_eq!(wait_seconds(Wait::Timeout(Duration::MAX)), 100_000_000);
         assert_eq!(wait_seconds(Wait::Forever), FOREVER_SLICE_SECS);
         assert_eq!(normalize(Wait::Timeout(Duration::ZERO)), Wait::No);
-    }
-
-    #[test]
-    fn big_int_keys_keep_all_64_bits() {
-        let pair = |key| match &key_values(key)[1..] {
-            [k1, k2] => (k1.clone(), k2.clone()),
-            _ => unreachable!(),
-        };
-        assert_ne!(pair(LockKey::BigInt(1)), pair(LockKey::BigInt(1 << 32)));
-        assert_eq!(
-            pair(LockKey::BigInt(i64::MIN)),
-            (Value::from(i32::MIN), Value::from(0))
-        );
-    }
-
-    #[test]
-    fn the_lock_table_ddl_is_innodb_with_the_key_as_primary_key() {
-        use sea_orm::sea_query::MysqlQueryBuilder;
-        let sql = mysql_lock_table().to_string(MysqlQueryBuilder);
-        assert!(
-            sql.contains("CREATE TABLE IF NOT EXISTS `sea_orm_idempotent_locks`"),
-            "{sql}"
-        );
-        assert!(sql.contains("PRIMARY KEY (`space`, `k1`, `k2`)"), "{sql}");
-        assert!(sql.contains("ENGINE=InnoDB"), "{sql}");
     }
 }

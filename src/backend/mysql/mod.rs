@@ -1,4 +1,101 @@
-//! MySQL and MariaDB: a READ COMMITTED transaction and a row lock of the crate's lock table.
+//! MySQL and MariaDB: a READ COMMITTED transaction and a transaction-scoped InnoDB row lock on
+//! the key's row of the crate's lock table. Only callers with the same key wait for each other.
+//!
+//! - [`lock_table`]: the table (its DDL is public: [`mysql_lock_table`](crate::mysql_lock_table)),
+//!   why a table and not `GET_LOCK`, and making a key's row exist before `BEGIN`;
+//! - [`lock`]: taking the row lock inside a transaction, its waits, and the snapshot check;
+//! - [`shielded`]: the crate's own transaction, whose statements run to their end when a call
+//!   is dropped (sqlx-mysql cannot abandon a statement);
+//! - [`codes`]: the error numbers the crate reacts to.
+//!
+//! MySQL has no `RETURNING`: the guarded insert is followed by a read of the row it inserted
+//! ([`insert_then_reread`]).
 
+pub(crate) mod codes;
 pub(crate) mod lock;
+pub(crate) mod lock_table;
 pub(crate) mod shielded;
+
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DbErr, IsolationLevel, QueryResult, Statement,
+    TransactionOptions,
+};
+
+use self::lock::Whose;
+use self::shielded::Shielded;
+use crate::advisory_lock::Mode;
+use crate::backend::Inserted;
+use crate::source::{DbId, SessionId};
+use crate::transaction::{Own, Txn};
+use crate::wait::Deadline;
+use crate::{Error, LockKey};
+
+/// The crate's own transaction: READ COMMITTED, after making `key`'s row in the lock table
+/// exist in a statement of its own ([`lock_table::ensure_lock_row`]), shielded from a dropped
+/// call ([`Shielded`]: sqlx-mysql cannot abandon a statement, nor count a `BEGIN` dropped
+/// before its answer).
+pub(crate) async fn begin(db: &DatabaseConnection, key: LockKey) -> Result<Own, Error> {
+    lock_table::ensure_lock_row(db, key).await?;
+    let options = TransactionOptions {
+        isolation_level: Some(IsolationLevel::ReadCommitted),
+        access_mode: None,
+        sqlite_transaction_mode: None,
+    };
+    Ok(Own::Shielded(Shielded::begin(db, options).await?))
+}
+
+/// Takes `key`'s row lock in `txn`. With `name`, first asks the server which session `txn`
+/// runs on (one more statement: MySQL's lock statement cannot name it), asks `refuse` about it
+/// before any wait, and returns it.
+pub(crate) async fn lock_in(
+    txn: Txn<'_>,
+    key: LockKey,
+    deadline: Deadline,
+    name: bool,
+    refuse: impl FnOnce(SessionId) -> Result<(), Error>,
+) -> Result<Option<SessionId>, Error> {
+    let session = if name {
+        let session = SessionId::of(&txn).await?;
+        refuse(session)?;
+        Some(session)
+    } else {
+        None
+    };
+    let whose = match txn {
+        Txn::Shielded(_) => Whose::Own,
+        Txn::Plain(_) => Whose::Callers,
+    };
+    lock::acquire_in(&txn, key, Mode::Exclusive, deadline, whose).await?;
+    Ok(session)
+}
+
+/// The statement that names the session a caller's transaction runs on.
+pub(crate) const SESSION_SQL: &str = "SELECT CAST(CONNECTION_ID() AS UNSIGNED) AS session_id, \
+     DATABASE() AS session_database, @@hostname AS session_host, \
+     CAST(@@port AS CHAR) AS session_port";
+
+/// The session named by [`SESSION_SQL`]'s row: the connection id in the schema of one server.
+pub(crate) fn session_of_row(row: &QueryResult) -> Result<SessionId, DbErr> {
+    let database: Option<String> = row.try_get("", "session_database")?;
+    let host: String = row.try_get("", "session_host")?;
+    let port: String = row.try_get("", "session_port")?;
+    let db = DbId::of(&["mysql", &host, &port, database.as_deref().unwrap_or("")]);
+    Ok(SessionId::new(db, row.try_get::<u64>("", "session_id")?))
+}
+
+/// The guarded insert without `RETURNING` (MySQL has none): runs it, and when it inserted a
+/// row reads that row back by key in the same transaction, which sees its own insert.
+pub(crate) async fn insert_then_reread<C: ConnectionTrait>(
+    db: &C,
+    insert: Statement,
+    reread: impl FnOnce() -> Statement,
+) -> Result<Inserted, DbErr> {
+    let inserted = db.execute_raw(insert).await?.rows_affected();
+    if inserted == 0 {
+        return Ok(Inserted::Nothing);
+    }
+    Ok(match db.query_one_raw(reread()).await? {
+        Some(row) => Inserted::Row(row),
+        None => Inserted::NotFoundByKey,
+    })
+}

@@ -6,7 +6,7 @@
 //! nothing rolls it back and the pool hands the connection to its next user inside it.
 //! PostgreSQL's driver can abandon a statement, but sqlx-postgres 0.9.0 has the second problem
 //! (a `BEGIN` dropped before its answer): there the crate's `BEGIN` alone runs to its end
-//! ([`Backend::begin`](crate::backend::Backend::begin)). SQLite's driver has neither
+//! ([`postgres::begin`](crate::backend::postgres::begin)). SQLite's driver has neither
 //! (`tests/drop_sweep.rs`).
 //!
 //! So on MySQL the crate's own transaction is a [`Shielded`]: its `BEGIN`, every statement,
@@ -16,8 +16,6 @@
 //! statements of a caller's transaction are the caller's to run: inside one, the crate sends
 //! its statements as they are, see the README's "Backends".)
 //!
-//! [`Txn`] is the transaction the work under the lock runs in, shielded or not: one
-//! [`ConnectionTrait`] for the statements that do not care which.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -26,6 +24,8 @@ use sea_orm::{
     ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, ExecResult,
     QueryResult, Statement, TransactionOptions, TransactionTrait,
 };
+
+use crate::transaction::to_the_end;
 
 /// A transaction of the crate's own whose statements run to their end (see the
 /// [module docs](self)).
@@ -76,6 +76,11 @@ impl Shielded {
         })
     }
 
+    /// The SeaORM transaction itself, for statements that need its type.
+    pub(crate) fn transaction(&self) -> &DatabaseTransaction {
+        &self.0
+    }
+
     /// Runs `statement` on the transaction in a task of its own.
     async fn run<T, Fut>(
         &self,
@@ -87,17 +92,6 @@ impl Shielded {
     {
         let txn = self.0.clone();
         to_the_end(async move { statement(txn).await }).await
-    }
-}
-
-/// Runs `work` in a task of its own and returns its output; dropped, it leaves `work` to
-/// finish. A panic in `work` is resumed here.
-pub(crate) async fn to_the_end<T: Send + 'static>(
-    work: impl Future<Output = T> + Send + 'static,
-) -> T {
-    match tokio::spawn(work).await {
-        Ok(output) => output,
-        Err(join) => std::panic::resume_unwind(join.into_panic()),
     }
 }
 
@@ -142,88 +136,5 @@ impl ConnectionTrait for Shielded {
             result
         })
         .await
-    }
-}
-
-/// The transaction the work under the lock runs in: the crate's own or a caller's, shielded
-/// (MySQL's own) or not.
-#[derive(Clone, Copy)]
-pub(crate) enum Txn<'a> {
-    Plain(&'a DatabaseTransaction),
-    Shielded(&'a Shielded),
-}
-
-impl Txn<'_> {
-    /// The SeaORM transaction itself, for statements that need its type (PostgreSQL's lock:
-    /// never shielded).
-    pub(crate) fn plain(&self) -> &DatabaseTransaction {
-        match self {
-            Txn::Plain(txn) => txn,
-            Txn::Shielded(shielded) => &shielded.0,
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl ConnectionTrait for Txn<'_> {
-    fn get_database_backend(&self) -> DbBackend {
-        self.plain().get_database_backend()
-    }
-
-    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
-        match self {
-            Txn::Plain(txn) => txn.execute_raw(stmt).await,
-            Txn::Shielded(shielded) => shielded.execute_raw(stmt).await,
-        }
-    }
-
-    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
-        match self {
-            Txn::Plain(txn) => txn.execute_unprepared(sql).await,
-            Txn::Shielded(shielded) => shielded.execute_unprepared(sql).await,
-        }
-    }
-
-    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
-        match self {
-            Txn::Plain(txn) => txn.query_one_raw(stmt).await,
-            Txn::Shielded(shielded) => shielded.query_one_raw(stmt).await,
-        }
-    }
-
-    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
-        match self {
-            Txn::Plain(txn) => txn.query_all_raw(stmt).await,
-            Txn::Shielded(shielded) => shielded.query_all_raw(stmt).await,
-        }
-    }
-}
-
-/// The crate's own transaction: shielded on MySQL, SeaORM's as it is on the other backends.
-pub(crate) enum Own {
-    Plain(DatabaseTransaction),
-    Shielded(Shielded),
-}
-
-impl Own {
-    pub(crate) fn txn(&self) -> Txn<'_> {
-        match self {
-            Own::Plain(txn) => Txn::Plain(txn),
-            Own::Shielded(shielded) => Txn::Shielded(shielded),
-        }
-    }
-
-    pub(crate) async fn commit(self) -> Result<(), DbErr> {
-        match self {
-            Own::Plain(txn) => txn.commit().await,
-            Own::Shielded(shielded) => shielded.commit().await,
-        }
-    }
-
-    pub(crate) async fn rollback(self) -> Result<(), DbErr> {
-        match self {
-            Own::Plain(txn) => txn.rollback().await,
-            Own::Shielded(shielded) => shielded.rollback().await,
-        }
     }
 }

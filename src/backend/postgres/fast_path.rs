@@ -89,7 +89,7 @@ impl Session {
     ///
     /// # Errors
     ///
-    /// As the first statement of [`lock::acquire`]: [`Error::UnsupportedServer`] for a server
+    /// As the first statement of [`lock::acquire_in`]: [`Error::UnsupportedServer`] for a server
     /// whose locks are not real, [`Error::LockBusy`] when the key is held and the caller's wait
     /// is over, [`Error::Database`] (a lost connection, a pool timeout, ...). The transaction
     /// is rolled back before the error is returned.

@@ -1,4 +1,5 @@
-//! PostgreSQL transaction-scoped advisory locks: the one place their SQL is written.
+//! PostgreSQL transaction-scoped advisory locks: the one place their SQL is written (the
+//! public API over them, for every backend, is [`advisory_lock`](crate::advisory_lock)).
 //!
 //! Every lock taken here is released by PostgreSQL at the end of the transaction that took it
 //! (COMMIT or ROLLBACK, including the rollback of a dropped transaction or a lost connection),
@@ -15,99 +16,14 @@ use sea_orm::{
     ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, QueryResult, Statement, Value,
 };
 
-use crate::backend::postgres::engine::{self, DETECTION_COLUMNS, Server};
-use crate::source::{POSTGRES_SESSION_COLUMNS, SessionId};
+use super::engine::{self, DETECTION_COLUMNS, Server};
+use super::{SESSION_COLUMNS, codes, session_of_row};
+use crate::advisory_lock::Mode;
+use crate::source::SessionId;
 use crate::wait::Deadline;
 use crate::{Error, LockKey, Wait};
 
-/// Exclusive or shared, as PostgreSQL's advisory locks come.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Mode {
-    Exclusive,
-    Shared,
-}
-
-/// Takes an exclusive transaction-scoped advisory lock on `key`
-/// (`pg_advisory_xact_lock`), waiting as `wait` says. On MySQL/MariaDB the same lock is a row
-/// lock on the key's row of the crate's lock table ([`mysql_lock_table`](crate::mysql_lock_table),
-/// see the README's "Backends"), also released only at the end of `txn`.
-///
-/// The lock is **transaction-scoped**: it is released only when `txn` commits or rolls back,
-/// and cannot be released earlier. Every other transaction that asks for the same key (through
-/// this function, [`IdempotentCreate`](crate::IdempotentCreate), or plain SQL on the same
-/// numbers) waits until then; nothing else is blocked: advisory locks do not lock rows or
-/// tables.
-///
-/// It takes a [`DatabaseTransaction`] by type, so calling it outside a transaction (where the
-/// lock would end with the statement) does not compile.
-///
-/// ```no_run
-/// use sea_orm::{DatabaseConnection, TransactionTrait};
-/// use sea_orm_idempotent::{LockKey, Wait, acquire_advisory_lock};
-///
-/// # async fn f(db: &DatabaseConnection) -> Result<(), sea_orm_idempotent::Error> {
-/// let txn = db.begin().await?;
-/// // Only one worker at a time updates this account's balance.
-/// acquire_advisory_lock(&txn, LockKey::crc32("balance:42"), Wait::Forever).await?;
-/// // ... read, compute, write ...
-/// txn.commit().await?; // releases the lock
-/// # Ok(()) }
-/// ```
-///
-/// # Errors
-///
-/// [`Error::LockTimeout`] or [`Error::LockBusy`] when the wait runs out (or a cancel request
-/// ends it), [`Error::Deadlock`] when PostgreSQL breaks a deadlock by cancelling this wait,
-/// [`Error::UnsafeIsolation`] (before waiting) when `txn` is REPEATABLE READ or SERIALIZABLE,
-/// whose snapshot would hide what the previous holder wrote, [`Error::UnsupportedBackend`]
-/// on SQLite (no advisory locks) or a backend whose feature is off,
-/// [`Error::MissingLockTable`] on MySQL/MariaDB without the lock table,
-/// [`Error::UnsupportedServer`] (before waiting) when the server
-/// speaks PostgreSQL's protocol but its advisory locks are known not to lock or cannot be
-/// waited for safely (CockroachDB, old YugabyteDB; see [`ServerRefusal`](crate::ServerRefusal)),
-/// or it is older than PostgreSQL 9.6 (the try that asked may have taken the key where locks
-/// are real: roll `txn` back), and [`Error::Database`] for anything else. On PostgreSQL a
-/// failed wait never aborts `txn`: the server rolls back only the wait, so `txn` is usable
-/// and still holds every lock it took before; after a deadlock roll it back to let the other
-/// side go on. On MySQL/MariaDB a deadlock has already rolled `txn` back, and so has a
-/// timeout on a server with `innodb_rollback_on_timeout`.
-///
-/// # Cancel Safety
-///
-/// Dropping the future leaves no lock behind once `txn` is dropped (which rolls it back). A
-/// wait still running on the server ends within one slice of [`Wait::Forever`] (2 s with the
-/// default `deadlock_timeout`) or the caller's [`Wait::Timeout`]: unanswered if the key is
-/// still held, and if it was granted meanwhile, released by the rollback queued behind it.
-/// Until then that one connection stays busy; then it returns to its pool.
-pub async fn acquire_advisory_lock(
-    txn: &DatabaseTransaction,
-    key: LockKey,
-    wait: Wait,
-) -> Result<(), Error> {
-    acquire(txn, key, Mode::Exclusive, Deadline::starting_now(wait)).await
-}
-
-/// Takes a shared transaction-scoped advisory lock on `key`
-/// (`pg_advisory_xact_lock_shared`): shared holders do not exclude each other, only an
-/// exclusive holder of the same key (see [`acquire_advisory_lock`]). Released only at the end
-/// of `txn`.
-///
-/// # Errors
-///
-/// As [`acquire_advisory_lock`].
-///
-/// # Cancel Safety
-///
-/// As [`acquire_advisory_lock`].
-pub async fn acquire_shared_advisory_lock(
-    txn: &DatabaseTransaction,
-    key: LockKey,
-    wait: Wait,
-) -> Result<(), Error> {
-    acquire(txn, key, Mode::Shared, Deadline::starting_now(wait)).await
-}
-
-/// Takes the lock, waiting as `wait` says.
+/// Takes the lock in `txn`, waiting as `deadline` says.
 ///
 /// 1. One statement checks the isolation level (refusing, before any wait, a level whose
 ///    snapshot predates the lock), tries the lock without waiting, and reads which server
@@ -131,23 +47,10 @@ pub async fn acquire_shared_advisory_lock(
 /// second, at most PostgreSQL's largest `lock_timeout`): every server-side wait is bounded, so
 /// a caller that goes away mid-wait leaves its connection busy for at most one slice, and
 /// deadlock detection (which needs a wait longer than `deadlock_timeout`) still runs.
-pub(crate) async fn acquire(
-    txn: &DatabaseTransaction,
-    key: LockKey,
-    mode: Mode,
-    deadline: Deadline,
-) -> Result<(), Error> {
-    if txn.get_database_backend() == DbBackend::Postgres {
-        return acquire_in(txn, key, mode, deadline, |_| Ok(()))
-            .await
-            .map(drop);
-    }
-    acquire_elsewhere(txn, key, mode, deadline).await
-}
-
-/// PostgreSQL's [`acquire`], which also names the session the lock is taken in (from the
-/// statement that tries it: no extra round trip) and, when the try finds the key held, asks
-/// `on_busy` about that session before waiting: its error is returned instead of a wait.
+///
+/// It also names the session the lock is taken in (from the statement that tries it: no extra
+/// round trip) and, when the try finds the key held, asks `on_busy` about that session before
+/// waiting: its error is returned instead of a wait.
 pub(crate) async fn acquire_in(
     txn: &DatabaseTransaction,
     key: LockKey,
@@ -161,7 +64,7 @@ pub(crate) async fn acquire_in(
         .map_err(engine::from_try_error)?
         .ok_or_else(|| no_row("try"))?;
     let busy = read_attempt(&attempt, deadline)?;
-    let session = SessionId::from_postgres_row(&attempt)?;
+    let session = session_of_row(&attempt)?;
     if let Attempt::Acquired = busy {
         return Ok(session);
     }
@@ -170,38 +73,7 @@ pub(crate) async fn acquire_in(
     Ok(session)
 }
 
-/// [`acquire`] on a backend other than PostgreSQL: MySQL's lock table, or the error.
-async fn acquire_elsewhere(
-    txn: &DatabaseTransaction,
-    key: LockKey,
-    mode: Mode,
-    deadline: Deadline,
-) -> Result<(), Error> {
-    let backend = txn.get_database_backend();
-    #[cfg(not(feature = "mysql"))]
-    let _ = (key, mode, deadline); // only MySQL's arm takes them
-    match backend {
-        #[cfg(feature = "mysql")]
-        DbBackend::MySql => crate::backend::mysql::lock::acquire(txn, key, mode, deadline).await,
-        _ => Err(Error::UnsupportedBackend {
-            backend,
-            what: match backend {
-                DbBackend::Sqlite => {
-                    "take an advisory lock: advisory locks need PostgreSQL (MySQL: the \
-                         crate's lock table), and SQLite has none. To create a row once on \
-                         SQLite, use `IdempotentCreate::create_once`, which takes SQLite's write \
-                         lock (an IMMEDIATE transaction) instead"
-                }
-                _ => {
-                    "take an advisory lock: advisory locks need PostgreSQL, or MySQL with \
-                         the crate's `mysql` feature"
-                }
-            },
-        }),
-    }
-}
-
-/// PostgreSQL, after a try that found the key held: steps 2 to 4 of [`acquire`].
+/// After a try that found the key held: steps 2 to 4 of [`acquire_in`].
 async fn wait(
     txn: &DatabaseTransaction,
     key: LockKey,
@@ -226,8 +98,8 @@ async fn wait(
         match missed.as_str() {
             "" => return Ok(()),
             // Only this slice of `Wait::Forever` ran out: wait again.
-            code::LOCK_NOT_AVAILABLE if another_slice => continue,
-            code::LOCK_NOT_AVAILABLE | code::QUERY_CANCELED => {
+            codes::LOCK_NOT_AVAILABLE if another_slice => continue,
+            codes::LOCK_NOT_AVAILABLE | codes::QUERY_CANCELED => {
                 return Err(Error::LockTimeout {
                     key,
                     row: None,
@@ -235,7 +107,7 @@ async fn wait(
                     source: None,
                 });
             }
-            code::DEADLOCK_DETECTED => return Err(Error::Deadlock { key, row: None }),
+            codes::DEADLOCK_DETECTED => return Err(Error::Deadlock { key, row: None }),
             other => {
                 // Unreachable: the wait block records only the three codes above.
                 return Err(Error::Database(DbErr::RecordNotFound(format!(
@@ -299,16 +171,6 @@ fn normalize(wait: Wait) -> Wait {
     }
 }
 
-/// The SQLSTATEs a wait records (see [`WAIT_BLOCK`]).
-mod code {
-    /// `lock_not_available`: `lock_timeout` ran out.
-    pub(super) const LOCK_NOT_AVAILABLE: &str = "55P03";
-    /// `deadlock_detected`.
-    pub(super) const DEADLOCK_DETECTED: &str = "40P01";
-    /// `query_canceled`: a cancel request (`pg_cancel_backend`) ended the wait.
-    pub(super) const QUERY_CANCELED: &str = "57014";
-}
-
 /// The PostgreSQL function for a mode, waiting or not. Fixed text, never user input.
 fn function(mode: Mode, waiting: bool) -> &'static str {
     match (mode, waiting) {
@@ -363,7 +225,7 @@ fn try_sql(mode: Mode, arguments: &str) -> String {
          WHEN current_setting('transaction_isolation') NOT IN ('read committed', 'read uncommitted') THEN NULL \
          ELSE {try_lock}({arguments}) END AS acquired, \
          current_setting('transaction_isolation') AS isolation, {DETECTION_COLUMNS}, \
-         {POSTGRES_SESSION_COLUMNS}"
+         {SESSION_COLUMNS}"
     )
 }
 
