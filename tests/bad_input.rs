@@ -355,7 +355,7 @@ on_each_server! {
     /// exclude each other. The table has no unique constraint, so only the lock stands between
     /// concurrent callers and a duplicate: `naive_find_then_insert_duplicates_awkward_keys` shows
     /// the same workload without it writing duplicates. With the lock made a no-op (the MySQL
-    /// arm of `Backend::lock` in src/backend.rs returning at once; PostgreSQL's lock functions
+    /// arm of `Backend::lock` in src/backend/mod.rs returning at once; PostgreSQL's lock functions
     /// made their `_shared` forms, which exclude nobody) it failed in 3 runs of 3 on each
     /// server: 160, 166 and 164 `Created` for MariaDB's 120 keys, 128, 128 and 124 for
     /// PostgreSQL's 110. (With one round of keys over two pools, PostgreSQL's side passed

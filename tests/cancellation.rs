@@ -13,7 +13,7 @@
 //! `on_mariadb_a_call_dropped_at_any_await_point_leaves_its_connection_usable` drops calls at
 //! each of their await points in turn over a pool of one (PostgreSQL's counterpart is in
 //! `drop_sweep.rs`). It failed while the statements of the crate's own MySQL transaction ran
-//! on the caller's future (before `src/shielded.rs`): a call dropped while its guarded insert
+//! on the caller's future (before `src/backend/mysql/shielded.rs`): a call dropped while its guarded insert
 //! was on the wire left the pool's one connection waiting for an answer that never came, and
 //! the next call's acquire timed out (`ConnectionAcquire(Timeout)` after await point 7 of key
 //! 0's new key).

@@ -6,7 +6,7 @@
 //! comma-join would confuse are two keys that do not wait for each other; a key whose parts
 //! do not match `key_columns()` is refused before anything is sent.
 //!
-//! The race tests can fail, and were seen to: with `Backend::lock` in `src/backend.rs` made a
+//! The race tests can fail, and were seen to: with `Backend::lock` in `src/backend/mod.rs` made a
 //! no-op for PostgreSQL, `many_tasks_create_each_composite_key_once` failed with 5 unique
 //! violations and 7 `make_data` runs for keys others created, and
 //! `several_processes_create_each_composite_key_once` with 23 and 27 (the two pools' callers

@@ -5,7 +5,7 @@
 //! the race are `tests/common/composite.rs`, shared with the PostgreSQL tests.
 //!
 //! The race tests can fail, and were seen to: with the IMMEDIATE begin of `Backend::begin`
-//! (`src/backend.rs`) made a plain (DEFERRED) begin, all four fail: callers of one key look
+//! (`src/backend/mod.rs`) made a plain (DEFERRED) begin, all four fail: callers of one key look
 //! at once, `make_data` runs for keys another caller creates (332 runs for 45 rows made in
 //! one run), and writers whose snapshot went stale get `SQLITE_BUSY` (287 errors). Half the
 //! callers pass a `make_data` for this reason: with the data given up front, the guarded

@@ -8,7 +8,7 @@
 //! same workload with the lock left out (find, then insert, as most code does) and shows unique
 //! violations; `create_once` on it shows none. `several_processes_create_each_key_once` does the
 //! same across processes (the naive run first, then `create_once`). On MariaDB, with the
-//! crate's lock made a no-op (the MySQL arm of `Backend::lock` in src/backend.rs returning
+//! crate's lock made a no-op (the MySQL arm of `Backend::lock` in src/backend/mod.rs returning
 //! `Ok(())`, so `create_once` takes no lock-table row lock), two runs each:
 //! `many_tasks_create_each_key_exactly_once::mariadb` failed with 37 and 13 unique violations,
 //! `several_processes_create_each_key_once::mariadb` with 12 and 8 in the first worker checked,
@@ -327,9 +327,9 @@ async fn own_transactions_are_read_committed_whatever_the_default() {
 /// The race of `many_tasks_create_each_key_exactly_once` on a database whose default is
 /// REPEATABLE READ: the crate's plain `BEGIN` would be REPEATABLE READ there, so every call
 /// must notice (in the statement that tries the lock) and begin again with READ COMMITTED set.
-/// Seen to fail both ways: with the fallback in `Call::begin_and_lock` (src/call.rs) removed,
+/// Seen to fail both ways: with the fallback in `Call::begin_and_lock` (src/call/under_lock.rs) removed,
 /// all 800 calls returned `UnsafeIsolation`; with the isolation check of the try statement
-/// (src/lock.rs) removed, so that calls went on under REPEATABLE READ, 25 contended callers
+/// (src/backend/postgres/lock.rs) removed, so that calls went on under REPEATABLE READ, 25 contended callers
 /// looked with a snapshot older than the lock and collided on the unique constraint.
 #[cfg(feature = "postgres")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -10,7 +10,7 @@
 //! fail: with the advisory lock made a no-op (`Backend::lock` returning at once) it fails with
 //! unique violations in `other_errors`.
 //!
-//! The second test drops the three-round-trip path (`src/fast_path.rs`, a pooled connection
+//! The second test drops the three-round-trip path (`src/backend/postgres/fast_path.rs`, a pooled connection
 //! the crate owns outside SeaORM's transaction) at each of its await points in turn, over a
 //! pool of one, and checks for leftovers after every dropped call. It fails when a dropped
 //! session's connection is handed back to the pool instead of closed.
@@ -173,7 +173,7 @@ async fn calls_dropped_anywhere_leave_nothing_behind() {
 }
 
 // Rows keyed by `k`, whose calls never look first: every call takes the three-round-trip path
-// of a new key on a connection (`src/fast_path.rs`), which holds a pooled connection outside
+// of a new key on a connection (`src/backend/postgres/fast_path.rs`), which holds a pooled connection outside
 // SeaORM's `DatabaseTransaction`.
 keyed_rows!(fresh_keys, "fresh_keys", Never);
 
@@ -212,7 +212,7 @@ async fn leftovers(observer: &DatabaseConnection, patience: Duration) -> (i64, i
 ///
 /// (Dropping by poll count instead of a timer: see [`drop_at_await_point`].)
 ///
-/// It fails without the guard (`Session`'s `Drop` in `src/fast_path.rs` not calling
+/// It fails without the guard (`Session`'s `Drop` in `src/backend/postgres/fast_path.rs` not calling
 /// `close_on_drop`, so a dropped session's connection goes back to the pool as it is): the
 /// first call dropped after BEGIN and the try-lock were sent leaves the pool's connection
 /// `idle in transaction` holding the key's advisory lock, and the check fails with "after a

@@ -9,7 +9,7 @@
 //! `true` without locking, as CockroachDB's did). Unqualified calls, which the crate sends,
 //! resolve to them because `fake` comes before `pg_catalog` on the path.
 //!
-//! These tests fail without the detection: with the check in `lock.rs`
+//! These tests fail without the detection: with the check in `src/backend/postgres/lock.rs`
 //! (`Server::from_row(..)?.check(..)`) removed, the disguised server's locks still work (it is
 //! PostgreSQL underneath), so `create_once` returns `Created` and `acquire_advisory_lock`
 //! returns `Ok`, and every `expect_err` below panics.

@@ -180,7 +180,7 @@ on_each_server! {
     /// Catches: a killed connection's error classified as not retryable; pools that do not
     /// recover (the retries fail); a lock that outlives its killed holder (the retries wait);
     /// a duplicate row or a unique violation. On MariaDB, with the MySQL arm of
-    /// `Backend::lock` (src/backend.rs) made a no-op, it failed with 7 and 5 unique violations
+    /// `Backend::lock` (src/backend/mod.rs) made a no-op, it failed with 7 and 5 unique violations
     /// (not retryable) among the burst's failures.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn killed_connections_during_a_burst_fail_retryably_and_retries_create_each_key_once(

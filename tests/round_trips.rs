@@ -80,7 +80,7 @@ async fn every_path_costs_its_round_trips_on_postgres() {
 
     // A redelivery of a stored row: the look, and nothing else.
     assert_eq!(trips(&wire, always(1), always(1)).await, 1);
-    // A new key: the look, then (src/fast_path.rs) BEGIN and the try-lock (with the isolation
+    // A new key: the look, then (src/backend/postgres/fast_path.rs) BEGIN and the try-lock (with the isolation
     // and server checks) in one message, the guarded insert returning the row, COMMIT.
     assert_eq!(trips(&wire, always(2), always(3)).await, 4);
     // Without the look: BEGIN with the try-lock, insert, COMMIT.
@@ -245,7 +245,7 @@ fn lock_granted() -> BTreeMap<&'static str, Value> {
     BTreeMap::from([
         ("acquired", Value::from(true)),
         ("isolation", Value::from("read committed")),
-        // Which server answered (src/engine.rs): PostgreSQL.
+        // Which server answered (src/backend/postgres/engine.rs): PostgreSQL.
         ("server_version", Value::from("PostgreSQL 15.14")),
         ("server_version_num", Value::from("150014")),
         ("crdb_version", Value::String(None)),

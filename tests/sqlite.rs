@@ -304,7 +304,7 @@ async fn busy_timeout_bounds_the_wait_and_maps_to_lock_timeout() {
 /// (src/turns.rs), not in SQLite's busy handler. With `busy_timeout` 0 a connection that finds
 /// the lock taken fails at once, so 24 tasks creating new keys at the same moment on one pool
 /// all succeed only if none of them ever met another at SQLite's lock. Without the turn
-/// (`Place::Writer` not taken in src/call.rs) this fails: most calls end in `LockTimeout`.
+/// (`Place::Writer` not taken in src/call/mod.rs) this fails: most calls end in `LockTimeout`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_pools_writers_take_turns_before_sqlites_lock() {
     const CALLERS: i64 = 24;

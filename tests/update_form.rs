@@ -7,7 +7,7 @@
 //! (`wait`, `update`, data in hand or made lazily) combine. The entities and the race are
 //! `tests/common/versions.rs`, shared with `tests/update_form_sqlite.rs`.
 //!
-//! The race tests can fail, and were seen to: with `Backend::lock` in `src/backend.rs` made
+//! The race tests can fail, and were seen to: with `Backend::lock` in `src/backend/mod.rs` made
 //! a no-op for PostgreSQL, `many_tasks_keep_the_newest_version` and
 //! `several_processes_keep_the_newest_version` failed on every run: 2 and 4 to 11 unique
 //! violations (callers of one document both found no row and both inserted), and, in runs

@@ -4,7 +4,7 @@
 //! strict form's refusal, as on PostgreSQL (`tests/common/versions.rs`).
 //!
 //! The race tests can fail, and were seen to: with the IMMEDIATE begin of `Backend::begin`
-//! (`src/backend.rs`) made a plain (DEFERRED) begin, both fail: 86 of 96 calls (one
+//! (`src/backend/mod.rs`) made a plain (DEFERRED) begin, both fail: 86 of 96 calls (one
 //! process) and 301 of 384 (four) failed with `SQLITE_BUSY` and only 8 of 12 documents were
 //! created: callers of one document looked at once, and writers whose snapshot went stale
 //! could not write.

@@ -5,7 +5,7 @@
 //! The multi-process tests can fail: `naive_processes_hit_unique_violations_on_postgres`
 //! and `_on_mariadb` run the same workload with `--naive` (find, then insert, no lock) and
 //! show unique violations and a failing exit status, where `create_once` shows none. On
-//! MariaDB, with the MySQL arm of `Backend::lock` (src/backend.rs) made a no-op,
+//! MariaDB, with the MySQL arm of `Backend::lock` (src/backend/mod.rs) made a no-op,
 //! `several_processes_create_each_pr_once_on_mariadb` failed: the first process checked
 //! exited non-zero with 11 and 22 unique violations.
 

@@ -1,4 +1,4 @@
-//! Strategy 6 of the benchmark: the statements `create_once` sends (`src/lock.rs`,
+//! Strategy 6 of the benchmark: the statements `create_once` sends (`src/backend/postgres/lock.rs`,
 //! `src/create.rs`), written by hand on sqlx, without SeaORM: the same SQL text, the same bound
 //! values, the same transaction shape, decoding the same model. "crate / sqlx" in the results is
 //! then the price of SeaORM and of the crate's code around the same statements.
@@ -43,7 +43,7 @@ pub(crate) async fn create_once(
     if let Some(row) = found {
         return Ok(Outcome::Existing(model(&row)?));
     }
-    // As the crate's three-round-trip path (src/fast_path.rs): on a pooled connection, BEGIN
+    // As the crate's three-round-trip path (src/backend/postgres/fast_path.rs): on a pooled connection, BEGIN
     // and the try-lock in one simple-protocol message, the key's two integers written out.
     // (Unlike the crate's, this copy does not close a connection dropped mid-transaction: the
     // benchmark never drops a call.)

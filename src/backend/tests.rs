@@ -1,8 +1,10 @@
 //! The seam's tests: which waits each backend honours, and the crate's own transaction begun
 //! by a call dropped midway, against real servers.
 
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 use super::*;
 
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 use std::time::Duration;
 
 #[cfg(feature = "postgres")]

@@ -5,7 +5,7 @@
 ///
 /// (By poll count, not a timer: tokio's timers tick in milliseconds, coarser than round trips
 /// on loopback, so a sweep of timeouts would skip await points; a sweep of `pendings` hits
-/// each one.) The library's own tests include this file by path (`src/backend.rs`).
+/// each one.) The library's own tests include this file by path (`src/backend/mod.rs`).
 pub(crate) async fn drop_at_await_point<F: std::future::Future>(
     call: F,
     pendings: usize,

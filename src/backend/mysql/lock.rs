@@ -68,7 +68,7 @@
 //! and never ends before the caller's bound; it may end up to a second after it. [`Wait::No`]
 //! is 0: no wait. A timeout fails with error 1205, which rolls back only the statement unless the server runs with
 //! `innodb_rollback_on_timeout` (then InnoDB rolls back the whole transaction, see below).
-//! [`Wait::Forever`] waits in slices of [`FOREVER_SLICE_SECS`], so a caller that goes away
+//! [`Wait::Forever`] waits in slices of [`FOREVER_SLICE_SECS`](super::lock_table::FOREVER_SLICE_SECS), so a caller that goes away
 //! leaves its connection busy for at most one slice. InnoDB detects deadlocks when a wait
 //! begins (error 1213) and then rolls back the whole transaction of its victim; its session
 //! goes on in autocommit. A call on such a transaction writes nothing: the insert of step 2
@@ -88,8 +88,7 @@
 //! (error 1064) every call is refused with [`ServerRefusal::NotMariaDb`] before anything is
 //! written. Untested on MySQL 8.
 //!
-//! (Over 450 lines: the whole MySQL mechanism, its reasons, the lock table's DDL and every
-//! statement on it, in one file, as `src/lock.rs` is for PostgreSQL.)
+//! The statements' text is in [`lock_table`](super::lock_table), with the table.
 
 // Compiled in every build: `mysql_lock_table` is public (a migration crate may build the crate
 // without the feature); the lock code is reached only through `Backend::MySql`, which needs it.
@@ -98,13 +97,12 @@
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
 
 use super::codes::{MySqlError, mysql_error};
-use super::lock_table::{MYSQL_LOCK_TABLE, WHERE_KEY, key_values, statement};
+use super::lock_table::{
+    MYSQL_LOCK_TABLE, WHERE_KEY, insert_statement, lock_statement, read_statement, statement,
+};
 use crate::advisory_lock::Mode;
 use crate::wait::Deadline;
 use crate::{Error, LockKey, ServerRefusal, Wait};
-
-/// Slices of [`Wait::Forever`], in seconds: a dropped call's wait ends within one.
-pub(crate) const FOREVER_SLICE_SECS: u64 = 2;
 
 /// The statement [`acquire_in`] sends next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -273,52 +271,6 @@ fn rolled_back(whose: Whose, key: LockKey) -> Error {
     }
 }
 
-/// Step 2: the lock, bounded by the statement itself: a locking read of the key's row by
-/// its primary key (`FOR UPDATE`, shared: `LOCK IN SHARE MODE`). On an existing row that is a
-/// record lock, never a gap lock, at any isolation level; a row another transaction has
-/// inserted and not committed yet is waited for (and if that one rolls back, the read finds
-/// nothing, and under READ COMMITTED keeps no lock: InnoDB turns a waiting `FOR UPDATE` of a
-/// vanished row into no lock at all, unlike the waiting locks of `INSERT ... ON DUPLICATE KEY
-/// UPDATE`, `INSERT IGNORE` or `LOCK IN SHARE MODE`, which it turns into gap locks). No row:
-/// [`insert_statement`].
-fn lock_statement(key: LockKey, mode: Mode, wait: Wait) -> Statement {
-    let lock = match mode {
-        Mode::Exclusive => "FOR UPDATE",
-        Mode::Shared => "LOCK IN SHARE MODE",
-    };
-    statement(
-        format!(
-            "SET STATEMENT innodb_lock_wait_timeout = {} FOR \
-             SELECT 1 AS locked FROM `{MYSQL_LOCK_TABLE}` {WHERE_KEY} {lock}",
-            wait_seconds(wait)
-        ),
-        key,
-    )
-}
-
-/// The key's row is missing: an insert that makes it (and holds it: a row a transaction
-/// inserts is locked exclusively until it ends) or, when another transaction made it
-/// meanwhile, locks it (exclusive: `INSERT ... ON DUPLICATE KEY UPDATE`, shared:
-/// `INSERT IGNORE`). The first one does not wait: a row just made by another transaction is
-/// waited for by the locking read instead, whose wait leaves no gap lock behind. It inserts
-/// only inside a transaction (`WHERE @@in_transaction`), so in a session the server has put
-/// back in autocommit it writes nothing.
-fn insert_statement(key: LockKey, mode: Mode, wait: Wait) -> Statement {
-    let (ignore, on_duplicate) = match mode {
-        Mode::Exclusive => ("", " ON DUPLICATE KEY UPDATE `generation` = `generation`"),
-        Mode::Shared => (" IGNORE", ""),
-    };
-    statement(
-        format!(
-            "SET STATEMENT innodb_lock_wait_timeout = {} FOR \
-             INSERT{ignore} INTO `{MYSQL_LOCK_TABLE}` (`space`, `k1`, `k2`) \
-             SELECT ?, ?, ? FROM DUAL WHERE @@in_transaction = 1{on_duplicate}",
-            wait_seconds(wait)
-        ),
-        key,
-    )
-}
-
 /// Whether a lock statement failed because its wait ran out (or it was told not to wait).
 fn timed_out(err: &DbErr) -> bool {
     matches!(
@@ -327,42 +279,8 @@ fn timed_out(err: &DbErr) -> bool {
     )
 }
 
-/// Step 3, one statement on the row this transaction now holds (no wait): the latest committed
-/// `generation` (a locking read) and the one this transaction's snapshot sees (the subquery: a
-/// locking clause does not reach into subqueries, which stay consistent reads).
-fn read_statement(key: LockKey, mode: Mode) -> Statement {
-    let lock = match mode {
-        Mode::Exclusive => "FOR UPDATE",
-        Mode::Shared => "LOCK IN SHARE MODE",
-    };
-    let mut values = key_values(key).to_vec();
-    values.extend(key_values(key));
-    Statement::from_sql_and_values(
-        DbBackend::MySql,
-        format!(
-            "SELECT @@in_transaction AS in_txn, `generation` AS latest, \
-             (SELECT `generation` FROM `{MYSQL_LOCK_TABLE}` {WHERE_KEY}) AS seen \
-             FROM `{MYSQL_LOCK_TABLE}` {WHERE_KEY} {lock}"
-        ),
-        values,
-    )
-}
-
-/// The whole seconds a wait is given on the server: 0 for [`Wait::No`], a [`Wait::Timeout`]
-/// rounded up (so the wait never ends before the caller's bound) and at most MariaDB's largest
-/// `innodb_lock_wait_timeout` (10^8 s), one slice for [`Wait::Forever`].
-fn wait_seconds(wait: Wait) -> u64 {
-    match wait {
-        Wait::No => 0,
-        Wait::Timeout(timeout) => {
-            timeout.as_nanos().div_ceil(1_000_000_000).min(100_000_000) as u64
-        }
-        Wait::Forever => FOREVER_SLICE_SECS,
-    }
-}
-
 /// `Timeout(0)` means "do not wait", as on PostgreSQL.
-fn normalize(wait: Wait) -> Wait {
+pub(super) fn normalize(wait: Wait) -> Wait {
     match wait {
         Wait::Timeout(timeout) if timeout.is_zero() => Wait::No,
         other => other,
@@ -418,69 +336,4 @@ async fn in_transaction(txn: &impl ConnectionTrait) -> Result<bool, Error> {
         .map(|row| row.try_get::<u64>("", "in_txn"))
         .transpose()?
         .is_some_and(|on| on != 0))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    use sea_orm::Value;
-
-    use std::time::Duration;
-
-    #[test]
-    fn keys_are_bound_and_only_whole_seconds_are_written() {
-        let statement = insert_statement(
-            LockKey::Pair(31337, -90210),
-            Mode::Exclusive,
-            Wait::Timeout(Duration::from_millis(1500)),
-        );
-        assert!(!statement.sql.contains("31337") && !statement.sql.contains("90210"));
-        assert!(
-            statement
-                .sql
-                .starts_with("SET STATEMENT innodb_lock_wait_timeout = 2 FOR INSERT INTO"),
-            "{}",
-            statement.sql
-        );
-        assert!(statement.sql.contains("ON DUPLICATE KEY UPDATE"));
-        assert_eq!(
-            statement.values.expect("bound values").0,
-            vec![Value::from(2), Value::from(31337), Value::from(-90210)]
-        );
-        let shared = insert_statement(LockKey::BigInt(-3), Mode::Shared, Wait::No);
-        assert!(
-            shared.sql.contains("= 0 FOR INSERT IGNORE INTO"),
-            "{}",
-            shared.sql
-        );
-        assert_eq!(
-            shared.values.expect("bound values").0,
-            vec![Value::from(1), Value::from(-1), Value::from(-3)]
-        );
-        let lock = lock_statement(LockKey::Pair(31337, -90210), Mode::Exclusive, Wait::Forever);
-        assert!(
-            lock.sql.starts_with(&format!(
-                "SET STATEMENT innodb_lock_wait_timeout = {FOREVER_SLICE_SECS} FOR SELECT"
-            )) && lock.sql.ends_with("FOR UPDATE"),
-            "{}",
-            lock.sql
-        );
-        assert!(!lock.sql.contains("31337"));
-        let read = read_statement(LockKey::BigInt(-3), Mode::Shared);
-        assert!(read.sql.ends_with("LOCK IN SHARE MODE"), "{}", read.sql);
-        assert_eq!(read.values.expect("bound values").0.len(), 6);
-    }
-
-    #[test]
-    fn waits_round_up_to_whole_seconds() {
-        let ms = Duration::from_millis;
-        assert_eq!(wait_seconds(Wait::No), 0);
-        assert_eq!(wait_seconds(Wait::Timeout(ms(1))), 1);
-        assert_eq!(wait_seconds(Wait::Timeout(ms(1000))), 1);
-        assert_eq!(wait_seconds(Wait::Timeout(ms(1001))), 2);
-        assert_eq!(wait_seconds(Wait::Timeout(Duration::MAX)), 100_000_000);
-        assert_eq!(wait_seconds(Wait::Forever), FOREVER_SLICE_SECS);
-        assert_eq!(normalize(Wait::Timeout(Duration::ZERO)), Wait::No);
-    }
 }

@@ -1,5 +1,5 @@
-//! The lock table: one row per key, whose row lock is the key's lock on MySQL and MariaDB
-//! ([`lock`](super::lock) takes it).
+//! The lock table: one row per key, whose row lock is the key's lock on MySQL and MariaDB, and
+//! the text of every statement on it ([`lock`](super::lock) sends them in order).
 //!
 //! # Why a lock table, not `GET_LOCK`
 //!
@@ -24,7 +24,8 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, Value};
 
 use super::codes::{MySqlError, mysql_error};
 use super::lock::lock_table_error;
-use crate::{Error, LockKey};
+use crate::advisory_lock::Mode;
+use crate::{Error, LockKey, Wait};
 
 /// The name of the lock table ([`mysql_lock_table`]).
 pub const MYSQL_LOCK_TABLE: &str = "sea_orm_idempotent_locks";
@@ -114,9 +115,98 @@ pub(crate) async fn ensure_lock_row(db: &DatabaseConnection, key: LockKey) -> Re
     }
 }
 
+/// Slices of [`Wait::Forever`], in seconds: a dropped call's wait ends within one.
+pub(crate) const FOREVER_SLICE_SECS: u64 = 2;
+
+/// Step 2: the lock, bounded by the statement itself: a locking read of the key's row by
+/// its primary key (`FOR UPDATE`, shared: `LOCK IN SHARE MODE`). On an existing row that is a
+/// record lock, never a gap lock, at any isolation level; a row another transaction has
+/// inserted and not committed yet is waited for (and if that one rolls back, the read finds
+/// nothing, and under READ COMMITTED keeps no lock: InnoDB turns a waiting `FOR UPDATE` of a
+/// vanished row into no lock at all, unlike the waiting locks of `INSERT ... ON DUPLICATE KEY
+/// UPDATE`, `INSERT IGNORE` or `LOCK IN SHARE MODE`, which it turns into gap locks). No row:
+/// [`insert_statement`].
+pub(super) fn lock_statement(key: LockKey, mode: Mode, wait: Wait) -> Statement {
+    let lock = match mode {
+        Mode::Exclusive => "FOR UPDATE",
+        Mode::Shared => "LOCK IN SHARE MODE",
+    };
+    statement(
+        format!(
+            "SET STATEMENT innodb_lock_wait_timeout = {} FOR \
+             SELECT 1 AS locked FROM `{MYSQL_LOCK_TABLE}` {WHERE_KEY} {lock}",
+            wait_seconds(wait)
+        ),
+        key,
+    )
+}
+
+/// The key's row is missing: an insert that makes it (and holds it: a row a transaction
+/// inserts is locked exclusively until it ends) or, when another transaction made it
+/// meanwhile, locks it (exclusive: `INSERT ... ON DUPLICATE KEY UPDATE`, shared:
+/// `INSERT IGNORE`). The first one does not wait: a row just made by another transaction is
+/// waited for by the locking read instead, whose wait leaves no gap lock behind. It inserts
+/// only inside a transaction (`WHERE @@in_transaction`), so in a session the server has put
+/// back in autocommit it writes nothing.
+pub(super) fn insert_statement(key: LockKey, mode: Mode, wait: Wait) -> Statement {
+    let (ignore, on_duplicate) = match mode {
+        Mode::Exclusive => ("", " ON DUPLICATE KEY UPDATE `generation` = `generation`"),
+        Mode::Shared => (" IGNORE", ""),
+    };
+    statement(
+        format!(
+            "SET STATEMENT innodb_lock_wait_timeout = {} FOR \
+             INSERT{ignore} INTO `{MYSQL_LOCK_TABLE}` (`space`, `k1`, `k2`) \
+             SELECT ?, ?, ? FROM DUAL WHERE @@in_transaction = 1{on_duplicate}",
+            wait_seconds(wait)
+        ),
+        key,
+    )
+}
+
+/// Step 3, one statement on the row this transaction now holds (no wait): the latest committed
+/// `generation` (a locking read) and the one this transaction's snapshot sees (the subquery: a
+/// locking clause does not reach into subqueries, which stay consistent reads).
+pub(super) fn read_statement(key: LockKey, mode: Mode) -> Statement {
+    let lock = match mode {
+        Mode::Exclusive => "FOR UPDATE",
+        Mode::Shared => "LOCK IN SHARE MODE",
+    };
+    let mut values = key_values(key).to_vec();
+    values.extend(key_values(key));
+    Statement::from_sql_and_values(
+        DbBackend::MySql,
+        format!(
+            "SELECT @@in_transaction AS in_txn, `generation` AS latest, \
+             (SELECT `generation` FROM `{MYSQL_LOCK_TABLE}` {WHERE_KEY}) AS seen \
+             FROM `{MYSQL_LOCK_TABLE}` {WHERE_KEY} {lock}"
+        ),
+        values,
+    )
+}
+
+/// The whole seconds a wait is given on the server: 0 for [`Wait::No`], a [`Wait::Timeout`]
+/// rounded up (so the wait never ends before the caller's bound) and at most MariaDB's largest
+/// `innodb_lock_wait_timeout` (10^8 s), one slice for [`Wait::Forever`].
+pub(super) fn wait_seconds(wait: Wait) -> u64 {
+    match wait {
+        Wait::No => 0,
+        Wait::Timeout(timeout) => {
+            timeout.as_nanos().div_ceil(1_000_000_000).min(100_000_000) as u64
+        }
+        Wait::Forever => FOREVER_SLICE_SECS,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::time::Duration;
+
+    use super::super::lock::normalize;
+    use crate::Wait;
+    use crate::advisory_lock::Mode;
 
     #[test]
     fn big_int_keys_keep_all_64_bits() {
@@ -141,5 +231,61 @@ mod tests {
         );
         assert!(sql.contains("PRIMARY KEY (`space`, `k1`, `k2`)"), "{sql}");
         assert!(sql.contains("ENGINE=InnoDB"), "{sql}");
+    }
+
+    #[test]
+    fn keys_are_bound_and_only_whole_seconds_are_written() {
+        let statement = insert_statement(
+            LockKey::Pair(31337, -90210),
+            Mode::Exclusive,
+            Wait::Timeout(Duration::from_millis(1500)),
+        );
+        assert!(!statement.sql.contains("31337") && !statement.sql.contains("90210"));
+        assert!(
+            statement
+                .sql
+                .starts_with("SET STATEMENT innodb_lock_wait_timeout = 2 FOR INSERT INTO"),
+            "{}",
+            statement.sql
+        );
+        assert!(statement.sql.contains("ON DUPLICATE KEY UPDATE"));
+        assert_eq!(
+            statement.values.expect("bound values").0,
+            vec![Value::from(2), Value::from(31337), Value::from(-90210)]
+        );
+        let shared = insert_statement(LockKey::BigInt(-3), Mode::Shared, Wait::No);
+        assert!(
+            shared.sql.contains("= 0 FOR INSERT IGNORE INTO"),
+            "{}",
+            shared.sql
+        );
+        assert_eq!(
+            shared.values.expect("bound values").0,
+            vec![Value::from(1), Value::from(-1), Value::from(-3)]
+        );
+        let lock = lock_statement(LockKey::Pair(31337, -90210), Mode::Exclusive, Wait::Forever);
+        assert!(
+            lock.sql.starts_with(&format!(
+                "SET STATEMENT innodb_lock_wait_timeout = {FOREVER_SLICE_SECS} FOR SELECT"
+            )) && lock.sql.ends_with("FOR UPDATE"),
+            "{}",
+            lock.sql
+        );
+        assert!(!lock.sql.contains("31337"));
+        let read = read_statement(LockKey::BigInt(-3), Mode::Shared);
+        assert!(read.sql.ends_with("LOCK IN SHARE MODE"), "{}", read.sql);
+        assert_eq!(read.values.expect("bound values").0.len(), 6);
+    }
+
+    #[test]
+    fn waits_round_up_to_whole_seconds() {
+        let ms = Duration::from_millis;
+        assert_eq!(wait_seconds(Wait::No), 0);
+        assert_eq!(wait_seconds(Wait::Timeout(ms(1))), 1);
+        assert_eq!(wait_seconds(Wait::Timeout(ms(1000))), 1);
+        assert_eq!(wait_seconds(Wait::Timeout(ms(1001))), 2);
+        assert_eq!(wait_seconds(Wait::Timeout(Duration::MAX)), 100_000_000);
+        assert_eq!(wait_seconds(Wait::Forever), FOREVER_SLICE_SECS);
+        assert_eq!(normalize(Wait::Timeout(Duration::ZERO)), Wait::No);
     }
 }

@@ -4,7 +4,7 @@
 //! Some PostgreSQL-compatible engines define the advisory-lock functions without locking
 //! anything. On such a server this crate would return `Created` twice for one key, silently.
 //! So every lock the crate takes reports the server's identity in the same statement that
-//! tries the lock ([`DETECTION_COLUMNS`], folded into `lock.rs`'s first statement: no extra
+//! tries the lock ([`DETECTION_COLUMNS`], folded into [`lock`](super::lock)'s first statement: no extra
 //! round trip, so no per-pool cache to keep right), and [`Server::check`] refuses, before
 //! anything is written, an engine whose locks are known to be fake or unsafe to wait on.
 //!

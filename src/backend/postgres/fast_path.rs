@@ -10,7 +10,7 @@
 //! tried. Here the transaction's start and the try travel in one simple-protocol message:
 //!
 //! 1. `BEGIN ISOLATION LEVEL READ COMMITTED; <the try statement>` (the try statement of
-//!    `src/lock.rs`, with the lock key's two integers written out; its answer is read by the
+//!    `src/backend/postgres/lock.rs`, with the lock key's two integers written out; its answer is read by the
 //!    same [`lock::read_attempt`]);
 //! 2. the statement the caller runs under the lock (the guarded insert), prepared and bound as
 //!    SeaORM binds it;
@@ -43,6 +43,7 @@ use sea_query_sqlx::SqlxValues;
 
 use crate::backend::postgres::engine;
 use crate::backend::postgres::lock::{self, Attempt};
+use crate::backend::postgres::lock_statements;
 use crate::wait::Deadline;
 use crate::{Error, LockKey};
 
@@ -109,7 +110,7 @@ impl Session {
         // anything the user supplied. Nothing is bound in a simple-protocol message.
         let sql = format!(
             "BEGIN ISOLATION LEVEL READ COMMITTED; {}",
-            lock::try_sql_with_literal_key(key)
+            lock_statements::try_sql_with_literal_key(key)
         );
         let answer = sqlx::raw_sql(AssertSqlSafe(sql))
             .fetch_all(session.conn())

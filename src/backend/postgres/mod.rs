@@ -1,7 +1,8 @@
 //! PostgreSQL: a READ COMMITTED transaction and a transaction-scoped advisory lock on the key
 //! ([`lock`]). Only callers with the same key wait for each other.
 //!
-//! - [`lock`]: every statement that takes, tries or waits for an advisory lock;
+//! - [`lock`]: taking an advisory lock, waiting as the caller said, and reading the answer;
+//! - [`lock_statements`]: the text of every statement that takes, tries or waits for one;
 //! - [`engine`]: which server answers (engines whose advisory locks do not lock are refused);
 //! - [`fast_path`]: a new key in three round trips on a connection of the crate's own;
 //! - [`holders`]: who holds and who waits for a key ([`LockHolders`](crate::LockHolders));
@@ -14,6 +15,7 @@ pub(crate) mod engine;
 pub(crate) mod fast_path;
 pub(crate) mod holders;
 pub(crate) mod lock;
+pub(crate) mod lock_statements;
 pub(crate) mod probe;
 
 use sea_orm::{DatabaseConnection, IsolationLevel, QueryResult, TransactionTrait};
