@@ -6,19 +6,13 @@
 use sea_orm::{ConnectionTrait, DatabaseTransaction};
 
 use crate::backend::Backend;
+pub(crate) use crate::backend::mode::Mode;
 use crate::wait::Deadline;
 use crate::{Error, LockKey, Wait};
 
 /// Why a backend has no advisory lock to offer: the text of the error.
 const NO_ADVISORY_LOCKS: &str = "take an advisory lock: advisory locks need PostgreSQL, or \
      MySQL with the crate's `mysql` feature";
-
-/// Exclusive or shared, as PostgreSQL's advisory locks come.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Mode {
-    Exclusive,
-    Shared,
-}
 
 /// Takes an exclusive transaction-scoped advisory lock on `key`
 /// (`pg_advisory_xact_lock`), waiting as `wait` says. On MySQL/MariaDB the same lock is a row

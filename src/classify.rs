@@ -1,11 +1,13 @@
 //! The one place database errors are classified: by PostgreSQL SQLSTATE, SQLite result code
 //! and MySQL error number (and sqlx's error kinds for lost connections), never by message text.
-//! Each backend's codes, and what each means, are in its folder (`backend/*/codes.rs`); this
-//! module reads the code out of the driver's error and asks the backend's table.
+//! Each backend's codes are named in its folder (`backend/*/codes.rs`); this module reads the
+//! code out of the driver's error and says what it means to the crate.
 
 use sea_orm::DbErr;
 
-use crate::backend::{mysql, postgres, sqlite};
+use crate::backend::mysql::codes as my;
+use crate::backend::postgres::codes as pg;
+use crate::backend::sqlite::codes as lite;
 
 #[derive(Debug, PartialEq, Eq)]
 /// What an error means to the crate (see [`classify`]).
@@ -26,10 +28,52 @@ pub(crate) enum ErrorClass {
 
 pub(crate) fn classify(err: &DbErr) -> ErrorClass {
     match database_code(err) {
-        Some(DatabaseCode::Postgres(state)) => postgres::codes::class(&state),
-        Some(DatabaseCode::Sqlite(code)) => sqlite::codes::class(code),
-        Some(DatabaseCode::MySql(number)) => mysql::codes::class(number),
-        None => ErrorClass::Other,
+        Some(DatabaseCode::Postgres(state)) => match state.as_str() {
+            pg::IN_FAILED_TRANSACTION => ErrorClass::InFailedTransaction,
+            pg::UNIQUE_VIOLATION => ErrorClass::UniqueViolation,
+            pg::DEADLOCK_DETECTED => ErrorClass::Deadlock,
+            pg::READ_ONLY_TRANSACTION => ErrorClass::ReadOnly,
+            pg::DUPLICATE_PREPARED_STATEMENT
+            | pg::INVALID_STATEMENT_NAME
+            | pg::PROTOCOL_VIOLATION => ErrorClass::PreparedStatementLost,
+            _ => ErrorClass::Other,
+        },
+        Some(DatabaseCode::Sqlite(code)) if lite::is_busy(code) => ErrorClass::SqliteBusy,
+        Some(DatabaseCode::Sqlite(code)) if code & 0xff == lite::READONLY => ErrorClass::ReadOnly,
+        Some(DatabaseCode::Sqlite(lite::CONSTRAINT_UNIQUE | lite::CONSTRAINT_PRIMARYKEY)) => {
+            ErrorClass::UniqueViolation
+        }
+        Some(DatabaseCode::MySql(number)) => match number {
+            my::DUP_ENTRY | my::DUP_ENTRY_WITH_KEY_NAME => ErrorClass::UniqueViolation,
+            my::LOCK_DEADLOCK => ErrorClass::Deadlock,
+            my::OPTION_PREVENTS_STATEMENT | my::READ_ONLY_TRANSACTION | my::READ_ONLY_MODE => {
+                ErrorClass::ReadOnly
+            }
+            _ => ErrorClass::Other,
+        },
+        _ => ErrorClass::Other,
+    }
+}
+
+/// MySQL errors the lock code reacts to (see [`mysql_error`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MySqlError {
+    LockWaitTimeout,
+    LockNowait,
+    Deadlock,
+    NoSuchTable,
+    Syntax,
+}
+
+/// What a MySQL error means to the lock code, by error number.
+pub(crate) fn mysql_error(err: &DbErr) -> Option<MySqlError> {
+    match database_code(err)? {
+        DatabaseCode::MySql(my::LOCK_WAIT_TIMEOUT) => Some(MySqlError::LockWaitTimeout),
+        DatabaseCode::MySql(my::LOCK_NOWAIT) => Some(MySqlError::LockNowait),
+        DatabaseCode::MySql(my::LOCK_DEADLOCK) => Some(MySqlError::Deadlock),
+        DatabaseCode::MySql(my::NO_SUCH_TABLE) => Some(MySqlError::NoSuchTable),
+        DatabaseCode::MySql(my::PARSE_ERROR) => Some(MySqlError::Syntax),
+        _ => None,
     }
 }
 
@@ -37,7 +81,7 @@ pub(crate) fn classify(err: &DbErr) -> ErrorClass {
 pub(crate) fn is_undefined_function(err: &DbErr) -> bool {
     matches!(
         database_code(err),
-        Some(DatabaseCode::Postgres(state)) if state == postgres::codes::UNDEFINED_FUNCTION
+        Some(DatabaseCode::Postgres(state)) if state == pg::UNDEFINED_FUNCTION
     )
 }
 
@@ -47,9 +91,9 @@ pub(crate) fn is_transient(err: &DbErr) -> bool {
         return true;
     }
     match database_code(err) {
-        Some(DatabaseCode::Postgres(state)) => postgres::codes::is_transient(&state),
-        Some(DatabaseCode::Sqlite(code)) => sqlite::codes::is_busy(code),
-        Some(DatabaseCode::MySql(number)) => mysql::codes::is_transient(number),
+        Some(DatabaseCode::Postgres(state)) => pg::is_transient(&state),
+        Some(DatabaseCode::Sqlite(code)) => lite::is_busy(code),
+        Some(DatabaseCode::MySql(number)) => my::is_transient(number),
         None => driver::is_lost_connection(err),
     }
 }
@@ -57,7 +101,7 @@ pub(crate) fn is_transient(err: &DbErr) -> bool {
 /// A database error's code, by driver. A driver's arm is compiled with its feature only; the
 /// variants stay, so the classification reads the same in every build.
 #[derive(Debug, Clone)]
-pub(crate) enum DatabaseCode {
+enum DatabaseCode {
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     Postgres(String),
     #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
@@ -99,7 +143,7 @@ mod driver {
         }
     }
 
-    pub(crate) fn database_code(err: &DbErr) -> Option<DatabaseCode> {
+    pub(super) fn database_code(err: &DbErr) -> Option<DatabaseCode> {
         let db_err = sqlx_error(err)?.as_database_error()?;
         if let Some(redacted) = db_err.try_downcast_ref::<Redacted>() {
             return Some(redacted.code.clone());
@@ -251,7 +295,7 @@ mod driver {
         false
     }
 
-    pub(crate) fn database_code(_: &DbErr) -> Option<DatabaseCode> {
+    pub(super) fn database_code(_: &DbErr) -> Option<DatabaseCode> {
         None
     }
 
@@ -260,4 +304,5 @@ mod driver {
     }
 }
 
-pub(crate) use driver::{database_code, redacted};
+use driver::database_code;
+pub(crate) use driver::redacted;

@@ -152,6 +152,7 @@ mod retry;
 mod savepoint;
 mod source;
 mod statements;
+mod to_the_end;
 mod transaction;
 mod turns;
 mod wait;

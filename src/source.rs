@@ -4,10 +4,7 @@
 
 #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
 use sea_orm::DatabaseConnectionType;
-use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseExecutor, DatabaseTransaction, DbErr};
-
-use crate::Error;
-use crate::backend::Backend;
+use sea_orm::{DatabaseConnection, DatabaseExecutor, DatabaseTransaction};
 
 /// A handle [`create_once`](crate::IdempotentCreate::create_once) can run on.
 ///
@@ -139,7 +136,7 @@ impl DbId {
 /// once, and makes every other session of the same database wait.
 ///
 /// SeaORM keeps a transaction's connection private, so the server names it
-/// ([`SessionId::of`]): PostgreSQL's `pg_backend_pid()` and MySQL/MariaDB's
+/// ([`Backend::session_of`](crate::backend::Backend::session_of)): PostgreSQL's `pg_backend_pid()` and MySQL/MariaDB's
 /// `CONNECTION_ID()` (unique among a server's live sessions), with the database. SQLite has no
 /// session id: there a session is its file. Only one connection writes a SQLite file at a
 /// time, so the transactions of two connections of one file taking turns costs them nothing
@@ -151,44 +148,9 @@ pub(crate) struct SessionId {
 }
 
 impl SessionId {
-    /// Asks the server which session and database `txn` runs in: one round trip (on SQLite a
-    /// pragma, in process).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::TransactionAborted`] when `txn` was aborted already, [`Error::Database`] for
-    /// anything else.
-    ///
-    /// # Cancel Safety
-    ///
-    /// A read: dropped, it leaves nothing behind.
-    pub(crate) async fn of<C: ConnectionTrait>(txn: &C) -> Result<SessionId, Error> {
-        let Ok(backend) = Backend::of(txn.get_database_backend()) else {
-            return Ok(SessionId::unknown());
-        };
-        let row = txn
-            .query_one_raw(backend.session_statement())
-            .await
-            .map_err(Error::from_first_statement)?
-            .ok_or_else(|| {
-                Error::Database(DbErr::RecordNotFound(
-                    "the statement that names the session returned no row".to_owned(),
-                ))
-            })?;
-        Ok(backend.session_of_row(&row)?)
-    }
-
     /// Session `id` of database `db`, as a backend's server names it.
     pub(crate) fn new(db: DbId, id: u64) -> SessionId {
         SessionId { db, id }
-    }
-
-    /// A session nothing names (a mock): every one is the same.
-    fn unknown() -> SessionId {
-        SessionId {
-            db: DbId::of(&[]),
-            id: 0,
-        }
     }
 
     /// Any number stands for a session in tests that need no real one.

@@ -4,24 +4,11 @@
 //! runs to its end even when the call is dropped
 //! ([`Shielded`], which says why).
 
-use std::future::Future;
-
 use sea_orm::{
     ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, ExecResult, QueryResult, Statement,
 };
 
 use crate::backend::mysql::shielded::Shielded;
-
-/// Runs `work` in a task of its own and returns its output; dropped, it leaves `work` to
-/// finish. A panic in `work` is resumed here.
-pub(crate) async fn to_the_end<T: Send + 'static>(
-    work: impl Future<Output = T> + Send + 'static,
-) -> T {
-    match tokio::spawn(work).await {
-        Ok(output) => output,
-        Err(join) => std::panic::resume_unwind(join.into_panic()),
-    }
-}
 
 /// The transaction the work under the lock runs in: the crate's own or a caller's, shielded
 /// (MySQL's own) or not.

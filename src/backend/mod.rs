@@ -19,6 +19,8 @@
 //! method of [`Backend`] (and of [`Backend::of`], which the compiler then asks for everywhere
 //! else: every `match` on it is exhaustive).
 
+pub(crate) mod inserted;
+pub(crate) mod mode;
 pub(crate) mod mysql;
 pub(crate) mod postgres;
 pub(crate) mod sqlite;
@@ -30,7 +32,8 @@ use sea_orm::{
     Statement,
 };
 
-use crate::advisory_lock::Mode;
+use self::inserted::Inserted;
+use self::mode::Mode;
 use crate::call_chain::{self, At, Chain, Held};
 use crate::source::{PoolId, SessionId};
 use crate::transaction::{Own, Txn};
@@ -203,8 +206,17 @@ impl Backend {
             Backend::Postgres => Some(postgres::lock_in(txn, key, deadline, refuse).await?),
             Backend::Sqlite => None,
             Backend::MySql => {
-                let name = chain.holds(key) || call_chain::is_learning(deadline.call());
-                mysql::lock_in(txn, key, deadline, name, refuse).await?
+                // MySQL's lock statements cannot name the session: one more statement asks,
+                // only when an enclosing call holds the key or this call's `make_data` may run.
+                let session = if chain.holds(key) || call_chain::is_learning(deadline.call()) {
+                    let session = self.session_of(&txn).await?;
+                    refuse(session)?;
+                    Some(session)
+                } else {
+                    None
+                };
+                mysql::lock_in(txn, key, deadline).await?;
+                session
             }
         };
         if let Some(session) = session {
@@ -236,9 +248,33 @@ impl Backend {
 }
 
 impl Backend {
+    /// Asks the server which session and database `txn` runs in: one round trip (on SQLite a
+    /// pragma, in process).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TransactionAborted`] when `txn` was aborted already, [`Error::Database`] for
+    /// anything else.
+    ///
+    /// # Cancel Safety
+    ///
+    /// A read: dropped, it leaves nothing behind.
+    pub(crate) async fn session_of<C: ConnectionTrait>(self, txn: &C) -> Result<SessionId, Error> {
+        let row = txn
+            .query_one_raw(self.session_statement())
+            .await
+            .map_err(Error::from_first_statement)?
+            .ok_or_else(|| {
+                Error::Database(DbErr::RecordNotFound(
+                    "the statement that names the session returned no row".to_owned(),
+                ))
+            })?;
+        Ok(self.session_of_row(&row)?)
+    }
+
     /// The statement that asks the server which session (and database) a caller's
-    /// transaction runs on ([`SessionId::of`]).
-    pub(crate) fn session_statement(self) -> Statement {
+    /// transaction runs on.
+    fn session_statement(self) -> Statement {
         let (backend, sql) = match self {
             Backend::Postgres => (
                 DbBackend::Postgres,
@@ -251,25 +287,13 @@ impl Backend {
     }
 
     /// The session named by the row of [`session_statement`](Backend::session_statement).
-    pub(crate) fn session_of_row(self, row: &QueryResult) -> Result<SessionId, DbErr> {
+    fn session_of_row(self, row: &QueryResult) -> Result<SessionId, DbErr> {
         match self {
             Backend::Postgres => postgres::session_of_row(row),
             Backend::Sqlite => sqlite::session_of_row(row),
             Backend::MySql => mysql::session_of_row(row),
         }
     }
-}
-
-/// What the guarded insert did.
-pub(crate) enum Inserted {
-    /// It inserted this row.
-    Row(QueryResult),
-    /// It inserted nothing: the guard found the row (or, on PostgreSQL, a conflict was
-    /// absorbed).
-    Nothing,
-    /// MySQL: it inserted a row that a read by the key, in the same transaction, does not find
-    /// (a key column stores less than the key's value).
-    NotFoundByKey,
 }
 
 /// Runs the guarded insert (`INSERT ... SELECT ... WHERE NOT EXISTS ... RETURNING`). MySQL has

@@ -39,7 +39,7 @@ use crate::call_chain::{Chain, Frame, Learning, On};
 use crate::natural_key::{Key, NaturalKey};
 use crate::outcome::Done;
 use crate::savepoint::Savepoint;
-use crate::source::{Handle, PoolId, SessionId};
+use crate::source::{Handle, PoolId};
 use crate::turns::{self, Arrivals, Place, Turn};
 use crate::wait::Deadline;
 use crate::{Change, Error, IdempotentCreate, LockKey, Wait};
@@ -303,7 +303,7 @@ impl Call {
             // The session the transaction runs on, which transactions nested in it
             // (`txn.begin()`) share: SeaORM keeps the connection private, so the server
             // names it (one round trip).
-            let session = SessionId::of(txn).await?;
+            let session = self.backend.session_of(txn).await?;
             let on = On::Transaction(session);
             let held = self.backend.held_in(self.lock_key, session);
             self.refuse_reentry(self.backend.waits_in(&self.chain, self.lock_key, session))?;

@@ -10,7 +10,8 @@ use sea_orm::{
 };
 
 use super::key::CallKey;
-use crate::backend::{self, Inserted};
+use crate::backend;
+use crate::backend::inserted::Inserted;
 use crate::classify::{ErrorClass, classify};
 use crate::error::LockedRow;
 use crate::outcome::Done;

@@ -1,57 +1,43 @@
-//! The MySQL and MariaDB error numbers the crate reacts to, and what each means to it
-//! ([`classify`](crate::classify) asks). Numbers, not SQLSTATEs: MySQL gives many errors one
+//! The MySQL and MariaDB error numbers the crate reacts to ([`classify`](crate::classify) says
+//! what each means to it). Numbers, not SQLSTATEs: MySQL gives many errors one
 //! SQLSTATE.
 
-use sea_orm::DbErr;
-
-use crate::classify::{DatabaseCode, ErrorClass, database_code};
-
 /// `ER_DUP_ENTRY` and `ER_DUP_ENTRY_WITH_KEY_NAME`: a duplicate key.
-const DUP_ENTRY: u16 = 1062;
-const DUP_ENTRY_WITH_KEY_NAME: u16 = 1586;
+pub(crate) const DUP_ENTRY: u16 = 1062;
+pub(crate) const DUP_ENTRY_WITH_KEY_NAME: u16 = 1586;
 /// `ER_OPTION_PREVENTS_STATEMENT` (a write on a `read_only` server),
 /// `ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION` and `ER_READ_ONLY_MODE`.
-const OPTION_PREVENTS_STATEMENT: u16 = 1290;
-const READ_ONLY_TRANSACTION: u16 = 1792;
-const READ_ONLY_MODE: u16 = 1836;
+pub(crate) const OPTION_PREVENTS_STATEMENT: u16 = 1290;
+pub(crate) const READ_ONLY_TRANSACTION: u16 = 1792;
+pub(crate) const READ_ONLY_MODE: u16 = 1836;
 /// `ER_LOCK_WAIT_TIMEOUT`: `innodb_lock_wait_timeout` (or MariaDB's `WAIT n`, `NOWAIT`) ran
 /// out.
-const LOCK_WAIT_TIMEOUT: u16 = 1205;
+pub(crate) const LOCK_WAIT_TIMEOUT: u16 = 1205;
 /// `ER_LOCK_DEADLOCK`: InnoDB chose this transaction as a deadlock's victim and rolled it back.
-const LOCK_DEADLOCK: u16 = 1213;
+pub(crate) const LOCK_DEADLOCK: u16 = 1213;
 /// MySQL 8 `ER_LOCK_NOWAIT`: `NOWAIT` found the row locked (MariaDB reports 1205).
-const LOCK_NOWAIT: u16 = 3572;
+pub(crate) const LOCK_NOWAIT: u16 = 3572;
 /// `ER_USER_LOCK_DEADLOCK`: a `GET_LOCK` deadlock (the crate takes no named locks, but a
 /// caller's transaction may).
-const USER_LOCK_DEADLOCK: u16 = 3058;
+pub(crate) const USER_LOCK_DEADLOCK: u16 = 3058;
 /// `ER_NO_SUCH_TABLE`.
-const NO_SUCH_TABLE: u16 = 1146;
+pub(crate) const NO_SUCH_TABLE: u16 = 1146;
 /// `ER_PARSE_ERROR`: a server without the syntax a statement uses.
-const PARSE_ERROR: u16 = 1064;
+pub(crate) const PARSE_ERROR: u16 = 1064;
 /// `ER_SERVER_SHUTDOWN`: the server is shutting down.
-const SERVER_SHUTDOWN: u16 = 1053;
+pub(crate) const SERVER_SHUTDOWN: u16 = 1053;
 /// MariaDB `ER_CONNECTION_KILLED`: `KILL CONNECTION` ended this session.
-const CONNECTION_KILLED: u16 = 1927;
+pub(crate) const CONNECTION_KILLED: u16 = 1927;
 /// MySQL 8 `ER_CLIENT_INTERACTION_TIMEOUT`: the server closed an idle session.
-const CLIENT_INTERACTION_TIMEOUT: u16 = 4031;
+pub(crate) const CLIENT_INTERACTION_TIMEOUT: u16 = 4031;
 /// `CR_SERVER_GONE_ERROR` and `CR_SERVER_LOST`: client-side codes of C clients for a lost
 /// server; sqlx reports these as I/O errors, but a proxy may send them.
-const SERVER_GONE: u16 = 2006;
-const SERVER_LOST: u16 = 2013;
+pub(crate) const SERVER_GONE: u16 = 2006;
+pub(crate) const SERVER_LOST: u16 = 2013;
 /// MariaDB `ER_CHECKREAD` ("record has changed since last read"): with
 /// `innodb_snapshot_isolation`, a REPEATABLE READ transaction's locking read of a row changed
 /// after its snapshot; the transaction must start again.
-const CHECKREAD: u16 = 1020;
-
-/// What an error number means to the crate.
-pub(crate) fn class(number: u16) -> ErrorClass {
-    match number {
-        DUP_ENTRY | DUP_ENTRY_WITH_KEY_NAME => ErrorClass::UniqueViolation,
-        LOCK_DEADLOCK => ErrorClass::Deadlock,
-        OPTION_PREVENTS_STATEMENT | READ_ONLY_TRANSACTION | READ_ONLY_MODE => ErrorClass::ReadOnly,
-        _ => ErrorClass::Other,
-    }
-}
+pub(crate) const CHECKREAD: u16 = 1020;
 
 /// Whether a retry can get past an error with this number.
 pub(crate) fn is_transient(number: u16) -> bool {
@@ -68,28 +54,6 @@ pub(crate) fn is_transient(number: u16) -> bool {
             | SERVER_LOST
             | CHECKREAD
     )
-}
-
-/// MySQL errors the lock code reacts to (see [`mysql_error`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum MySqlError {
-    LockWaitTimeout,
-    LockNowait,
-    Deadlock,
-    NoSuchTable,
-    Syntax,
-}
-
-/// What a MySQL error means to the lock code, by error number.
-pub(crate) fn mysql_error(err: &DbErr) -> Option<MySqlError> {
-    match database_code(err)? {
-        DatabaseCode::MySql(LOCK_WAIT_TIMEOUT) => Some(MySqlError::LockWaitTimeout),
-        DatabaseCode::MySql(LOCK_NOWAIT) => Some(MySqlError::LockNowait),
-        DatabaseCode::MySql(LOCK_DEADLOCK) => Some(MySqlError::Deadlock),
-        DatabaseCode::MySql(NO_SUCH_TABLE) => Some(MySqlError::NoSuchTable),
-        DatabaseCode::MySql(PARSE_ERROR) => Some(MySqlError::Syntax),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

@@ -85,7 +85,7 @@
 //! `SET STATEMENT` is MariaDB's (10.1.2+; `WAIT n` 10.3+). MySQL 8 bounds waits only with the
 //! session's `innodb_lock_wait_timeout` (its `SET_VAR` hint does not take InnoDB variables),
 //! which a dropped call would leave changed on a pooled connection. The crate does not guess: on a server that rejects the syntax
-//! (error 1064) every call is refused with [`ServerRefusal::NotMariaDb`] before anything is
+//! (error 1064) every call is refused with [`ServerRefusal::NotMariaDb`](crate::ServerRefusal::NotMariaDb) before anything is
 //! written. Untested on MySQL 8.
 //!
 //! The statements' text is in [`lock_table`](super::lock_table), with the table.
@@ -96,13 +96,14 @@
 
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
 
-use super::codes::{MySqlError, mysql_error};
 use super::lock_table::{
-    MYSQL_LOCK_TABLE, WHERE_KEY, insert_statement, lock_statement, read_statement, statement,
+    MYSQL_LOCK_TABLE, WHERE_KEY, insert_statement, lock_statement, lock_table_error,
+    read_statement, statement,
 };
-use crate::advisory_lock::Mode;
+use crate::backend::mode::Mode;
+use crate::classify::{MySqlError, mysql_error};
 use crate::wait::Deadline;
-use crate::{Error, LockKey, ServerRefusal, Wait};
+use crate::{Error, LockKey, Wait};
 
 /// The statement [`acquire_in`] sends next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -303,22 +304,6 @@ fn wait_error(err: DbErr, key: LockKey, deadline: Deadline) -> Error {
         }
         Some(MySqlError::Deadlock) => Error::Deadlock { key, row: None },
         _ => lock_table_error(err),
-    }
-}
-
-/// A missing lock table and a server without MariaDB's syntax get their own errors.
-pub(super) fn lock_table_error(err: DbErr) -> Error {
-    match mysql_error(&err) {
-        Some(MySqlError::NoSuchTable) => Error::MissingLockTable {
-            table: MYSQL_LOCK_TABLE,
-            source: err,
-        },
-        Some(MySqlError::Syntax) => Error::UnsupportedServer {
-            server: None,
-            reason: ServerRefusal::NotMariaDb,
-            source: Some(err),
-        },
-        _ => Error::Database(err),
     }
 }
 

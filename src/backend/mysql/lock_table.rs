@@ -20,12 +20,11 @@
 #![cfg_attr(not(feature = "mysql"), allow(dead_code))]
 
 use sea_orm::sea_query::{ColumnDef, Index, Table, TableCreateStatement};
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, Value};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, Value};
 
-use super::codes::{MySqlError, mysql_error};
-use super::lock::lock_table_error;
-use crate::advisory_lock::Mode;
-use crate::{Error, LockKey, Wait};
+use crate::backend::mode::Mode;
+use crate::classify::{MySqlError, mysql_error};
+use crate::{Error, LockKey, ServerRefusal, Wait};
 
 /// The name of the lock table ([`mysql_lock_table`]).
 pub const MYSQL_LOCK_TABLE: &str = "sea_orm_idempotent_locks";
@@ -198,6 +197,22 @@ pub(super) fn wait_seconds(wait: Wait) -> u64 {
     }
 }
 
+/// A missing lock table and a server without MariaDB's syntax get their own errors.
+pub(super) fn lock_table_error(err: DbErr) -> Error {
+    match mysql_error(&err) {
+        Some(MySqlError::NoSuchTable) => Error::MissingLockTable {
+            table: MYSQL_LOCK_TABLE,
+            source: err,
+        },
+        Some(MySqlError::Syntax) => Error::UnsupportedServer {
+            server: None,
+            reason: ServerRefusal::NotMariaDb,
+            source: Some(err),
+        },
+        _ => Error::Database(err),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,7 +221,7 @@ mod tests {
 
     use super::super::lock::normalize;
     use crate::Wait;
-    use crate::advisory_lock::Mode;
+    use crate::backend::mode::Mode;
 
     #[test]
     fn big_int_keys_keep_all_64_bits() {

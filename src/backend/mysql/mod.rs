@@ -23,8 +23,8 @@ use sea_orm::{
 
 use self::lock::Whose;
 use self::shielded::Shielded;
-use crate::advisory_lock::Mode;
-use crate::backend::Inserted;
+use crate::backend::inserted::Inserted;
+use crate::backend::mode::Mode;
 use crate::source::{DbId, SessionId};
 use crate::transaction::{Own, Txn};
 use crate::wait::Deadline;
@@ -44,29 +44,13 @@ pub(crate) async fn begin(db: &DatabaseConnection, key: LockKey) -> Result<Own, 
     Ok(Own::Shielded(Shielded::begin(db, options).await?))
 }
 
-/// Takes `key`'s row lock in `txn`. With `name`, first asks the server which session `txn`
-/// runs on (one more statement: MySQL's lock statement cannot name it), asks `refuse` about it
-/// before any wait, and returns it.
-pub(crate) async fn lock_in(
-    txn: Txn<'_>,
-    key: LockKey,
-    deadline: Deadline,
-    name: bool,
-    refuse: impl FnOnce(SessionId) -> Result<(), Error>,
-) -> Result<Option<SessionId>, Error> {
-    let session = if name {
-        let session = SessionId::of(&txn).await?;
-        refuse(session)?;
-        Some(session)
-    } else {
-        None
-    };
+/// Takes `key`'s row lock in `txn`, the crate's own transaction or a caller's.
+pub(crate) async fn lock_in(txn: Txn<'_>, key: LockKey, deadline: Deadline) -> Result<(), Error> {
     let whose = match txn {
         Txn::Shielded(_) => Whose::Own,
         Txn::Plain(_) => Whose::Callers,
     };
-    lock::acquire_in(&txn, key, Mode::Exclusive, deadline, whose).await?;
-    Ok(session)
+    lock::acquire_in(&txn, key, Mode::Exclusive, deadline, whose).await
 }
 
 /// The statement that names the session a caller's transaction runs on.

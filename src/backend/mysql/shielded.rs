@@ -25,7 +25,7 @@ use sea_orm::{
     QueryResult, Statement, TransactionOptions, TransactionTrait,
 };
 
-use crate::transaction::to_the_end;
+use crate::to_the_end::to_the_end;
 
 /// A transaction of the crate's own whose statements run to their end (see the
 /// [module docs](self)).

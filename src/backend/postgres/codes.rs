@@ -1,7 +1,5 @@
-//! The PostgreSQL SQLSTATEs the crate reacts to, and what each means to it
-//! ([`classify`](crate::classify) asks).
-
-use crate::classify::ErrorClass;
+//! The PostgreSQL SQLSTATEs the crate reacts to ([`classify`](crate::classify) says what each
+//! means to it).
 
 /// `lock_not_available`: `lock_timeout` ran out.
 pub(crate) const LOCK_NOT_AVAILABLE: &str = "55P03";
@@ -11,42 +9,28 @@ pub(crate) const DEADLOCK_DETECTED: &str = "40P01";
 /// [`ServerRefusal::TooOld`](crate::ServerRefusal::TooOld)).
 pub(crate) const UNDEFINED_FUNCTION: &str = "42883";
 /// `serialization_failure`.
-const SERIALIZATION_FAILURE: &str = "40001";
+pub(crate) const SERIALIZATION_FAILURE: &str = "40001";
 /// `in_failed_sql_transaction`: a statement in an aborted transaction.
-const IN_FAILED_TRANSACTION: &str = "25P02";
+pub(crate) const IN_FAILED_TRANSACTION: &str = "25P02";
 /// `unique_violation`.
-const UNIQUE_VIOLATION: &str = "23505";
+pub(crate) const UNIQUE_VIOLATION: &str = "23505";
 /// `read_only_sql_transaction`: a write in a read-only transaction or on a hot standby.
-const READ_ONLY_TRANSACTION: &str = "25006";
+pub(crate) const READ_ONLY_TRANSACTION: &str = "25006";
 /// `query_canceled`: a `statement_timeout` (the caller's) or a cancel request
 /// (`pg_cancel_backend`).
 pub(crate) const QUERY_CANCELED: &str = "57014";
 /// `duplicate_prepared_statement` and `invalid_sql_statement_name`: prepared statements lost
 /// between a client and its server (a pooler in transaction mode).
-const DUPLICATE_PREPARED_STATEMENT: &str = "42P05";
-const INVALID_STATEMENT_NAME: &str = "26000";
+pub(crate) const DUPLICATE_PREPARED_STATEMENT: &str = "42P05";
+pub(crate) const INVALID_STATEMENT_NAME: &str = "26000";
 /// `protocol_violation`, in class 08 but never cured by a retry (a pooler that sends one
 /// statement's bind message to another).
-const PROTOCOL_VIOLATION: &str = "08P01";
+pub(crate) const PROTOCOL_VIOLATION: &str = "08P01";
 /// Class 08: connection exceptions.
-const CONNECTION_EXCEPTION_CLASS: &str = "08";
+pub(crate) const CONNECTION_EXCEPTION_CLASS: &str = "08";
 /// Class 57P: operator intervention (`admin_shutdown`, `crash_shutdown`,
 /// `cannot_connect_now`, `pg_terminate_backend`).
-const OPERATOR_INTERVENTION_CLASS: &str = "57P";
-
-/// What a SQLSTATE means to the crate.
-pub(crate) fn class(state: &str) -> ErrorClass {
-    match state {
-        IN_FAILED_TRANSACTION => ErrorClass::InFailedTransaction,
-        UNIQUE_VIOLATION => ErrorClass::UniqueViolation,
-        DEADLOCK_DETECTED => ErrorClass::Deadlock,
-        READ_ONLY_TRANSACTION => ErrorClass::ReadOnly,
-        DUPLICATE_PREPARED_STATEMENT | INVALID_STATEMENT_NAME | PROTOCOL_VIOLATION => {
-            ErrorClass::PreparedStatementLost
-        }
-        _ => ErrorClass::Other,
-    }
-}
+pub(crate) const OPERATOR_INTERVENTION_CLASS: &str = "57P";
 
 /// Whether a retry can get past an error with this SQLSTATE.
 pub(crate) fn is_transient(state: &str) -> bool {

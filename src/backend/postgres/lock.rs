@@ -19,7 +19,7 @@ use super::lock_statements::{
     Timeouts, outcome_statement, prepare_statement, try_statement, wait_message,
 };
 use super::{codes, session_of_row};
-use crate::advisory_lock::Mode;
+use crate::backend::mode::Mode;
 use crate::source::SessionId;
 use crate::wait::Deadline;
 use crate::{Error, LockKey, Wait};

@@ -10,7 +10,7 @@ use sea_orm::{DbBackend, QueryResult, Statement, Value};
 use super::SESSION_COLUMNS;
 use super::engine::DETECTION_COLUMNS;
 use crate::LockKey;
-use crate::advisory_lock::Mode;
+use crate::backend::mode::Mode;
 
 /// The PostgreSQL function for a mode, waiting or not. Fixed text, never user input.
 pub(super) fn function(mode: Mode, waiting: bool) -> &'static str {

@@ -20,9 +20,10 @@ pub(crate) mod probe;
 
 use sea_orm::{DatabaseConnection, IsolationLevel, QueryResult, TransactionTrait};
 
-use crate::advisory_lock::Mode;
+use crate::backend::mode::Mode;
 use crate::source::{DbId, SessionId};
-use crate::transaction::{Own, Txn, to_the_end};
+use crate::to_the_end::to_the_end;
+use crate::transaction::{Own, Txn};
 use crate::wait::Deadline;
 use crate::{Error, LockKey};
 

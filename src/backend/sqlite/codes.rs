@@ -1,27 +1,15 @@
-//! The SQLite result codes the crate reacts to, and what each means to it
-//! ([`classify`](crate::classify) asks). An extended code's lowest byte is its primary code.
-
-use crate::classify::ErrorClass;
+//! The SQLite result codes the crate reacts to ([`classify`](crate::classify) says what each
+//! means to it). An extended code's lowest byte is its primary code.
 
 /// `SQLITE_BUSY` and its extended codes (`SQLITE_BUSY_SNAPSHOT` = 517, ...).
-const BUSY: i64 = 5;
+pub(crate) const BUSY: i64 = 5;
 /// `SQLITE_LOCKED`.
-const LOCKED: i64 = 6;
+pub(crate) const LOCKED: i64 = 6;
 /// `SQLITE_READONLY` (primary code; its extended codes share the lowest byte).
-const READONLY: i64 = 8;
+pub(crate) const READONLY: i64 = 8;
 /// `SQLITE_CONSTRAINT_UNIQUE` and `SQLITE_CONSTRAINT_PRIMARYKEY`.
-const CONSTRAINT_UNIQUE: i64 = 2067;
-const CONSTRAINT_PRIMARYKEY: i64 = 1555;
-
-/// What a result code means to the crate.
-pub(crate) fn class(code: i64) -> ErrorClass {
-    match code {
-        code if is_busy(code) => ErrorClass::SqliteBusy,
-        code if code & 0xff == READONLY => ErrorClass::ReadOnly,
-        CONSTRAINT_UNIQUE | CONSTRAINT_PRIMARYKEY => ErrorClass::UniqueViolation,
-        _ => ErrorClass::Other,
-    }
-}
+pub(crate) const CONSTRAINT_UNIQUE: i64 = 2067;
+pub(crate) const CONSTRAINT_PRIMARYKEY: i64 = 1555;
 
 /// Whether the database file was locked by another connection (a retry can get past it).
 pub(crate) fn is_busy(code: i64) -> bool {

@@ -1,0 +1,15 @@
+//! What the guarded insert did: the seam's answer for every backend.
+
+use sea_orm::QueryResult;
+
+/// What the guarded insert did.
+pub(crate) enum Inserted {
+    /// It inserted this row.
+    Row(QueryResult),
+    /// It inserted nothing: the guard found the row (or, on PostgreSQL, a conflict was
+    /// absorbed).
+    Nothing,
+    /// MySQL: it inserted a row that a read by the key, in the same transaction, does not find
+    /// (a key column stores less than the key's value).
+    NotFoundByKey,
+}
