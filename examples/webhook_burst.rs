@@ -14,19 +14,23 @@
 //! ```text
 //! cargo run --example webhook_burst                     # embedded SQLite file ./webhook_burst.db
 //! cargo run --example webhook_burst -- --naive          # the usual code: unique violations
+//! createdb -h 127.0.0.1 -U postgres app                 # PostgreSQL: the database must exist
 //! DATABASE_URL=postgres://postgres@127.0.0.1:5432/app cargo run --example webhook_burst
 //! cargo run --example webhook_burst -- --prs 5000 --duplicates 4 --concurrency 32 --json
 //! ```
 //!
 //! With no `DATABASE_URL` and no `--database-url` it uses an embedded SQLite file in the
 //! current directory, created and migrated automatically; with a PostgreSQL or MariaDB URL it
-//! migrates that database (pending migrations only) and runs there.
+//! migrates that database (pending migrations only; the database itself must exist) and runs
+//! there. A server that does not answer fails the run within seconds, with the cause
+//! ("Connection refused") and the address tried.
 //!
 //! Flags: `--prs N` distinct pull requests (default 1000), `--duplicates D` deliveries of each
 //! (default 3), `--concurrency C` workers (default 16), `--first-pr-id ID` the first GitHub
-//! pull-request id (default 1; the run uses `ID..ID+N`), `--seed S` for the synthetic payloads
-//! and the arrival order (default 42), `--naive` find-then-insert without a lock, `--json` one
-//! JSON object on stdout instead of the table, `--database-url URL`.
+//! pull-request id (the run uses `ID..ID+N`; default 1, and with `--naive` the id after the
+//! highest one stored, so that the naive code meets new pull requests), `--seed S` for the
+//! synthetic payloads and the arrival order (default 42), `--naive` find-then-insert without a
+//! lock, `--json` one JSON object on stdout instead of the table, `--database-url URL`.
 //!
 //! ## Poke it
 //!
@@ -40,7 +44,9 @@
 //!   for i in 1 2 3 4; do target/debug/examples/webhook_burst --first-pr-id 9000 --json & done; wait
 //!   ```
 //!
-//! - `--naive` on a fresh `--first-pr-id`: errors (`unique_violation`) and exit status 1.
+//! - `--naive`, even right after the main job (it takes ids above the stored ones): errors
+//!   (`unique_violation`) and exit status 1. With `--first-pr-id 1` it meets the stored pull
+//!   requests instead, finds every row and has nothing to race for.
 //!
 //! The summary counts deliveries, rows created, duplicates absorbed, errors by kind, the rows
 //! now in the table for the id range, throughput, and the lock wait (p50/p99 of the
@@ -67,7 +73,9 @@ use std::time::Instant;
 
 use clap::Parser;
 use entity::{PullRequest, pull_requests};
-use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter};
+use sea_orm::{
+    ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect,
+};
 use sea_orm_idempotent::{Error, IdempotentCreate, Outcome};
 use tracing_subscriber::layer::SubscriberExt;
 
@@ -106,14 +114,22 @@ async fn main() -> ExitCode {
 }
 
 /// Connects (and migrates), delivers the burst, counts the rows, and prints the summary.
-async fn run(args: Args) -> Result<Summary, common::BoxError> {
-    let last_pr_id = args
-        .first_pr_id
-        .checked_add(i64::from(args.prs.max(1)) - 1)
-        .ok_or("--first-pr-id + --prs overflows a 64-bit pull-request id")?;
+async fn run(mut args: Args) -> Result<Summary, common::BoxError> {
     let target = common::target(args.database_url.clone(), "webhook_burst.db")?;
     eprintln!("{}", target.description);
     let db = common::connect(&target.url, args.concurrency).await?;
+    if args.naive && args.first_pr_id.is_none() {
+        let first = above_stored(&db).await?;
+        eprintln!(
+            "--naive: new pull requests from pr_id {first}, above every stored one \
+             (--first-pr-id ID to choose)"
+        );
+        args.first_pr_id = Some(first);
+    }
+    let last_pr_id = args
+        .first_pr_id()
+        .checked_add(i64::from(args.prs.max(1)) - 1)
+        .ok_or("--first-pr-id + --prs overflows a 64-bit pull-request id")?;
 
     let lock_waits = LockWaits::default();
     tracing::subscriber::set_global_default(
@@ -129,7 +145,7 @@ async fn run(args: Args) -> Result<Summary, common::BoxError> {
         0
     } else {
         PullRequest::find()
-            .filter(pull_requests::Column::PrId.between(args.first_pr_id, last_pr_id))
+            .filter(pull_requests::Column::PrId.between(args.first_pr_id(), last_pr_id))
             .count(&db)
             .await?
     };
@@ -154,4 +170,23 @@ async fn run(args: Args) -> Result<Summary, common::BoxError> {
     }
     db.close().await?;
     Ok(summary)
+}
+
+/// The pull-request id after the highest one stored (1 in an empty table): where `--naive`
+/// starts by default. On pull requests stored already the naive code finds every row and has
+/// nothing to race for, so right after the main job it would show no race at all.
+async fn above_stored(db: &DatabaseConnection) -> Result<i64, common::BoxError> {
+    let highest: Option<i64> = PullRequest::find()
+        .select_only()
+        .column_as(pull_requests::Column::PrId.max(), "highest")
+        .into_tuple()
+        .one(db)
+        .await?
+        .flatten();
+    match highest {
+        None => Ok(1),
+        Some(highest) => Ok(highest
+            .checked_add(1)
+            .ok_or("the highest stored pr_id is i64::MAX; give --first-pr-id")?),
+    }
 }

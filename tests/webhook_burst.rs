@@ -8,6 +8,10 @@
 //! MariaDB, with the MySQL arm of `Backend::lock` (src/backend/mod.rs) made a no-op,
 //! `several_processes_create_each_pr_once_on_mariadb` failed: the first process checked
 //! exited non-zero with 11 and 22 unique violations.
+//!
+//! Also what a user meets first: `--naive` right after the main job still races (it takes new
+//! ids), and a database URL that does not answer, or names a database that does not exist,
+//! fails within seconds and says why.
 
 #![cfg(all(feature = "postgres", feature = "sqlite"))]
 
@@ -19,7 +23,9 @@ use std::process::{Output, Stdio};
 
 use common::{TempDir, rows_for};
 use entity::{PullRequest, pull_requests};
-use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter};
+use sea_orm::{
+    ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect,
+};
 use serde_json::Value;
 use test_support::TestDb;
 use webhook_support::example_binary;
@@ -120,6 +126,132 @@ async fn the_default_run_uses_an_embedded_sqlite_file() {
     assert!(again["seconds"].as_f64().unwrap() > 0.0);
 }
 
+/// `--naive` right after the main job, on the same file and flags, still shows the race: it
+/// starts above every stored pull request by default (on stored ones the naive code finds each
+/// row and has nothing to race for). `--first-pr-id` still chooses the ids.
+#[tokio::test]
+async fn naive_right_after_the_main_run_still_races_on_sqlite() {
+    let dir = TempDir::new("burst-naive-after");
+    let args = [
+        "--prs",
+        "100",
+        "--duplicates",
+        "3",
+        "--concurrency",
+        "8",
+        "--json",
+    ];
+    let main = burst(&dir.0, None, &args).await.unwrap();
+    assert!(main.status.success(), "{}", stderr(&main));
+    assert_eq!(field(&summary(&main), "created"), 100);
+
+    let naive = burst(&dir.0, None, &[&args[..], &["--naive"]].concat())
+        .await
+        .unwrap();
+    let err = stderr(&naive);
+    let naive_summary = summary(&naive);
+    assert_eq!(naive_summary["strategy"], "naive");
+    assert_eq!(
+        field(&naive_summary, "first_pr_id"),
+        101,
+        "fresh ids, above the stored ones: {naive_summary}"
+    );
+    assert!(
+        err.contains("--naive: new pull requests from pr_id 101"),
+        "says which ids it took: {err}"
+    );
+    let violations = naive_summary["errors_by_kind"]["unique_violation"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(violations > 0, "the naive code races: {naive_summary}");
+    assert_eq!(naive.status.code(), Some(1), "{err}");
+    assert_eq!(field(&naive_summary, "rows"), 100, "{naive_summary}");
+
+    // Told the stored ids, it uses them: every row found, nothing to race for.
+    let reused = burst(
+        &dir.0,
+        None,
+        &[&args[..], &["--naive", "--first-pr-id", "1"]].concat(),
+    )
+    .await
+    .unwrap();
+    assert!(reused.status.success(), "{}", stderr(&reused));
+    let reused = summary(&reused);
+    assert_eq!(field(&reused, "first_pr_id"), 1);
+    assert_eq!(field(&reused, "existing"), 300, "{reused}");
+}
+
+/// A database URL nobody answers: the run fails at once with the cause and the address, not
+/// after the pool's acquire timeout (sqlx retries a refused connection until then and reports
+/// only "pool timed out": that took 60 s). The password is never printed. The 20 s bound only
+/// guards against a hang.
+#[tokio::test]
+async fn an_unreachable_database_says_connection_refused_at_once() {
+    let dir = TempDir::new("burst-refused");
+    // A port that was just free: nothing listens there.
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let urls = [
+        format!("postgres://postgres:hunter2@127.0.0.1:{port}/app"),
+        format!("mysql://root:hunter2@127.0.0.1:{port}/app"),
+    ];
+    for url in urls {
+        let started = std::time::Instant::now();
+        let run = burst(
+            &dir.0,
+            None,
+            &["--prs", "5", "--json", "--database-url", &url],
+        );
+        let output = tokio::time::timeout(std::time::Duration::from_secs(20), run)
+            .await
+            .unwrap_or_else(|_| panic!("{url}: still running after 20 s"))
+            .unwrap();
+        let err = stderr(&output);
+        eprintln!(
+            "{url}: {:?} after {:?}: {err}",
+            output.status,
+            started.elapsed()
+        );
+        assert_eq!(output.status.code(), Some(2), "could not start: {err}");
+        assert!(
+            err.to_lowercase().contains("connection refused"),
+            "says why: {err}"
+        );
+        assert!(
+            err.contains(&format!("127.0.0.1:{port}")),
+            "says where: {err}"
+        );
+        assert!(!err.contains("hunter2"), "never the password: {err}");
+    }
+}
+
+/// A PostgreSQL server that is up, but without the URL's database: the error says so and
+/// that the database must be created first (the example migrates a database, it does not
+/// create one).
+#[tokio::test]
+async fn a_missing_database_says_to_create_it_on_postgres() {
+    let test_db = TestDb::new().await;
+    let dir = TempDir::new("burst-missing-db");
+    let (server, _) = test_db
+        .url
+        .rsplit_once('/')
+        .expect("a URL with a database name");
+    let url = format!("{server}/no_such_database");
+    let output = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        burst(&dir.0, None, &["--prs", "5", "--database-url", &url]),
+    )
+    .await
+    .expect("still running after 20 s")
+    .unwrap();
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    assert!(err.contains("\"no_such_database\" does not exist"), "{err}");
+    assert!(err.contains("create the database first"), "{err}");
+}
+
 const PROCESSES: usize = 4;
 const PRS: i64 = 150;
 
@@ -199,6 +331,28 @@ async fn assert_created_once(outputs: &[Output], db: &DatabaseConnection, first_
     for pr_id in first_pr_id..first_pr_id + PRS {
         assert_eq!(rows_for(db, pr_id).await, 1, "pr_id {pr_id}");
     }
+    assert_ids_without_gaps(db).await;
+}
+
+/// The table's ids (its sequence, `AUTO_INCREMENT` or rowid) run without a gap: no duplicate
+/// delivery spent one, as a failed or conflicting `INSERT` does on PostgreSQL and MySQL. (The
+/// database is the test's own: only the burst wrote to it.) The naive runs fail this check:
+/// 150 rows with ids 1..=362 on PostgreSQL, 1..=458 on MariaDB.
+async fn assert_ids_without_gaps(db: &DatabaseConnection) {
+    let ids: Vec<i64> = PullRequest::find()
+        .select_only()
+        .column(pull_requests::Column::Id)
+        .into_tuple()
+        .all(db)
+        .await
+        .unwrap();
+    let (lowest, highest) = (ids.iter().min().unwrap(), ids.iter().max().unwrap());
+    assert_eq!(
+        highest - lowest + 1,
+        ids.len() as i64,
+        "{} rows with ids {lowest}..={highest}: a duplicate spent an id",
+        ids.len()
+    );
 }
 
 /// Several processes on one PostgreSQL database and the same `--first-pr-id` (`DATABASE_URL`,

@@ -5,8 +5,10 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use migration::{Migrator, MigratorTrait};
-use sea_orm::sqlx::ConnectOptions as _;
+use sea_orm::sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError};
+use sea_orm::sqlx::postgres::PgConnectOptions;
 use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteSynchronous};
+use sea_orm::sqlx::{ConnectOptions as _, Connection as _};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend,
     SqliteTransactionMode, TransactionOptions, TransactionTrait,
@@ -19,6 +21,10 @@ pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// How long a SQLite connection waits for the database's write lock before giving up (sqlx's
 /// default is 5 s; a burst of creators on one file queues longer than that on a slow disk).
 pub(crate) const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long the first connection to a server may take (an address that drops packets instead
+/// of refusing them) before the example gives up and says so.
+const FIRST_CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a process starting on MySQL/MariaDB waits for another one's migration (the named
 /// lock `migrate` takes) before it gives up with an error.
@@ -83,6 +89,8 @@ fn redact(url: &str) -> String {
 
 /// A pool of at most `max_connections` to `url`, its schema migrated.
 ///
+/// A server is first reached on one connection of its own ([`first_connection`]), so a wrong
+/// address fails within seconds with its cause ("Connection refused") and the address tried.
 /// SQLite files are switched to WAL mode once, before the pool opens ([`switch_to_wal`]:
 /// readers never wait for the writer), and opened with `synchronous = NORMAL` (durable across
 /// application crashes, the usual WAL setting) and a `busy_timeout` of
@@ -93,6 +101,8 @@ pub(crate) async fn connect(
 ) -> Result<DatabaseConnection, BoxError> {
     if url.starts_with("sqlite:") {
         switch_to_wal(url).await?;
+    } else {
+        first_connection(url).await?;
     }
     let mut options = ConnectOptions::new(url.to_owned());
     options
@@ -109,6 +119,77 @@ pub(crate) async fn connect(
     let db = Database::connect(options).await?;
     migrate(&db).await?;
     Ok(db)
+}
+
+/// Opens one connection to the server at `url` and closes it, failing with the cause and the
+/// address tried (host and port, never the password). sqlx's pool treats a refused connection
+/// as a server still starting and retries it until its acquire timeout, then reports only
+/// "pool timed out": an unreachable database would cost a minute and hide why.
+async fn first_connection(url: &str) -> Result<(), BoxError> {
+    if url.starts_with("mysql:") {
+        let options = MySqlConnectOptions::from_str(url)?;
+        let address = address(options.get_socket(), options.get_host(), options.get_port());
+        try_connect(options, &address).await
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        let options = PgConnectOptions::from_str(url)?;
+        let address = address(options.get_socket(), options.get_host(), options.get_port());
+        try_connect(options, &address).await
+    } else {
+        Ok(()) // SeaORM says what it makes of any other URL
+    }
+}
+
+/// `host:port`, or the Unix socket's path.
+fn address(socket: Option<&std::path::PathBuf>, host: &str, port: u16) -> String {
+    match socket {
+        Some(path) => path.display().to_string(),
+        None if host.contains(':') => format!("[{host}]:{port}"),
+        None => format!("{host}:{port}"),
+    }
+}
+
+/// One connection with `options`, within [`FIRST_CONNECTION_TIMEOUT`].
+async fn try_connect<O>(options: O, address: &str) -> Result<(), BoxError>
+where
+    O: sea_orm::sqlx::ConnectOptions,
+    O::Connection: Sized,
+{
+    match tokio::time::timeout(FIRST_CONNECTION_TIMEOUT, options.connect()).await {
+        Ok(Ok(connection)) => Ok(connection.close().await?),
+        Ok(Err(err)) => Err(format!(
+            "cannot connect to {address}: {err}{}",
+            missing_database_hint(&err)
+        )
+        .into()),
+        Err(_) => Err(format!(
+            "cannot connect to {address}: no answer within {} s",
+            FIRST_CONNECTION_TIMEOUT.as_secs()
+        )
+        .into()),
+    }
+}
+
+/// PostgreSQL's SQLSTATE `invalid_catalog_name`: the database does not exist.
+const PG_INVALID_CATALOG_NAME: &str = "3D000";
+/// MySQL's and MariaDB's `ER_BAD_DB_ERROR`: unknown database.
+const MYSQL_BAD_DB_ERROR: u16 = 1049;
+
+/// What to do when the server is up but the URL's database is not there: the examples migrate
+/// a database, they do not create one.
+fn missing_database_hint(err: &sea_orm::sqlx::Error) -> &'static str {
+    let Some(db_err) = err.as_database_error() else {
+        return "";
+    };
+    let missing = db_err.code().as_deref() == Some(PG_INVALID_CATALOG_NAME)
+        || db_err
+            .try_downcast_ref::<MySqlDatabaseError>()
+            .is_some_and(|e| e.number() == MYSQL_BAD_DB_ERROR);
+    if missing {
+        " (create the database first, e.g. `createdb app` or `CREATE DATABASE app`; the \
+         example creates and migrates the tables)"
+    } else {
+        ""
+    }
 }
 
 /// SQLite's primary result code `SQLITE_BUSY` (extended codes add bits above the low byte).

@@ -17,9 +17,10 @@ pub(crate) struct Args {
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub(crate) concurrency: u32,
     /// The first GitHub pull-request id; the run uses ID..ID+prs, so runs can share or avoid
-    /// keys.
-    #[arg(long, default_value_t = 1)]
-    pub(crate) first_pr_id: i64,
+    /// keys. Default: 1; with --naive, the id after the highest one stored, so the naive code
+    /// meets new pull requests (on stored ones it finds every row and has nothing to race for).
+    #[arg(long)]
+    pub(crate) first_pr_id: Option<i64>,
     /// Seed of the synthetic payloads and of the arrival order.
     #[arg(long, default_value_t = 42)]
     pub(crate) seed: u64,
@@ -32,4 +33,11 @@ pub(crate) struct Args {
     /// Database URL (default: DATABASE_URL, else an embedded SQLite file).
     #[arg(long)]
     pub(crate) database_url: Option<String>,
+}
+
+impl Args {
+    /// The first pull-request id of the run, once `run` has chosen it (see `--first-pr-id`).
+    pub(crate) fn first_pr_id(&self) -> i64 {
+        self.first_pr_id.unwrap_or(1)
+    }
 }

@@ -16,7 +16,7 @@ pub(crate) struct Delivery {
 /// requests is shuffled by `--seed` (the same in every process with the same seed).
 pub(crate) fn deliveries(args: &Args) -> Vec<Delivery> {
     let mut pr_ids: Vec<i64> = (0..i64::from(args.prs))
-        .map(|i| args.first_pr_id + i)
+        .map(|i| args.first_pr_id() + i)
         .collect();
     let mut rng = Rng::new(args.seed, 0);
     for i in (1..pr_ids.len()).rev() {

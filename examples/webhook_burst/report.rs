@@ -110,7 +110,7 @@ impl Summary {
             "prs": self.args.prs,
             "duplicates": self.args.duplicates,
             "concurrency": self.args.concurrency,
-            "first_pr_id": self.args.first_pr_id,
+            "first_pr_id": self.args.first_pr_id(),
             "seed": self.args.seed,
             "deliveries": self.deliveries,
             "created": self.created,
@@ -159,11 +159,12 @@ impl fmt::Display for Summary {
                 kinds.join(", ")
             )?;
         }
-        let last = a.first_pr_id + i64::from(a.prs) - 1;
+        let last = a.first_pr_id() + i64::from(a.prs) - 1;
         writeln!(
             f,
             "  rows in table         {}  (pr_id {}..={last})",
-            self.rows, a.first_pr_id
+            self.rows,
+            a.first_pr_id()
         )?;
         writeln!(
             f,
