@@ -146,7 +146,7 @@ pub enum Error {
     /// engine whose lock functions are known no-ops, one where a wait cannot be bounded
     /// safely, or a server too old for the crate's SQL), or it is a MySQL server without
     /// MariaDB's per-statement lock-wait bound; see [`ServerRefusal`] and the table of engines
-    /// in the README. Returned by the first lock of a call, before anything is
+    /// in the repository's `docs/backends.md`. Returned by the first lock of a call, before anything is
     /// written; the same call would fail the same way, so it is not retryable.
     #[error("server {} refused: {reason}", server.as_deref().unwrap_or("(version unknown)"))]
     UnsupportedServer {

@@ -99,7 +99,7 @@
 //! On a caller's transaction the call's work belongs to that transaction (see
 //! [`IdempotentCreate`'s section on it](IdempotentCreate#on-a-callers-transaction)). On
 //! MySQL/MariaDB, whose driver cannot abandon a statement safely, each statement of the crate's
-//! own transaction runs to its end even when the call is dropped (the README's "Backends").
+//! own transaction runs to its end even when the call is dropped (the repository's `docs/backends.md`, "MySQL and MariaDB").
 //!
 //! # Errors and retries
 //!
@@ -115,7 +115,8 @@
 //! lock before the look, serialising creators across connections and processes (one pool's
 //! callers queue for it in the process, in arrival order). MySQL and MariaDB lock the key's
 //! row in the crate's lock table (add it with [`mysql_lock_table`]; tested on MariaDB 10.11,
-//! MySQL 8 is refused). The differences, in one place, are in the README's "Backends" table.
+//! MySQL 8 is refused). The differences, in one place, are in the README's "Backends" table and, in full, in the
+//! repository's `docs/backends.md`.
 //! A server that speaks PostgreSQL's protocol but whose advisory locks are known not to lock
 //! (CockroachDB before v26.2, old YugabyteDB) is refused with [`Error::UnsupportedServer`]
 //! (see [`ServerRefusal`] for which engines are used, refused and untested);

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 /// the bound and may end up to a second after it; `Forever` waits in slices of 2 s; `No` is a
 /// bound of 0. On a server with `innodb_rollback_on_timeout` a timeout rolls the whole
 /// transaction back, so `Forever` stops with [`Error::LockTimeout`](crate::Error::LockTimeout)
-/// at its first slice there. The details are in the README's "Backends" table.
+/// at its first slice there. The details are in the repository's `docs/backends.md` ("The backends side by side").
 ///
 /// A bound is about other transactions holding the key. Calls on one caller's transaction
 /// take turns (see [`IdempotentCreate`](crate::IdempotentCreate#on-a-callers-transaction)),

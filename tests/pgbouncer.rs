@@ -225,7 +225,7 @@ async fn transaction_pooling_xact_lock_excludes_and_ends_with_the_transaction() 
 ///
 /// This test asserts PostgreSQL's and PgBouncer's behaviour, not the crate's: it documents the
 /// hazard the crate's design avoids, and fails if the setup stops reproducing it (e.g. a
-/// PgBouncer that resets sessions between transactions), in which case the README's advice
+/// PgBouncer that resets sessions between transactions), in which case the advice of docs/backends.md ("Behind PgBouncer")
 /// must be revisited.
 #[tokio::test]
 async fn transaction_pooling_session_lock_leaks_to_another_client() {

@@ -297,7 +297,7 @@ impl Generator {
             v: self.next_v,
             // On MariaDB only the crate's own transaction is shielded from a dropped call:
             // sqlx-mysql cannot abandon a statement, so a call dropped on a caller's
-            // transaction leaves its connection mid-answer (the README says to spawn calls
+            // transaction leaves its connection mid-answer (docs/backends.md says to spawn calls
             // that may be abandoned there). Not a case the crate promises.
             drop_after_us: drop_after_us.filter(|_| !(in_txn && self.backend == Backend::MariaDb)),
         }

@@ -34,7 +34,7 @@
 //!    **What remains.** A gap lock can still come from (a) a caller's REPEATABLE READ
 //!    transaction: at that level every wait on a vanished row becomes a gap lock, and the
 //!    locking read that waited goes on to lock the gap (run such transactions at READ COMMITTED, see
-//!    the README); (b) a shared lock ([`acquire_shared_advisory_lock`](crate::acquire_shared_advisory_lock))
+//!    `docs/backends.md`); (b) a shared lock ([`acquire_shared_advisory_lock`](crate::acquire_shared_advisory_lock))
 //!    that waited for a row another transaction inserted and then rolled back: it keeps a gap
 //!    lock until its transaction ends. Both need a key whose row was never committed before,
 //!    i.e. first locked inside a caller's transaction. The lock is held until COMMIT or

@@ -14,7 +14,7 @@
 //! whatever happens to the call that awaits it. A call dropped midway leaves that statement to
 //! finish; then the last holder of the transaction drops it, and SeaORM rolls it back. (The
 //! statements of a caller's transaction are the caller's to run: inside one, the crate sends
-//! its statements as they are, see the README's "Backends".)
+//! its statements as they are, see `docs/backends.md`, "MySQL and MariaDB".)
 //!
 
 use std::future::Future;
