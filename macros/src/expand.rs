@@ -327,6 +327,12 @@ mod tests {
         assert!(out.contains("type Key = i64"), "{out}");
         assert!(out.contains("Column :: PrId"), "{out}");
         assert!(!out.contains("key_columns"), "{out}");
+        let listed = expand(quote! {
+            #[idempotent(key(pr_id))]
+            pub struct Model { pub id: i64, #[sea_orm(unique)] pub pr_id: i64 }
+        })
+        .unwrap();
+        assert_eq!(listed, out, "`key(pr_id)` is `key = \"pr_id\"`");
     }
 
     #[test]

@@ -89,7 +89,7 @@ use proc_macro::TokenStream;
 ///
 /// # The attribute
 ///
-/// - `#[idempotent(key = "field")]`: a one-column key, of the field's type;
+/// - `#[idempotent(key = "field")]` (or `key(field)`): a one-column key, of the field's type;
 /// - `#[idempotent(key(field_a, field_b))]`: a composite key, the tuple of the fields' types
 ///   (two to six), in that order. Give those columns a composite UNIQUE index.
 ///
