@@ -44,6 +44,10 @@
 //! # Ok(()) }
 //! ```
 //!
+//! An entity whose key is its own columns and whose data is the row itself needs no
+//! hand-written impl: `#[derive(DeriveEntityModel, IdempotentCreate)]` with
+//! `#[idempotent(key = "pr_id")]` on its `Model` (the `derive` feature, on by default).
+//!
 //! The same call with options is a builder, as SeaORM's `Entity::insert(..).exec(&db)`:
 //! `PullRequest::once(pr_id, new_pr)` (or [`once_with`](IdempotentCreate::once_with) for data
 //! made only when needed), then `.wait(Wait::Timeout(d))` to bound the lock wait and
@@ -171,5 +175,7 @@ pub use once::{Change, KeepExisting, Once, UpdateExisting};
 pub use outcome::{Outcome, UpsertOutcome};
 pub use refusal::ServerRefusal;
 pub use retry::Retry;
+#[cfg(feature = "derive")]
+pub use sea_orm_idempotent_macros::IdempotentCreate;
 pub use source::TransactionSource;
 pub use wait::Wait;
