@@ -21,12 +21,17 @@
 //! #     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
 //! #     pub enum Relation {}
 //! #     impl ActiveModelBehavior for ActiveModel {}
-//! #     impl sea_orm_idempotent::IdempotentCreate for Entity {
-//! #         type Key = i64;
-//! #         type Data = ActiveModel;
-//! #         fn key_column() -> Column { Column::PrId }
-//! #         fn new_active_model(_: &i64, row: ActiveModel) -> ActiveModel { row }
-//! #     }
+//! // In the entity's module, next to SeaORM's generated `Model`: the one thing to write.
+//! impl sea_orm_idempotent::IdempotentCreate for Entity {
+//!     type Key = i64; // the natural key: GitHub's pull-request id
+//!     type Data = ActiveModel; // what a new row is made from
+//!     fn key_column() -> Column {
+//!         Column::PrId
+//!     }
+//!     fn new_active_model(_pr_id: &i64, row: ActiveModel) -> ActiveModel {
+//!         row // the crate sets the key column from the key
+//!     }
+//! }
 //! # }
 //! # use pull_requests::Entity as PullRequest;
 //! use sea_orm::{ActiveValue::Set, Database};
@@ -139,6 +144,18 @@
 //!
 //! (Built with no backend feature, the crate compiles, for crates that only implement
 //! [`IdempotentCreate`] for their entities, and `create_once` refuses every backend.)
+//!
+//! # How the crate is built
+//!
+//! A core, and a folder per backend behind one seam. One call reads, top to bottom: the trait
+//! (`create.rs`) and the builder (`once.rs`); `call/`, the call's whole path (the key checked,
+//! the caller's turn in the waiting room, `turns/`, and the look; then the lock and the
+//! statements under it, ending in COMMIT); and at each step where backends differ, the seam,
+//! `backend/mod.rs`, which hands the step to `backend/postgres/`, `backend/mysql/` or
+//! `backend/sqlite/`: each holds its SQL, its lock, its begin and its error codes. The rest of
+//! the core is the vocabulary: keys (`key.rs`, `natural_key.rs`), outcomes, errors
+//! (`error.rs`, `classify.rs`), waits and retries. CONTRIBUTING.md in the repository has the
+//! table of every file.
 
 mod advisory_lock;
 mod backend;
