@@ -106,7 +106,9 @@ pub enum Error {
     /// unsafe: REPEATABLE READ and SERIALIZABLE take their snapshot before the lock is granted,
     /// so the read after the lock would miss the row another caller just committed. Nothing was
     /// written; run the call in a READ COMMITTED transaction or pass the connection instead.
-    #[error("transaction isolation level is {level}; advisory-lock-then-read needs READ COMMITTED")]
+    #[error(
+        "the caller's transaction is {level}, whose snapshot can hide the row another caller just created; nothing was written. Run the call in a READ COMMITTED transaction (db.begin_with_config(Some(IsolationLevel::ReadCommitted), None)) or pass the connection instead"
+    )]
     UnsafeIsolation {
         /// The level PostgreSQL reported (`current_setting('transaction_isolation')`); on
         /// MySQL/MariaDB, which cannot report the current transaction's level, what the crate
@@ -246,6 +248,19 @@ pub enum Error {
     /// Any other database error (constraint violations, a missing table, a lost connection).
     #[error(transparent)]
     Database(#[from] DbErr),
+}
+
+/// For handlers that already return SeaORM's error: `?` on a call's result works there. A
+/// [`Error::Database`] becomes its own [`DbErr`], unchanged; every other error becomes a
+/// [`DbErr::Custom`] with its message (match on [`Error`] first where its kind matters, e.g. to
+/// retry with [`Error::is_retryable`]).
+impl From<Error> for DbErr {
+    fn from(err: Error) -> DbErr {
+        match err {
+            Error::Database(err) => err,
+            other => DbErr::Custom(other.to_string()),
+        }
+    }
 }
 
 impl Error {
@@ -429,6 +444,29 @@ impl fmt::Display for HumanDuration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_database_error_converts_back_unchanged_and_others_keep_their_message() {
+        let db: DbErr = Error::Database(DbErr::RecordNotFound("row".into())).into();
+        assert!(matches!(db, DbErr::RecordNotFound(ref text) if text == "row"), "{db:?}");
+        let busy: DbErr = Error::LockBusy {
+            key: LockKey::BigInt(1),
+            row: None,
+        }
+        .into();
+        assert!(
+            matches!(busy, DbErr::Custom(ref text) if text.contains("held")),
+            "{busy:?}"
+        );
+        fn handler() -> Result<(), DbErr> {
+            Err(Error::UnsafeIsolation {
+                level: "repeatable read".into(),
+            })?;
+            Ok(())
+        }
+        let err = handler().unwrap_err().to_string();
+        assert!(err.contains("READ COMMITTED"), "{err}");
+    }
 
     #[test]
     fn non_database_errors_are_not_lock_errors() {

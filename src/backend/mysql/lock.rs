@@ -238,8 +238,9 @@ pub(crate) async fn acquire_in(
     if seen != latest {
         return Err(Error::UnsafeIsolation {
             level: format!(
-                "REPEATABLE READ, with a snapshot older than the last holder of lock {key} \
-                 (it sees {seen} holders of the key, {latest} have committed)"
+                "REPEATABLE READ and read before this call: its snapshot is older than the \
+                 last commit under lock {key} (it sees {seen} holders of the key, {latest} \
+                 have committed)"
             ),
         });
     }
