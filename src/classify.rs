@@ -20,6 +20,12 @@ pub(crate) enum ErrorClass {
     ReadOnly,
     /// A prepared statement lost between client and server (a pooler in transaction mode).
     PreparedStatementLost,
+    /// PostgreSQL: no unique index or constraint matches an `ON CONFLICT` target (42P10).
+    NoArbiterIndex,
+    /// PostgreSQL: a serialization failure (40001).
+    SerializationFailure,
+    /// SQLite's generic error (`SQLITE_ERROR`, 1): a statement SQLite refused, whatever why.
+    SqliteError,
     /// The server chose this transaction as a deadlock's victim (PostgreSQL 40P01, MySQL
     /// 1213), whichever statement waited.
     Deadlock,
@@ -33,12 +39,15 @@ pub(crate) fn classify(err: &DbErr) -> ErrorClass {
             pg::UNIQUE_VIOLATION => ErrorClass::UniqueViolation,
             pg::DEADLOCK_DETECTED => ErrorClass::Deadlock,
             pg::READ_ONLY_TRANSACTION => ErrorClass::ReadOnly,
+            pg::INVALID_COLUMN_REFERENCE => ErrorClass::NoArbiterIndex,
+            pg::SERIALIZATION_FAILURE => ErrorClass::SerializationFailure,
             pg::DUPLICATE_PREPARED_STATEMENT
             | pg::INVALID_STATEMENT_NAME
             | pg::PROTOCOL_VIOLATION => ErrorClass::PreparedStatementLost,
             _ => ErrorClass::Other,
         },
         Some(DatabaseCode::Sqlite(code)) if lite::is_busy(code) => ErrorClass::SqliteBusy,
+        Some(DatabaseCode::Sqlite(lite::ERROR)) => ErrorClass::SqliteError,
         Some(DatabaseCode::Sqlite(code)) if code & 0xff == lite::READONLY => ErrorClass::ReadOnly,
         Some(DatabaseCode::Sqlite(lite::CONSTRAINT_UNIQUE | lite::CONSTRAINT_PRIMARYKEY)) => {
             ErrorClass::UniqueViolation

@@ -348,6 +348,23 @@ pub trait IdempotentCreate: EntityTrait {
         true
     }
 
+    /// Whether every call keeps the locked path, so that a duplicate never consumes a value of
+    /// the table's id sequence: `false` by default.
+    ///
+    /// Where a unique index (or the primary key) covers exactly the key columns, a create-only
+    /// call with data in hand on a pool is one statement: it tries the key's lock and, granted,
+    /// inserts with `ON CONFLICT (key columns) DO NOTHING`, in autocommit, as fast as SeaORM's
+    /// own `on_conflict(..).do_nothing()`. Like that insert, a duplicate that reaches it
+    /// consumes a sequence value before the conflict is found, so ids get gaps (most
+    /// duplicates never reach it: the look before the lock finds their row). Return `true` to
+    /// keep ids without gaps: every call then takes the locked path, which inserts only a row
+    /// it knows to be missing. (Calls with `make_data`, the update form and calls on a
+    /// caller's transaction always take the locked path: data made once, decisions under the
+    /// lock, and no `ON CONFLICT` serialization failures under REPEATABLE READ.)
+    fn ids_without_gaps() -> bool {
+        false
+    }
+
     /// Creates the row for `key` from `data` unless it exists, waiting for the lock as long as
     /// it takes ([`Wait::Forever`]). The headline call; [`once`](Self::once) is the same call
     /// with options (a bounded wait, an update function for a row that exists).

@@ -448,7 +448,10 @@ mod tests {
     #[test]
     fn a_database_error_converts_back_unchanged_and_others_keep_their_message() {
         let db: DbErr = Error::Database(DbErr::RecordNotFound("row".into())).into();
-        assert!(matches!(db, DbErr::RecordNotFound(ref text) if text == "row"), "{db:?}");
+        assert!(
+            matches!(db, DbErr::RecordNotFound(ref text) if text == "row"),
+            "{db:?}"
+        );
         let busy: DbErr = Error::LockBusy {
             key: LockKey::BigInt(1),
             row: None,

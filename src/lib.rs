@@ -177,6 +177,7 @@ mod statements;
 mod to_the_end;
 mod transaction;
 mod turns;
+mod unique_index;
 mod wait;
 
 pub use advisory_lock::{acquire_advisory_lock, acquire_shared_advisory_lock};

@@ -27,8 +27,12 @@ use sea_orm_idempotent::{
 };
 use test_support::TestDb;
 
+// Without a unique index on `k`: every new key takes the locked path.
 keyed_rows!(always_looks, "always_looks", Always);
 keyed_rows!(never_looks, "never_looks", Never);
+// With one: a create-only call with data in hand is one statement (src/call/one_statement.rs).
+keyed_rows!(indexed_always, "indexed_always", Always);
+keyed_rows!(indexed_never, "indexed_never", Never);
 // Its own adaptive memory: crc32("adaptive_looks"), crc32("adaptive_looks_sqlite") and
 // crc32("pull_requests") fall in different slots (src/look.rs), so the mock tests below, on
 // `pull_requests`, still look.
@@ -38,19 +42,26 @@ keyed_rows!(adaptive_looks, "adaptive_looks", Adaptive);
 keyed_rows!(adaptive_looks_sqlite, "adaptive_looks_sqlite", Adaptive);
 
 const POSTGRES_TABLES: &str = "
-    CREATE TABLE always_looks (id bigserial PRIMARY KEY, k bigint NOT NULL UNIQUE, v text NOT NULL);
-    CREATE TABLE never_looks (id bigserial PRIMARY KEY, k bigint NOT NULL UNIQUE, v text NOT NULL);
-    CREATE TABLE adaptive_looks (id bigserial PRIMARY KEY, k bigint NOT NULL UNIQUE,
+    CREATE TABLE always_looks (id bigserial PRIMARY KEY, k bigint NOT NULL, v text NOT NULL);
+    CREATE TABLE never_looks (id bigserial PRIMARY KEY, k bigint NOT NULL, v text NOT NULL);
+    CREATE TABLE adaptive_looks (id bigserial PRIMARY KEY, k bigint NOT NULL, v text NOT NULL);
+    CREATE TABLE indexed_always (id bigserial PRIMARY KEY, k bigint NOT NULL UNIQUE,
+        v text NOT NULL);
+    CREATE TABLE indexed_never (id bigserial PRIMARY KEY, k bigint NOT NULL UNIQUE,
         v text NOT NULL);";
 
 #[cfg(feature = "sqlite")]
 const SQLITE_TABLES: &str = "
-    CREATE TABLE always_looks (id INTEGER PRIMARY KEY AUTOINCREMENT, k INTEGER NOT NULL UNIQUE,
+    CREATE TABLE always_looks (id INTEGER PRIMARY KEY AUTOINCREMENT, k INTEGER NOT NULL,
         v TEXT NOT NULL);
-    CREATE TABLE never_looks (id INTEGER PRIMARY KEY AUTOINCREMENT, k INTEGER NOT NULL UNIQUE,
+    CREATE TABLE never_looks (id INTEGER PRIMARY KEY AUTOINCREMENT, k INTEGER NOT NULL,
         v TEXT NOT NULL);
     CREATE TABLE adaptive_looks_sqlite (id INTEGER PRIMARY KEY AUTOINCREMENT,
-        k INTEGER NOT NULL UNIQUE, v TEXT NOT NULL);";
+        k INTEGER NOT NULL, v TEXT NOT NULL);
+    CREATE TABLE indexed_always (id INTEGER PRIMARY KEY AUTOINCREMENT, k INTEGER NOT NULL UNIQUE,
+        v TEXT NOT NULL);
+    CREATE TABLE indexed_never (id INTEGER PRIMARY KEY AUTOINCREMENT, k INTEGER NOT NULL UNIQUE,
+        v TEXT NOT NULL);";
 
 /// What `call` cost on the wire, after `warm_up` (the same path once on other keys, so that
 /// sqlx's per-connection statement preparation, a round trip of its own the first time a
@@ -222,6 +233,40 @@ async fn every_path_costs_its_round_trips_on_postgres() {
         }
     };
     assert_eq!(trips(&wire, busy(10), busy(11)).await, 2);
+
+    // Where a unique index covers the key (the catalog asked once per pool and entity, in the
+    // warm-up): one statement tries the lock and inserts `ON CONFLICT (k) DO NOTHING`.
+    let indexed = |k: i64| indexed_always::Entity::create_once(&db, k, "v".to_owned());
+    let indexed_never = |k: i64| indexed_never::Entity::create_once(&db, k, "v".to_owned());
+    // A new key: the look, then the one statement.
+    assert_eq!(trips(&wire, indexed(1), indexed(2)).await, 2);
+    // Without the look: the one statement alone, as SeaORM's own `on_conflict` insert.
+    assert_eq!(trips(&wire, indexed_never(1), indexed_never(2)).await, 1);
+    // A redelivery without the look: the statement (nothing inserted), then the read.
+    assert_eq!(trips(&wire, indexed_never(1), indexed_never(2)).await, 2);
+    // A contended key: the look, the statement (the lock not granted, nothing inserted), then
+    // the locked path: BEGIN, the try-lock, the wait's preparation, the wait, its outcome,
+    // the insert, COMMIT.
+    let contended_indexed = |k: i64| {
+        let (db, direct) = (db.clone(), direct.clone());
+        async move {
+            let key = LockKey::for_entity("indexed_always", &k);
+            let held = direct.begin().await.unwrap();
+            acquire_advisory_lock(&held, key, Wait::Forever)
+                .await
+                .unwrap();
+            let waiter = tokio::spawn(async move {
+                indexed_always::Entity::create_once(&db, k, "v".to_owned()).await
+            });
+            until_someone_waits(&direct, key).await;
+            held.commit().await.unwrap();
+            assert!(waiter.await.unwrap().unwrap().is_created());
+        }
+    };
+    assert_eq!(
+        trips(&wire, contended_indexed(8), contended_indexed(9)).await,
+        9
+    );
 }
 
 fn stored(pr_id: i64) -> pull_requests::Model {
@@ -363,8 +408,15 @@ async fn every_path_costs_its_statements_on_sqlite() {
     db.set_metric_callback({
         let log = log.clone();
         move |info| {
-            let verb = info.statement.sql.split_whitespace().next().unwrap_or("");
-            log.lock().unwrap().push(verb.to_owned());
+            let sql = &info.statement.sql;
+            let verb = sql.split_whitespace().next().unwrap_or("");
+            // The one-statement path's insert names its conflict target.
+            let shown = if sql.contains("ON CONFLICT (") {
+                format!("{verb} ON CONFLICT")
+            } else {
+                verb.to_owned()
+            };
+            log.lock().unwrap().push(shown);
         }
     });
     let db = &db;
@@ -416,4 +468,22 @@ async fn every_path_costs_its_statements_on_sqlite() {
         ["SELECT", "INSERT"]
     );
     txn.commit().await.unwrap();
+
+    // Where a unique index covers the key: the look, then one `INSERT ... ON CONFLICT (k) DO
+    // NOTHING RETURNING` in autocommit (no BEGIN IMMEDIATE, no COMMIT) ...
+    let indexed = |k: i64| indexed_always::Entity::create_once(db, k, "v".to_owned());
+    let indexed_never = |k: i64| indexed_never::Entity::create_once(db, k, "v".to_owned());
+    assert_eq!(
+        statements_of(&log, indexed(1), indexed(2)).await,
+        ["SELECT", "INSERT ON CONFLICT"]
+    );
+    assert_eq!(
+        statements_of(&log, indexed_never(1), indexed_never(2)).await,
+        ["INSERT ON CONFLICT"]
+    );
+    // ... and a redelivery without the look: the insert (nothing), then the read.
+    assert_eq!(
+        statements_of(&log, indexed_never(1), indexed_never(2)).await,
+        ["INSERT ON CONFLICT", "SELECT"]
+    );
 }

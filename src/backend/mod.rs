@@ -22,6 +22,7 @@
 pub(crate) mod inserted;
 pub(crate) mod mode;
 pub(crate) mod mysql;
+pub(crate) mod one_statement;
 pub(crate) mod postgres;
 pub(crate) mod sqlite;
 #[cfg(test)]
@@ -34,7 +35,9 @@ use sea_orm::{
 
 use self::inserted::Inserted;
 use self::mode::Mode;
+use self::one_statement::Answer;
 use crate::call_chain::{self, At, Chain, Held};
+use crate::classify::{ErrorClass, classify};
 use crate::source::{PoolId, SessionId};
 use crate::transaction::{Own, Txn};
 use crate::wait::{CallId, Deadline};
@@ -293,6 +296,94 @@ impl Backend {
             Backend::Sqlite => sqlite::session_of_row(row),
             Backend::MySql => mysql::session_of_row(row),
         }
+    }
+}
+
+/// The one-statement path ([`call::one_statement`](crate::call)): a new key in one statement
+/// where a unique index covers exactly the key's columns.
+impl Backend {
+    /// SeaORM's name of this backend.
+    pub(crate) fn db_backend(self) -> DbBackend {
+        match self {
+            Backend::Postgres => DbBackend::Postgres,
+            Backend::Sqlite => DbBackend::Sqlite,
+            Backend::MySql => DbBackend::MySql,
+        }
+    }
+
+    /// The condition the one statement's insert carries, on a backend that has the path
+    /// (PostgreSQL: the lock was granted; SQLite: none, its write lock is the lock). MySQL has
+    /// no such path yet: `None`.
+    pub(crate) fn one_statement_condition(self) -> Option<&'static str> {
+        match self {
+            Backend::Postgres => Some(postgres::one_statement::LOCK_GRANTED),
+            Backend::Sqlite => Some(sqlite::one_statement::NO_CONDITION),
+            Backend::MySql => None,
+        }
+    }
+
+    /// Whether `table` (in `schema`) has a unique index over exactly `columns`, each of a type
+    /// that stores its part of the key (`values`) exactly, on a server whose locks are real:
+    /// the catalog's answer, one or two round trips.
+    pub(crate) async fn key_is_unique_indexed<C: ConnectionTrait>(
+        self,
+        db: &C,
+        schema: Option<&str>,
+        table: &str,
+        columns: &[&str],
+        values: &[sea_orm::Value],
+    ) -> Result<bool, DbErr> {
+        match self {
+            Backend::Postgres => {
+                let statement = postgres::catalog::statement(schema, table, columns);
+                match db.query_one_raw(statement).await? {
+                    Some(row) => postgres::catalog::read(&row, |part, column_type| {
+                        postgres::catalog::stores_exactly(&values[part], column_type)
+                    }),
+                    None => Ok(false),
+                }
+            }
+            // An attached database's tables are not looked up.
+            Backend::Sqlite if schema.is_some() => Ok(false),
+            Backend::Sqlite => {
+                sqlite::catalog::unique_index_covers(db, table, columns, |part, declared| {
+                    sqlite::catalog::stores_exactly(&values[part], declared)
+                })
+                .await
+            }
+            Backend::MySql => Ok(false),
+        }
+    }
+
+    /// The one statement: `insert` (built with [`one_statement_condition`]) with the try for
+    /// `key`'s lock around it where the backend takes one.
+    ///
+    /// [`one_statement_condition`]: Backend::one_statement_condition
+    pub(crate) fn one_statement(self, insert: Statement, key: LockKey) -> Statement {
+        match self {
+            Backend::Postgres => postgres::one_statement::wrap(insert, key),
+            Backend::Sqlite | Backend::MySql => insert,
+        }
+    }
+
+    /// What the one statement answered.
+    pub(crate) fn read_one_statement(self, row: Option<QueryResult>) -> Result<Answer, DbErr> {
+        match self {
+            Backend::Postgres => postgres::one_statement::read(row),
+            Backend::Sqlite | Backend::MySql => sqlite::one_statement::read(row),
+        }
+    }
+
+    /// Whether the one statement's error means the path does not apply any more, and the call
+    /// takes the locked path: PostgreSQL found no unique index for its `ON CONFLICT` (42P10,
+    /// the index was dropped) or a serialization failure (40001: a server whose default
+    /// isolation is REPEATABLE READ); SQLite's generic error (it has no code of its own for
+    /// an `ON CONFLICT` that matches no index; the locked path meets any other cause again).
+    pub(crate) fn one_statement_fell_through(self, err: &DbErr) -> bool {
+        matches!(
+            classify(err),
+            ErrorClass::NoArbiterIndex | ErrorClass::SerializationFailure | ErrorClass::SqliteError
+        )
     }
 }
 

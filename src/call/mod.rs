@@ -16,6 +16,7 @@
 //! [`request`].
 
 mod key;
+mod one_statement;
 mod request;
 mod row;
 #[cfg(feature = "postgres")]
@@ -29,6 +30,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, V
 use tracing::{Instrument, field};
 
 use self::key::{CallKey, refuse_unstorable_parts};
+use self::one_statement::OneStatement;
 pub(crate) use self::request::{
     BoxError, MakeData, NewRow, OnExisting, Request, UnusedMaker, UnusedUpdate,
 };
@@ -165,6 +167,9 @@ pub(super) struct Call {
 }
 
 impl Call {
+    /// On a connection: take the key's turn among this pool's callers, look, and only if the
+    /// row is missing lock and insert unless present: in one statement where a unique index
+    /// covers the key, otherwise in the crate's own transaction, then commit.
     async fn on_connection<T, F, U>(
         &self,
         conn: &DatabaseConnection,
@@ -249,20 +254,6 @@ impl Call {
                 }
             }
             let arrivals = turn.as_ref().map(Turn::arrivals);
-            #[cfg(feature = "postgres")]
-            // The paths past the look are boxed: their futures (SeaORM's transaction, the
-            // lock's statements, the insert) are several kilobytes, and unboxed they would
-            // make every call's future that large, to be moved and allocated by every
-            // redelivery that only looks.
-            let request =
-                match Box::pin(self.in_three_round_trips::<T, F, U>(conn, key, request)).await? {
-                    Fast::Done(done) => {
-                        learn(&done);
-                        pass_on(&done, arrivals);
-                        return Ok(done);
-                    }
-                    Fast::NotTaken(request) => request,
-                };
             // On SQLite, this pool's writers take turns for the write lock here, in arrival
             // order, not in SQLite's busy handler (src/turns.rs). Held to COMMIT or ROLLBACK.
             let _writer = match (self.backend, pool) {
@@ -272,6 +263,36 @@ impl Call {
                 }
                 _ => None,
             };
+            // The paths past the look are boxed: their futures (SeaORM's transaction, the
+            // lock's statements, the insert) are several kilobytes, and unboxed they would
+            // make every call's future that large, to be moved and allocated by every
+            // redelivery that only looks.
+            let request =
+                match Box::pin(self.in_one_statement::<T, F, U>(conn, pool, key, request)).await? {
+                    OneStatement::Done(done) => {
+                        learn(&done);
+                        pass_on(&done, arrivals);
+                        return Ok(done);
+                    }
+                    OneStatement::Locked(new_row) => {
+                        let scope = Box::pin(self.begin_and_lock(conn)).await?;
+                        let done = Box::pin(self.insert_and_end::<T>(scope, key, new_row)).await?;
+                        learn(&done);
+                        pass_on(&done, arrivals);
+                        return Ok(done);
+                    }
+                    OneStatement::NotTaken(request) => request,
+                };
+            #[cfg(feature = "postgres")]
+            let request =
+                match Box::pin(self.in_three_round_trips::<T, F, U>(conn, key, request)).await? {
+                    Fast::Done(done) => {
+                        learn(&done);
+                        pass_on(&done, arrivals);
+                        return Ok(done);
+                    }
+                    Fast::NotTaken(request) => request,
+                };
             let scope = Box::pin(self.begin_and_lock(conn)).await?;
             let frame = Frame {
                 held,

@@ -106,14 +106,13 @@ pub(super) fn not_found_by_key<T: IdempotentCreate>(key: &CallKey<T>) -> Error {
 pub(super) async fn insert_unless_exists<T, C>(
     txn: &C,
     key: &CallKey<T>,
-    data: T::Data,
+    new_row: RowValues<T>,
 ) -> Result<Done<T::Model>, Error>
 where
     T: IdempotentCreate,
     C: ConnectionTrait,
 {
     let backend = txn.get_database_backend();
-    let new_row = RowValues::<T>::of(key, T::new_active_model(&key.key, data))?;
     let insert = new_row.insert_unless_exists(backend, key, Conflicts::Absorb);
     let reread = || find_statement::<T>(backend, key); // MySQL: no RETURNING
     match backend::insert_returning(txn, insert, reread).await {
@@ -227,6 +226,43 @@ impl<T: IdempotentCreate> RowValues<T> {
             }
         }
         Ok(new_row)
+    }
+
+    /// `INSERT INTO t (cols) SELECT vals WHERE condition ON CONFLICT (key columns) DO NOTHING
+    /// RETURNING cols`, for the one-statement path (`condition`: the backend's, see
+    /// [`Backend::one_statement_condition`](crate::backend::Backend::one_statement_condition)).
+    /// Built every time, as SeaORM builds its own `on_conflict` insert.
+    pub(super) fn insert_on_conflict(
+        &self,
+        backend: DbBackend,
+        key: &CallKey<T>,
+        condition: &'static str,
+    ) -> Statement {
+        let source = Query::select()
+            .exprs(
+                self.columns
+                    .iter()
+                    .zip(&self.values)
+                    .map(|(column, value)| column.save_as(Expr::val(value.clone()))),
+            )
+            .and_where(Expr::cust(condition))
+            .to_owned();
+        let mut insert = Query::insert();
+        insert
+            .into_table(T::default().table_ref())
+            .columns(self.columns.iter().copied())
+            .select_from(source)
+            .expect("columns and values are built pairwise, so their counts match")
+            .on_conflict(
+                OnConflict::columns(key.columns.iter().copied())
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .returning(
+                Query::returning()
+                    .exprs(T::Column::iter().map(|column| column.select_as(Expr::col(column)))),
+            );
+        backend.build(&insert)
     }
 
     /// `INSERT INTO t (cols) SELECT vals WHERE NOT EXISTS (SELECT 1 FROM t WHERE k1 = $1 AND

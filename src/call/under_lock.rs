@@ -9,7 +9,7 @@ use super::Call;
 use super::key::CallKey;
 use super::request::{MakeData, NewRow, OnExisting, Request};
 use super::row::{
-    find, insert_unless_exists, update_existing, update_statement, written_without_lock,
+    RowValues, find, insert_unless_exists, update_existing, update_statement, written_without_lock,
 };
 use crate::call_chain::Frame;
 use crate::outcome::Done;
@@ -126,6 +126,24 @@ impl Call {
         }
     }
 
+    /// With the lock held in `scope`: insert `new_row` unless the key's row exists now, then end
+    /// the scope (the locked path of a call whose one statement did not decide, see
+    /// [`in_one_statement`](Call::in_one_statement)).
+    pub(super) async fn insert_and_end<T: IdempotentCreate>(
+        &self,
+        scope: Scope<'_>,
+        key: &CallKey<T>,
+        new_row: RowValues<T>,
+    ) -> Result<Done<T::Model>, Error> {
+        match insert_unless_exists::<T, _>(&scope.txn(), key, new_row).await {
+            Ok(outcome) => {
+                scope.commit().await?;
+                Ok(outcome)
+            }
+            Err(err) => Err(scope.roll_back_after(err).await),
+        }
+    }
+
     /// With the lock held: insert the row unless it exists now, or run the update function on
     /// the row that does. The data is made (by `make_data`, with this call's frame on the call
     /// chain) only when a fresh look says it is needed.
@@ -148,12 +166,14 @@ impl Call {
         if let (NewRow::Ready(_), OnExisting::Keep) = (&new_row, &on_existing) {
             // Data in hand and nothing to do with an existing row: one guarded statement.
             let data = self.data(new_row, frame).await?;
-            return insert_unless_exists::<T, _>(txn, key, data).await;
+            let new_row = RowValues::of(key, T::new_active_model(&key.key, data))?;
+            return insert_unless_exists::<T, _>(txn, key, new_row).await;
         }
         match (find::<T, _>(txn, key).await?, on_existing) {
             (None, on_existing) => {
                 let data = self.data(new_row, frame).await?;
-                match insert_unless_exists::<T, _>(txn, key, data).await? {
+                let new_row = RowValues::of(key, T::new_active_model(&key.key, data))?;
+                match insert_unless_exists::<T, _>(txn, key, new_row).await? {
                     // The row appeared after the look under the lock: only a writer that does
                     // not take the lock makes one, and the update function never saw it (its
                     // data went into the insert). A retry runs it on that row.

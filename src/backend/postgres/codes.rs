@@ -8,6 +8,8 @@ pub(crate) const DEADLOCK_DETECTED: &str = "40P01";
 /// `undefined_function`: a server too old for a statement (see
 /// [`ServerRefusal::TooOld`](crate::ServerRefusal::TooOld)).
 pub(crate) const UNDEFINED_FUNCTION: &str = "42883";
+/// `invalid_column_reference`: among others, an `ON CONFLICT` target no unique index matches.
+pub(crate) const INVALID_COLUMN_REFERENCE: &str = "42P10";
 /// `serialization_failure`.
 pub(crate) const SERIALIZATION_FAILURE: &str = "40001";
 /// `in_failed_sql_transaction`: a statement in an aborted transaction.

@@ -35,6 +35,20 @@ pub(super) fn key_parameters(key: LockKey) -> (Vec<Value>, String) {
     (values, placeholders)
 }
 
+/// The call that tries the exclusive lock on `key` without waiting, with the key bound as
+/// parameters numbered from `first` (`pg_try_advisory_xact_lock($7, $8)`): for the
+/// one-statement path ([`one_statement`](super::one_statement)), whose insert binds the
+/// placeholders before.
+pub(crate) fn try_lock_call(key: LockKey, first: usize) -> (String, Vec<Value>) {
+    let (values, _) = key_parameters(key);
+    let placeholders = (first..first + values.len())
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let function = function(Mode::Exclusive, false);
+    (format!("{function}({placeholders})"), values)
+}
+
 /// Step 1: isolation check, then a try-lock (`CASE` evaluates its branches in order, so the
 /// lock is not touched under an unsafe level). Its answer is read by [`read_attempt`](super::lock::read_attempt).
 pub(super) fn try_statement(key: LockKey, mode: Mode) -> Statement {

@@ -4,11 +4,14 @@
 //! - [`lock`]: taking an advisory lock, waiting as the caller said, and reading the answer;
 //! - [`lock_statements`]: the text of every statement that takes, tries or waits for one;
 //! - [`engine`]: which server answers (engines whose advisory locks do not lock are refused);
+//! - [`one_statement`]: a new key in one statement where a unique index covers the key
+//!   ([`catalog`] knows);
 //! - [`fast_path`]: a new key in three round trips on a connection of the crate's own;
 //! - [`holders`]: who holds and who waits for a key ([`LockHolders`](crate::LockHolders));
 //! - [`probe`]: a start-up check of another server's advisory locks;
 //! - [`codes`]: the SQLSTATEs the crate reacts to.
 
+pub(crate) mod catalog;
 pub(crate) mod codes;
 pub(crate) mod engine;
 #[cfg(feature = "postgres")]
@@ -16,6 +19,7 @@ pub(crate) mod fast_path;
 pub(crate) mod holders;
 pub(crate) mod lock;
 pub(crate) mod lock_statements;
+pub(crate) mod one_statement;
 pub(crate) mod probe;
 
 use sea_orm::{DatabaseConnection, IsolationLevel, QueryResult, TransactionTrait};

@@ -1,6 +1,8 @@
 //! The SQLite result codes the crate reacts to ([`classify`](crate::classify) says what each
 //! means to it). An extended code's lowest byte is its primary code.
 
+/// `SQLITE_ERROR`: the generic error (a statement SQLite refused).
+pub(crate) const ERROR: i64 = 1;
 /// `SQLITE_BUSY` and its extended codes (`SQLITE_BUSY_SNAPSHOT` = 517, ...).
 pub(crate) const BUSY: i64 = 5;
 /// `SQLITE_LOCKED`.

@@ -33,7 +33,9 @@
 //!   they are refused with [`Error::UnsupportedBackend`] before anything is locked or
 //!   written, instead of silently waiting longer or shorter than asked.
 
+pub(crate) mod catalog;
 pub(crate) mod codes;
+pub(crate) mod one_statement;
 
 #[cfg(feature = "sqlite")]
 use sea_orm::DatabaseConnectionType;

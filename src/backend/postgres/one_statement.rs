@@ -1,0 +1,65 @@
+//! PostgreSQL's one-statement path: where a unique index covers exactly the key's columns
+//! ([`catalog`](super::catalog) knows), a new key is one statement in autocommit that tries the
+//! key's advisory lock and, only if it is granted, inserts with `ON CONFLICT (key columns) DO
+//! NOTHING`:
+//!
+//! ```sql
+//! WITH sea_orm_idempotent_lock AS (SELECT pg_try_advisory_xact_lock($7, $8) AS locked),
+//!      sea_orm_idempotent_row AS (
+//!        INSERT INTO t (cols) SELECT $1, ... WHERE (SELECT locked FROM sea_orm_idempotent_lock)
+//!        ON CONFLICT (k) DO NOTHING RETURNING cols)
+//! SELECT (SELECT locked FROM sea_orm_idempotent_lock) AS sea_orm_idempotent_locked, r.*
+//! FROM (SELECT 1) AS sea_orm_idempotent_one LEFT JOIN sea_orm_idempotent_row AS r ON true
+//! ```
+//!
+//! The index makes the row unique by itself; the lock is still taken so that every other
+//! taker of the key (the update form, a caller's transaction, an older version of the service
+//! during a deploy, the Python recipe) is excluded while the row is written, and never meets
+//! the unique violation this crate exists to remove. The lock is the statement's own
+//! transaction's: it ends with the statement. A CTE that calls a volatile function is
+//! evaluated once, before the insert that reads it. The statement runs at the server's default
+//! isolation: under REPEATABLE READ a conflict with a row committed after its snapshot is a
+//! serialization failure (40001), after which the call takes the locked path.
+
+use sea_orm::{DbBackend, DbErr, QueryResult, Statement};
+
+use super::lock_statements::try_lock_call;
+use crate::LockKey;
+use crate::backend::one_statement::Answer;
+
+/// The condition the insert's `SELECT` carries: the lock was granted.
+pub(crate) const LOCK_GRANTED: &str = "(SELECT locked FROM sea_orm_idempotent_lock)";
+
+/// `insert` (built with [`LOCK_GRANTED`] as its condition, its values bound as `$1..$n`)
+/// wrapped with the try for `key`'s lock, whose integers are bound after them.
+pub(crate) fn wrap(insert: Statement, key: LockKey) -> Statement {
+    let mut values = insert.values.map(|values| values.0).unwrap_or_default();
+    let (try_lock, key_values) = try_lock_call(key, values.len() + 1);
+    values.extend(key_values);
+    let sql = format!(
+        "WITH sea_orm_idempotent_lock AS (SELECT {try_lock} AS locked), \
+         sea_orm_idempotent_row AS ({insert}) \
+         SELECT (SELECT locked FROM sea_orm_idempotent_lock) AS sea_orm_idempotent_locked, \
+         (SELECT count(*) FROM sea_orm_idempotent_row) > 0 AS sea_orm_idempotent_inserted, r.* \
+         FROM (SELECT 1) AS sea_orm_idempotent_one \
+         LEFT JOIN sea_orm_idempotent_row AS r ON true",
+        insert = insert.sql
+    );
+    Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
+}
+
+/// What the statement's one row says.
+pub(crate) fn read(row: Option<QueryResult>) -> Result<Answer, DbErr> {
+    let row = row.ok_or_else(|| {
+        DbErr::RecordNotFound("the one-statement insert returned no row".to_owned())
+    })?;
+    if !row.try_get::<bool>("", "sea_orm_idempotent_locked")? {
+        return Ok(Answer::KeyHeld);
+    }
+    Ok(
+        match row.try_get::<bool>("", "sea_orm_idempotent_inserted")? {
+            true => Answer::Inserted(row),
+            false => Answer::Nothing,
+        },
+    )
+}

@@ -1,0 +1,115 @@
+//! A new key in one statement, where a unique index covers exactly the key's columns: the
+//! statement tries the key's lock and, granted, inserts with `ON CONFLICT (key columns) DO
+//! NOTHING`, in autocommit (PostgreSQL: [`one_statement`](crate::backend::postgres::one_statement);
+//! SQLite: its write lock is the lock). Only for a create-only call with data in hand on a
+//! pool, whose key has no NULL part, and whose entity allows gaps in its ids
+//! ([`IdempotentCreate::ids_without_gaps`]): `make_data` (data made once, under the lock), the
+//! update form (decisions under the lock) and callers' transactions (where `ON CONFLICT` meets
+//! serialization failures under REPEATABLE READ) keep the locked path.
+
+use sea_orm::{ConnectionTrait, DatabaseConnection, IdenStatic};
+
+use super::Call;
+use super::key::CallKey;
+use super::request::{NewRow, OnExisting, Request};
+use super::row::{RowValues, created, find};
+use crate::backend::one_statement::Answer;
+use crate::outcome::Done;
+use crate::source::PoolId;
+use crate::{Error, IdempotentCreate, unique_index};
+
+/// What [`Call::in_one_statement`] did.
+pub(super) enum OneStatement<T: IdempotentCreate, R> {
+    /// The call's outcome.
+    Done(Done<T::Model>),
+    /// The path does not apply: the request, untouched.
+    NotTaken(R),
+    /// The statement did not decide (the key is held by another transaction, or the index is
+    /// gone): the row, built, for the locked path.
+    Locked(RowValues<T>),
+}
+
+impl Call {
+    /// The one-statement path, when it applies (see the module docs).
+    pub(super) async fn in_one_statement<T, F, U>(
+        &self,
+        conn: &DatabaseConnection,
+        pool: Option<PoolId>,
+        key: &CallKey<T>,
+        request: Request<T::Data, F, U>,
+    ) -> Result<OneStatement<T, Request<T::Data, F, U>>, Error>
+    where
+        T: IdempotentCreate,
+    {
+        let applies = matches!(
+            request,
+            Request {
+                new_row: NewRow::Ready(_),
+                on_existing: OnExisting::Keep,
+            }
+        ) && !T::ids_without_gaps()
+            && !key.has_missing_part();
+        let (Some(pool), Some(condition), true) =
+            (pool, self.backend.one_statement_condition(), applies)
+        else {
+            return Ok(OneStatement::NotTaken(request));
+        };
+        let guarded = match unique_index::known::<T>(pool) {
+            Some(guarded) => guarded,
+            None => {
+                let entity = T::default();
+                let columns: Vec<&str> = key.columns.iter().map(|column| column.as_str()).collect();
+                // A catalog that cannot be read (a server too old, no privilege) says no.
+                let guarded = self
+                    .backend
+                    .key_is_unique_indexed(
+                        conn,
+                        entity.schema_name(),
+                        entity.table_name(),
+                        &columns,
+                        &key.values,
+                    )
+                    .await
+                    .unwrap_or(false);
+                unique_index::learn::<T>(pool, guarded);
+                guarded
+            }
+        };
+        if !guarded {
+            return Ok(OneStatement::NotTaken(request));
+        }
+        let NewRow::Ready(data) = request.new_row else {
+            unreachable!("checked above: the data is in hand");
+        };
+        // Built before the next await: an active model need not be `Send`.
+        let new_row = RowValues::of(key, T::new_active_model(&key.key, data))?;
+        let backend = self.backend.db_backend();
+        let insert = new_row.insert_on_conflict(backend, key, condition);
+        let statement = self.backend.one_statement(insert, self.lock_key);
+        let answer = match conn.query_one_raw(statement).await {
+            Ok(row) => self.backend.read_one_statement(row)?,
+            Err(err) if self.backend.one_statement_fell_through(&err) => {
+                // The index is gone (or the default isolation refused the conflict): ask the
+                // catalog again next time; this call takes the locked path.
+                unique_index::forget::<T>(pool);
+                return Ok(OneStatement::Locked(new_row));
+            }
+            Err(err) => return Err(err.into()),
+        };
+        match answer {
+            Answer::Inserted(row) => {
+                self.record_wait();
+                Ok(OneStatement::Done(created::<T>(key, &row)?))
+            }
+            Answer::KeyHeld => Ok(OneStatement::Locked(new_row)),
+            Answer::Nothing => {
+                self.record_wait();
+                match find::<T, _>(conn, key).await? {
+                    Some(model) => Ok(OneStatement::Done(Done::Existing(model))),
+                    // Deleted since the conflict: the locked path decides.
+                    None => Ok(OneStatement::Locked(new_row)),
+                }
+            }
+        }
+    }
+}
