@@ -159,16 +159,21 @@ async fn both(
 async fn the_benchmarks_sqlx_copy_sends_what_create_once_sends() {
     let test_db = TestDb::new().await;
     let db = logging_pool(&test_db).await;
+    // The crate asks the catalog about the table's unique index once per pool and entity: that
+    // first call is not compared.
+    PullRequest::create_once(&db, 1_000_000, new_pr(1_000_000))
+        .await
+        .unwrap();
 
-    // A new key: look, then lock and insert in a READ COMMITTED transaction.
+    // A new key: look, then the one statement that tries the lock and inserts under it.
     let (by_crate, by_hand) = both(&db, 1, 2).await;
     assert_eq!(by_crate, by_hand, "a new key");
     let (created, sent) = by_crate;
     assert!(created);
     assert!(
-        sent.len() >= 4
+        sent.len() >= 2
             && sent.iter().any(|s| s.contains("pg_try_advisory_xact_lock"))
-            && sent.iter().any(|s| s.starts_with("INSERT INTO")),
+            && sent.iter().any(|s| s.contains("INSERT INTO")),
         "the capture must see the whole call: {sent:#?}"
     );
 

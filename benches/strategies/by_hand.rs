@@ -1,5 +1,6 @@
-//! Strategy 6 of the benchmark: the statements `create_once` sends (`src/backend/postgres/lock.rs`,
-//! `src/create.rs`), written by hand on sqlx, without SeaORM: the same SQL text, the same bound
+//! Strategy 6 of the benchmark: the statements `create_once` sends on `pull_requests`, whose
+//! unique `pr_id` gives it the one-statement path (`src/backend/postgres/one_statement.rs`,
+//! then, contended, `src/backend/postgres/lock_statements.rs`), written by hand on sqlx, without SeaORM: the same SQL text, the same bound
 //! values, the same transaction shape, decoding the same model. "crate / sqlx" in the results is
 //! then the price of SeaORM and of the crate's code around the same statements.
 //!
@@ -32,6 +33,10 @@ const WAIT_LOCK: &str = "SELECT set_config('statement_timeout', '0', true); DO $
 /// What the wait recorded (`''`: granted); `statement_timeout` off again for another slice.
 const WAIT_OUTCOME: &str = "SELECT current_setting('sea_orm_idempotent.missed') AS missed, set_config('statement_timeout', CASE WHEN $1 AND current_setting('sea_orm_idempotent.missed') = '55P03' THEN '0' ELSE current_setting('sea_orm_idempotent.statement_timeout') END, true)";
 
+/// Where the unique index on `pr_id` covers the key: the try for the lock and the insert under
+/// it, in one statement in autocommit (src/backend/postgres/one_statement.rs).
+const ONE_STATEMENT: &str = r#"WITH sea_orm_idempotent_lock AS (SELECT pg_try_advisory_xact_lock($10, $11) AS locked), sea_orm_idempotent_row AS (INSERT INTO "pull_requests" ("pr_id", "repository", "number", "title", "author", "state", "head_sha", "first_delivery_id", "updated_at") SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 WHERE (SELECT locked FROM sea_orm_idempotent_lock) ON CONFLICT ("pr_id") DO NOTHING RETURNING "id", "pr_id", "repository", "number", "title", "author", "state", "head_sha", "first_delivery_id", "created_at", "updated_at") SELECT (SELECT locked FROM sea_orm_idempotent_lock) AS sea_orm_idempotent_locked, (SELECT count(*) FROM sea_orm_idempotent_row) > 0 AS sea_orm_idempotent_inserted, r.* FROM (SELECT 1) AS sea_orm_idempotent_one LEFT JOIN sea_orm_idempotent_row AS r ON true"#;
+
 const INSERT_UNLESS_EXISTS: &str = r#"INSERT INTO "pull_requests" ("pr_id", "repository", "number", "title", "author", "state", "head_sha", "first_delivery_id", "updated_at") SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 WHERE NOT EXISTS(SELECT 1 FROM "pull_requests" WHERE "pull_requests"."pr_id" = $10) ON CONFLICT  DO NOTHING RETURNING "id", "pr_id", "repository", "number", "title", "author", "state", "head_sha", "first_delivery_id", "created_at", "updated_at""#;
 
 pub(crate) async fn create_once(
@@ -43,37 +48,27 @@ pub(crate) async fn create_once(
     if let Some(row) = found {
         return Ok(Outcome::Existing(model(&row)?));
     }
-    // As the crate's three-round-trip path (src/backend/postgres/fast_path.rs): on a pooled connection, BEGIN
-    // and the try-lock in one simple-protocol message, the key's two integers written out.
-    // (Unlike the crate's, this copy does not close a connection dropped mid-transaction: the
-    // benchmark never drops a call.)
+    // As the crate's one-statement path (the unique index on pr_id covers the key): the try
+    // for the lock and the insert under it in one statement.
     let (namespace, hashed) = lock_key(key);
-    let mut conn = pool.acquire().await?;
-    let begin_and_try = format!(
-        "BEGIN ISOLATION LEVEL READ COMMITTED; {}",
-        TRY_LOCK.replace("$1, $2", &format!("{namespace}, {hashed}"))
-    );
-    let attempt = sqlx::raw_sql(sqlx::AssertSqlSafe(begin_and_try))
-        .fetch_all(&mut *conn)
-        .await?
-        .pop()
-        .ok_or("the try-lock returned no row")?;
-    if attempt.try_get::<Option<bool>, _>("acquired")? == Some(true) {
-        return match insert_unless_exists(&mut conn, key, data).await {
-            Ok(outcome) => {
-                sqlx::raw_sql("COMMIT").execute(&mut *conn).await?;
-                Ok(outcome)
-            }
-            Err(err) => {
-                let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
-                Err(err)
-            }
-        };
+    let answer = with_values(sqlx::query(ONE_STATEMENT), key, data.clone())
+        .bind(namespace)
+        .bind(hashed)
+        .fetch_one(pool)
+        .await?;
+    if answer.try_get::<bool, _>("sea_orm_idempotent_locked")? {
+        if answer.try_get::<bool, _>("sea_orm_idempotent_inserted")? {
+            return Ok(Outcome::Created(model(&answer)?));
+        }
+        let row = sqlx::query(FIND)
+            .bind(key)
+            .fetch_optional(pool)
+            .await?
+            .ok_or("the insert found a row that is no longer there")?;
+        return Ok(Outcome::Existing(model(&row)?));
     }
-    // Busy: roll back, then as the crate, a plain BEGIN (the try-lock statement checks the
-    // isolation level) and the wait.
-    sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await?;
-    drop(conn);
+    // Held elsewhere: as the crate, a plain BEGIN (the try-lock statement checks the isolation
+    // level) and the wait.
     let mut txn = pool.begin().await?;
     match lock_then_insert(&mut txn, key, data).await {
         Ok(outcome) => {

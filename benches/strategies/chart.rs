@@ -128,6 +128,7 @@ pub(crate) fn chart(
 fn color(strategy: Strategy) -> RGBColor {
     match strategy {
         Strategy::Crate => RGBColor(31, 119, 180),
+        Strategy::CrateLocked => RGBColor(174, 199, 232),
         Strategy::Transaction => RGBColor(255, 127, 14),
         Strategy::LookThenTransaction => RGBColor(214, 39, 40),
         Strategy::OnConflict => RGBColor(44, 160, 44),

@@ -34,8 +34,20 @@ pub(crate) fn crate_over(
     other: Strategy,
     tasks: usize,
 ) -> Option<f64> {
+    ratio(runs, place, scenario, Strategy::Crate, other, tasks)
+}
+
+/// Deliveries/s of `mine` over deliveries/s of `other`, in one cell.
+pub(crate) fn ratio(
+    runs: &[Run],
+    place: Place,
+    scenario: Scenario,
+    mine: Strategy,
+    other: Strategy,
+    tasks: usize,
+) -> Option<f64> {
     Some(
-        find_run(runs, place, scenario, Strategy::Crate, tasks)?.per_second()
+        find_run(runs, place, scenario, mine, tasks)?.per_second()
             / find_run(runs, place, scenario, other, tasks)?.per_second(),
     )
 }

@@ -21,7 +21,7 @@ impl Scenario {
         Scenario::Storm,
     ];
 
-    /// What runs without `--only`: the scenarios of issue 12's targets.
+    /// What runs without `--only`: the scenarios of issue 25's targets.
     pub(crate) const DEFAULT: [Scenario; 4] = [
         Scenario::NewKeys,
         Scenario::Duplicates(4),

@@ -1,6 +1,9 @@
 //! The strategies, and the one call every measurement makes: [`deliver`].
 //!
-//! 1. `create_once`: the crate.
+//! 1. `create_once`: the crate (where the table's unique index covers the key, as
+//!    `pull_requests`'s does, a new key is one statement), and the crate on its locked path
+//!    (`locked_path.rs`: the same table, an entity that keeps ids without gaps; what a table
+//!    without a unique index gets).
 //! 2. The hand-written transaction (PostgreSQL: `BEGIN`; `pg_advisory_xact_lock`; `SELECT`;
 //!    `INSERT` if missing; `COMMIT`. SQLite: the same under `BEGIN IMMEDIATE`, no lock
 //!    statement).
@@ -28,7 +31,7 @@ use test_support::new_pr;
 
 use crate::place::{Db, Engine, Place, Raw};
 use crate::scenario::Scenario;
-use crate::{baseline_mysql, baseline_pg, baseline_sqlite, by_hand};
+use crate::{baseline_mysql, baseline_pg, baseline_sqlite, by_hand, locked_path};
 
 /// Any error a delivery can return.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -36,6 +39,7 @@ pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Strategy {
     Crate,
+    CrateLocked,
     Transaction,
     LookThenTransaction,
     OnConflict,
@@ -50,8 +54,9 @@ pub(crate) enum Strategy {
 
 impl Strategy {
     /// In the order of the tables and the chart.
-    pub(crate) const ALL: [Strategy; 11] = [
+    pub(crate) const ALL: [Strategy; 12] = [
         Strategy::Crate,
+        Strategy::CrateLocked,
         Strategy::Transaction,
         Strategy::LookThenTransaction,
         Strategy::OnConflict,
@@ -67,6 +72,7 @@ impl Strategy {
     pub(crate) fn name(self) -> &'static str {
         match self {
             Strategy::Crate => "create_once (crate)",
+            Strategy::CrateLocked => "create_once, locked path",
             Strategy::Transaction => "txn by hand",
             Strategy::LookThenTransaction => "SELECT, then txn by hand",
             Strategy::OnConflict => "ON CONFLICT, then SELECT",
@@ -84,7 +90,7 @@ impl Strategy {
     pub(crate) fn runs(self, place: Place, scenario: Scenario) -> bool {
         let engine = place.engine();
         match self {
-            Strategy::Crate => true,
+            Strategy::Crate | Strategy::CrateLocked => true,
             Strategy::Floor => matches!(scenario, Scenario::NewKeys | Scenario::Late),
             Strategy::SameStatements => engine == Engine::Postgres,
             Strategy::Transaction | Strategy::LookThenTransaction | Strategy::OnConflict => {
@@ -125,6 +131,7 @@ pub(crate) async fn deliver(
     let data = new_pr(key);
     Ok(match (strategy, &db.raw) {
         (Strategy::Crate, _) => PullRequest::create_once(&db.orm, key, data).await?.into(),
+        (Strategy::CrateLocked, _) => locked_path::deliver(&db.orm, key).await?,
         (Strategy::SameStatements, Raw::Pg(pool)) => {
             by_hand::create_once(pool, key, data).await?.into()
         }
