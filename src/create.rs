@@ -415,9 +415,7 @@ pub trait IdempotentCreate: EntityTrait {
     ///   already; returned before any write;
     /// - [`Error::UnsafeIsolation`]: `db` is a caller's REPEATABLE READ or SERIALIZABLE
     ///   transaction; returned before any write;
-    /// - [`Error::UnsupportedBackend`]: a backend whose feature is off, or [`Wait::Timeout`] /
-    ///   [`Wait::No`] on SQLite, whose lock wait is the connection's `busy_timeout`; nothing
-    ///   is written;
+    /// - [`Error::UnsupportedBackend`]: a backend whose feature is off; nothing is written;
     /// - [`Error::MissingLockTable`]: MySQL/MariaDB without the crate's lock table
     ///   ([`mysql_lock_table`](crate::mysql_lock_table)); nothing is written;
     /// - [`Error::KeyColumns`]: the key's parts and [`key_columns`](Self::key_columns)

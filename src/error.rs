@@ -8,7 +8,7 @@ use std::time::Duration;
 use sea_orm::{DbBackend, DbErr};
 
 use crate::classify::{ErrorClass, classify, is_transient, redacted};
-use crate::{LockKey, ServerRefusal};
+use crate::{LockKey, ServerRefusal, Wait};
 
 /// What can go wrong when taking a lock or creating a row once.
 ///
@@ -19,10 +19,12 @@ use crate::{LockKey, ServerRefusal};
 #[non_exhaustive]
 pub enum Error {
     /// The lock was not granted within [`Wait::Timeout`](crate::Wait::Timeout) (PostgreSQL:
-    /// `lock_timeout`, or a cancel request that ended the wait; SQLite: the connection's
-    /// `busy_timeout` ran out; MySQL/MariaDB: `innodb_lock_wait_timeout`, error 1205).
-    /// Nothing was written.
-    #[error("{} not granted {}", Lock(.key, .row), Within(.timeout))]
+    /// `lock_timeout`, or a cancel request that ended the wait; SQLite: its write lock, not
+    /// granted within the bound, or within the connection's `busy_timeout` for
+    /// [`Wait::Forever`](crate::Wait::Forever); MySQL/MariaDB: `innodb_lock_wait_timeout`,
+    /// error 1205). Nothing was written. On SQLite `key` is the key PostgreSQL would lock:
+    /// SQLite's lock is one per database file, and the message names that lock instead.
+    #[error("{} not granted {}", Lock(.key, .row), Within(.timeout, .row))]
     LockTimeout {
         /// The key that was asked for.
         key: LockKey,
@@ -30,7 +32,8 @@ pub enum Error {
         /// `Error` stays small).
         row: Option<Box<LockedRow>>,
         /// The bound that ran out: the [`Wait::Timeout`](crate::Wait::Timeout) asked for, or
-        /// `None` when it was not the caller's (SQLite's `busy_timeout`, a cancel request).
+        /// `None` when it was not the caller's (the connection's `busy_timeout` on SQLite, a
+        /// cancel request on PostgreSQL).
         timeout: Option<Duration>,
         /// The database's own report, when the wait failed with an error (SQLite, MySQL). A
         /// PostgreSQL wait never fails: it records why it ended (see the lock module).
@@ -38,7 +41,8 @@ pub enum Error {
         source: Option<DbErr>,
     },
 
-    /// [`Wait::No`](crate::Wait::No): another transaction holds the key. Nothing was written.
+    /// [`Wait::No`](crate::Wait::No): another transaction holds the key (SQLite: its write
+    /// lock). Nothing was written.
     #[error("{} is held by another transaction", Lock(.key, .row))]
     LockBusy {
         /// The key that was asked for.
@@ -118,8 +122,8 @@ pub enum Error {
 
     /// The connection's backend cannot do what was asked: a backend this build does not
     /// serve (PostgreSQL needs the crate's `postgres` feature, SQLite its `sqlite` feature,
-    /// MySQL its `mysql` feature, all on by default), advisory locks on SQLite, or a
-    /// [`Wait`](crate::Wait) SQLite cannot honour. `what` says which, and what to do instead.
+    /// MySQL its `mysql` feature, all on by default), or advisory locks on SQLite. `what` says
+    /// which, and what to do instead.
     /// Returned before anything is written; not retryable.
     #[error("{backend:?} cannot do this: {what}")]
     UnsupportedBackend {
@@ -303,20 +307,42 @@ impl Error {
         matches!(self, Error::Deadlock { .. } | Error::TransactionAborted(_))
     }
 
-    /// Turns SQLite's "busy" (its write lock was not granted within the connection's
-    /// `busy_timeout`) into [`Error::LockTimeout`] for `key`; any other error is kept.
-    pub(crate) fn sqlite_busy_as_timeout(self, key: LockKey) -> Error {
+    /// Turns SQLite's "busy" (its write lock was not granted in the `busy_timeout` the call
+    /// gave it) into the lock error of `asked`, for `key`: [`Error::LockBusy`] for
+    /// [`Wait::No`] (and a zero bound), [`Error::LockTimeout`] with the bound for
+    /// [`Wait::Timeout`], and with `timeout: None` for [`Wait::Forever`] (the connection's
+    /// `busy_timeout` ran out). Any other error is kept.
+    pub(crate) fn sqlite_busy_as_lock_error(self, key: LockKey, asked: Wait) -> Error {
         match self {
-            Error::Database(err) if classify(&err) == ErrorClass::SqliteBusy => {
-                Error::LockTimeout {
+            Error::Database(err) if classify(&err) == ErrorClass::SqliteBusy => match asked {
+                Wait::Timeout(bound) if !bound.is_zero() => Error::LockTimeout {
+                    key,
+                    row: None,
+                    timeout: Some(bound),
+                    source: Some(err),
+                },
+                Wait::Forever => Error::LockTimeout {
                     key,
                     row: None,
                     timeout: None,
                     source: Some(err),
-                }
-            }
+                },
+                Wait::No | Wait::Timeout(_) => Error::LockBusy { key, row: None },
+            },
             other => other,
         }
+    }
+
+    /// Marks a lock error of a call on SQLite as SQLite's write lock, so that its message
+    /// names that lock and SQLite's cause, not a lock key that means nothing there. Call after
+    /// [`about_row`](Self::about_row).
+    pub(crate) fn at_sqlite_write_lock(mut self) -> Error {
+        if let Error::LockTimeout { row: Some(row), .. } | Error::LockBusy { row: Some(row), .. } =
+            &mut self
+        {
+            row.sqlite_write_lock = true;
+        }
+        self
     }
 
     /// Names the row a lock error's lock was for: `table`, and `natural_key` unless the
@@ -326,10 +352,10 @@ impl Error {
         | Error::LockBusy { row, .. }
         | Error::Deadlock { row, .. } = &mut self
         {
-            *row = Some(Box::new(LockedRow {
+            *row = Some(Box::new(LockedRow::new(
                 table,
-                natural_key: natural_key.map(str::to_owned),
-            }));
+                natural_key.map(str::to_owned),
+            )));
         }
         self
     }
@@ -384,6 +410,18 @@ pub struct LockedRow {
     /// The natural key as displayed, or `None` when the entity keeps keys out of logs
     /// ([`IdempotentCreate::log_key`](crate::IdempotentCreate::log_key)).
     pub natural_key: Option<String>,
+    /// Whether the lock was SQLite's write lock (one per database file), not a lock of the key.
+    sqlite_write_lock: bool,
+}
+
+impl LockedRow {
+    pub(crate) fn new(table: &'static str, natural_key: Option<String>) -> LockedRow {
+        LockedRow {
+            table,
+            natural_key,
+            sqlite_write_lock: false,
+        }
+    }
 }
 
 impl fmt::Display for LockedRow {
@@ -395,12 +433,14 @@ impl fmt::Display for LockedRow {
     }
 }
 
-/// A lock in an error message: the row it was for when known, then the raw key.
+/// A lock in an error message: the row it was for when known, then the raw key; on SQLite its
+/// write lock and the row it was wanted for.
 struct Lock<'a>(&'a LockKey, &'a Option<Box<LockedRow>>);
 
 impl fmt::Display for Lock<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.1 {
+            Some(row) if row.sqlite_write_lock => write!(f, "SQLite's write lock (for {row})"),
             Some(row) => write!(f, "the lock of {row} (lock key {})", self.0),
             None => write!(f, "lock {}", self.0),
         }
@@ -408,15 +448,15 @@ impl fmt::Display for Lock<'_> {
 }
 
 /// The bound of a lock timeout in an error message.
-struct Within<'a>(&'a Option<Duration>);
+struct Within<'a>(&'a Option<Duration>, &'a Option<Box<LockedRow>>);
 
 impl fmt::Display for Within<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sqlite = self.1.as_ref().is_some_and(|row| row.sqlite_write_lock);
         match self.0 {
             Some(bound) => write!(f, "within {}", HumanDuration(*bound)),
-            None => f.write_str(
-                "before the wait was ended for it (SQLite: the connection's busy_timeout; PostgreSQL: a cancel request)",
-            ),
+            None if sqlite => f.write_str("within the connection's busy_timeout"),
+            None => f.write_str("before the wait was ended for it (PostgreSQL: a cancel request)"),
         }
     }
 }
@@ -473,8 +513,8 @@ mod tests {
 
     #[test]
     fn non_database_errors_are_not_lock_errors() {
-        let err =
-            Error::Database(DbErr::Custom("x".into())).sqlite_busy_as_timeout(LockKey::BigInt(1));
+        let err = Error::Database(DbErr::Custom("x".into()))
+            .sqlite_busy_as_lock_error(LockKey::BigInt(1), Wait::Forever);
         assert!(matches!(err, Error::Database(_)));
         assert!(!err.is_retryable());
         let err = Error::from_first_statement(DbErr::Custom("x".into()));

@@ -6,10 +6,15 @@ use std::time::{Duration, Instant};
 /// How long to wait for a lock another transaction holds.
 ///
 /// On SQLite (which has no advisory locks, see [`IdempotentCreate`](crate::IdempotentCreate))
-/// only `Wait::Forever` is accepted: it waits as long as the connection's `busy_timeout`
-/// (sqlx's default: 5 s; `ConnectOptions::map_sqlx_sqlite_opts(|o| o.busy_timeout(d))`), then
-/// fails with [`Error::LockTimeout`](crate::Error::LockTimeout) with `timeout: None`. `Timeout` and `No` are refused there
-/// before anything is written, because SQLite cannot bound one call's wait.
+/// the lock is the database file's write lock. `Forever` waits as long as the connection's
+/// `busy_timeout` (sqlx's default: 5 s; `ConnectOptions::map_sqlx_sqlite_opts(|o|
+/// o.busy_timeout(d))`), then fails with [`Error::LockTimeout`](crate::Error::LockTimeout)
+/// with `timeout: None`. `Timeout` bounds the wait for the pool's other writers in the process
+/// and, as the connection's `busy_timeout` for the one statement that takes the lock (given
+/// back afterwards, also when the call is dropped), the wait for other connections and
+/// processes: a bound of 300 ms ends in about 300 ms whatever the pool's `busy_timeout`.
+/// `No` waits for neither. Inside a caller's transaction SQLite answers at once: a transaction
+/// that has read never waits for the write lock.
 ///
 /// On MySQL/MariaDB the server bounds a wait in whole seconds (`innodb_lock_wait_timeout`, set
 /// for the one statement): `Timeout` is rounded *up* to whole seconds, so it never ends before

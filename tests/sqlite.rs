@@ -354,35 +354,6 @@ async fn one_pools_writers_take_turns_before_sqlites_lock() {
     assert_eq!(total_rows(&db).await, CALLERS as u64);
 }
 
-/// SQLite cannot bound one call's wait (only the connection's `busy_timeout` does), so
-/// `Wait::Timeout` and `Wait::No` are refused before anything is written, not silently
-/// turned into a different wait.
-#[tokio::test]
-async fn per_call_waits_are_refused_not_silently_changed() {
-    let dir = TempDir::new("sqlite-waits");
-    let db = migrated(&dir.sqlite_url("waits.db"), SqliteJournalMode::Wal).await;
-    for wait in [Wait::No, Wait::Timeout(Duration::from_millis(50))] {
-        let err = PullRequest::once(1, new_pr(1))
-            .wait(wait)
-            .exec(&db)
-            .await
-            .expect_err("refused");
-        assert!(
-            matches!(
-                err,
-                Error::UnsupportedBackend {
-                    backend: DbBackend::Sqlite,
-                    ..
-                }
-            ),
-            "{wait:?}: {err:?}"
-        );
-        assert!(err.to_string().contains("busy_timeout"), "{err}");
-        assert!(!err.is_retryable());
-    }
-    assert_eq!(total_rows(&db).await, 0, "nothing written");
-}
-
 /// Advisory locks need PostgreSQL: on SQLite `acquire_advisory_lock` says so and points to
 /// `create_once`, which works there.
 #[tokio::test]

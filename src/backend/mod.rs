@@ -28,6 +28,7 @@ pub(crate) mod sqlite;
 #[cfg(test)]
 mod tests;
 
+use sea_orm::sea_query::TableRef;
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, QueryResult,
     Statement,
@@ -47,6 +48,11 @@ use crate::{Error, LockKey, Wait};
 const NOT_SERVED: &str = "serve create_once in this build: PostgreSQL needs the crate's \
      `postgres` feature, SQLite its `sqlite` feature, MySQL and MariaDB its `mysql` feature \
      (all on by default)";
+
+/// The table of the entity a call is for (SQLite takes its write lock with a write to it that
+/// writes nothing: see [`sqlite`]). A function, so that backends that do not need it build
+/// nothing.
+pub(crate) type Table = fn() -> TableRef;
 
 /// How creators of the same key are kept apart on one backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,14 +81,6 @@ impl Backend {
                 backend: other,
                 what: NOT_SERVED,
             }),
-        }
-    }
-
-    /// Refuses a `wait` this backend cannot honour, before anything is locked or written.
-    pub(crate) fn check_wait(self, wait: Wait) -> Result<(), Error> {
-        match self {
-            Backend::Postgres | Backend::MySql => Ok(()),
-            Backend::Sqlite => sqlite::check_wait(wait),
         }
     }
 
@@ -154,14 +152,21 @@ impl Backend {
         }
     }
 
-    /// Begins the crate's own transaction on `db` for a call on `key`: on PostgreSQL a plain
-    /// `BEGIN` whose isolation the lock checks ([`postgres::begin`]), on SQLite IMMEDIATE,
-    /// which takes the write lock here ([`sqlite::begin`]), on MySQL READ COMMITTED after
-    /// making the key's lock row exist ([`mysql::begin`]).
-    pub(crate) async fn begin(self, db: &DatabaseConnection, key: LockKey) -> Result<Own, Error> {
+    /// Begins the crate's own transaction on `db` for a call on `key` of `table`: on
+    /// PostgreSQL a plain `BEGIN` whose isolation the lock checks ([`postgres::begin`]), on
+    /// SQLite one that takes the write lock here, waiting as `deadline` has left
+    /// ([`sqlite::begin`]), on MySQL READ COMMITTED after making the key's lock row exist
+    /// ([`mysql::begin`]).
+    pub(crate) async fn begin(
+        self,
+        db: &DatabaseConnection,
+        key: LockKey,
+        deadline: Deadline,
+        table: Table,
+    ) -> Result<Own, Error> {
         match self {
             Backend::Postgres => postgres::begin(db).await,
-            Backend::Sqlite => sqlite::begin(db).await,
+            Backend::Sqlite => sqlite::begin(db, deadline.left(), table).await,
             Backend::MySql => mysql::begin(db, key).await,
         }
     }
@@ -311,14 +316,16 @@ impl Backend {
         }
     }
 
-    /// The condition the one statement's insert carries, on a backend that has the path
-    /// (PostgreSQL: the lock was granted; SQLite: none, its write lock is the lock). MySQL has
-    /// no such path yet: `None`.
-    pub(crate) fn one_statement_condition(self) -> Option<&'static str> {
+    /// The condition the one statement's insert carries, on a backend that has the path for a
+    /// call that waits as `wait` says (PostgreSQL: the lock was granted; its try never waits).
+    /// SQLite: none, its write lock is the lock, waited for as long as the connection's
+    /// `busy_timeout`, so only for [`Wait::Forever`] (a bounded wait takes the locked path,
+    /// which bounds it). MySQL has no such path yet: `None`.
+    pub(crate) fn one_statement_condition(self, wait: Wait) -> Option<&'static str> {
         match self {
             Backend::Postgres => Some(postgres::one_statement::LOCK_GRANTED),
-            Backend::Sqlite => Some(sqlite::one_statement::NO_CONDITION),
-            Backend::MySql => None,
+            Backend::Sqlite if wait == Wait::Forever => Some(sqlite::one_statement::NO_CONDITION),
+            Backend::Sqlite | Backend::MySql => None,
         }
     }
 

@@ -35,7 +35,7 @@ pub(crate) use self::request::{
     BoxError, MakeData, NewRow, OnExisting, Request, UnusedMaker, UnusedUpdate,
 };
 use self::row::find;
-use self::under_lock::Scope;
+use self::under_lock::{Scope, table_of};
 use crate::backend::Backend;
 use crate::call_chain::{Chain, Frame, Learning, On};
 use crate::natural_key::{Key, NaturalKey};
@@ -62,8 +62,6 @@ where
         Handle::Connection(conn) => conn.get_database_backend(),
         Handle::Transaction(txn) => txn.get_database_backend(),
     })?;
-    // Refused up front, so the answer does not depend on whether the row exists yet.
-    backend.check_wait(wait)?;
     let natural = Key::new(&key);
     let lock_key = natural.lock_key(T::lock_namespace());
     let values = natural.values();
@@ -110,11 +108,15 @@ where
         }
     }
     .map_err(|err| match backend {
-        Backend::Sqlite => err.sqlite_busy_as_timeout(lock_key),
+        Backend::Sqlite => err.sqlite_busy_as_lock_error(lock_key, wait),
         Backend::Postgres | Backend::MySql => err,
     })
     .map_err(|err| err.named(lock_key))
-    .map_err(|err| err.about_row(T::default().table_name(), key.shown.as_deref()));
+    .map_err(|err| err.about_row(T::default().table_name(), key.shown.as_deref()))
+    .map_err(|err| match backend {
+        Backend::Sqlite => err.at_sqlite_write_lock(),
+        Backend::Postgres | Backend::MySql => err,
+    });
     // A read-only database refuses the insert even when the row is there (the call may have
     // gone straight to the lock, without a look): a stored row is still the answer.
     let result = match result {
@@ -257,10 +259,7 @@ impl Call {
             // On SQLite, this pool's writers take turns for the write lock here, in arrival
             // order, not in SQLite's busy handler (src/turns.rs). Held to COMMIT or ROLLBACK.
             let _writer = match (self.backend, pool) {
-                (Backend::Sqlite, Some(pool)) => {
-                    let place = Place::Writer { pool };
-                    turns::take(place, Wait::Timeout(turns::WRITER_WAIT)).await
-                }
+                (Backend::Sqlite, Some(pool)) => self.writer_turn(pool).await?,
                 _ => None,
             };
             // The paths past the look are boxed: their futures (SeaORM's transaction, the
@@ -275,7 +274,7 @@ impl Call {
                         return Ok(done);
                     }
                     OneStatement::Locked(new_row) => {
-                        let scope = Box::pin(self.begin_and_lock(conn)).await?;
+                        let scope = Box::pin(self.begin_and_lock(conn, table_of::<T>)).await?;
                         let done = Box::pin(self.insert_and_end::<T>(scope, key, new_row)).await?;
                         learn(&done);
                         pass_on(&done, arrivals);
@@ -293,7 +292,7 @@ impl Call {
                     }
                     Fast::NotTaken(request) => request,
                 };
-            let scope = Box::pin(self.begin_and_lock(conn)).await?;
+            let scope = Box::pin(self.begin_and_lock(conn, table_of::<T>)).await?;
             let frame = Frame {
                 held,
                 on: On::Connection,
@@ -304,6 +303,41 @@ impl Call {
             Ok(done)
         };
         work.instrument(self.span.clone()).await
+    }
+
+    /// SQLite: this pool's writer turn (see [`turns`]), waited for as the caller's wait has
+    /// left: [`Wait::Forever`] up to [`turns::WRITER_WAIT`], then on without a turn (SQLite's
+    /// busy handler decides); a bound up to what is left of it ([`Error::LockTimeout`] when it
+    /// runs out, or on without a turn when `WRITER_WAIT` runs out first); [`Wait::No`] not at
+    /// all ([`Error::LockBusy`] when another caller has it).
+    ///
+    /// # Cancel Safety
+    ///
+    /// Dropping the future gives up the place in the queue ([`turns::take`]).
+    async fn writer_turn(&self, pool: PoolId) -> Result<Option<Turn<'static>>, Error> {
+        let place = Place::Writer { pool };
+        let key = self.lock_key;
+        match self.deadline.left() {
+            Wait::Forever => Ok(turns::take(place, Wait::Timeout(turns::WRITER_WAIT)).await),
+            Wait::Timeout(left) if left > turns::WRITER_WAIT => {
+                Ok(turns::take(place, Wait::Timeout(turns::WRITER_WAIT)).await)
+            }
+            Wait::Timeout(left) if !left.is_zero() => {
+                match turns::take(place, Wait::Timeout(left)).await {
+                    Some(turn) => Ok(Some(turn)),
+                    None => Err(Error::LockTimeout {
+                        key,
+                        row: None,
+                        timeout: self.deadline.reported_bound(),
+                        source: None,
+                    }),
+                }
+            }
+            Wait::No | Wait::Timeout(_) => match turns::take(place, Wait::No).await {
+                Some(turn) => Ok(Some(turn)),
+                None => Err(Error::LockBusy { key, row: None }),
+            },
+        }
     }
 
     /// In a caller's transaction: take this transaction's turn, then in a savepoint of the

@@ -49,9 +49,11 @@ impl Call {
             }
         ) && !T::ids_without_gaps()
             && !key.has_missing_part();
-        let (Some(pool), Some(condition), true) =
-            (pool, self.backend.one_statement_condition(), applies)
-        else {
+        let (Some(pool), Some(condition), true) = (
+            pool,
+            self.backend.one_statement_condition(self.deadline.asked()),
+            applies,
+        ) else {
             return Ok(OneStatement::NotTaken(request));
         };
         let guarded = match unique_index::known::<T>(pool) {

@@ -51,10 +51,7 @@ pub(super) fn find_statement<T: IdempotentCreate>(
 /// two of the call's statements (see [`Error::WrittenWithoutLock`]).
 pub(super) fn written_without_lock<T: IdempotentCreate>(key: &CallKey<T>) -> Error {
     Error::WrittenWithoutLock {
-        row: Box::new(LockedRow {
-            table: T::default().table_name(),
-            natural_key: key.shown.clone(),
-        }),
+        row: Box::new(LockedRow::new(T::default().table_name(), key.shown.clone())),
     }
 }
 

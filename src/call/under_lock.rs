@@ -3,7 +3,8 @@
 //! present (or updated), and the scope ended: COMMIT or RELEASE after success, ROLLBACK at once
 //! after an error.
 
-use sea_orm::DatabaseConnection;
+use sea_orm::sea_query::TableRef;
+use sea_orm::{DatabaseConnection, EntityName};
 
 use super::Call;
 use super::key::CallKey;
@@ -11,6 +12,7 @@ use super::request::{MakeData, NewRow, OnExisting, Request};
 use super::row::{
     RowValues, find, insert_unless_exists, update_existing, update_statement, written_without_lock,
 };
+use crate::backend::Table;
 use crate::call_chain::Frame;
 use crate::outcome::Done;
 use crate::savepoint::Savepoint;
@@ -63,16 +65,26 @@ impl Scope<'_> {
     }
 }
 
+/// The table of entity `T`, as a [`Table`].
+pub(super) fn table_of<T: EntityName>() -> TableRef {
+    T::default().table_ref()
+}
+
 impl Call {
     /// Begins the crate's own transaction and takes the lock in it. On PostgreSQL the
     /// transaction starts with a plain `BEGIN` (the server's default isolation, checked by the
     /// lock's first statement); a server whose default is stricter than READ COMMITTED costs
-    /// one more begin, with the level set explicitly.
+    /// one more begin, with the level set explicitly. `table` is the entity's (SQLite takes
+    /// its write lock with a write to it, see [`Backend::begin`](crate::backend::Backend::begin)).
     pub(super) async fn begin_and_lock<'a>(
         &self,
         conn: &DatabaseConnection,
+        table: Table,
     ) -> Result<Scope<'a>, Error> {
-        let txn = self.backend.begin(conn, self.lock_key).await?;
+        let txn = self
+            .backend
+            .begin(conn, self.lock_key, self.deadline, table)
+            .await?;
         match self.lock(Scope::Own(txn)).await {
             Err(err @ Error::UnsafeIsolation { .. }) => {
                 match self.backend.begin_read_committed(conn).await {

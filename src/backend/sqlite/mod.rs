@@ -21,17 +21,39 @@
 //! writer committed meanwhile. Begin the transaction as IMMEDIATE to take the lock up front and
 //! never see that error.
 //!
-//! **Waiting.** SQLite has no per-statement lock timeout: a connection waits for the write lock
-//! as long as its `busy_timeout` (set when connecting: sqlx's default is 5 s;
-//! `ConnectOptions::map_sqlx_sqlite_opts(|o| o.busy_timeout(d))`), then fails with
-//! `SQLITE_BUSY`. Hence:
+//! **Waiting.** SQLite has no lock timeout of its own: a connection that finds the write lock
+//! taken waits in its busy handler as long as its `busy_timeout` (set when connecting: sqlx's
+//! default is 5 s; `ConnectOptions::map_sqlx_sqlite_opts(|o| o.busy_timeout(d))`), then fails
+//! with `SQLITE_BUSY`. A call waits in two places: in the process, for its pool's writer turn
+//! ([`turns`](crate::turns)), and at SQLite's lock, for other pools and other processes.
 //!
-//! - [`Wait::Forever`] waits up to the connection's `busy_timeout`, then returns
-//!   [`Error::LockTimeout`] with `timeout: None` (the connection's bound, not the caller's);
-//! - [`Wait::Timeout`] and [`Wait::No`] cannot be honoured per call (changing `busy_timeout` on
-//!   a pooled connection would leak into whoever uses it next, e.g. after a cancelled call), so
-//!   they are refused with [`Error::UnsupportedBackend`] before anything is locked or
-//!   written, instead of silently waiting longer or shorter than asked.
+//! - [`Wait::Forever`] waits up to [`WRITER_WAIT`](crate::turns::WRITER_WAIT) for the turn,
+//!   then up to the connection's `busy_timeout` at the lock, then returns
+//!   [`Error::LockTimeout`] with `timeout: None` (the connection's bound, not the caller's).
+//! - [`Wait::Timeout`] bounds both: the turn is waited for at most the bound, and what is left
+//!   of it is the connection's `busy_timeout` for the one statement that takes the lock
+//!   ([`take_write_lock`]); then [`Error::LockTimeout`] with the bound asked for.
+//! - [`Wait::No`] does not wait for the turn and takes the lock with a `busy_timeout` of 0:
+//!   [`Error::LockBusy`] at once when another writer has it.
+//!
+//! A bounded wait takes the lock in a transaction begun DEFERRED (which locks nothing), with a
+//! write that writes nothing (`DELETE FROM <the entity's table> WHERE 0`: a statement that
+//! writes takes the write lock at its first step, like `BEGIN IMMEDIATE`, and its busy handler
+//! is the connection's), between `PRAGMA busy_timeout = <what is left>` and `PRAGMA
+//! busy_timeout = <what it was>`: `busy_timeout` is the connection's, so it is read first and
+//! given back exactly, on success and on error alike. The whole begin runs in a task of its
+//! own that runs to its end, so a dropped call never hands a pooled connection back with
+//! another `busy_timeout`.
+//!
+//! **Inside a caller's transaction** nothing waits at SQLite's lock: the call's first
+//! statement (the one that names the session) reads, and SQLite never lets a transaction that
+//! holds a read lock wait for the write lock (it could deadlock), so the guarded insert finds
+//! the lock taken at once: [`Error::LockTimeout`] with the bound, or [`Error::LockBusy`] for
+//! [`Wait::No`], right away; the connection's `busy_timeout` is never touched. (The caller's
+//! IMMEDIATE transaction holds the lock already, and never waits either.)
+//!
+//! [`Error::LockTimeout`]: crate::Error::LockTimeout
+//! [`Error::LockBusy`]: crate::Error::LockBusy
 
 pub(crate) mod catalog;
 pub(crate) mod codes;
@@ -39,19 +61,17 @@ pub(crate) mod one_statement;
 
 #[cfg(feature = "sqlite")]
 use sea_orm::DatabaseConnectionType;
+use sea_orm::sea_query::{Expr, Query};
 use sea_orm::{
-    DatabaseConnection, DbBackend, DbErr, QueryResult, SqliteTransactionMode, TransactionOptions,
-    TransactionTrait,
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, QueryResult,
+    SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
 };
 
+use super::Table;
 use crate::source::{DbId, SessionId};
+use crate::to_the_end::to_the_end;
 use crate::transaction::Own;
 use crate::{Error, Wait};
-
-/// Why SQLite refuses [`Wait::Timeout`] and [`Wait::No`]: the text of the error.
-const WAITS: &str = "bound one call's wait (Wait::Timeout, Wait::No): SQLite waits for \
-     its write lock as long as the connection's busy_timeout. Pass Wait::Forever, and set \
-     busy_timeout when connecting (ConnectOptions::map_sqlx_sqlite_opts)";
 
 /// Why SQLite has no advisory lock to offer: the text of the error.
 pub(crate) const NO_ADVISORY_LOCKS: &str = "take an advisory lock: advisory locks need \
@@ -59,26 +79,114 @@ pub(crate) const NO_ADVISORY_LOCKS: &str = "take an advisory lock: advisory lock
      SQLite, use `IdempotentCreate::create_once`, which takes SQLite's write lock (an IMMEDIATE \
      transaction) instead";
 
-/// Refuses [`Wait::Timeout`] and [`Wait::No`] (see the module docs), before anything is
-/// locked or written.
-pub(crate) fn check_wait(wait: Wait) -> Result<(), Error> {
-    match wait {
-        Wait::Forever => Ok(()),
-        Wait::Timeout(_) | Wait::No => Err(Error::UnsupportedBackend {
-            backend: DbBackend::Sqlite,
-            what: WAITS,
-        }),
+/// The crate's own transaction. [`Wait::Forever`]: `BEGIN IMMEDIATE`, which takes SQLite's
+/// write lock, waiting as long as the connection's `busy_timeout`. A bounded `wait` (what is
+/// left of the caller's): `BEGIN DEFERRED`, then [`take_write_lock`] on `table`, the whole in a
+/// task of its own.
+///
+/// # Errors
+///
+/// The database's error: `SQLITE_BUSY` when the write lock was not granted in time (the call
+/// maps it to [`Error::LockTimeout`] or [`Error::LockBusy`]). After an error the transaction is
+/// rolled back and the connection has its own `busy_timeout` again.
+///
+/// # Cancel Safety
+///
+/// A bounded begin runs to its end when its caller is dropped: the connection gets its
+/// `busy_timeout` back, and the transaction is then dropped, which rolls it back. `BEGIN
+/// IMMEDIATE` alone changes nothing on the connection (sqlx-sqlite rolls back a `BEGIN` whose
+/// answer nobody took, `tests/drop_sweep.rs`).
+pub(crate) async fn begin(db: &DatabaseConnection, wait: Wait, table: Table) -> Result<Own, Error> {
+    let Some(busy) = busy_bound(wait) else {
+        let immediate = options(SqliteTransactionMode::Immediate);
+        return Ok(Own::Plain(db.begin_with_options(immediate).await?));
+    };
+    let db = db.clone();
+    to_the_end(async move {
+        let txn = db
+            .begin_with_options(options(SqliteTransactionMode::Deferred))
+            .await?;
+        match take_write_lock(&txn, table, busy).await {
+            Ok(()) => Ok(Own::Plain(txn)),
+            Err(err) => {
+                if let Err(rollback) = txn.rollback().await {
+                    tracing::debug!(%rollback, "rollback after a bounded SQLite begin failed");
+                }
+                Err(err)
+            }
+        }
+    })
+    .await
+}
+
+fn options(mode: SqliteTransactionMode) -> TransactionOptions {
+    TransactionOptions {
+        isolation_level: None,
+        access_mode: None,
+        sqlite_transaction_mode: Some(mode),
     }
 }
 
-/// The crate's own transaction: `BEGIN IMMEDIATE`, which takes SQLite's write lock.
-pub(crate) async fn begin(db: &DatabaseConnection) -> Result<Own, Error> {
-    let options = TransactionOptions {
-        isolation_level: None,
-        access_mode: None,
-        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-    };
-    Ok(Own::Plain(db.begin_with_options(options).await?))
+/// The `busy_timeout` (ms) a bounded wait gives the statement that takes the write lock: what
+/// is left of the bound, rounded up to whole milliseconds (SQLite's unit, at most its largest,
+/// `i32::MAX`); 0 for [`Wait::No`]; `None` for [`Wait::Forever`] (the connection's own).
+fn busy_bound(wait: Wait) -> Option<i64> {
+    match wait {
+        Wait::Forever => None,
+        Wait::No => Some(0),
+        Wait::Timeout(left) => Some(
+            i64::try_from(left.as_nanos().div_ceil(1_000_000))
+                .unwrap_or(i64::MAX)
+                .min(i64::from(i32::MAX)),
+        ),
+    }
+}
+
+/// Takes SQLite's write lock in `txn` (a transaction that has not read yet), waiting at most
+/// `busy` ms for other connections and processes: `PRAGMA busy_timeout = busy`, a write that
+/// writes nothing to `table` ([`write_statement`]), then the connection's own `busy_timeout`
+/// again, read before and given back after success and error alike. Run only in [`begin`]'s
+/// task, which nothing can stop between the two pragmas.
+async fn take_write_lock(txn: &DatabaseTransaction, table: Table, busy: i64) -> Result<(), Error> {
+    let previous = busy_timeout(txn).await?;
+    let taken = async {
+        txn.execute_unprepared(&set_busy_timeout(busy)).await?;
+        txn.execute_raw(write_statement(table)).await?;
+        Ok::<_, DbErr>(())
+    }
+    .await;
+    let restored = txn.execute_unprepared(&set_busy_timeout(previous)).await;
+    taken?;
+    restored?;
+    Ok(())
+}
+
+/// `DELETE FROM <table> WHERE 0`: deletes nothing, but as a statement that writes it takes
+/// SQLite's write lock at its first step (its program opens a write transaction whatever its
+/// `WHERE`), waiting in the connection's busy handler as `BEGIN IMMEDIATE` does. No row, so no
+/// trigger and no foreign key action runs. The table is the entity's, named by the crate's
+/// code and quoted by sea-query: nothing user-supplied.
+fn write_statement(table: Table) -> Statement {
+    let delete = Query::delete()
+        .from_table(table())
+        .and_where(Expr::cust("0"))
+        .to_owned();
+    DbBackend::Sqlite.build(&delete)
+}
+
+/// The connection's `busy_timeout` (ms).
+async fn busy_timeout(txn: &DatabaseTransaction) -> Result<i64, DbErr> {
+    let sql = Statement::from_string(DbBackend::Sqlite, "PRAGMA busy_timeout");
+    let row = txn
+        .query_one_raw(sql)
+        .await?
+        .ok_or_else(|| DbErr::RecordNotFound("PRAGMA busy_timeout returned no row".to_owned()))?;
+    row.try_get("", "timeout")
+}
+
+/// `PRAGMA busy_timeout = ms`: an integer the crate computed, never user input.
+fn set_busy_timeout(ms: i64) -> String {
+    format!("PRAGMA busy_timeout = {ms}")
 }
 
 /// The statement that names the session a caller's transaction runs on: its file (SQLite has
@@ -117,22 +225,35 @@ mod tests {
 
     use std::time::Duration;
 
+    use sea_orm::sea_query::{Alias, IntoTableRef, TableRef};
+
     #[test]
-    fn only_waiting_for_the_busy_timeout_is_accepted() {
-        assert!(check_wait(Wait::Forever).is_ok());
-        for wait in [Wait::No, Wait::Timeout(Duration::from_millis(10))] {
-            let err = check_wait(wait).unwrap_err();
-            assert!(
-                matches!(
-                    err,
-                    Error::UnsupportedBackend {
-                        backend: DbBackend::Sqlite,
-                        ..
-                    }
-                ),
-                "{err:?}"
-            );
-            assert!(!err.is_retryable());
+    fn a_bounded_wait_is_a_busy_timeout_in_whole_milliseconds() {
+        let ms = Duration::from_millis;
+        assert_eq!(busy_bound(Wait::Forever), None, "the connection's own");
+        assert_eq!(busy_bound(Wait::No), Some(0));
+        assert_eq!(busy_bound(Wait::Timeout(Duration::ZERO)), Some(0));
+        assert_eq!(busy_bound(Wait::Timeout(ms(300))), Some(300));
+        assert_eq!(
+            busy_bound(Wait::Timeout(Duration::from_micros(1))),
+            Some(1),
+            "rounded up: never a wait shorter than asked"
+        );
+        assert_eq!(
+            busy_bound(Wait::Timeout(Duration::from_secs(u64::MAX))),
+            Some(i64::from(i32::MAX)),
+            "SQLite's largest"
+        );
+    }
+
+    #[test]
+    fn the_write_that_takes_the_lock_writes_nothing() {
+        fn table() -> TableRef {
+            Alias::new("pull_requests").into_table_ref()
         }
+        let statement = write_statement(table);
+        assert_eq!(statement.sql, r#"DELETE FROM "pull_requests" WHERE 0"#);
+        assert!(statement.values.is_none_or(|values| values.0.is_empty()));
+        assert_eq!(set_busy_timeout(300), "PRAGMA busy_timeout = 300");
     }
 }
