@@ -69,6 +69,8 @@ pub(crate) fn classify(err: &DbErr) -> ErrorClass {
 pub(crate) enum MySqlError {
     LockWaitTimeout,
     LockNowait,
+    /// Error 1467: a wait for a table's AUTO-INC lock ran out or closed a deadlock.
+    AutoIncLockWait,
     Deadlock,
     NoSuchTable,
     Syntax,
@@ -79,6 +81,7 @@ pub(crate) fn mysql_error(err: &DbErr) -> Option<MySqlError> {
     match database_code(err)? {
         DatabaseCode::MySql(my::LOCK_WAIT_TIMEOUT) => Some(MySqlError::LockWaitTimeout),
         DatabaseCode::MySql(my::LOCK_NOWAIT) => Some(MySqlError::LockNowait),
+        DatabaseCode::MySql(my::AUTOINC_READ_FAILED) => Some(MySqlError::AutoIncLockWait),
         DatabaseCode::MySql(my::LOCK_DEADLOCK) => Some(MySqlError::Deadlock),
         DatabaseCode::MySql(my::NO_SUCH_TABLE) => Some(MySqlError::NoSuchTable),
         DatabaseCode::MySql(my::PARSE_ERROR) => Some(MySqlError::Syntax),

@@ -24,6 +24,12 @@ pub enum Error {
     /// [`Wait::Forever`](crate::Wait::Forever); MySQL/MariaDB: `innodb_lock_wait_timeout`,
     /// error 1205). Nothing was written. On SQLite `key` is the key PostgreSQL would lock:
     /// SQLite's lock is one per database file, and the message names that lock instead.
+    ///
+    /// On MySQL/MariaDB also when, with the key's lock held, the row's insert or update waited
+    /// that long for a lock of another transaction on the entity table: a gap lock InnoDB
+    /// took on a unique index (where a row of the key was deleted and not yet purged), or the
+    /// table's AUTO-INC lock (error 1467). Without a [`Wait::Timeout`](crate::Wait::Timeout)
+    /// that wait is bounded by the server's `innodb_lock_wait_timeout` (`timeout: None`).
     #[error("{} not granted {}", Lock(.key, .row), Within(.timeout, .row))]
     LockTimeout {
         /// The key that was asked for.
@@ -42,7 +48,8 @@ pub enum Error {
     },
 
     /// [`Wait::No`](crate::Wait::No): another transaction holds the key (SQLite: its write
-    /// lock). Nothing was written.
+    /// lock; MySQL/MariaDB: or a lock the row's insert or update needs on the entity table, see
+    /// [`Error::LockTimeout`]). Nothing was written.
     #[error("{} is held by another transaction", Lock(.key, .row))]
     LockBusy {
         /// The key that was asked for.
@@ -60,7 +67,8 @@ pub enum Error {
     /// - PostgreSQL (SQLSTATE 40P01) cancelled this wait: the wait is rolled back, but the
     ///   transaction keeps the locks it took before; roll it back so the other side can go on
     ///   (`create_once` does so on its own transactions).
-    /// - MySQL/MariaDB (error 1213): InnoDB has already rolled back the whole transaction, a
+    /// - MySQL/MariaDB (error 1213, or 1467 for a deadlock closed by a wait for a table's
+    ///   AUTO-INC lock): InnoDB has already rolled back the whole transaction, a
     ///   caller's included, and its session goes on in autocommit. Every later call of the
     ///   crate on that transaction fails with [`Error::TransactionAborted`] and writes
     ///   nothing; your own statements on it would run in autocommit, so roll it back.

@@ -72,8 +72,7 @@ pub struct Config {
     /// Print a progress line every few seconds.
     pub progress: bool,
     /// Generate no operation whose transaction waits in the application while it holds locks
-    /// ([`Generator::without_cross_waits`]): for a bounded run while the bug they find on
-    /// MariaDB is open (see `checker/tests/bounded.rs`).
+    /// ([`Generator::without_cross_waits`]): to tell whether a violation needs them.
     pub without_cross_waits: bool,
 }
 

@@ -394,17 +394,51 @@ impl Backend {
     }
 }
 
+/// The waits of the call's own statements on the entity table (the guarded insert, the update)
+/// under the key's lock: on MySQL/MariaDB InnoDB's gap locks and the table's AUTO-INC lock can
+/// still make them wait ([`mysql::entity_waits`]); PostgreSQL's and SQLite's lock keeps every
+/// creator of the key away, and their statements are left as they are.
+impl Backend {
+    /// `statement`, its lock waits bounded by `wait` where the backend needs it (MySQL).
+    pub(crate) fn bound_entity_wait(self, statement: Statement, wait: Wait) -> Statement {
+        match self {
+            Backend::MySql => mysql::entity_waits::bounded(statement, wait),
+            Backend::Postgres | Backend::Sqlite => statement,
+        }
+    }
+
+    /// The error of a statement on the entity table, typed as a lock wait's where it was one
+    /// (MySQL: [`mysql::entity_waits::entity_wait_error`]); any other error as it is.
+    pub(crate) async fn entity_wait_error(
+        self,
+        txn: &Txn<'_>,
+        err: Error,
+        key: LockKey,
+        deadline: Deadline,
+    ) -> Error {
+        match self {
+            Backend::MySql => {
+                let whose = mysql::whose(txn);
+                mysql::entity_waits::entity_wait_error(txn, err, key, deadline, whose).await
+            }
+            Backend::Postgres | Backend::Sqlite => err,
+        }
+    }
+}
+
 /// Runs the guarded insert (`INSERT ... SELECT ... WHERE NOT EXISTS ... RETURNING`). MySQL has
 /// no `RETURNING` (sea-query renders none for it): there the insert is followed, when it
 /// inserted a row, by `reread()` (the row by its key) in the same transaction; other backends
-/// never build it.
+/// never build it. On MySQL the insert's lock waits are bounded by `wait`, what is left of the
+/// call's ([`mysql::entity_waits::bounded`]).
 pub(crate) async fn insert_returning<C: ConnectionTrait>(
     db: &C,
     insert: Statement,
     reread: impl FnOnce() -> Statement,
+    wait: Wait,
 ) -> Result<Inserted, DbErr> {
     match db.get_database_backend() {
-        DbBackend::MySql => mysql::insert_then_reread(db, insert, reread).await,
+        DbBackend::MySql => mysql::insert_then_reread(db, insert, reread, wait).await,
         _ => Ok(match db.query_one_raw(insert).await? {
             Some(row) => Inserted::Row(row),
             None => Inserted::Nothing,

@@ -10,13 +10,13 @@ use sea_orm::{
 };
 
 use super::key::CallKey;
-use crate::backend;
 use crate::backend::inserted::Inserted;
+use crate::backend::{self, Backend};
 use crate::classify::{ErrorClass, classify};
 use crate::error::LockedRow;
 use crate::outcome::Done;
 use crate::statements::{self, Kind};
-use crate::{Change, Error, IdempotentCreate};
+use crate::{Change, Error, IdempotentCreate, Wait};
 
 /// The row with this key, if any: `SELECT cols FROM t WHERE k1 = $1 AND ...` (its text kept
 /// per entity: [`statements`]), the first row it returns.
@@ -104,6 +104,7 @@ pub(super) async fn insert_unless_exists<T, C>(
     txn: &C,
     key: &CallKey<T>,
     new_row: RowValues<T>,
+    wait: Wait,
 ) -> Result<Done<T::Model>, Error>
 where
     T: IdempotentCreate,
@@ -112,7 +113,7 @@ where
     let backend = txn.get_database_backend();
     let insert = new_row.insert_unless_exists(backend, key, Conflicts::Absorb);
     let reread = || find_statement::<T>(backend, key); // MySQL: no RETURNING
-    match backend::insert_returning(txn, insert, reread).await {
+    match backend::insert_returning(txn, insert, reread, wait).await {
         Ok(Inserted::Row(row)) => return created::<T>(key, &row),
         Ok(Inserted::NotFoundByKey) => return Err(not_found_by_key::<T>(key)),
         Ok(Inserted::Nothing) => {}
@@ -133,7 +134,7 @@ where
     // another unique index, or a writer deleted the row in between. The insert again, with
     // conflicts raised, tells which (and its error is the database's own).
     let insert = new_row.insert_unless_exists(backend, key, Conflicts::Raise);
-    match backend::insert_returning(txn, insert, reread).await? {
+    match backend::insert_returning(txn, insert, reread, wait).await? {
         Inserted::Row(row) => created::<T>(key, &row),
         Inserted::NotFoundByKey => Err(not_found_by_key::<T>(key)),
         Inserted::Nothing => Err(written_without_lock::<T>(key)),
@@ -161,11 +162,15 @@ pub(super) fn update_statement<T: IdempotentCreate>(
 }
 
 /// Runs `update` and returns the row as it is after it. (MySQL has no `UPDATE ... RETURNING`:
-/// there the row is read back by key, in the same transaction, which sees its own write.)
+/// there the row is read back by key, in the same transaction, which sees its own write; and
+/// the update's lock waits are bounded by `wait`, see
+/// [`Backend::bound_entity_wait`](crate::backend::Backend::bound_entity_wait).)
 pub(super) async fn update_existing<T, C>(
     txn: &C,
+    backend: Backend,
     key: &CallKey<T>,
     update: UpdateMany<T>,
+    wait: Wait,
 ) -> Result<Done<T::Model>, Error>
 where
     T: IdempotentCreate,
@@ -174,7 +179,8 @@ where
     let updated = if txn.support_returning() {
         update.exec_with_returning(txn).await?.into_iter().next()
     } else {
-        update.exec(txn).await?;
+        let statement = backend.bound_entity_wait(update.build(backend.db_backend()), wait);
+        txn.execute_raw(statement).await?;
         find::<T, _>(txn, key).await?
     };
     match updated {

@@ -126,16 +126,10 @@ impl Call {
         F: MakeData<T::Data>,
         U: FnOnce(&T::Model, T::Data) -> Change<T::ActiveModel> + Send,
     {
-        match self
+        let created = self
             .create_under_lock::<T, F, U>(&scope.txn(), key, request, frame)
-            .await
-        {
-            Ok(outcome) => {
-                scope.commit().await?;
-                Ok(outcome)
-            }
-            Err(err) => Err(scope.roll_back_after(err).await),
-        }
+            .await;
+        self.end(scope, created).await
     }
 
     /// With the lock held in `scope`: insert `new_row` unless the key's row exists now, then end
@@ -147,12 +141,32 @@ impl Call {
         key: &CallKey<T>,
         new_row: RowValues<T>,
     ) -> Result<Done<T::Model>, Error> {
-        match insert_unless_exists::<T, _>(&scope.txn(), key, new_row).await {
+        let wait = self.deadline.left();
+        let created = insert_unless_exists::<T, _>(&scope.txn(), key, new_row, wait).await;
+        self.end(scope, created).await
+    }
+
+    /// Ends `scope` after the work under the lock: commits after success; after an error (a
+    /// wait on the entity table typed as the lock's, see
+    /// [`Backend::entity_wait_error`](crate::backend::Backend::entity_wait_error)) rolls back
+    /// at once.
+    async fn end<M>(
+        &self,
+        scope: Scope<'_>,
+        done: Result<Done<M>, Error>,
+    ) -> Result<Done<M>, Error> {
+        match done {
             Ok(outcome) => {
                 scope.commit().await?;
                 Ok(outcome)
             }
-            Err(err) => Err(scope.roll_back_after(err).await),
+            Err(err) => {
+                let err = self
+                    .backend
+                    .entity_wait_error(&scope.txn(), err, self.lock_key, self.deadline)
+                    .await;
+                Err(scope.roll_back_after(err).await)
+            }
         }
     }
 
@@ -179,13 +193,13 @@ impl Call {
             // Data in hand and nothing to do with an existing row: one guarded statement.
             let data = self.data(new_row, frame).await?;
             let new_row = RowValues::of(key, T::new_active_model(&key.key, data))?;
-            return insert_unless_exists::<T, _>(txn, key, new_row).await;
+            return insert_unless_exists::<T, _>(txn, key, new_row, self.deadline.left()).await;
         }
         match (find::<T, _>(txn, key).await?, on_existing) {
             (None, on_existing) => {
                 let data = self.data(new_row, frame).await?;
                 let new_row = RowValues::of(key, T::new_active_model(&key.key, data))?;
-                match insert_unless_exists::<T, _>(txn, key, new_row).await? {
+                match insert_unless_exists::<T, _>(txn, key, new_row, self.deadline.left()).await? {
                     // The row appeared after the look under the lock: only a writer that does
                     // not take the lock makes one, and the update function never saw it (its
                     // data went into the insert). A retry runs it on that row.
@@ -199,7 +213,10 @@ impl Call {
             (Some(model), OnExisting::Update(update)) => {
                 let data = self.data(new_row, frame).await?;
                 match update_statement::<T>(key, update(&model, data))? {
-                    Some(update) => update_existing::<T, _>(txn, key, update).await,
+                    Some(update) => {
+                        let wait = self.deadline.left();
+                        update_existing::<T, _>(txn, self.backend, key, update, wait).await
+                    }
                     None => Ok(Done::Unchanged(model)),
                 }
             }

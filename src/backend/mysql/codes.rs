@@ -15,6 +15,13 @@ pub(crate) const READ_ONLY_MODE: u16 = 1836;
 pub(crate) const LOCK_WAIT_TIMEOUT: u16 = 1205;
 /// `ER_LOCK_DEADLOCK`: InnoDB chose this transaction as a deadlock's victim and rolled it back.
 pub(crate) const LOCK_DEADLOCK: u16 = 1213;
+/// `ER_AUTOINC_READ_FAILED` ("Failed to read auto-increment value from storage engine"):
+/// InnoDB reports so an insert's wait for the table's AUTO-INC lock that failed, behind an
+/// `INSERT ... SELECT` that holds it while it waits for a row or gap lock
+/// (`innodb_autoinc_lock_mode = 1`): the wait ran out (`innodb_lock_wait_timeout`), or closed
+/// a deadlock whose victim InnoDB rolled back whole. A lock wait timeout or a deadlock by
+/// another number, so a retry can get past it (`tests/mysql_entity_waits.rs`).
+pub(crate) const AUTOINC_READ_FAILED: u16 = 1467;
 /// MySQL 8 `ER_LOCK_NOWAIT`: `NOWAIT` found the row locked (MariaDB reports 1205).
 pub(crate) const LOCK_NOWAIT: u16 = 3572;
 /// `ER_USER_LOCK_DEADLOCK`: a `GET_LOCK` deadlock (the crate takes no named locks, but a
@@ -44,6 +51,7 @@ pub(crate) fn is_transient(number: u16) -> bool {
     matches!(
         number,
         LOCK_WAIT_TIMEOUT
+            | AUTOINC_READ_FAILED
             | LOCK_DEADLOCK
             | LOCK_NOWAIT
             | USER_LOCK_DEADLOCK
@@ -62,7 +70,9 @@ mod tests {
 
     #[test]
     fn lock_and_connection_errors_are_transient_and_data_errors_are_not() {
-        for number in [1205, 1213, 3572, 3058, 1053, 1927, 4031, 2006, 2013, 1020] {
+        for number in [
+            1205, 1467, 1213, 3572, 3058, 1053, 1927, 4031, 2006, 2013, 1020,
+        ] {
             assert!(is_transient(number), "{number}");
         }
         // Duplicate key, no such table, syntax, data too long, check constraint.

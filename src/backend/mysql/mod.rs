@@ -6,12 +6,15 @@
 //! - [`lock`]: taking the row lock inside a transaction, its waits, and the snapshot check;
 //! - [`shielded`]: the crate's own transaction, whose statements run to their end when a call
 //!   is dropped (sqlx-mysql cannot abandon a statement);
+//! - [`entity_waits`]: the call's statements on the entity table, their waits bounded and
+//!   typed as the lock's;
 //! - [`codes`]: the error numbers the crate reacts to.
 //!
 //! MySQL has no `RETURNING`: the guarded insert is followed by a read of the row it inserted
 //! ([`insert_then_reread`]).
 
 pub(crate) mod codes;
+pub(crate) mod entity_waits;
 pub(crate) mod lock;
 pub(crate) mod lock_table;
 pub(crate) mod shielded;
@@ -28,7 +31,7 @@ use crate::backend::mode::Mode;
 use crate::source::{DbId, SessionId};
 use crate::transaction::{Own, Txn};
 use crate::wait::Deadline;
-use crate::{Error, LockKey};
+use crate::{Error, LockKey, Wait};
 
 /// The crate's own transaction: READ COMMITTED, after making `key`'s row in the lock table
 /// exist in a statement of its own ([`lock_table::ensure_lock_row`]), shielded from a dropped
@@ -46,11 +49,16 @@ pub(crate) async fn begin(db: &DatabaseConnection, key: LockKey) -> Result<Own, 
 
 /// Takes `key`'s row lock in `txn`, the crate's own transaction or a caller's.
 pub(crate) async fn lock_in(txn: Txn<'_>, key: LockKey, deadline: Deadline) -> Result<(), Error> {
-    let whose = match txn {
+    let whose = whose(&txn);
+    lock::acquire_in(&txn, key, Mode::Exclusive, deadline, whose).await
+}
+
+/// Whose transaction `txn` is: the crate's own (shielded) or a caller's.
+pub(crate) fn whose(txn: &Txn<'_>) -> Whose {
+    match txn {
         Txn::Shielded(_) => Whose::Own,
         Txn::Plain(_) => Whose::Callers,
-    };
-    lock::acquire_in(&txn, key, Mode::Exclusive, deadline, whose).await
+    }
 }
 
 /// The statement that names the session a caller's transaction runs on.
@@ -67,14 +75,19 @@ pub(crate) fn session_of_row(row: &QueryResult) -> Result<SessionId, DbErr> {
     Ok(SessionId::new(db, row.try_get::<u64>("", "session_id")?))
 }
 
-/// The guarded insert without `RETURNING` (MySQL has none): runs it, and when it inserted a
-/// row reads that row back by key in the same transaction, which sees its own insert.
+/// The guarded insert without `RETURNING` (MySQL has none): runs it, its lock waits bounded
+/// by `wait` ([`entity_waits::bounded`]), and when it inserted a row reads that row back by key
+/// in the same transaction, which sees its own insert.
 pub(crate) async fn insert_then_reread<C: ConnectionTrait>(
     db: &C,
     insert: Statement,
     reread: impl FnOnce() -> Statement,
+    wait: Wait,
 ) -> Result<Inserted, DbErr> {
-    let inserted = db.execute_raw(insert).await?.rows_affected();
+    let inserted = db
+        .execute_raw(entity_waits::bounded(insert, wait))
+        .await?
+        .rows_affected();
     if inserted == 0 {
         return Ok(Inserted::Nothing);
     }
