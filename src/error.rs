@@ -18,17 +18,17 @@ use crate::{LockKey, ServerRefusal, Wait};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The lock was not granted within [`Wait::Timeout`](crate::Wait::Timeout) (PostgreSQL:
+    /// The lock was not granted within [`Wait::Timeout`] (PostgreSQL:
     /// `lock_timeout`, or a cancel request that ended the wait; SQLite: its write lock, not
     /// granted within the bound, or within the connection's `busy_timeout` for
-    /// [`Wait::Forever`](crate::Wait::Forever); MySQL/MariaDB: `innodb_lock_wait_timeout`,
+    /// [`Wait::Forever`]; MySQL/MariaDB: `innodb_lock_wait_timeout`,
     /// error 1205). Nothing was written. On SQLite `key` is the key PostgreSQL would lock:
     /// SQLite's lock is one per database file, and the message names that lock instead.
     ///
     /// On MySQL/MariaDB also when, with the key's lock held, the row's insert or update waited
     /// that long for a lock of another transaction on the entity table: a gap lock InnoDB
     /// took on a unique index (where a row of the key was deleted and not yet purged), or the
-    /// table's AUTO-INC lock (error 1467). Without a [`Wait::Timeout`](crate::Wait::Timeout)
+    /// table's AUTO-INC lock (error 1467). Without a [`Wait::Timeout`]
     /// that wait is bounded by the server's `innodb_lock_wait_timeout` (`timeout: None`).
     #[error("{} not granted {}", Lock(.key, .row), Within(.timeout, .row))]
     LockTimeout {
@@ -37,7 +37,7 @@ pub enum Error {
         /// The row the lock was for, when a `create_once` call took it (boxed: it is rare, and
         /// `Error` stays small).
         row: Option<Box<LockedRow>>,
-        /// The bound that ran out: the [`Wait::Timeout`](crate::Wait::Timeout) asked for, or
+        /// The bound that ran out: the [`Wait::Timeout`] asked for, or
         /// `None` when it was not the caller's (the connection's `busy_timeout` on SQLite, a
         /// cancel request on PostgreSQL).
         timeout: Option<Duration>,
@@ -47,7 +47,7 @@ pub enum Error {
         source: Option<DbErr>,
     },
 
-    /// [`Wait::No`](crate::Wait::No): another transaction holds the key (SQLite: its write
+    /// [`Wait::No`]: another transaction holds the key (SQLite: its write
     /// lock; MySQL/MariaDB: or a lock the row's insert or update needs on the entity table, see
     /// [`Error::LockTimeout`]). Nothing was written.
     #[error("{} is held by another transaction", Lock(.key, .row))]
