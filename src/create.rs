@@ -145,6 +145,26 @@ use crate::{Error, KeepExisting, LookFirst, NaturalKey, Once, Outcome, Transacti
 /// The key columns are set from `key`, whatever [`new_active_model`](Self::new_active_model)
 /// put there, so the row found and the row inserted are always the same key.
 ///
+/// # Generic code
+///
+/// A function over any entity names the key's shape ([`SingleColumn`](crate::SingleColumn) or
+/// [`MultiColumn`](crate::MultiColumn)) as a type parameter of its own, which callers never
+/// write: Rust infers it from the entity's key.
+///
+/// ```
+/// use sea_orm::DatabaseConnection;
+/// use sea_orm_idempotent::{Error, IdempotentCreate, NaturalKey};
+///
+/// /// Stores one event of any entity, and says whether it was new.
+/// async fn store<E, S>(db: &DatabaseConnection, key: E::Key, data: E::Data) -> Result<bool, Error>
+/// where
+///     E: IdempotentCreate,
+///     E::Key: NaturalKey<S>,
+/// {
+///     Ok(E::create_once(db, key, data).await?.is_created())
+/// }
+/// ```
+///
 /// # Composite keys
 ///
 /// A natural key of several columns is a tuple (two to six values), as SeaORM takes composite

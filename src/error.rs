@@ -15,6 +15,10 @@ use crate::{LockKey, ServerRefusal, Wait};
 /// Lock timeouts, busy locks and deadlocks have their own variants so a caller can react to
 /// them without matching on messages; [`Error::is_retryable`] says which failures a retry of
 /// the whole call can fix.
+///
+/// The enum and the fields of its struct variants are non-exhaustive: match a variant's
+/// fields with `..` (`Error::LockBusy { key, .. }`), so that a field added later never breaks
+/// your match.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -31,6 +35,7 @@ pub enum Error {
     /// table's AUTO-INC lock (error 1467). Without a [`Wait::Timeout`]
     /// that wait is bounded by the server's `innodb_lock_wait_timeout` (`timeout: None`).
     #[error("{} not granted {}", Lock(.key, .row), Within(.timeout, .row))]
+    #[non_exhaustive]
     LockTimeout {
         /// The key that was asked for.
         key: LockKey,
@@ -51,6 +56,7 @@ pub enum Error {
     /// lock; MySQL/MariaDB: or a lock the row's insert or update needs on the entity table, see
     /// [`Error::LockTimeout`]). Nothing was written.
     #[error("{} is held by another transaction", Lock(.key, .row))]
+    #[non_exhaustive]
     LockBusy {
         /// The key that was asked for.
         key: LockKey,
@@ -76,6 +82,7 @@ pub enum Error {
         "deadlock detected while waiting for {}: the transaction was chosen as the victim; roll back and retry the whole transaction",
         Lock(.key, .row)
     )]
+    #[non_exhaustive]
     Deadlock {
         /// The key that was asked for.
         key: LockKey,
@@ -92,6 +99,7 @@ pub enum Error {
     #[error(
         "lock {key} is held by an enclosing call of the same call chain; waiting for it would never end"
     )]
+    #[non_exhaustive]
     Reentrant {
         /// The key that was asked for.
         key: LockKey,
@@ -121,6 +129,7 @@ pub enum Error {
     #[error(
         "the caller's transaction is {level}, whose snapshot can hide the row another caller just created; nothing was written. Run the call in a READ COMMITTED transaction (db.begin_with_config(Some(IsolationLevel::ReadCommitted), None)) or pass the connection instead"
     )]
+    #[non_exhaustive]
     UnsafeIsolation {
         /// The level PostgreSQL reported (`current_setting('transaction_isolation')`); on
         /// MySQL/MariaDB, which cannot report the current transaction's level, what the crate
@@ -134,6 +143,7 @@ pub enum Error {
     /// which, and what to do instead.
     /// Returned before anything is written; not retryable.
     #[error("{backend:?} cannot do this: {what}")]
+    #[non_exhaustive]
     UnsupportedBackend {
         /// The backend of the connection passed in.
         backend: DbBackend,
@@ -147,6 +157,7 @@ pub enum Error {
     #[error(
         "{table}: key_columns() names {columns} column(s) but the natural key has {parts} part(s); name one column per part, in the key's order"
     )]
+    #[non_exhaustive]
     KeyColumns {
         /// The entity's table.
         table: &'static str,
@@ -163,6 +174,7 @@ pub enum Error {
     /// in the repository's `docs/backends.md`. Returned by the first lock of a call, before anything is
     /// written; the same call would fail the same way, so it is not retryable.
     #[error("server {} refused: {reason}", server.as_deref().unwrap_or("(version unknown)"))]
+    #[non_exhaustive]
     UnsupportedServer {
         /// What the server calls itself (`version()`), when it said.
         server: Option<String>,
@@ -179,6 +191,7 @@ pub enum Error {
     #[error(
         "the lock table `{table}` does not exist: MySQL and MariaDB lock keys in it; create it in a migration with sea_orm_idempotent::mysql_lock_table()"
     )]
+    #[non_exhaustive]
     MissingLockTable {
         /// The lock table's name.
         table: &'static str,
@@ -198,6 +211,7 @@ pub enum Error {
         "{row}: another writer, which does not take the lock, wrote the row during the call; retry the call"
     )]
     #[non_exhaustive]
+    #[non_exhaustive]
     WrittenWithoutLock {
         /// The row the call was for.
         row: Box<LockedRow>,
@@ -213,6 +227,7 @@ pub enum Error {
     #[error(
         "{table}.{column}: the key's value {cause}; nothing was written (round the key to what the column stores, or widen the column)"
     )]
+    #[non_exhaustive]
     #[non_exhaustive]
     KeyNotStorable {
         /// The entity's table.
@@ -276,6 +291,30 @@ impl From<Error> for DbErr {
 }
 
 impl Error {
+    /// The variant's name in `snake_case` (`"lock_timeout"`, `"deadlock"`, `"database"`, ...):
+    /// what the `create_once` span's `error_kind` field and the `metrics` feature's counters
+    /// record, a label of fixed, few values to count and alert by.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::LockTimeout { .. } => "lock_timeout",
+            Error::LockBusy { .. } => "lock_busy",
+            Error::Deadlock { .. } => "deadlock",
+            Error::Reentrant { .. } => "reentrant",
+            Error::TransactionAborted(_) => "transaction_aborted",
+            Error::UnsafeIsolation { .. } => "unsafe_isolation",
+            Error::UnsupportedBackend { .. } => "unsupported_backend",
+            Error::KeyColumns { .. } => "key_columns",
+            Error::UnsupportedServer { .. } => "unsupported_server",
+            Error::MissingLockTable { .. } => "missing_lock_table",
+            Error::WrittenWithoutLock { .. } => "written_without_lock",
+            Error::KeyNotStorable { .. } => "key_not_storable",
+            Error::ReadOnly(_) => "read_only",
+            Error::PreparedStatementsLost(_) => "prepared_statements_lost",
+            Error::MakeData(_) => "make_data",
+            Error::UpdateRefused(_) => "update_refused",
+            Error::Database(_) => "database",
+        }
+    }
     /// Whether repeating the whole call may succeed: lock timeouts, busy locks, deadlocks,
     /// serialization failures, a statement the caller's `statement_timeout` cancelled, a
     /// read-only database (a failover cures it), a row written meanwhile by a writer that

@@ -45,7 +45,8 @@ pub enum MultiColumn {}
     message = "`{Self}` cannot be a natural key of `IdempotentCreate`",
     label = "not a natural key",
     note = "a one-column key is one value that is `Into<sea_orm::Value> + Display + Clone + Debug + Send + Sync` (i64, String, Uuid, a newtype implementing those)",
-    note = "a composite key is a tuple of 2 to 6 such values, e.g. `type Key = (i64, String);`, with `fn key_columns()` naming its columns in the same order"
+    note = "a composite key is a tuple of 2 to 6 such values, e.g. `type Key = (i64, String);`, with `fn key_columns()` naming its columns in the same order",
+    note = "in code generic over the entity (`E: IdempotentCreate`), the key's shape is a type parameter of yours: add `S` and `where E::Key: NaturalKey<S>` (see `IdempotentCreate`'s docs, \"Generic code\")"
 )]
 pub trait NaturalKey<Shape>: Clone + fmt::Debug + Send + Sync {
     /// The key's values, one per key column, in order.

@@ -79,6 +79,9 @@ pub struct KeepExisting;
 /// [`Once`] with an update function ([`Once::update`]).
 pub struct UpdateExisting<U>(U);
 
+/// [`Once`] with an update function that is given the new row ([`Once::update_row`]).
+pub struct UpdateRow<U>(U);
+
 /// What an update function ([`Once::update`]) decides for a row that exists, given the row
 /// and the new data. It runs under the key's lock, on the row as the calls before it left it.
 pub enum Change<A> {
@@ -124,6 +127,11 @@ impl<T: IdempotentCreate, F> Once<T, F, KeepExisting> {
     /// write the [`Change`] it returns: "apply this event only if it is newer than the row" is
     /// then one race-free call, across processes. `exec` then returns an [`UpsertOutcome`].
     ///
+    /// With `Data = ActiveModel`, read the new data's fields with SeaORM's
+    /// `ActiveValue::try_as_ref` (or `as_option`), which give `None` for a field the data did
+    /// not set; `as_ref` panics there. With another `Data` type,
+    /// [`update_row`](Once::update_row) gives the function the new row as an active model.
+    ///
     /// With an update function there is no unlocked first look: every call takes the lock,
     /// so that the function sees the row as the calls before it left it. With
     /// [`once_with`](IdempotentCreate::once_with), `make_data` runs for an update too: the
@@ -137,6 +145,60 @@ impl<T: IdempotentCreate, F> Once<T, F, KeepExisting> {
             wait: self.wait,
             new_row: self.new_row,
             on_existing: UpdateExisting(update),
+        }
+    }
+
+    /// As [`update`](Once::update), but the function is given the new data as the row the call
+    /// would insert, `new_active_model(&key, data)` with the key's columns set: an active model
+    /// whatever the entity's `Data` type. Read its fields without panicking with SeaORM's
+    /// `ActiveValue::try_as_ref` (`None` for a field the data did not set), and return it,
+    /// changed or not, as [`Change::Update`].
+    ///
+    /// ```no_run
+    /// # mod events {
+    /// #     use sea_orm::entity::prelude::*;
+    /// #     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    /// #     #[sea_orm(table_name = "events")]
+    /// #     pub struct Model {
+    /// #         #[sea_orm(primary_key)]
+    /// #         pub id: i64,
+    /// #         #[sea_orm(unique)]
+    /// #         pub event_id: String,
+    /// #         pub version: i32,
+    /// #     }
+    /// #     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    /// #     pub enum Relation {}
+    /// #     impl ActiveModelBehavior for ActiveModel {}
+    /// #     impl sea_orm_idempotent::IdempotentCreate for Entity {
+    /// #         type Key = String;
+    /// #         type Data = i32; // a custom data type: just the version
+    /// #         fn key_column() -> Column { Column::EventId }
+    /// #         fn new_active_model(_: &String, version: i32) -> ActiveModel {
+    /// #             ActiveModel { version: sea_orm::ActiveValue::Set(version), ..Default::default() }
+    /// #         }
+    /// #     }
+    /// # }
+    /// use sea_orm_idempotent::{Change, IdempotentCreate};
+    ///
+    /// # async fn run(db: sea_orm::DatabaseConnection) -> Result<(), sea_orm_idempotent::Error> {
+    /// let outcome = events::Entity::once("evt-1".to_owned(), 7)
+    ///     .update_row(|existing, new_row| match new_row.version.try_as_ref() {
+    ///         Some(version) if *version > existing.version => Change::Update(new_row),
+    ///         _ => Change::Keep,
+    ///     })
+    ///     .exec(&db)
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn update_row<U>(self, update: U) -> Once<T, F, UpdateRow<U>>
+    where
+        U: FnOnce(&T::Model, T::ActiveModel) -> Change<T::ActiveModel> + Send,
+    {
+        Once {
+            key: self.key,
+            wait: self.wait,
+            new_row: self.new_row,
+            on_existing: UpdateRow(update),
         }
     }
 
@@ -188,6 +250,39 @@ where
         };
         let done = call::create::<T, S, F, U>(db.handle(), self.key, self.wait, request).await?;
         Ok(done.into_upsert())
+    }
+}
+
+impl<T: IdempotentCreate, F, U> Once<T, F, UpdateRow<U>>
+where
+    U: FnOnce(&T::Model, T::ActiveModel) -> Change<T::ActiveModel> + Send,
+{
+    /// Runs the call on `db`: creates the row, or gives the update function the row that
+    /// exists and the new row, and writes its change.
+    ///
+    /// # Errors
+    ///
+    /// As [`exec`](Once::exec) with [`update`](Once::update).
+    pub async fn exec<C, S, Fut, E>(self, db: &C) -> Result<UpsertOutcome<T::Model>, Error>
+    where
+        C: TransactionSource,
+        T::Key: NaturalKey<S>,
+        F: FnOnce() -> Fut + Send,
+        Fut: Future<Output = Result<T::Data, E>> + Send,
+        E: Into<BoxError>,
+    {
+        let key = self.key.clone();
+        let update = self.on_existing.0;
+        Once {
+            key: self.key,
+            wait: self.wait,
+            new_row: self.new_row,
+            on_existing: UpdateExisting(move |existing: &T::Model, data: T::Data| {
+                update(existing, T::new_active_model(&key, data))
+            }),
+        }
+        .exec(db)
+        .await
     }
 }
 

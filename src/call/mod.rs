@@ -38,6 +38,7 @@ use self::row::find;
 use self::under_lock::{Scope, table_of};
 use crate::backend::Backend;
 use crate::call_chain::{Chain, Frame, Learning, On};
+use crate::metrics;
 use crate::natural_key::{Key, NaturalKey};
 use crate::outcome::Done;
 use crate::savepoint::Savepoint;
@@ -92,6 +93,7 @@ where
         lock_key = %lock_key,
         lock_wait_us = field::Empty,
         outcome = field::Empty,
+        error_kind = field::Empty,
     );
     let call = Call {
         backend,
@@ -99,6 +101,7 @@ where
         deadline: Deadline::starting_now(wait),
         chain: Chain::current(),
         span: span.clone(),
+        entity: T::default().table_name(),
     };
     let result = match db {
         Handle::Connection(conn) => call.on_connection::<T, F, U>(conn, &key, request).await,
@@ -130,13 +133,15 @@ where
         Err(err) if !T::log_key() => Err(err.without_values()),
         result => result,
     };
-    span.record(
-        "outcome",
-        match &result {
-            Ok(outcome) => outcome.as_str(),
-            Err(_) => "error",
-        },
-    );
+    let (outcome, error_kind) = match &result {
+        Ok(outcome) => (outcome.as_str(), ""),
+        Err(err) => ("error", err.kind()),
+    };
+    span.record("outcome", outcome);
+    if !error_kind.is_empty() {
+        span.record("error_kind", error_kind);
+    }
+    metrics::count_call(T::default().table_name(), outcome, error_kind);
     result
 }
 
@@ -166,6 +171,8 @@ pub(super) struct Call {
     /// The calls this one was made inside (see [`call_chain`](crate::call_chain)).
     pub(super) chain: Chain,
     pub(super) span: tracing::Span,
+    /// The entity's table, for the lock-wait metric.
+    pub(super) entity: &'static str,
 }
 
 impl Call {

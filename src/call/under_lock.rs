@@ -255,5 +255,6 @@ impl Call {
             "lock_wait_us",
             u64::try_from(waited.as_micros()).unwrap_or(u64::MAX),
         );
+        crate::metrics::record_lock_wait(self.entity, waited);
     }
 }
