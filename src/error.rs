@@ -211,7 +211,6 @@ pub enum Error {
         "{row}: another writer, which does not take the lock, wrote the row during the call; retry the call"
     )]
     #[non_exhaustive]
-    #[non_exhaustive]
     WrittenWithoutLock {
         /// The row the call was for.
         row: Box<LockedRow>,
@@ -227,7 +226,6 @@ pub enum Error {
     #[error(
         "{table}.{column}: the key's value {cause}; nothing was written (round the key to what the column stores, or widen the column)"
     )]
-    #[non_exhaustive]
     #[non_exhaustive]
     KeyNotStorable {
         /// The entity's table.

@@ -5,7 +5,10 @@
 use std::fmt;
 use std::future::Future;
 
+use sea_orm::ActiveModelTrait;
+
 use crate::call::{self, BoxError, NewRow, OnExisting, Request, UnusedUpdate};
+use crate::natural_key::Key;
 use crate::{Error, IdempotentCreate, NaturalKey, Outcome, TransactionSource, UpsertOutcome, Wait};
 
 /// One call, built up: [`IdempotentCreate::once`] (data in hand) or
@@ -272,13 +275,20 @@ where
         E: Into<BoxError>,
     {
         let key = self.key.clone();
+        let key_values = Key::new(&self.key).values();
         let update = self.on_existing.0;
-        Once {
+        Once::<T, F, _> {
             key: self.key,
             wait: self.wait,
             new_row: self.new_row,
             on_existing: UpdateExisting(move |existing: &T::Model, data: T::Data| {
-                update(existing, T::new_active_model(&key, data))
+                let mut new_row = T::new_active_model(&key, data);
+                // The key's columns, as the insert sets them. A value of another type than its
+                // column's is left out here: the call refuses it before any statement.
+                for (column, value) in T::key_columns().into_iter().zip(key_values) {
+                    let _ = new_row.try_set(column, value);
+                }
+                update(existing, new_row)
             }),
         }
         .exec(db)

@@ -294,7 +294,8 @@ on_each_server! {
                 Error::KeyColumns {
                     table: "members",
                     columns: 1,
-                    parts: 2
+                    parts: 2,
+                    ..
                 }
             ),
             "{err:?}"

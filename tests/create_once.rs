@@ -275,7 +275,9 @@ async fn stricter_isolation_in_a_callers_transaction_is_refused_before_writing()
                 .await
                 .unwrap_err();
             match &err {
-                Error::UnsafeIsolation { level: reported } => {
+                Error::UnsafeIsolation {
+                    level: reported, ..
+                } => {
                     assert!(
                         reported == "repeatable read" || reported == "serializable",
                         "{reported}"

@@ -122,7 +122,7 @@ async fn the_lock_refuses_a_snapshot_taken_before_it() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, Error::UnsafeIsolation { ref level } if level == "repeatable read"),
+        matches!(err, Error::UnsafeIsolation { ref level, .. } if level == "repeatable read"),
         "{err:?}"
     );
     txn.rollback().await.unwrap();

@@ -182,7 +182,7 @@ async fn a_call_inside_make_data_for_the_held_key_fails_fast() {
     let db = schemas(&test_db).await;
     let err = inner_call_error(&db, 7, || app_events::Entity::create_once(&db, 7, body(7))).await;
     assert!(
-        matches!(err, Error::Reentrant { key } if key == LockKey::for_entity("app.events", &7_i64)),
+        matches!(err, Error::Reentrant { key, .. } if key == LockKey::for_entity("app.events", &7_i64)),
         "{err:?}"
     );
     assert!(!err.is_retryable());
