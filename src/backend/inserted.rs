@@ -9,7 +9,4 @@ pub(crate) enum Inserted {
     /// It inserted nothing: the guard found the row (or, on PostgreSQL, a conflict was
     /// absorbed).
     Nothing,
-    /// MySQL: it inserted a row that a read by the key, in the same transaction, does not find
-    /// (a key column stores less than the key's value).
-    NotFoundByKey,
 }

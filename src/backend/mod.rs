@@ -7,9 +7,7 @@
 //!   key) across connections and processes.
 //! - MySQL/MariaDB ([`mysql`]): a READ COMMITTED transaction and a transaction-scoped InnoDB
 //!   row lock on the key's row of the crate's lock table. Only callers with the same key wait
-//!   for each other. The row is made to exist before `BEGIN`, and since MySQL has no
-//!   `RETURNING`, the guarded insert is followed by a read of the row it inserted
-//!   ([`insert_returning`]).
+//!   for each other. The row is made to exist before `BEGIN`.
 //! - Anything else, or a backend whose feature (`postgres`, `sqlite`, `mysql`) is off:
 //!   [`Error::UnsupportedBackend`], never a wrong answer.
 //!
@@ -426,19 +424,18 @@ impl Backend {
     }
 }
 
-/// Runs the guarded insert (`INSERT ... SELECT ... WHERE NOT EXISTS ... RETURNING`). MySQL has
-/// no `RETURNING` (sea-query renders none for it): there the insert is followed, when it
-/// inserted a row, by `reread()` (the row by its key) in the same transaction; other backends
-/// never build it. On MySQL the insert's lock waits are bounded by `wait`, what is left of the
-/// call's ([`mysql::entity_waits::bounded`]).
+/// Runs the guarded insert (`INSERT ... SELECT ... WHERE NOT EXISTS ... RETURNING`), which
+/// returns the row it inserted (MySQL: MariaDB's `RETURNING`, naming `columns`, which
+/// sea-query does not render for MySQL; its lock waits bounded by `wait`, what is left of the
+/// call's: [`mysql::entity_waits::bounded`]).
 pub(crate) async fn insert_returning<C: ConnectionTrait>(
     db: &C,
     insert: Statement,
-    reread: impl FnOnce() -> Statement,
+    columns: &[&str],
     wait: Wait,
 ) -> Result<Inserted, DbErr> {
     match db.get_database_backend() {
-        DbBackend::MySql => mysql::insert_then_reread(db, insert, reread, wait).await,
+        DbBackend::MySql => mysql::insert_returning(db, insert, columns, wait).await,
         _ => Ok(match db.query_one_raw(insert).await? {
             Some(row) => Inserted::Row(row),
             None => Inserted::Nothing,

@@ -77,17 +77,6 @@ pub(super) fn created<T: IdempotentCreate>(
     Ok(Done::Created(model))
 }
 
-/// MySQL/MariaDB, which cannot return the row it inserted: the row inserted in this
-/// transaction is not found by its key, so a key column stores less than the key's value.
-pub(super) fn not_found_by_key<T: IdempotentCreate>(key: &CallKey<T>) -> Error {
-    let columns: Vec<&str> = key.columns.iter().map(|column| column.as_str()).collect();
-    Error::KeyNotStorable {
-        table: T::default().table_name(),
-        column: columns.join(", "),
-        cause: "is stored differently from how it was given (the column rounds or truncates it), so the row is not found by its key",
-    }
-}
-
 /// Inserts the row with a guard (`INSERT ... SELECT ... WHERE NOT EXISTS`), then, only if
 /// nothing was inserted, reads it. Under the lock the guard fires on PostgreSQL when the row
 /// appeared between our first look and the lock, or when the call did not look first (a
@@ -112,10 +101,9 @@ where
 {
     let backend = txn.get_database_backend();
     let insert = new_row.insert_unless_exists(backend, key, Conflicts::Absorb);
-    let reread = || find_statement::<T>(backend, key); // MySQL: no RETURNING
-    match backend::insert_returning(txn, insert, reread, wait).await {
+    let columns: Vec<&str> = T::Column::iter().map(|column| column.as_str()).collect();
+    match backend::insert_returning(txn, insert, &columns, wait).await {
         Ok(Inserted::Row(row)) => return created::<T>(key, &row),
-        Ok(Inserted::NotFoundByKey) => return Err(not_found_by_key::<T>(key)),
         Ok(Inserted::Nothing) => {}
         Err(err)
             if backend == DbBackend::MySql && classify(&err) == ErrorClass::UniqueViolation =>
@@ -134,9 +122,8 @@ where
     // another unique index, or a writer deleted the row in between. The insert again, with
     // conflicts raised, tells which (and its error is the database's own).
     let insert = new_row.insert_unless_exists(backend, key, Conflicts::Raise);
-    match backend::insert_returning(txn, insert, reread, wait).await? {
+    match backend::insert_returning(txn, insert, &columns, wait).await? {
         Inserted::Row(row) => created::<T>(key, &row),
-        Inserted::NotFoundByKey => Err(not_found_by_key::<T>(key)),
         Inserted::Nothing => Err(written_without_lock::<T>(key)),
     }
 }

@@ -82,7 +82,7 @@
 //!
 //! # MySQL 8
 //!
-//! `SET STATEMENT` is MariaDB's (10.1.2+; `WAIT n` 10.3+). MySQL 8 bounds waits only with the
+//! `SET STATEMENT` is MariaDB's (10.1.2+; `WAIT n` 10.3+; the guarded insert's `RETURNING` 10.5+). MySQL 8 bounds waits only with the
 //! session's `innodb_lock_wait_timeout` (its `SET_VAR` hint does not take InnoDB variables),
 //! which a dropped call would leave changed on a pooled connection. The crate does not guess: on a server that rejects the syntax
 //! (error 1064) every call is refused with [`ServerRefusal::NotMariaDb`](crate::ServerRefusal::NotMariaDb) before anything is
@@ -218,31 +218,37 @@ pub(crate) async fn acquire_in(
             return Err(wait_error(err, key, deadline));
         }
     }
-    let row = match txn.query_one_raw(read_statement(key, mode)).await? {
-        Some(row) => row,
-        // In autocommit the lock statement inserted nothing: the row may be missing.
-        None if !in_transaction(txn).await? => return Err(rolled_back(whose, key)),
-        None => {
-            return Err(Error::Database(DbErr::RecordNotFound(format!(
-                "the lock row of {key} in {MYSQL_LOCK_TABLE} is missing while it is locked"
-            ))));
+    // Step 3, the snapshot check, only in a caller's transaction. The crate's own is READ
+    // COMMITTED and begun by this call: its every statement reads a fresh snapshot, and a
+    // server that rolled it back (a deadlock, a timeout under `innodb_rollback_on_timeout`)
+    // answered the lock statement with that error already.
+    if whose == Whose::Callers {
+        let row = match txn.query_one_raw(read_statement(key, mode)).await? {
+            Some(row) => row,
+            // In autocommit the lock statement inserted nothing: the row may be missing.
+            None if !in_transaction(txn).await? => return Err(rolled_back(whose, key)),
+            None => {
+                return Err(Error::Database(DbErr::RecordNotFound(format!(
+                    "the lock row of {key} in {MYSQL_LOCK_TABLE} is missing while it is locked"
+                ))));
+            }
+        };
+        if row.try_get::<u64>("", "in_txn")? == 0 {
+            return Err(rolled_back(whose, key));
         }
-    };
-    if row.try_get::<u64>("", "in_txn")? == 0 {
-        return Err(rolled_back(whose, key));
-    }
-    let latest: i64 = row.try_get("", "latest")?;
-    // A snapshot without the row is older than its creation; no holder has counted itself in
-    // it either, so it stands for 0.
-    let seen: i64 = row.try_get::<Option<i64>>("", "seen")?.unwrap_or(0);
-    if seen != latest {
-        return Err(Error::UnsafeIsolation {
-            level: format!(
-                "REPEATABLE READ and read before this call: its snapshot is older than the \
-                 last commit under lock {key} (it sees {seen} holders of the key, {latest} \
-                 have committed)"
-            ),
-        });
+        let latest: i64 = row.try_get("", "latest")?;
+        // A snapshot without the row is older than its creation; no holder has counted itself in
+        // it either, so it stands for 0.
+        let seen: i64 = row.try_get::<Option<i64>>("", "seen")?.unwrap_or(0);
+        if seen != latest {
+            return Err(Error::UnsafeIsolation {
+                level: format!(
+                    "REPEATABLE READ and read before this call: its snapshot is older than the \
+                     last commit under lock {key} (it sees {seen} holders of the key, {latest} \
+                     have committed)"
+                ),
+            });
+        }
     }
     if mode == Mode::Exclusive {
         txn.execute_raw(statement(

@@ -10,8 +10,8 @@
 //!   typed as the lock's;
 //! - [`codes`]: the error numbers the crate reacts to.
 //!
-//! MySQL has no `RETURNING`: the guarded insert is followed by a read of the row it inserted
-//! ([`insert_then_reread`]).
+//! sea-query renders no `RETURNING` for MySQL: MariaDB's (10.5 and later) is written here
+//! ([`insert_returning`]).
 
 pub(crate) mod codes;
 pub(crate) mod entity_waits;
@@ -75,24 +75,31 @@ pub(crate) fn session_of_row(row: &QueryResult) -> Result<SessionId, DbErr> {
     Ok(SessionId::new(db, row.try_get::<u64>("", "session_id")?))
 }
 
-/// The guarded insert without `RETURNING` (MySQL has none): runs it, its lock waits bounded
-/// by `wait` ([`entity_waits::bounded`]), and when it inserted a row reads that row back by key
-/// in the same transaction, which sees its own insert.
-pub(crate) async fn insert_then_reread<C: ConnectionTrait>(
+/// The guarded insert, its lock waits bounded by `wait` ([`entity_waits::bounded`]), returning
+/// the row it inserted: sea-query renders no `RETURNING` for MySQL, so MariaDB's (10.5+) is
+/// written here, naming `columns` (the entity's, never user input), each quoted.
+pub(crate) async fn insert_returning<C: ConnectionTrait>(
     db: &C,
     insert: Statement,
-    reread: impl FnOnce() -> Statement,
+    columns: &[&str],
     wait: Wait,
 ) -> Result<Inserted, DbErr> {
-    let inserted = db
-        .execute_raw(entity_waits::bounded(insert, wait))
-        .await?
-        .rows_affected();
-    if inserted == 0 {
-        return Ok(Inserted::Nothing);
-    }
-    Ok(match db.query_one_raw(reread()).await? {
-        Some(row) => Inserted::Row(row),
-        None => Inserted::NotFoundByKey,
-    })
+    let returning = columns
+        .iter()
+        .map(|column| format!("`{}`", column.replace('`', "``")))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let insert = Statement {
+        sql: format!("{} RETURNING {returning}", insert.sql),
+        ..insert
+    };
+    Ok(
+        match db
+            .query_one_raw(entity_waits::bounded(insert, wait))
+            .await?
+        {
+            Some(row) => Inserted::Row(row),
+            None => Inserted::Nothing,
+        },
+    )
 }
