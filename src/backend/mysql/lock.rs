@@ -39,7 +39,7 @@
 //!    lock until its transaction ends. Both need a key whose row was never committed before,
 //!    i.e. first locked inside a caller's transaction. The lock is held until COMMIT or
 //!    ROLLBACK (`ROLLBACK TO SAVEPOINT` does not release it).
-//! 3. **The snapshot is checked**, in one statement on the row now held: its `generation` by a
+//! 3. **The snapshot is checked** (in a caller's transaction), in one statement on the row now held: its `generation` by a
 //!    locking read (the latest committed) and by a plain subquery (a consistent read: a
 //!    locking clause does not reach into subqueries). Every exclusive holder increments
 //!    `generation` before it commits (step 4), so if the two differ this transaction's snapshot
@@ -55,10 +55,10 @@
 //!
 //! The crate's own transaction is READ COMMITTED (`SET TRANSACTION ISOLATION LEVEL READ
 //! COMMITTED` before `BEGIN`, as SeaORM sends it): every statement after the lock reads a fresh
-//! snapshot, and InnoDB takes no gap locks for its reads. The guarded insert is then
-//! `INSERT ... SELECT ... WHERE NOT EXISTS (...)` as on the other backends; MySQL has no
-//! `RETURNING` (and sea-query renders none for it), so a successful insert is followed by a
-//! read of the row by key in the same transaction ([`insert_then_reread`](super::insert_then_reread)).
+//! snapshot, and InnoDB takes no gap locks for its reads; so step 3 is skipped there. The
+//! guarded insert is then `INSERT ... SELECT ... WHERE NOT EXISTS (...)` as on the other
+//! backends, returning its row with MariaDB's `RETURNING`
+//! ([`insert_returning`](super::insert_returning)).
 //!
 //! # Waits
 //!
