@@ -13,6 +13,7 @@
 //! MySQL has no `RETURNING`: the guarded insert is followed by a read of the row it inserted
 //! ([`insert_then_reread`]).
 
+pub(crate) mod catalog;
 pub(crate) mod codes;
 pub(crate) mod entity_waits;
 pub(crate) mod lock;
