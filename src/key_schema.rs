@@ -14,17 +14,18 @@
 //! worth a statement that could abort it.
 
 use std::any::{TypeId, type_name};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::mem::discriminant;
-use std::sync::{LazyLock, PoisonError, RwLock};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError, RwLock};
 
 use sea_orm::sea_query::Nullable;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue, ColumnTrait, ConnectionTrait, DatabaseConnection,
-    IdenStatic, Value,
+    ActiveModelTrait, ActiveValue, ColumnTrait, ConnectionTrait, DatabaseConnection, IdenStatic,
+    Value,
 };
 
 use crate::backend::Backend;
+use crate::backend::key_columns::KeyColumns;
 use crate::natural_key::{MultiColumn, NaturalKey, SingleColumn};
 use crate::source::PoolId;
 use crate::{Error, IdempotentCreate};
@@ -87,10 +88,11 @@ composite_key_types! {
     (A, B, C, D, E, F)
 }
 
-/// The pools (`None`: the entity's side only, for callers' transactions) on which an entity's key
-/// was checked and found to fit.
-static CHECKED: LazyLock<RwLock<HashSet<(Option<PoolId>, TypeId)>>> =
-    LazyLock::new(|| RwLock::new(HashSet::new()));
+/// An entity on a pool (`None`: the entity's side only, for callers' transactions).
+type Checked = (Option<PoolId>, TypeId);
+
+/// The pools on which an entity's key was checked and found to fit.
+static CHECKED: LazyLock<RwLock<HashSet<Checked>>> = LazyLock::new(|| RwLock::new(HashSet::new()));
 
 /// The pools on which the missing unique index of an entity was warned about.
 static WARNED: LazyLock<RwLock<HashSet<(PoolId, TypeId)>>> =
@@ -139,7 +141,8 @@ pub(crate) fn check_fields<T: IdempotentCreate>(
 ///
 /// # Cancel Safety
 ///
-/// A read: dropped, it leaves nothing behind, and the next call checks again.
+/// A read: dropped, it leaves nothing behind (its place among the first calls waiting for
+/// the read is given up), and the next call checks again.
 pub(crate) async fn check_first_call<T: IdempotentCreate>(
     backend: Backend,
     conn: &DatabaseConnection,
@@ -149,6 +152,9 @@ pub(crate) async fn check_first_call<T: IdempotentCreate>(
     let Some(pool) = PoolId::of(conn) else {
         return check_fields::<T>(backend, columns, values);
     };
+    // A burst of first calls reads the catalog once: the others wait for that read.
+    let reading = reading::<T>(pool);
+    let _reading = reading.lock().await;
     if checked::<T>(Some(pool)) {
         return Ok(());
     }
@@ -158,7 +164,7 @@ pub(crate) async fn check_first_call<T: IdempotentCreate>(
         .key_columns(conn, entity.schema_name(), entity.table_name(), &names)
         .await
     {
-        Ok(Some((types, covered))) => {
+        Ok(Some(KeyColumns { types, covered })) => {
             check_parts::<T>(backend, columns, values, Some(&types))?;
             learn::<T>(Some(pool));
             if !covered && T::warn_without_unique_index() && first_warning::<T>(pool) {
@@ -185,6 +191,18 @@ pub(crate) async fn check_first_call<T: IdempotentCreate>(
         }
     }
     Ok(())
+}
+
+/// The one catalog read of entity `T` on `pool` at a time.
+fn reading<T: 'static>(pool: PoolId) -> Arc<tokio::sync::Mutex<()>> {
+    type Reads = HashMap<(PoolId, TypeId), Arc<tokio::sync::Mutex<()>>>;
+    static READING: LazyLock<Mutex<Reads>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+    READING
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .entry((pool, TypeId::of::<T>()))
+        .or_default()
+        .clone()
 }
 
 /// Whether the key of entity `T` was checked on `conn`'s pool already (no allocation, no
@@ -222,7 +240,7 @@ where
     let found = backend
         .key_columns(db, entity.schema_name(), entity.table_name(), &names)
         .await?;
-    let Some((types, covered)) = found else {
+    let Some(KeyColumns { types, covered }) = found else {
         return Err(key_type::<T>(&columns, 0, None));
     };
     check_parts::<T>(backend, &columns, &values, Some(&types))?;

@@ -158,7 +158,10 @@ fn assert_key_type(
     }
     assert!(!err.is_retryable(), "{case}");
     assert_eq!(err.kind(), "key_type", "{case}");
-    assert!(err.to_string().contains("change `type Key`"), "{case}: {err}");
+    assert!(
+        err.to_string().contains("change `type Key`"),
+        "{case}: {err}"
+    );
 }
 
 /// The three mismatches, each twice through a call and once through `verify`; nothing is
@@ -174,11 +177,23 @@ async fn mismatched_keys_are_named(db: &DatabaseConnection, dialect: Dialect) {
         let err = stringly::Entity::create_once(db, "7".to_owned(), "v".to_owned())
             .await
             .expect_err(&case);
-        assert_key_type(&err, "stringly", bigint, "String", &format!("{case}, stringly"));
+        assert_key_type(
+            &err,
+            "stringly",
+            bigint,
+            "String",
+            &format!("{case}, stringly"),
+        );
         let err = drifted::Entity::create_once(db, "7".to_owned(), "v".to_owned())
             .await
             .expect_err(&case);
-        assert_key_type(&err, "drifted", bigint, "String", &format!("{case}, drifted"));
+        assert_key_type(
+            &err,
+            "drifted",
+            bigint,
+            "String",
+            &format!("{case}, drifted"),
+        );
         let err = absent::Entity::create_once(db, 7, "v".to_owned())
             .await
             .expect_err(&case);
@@ -226,17 +241,25 @@ async fn warns_once_without_a_unique_index(db: &DatabaseConnection, dialect: Dia
         let created = delivery == 0;
         let case = format!("{dialect:?}, delivery {delivery}");
         let data = || "v".to_owned();
-        let outcome = keyed::Entity::create_once(db, 7, data()).await.expect(&case);
+        let outcome = keyed::Entity::create_once(db, 7, data())
+            .await
+            .expect(&case);
         assert_eq!(outcome.is_created(), created, "{case}");
         let outcome = unindexed::Entity::create_once(db, 7, data())
             .await
             .expect(&case);
         assert_eq!(outcome.is_created(), created, "{case}");
-        let outcome = quiet::Entity::create_once(db, 7, data()).await.expect(&case);
+        let outcome = quiet::Entity::create_once(db, 7, data())
+            .await
+            .expect(&case);
         assert_eq!(outcome.is_created(), created, "{case}");
     }
     drop(guard);
-    assert_eq!(warnings.entities(), vec!["unindexed".to_owned()], "{dialect:?}");
+    assert_eq!(
+        warnings.entities(),
+        vec!["unindexed".to_owned()],
+        "{dialect:?}"
+    );
 
     let lock_table = (dialect == Dialect::MariaDb).then_some(true);
     let verified = keyed::Entity::verify(db).await.unwrap();
@@ -245,7 +268,10 @@ async fn warns_once_without_a_unique_index(db: &DatabaseConnection, dialect: Dia
     assert_eq!(verified.lock_table, lock_table, "{dialect:?}");
     assert_eq!(verified.key_columns.len(), 1, "{dialect:?}: {verified:?}");
     assert_eq!(verified.key_columns[0].0, "pr");
-    assert!(Dialect::is_bigint(Some(&verified.key_columns[0].1)), "{verified:?}");
+    assert!(
+        Dialect::is_bigint(Some(&verified.key_columns[0].1)),
+        "{verified:?}"
+    );
     let verified = unindexed::Entity::verify(db).await.unwrap();
     assert!(!verified.unique_index, "{dialect:?}: {verified:?}");
     let verified = quiet::Entity::verify(db).await.unwrap();
@@ -288,8 +314,7 @@ impl Subscriber for Warnings {
     fn record_follows_from(&self, _: &Id, _: &Id) {}
     fn event(&self, event: &Event<'_>) {
         let metadata = event.metadata();
-        if *metadata.level() == Level::WARN && metadata.target().starts_with("sea_orm_idempotent")
-        {
+        if *metadata.level() == Level::WARN && metadata.target().starts_with("sea_orm_idempotent") {
             let mut entity = None;
             event.record(&mut Entity(&mut entity));
             self.0

@@ -20,6 +20,7 @@
 //! else: every `match` on it is exhaustive).
 
 pub(crate) mod inserted;
+pub(crate) mod key_columns;
 pub(crate) mod mode;
 pub(crate) mod mysql;
 pub(crate) mod one_statement;
@@ -35,6 +36,7 @@ use sea_orm::{
 };
 
 use self::inserted::Inserted;
+use self::key_columns::KeyColumns;
 use self::mode::Mode;
 use self::one_statement::Answer;
 use crate::call_chain::{self, At, Chain, Held};
@@ -408,7 +410,7 @@ impl Backend {
         schema: Option<&str>,
         table: &str,
         columns: &[&str],
-    ) -> Result<Option<(Vec<Option<String>>, bool)>, DbErr> {
+    ) -> Result<Option<KeyColumns>, DbErr> {
         match self {
             Backend::Postgres => {
                 let statement = postgres::catalog::key_columns_statement(schema, table, columns);

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement, Value};
 
 use super::lock_table::MYSQL_LOCK_TABLE;
+use crate::backend::key_columns::KeyColumns;
 
 /// Each key column's type, in the order of `columns` (`COLUMN_TYPE`, e.g. `bigint(20)`;
 /// `None`: the table has no such column), and whether a unique index (the primary key
@@ -19,7 +20,7 @@ pub(crate) async fn key_columns<C: ConnectionTrait>(
     schema: Option<&str>,
     table: &str,
     columns: &[&str],
-) -> Result<Option<(Vec<Option<String>>, bool)>, DbErr> {
+) -> Result<Option<KeyColumns>, DbErr> {
     let bind = || vec![Value::from(schema.map(str::to_owned)), Value::from(table)];
     let declared = db
         .query_all_raw(Statement::from_sql_and_values(
@@ -64,7 +65,7 @@ pub(crate) async fn key_columns<C: ConnectionTrait>(
         .iter()
         .map(|column| types.get(*column).cloned())
         .collect();
-    Ok(Some((types, covered)))
+    Ok(Some(KeyColumns { types, covered }))
 }
 
 /// Whether the crate's lock table ([`MYSQL_LOCK_TABLE`]) exists in the connection's database.
@@ -113,5 +114,31 @@ pub(crate) fn fits(value: &Value, column_type: &str) -> bool {
         Value::String(_) | Value::Char(_) => !integer,
         #[allow(unreachable_patterns)]
         _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fits;
+    use sea_orm::Value;
+
+    #[test]
+    fn text_and_integers_fit_their_own_types_and_any_other() {
+        let text = Value::from("7");
+        let int = Value::from(7_i64);
+        assert!(!fits(&text, "bigint(20)") && !fits(&text, "int(10) unsigned"));
+        assert!(!fits(&int, "varchar(40)") && !fits(&int, "longtext"));
+        for column in [
+            "varchar(255)",
+            "char(36)",
+            "uuid",
+            "enum('a','b')",
+            "datetime",
+        ] {
+            assert!(fits(&text, column), "{column}");
+        }
+        for column in ["bigint(20)", "tinyint(1)", "decimal(10,2)", "double"] {
+            assert!(fits(&int, column), "{column}");
+        }
     }
 }

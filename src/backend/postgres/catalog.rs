@@ -7,6 +7,7 @@ use sea_orm::{DbBackend, DbErr, QueryResult, Statement, Value};
 
 use super::engine::{DETECTION_COLUMNS, Server};
 use crate::Wait;
+use crate::backend::key_columns::KeyColumns;
 
 /// The statement: `guarded`, whether a unique index that is valid, immediate (not
 /// deferrable: `ON CONFLICT` cannot use a deferrable one), without a predicate or expressions,
@@ -128,9 +129,7 @@ pub(crate) fn key_columns_statement(
 
 /// The answer to [`key_columns_statement`]: each key column's type (`None`: no such column)
 /// and whether a unique index covers the key; `None` when the table is not found.
-pub(crate) fn read_key_columns(
-    rows: &[QueryResult],
-) -> Result<Option<(Vec<Option<String>>, bool)>, DbErr> {
+pub(crate) fn read_key_columns(rows: &[QueryResult]) -> Result<Option<KeyColumns>, DbErr> {
     let Some(first) = rows.first() else {
         return Ok(None);
     };
@@ -139,7 +138,7 @@ pub(crate) fn read_key_columns(
         .iter()
         .map(|row| row.try_get::<Option<String>>("", "column_type"))
         .collect::<Result<_, _>>()?;
-    Ok(Some((types, covered)))
+    Ok(Some(KeyColumns { types, covered }))
 }
 
 /// Whether a PostgreSQL column of `column_type` (as `format_type` writes it) can hold a key
@@ -158,7 +157,10 @@ pub(crate) fn fits(value: &Value, column_type: &str) -> bool {
     );
     let known = number
         || text
-        || matches!(column, "boolean" | "uuid" | "bytea" | "json" | "jsonb" | "date")
+        || matches!(
+            column,
+            "boolean" | "uuid" | "bytea" | "json" | "jsonb" | "date"
+        )
         || column.starts_with("timestamp")
         || column.starts_with("time ");
     if !known {
@@ -180,5 +182,51 @@ pub(crate) fn fits(value: &Value, column_type: &str) -> bool {
         Value::Bytes(_) => column == "bytea",
         #[allow(unreachable_patterns)]
         _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fits;
+    use sea_orm::Value;
+
+    #[test]
+    fn only_pairs_without_an_operator_do_not_fit() {
+        let text = Value::from("7");
+        let int = Value::from(7_i64);
+        for column in [
+            "bigint",
+            "integer",
+            "numeric(10,2)",
+            "uuid",
+            "boolean",
+            "jsonb",
+            "date",
+        ] {
+            assert!(!fits(&text, column), "{column}");
+        }
+        for column in [
+            "text",
+            "character varying(40)",
+            "character(3)",
+            "citext",
+            "my_enum",
+        ] {
+            assert!(fits(&text, column), "{column}");
+        }
+        for column in [
+            "bigint",
+            "smallint",
+            "numeric",
+            "double precision",
+            "int8range",
+        ] {
+            assert!(fits(&int, column), "{column}");
+        }
+        for column in ["text", "uuid", "boolean", "timestamp(0) without time zone"] {
+            assert!(!fits(&int, column), "{column}");
+        }
+        // A type the crate does not name is the database's to judge.
+        assert!(fits(&Value::Double(Some(1.5)), "numeric(10,2)"));
     }
 }

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement, Value};
 
+use crate::backend::key_columns::KeyColumns;
+
 /// Whether `table` has a unique index, without a predicate or expressions, over exactly
 /// `columns`, each of a declared type that stores its part of the key exactly
 /// (`exact(i, declared type)`). Two statements: the unique indexes with their columns, then
@@ -95,7 +97,7 @@ pub(crate) async fn key_columns<C: ConnectionTrait>(
     db: &C,
     table: &str,
     columns: &[&str],
-) -> Result<Option<(Vec<Option<String>>, bool)>, DbErr> {
+) -> Result<Option<KeyColumns>, DbErr> {
     let declared = db
         .query_all_raw(Statement::from_sql_and_values(
             DbBackend::Sqlite,
@@ -146,7 +148,7 @@ pub(crate) async fn key_columns<C: ConnectionTrait>(
         .iter()
         .map(|column| types.get(*column).cloned())
         .collect();
-    Ok(Some((types, covered)))
+    Ok(Some(KeyColumns { types, covered }))
 }
 
 /// Whether a SQLite column declared `declared_type` holds a key part bound as `value`, by
@@ -170,5 +172,25 @@ pub(crate) fn fits(value: &Value, declared_type: &str) -> bool {
         Value::String(_) | Value::Char(_) => !integer,
         #[allow(unreachable_patterns)]
         _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fits;
+    use sea_orm::Value;
+
+    #[test]
+    fn text_and_integers_fit_their_own_affinity_and_any_other() {
+        let text = Value::from("7");
+        let int = Value::from(7_i64);
+        assert!(!fits(&text, "BIGINT") && !fits(&text, "integer"));
+        assert!(!fits(&int, "TEXT") && !fits(&int, "varchar(40)"));
+        for declared in ["TEXT", "NUMERIC", "DATETIME", "REAL", "BLOB", ""] {
+            assert!(fits(&text, declared), "{declared}");
+        }
+        for declared in ["INTEGER", "NUMERIC", "BOOLEAN", "REAL", ""] {
+            assert!(fits(&int, declared), "{declared}");
+        }
     }
 }
