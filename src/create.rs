@@ -385,6 +385,61 @@ pub trait IdempotentCreate: EntityTrait {
         false
     }
 
+    /// Whether the first call per pool logs a warning when no unique index (or primary key)
+    /// covers the key columns: `true` by default.
+    ///
+    /// The crate does not need the index: its lock keeps its own callers apart. Writers that
+    /// bypass the lock (another service's plain `INSERT`, a backfill) do: without it they can
+    /// store a key twice, and the crate's later look then finds one of two rows. Return
+    /// `false` for a table where that cannot happen, or where you accept it.
+    fn warn_without_unique_index() -> bool {
+        true
+    }
+
+    /// Checks at start-up what the first call per pool checks, and reports what the schema
+    /// says: that the table has every key column
+    /// ([`key_columns`](Self::key_columns)), that each part of the key has a type its column
+    /// and the entity's field hold, whether a unique index covers the key, and on
+    /// MySQL/MariaDB whether the crate's lock table exists. Nothing is written.
+    ///
+    /// ```no_run
+    /// # async fn start(db: &sea_orm::DatabaseConnection) -> Result<(), sea_orm_idempotent::Error> {
+    /// use entity::PullRequest;
+    /// use sea_orm_idempotent::IdempotentCreate;
+    ///
+    /// let verified = PullRequest::verify(db).await?; // Error::KeyType if the key does not fit
+    /// if !verified.unique_index {
+    ///     tracing::warn!(table = verified.table, "no unique index on the natural key");
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// Each key part's type is known without a key where it is sea-query `Nullable` (see
+    /// [`KeyTypes`](crate::KeyTypes)).
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::KeyType`]: a key column is missing (or the table is), or a part of the key
+    ///   has a type its column or the entity's field does not hold;
+    /// - [`Error::KeyColumns`]: the key's parts and [`key_columns`](Self::key_columns)
+    ///   disagree;
+    /// - [`Error::UnsupportedBackend`]: a backend whose feature is off;
+    /// - [`Error::Database`]: the catalog could not be read (no privilege, a lost
+    ///   connection).
+    ///
+    /// # Cancel Safety
+    ///
+    /// Reads only: dropping the future leaves nothing behind.
+    async fn verify<C, Shape>(db: &C) -> Result<crate::Verified, Error>
+    where
+        C: ConnectionTrait + Sync,
+        Self::Key: crate::KeyTypes<Shape>,
+    {
+        let nulls = <Self::Key as crate::KeyTypes<Shape>>::typed_nulls();
+        crate::key_schema::verify::<Self, C>(db, nulls).await
+    }
+
     /// Creates the row for `key` from `data` unless it exists, waiting for the lock as long as
     /// it takes ([`Wait::Forever`]). The headline call; [`once`](Self::once) is the same call
     /// with options (a bounded wait, an update function for a row that exists).
@@ -440,6 +495,9 @@ pub trait IdempotentCreate: EntityTrait {
     ///   ([`mysql_lock_table`](crate::mysql_lock_table)); nothing is written;
     /// - [`Error::KeyColumns`]: the key's parts and [`key_columns`](Self::key_columns)
     ///   disagree; nothing is sent;
+    /// - [`Error::KeyType`]: a key column is missing, or a part of the key has a type its
+    ///   column does not hold (checked at the first call per pool, and by
+    ///   [`verify`](Self::verify)); nothing is written;
     /// - [`Error::UnsupportedServer`]: a server whose advisory locks are known not to lock,
     ///   a wait on CockroachDB v26.2+, or a server too old; returned before any write;
     /// - [`Error::MakeData`]: `make_data` failed;

@@ -167,6 +167,30 @@ pub enum Error {
         parts: usize,
     },
 
+    /// The natural key does not fit the entity's table: a key column the table does not have
+    /// (`column_type: None`), or a part of the key whose type its column does not hold (`type
+    /// Key = String` on a `BIGINT` column, where PostgreSQL would say "operator does not
+    /// exist: bigint = text" and SeaORM "Value type mismatch", naming neither). Checked at the
+    /// first call per pool and entity, and by [`verify`](crate::IdempotentCreate::verify);
+    /// returned before anything is written. Not retryable: change `type Key` or the column.
+    #[error(
+        "{table}.{column}: {}, but the key's part is {key_type}; change `type Key` (or key_columns()) or the column",
+        ColumnType(.column_type)
+    )]
+    #[non_exhaustive]
+    KeyType {
+        /// The entity's table.
+        table: &'static str,
+        /// The key column.
+        column: String,
+        /// The column's type as the database names it (`bigint`, `INTEGER`, `bigint(20)`), or
+        /// as the entity declares it when the database was not asked (a caller's
+        /// transaction); `None` when the table has no such column.
+        column_type: Option<String>,
+        /// The key's type (its part's, for a composite key), as Rust names it.
+        key_type: String,
+    },
+
     /// The server speaks PostgreSQL's protocol but its advisory locks cannot be relied on (an
     /// engine whose lock functions are known no-ops, one where a wait cannot be bounded
     /// safely, or a server too old for the crate's SQL), or it is a MySQL server without
@@ -302,6 +326,7 @@ impl Error {
             Error::UnsafeIsolation { .. } => "unsafe_isolation",
             Error::UnsupportedBackend { .. } => "unsupported_backend",
             Error::KeyColumns { .. } => "key_columns",
+            Error::KeyType { .. } => "key_type",
             Error::UnsupportedServer { .. } => "unsupported_server",
             Error::MissingLockTable { .. } => "missing_lock_table",
             Error::WrittenWithoutLock { .. } => "written_without_lock",
@@ -331,6 +356,7 @@ impl Error {
             Error::UnsafeIsolation { .. }
             | Error::UnsupportedBackend { .. }
             | Error::KeyColumns { .. }
+            | Error::KeyType { .. }
             | Error::Reentrant { .. }
             | Error::TransactionAborted(_)
             | Error::UnsupportedServer { .. }
@@ -488,6 +514,18 @@ impl fmt::Display for Lock<'_> {
             Some(row) if row.sqlite_write_lock => write!(f, "SQLite's write lock (for {row})"),
             Some(row) => write!(f, "the lock of {row} (lock key {})", self.0),
             None => write!(f, "lock {}", self.0),
+        }
+    }
+}
+
+/// A key column's type in [`Error::KeyType`]'s message, or that it is missing.
+struct ColumnType<'a>(&'a Option<String>);
+
+impl fmt::Display for ColumnType<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(column_type) => write!(f, "the column is {column_type}"),
+            None => f.write_str("no such column (or no such table)"),
         }
     }
 }

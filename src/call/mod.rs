@@ -38,6 +38,7 @@ use self::row::find;
 use self::under_lock::{Scope, table_of};
 use crate::backend::Backend;
 use crate::call_chain::{Chain, Frame, Learning, On};
+use crate::key_schema;
 use crate::metrics;
 use crate::natural_key::{Key, NaturalKey};
 use crate::outcome::Done;
@@ -75,6 +76,11 @@ where
         });
     }
     refuse_unstorable_parts::<T>(&columns, &values)?;
+    // On a pool the check reads the catalog, once per pool and entity, after the call's
+    // reentry checks (`on_connection`); a caller's transaction is not read from.
+    if let Handle::Transaction(_) = db {
+        key_schema::check_fields::<T>(backend, &columns, &values)?;
+    }
     let shown = T::log_key().then(|| natural.to_string());
     let key = CallKey::<T> {
         key,
@@ -204,6 +210,17 @@ impl Call {
                 .waits_on_connection(&self.chain, self.lock_key, conn),
         )?;
         let work = async {
+            // The key against the table, before the call's first statement: once per pool and
+            // entity (src/key_schema.rs). Boxed: it is a catalog read, once.
+            if !key_schema::checked_on::<T>(conn) {
+                Box::pin(key_schema::check_first_call::<T>(
+                    self.backend,
+                    conn,
+                    &key.columns,
+                    &key.values,
+                ))
+                .await?;
+            }
             // The waiting room (src/turns.rs): callers of one pool on the same key
             // take turns before taking a connection, so a burst on one key holds at most one of
             // the pool's connections. The turn is held to the end of this block (after COMMIT

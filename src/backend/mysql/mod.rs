@@ -13,6 +13,7 @@
 //! sea-query renders no `RETURNING` for MySQL: MariaDB's (10.5 and later) is written here
 //! ([`insert_returning`]).
 
+pub(crate) mod catalog;
 pub(crate) mod codes;
 pub(crate) mod entity_waits;
 pub(crate) mod lock;

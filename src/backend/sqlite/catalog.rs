@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement, Value};
 
+use crate::backend::key_columns::KeyColumns;
+
 /// Whether `table` has a unique index, without a predicate or expressions, over exactly
 /// `columns`, each of a declared type that stores its part of the key exactly
 /// (`exact(i, declared type)`). Two statements: the unique indexes with their columns, then
@@ -83,5 +85,112 @@ pub(crate) fn stores_exactly(value: &Value, declared_type: &str) -> bool {
         Value::String(_) => text,
         #[allow(unreachable_patterns)]
         _ => false,
+    }
+}
+
+/// What SQLite says about the key columns of `table`: each one's declared type, in the order
+/// of `columns` (`None`: the table has no such column), and whether a unique index without a
+/// predicate or expressions, or the primary key, has only key columns (then no two rows share
+/// a key); `None` when the table is not found. Two statements (the columns, the unique
+/// indexes); every name is bound.
+pub(crate) async fn key_columns<C: ConnectionTrait>(
+    db: &C,
+    table: &str,
+    columns: &[&str],
+) -> Result<Option<KeyColumns>, DbErr> {
+    let declared = db
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Sqlite,
+            "SELECT name, type, pk FROM pragma_table_info(?)",
+            [Value::from(table)],
+        ))
+        .await?;
+    if declared.is_empty() {
+        return Ok(None);
+    }
+    let mut types = BTreeMap::new();
+    let mut primary_key = Vec::new();
+    for row in &declared {
+        let name: String = row.try_get("", "name")?;
+        let declared_type: String = row.try_get("", "type")?;
+        if row.try_get::<i64>("", "pk")? > 0 {
+            primary_key.push((name.clone(), declared_type.clone()));
+        }
+        types.insert(name, declared_type);
+    }
+    // `INTEGER PRIMARY KEY` is the rowid itself, with no index of its own to list.
+    let rowid_key = matches!(primary_key.as_slice(), [(name, declared_type)]
+        if declared_type.eq_ignore_ascii_case("INTEGER") && columns.contains(&name.as_str()));
+    let indexes = db
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Sqlite,
+            "SELECT il.name AS idx, ii.name AS col FROM pragma_index_list(?) AS il \
+             JOIN pragma_index_info(il.name) AS ii \
+             WHERE il.\"unique\" = 1 AND il.partial = 0",
+            [Value::from(table)],
+        ))
+        .await?;
+    let mut by_index: BTreeMap<String, Vec<Option<String>>> = BTreeMap::new();
+    for row in &indexes {
+        let index: String = row.try_get("", "idx")?;
+        let column: Option<String> = row.try_get("", "col")?;
+        by_index.entry(index).or_default().push(column);
+    }
+    let covered = rowid_key
+        || by_index.values().any(|indexed| {
+            indexed.iter().all(|column| {
+                column
+                    .as_deref()
+                    .is_some_and(|column| columns.contains(&column))
+            })
+        });
+    let types = columns
+        .iter()
+        .map(|column| types.get(*column).cloned())
+        .collect();
+    Ok(Some(KeyColumns { types, covered }))
+}
+
+/// Whether a SQLite column declared `declared_type` holds a key part bound as `value`, by
+/// SQLite's type affinity: `false` only for text in an INTEGER column and an integer in a TEXT
+/// column (each is converted or compared as the other type, so the key found is not the key
+/// given). Any other affinity (NUMERIC, REAL, BLOB) fits.
+pub(crate) fn fits(value: &Value, declared_type: &str) -> bool {
+    let declared = declared_type.to_ascii_uppercase();
+    let integer = declared.contains("INT");
+    let text = !integer
+        && (declared.contains("CHAR") || declared.contains("CLOB") || declared.contains("TEXT"));
+    match value {
+        Value::TinyInt(_)
+        | Value::SmallInt(_)
+        | Value::Int(_)
+        | Value::BigInt(_)
+        | Value::TinyUnsigned(_)
+        | Value::SmallUnsigned(_)
+        | Value::Unsigned(_)
+        | Value::BigUnsigned(_) => !text,
+        Value::String(_) | Value::Char(_) => !integer,
+        #[allow(unreachable_patterns)]
+        _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fits;
+    use sea_orm::Value;
+
+    #[test]
+    fn text_and_integers_fit_their_own_affinity_and_any_other() {
+        let text = Value::from("7");
+        let int = Value::from(7_i64);
+        assert!(!fits(&text, "BIGINT") && !fits(&text, "integer"));
+        assert!(!fits(&int, "TEXT") && !fits(&int, "varchar(40)"));
+        for declared in ["TEXT", "NUMERIC", "DATETIME", "REAL", "BLOB", ""] {
+            assert!(fits(&text, declared), "{declared}");
+        }
+        for declared in ["INTEGER", "NUMERIC", "BOOLEAN", "REAL", ""] {
+            assert!(fits(&int, declared), "{declared}");
+        }
     }
 }
