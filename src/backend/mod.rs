@@ -296,6 +296,57 @@ impl Backend {
     }
 }
 
+/// What [`Backend::lock_many`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LockedMany {
+    /// Every key is held until the scope ends.
+    Locked,
+    /// Not yet, and nothing is held that the scope's rollback does not release: roll the scope
+    /// back, begin it again, and call again with the next attempt (a contended try on
+    /// PostgreSQL, a slice of [`Wait::Forever`] that ran out).
+    Again,
+}
+
+impl Backend {
+    /// Begins the crate's own transaction for a batch's chunk of `keys` (sorted, distinct):
+    /// on PostgreSQL READ COMMITTED set explicitly, on SQLite IMMEDIATE (its write lock is the
+    /// chunk's lock), on MySQL READ COMMITTED after making every key's lock row exist
+    /// ([`mysql::batch::ensure_lock_rows`]).
+    pub(crate) async fn begin_many(
+        self,
+        db: &DatabaseConnection,
+        keys: &[LockKey],
+    ) -> Result<Own, Error> {
+        match self {
+            Backend::Postgres => postgres::begin_read_committed(db).await,
+            Backend::Sqlite => sqlite::begin(db).await,
+            Backend::MySql => mysql::batch::begin(db, keys).await,
+        }
+    }
+
+    /// Takes the locks of a batch's chunk, `keys` sorted and distinct, in that order, inside
+    /// `txn` (the crate's own transaction or a savepoint of a caller's): on PostgreSQL one
+    /// statement tries them all (`attempt` 0), and after a contended try one statement waits
+    /// for them in order ([`postgres::batch`]); on MySQL one locking read of their lock-table
+    /// rows ([`mysql::batch`]); on SQLite nothing (the write lock is held already, or inside a
+    /// caller's transaction taken by the chunk's first write).
+    pub(crate) async fn lock_many(
+        self,
+        txn: Txn<'_>,
+        keys: &[LockKey],
+        deadline: Deadline,
+        attempt: u32,
+    ) -> Result<LockedMany, Error> {
+        match self {
+            Backend::Postgres => {
+                postgres::batch::lock_many(txn.plain(), keys, deadline, attempt).await
+            }
+            Backend::MySql => mysql::batch::lock_many(txn, keys, deadline).await,
+            Backend::Sqlite => Ok(LockedMany::Locked),
+        }
+    }
+}
+
 /// Runs the guarded insert (`INSERT ... SELECT ... WHERE NOT EXISTS ... RETURNING`). MySQL has
 /// no `RETURNING` (sea-query renders none for it): there the insert is followed, when it
 /// inserted a row, by `reread()` (the row by its key) in the same transaction; other backends

@@ -6,11 +6,13 @@
 //! - [`lock`]: taking the row lock inside a transaction, its waits, and the snapshot check;
 //! - [`shielded`]: the crate's own transaction, whose statements run to their end when a call
 //!   is dropped (sqlx-mysql cannot abandon a statement);
+//! - [`batch`]: the lock rows of a batch's chunk, locked in one statement, in key order;
 //! - [`codes`]: the error numbers the crate reacts to.
 //!
 //! MySQL has no `RETURNING`: the guarded insert is followed by a read of the row it inserted
 //! ([`insert_then_reread`]).
 
+pub(crate) mod batch;
 pub(crate) mod codes;
 pub(crate) mod lock;
 pub(crate) mod lock_table;

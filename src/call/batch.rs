@@ -1,0 +1,743 @@
+//! A batch of calls ([`crate::Many`]): the items split into chunks in input order, each chunk
+//! its own transaction (or, on a caller's transaction, its own savepoint). Per chunk:
+//!
+//! 1. the chunk's lock keys, sorted and distinct, locked through the seam in one statement
+//!    ([`Backend::lock_many`]; SQLite: its IMMEDIATE transaction), so overlapping batches and
+//!    single calls never deadlock one another;
+//! 2. one look for every distinct key ([`look`]);
+//! 3. the data of the keys found missing, given or made by one `make_data` call that receives
+//!    all of those keys;
+//! 4. one multi-row insert of the missing rows (PostgreSQL and SQLite: `ON CONFLICT DO NOTHING
+//!    RETURNING`; MySQL: the insert, then one look for what it inserted);
+//! 5. with an update function, the function on each existing row, in input order, under the
+//!    lock;
+//! 6. COMMIT (or RELEASE), or after an error ROLLBACK: a failed chunk writes nothing, and the
+//!    error ([`Error::Batch`]) says which chunk failed and how many items were done before it.
+//!
+//! Items with the same natural key collapse into one creation: the first creates, the others
+//! are `Existing` (with an update function: the others run it on the row the first made).
+//! A key the batch cannot tell apart by its values alone (two keys of one lock whose values
+//! differ, or a row the look returned that matches none of the chunk's keys) is handled as a
+//! single call handles it, with its own look and guarded insert, under the chunk's locks.
+
+use std::future::Future;
+
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue, ColumnTrait, Condition, ConnectionTrait, DbBackend, DbErr,
+    FromQueryResult, IdenStatic, Iterable, ModelTrait, QueryFilter, Value,
+};
+use tracing::Instrument;
+
+use super::key::{CallKey, refuse_unstorable_parts};
+use super::request::BoxError;
+use super::row::{
+    Conflicts, RowValues, created, find, find_statement, not_found_by_key, update_existing,
+    update_statement, written_without_lock,
+};
+use super::under_lock::Scope;
+use crate::backend::inserted::Inserted;
+use crate::backend::{self, Backend, LockedMany};
+use crate::call_chain::Chain;
+use crate::classify::{ErrorClass, classify};
+use crate::natural_key::{Key, NaturalKey};
+use crate::outcome::Done;
+use crate::savepoint::Savepoint;
+use crate::source::{Handle, PoolId};
+use crate::transaction::Txn;
+use crate::turns::{self, Place};
+use crate::wait::Deadline;
+use crate::{Change, Error, IdempotentCreate, LockKey, Wait};
+
+/// At most this many bound values in one insert (SQLite's limit is 32766, PostgreSQL's 65535).
+const MAX_VALUES: usize = 30_000;
+
+/// How the data of a batch's new rows comes.
+pub(crate) enum Source<D, F> {
+    /// One datum per item, in input order.
+    Ready(Vec<Option<D>>),
+    /// `make_data`: called once per chunk with the keys that need data.
+    Make(F),
+}
+
+/// A batch, as [`crate::Many`] runs it.
+pub(crate) struct Batch<T: IdempotentCreate, F, U> {
+    pub(crate) keys: Vec<T::Key>,
+    pub(crate) source: Source<T::Data, F>,
+    pub(crate) update: Option<U>,
+    pub(crate) wait: Wait,
+    pub(crate) chunk_size: usize,
+}
+
+/// Runs `batch` on `db`: one [`Done`] per item, in input order.
+pub(crate) async fn create_many<T, S, F, Fut, E, U>(
+    db: Handle<'_>,
+    batch: Batch<T, F, U>,
+) -> Result<Vec<Done<T::Model>>, Error>
+where
+    T: IdempotentCreate,
+    T::Key: NaturalKey<S>,
+    F: FnMut(Vec<T::Key>) -> Fut + Send,
+    Fut: Future<Output = Result<Vec<T::Data>, E>> + Send,
+    E: Into<BoxError>,
+    U: FnMut(&T::Model, T::Data) -> Change<T::ActiveModel> + Send,
+{
+    let backend = Backend::of(match db {
+        Handle::Connection(conn) => conn.get_database_backend(),
+        Handle::Transaction(txn) => txn.get_database_backend(),
+    })?;
+    backend.check_wait(batch.wait)?;
+    let Batch {
+        keys,
+        mut source,
+        mut update,
+        wait,
+        chunk_size,
+    } = batch;
+    let chunk_size = chunk_size.max(1);
+    // Every key checked before anything is sent: a bad key fails the batch, not a chunk.
+    let columns = T::key_columns();
+    let mut call_keys = Vec::with_capacity(keys.len());
+    let mut lock_keys = Vec::with_capacity(keys.len());
+    for key in keys {
+        let natural = Key::new(&key);
+        let values = natural.values();
+        if columns.len() != values.len() {
+            return Err(Error::KeyColumns {
+                table: T::default().table_name(),
+                columns: columns.len(),
+                parts: values.len(),
+            });
+        }
+        refuse_unstorable_parts::<T>(&columns, &values)?;
+        lock_keys.push(natural.lock_key(T::lock_namespace()));
+        let shown = T::log_key().then(|| natural.to_string());
+        call_keys.push(CallKey::<T> {
+            key,
+            columns: columns.clone(),
+            values,
+            shown,
+        });
+    }
+    let items = call_keys.len();
+    let chunks = items.div_ceil(chunk_size);
+    let span = tracing::info_span!(
+        "create_many_once",
+        entity = T::default().table_name(),
+        items,
+        chunks,
+    );
+    let deadline = Deadline::starting_now(wait);
+    // On a caller's transaction, calls on its session take turns (src/turns.rs), as single
+    // calls do: interleaved savepoints would undo each other's work.
+    let _turn = match db {
+        Handle::Transaction(txn) => {
+            let session = backend.session_of(txn).await?;
+            let place = Place::Transaction {
+                session,
+                depth: Chain::current().depth_on(session),
+            };
+            turns::take(place, Wait::Forever).await
+        }
+        Handle::Connection(_) => None,
+    };
+    let mut done: Vec<Done<T::Model>> = Vec::with_capacity(items);
+    for (chunk, start) in (0..items).step_by(chunk_size).enumerate() {
+        let end = (start + chunk_size).min(items);
+        let data: Vec<Option<T::Data>> = match &mut source {
+            Source::Ready(all) => all[start..end].iter_mut().map(Option::take).collect(),
+            Source::Make(_) => Vec::new(),
+        };
+        let maker = match &mut source {
+            Source::Ready(_) => None,
+            Source::Make(make) => Some(make),
+        };
+        let chunk_keys = &call_keys[start..end];
+        let chunk_locks = &lock_keys[start..end];
+        let first = chunk_locks.first().copied();
+        let result = run_chunk::<T, F, Fut, E, U>(
+            backend,
+            db,
+            chunk_keys,
+            chunk_locks,
+            data,
+            maker,
+            update.as_mut(),
+            deadline,
+        )
+        .instrument(span.clone())
+        .await;
+        match result {
+            Ok(outcomes) => done.extend(outcomes),
+            Err(err) => {
+                let err = match (backend, first) {
+                    (Backend::Sqlite, Some(key)) => err.sqlite_busy_as_timeout(key),
+                    _ => err,
+                };
+                let err = match first {
+                    Some(key) => err.named(key),
+                    None => err,
+                };
+                let err = if T::log_key() {
+                    err
+                } else {
+                    err.without_values()
+                };
+                tracing::debug!(parent: &span, chunk, done = done.len(), error = %err, "chunk failed");
+                return Err(Error::Batch {
+                    chunk,
+                    chunks,
+                    done: done.len(),
+                    source: Box::new(err),
+                });
+            }
+        }
+    }
+    Ok(done)
+}
+
+/// One chunk: lock, look, make, insert (update), end.
+#[allow(clippy::too_many_arguments)]
+async fn run_chunk<T, F, Fut, E, U>(
+    backend: Backend,
+    db: Handle<'_>,
+    keys: &[CallKey<T>],
+    lock_keys: &[LockKey],
+    data: Vec<Option<T::Data>>,
+    maker: Option<&mut F>,
+    update: Option<&mut U>,
+    deadline: Deadline,
+) -> Result<Vec<Done<T::Model>>, Error>
+where
+    T: IdempotentCreate,
+    F: FnMut(Vec<T::Key>) -> Fut + Send,
+    Fut: Future<Output = Result<Vec<T::Data>, E>> + Send,
+    E: Into<BoxError>,
+    U: FnMut(&T::Model, T::Data) -> Change<T::ActiveModel> + Send,
+{
+    let mut sorted: Vec<LockKey> = lock_keys.to_vec();
+    sorted.sort_unstable_by_key(|key| order(*key));
+    sorted.dedup();
+    debug_assert!(sorted.iter().all(|key| matches!(key, LockKey::Pair(..))));
+    // On SQLite, this pool's writers take turns for the write lock, as single calls do.
+    let _writer = match (backend, db) {
+        (Backend::Sqlite, Handle::Connection(conn)) => match PoolId::of(conn) {
+            Some(pool) => {
+                turns::take(Place::Writer { pool }, Wait::Timeout(turns::WRITER_WAIT)).await
+            }
+            None => None,
+        },
+        _ => None,
+    };
+    let scope = locked_scope(backend, db, &sorted, deadline).await?;
+    let txn = scope.txn();
+    let work = under_lock::<T, F, Fut, E, U>(&txn, keys, lock_keys, data, maker, update);
+    match work.await {
+        Ok(done) => {
+            scope.commit().await?;
+            Ok(done)
+        }
+        Err(err) => Err(scope.roll_back_after(err).await),
+    }
+}
+
+/// The one order every batch takes its locks in: the lock table's primary key on MySQL,
+/// `(namespace, key)` on PostgreSQL, the same for every entity key ([`LockKey::Pair`]).
+fn order(key: LockKey) -> (u8, i32, i32) {
+    match key {
+        LockKey::Pair(namespace, key) => (2, namespace, key),
+        LockKey::BigInt(key) => (1, (key >> 32) as i32, key as i32),
+    }
+}
+
+/// Begins the chunk's scope and takes its locks; when the backend asks for another attempt
+/// (a contended try, a slice of a wait that ran out), rolls the scope back and begins again.
+async fn locked_scope<'a>(
+    backend: Backend,
+    db: Handle<'a>,
+    keys: &[LockKey],
+    deadline: Deadline,
+) -> Result<Scope<'a>, Error> {
+    let mut attempt = 0;
+    loop {
+        let scope = match db {
+            Handle::Connection(conn) => Scope::Own(backend.begin_many(conn, keys).await?),
+            Handle::Transaction(txn) => Scope::Savepoint(Savepoint::begin(txn).await?),
+        };
+        match backend
+            .lock_many(scope.txn(), keys, deadline, attempt)
+            .await
+        {
+            Ok(LockedMany::Locked) => return Ok(scope),
+            Ok(LockedMany::Again) => {
+                let again = Error::LockBusy {
+                    key: keys[0],
+                    row: None,
+                };
+                let _ = scope.roll_back_after(again).await;
+                attempt += 1;
+            }
+            Err(err) => return Err(scope.roll_back_after(err).await),
+        }
+    }
+}
+
+/// What one distinct key of a chunk is, as the work under the lock learns it.
+struct Distinct<M> {
+    /// The row, once found or created.
+    row: Option<M>,
+    /// Whether this key's row was created by this chunk.
+    created: bool,
+    /// Handled one by one: its lock key is shared with another distinct key of the chunk, or
+    /// the look returned a row no key matched.
+    alone: bool,
+}
+
+/// Steps 2 to 5 with the chunk's locks held.
+async fn under_lock<T, F, Fut, E, U>(
+    txn: &Txn<'_>,
+    keys: &[CallKey<T>],
+    lock_keys: &[LockKey],
+    mut data: Vec<Option<T::Data>>,
+    maker: Option<&mut F>,
+    mut update: Option<&mut U>,
+) -> Result<Vec<Done<T::Model>>, Error>
+where
+    T: IdempotentCreate,
+    F: FnMut(Vec<T::Key>) -> Fut + Send,
+    Fut: Future<Output = Result<Vec<T::Data>, E>> + Send,
+    E: Into<BoxError>,
+    U: FnMut(&T::Model, T::Data) -> Change<T::ActiveModel> + Send,
+{
+    let backend = txn.get_database_backend();
+    let n = keys.len();
+    // The first item of each natural key stands for the others.
+    let mut first_of = vec![0_usize; n];
+    let mut firsts: Vec<usize> = Vec::new();
+    for i in 0..n {
+        first_of[i] = firsts
+            .iter()
+            .copied()
+            .find(|&j| {
+                lock_keys[j] == lock_keys[i] && same_values(&keys[j].values, &keys[i].values)
+            })
+            .unwrap_or(i);
+        if first_of[i] == i {
+            firsts.push(i);
+        }
+    }
+    let mut distinct: Vec<Option<Distinct<T::Model>>> = (0..n).map(|_| None).collect();
+    for &i in &firsts {
+        let shared = firsts
+            .iter()
+            .any(|&j| j != i && lock_keys[j] == lock_keys[i]);
+        distinct[i] = Some(Distinct {
+            row: None,
+            created: false,
+            alone: shared,
+        });
+    }
+    // 2. The look, one statement.
+    let rows = look::<T>(txn, keys, &firsts).await?;
+    let mut orphans = false;
+    for model in rows {
+        match firsts
+            .iter()
+            .copied()
+            .find(|&i| same_values(&model_key::<T>(&model, &keys[i]), &keys[i].values))
+        {
+            Some(i) => distinct[i].as_mut().expect("a first item").row = Some(model),
+            None => orphans = true,
+        }
+    }
+    for &i in &firsts {
+        let entry = distinct[i].as_mut().expect("a first item");
+        if entry.row.is_none() && (orphans || entry.alone) {
+            // Told apart by the database's own equality, as a single call's look does.
+            entry.alone = true;
+            entry.row = find::<T, _>(txn, &keys[i]).await?;
+        }
+    }
+    // 3. The data: for the missing keys' first items, and with an update function for every
+    // item whose key has a row (or is a later item of a missing key).
+    let updating = update.is_some();
+    let needs: Vec<usize> = (0..n)
+        .filter(|&i| {
+            let missing = distinct[first_of[i]]
+                .as_ref()
+                .is_some_and(|entry| entry.row.is_none());
+            (missing && first_of[i] == i) || updating
+        })
+        .collect();
+    if let Some(make) = maker {
+        if !needs.is_empty() {
+            let asked: Vec<T::Key> = needs.iter().map(|&i| keys[i].key.clone()).collect();
+            let made = make(asked).await.map_err(|e| Error::MakeData(e.into()))?;
+            if made.len() != needs.len() {
+                return Err(Error::MakeData(
+                    format!(
+                        "make_data returned {} rows for {} keys (it must return one per key, in order)",
+                        made.len(),
+                        needs.len()
+                    )
+                    .into(),
+                ));
+            }
+            data = (0..n).map(|_| None).collect();
+            for (i, datum) in needs.iter().copied().zip(made) {
+                data[i] = Some(datum);
+            }
+        }
+    }
+    // 4. The missing rows, inserted.
+    let mut new_rows: Vec<NewRow<T>> = Vec::new();
+    let mut one_by_one: Vec<(usize, RowValues<T>)> = Vec::new();
+    for &i in &firsts {
+        let entry = distinct[i].as_ref().expect("a first item");
+        if entry.row.is_some() {
+            continue;
+        }
+        let datum = data[i].take().ok_or_else(|| {
+            Error::Database(DbErr::Custom(format!(
+                "no data for item {i} of the chunk, whose row is missing"
+            )))
+        })?;
+        let model = T::new_active_model(&keys[i].key, datum);
+        if entry.alone {
+            one_by_one.push((i, RowValues::of(&keys[i], model)?));
+        } else {
+            let guarded = RowValues::of(&keys[i], model.clone())?;
+            new_rows.push(NewRow::of(i, &keys[i], model, guarded)?);
+        }
+    }
+    insert_rows::<T>(txn, backend, keys, &mut distinct, new_rows).await?;
+    for (i, row) in one_by_one {
+        match insert_one::<T>(txn, backend, &keys[i], &row).await? {
+            Done::Created(model) => {
+                let entry = distinct[i].as_mut().expect("a first item");
+                entry.row = Some(model);
+                entry.created = true;
+            }
+            done => distinct[i].as_mut().expect("a first item").row = Some(done.model().clone()),
+        }
+    }
+    // 5. The answers, in input order; with an update function, each item's change.
+    let mut done = Vec::with_capacity(n);
+    for i in 0..n {
+        let first = first_of[i];
+        let entry = distinct[first].as_mut().expect("a first item");
+        let row = entry.row.clone().expect("every key has its row now");
+        if i == first && entry.created {
+            done.push(Done::Created(row));
+            continue;
+        }
+        match update.as_mut() {
+            None => done.push(Done::Existing(row)),
+            Some(update) => {
+                let datum = data[i].take().ok_or_else(|| {
+                    Error::Database(DbErr::Custom(format!("no data for item {i} of the chunk")))
+                })?;
+                match update_statement::<T>(&keys[i], update(&row, datum))? {
+                    Some(statement) => {
+                        let updated = update_existing::<T, _>(txn, &keys[i], statement).await?;
+                        entry.row = Some(updated.model().clone());
+                        done.push(updated);
+                    }
+                    None => done.push(Done::Unchanged(row)),
+                }
+            }
+        }
+    }
+    Ok(done)
+}
+
+/// The key values of `model`, in the order of `key`'s columns.
+fn model_key<T: IdempotentCreate>(model: &T::Model, key: &CallKey<T>) -> Vec<Value> {
+    key.columns
+        .iter()
+        .map(|column| model.get(*column))
+        .collect()
+}
+
+/// Whether two keys' values are the same: equal, or integers of two widths with one value.
+fn same_values(a: &[Value], b: &[Value]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(a, b)| same_value(a, b))
+}
+
+fn same_value(a: &Value, b: &Value) -> bool {
+    if std::mem::discriminant(a) == std::mem::discriminant(b) {
+        return a == b;
+    }
+    match (integer(a), integer(b)) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
+}
+
+fn integer(value: &Value) -> Option<i128> {
+    Some(match value {
+        Value::TinyInt(Some(v)) => i128::from(*v),
+        Value::SmallInt(Some(v)) => i128::from(*v),
+        Value::Int(Some(v)) => i128::from(*v),
+        Value::BigInt(Some(v)) => i128::from(*v),
+        Value::TinyUnsigned(Some(v)) => i128::from(*v),
+        Value::SmallUnsigned(Some(v)) => i128::from(*v),
+        Value::Unsigned(Some(v)) => i128::from(*v),
+        Value::BigUnsigned(Some(v)) => i128::from(*v),
+        _ => return None,
+    })
+}
+
+/// One statement that looks for the rows of the `items` of `keys`: `k IN (...)` for a
+/// one-column key, `(k1 = ? AND k2 = ?) OR ...` otherwise; every value bound.
+async fn look<T: IdempotentCreate>(
+    txn: &Txn<'_>,
+    keys: &[CallKey<T>],
+    items: &[usize],
+) -> Result<Vec<T::Model>, DbErr> {
+    if items.is_empty() {
+        return Ok(Vec::new());
+    }
+    let columns = T::key_columns();
+    let condition = match columns.as_slice() {
+        [column] if items.iter().all(|&i| !keys[i].has_missing_part()) => Condition::all().add(
+            Expr::col(*column).is_in(
+                items
+                    .iter()
+                    .map(|&i| column.save_as(Expr::val(keys[i].values[0].clone()))),
+            ),
+        ),
+        _ => items
+            .iter()
+            .fold(Condition::any(), |any, &i| any.add(keys[i].condition())),
+    };
+    T::find().filter(condition).all(txn).await
+}
+
+/// A new row of the multi-row insert: which item it is for, its columns and values, and the
+/// guarded single insert it falls back to.
+struct NewRow<T: IdempotentCreate> {
+    item: usize,
+    /// Bit `i` for column `i` of `Column::iter()`: rows with the same columns share a statement.
+    set_columns: Vec<bool>,
+    columns: Vec<T::Column>,
+    values: Vec<Value>,
+    guarded: RowValues<T>,
+}
+
+impl<T: IdempotentCreate> NewRow<T> {
+    fn of(
+        item: usize,
+        key: &CallKey<T>,
+        mut model: T::ActiveModel,
+        guarded: RowValues<T>,
+    ) -> Result<Self, DbErr> {
+        for (column, value) in key.columns.iter().zip(&key.values) {
+            model.try_set(*column, value.clone())?;
+        }
+        let mut row = NewRow {
+            item,
+            set_columns: Vec::new(),
+            columns: Vec::new(),
+            values: Vec::new(),
+            guarded,
+        };
+        for column in T::Column::iter() {
+            match model.get(column) {
+                ActiveValue::Set(value) | ActiveValue::Unchanged(value) => {
+                    row.set_columns.push(true);
+                    row.columns.push(column);
+                    row.values.push(value);
+                }
+                ActiveValue::NotSet => row.set_columns.push(false),
+            }
+        }
+        Ok(row)
+    }
+}
+
+/// Inserts `rows`: one statement per set of columns (usually one), at most [`MAX_VALUES`]
+/// values each. The rows it returns (MySQL: the rows a look then finds) are the created rows;
+/// a row that a writer which does not take the lock committed meanwhile, or that conflicts
+/// otherwise, is handled as a single call's guarded insert handles it.
+async fn insert_rows<T: IdempotentCreate>(
+    txn: &Txn<'_>,
+    backend: DbBackend,
+    keys: &[CallKey<T>],
+    distinct: &mut [Option<Distinct<T::Model>>],
+    mut rows: Vec<NewRow<T>>,
+) -> Result<(), Error> {
+    rows.sort_by(|a, b| a.set_columns.cmp(&b.set_columns).then(a.item.cmp(&b.item)));
+    let mut start = 0;
+    while start < rows.len() {
+        let width = rows[start].columns.len().max(1);
+        let most = (MAX_VALUES / width).max(1);
+        let mut end = start + 1;
+        while end < rows.len()
+            && end - start < most
+            && rows[end].set_columns == rows[start].set_columns
+        {
+            end += 1;
+        }
+        let group = &rows[start..end];
+        let mut insert = Query::insert();
+        insert
+            .into_table(T::default().table_ref())
+            .columns(group[0].columns.iter().copied());
+        for row in group {
+            insert
+                .values(
+                    row.columns
+                        .iter()
+                        .zip(&row.values)
+                        .map(|(column, value)| column.save_as(Expr::val(value.clone()))),
+                )
+                .map_err(|err| DbErr::Custom(err.to_string()))?;
+        }
+        let items: Vec<usize> = group.iter().map(|row| row.item).collect();
+        // MySQL: whether the multi-row insert stored every row of the group.
+        let mut stored = false;
+        let inserted: Vec<T::Model> = match backend {
+            DbBackend::MySql => match txn.execute_raw(backend.build(&insert)).await {
+                Ok(_) => {
+                    stored = true;
+                    look::<T>(txn, keys, &items).await?
+                }
+                // A row committed meanwhile by a writer that does not take the lock: the
+                // statement is undone; every row goes the single call's way.
+                Err(err) if classify(&err) == ErrorClass::UniqueViolation => Vec::new(),
+                Err(err) => return Err(err.into()),
+            },
+            _ => {
+                insert
+                    .on_conflict(OnConflict::new().do_nothing().to_owned())
+                    .returning(Query::returning().exprs(
+                        T::Column::iter().map(|column| column.select_as(Expr::col(column))),
+                    ));
+                let returned = txn.query_all_raw(backend.build(&insert)).await?;
+                returned
+                    .iter()
+                    .map(|row| T::Model::from_query_result(row, ""))
+                    .collect::<Result<_, _>>()?
+            }
+        };
+        let mut unmatched = 0;
+        for model in inserted {
+            match items
+                .iter()
+                .copied()
+                .find(|&i| same_values(&model_key::<T>(&model, &keys[i]), &keys[i].values))
+            {
+                Some(i) => {
+                    let entry = distinct[i].as_mut().expect("a first item");
+                    entry.row = Some(model);
+                    entry.created = true;
+                }
+                None => unmatched += 1,
+            }
+        }
+        if unmatched > 0 && backend != DbBackend::MySql {
+            // A returned row whose key matches none given: the column stores less than the
+            // key's value (`created` tells which).
+            return Err(Error::KeyNotStorable {
+                table: T::default().table_name(),
+                column: keys[items[0]]
+                    .columns
+                    .iter()
+                    .map(|column| column.as_str().to_owned())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                cause: "is stored with less precision than it was given (the column rounds or truncates it)",
+            });
+        }
+        for row in group {
+            let key = &keys[row.item];
+            let entry = distinct[row.item].as_mut().expect("a first item");
+            if entry.row.is_some() {
+                continue;
+            }
+            if stored {
+                // MySQL stored it, and its values did not find it: the database's own
+                // equality does, or the column keeps less than the key's value.
+                entry.row = Some(
+                    find::<T, _>(txn, key)
+                        .await?
+                        .ok_or_else(|| not_found_by_key::<T>(key))?,
+                );
+                entry.created = true;
+                continue;
+            }
+            match insert_one::<T>(txn, backend, key, &row.guarded).await? {
+                Done::Created(model) => {
+                    entry.row = Some(model);
+                    entry.created = true;
+                }
+                done => entry.row = Some(done.model().clone()),
+            }
+        }
+        start = end;
+    }
+    Ok(())
+}
+
+/// One row's guarded insert, as a single call makes it under the lock
+/// (`INSERT ... SELECT ... WHERE NOT EXISTS`), then the look when nothing was inserted.
+async fn insert_one<T: IdempotentCreate>(
+    txn: &Txn<'_>,
+    backend: DbBackend,
+    key: &CallKey<T>,
+    row: &RowValues<T>,
+) -> Result<Done<T::Model>, Error> {
+    let reread = || find_statement::<T>(backend, key);
+    let insert = row.insert_unless_exists(backend, key, Conflicts::Absorb);
+    match backend::insert_returning(txn, insert, reread).await {
+        Ok(Inserted::Row(found)) => return created::<T>(key, &found),
+        Ok(Inserted::NotFoundByKey) => return Err(not_found_by_key::<T>(key)),
+        Ok(Inserted::Nothing) => {}
+        Err(err)
+            if backend == DbBackend::MySql && classify(&err) == ErrorClass::UniqueViolation => {}
+        Err(err) => return Err(err.into()),
+    }
+    if let Some(model) = find::<T, _>(txn, key).await? {
+        return Ok(Done::Existing(model));
+    }
+    let insert = row.insert_unless_exists(backend, key, Conflicts::Raise);
+    match backend::insert_returning(txn, insert, reread).await? {
+        Inserted::Row(found) => created::<T>(key, &found),
+        Inserted::NotFoundByKey => Err(not_found_by_key::<T>(key)),
+        Inserted::Nothing => Err(written_without_lock::<T>(key)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_of_two_integer_widths_are_the_same_key() {
+        assert!(same_values(&[Value::from(7_i32)], &[Value::from(7_i64)]));
+        assert!(!same_values(&[Value::from(7_i32)], &[Value::from(8_i64)]));
+        assert!(!same_values(
+            &[Value::from("a".to_owned())],
+            &[Value::from("A".to_owned())]
+        ));
+    }
+
+    #[test]
+    fn locks_sort_as_the_lock_table_orders_them() {
+        let mut keys = vec![
+            LockKey::Pair(2, -1),
+            LockKey::Pair(-5, 9),
+            LockKey::Pair(2, -3),
+        ];
+        keys.sort_unstable_by_key(|key| order(*key));
+        assert_eq!(
+            keys,
+            vec![
+                LockKey::Pair(-5, 9),
+                LockKey::Pair(2, -3),
+                LockKey::Pair(2, -1)
+            ]
+        );
+    }
+}

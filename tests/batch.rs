@@ -1,0 +1,357 @@
+//! The batch form (`Entity::many`, `many_with`, `create_many_once`) on PostgreSQL, MariaDB and
+//! SQLite (a file): one outcome per item in input order, duplicates collapsing into one
+//! creation, `make_data` called once per chunk with exactly the missing keys, a failed chunk
+//! writing nothing and naming how far the batch got, and the race: batches and single calls
+//! over overlapping keys, 16 tasks over two pools, one row and one `Created` per key among all
+//! the answers.
+//!
+//! The race can fail: with the batch's lock statement skipped (`Backend::lock_many` returning
+//! `Locked` at once), PostgreSQL's race reports keys created twice over (a batch's
+//! `ON CONFLICT DO NOTHING` absorbs the row a single call is inserting, and both answer
+//! `Created`... or the single call's guarded insert meets the batch's row): see the report in
+//! the commit that added this file.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{Server, TempDir, drop_at_await_point, new_pr, on_each_server, rows_for, total_rows};
+use entity::{PullRequest, pull_requests};
+use migration::{Migrator, MigratorTrait};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
+use sea_orm_idempotent::{Error, IdempotentCreate, Outcome};
+
+/// The pull requests of `keys`, as a batch's items.
+fn items(keys: &[i64]) -> Vec<(i64, entity::NewPullRequest)> {
+    keys.iter().map(|&k| (k, new_pr(k))).collect()
+}
+
+/// A SQLite file database, migrated, and a pool of `size` on it.
+async fn sqlite(dir: &TempDir, size: u32) -> DatabaseConnection {
+    let mut options = test_support::pool_options(&dir.sqlite_url("app.db"), size);
+    options.map_sqlx_sqlite_opts(|o| {
+        o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+            .busy_timeout(Duration::from_secs(30))
+    });
+    let db = test_support::connect_with(options).await;
+    Migrator::up(&db, None).await.expect("migrate");
+    db
+}
+
+/// One outcome per item, in input order; a key given twice is created once (the first item)
+/// and `Existing` after; a key stored before is `Existing`; every key has one row.
+async fn outcomes_in_order(db: &DatabaseConnection) {
+    let before = PullRequest::create_once(db, 2, new_pr(2)).await.unwrap();
+    assert!(before.is_created());
+    let outcomes = PullRequest::many(items(&[1, 2, 3, 1, 4, 3]))
+        .chunk_size(4)
+        .exec(db)
+        .await
+        .unwrap();
+    let shape: Vec<(i64, bool)> = outcomes
+        .iter()
+        .map(|outcome| (outcome.model().pr_id, outcome.is_created()))
+        .collect();
+    assert_eq!(
+        shape,
+        vec![
+            (1, true),
+            (2, false),
+            (3, true),
+            (1, false),
+            (4, true),
+            (3, false)
+        ]
+    );
+    assert_eq!(outcomes[0].model().id, outcomes[3].model().id);
+    assert_eq!(outcomes[1].model(), before.model());
+    for k in 1..=4 {
+        assert_eq!(rows_for(db, k).await, 1, "rows of key {k}");
+    }
+    // Again: all there.
+    let again = PullRequest::create_many_once(db, items(&[4, 3, 2, 1]))
+        .await
+        .unwrap();
+    assert!(again.iter().all(|outcome| !outcome.is_created()));
+    assert_eq!(total_rows(db).await, 4);
+}
+
+/// `make_data` runs once per chunk, with exactly the keys found missing (each once).
+async fn made_for_missing_keys(db: &DatabaseConnection) {
+    PullRequest::create_once(db, 20, new_pr(20)).await.unwrap();
+    let asked: Arc<Mutex<Vec<Vec<i64>>>> = Arc::default();
+    let log = asked.clone();
+    let outcomes = PullRequest::many_with(vec![21, 20, 22, 22, 23], move |missing: Vec<i64>| {
+        log.lock().unwrap().push(missing.clone());
+        async move { Ok::<_, std::io::Error>(missing.into_iter().map(new_pr).collect()) }
+    })
+    .chunk_size(3)
+    .exec(db)
+    .await
+    .unwrap();
+    assert_eq!(*asked.lock().unwrap(), vec![vec![21, 22], vec![23]]);
+    let created: Vec<bool> = outcomes.iter().map(Outcome::is_created).collect();
+    assert_eq!(created, vec![true, false, true, false, true]);
+}
+
+/// A chunk that fails writes nothing; the error names it and the items done before it.
+async fn failed_chunk(db: &DatabaseConnection) {
+    let mut calls = 0;
+    let err = PullRequest::many_with(vec![30, 31, 32, 33, 34], move |missing: Vec<i64>| {
+        calls += 1;
+        let fail = calls == 2;
+        async move {
+            if fail {
+                Err(std::io::Error::other("the API is down"))
+            } else {
+                Ok(missing.into_iter().map(new_pr).collect())
+            }
+        }
+    })
+    .chunk_size(2)
+    .exec(db)
+    .await
+    .unwrap_err();
+    match &err {
+        Error::Batch {
+            chunk: 1,
+            chunks: 3,
+            done: 2,
+            source,
+            ..
+        } if matches!(**source, Error::MakeData(_)) => {}
+        other => panic!("expected chunk 1 of 3 failed after 2 items, got {other:?}"),
+    }
+    assert!(err.to_string().contains("chunk 2 of 3"), "{err}");
+    for (k, rows) in [(30, 1), (31, 1), (32, 0), (33, 0), (34, 0)] {
+        assert_eq!(rows_for(db, k).await, rows, "rows of key {k}");
+    }
+}
+
+const RACE_KEYS: i64 = 120;
+const RACE_TASKS: usize = 16;
+
+/// A small deterministic generator (the race's orders are the same every run).
+fn next(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+/// 16 tasks over two pools: even tasks run batches (every key, in a shuffled order, in chunks
+/// of 7 to 40), odd tasks single `create_once` calls (every key, shuffled). Every answer is
+/// counted: each key has one row and exactly one `Created` among all of them, and no call
+/// fails.
+async fn race(pools: &[DatabaseConnection], first_key: i64) {
+    let created: Arc<Mutex<HashMap<i64, usize>>> = Arc::default();
+    let barrier = Arc::new(tokio::sync::Barrier::new(RACE_TASKS));
+    let mut tasks = Vec::new();
+    for task in 0..RACE_TASKS {
+        let db = pools[task % pools.len()].clone();
+        let created = created.clone();
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut state = 0x9E37_79B9_7F4A_7C15_u64 ^ (task as u64 + 1);
+            let mut keys: Vec<i64> = (first_key..first_key + RACE_KEYS).collect();
+            for i in (1..keys.len()).rev() {
+                keys.swap(i, (next(&mut state) % (i as u64 + 1)) as usize);
+            }
+            barrier.wait().await;
+            let mut mine: Vec<i64> = Vec::new();
+            if task % 2 == 0 {
+                let chunk = 7 + (next(&mut state) % 34) as usize;
+                let outcomes = PullRequest::many(items(&keys))
+                    .chunk_size(chunk)
+                    .exec(&db)
+                    .await
+                    .unwrap_or_else(|err| panic!("task {task}'s batch failed: {err}"));
+                assert_eq!(outcomes.len(), keys.len());
+                for (outcome, key) in outcomes.iter().zip(&keys) {
+                    assert_eq!(outcome.model().pr_id, *key, "outcomes in input order");
+                    if outcome.is_created() {
+                        mine.push(*key);
+                    }
+                }
+            } else {
+                for key in keys {
+                    let outcome = PullRequest::create_once(&db, key, new_pr(key))
+                        .await
+                        .unwrap_or_else(|err| panic!("task {task}'s call for {key} failed: {err}"));
+                    if outcome.is_created() {
+                        mine.push(key);
+                    }
+                }
+            }
+            let mut created = created.lock().unwrap();
+            for key in mine {
+                *created.entry(key).or_default() += 1;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let created = created.lock().unwrap();
+    for key in first_key..first_key + RACE_KEYS {
+        assert_eq!(
+            created.get(&key).copied().unwrap_or(0),
+            1,
+            "Created answers for key {key}"
+        );
+        assert_eq!(rows_for(&pools[0], key).await, 1, "rows of key {key}");
+    }
+}
+
+on_each_server! {
+    /// One outcome per item in input order, duplicates collapsing (PostgreSQL, MariaDB).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn outcomes_come_in_input_order_and_duplicates_collapse(server: Server) {
+        let Some(test_db) = server.database().await else { return };
+        let db = test_db.connect(4).await;
+        outcomes_in_order(&db).await;
+    }
+
+    /// `make_data` once per chunk, with the missing keys (PostgreSQL, MariaDB).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn make_data_receives_the_missing_keys_once_per_chunk(server: Server) {
+        let Some(test_db) = server.database().await else { return };
+        let db = test_db.connect(4).await;
+        made_for_missing_keys(&db).await;
+    }
+
+    /// A failed chunk writes nothing and says how far the batch got (PostgreSQL, MariaDB).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_chunk_writes_nothing_and_says_how_far_the_batch_got(server: Server) {
+        let Some(test_db) = server.database().await else { return };
+        let db = test_db.connect(4).await;
+        failed_chunk(&db).await;
+    }
+
+    /// Batches and single calls racing over overlapping keys, 16 tasks over two pools: one
+    /// row and one `Created` per key (PostgreSQL, MariaDB).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn batches_and_single_calls_race_to_one_row_and_one_created_per_key(server: Server) {
+        let Some(test_db) = server.database().await else { return };
+        let pools = vec![test_db.connect(8).await, test_db.connect(8).await];
+        race(&pools, 1_000).await;
+    }
+}
+
+#[cfg(feature = "sqlite")]
+mod sqlite_file {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn outcomes_come_in_input_order_and_duplicates_collapse() {
+        let dir = TempDir::new("batch-order");
+        outcomes_in_order(&sqlite(&dir, 4).await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn make_data_receives_the_missing_keys_once_per_chunk() {
+        let dir = TempDir::new("batch-made");
+        made_for_missing_keys(&sqlite(&dir, 4).await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_chunk_writes_nothing_and_says_how_far_the_batch_got() {
+        let dir = TempDir::new("batch-failed");
+        failed_chunk(&sqlite(&dir, 4).await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn batches_and_single_calls_race_to_one_row_and_one_created_per_key() {
+        let dir = TempDir::new("batch-race");
+        let pools = vec![sqlite(&dir, 8).await, sqlite(&dir, 8).await];
+        race(&pools, 1_000).await;
+    }
+}
+
+/// Advisory locks held in this database, and sessions idle in a transaction, polled until both
+/// are 0 or `patience` ran out (a dropped transaction's ROLLBACK is sent by the pool).
+async fn leftovers(observer: &DatabaseConnection, patience: Duration) -> (i64, i64) {
+    let deadline = std::time::Instant::now() + patience;
+    let count = |sql: &'static str| async move {
+        observer
+            .query_one_raw(Statement::from_string(DbBackend::Postgres, sql))
+            .await
+            .unwrap()
+            .unwrap()
+            .try_get::<i64>("", "n")
+            .unwrap()
+    };
+    loop {
+        let locks = count(
+            "SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .await;
+        let idle = count(
+            "SELECT count(*) AS n FROM pg_stat_activity \
+             WHERE datname = current_database() AND state LIKE 'idle in transaction%'",
+        )
+        .await;
+        if (locks, idle) == (0, 0) || std::time::Instant::now() > deadline {
+            return (locks, idle);
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// A batch of two chunks of three, dropped at every await point in turn (a pool of one):
+/// after each drop no advisory lock is held, no session is idle in a transaction, and each
+/// chunk's keys have all their rows or none (a chunk is all or nothing); the pool still
+/// serves the batch that finally completes, and every key is `Created` at most once.
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_dropped_at_every_await_point_leaves_no_lock_and_no_half_chunk() {
+    let test_db = test_support::TestDb::new().await;
+    let observer = test_db.connect(1).await;
+    let db = test_db.connect(1).await;
+    let mut point = 0;
+    let mut dropped = 0;
+    loop {
+        let base = 10_000 + point as i64 * 10;
+        let keys: Vec<i64> = (base..base + 6).collect();
+        let batch = PullRequest::many(items(&keys)).chunk_size(3).exec(&db);
+        let finished = drop_at_await_point(batch, point).await;
+        let (locks, idle) = leftovers(&observer, Duration::from_secs(3)).await;
+        assert_eq!(
+            (locks, idle),
+            (0, 0),
+            "after a batch dropped at await point {point}: {locks} advisory locks held, \
+             {idle} sessions idle in a transaction"
+        );
+        for chunk in keys.chunks(3) {
+            let mut stored = 0;
+            for &k in chunk {
+                stored += rows_for(&observer, k).await;
+            }
+            assert!(
+                stored == 0 || stored == 3,
+                "after a drop at await point {point}: {stored} of a chunk's 3 rows stored"
+            );
+        }
+        match finished {
+            Some(outcomes) => {
+                let outcomes = outcomes.unwrap();
+                assert_eq!(outcomes.len(), 6);
+                break;
+            }
+            None => dropped += 1,
+        }
+        point += 1;
+        assert!(point < 500, "the batch never completed");
+    }
+    assert!(dropped >= 4, "only {dropped} await points swept");
+    // The connection still serves, and what the dropped batches stored is found.
+    let keys: Vec<i64> = (10_000..10_000 + point as i64 * 10 + 6).collect();
+    let outcomes = PullRequest::create_many_once(&db, items(&keys))
+        .await
+        .unwrap();
+    assert_eq!(outcomes.len(), keys.len());
+    let _: &pull_requests::Model = outcomes[0].model();
+}
