@@ -6,10 +6,13 @@
 //! the answers.
 //!
 //! The race can fail: with the batch's lock statement skipped (`Backend::lock_many` returning
-//! `Locked` at once), PostgreSQL's race reports keys created twice over (a batch's
-//! `ON CONFLICT DO NOTHING` absorbs the row a single call is inserting, and both answer
-//! `Created`... or the single call's guarded insert meets the batch's row): see the report in
-//! the commit that added this file.
+//! `Locked` at once), batches over the same keys in different orders insert into the unique
+//! index in different orders, and the race fails on PostgreSQL and MariaDB with "task 2's batch
+//! failed: chunk 1 of 11 of the batch failed after 0 items were done (...): deadlock detected
+//! while waiting for lock (724609916, -1626672940)"; on SQLite, with a deferred `BEGIN` in
+//! place of the IMMEDIATE one, with "lock (724609916, -1784837078) not granted before the wait
+//! was ended for it" (SQLite's busy snapshot). With the lock, every key of every run has one
+//! row and one `Created`.
 
 mod common;
 
@@ -17,11 +20,17 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Server, TempDir, drop_at_await_point, new_pr, on_each_server, rows_for, total_rows};
+use common::{
+    Server, TempDir, drop_at_await_point, key_of, new_pr, on_each_server, rows_for, total_rows,
+    until_someone_waits,
+};
 use entity::{PullRequest, pull_requests};
 use migration::{Migrator, MigratorTrait};
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
-use sea_orm_idempotent::{Error, IdempotentCreate, Outcome};
+use sea_orm::ActiveValue::Set;
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait};
+use sea_orm_idempotent::{
+    Change, Error, IdempotentCreate, Outcome, UpsertOutcome, Wait, acquire_advisory_lock,
+};
 
 /// The pull requests of `keys`, as a batch's items.
 fn items(keys: &[i64]) -> Vec<(i64, entity::NewPullRequest)> {
@@ -130,6 +139,82 @@ async fn failed_chunk(db: &DatabaseConnection) {
     }
 }
 
+/// The update form: per item, under the chunk's locks, on the row as the items before it left
+/// it: a later item of a key created by the batch updates the row the first item made.
+async fn update_form(db: &DatabaseConnection) {
+    PullRequest::create_once(db, 40, new_pr(40)).await.unwrap();
+    let titled = |k: i64, title: &str| {
+        let mut pr = new_pr(k);
+        pr.title = title.to_owned();
+        (k, pr)
+    };
+    let outcomes = PullRequest::many(vec![
+        titled(40, "renamed"),
+        titled(41, "first"),
+        titled(41, "second"),
+        titled(40, "renamed"),
+    ])
+    .chunk_size(3)
+    .update(
+        |existing: &pull_requests::Model, new: entity::NewPullRequest| {
+            if existing.title == new.title {
+                Change::Keep
+            } else {
+                Change::Update(pull_requests::ActiveModel {
+                    title: Set(new.title),
+                    ..Default::default()
+                })
+            }
+        },
+    )
+    .exec(db)
+    .await
+    .unwrap();
+    let shape: Vec<(&str, &str)> = outcomes
+        .iter()
+        .map(|outcome| (outcome.as_str(), outcome.model().title.as_str()))
+        .collect();
+    assert_eq!(
+        shape,
+        vec![
+            ("updated", "renamed"),
+            ("created", "first"),
+            ("updated", "second"),
+            ("unchanged", "renamed"),
+        ]
+    );
+    assert!(matches!(outcomes[1], UpsertOutcome::Created(_)));
+    assert_eq!(rows_for(db, 41).await, 1);
+}
+
+/// On a caller's transaction the batch is that transaction's: rolled back with it, committed
+/// with it.
+async fn callers_transaction(db: &DatabaseConnection) {
+    let txn = db.begin().await.unwrap();
+    let outcomes = PullRequest::many(items(&[50, 51, 50]))
+        .chunk_size(2)
+        .exec(&txn)
+        .await
+        .unwrap();
+    assert_eq!(
+        outcomes.iter().map(Outcome::is_created).collect::<Vec<_>>(),
+        vec![true, true, false]
+    );
+    txn.rollback().await.unwrap();
+    assert_eq!(
+        rows_for(db, 50).await,
+        0,
+        "rolled back with the caller's transaction"
+    );
+    let txn = db.begin().await.unwrap();
+    let outcomes = PullRequest::create_many_once(&txn, items(&[50, 51]))
+        .await
+        .unwrap();
+    assert!(outcomes.iter().all(Outcome::is_created));
+    txn.commit().await.unwrap();
+    assert_eq!(rows_for(db, 50).await + rows_for(db, 51).await, 2);
+}
+
 const RACE_KEYS: i64 = 120;
 const RACE_TASKS: usize = 16;
 
@@ -230,6 +315,102 @@ on_each_server! {
         failed_chunk(&db).await;
     }
 
+    /// The update form, per item in input order (PostgreSQL, MariaDB).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_update_form_runs_per_item_in_input_order(server: Server) {
+        let Some(test_db) = server.database().await else { return };
+        let db = test_db.connect(4).await;
+        update_form(&db).await;
+    }
+
+    /// A batch on a caller's transaction belongs to it (PostgreSQL, MariaDB).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn on_a_callers_transaction_the_batch_is_that_transactions(server: Server) {
+        let Some(test_db) = server.database().await else { return };
+        let db = test_db.connect(4).await;
+        callers_transaction(&db).await;
+    }
+
+    /// A chunk with a key another transaction holds: with `Wait::No` it fails busy and
+    /// writes nothing, with a short `Wait::Timeout` it times out, and waiting (on a pool and
+    /// on a caller's transaction) it goes on once the holder commits (PostgreSQL, MariaDB).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_held_key_makes_the_chunk_wait_as_told(server: Server) {
+        let Some(test_db) = server.database().await else { return };
+        let db = test_db.connect(4).await;
+        let observer = test_db.connect(1).await;
+        let holder = db.begin().await.unwrap();
+        acquire_advisory_lock(&holder, key_of(61), Wait::Forever).await.unwrap();
+        let busy = PullRequest::many(items(&[60, 61, 62]))
+            .wait(Wait::No)
+            .exec(&db)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&busy, Error::Batch { chunk: 0, done: 0, source, .. } if matches!(**source, Error::LockBusy { .. })),
+            "{busy:?}"
+        );
+        assert!(busy.is_retryable());
+        let timed_out = PullRequest::many(items(&[60, 61, 62]))
+            .wait(Wait::Timeout(Duration::from_millis(300)))
+            .exec(&db)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&timed_out, Error::Batch { source, .. } if matches!(**source, Error::LockTimeout { .. })),
+            "{timed_out:?}"
+        );
+        for k in 60..=62 {
+            assert_eq!(rows_for(&db, k).await, 0, "nothing written for key {k}");
+        }
+        let on_pool = tokio::spawn({
+            let db = db.clone();
+            async move { PullRequest::create_many_once(&db, items(&[60, 61, 62])).await }
+        });
+        until_someone_waits(&observer, key_of(61)).await;
+        let in_txn = tokio::spawn({
+            let db = db.clone();
+            async move {
+                let txn = db.begin().await.unwrap();
+                let outcomes = PullRequest::create_many_once(&txn, items(&[63, 61, 64])).await;
+                txn.commit().await.unwrap();
+                outcomes
+            }
+        });
+        common::poll_locks_until(
+            &observer,
+            key_of(61),
+            false,
+            Duration::from_secs(30),
+            "both batches wait for the held key",
+            |waiters| waiters.len() == 2,
+        )
+        .await;
+        assert!(!on_pool.is_finished() && !in_txn.is_finished(), "they wait for the holder");
+        // Waiting, a batch holds only keys that sort before the one it waits for (the locks
+        // its first try took were released, on the caller's transaction by ROLLBACK TO
+        // SAVEPOINT): nothing taken out of order is held while waiting.
+        let order = |k: i64| match key_of(k) {
+            sea_orm_idempotent::LockKey::Pair(n, k) => (n, k),
+            other => panic!("an entity key is a pair: {other:?}"),
+        };
+        for k in [60, 62, 63, 64] {
+            if order(k) > order(61)
+                && let Some(holders) = server.lock_holders(&observer, key_of(k)).await
+            {
+                assert!(holders.is_empty(), "key {k}, after the waited key, is held while waiting");
+            }
+        }
+        holder.commit().await.unwrap();
+        let on_pool = on_pool.await.unwrap().unwrap();
+        let in_txn = in_txn.await.unwrap().unwrap();
+        assert!(on_pool.iter().all(Outcome::is_created));
+        assert_eq!(
+            in_txn.iter().map(Outcome::is_created).collect::<Vec<_>>(),
+            vec![true, false, true]
+        );
+    }
+
     /// Batches and single calls racing over overlapping keys, 16 tasks over two pools: one
     /// row and one `Created` per key (PostgreSQL, MariaDB).
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -260,6 +441,18 @@ mod sqlite_file {
     async fn a_failed_chunk_writes_nothing_and_says_how_far_the_batch_got() {
         let dir = TempDir::new("batch-failed");
         failed_chunk(&sqlite(&dir, 4).await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_update_form_runs_per_item_in_input_order() {
+        let dir = TempDir::new("batch-update");
+        update_form(&sqlite(&dir, 4).await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn on_a_callers_transaction_the_batch_is_that_transactions() {
+        let dir = TempDir::new("batch-txn");
+        callers_transaction(&sqlite(&dir, 4).await).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
