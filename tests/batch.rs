@@ -226,11 +226,23 @@ fn next(state: &mut u64) -> u64 {
     *state
 }
 
+/// [`race_created`], then its checks: each key has one row and exactly one `Created`.
+async fn race(pools: &[DatabaseConnection], first_key: i64) {
+    let created = race_created(pools, first_key).await;
+    for key in first_key..first_key + RACE_KEYS {
+        assert_eq!(
+            created.get(&key).copied().unwrap_or(0),
+            1,
+            "Created answers for key {key}"
+        );
+        assert_eq!(rows_for(&pools[0], key).await, 1, "rows of key {key}");
+    }
+}
+
 /// 16 tasks over two pools: even tasks run batches (every key, in a shuffled order, in chunks
 /// of 7 to 40), odd tasks single `create_once` calls (every key, shuffled). Every answer is
-/// counted: each key has one row and exactly one `Created` among all of them, and no call
-/// fails.
-async fn race(pools: &[DatabaseConnection], first_key: i64) {
+/// counted (the `Created` answers per key are returned), and no call fails.
+async fn race_created(pools: &[DatabaseConnection], first_key: i64) -> HashMap<i64, usize> {
     let created: Arc<Mutex<HashMap<i64, usize>>> = Arc::default();
     let barrier = Arc::new(tokio::sync::Barrier::new(RACE_TASKS));
     let mut tasks = Vec::new();
@@ -279,15 +291,33 @@ async fn race(pools: &[DatabaseConnection], first_key: i64) {
     for task in tasks {
         task.await.unwrap();
     }
-    let created = created.lock().unwrap();
-    for key in first_key..first_key + RACE_KEYS {
-        assert_eq!(
-            created.get(&key).copied().unwrap_or(0),
-            1,
-            "Created answers for key {key}"
-        );
-        assert_eq!(rows_for(&pools[0], key).await, 1, "rows of key {key}");
+    let created = created.lock().unwrap().clone();
+    created
+}
+
+/// Environment of the worker processes of `four_processes_of_batches_and_single_calls`.
+const WORKER_URL: &str = "SEA_ORM_IDEMPOTENT_TEST_BATCH_WORKER_URL";
+/// Marks the line a worker prints the keys it created on.
+const CREATED_LINE: &str = "BATCH_WORKER_CREATED ";
+
+/// One racing process of `four_processes_of_batches_and_single_calls`: with the database in
+/// the environment it waits at the parent's start gate, races (16 tasks, two pools) and prints
+/// the keys it was answered `Created` for; run plainly it does nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batch_race_worker_process() {
+    let Ok(url) = std::env::var(WORKER_URL) else {
+        return;
+    };
+    let pools = common::open_pools(&url, 2, 8).await;
+    common::wait_at_gate(&pools[0]).await;
+    let created = race_created(&pools, 3_000).await;
+    let mut keys: Vec<String> = Vec::new();
+    for (key, times) in created {
+        for _ in 0..times {
+            keys.push(key.to_string());
+        }
     }
+    println!("{CREATED_LINE}{}", keys.join(","));
 }
 
 on_each_server! {
@@ -418,6 +448,34 @@ on_each_server! {
         let Some(test_db) = server.database().await else { return };
         let pools = vec![test_db.connect(8).await, test_db.connect(8).await];
         race(&pools, 1_000).await;
+    }
+}
+
+on_each_server! {
+    /// Four OS processes (this test binary, re-run as `batch_race_worker_process`), released
+    /// together by a start gate, each racing batches and single calls over the same keys:
+    /// each key has one row and one `Created` among all the answers of all the processes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn four_processes_of_batches_and_single_calls(server: Server) {
+        let Some(test_db) = server.database().await else { return };
+        let direct = test_db.connect(2).await;
+        let workers = (0..4).map(|_| {
+            let mut worker = common::worker_process("batch_race_worker_process");
+            worker.env(WORKER_URL, &test_db.url);
+            worker
+        });
+        let outputs = common::run_gated_outputs(&direct, workers).await;
+        let mut created: HashMap<i64, usize> = HashMap::new();
+        for output in &outputs {
+            let line = common::worker_line(output, CREATED_LINE);
+            for key in line.split(',').filter(|key| !key.is_empty()) {
+                *created.entry(key.parse().unwrap()).or_default() += 1;
+            }
+        }
+        for key in 3_000..3_000 + RACE_KEYS {
+            assert_eq!(created.get(&key).copied().unwrap_or(0), 1, "Created answers for key {key}");
+            assert_eq!(rows_for(&direct, key).await, 1, "rows of key {key}");
+        }
     }
 }
 
