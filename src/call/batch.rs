@@ -20,6 +20,7 @@
 //! differ, or a row the look returned that matches none of the chunk's keys) is handled as a
 //! single call handles it, with its own look and guarded insert, under the chunk's locks.
 
+use std::collections::HashMap;
 use std::future::Future;
 
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
@@ -314,37 +315,32 @@ where
     // The first item of each natural key stands for the others.
     let mut first_of = vec![0_usize; n];
     let mut firsts: Vec<usize> = Vec::new();
+    let mut by_key: HashMap<Vec<Value>, usize> = HashMap::with_capacity(n);
     for i in 0..n {
-        first_of[i] = firsts
-            .iter()
-            .copied()
-            .find(|&j| {
-                lock_keys[j] == lock_keys[i] && same_values(&keys[j].values, &keys[i].values)
-            })
-            .unwrap_or(i);
+        first_of[i] = *by_key.entry(canonical(&keys[i].values)).or_insert(i);
         if first_of[i] == i {
             firsts.push(i);
         }
     }
+    let mut per_lock: HashMap<LockKey, usize> = HashMap::with_capacity(firsts.len());
+    for &i in &firsts {
+        *per_lock.entry(lock_keys[i]).or_default() += 1;
+    }
     let mut distinct: Vec<Option<Distinct<T::Model>>> = (0..n).map(|_| None).collect();
     for &i in &firsts {
-        let shared = firsts
-            .iter()
-            .any(|&j| j != i && lock_keys[j] == lock_keys[i]);
         distinct[i] = Some(Distinct {
             row: None,
             created: false,
-            alone: shared,
+            alone: per_lock[&lock_keys[i]] > 1,
         });
     }
     // 2. The look, one statement.
     let rows = look::<T>(txn, keys, &firsts).await?;
     let mut orphans = false;
     for model in rows {
-        match firsts
-            .iter()
+        match by_key
+            .get(&canonical(&model_key::<T>(&model, &keys[0])))
             .copied()
-            .find(|&i| same_values(&model_key::<T>(&model, &keys[i]), &keys[i].values))
         {
             Some(i) => distinct[i].as_mut().expect("a first item").row = Some(model),
             None => orphans = true,
@@ -406,11 +402,10 @@ where
         if entry.alone {
             one_by_one.push((i, RowValues::of(&keys[i], model)?));
         } else {
-            let guarded = RowValues::of(&keys[i], model.clone())?;
-            new_rows.push(NewRow::of(i, &keys[i], model, guarded)?);
+            new_rows.push(NewRow::of(i, &keys[i], model)?);
         }
     }
-    insert_rows::<T>(txn, backend, keys, &mut distinct, new_rows).await?;
+    insert_rows::<T>(txn, backend, keys, &by_key, &mut distinct, new_rows).await?;
     for (i, row) in one_by_one {
         match insert_one::<T>(txn, backend, &keys[i], &row).await? {
             Done::Created(model) => {
@@ -459,19 +454,19 @@ fn model_key<T: IdempotentCreate>(model: &T::Model, key: &CallKey<T>) -> Vec<Val
         .collect()
 }
 
-/// Whether two keys' values are the same: equal, or integers of two widths with one value.
-fn same_values(a: &[Value], b: &[Value]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(a, b)| same_value(a, b))
-}
-
-fn same_value(a: &Value, b: &Value) -> bool {
-    if std::mem::discriminant(a) == std::mem::discriminant(b) {
-        return a == b;
-    }
-    match (integer(a), integer(b)) {
-        (Some(a), Some(b)) => a == b,
-        _ => false,
-    }
+/// A key's values as the batch tells keys apart: equal values, and integers of two widths
+/// with one value (a key of `i32` for a column of `i64`), are the same key.
+fn canonical(values: &[Value]) -> Vec<Value> {
+    values
+        .iter()
+        .map(|value| match integer(value) {
+            Some(v) => match i64::try_from(v) {
+                Ok(v) => Value::BigInt(Some(v)),
+                Err(_) => value.clone(),
+            },
+            None => value.clone(),
+        })
+        .collect()
 }
 
 fn integer(value: &Value) -> Option<i128> {
@@ -522,16 +517,10 @@ struct NewRow<T: IdempotentCreate> {
     set_columns: Vec<bool>,
     columns: Vec<T::Column>,
     values: Vec<Value>,
-    guarded: RowValues<T>,
 }
 
 impl<T: IdempotentCreate> NewRow<T> {
-    fn of(
-        item: usize,
-        key: &CallKey<T>,
-        mut model: T::ActiveModel,
-        guarded: RowValues<T>,
-    ) -> Result<Self, DbErr> {
+    fn of(item: usize, key: &CallKey<T>, mut model: T::ActiveModel) -> Result<Self, DbErr> {
         for (column, value) in key.columns.iter().zip(&key.values) {
             model.try_set(*column, value.clone())?;
         }
@@ -540,7 +529,6 @@ impl<T: IdempotentCreate> NewRow<T> {
             set_columns: Vec::new(),
             columns: Vec::new(),
             values: Vec::new(),
-            guarded,
         };
         for column in T::Column::iter() {
             match model.get(column) {
@@ -554,6 +542,15 @@ impl<T: IdempotentCreate> NewRow<T> {
         }
         Ok(row)
     }
+
+    /// The row as a single call's guarded insert binds it (built only when needed).
+    fn guarded(&self, key: &CallKey<T>) -> Result<RowValues<T>, DbErr> {
+        let mut model = <T::ActiveModel as ActiveModelTrait>::default();
+        for (column, value) in self.columns.iter().zip(&self.values) {
+            model.try_set(*column, value.clone())?;
+        }
+        RowValues::of(key, model)
+    }
 }
 
 /// Inserts `rows`: one statement per set of columns (usually one), at most [`MAX_VALUES`]
@@ -564,6 +561,7 @@ async fn insert_rows<T: IdempotentCreate>(
     txn: &Txn<'_>,
     backend: DbBackend,
     keys: &[CallKey<T>],
+    by_key: &HashMap<Vec<Value>, usize>,
     distinct: &mut [Option<Distinct<T::Model>>],
     mut rows: Vec<NewRow<T>>,
 ) -> Result<(), Error> {
@@ -623,10 +621,10 @@ async fn insert_rows<T: IdempotentCreate>(
         };
         let mut unmatched = 0;
         for model in inserted {
-            match items
-                .iter()
+            match by_key
+                .get(&canonical(&model_key::<T>(&model, &keys[0])))
                 .copied()
-                .find(|&i| same_values(&model_key::<T>(&model, &keys[i]), &keys[i].values))
+                .filter(|i| items.contains(i))
             {
                 Some(i) => {
                     let entry = distinct[i].as_mut().expect("a first item");
@@ -667,7 +665,7 @@ async fn insert_rows<T: IdempotentCreate>(
                 entry.created = true;
                 continue;
             }
-            match insert_one::<T>(txn, backend, key, &row.guarded).await? {
+            match insert_one::<T>(txn, backend, key, &row.guarded(key)?).await? {
                 Done::Created(model) => {
                     entry.row = Some(model);
                     entry.created = true;
@@ -715,11 +713,12 @@ mod tests {
 
     #[test]
     fn keys_of_two_integer_widths_are_the_same_key() {
-        assert!(same_values(&[Value::from(7_i32)], &[Value::from(7_i64)]));
-        assert!(!same_values(&[Value::from(7_i32)], &[Value::from(8_i64)]));
-        assert!(!same_values(
-            &[Value::from("a".to_owned())],
-            &[Value::from("A".to_owned())]
+        let same = |a: Value, b: Value| canonical(&[a]) == canonical(&[b]);
+        assert!(same(Value::from(7_i32), Value::from(7_i64)));
+        assert!(!same(Value::from(7_i32), Value::from(8_i64)));
+        assert!(!same(
+            Value::from("a".to_owned()),
+            Value::from("A".to_owned())
         ));
     }
 
