@@ -521,6 +521,82 @@ mod sqlite_file {
     }
 }
 
+common::keyed_rows::keyed_rows!(plain_keys, "plain_keys", Adaptive);
+
+/// Never assume an index: on a table whose key has no unique index (only the lock keeps it
+/// unique) the batch looks before it inserts, so keys stored before come back `Existing` and
+/// are not stored twice (PostgreSQL, where a key with a verified unique index is inserted
+/// first, `ON CONFLICT DO NOTHING`, and looked for only if skipped).
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_unique_index_the_batch_looks_first() {
+    let test_db = test_support::TestDb::new().await;
+    let db = test_db.connect(4).await;
+    db.execute_unprepared(
+        "CREATE TABLE plain_keys (id bigserial PRIMARY KEY, k bigint NOT NULL, v text NOT NULL)",
+    )
+    .await
+    .unwrap();
+    plain_keys::Entity::create_once(&db, 2, "two".to_owned())
+        .await
+        .unwrap();
+    let outcomes = plain_keys::Entity::create_many_once(
+        &db,
+        vec![
+            (1, "one".to_owned()),
+            (2, "two".to_owned()),
+            (3, "three".to_owned()),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        outcomes.iter().map(Outcome::is_created).collect::<Vec<_>>(),
+        vec![true, false, true]
+    );
+    let rows = db
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT count(*) AS n, count(DISTINCT k) AS keys FROM plain_keys",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            rows.try_get::<i64>("", "n").unwrap(),
+            rows.try_get::<i64>("", "keys").unwrap()
+        ),
+        (3, 3),
+        "one row per key"
+    );
+}
+
+/// A server whose default isolation is REPEATABLE READ: the batch's own transactions begin
+/// again with READ COMMITTED set explicitly, and a key stored before is found (PostgreSQL).
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stricter_default_isolation_is_set_back_to_read_committed() {
+    let test_db = test_support::TestDb::new().await;
+    let admin = test_db.connect(1).await;
+    admin
+        .execute_unprepared(&format!(
+            "ALTER DATABASE \"{}\" SET default_transaction_isolation = 'repeatable read'",
+            test_db.name
+        ))
+        .await
+        .unwrap();
+    let db = test_db.connect(2).await;
+    PullRequest::create_once(&db, 70, new_pr(70)).await.unwrap();
+    let outcomes = PullRequest::create_many_once(&db, items(&[70, 71]))
+        .await
+        .unwrap();
+    assert_eq!(
+        outcomes.iter().map(Outcome::is_created).collect::<Vec<_>>(),
+        vec![false, true]
+    );
+}
+
 /// Advisory locks held in this database, and sessions idle in a transaction, polled until both
 /// are 0 or `patience` ran out (a dropped transaction's ROLLBACK is sent by the pool).
 async fn leftovers(observer: &DatabaseConnection, patience: Duration) -> (i64, i64) {

@@ -309,18 +309,42 @@ pub(crate) enum LockedMany {
 
 impl Backend {
     /// Begins the crate's own transaction for a batch's chunk of `keys` (sorted, distinct):
-    /// on PostgreSQL READ COMMITTED set explicitly, on SQLite IMMEDIATE (its write lock is the
+    /// on PostgreSQL a plain `BEGIN` whose isolation the lock's try checks, or after it refused
+    /// the server's default (`read_committed`) READ COMMITTED set explicitly; on SQLite IMMEDIATE (its write lock is the
     /// chunk's lock), on MySQL READ COMMITTED after making every key's lock row exist
     /// ([`mysql::batch::ensure_lock_rows`]).
     pub(crate) async fn begin_many(
         self,
         db: &DatabaseConnection,
         keys: &[LockKey],
+        read_committed: bool,
     ) -> Result<Own, Error> {
         match self {
-            Backend::Postgres => postgres::begin_read_committed(db).await,
+            Backend::Postgres if read_committed => postgres::begin_read_committed(db).await,
+            Backend::Postgres => postgres::begin(db).await,
             Backend::Sqlite => sqlite::begin(db).await,
             Backend::MySql => mysql::batch::begin(db, keys).await,
+        }
+    }
+
+    /// Whether a verified unique index covers exactly `columns` of `table`, so that a batch's
+    /// insert can be the one statement that finds which keys exist (`ON CONFLICT DO NOTHING
+    /// RETURNING`, then a look for the rest only): asked of PostgreSQL's catalog, once per
+    /// batch. Never assumed: `false` on the other backends, whose batches look first.
+    pub(crate) async fn unique_index_covers<C: ConnectionTrait>(
+        self,
+        db: &C,
+        schema: Option<&str>,
+        table: &str,
+        columns: &[&str],
+    ) -> Result<bool, Error> {
+        match self {
+            Backend::Postgres => Ok(postgres::batch::unique_index_covers(
+                db, schema, table, columns,
+            )
+            .await
+            .map_err(Error::from_first_statement)?),
+            Backend::Sqlite | Backend::MySql => Ok(false),
         }
     }
 

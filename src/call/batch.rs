@@ -122,6 +122,28 @@ where
     }
     let items = call_keys.len();
     let chunks = items.div_ceil(chunk_size);
+    // Data in hand, nothing to update, and a verified unique index on the key: the insert is
+    // the look (`ON CONFLICT DO NOTHING RETURNING`, then a look for the rest only).
+    let inserts_first = matches!(source, Source::Ready(_))
+        && update.is_none()
+        && !call_keys.iter().any(CallKey::has_missing_part)
+        && {
+            let entity = T::default();
+            let names: Vec<&str> = columns.iter().map(|column| column.as_str()).collect();
+            let (schema, table) = (entity.schema_name(), entity.table_name());
+            match db {
+                Handle::Connection(conn) => {
+                    backend
+                        .unique_index_covers(conn, schema, table, &names)
+                        .await?
+                }
+                Handle::Transaction(txn) => {
+                    backend
+                        .unique_index_covers(txn, schema, table, &names)
+                        .await?
+                }
+            }
+        };
     let span = tracing::info_span!(
         "create_many_once",
         entity = T::default().table_name(),
@@ -159,6 +181,7 @@ where
         let result = run_chunk::<T, F, Fut, E, U>(
             backend,
             db,
+            inserts_first,
             chunk_keys,
             chunk_locks,
             data,
@@ -202,6 +225,7 @@ where
 async fn run_chunk<T, F, Fut, E, U>(
     backend: Backend,
     db: Handle<'_>,
+    inserts_first: bool,
     keys: &[CallKey<T>],
     lock_keys: &[LockKey],
     data: Vec<Option<T::Data>>,
@@ -232,7 +256,8 @@ where
     };
     let scope = locked_scope(backend, db, &sorted, deadline).await?;
     let txn = scope.txn();
-    let work = under_lock::<T, F, Fut, E, U>(&txn, keys, lock_keys, data, maker, update);
+    let work =
+        under_lock::<T, F, Fut, E, U>(&txn, keys, lock_keys, data, maker, update, inserts_first);
     match work.await {
         Ok(done) => {
             scope.commit().await?;
@@ -260,9 +285,12 @@ async fn locked_scope<'a>(
     deadline: Deadline,
 ) -> Result<Scope<'a>, Error> {
     let mut attempt = 0;
+    let mut read_committed = false;
     loop {
         let scope = match db {
-            Handle::Connection(conn) => Scope::Own(backend.begin_many(conn, keys).await?),
+            Handle::Connection(conn) => {
+                Scope::Own(backend.begin_many(conn, keys, read_committed).await?)
+            }
             Handle::Transaction(txn) => Scope::Savepoint(Savepoint::begin(txn).await?),
         };
         match backend
@@ -270,6 +298,14 @@ async fn locked_scope<'a>(
             .await
         {
             Ok(LockedMany::Locked) => return Ok(scope),
+            // The server's default isolation is stricter: begin again with READ COMMITTED set
+            // explicitly (the crate's own transaction only; a caller's keeps the error).
+            Err(err @ Error::UnsafeIsolation { .. })
+                if matches!(scope, Scope::Own(_)) && !read_committed =>
+            {
+                let _ = scope.roll_back_after(err).await;
+                read_committed = true;
+            }
             Ok(LockedMany::Again) => {
                 let again = Error::LockBusy {
                     key: keys[0],
@@ -302,6 +338,7 @@ async fn under_lock<T, F, Fut, E, U>(
     mut data: Vec<Option<T::Data>>,
     maker: Option<&mut F>,
     mut update: Option<&mut U>,
+    inserts_first: bool,
 ) -> Result<Vec<Done<T::Model>>, Error>
 where
     T: IdempotentCreate,
@@ -334,8 +371,12 @@ where
             alone: per_lock[&lock_keys[i]] > 1,
         });
     }
-    // 2. The look, one statement.
-    let rows = look::<T>(txn, keys, &firsts).await?;
+    // 2. The look, one statement (unless the insert is the look).
+    let rows = if inserts_first {
+        Vec::new()
+    } else {
+        look::<T>(txn, keys, &firsts).await?
+    };
     let mut orphans = false;
     for model in rows {
         match by_key
@@ -405,7 +446,16 @@ where
             new_rows.push(NewRow::of(i, &keys[i], model)?);
         }
     }
-    insert_rows::<T>(txn, backend, keys, &by_key, &mut distinct, new_rows).await?;
+    insert_rows::<T>(
+        txn,
+        backend,
+        keys,
+        &by_key,
+        &mut distinct,
+        new_rows,
+        inserts_first,
+    )
+    .await?;
     for (i, row) in one_by_one {
         match insert_one::<T>(txn, backend, &keys[i], &row).await? {
             Done::Created(model) => {
@@ -564,6 +614,7 @@ async fn insert_rows<T: IdempotentCreate>(
     by_key: &HashMap<Vec<Value>, usize>,
     distinct: &mut [Option<Distinct<T::Model>>],
     mut rows: Vec<NewRow<T>>,
+    inserts_first: bool,
 ) -> Result<(), Error> {
     rows.sort_by(|a, b| a.set_columns.cmp(&b.set_columns).then(a.item.cmp(&b.item)));
     let mut start = 0;
@@ -647,6 +698,27 @@ async fn insert_rows<T: IdempotentCreate>(
                     .join(", "),
                 cause: "is stored with less precision than it was given (the column rounds or truncates it)",
             });
+        }
+        if inserts_first {
+            // No look before: the rows the insert skipped exist; one look finds them.
+            let skipped: Vec<usize> = group
+                .iter()
+                .map(|row| row.item)
+                .filter(|&i| {
+                    distinct[i]
+                        .as_ref()
+                        .is_some_and(|entry| entry.row.is_none())
+                })
+                .collect();
+            for model in look::<T>(txn, keys, &skipped).await? {
+                if let Some(i) = by_key
+                    .get(&canonical(&model_key::<T>(&model, &keys[0])))
+                    .copied()
+                    .filter(|i| skipped.contains(i))
+                {
+                    distinct[i].as_mut().expect("a first item").row = Some(model);
+                }
+            }
         }
         for row in group {
             let key = &keys[row.item];

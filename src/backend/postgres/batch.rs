@@ -178,6 +178,46 @@ pub(crate) async fn lock_many<C: ConnectionTrait>(
     Ok(LockedMany::Locked)
 }
 
+/// Whether a unique index of `table` (in `schema`, else the search path) covers exactly
+/// `columns`, and can arbitrate `ON CONFLICT`: unique, immediate, valid, not partial, no
+/// expressions, no `INCLUDE` columns, its columns those of `columns` in any order (in every
+/// version the crate accepts: `indnatts` counts `INCLUDE` columns since PostgreSQL 11, so an
+/// index with them is not used). The names are bound, never formatted in.
+pub(crate) async fn unique_index_covers<C: ConnectionTrait>(
+    db: &C,
+    schema: Option<&str>,
+    table: &str,
+    columns: &[&str],
+) -> Result<bool, DbErr> {
+    let mut sorted: Vec<&str> = columns.to_vec();
+    sorted.sort_unstable();
+    let statement = Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT EXISTS (SELECT 1 FROM pg_index i \
+         WHERE i.indrelid = to_regclass(CASE WHEN $1::text IS NULL THEN quote_ident($2) \
+             ELSE quote_ident($1) || '.' || quote_ident($2) END) \
+           AND i.indisunique AND i.indimmediate AND i.indisvalid \
+           AND i.indpred IS NULL AND i.indexprs IS NULL \
+           AND i.indnatts = $3 \
+           AND (SELECT string_agg(a.attname::text, ',' ORDER BY a.attname::text) \
+                FROM pg_attribute a \
+                WHERE a.attrelid = i.indrelid \
+                  AND a.attnum = ANY (i.indkey::int2[])) = $4) AS covered",
+        [
+            Value::from(schema.map(str::to_owned)),
+            Value::from(table.to_owned()),
+            Value::from(columns.len() as i32),
+            Value::from(sorted.join(",")),
+        ],
+    );
+    Ok(db
+        .query_one_raw(statement)
+        .await?
+        .map(|row| row.try_get::<bool>("", "covered"))
+        .transpose()?
+        .unwrap_or(false))
+}
+
 /// The SQLSTATE of a PostgreSQL error, if it is one.
 fn sqlstate(err: &DbErr) -> Option<String> {
     #[cfg(feature = "postgres")]
