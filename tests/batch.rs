@@ -291,8 +291,7 @@ async fn race_created(pools: &[DatabaseConnection], first_key: i64) -> HashMap<i
     for task in tasks {
         task.await.unwrap();
     }
-    let created = created.lock().unwrap().clone();
-    created
+    created.lock().unwrap().clone()
 }
 
 /// Environment of the worker processes of `four_processes_of_batches_and_single_calls`.

@@ -406,24 +406,24 @@ where
             (missing && first_of[i] == i) || updating
         })
         .collect();
-    if let Some(make) = maker {
-        if !needs.is_empty() {
-            let asked: Vec<T::Key> = needs.iter().map(|&i| keys[i].key.clone()).collect();
-            let made = make(asked).await.map_err(|e| Error::MakeData(e.into()))?;
-            if made.len() != needs.len() {
-                return Err(Error::MakeData(
-                    format!(
-                        "make_data returned {} rows for {} keys (it must return one per key, in order)",
-                        made.len(),
-                        needs.len()
-                    )
-                    .into(),
-                ));
-            }
-            data = (0..n).map(|_| None).collect();
-            for (i, datum) in needs.iter().copied().zip(made) {
-                data[i] = Some(datum);
-            }
+    if let Some(make) = maker
+        && !needs.is_empty()
+    {
+        let asked: Vec<T::Key> = needs.iter().map(|&i| keys[i].key.clone()).collect();
+        let made = make(asked).await.map_err(|e| Error::MakeData(e.into()))?;
+        if made.len() != needs.len() {
+            return Err(Error::MakeData(
+                format!(
+                    "make_data returned {} rows for {} keys (it must return one per key, in order)",
+                    made.len(),
+                    needs.len()
+                )
+                .into(),
+            ));
+        }
+        data = (0..n).map(|_| None).collect();
+        for (i, datum) in needs.iter().copied().zip(made) {
+            data[i] = Some(datum);
         }
     }
     // 4. The missing rows, inserted.
@@ -479,9 +479,12 @@ where
         match update.as_mut() {
             None => done.push(Done::Existing(row)),
             Some(update) => {
-                let datum = data[i].take().ok_or_else(|| {
-                    Error::Database(DbErr::Custom(format!("no data for item {i} of the chunk")))
-                })?;
+                // No data left: the first item's went into an insert that found the row a
+                // writer which does not take the lock committed meanwhile; the update function
+                // never saw that row (as a single call: a retry runs it on it).
+                let datum = data[i]
+                    .take()
+                    .ok_or_else(|| written_without_lock::<T>(&keys[i]))?;
                 match update_statement::<T>(&keys[i], update(&row, datum))? {
                     Some(statement) => {
                         let updated = update_existing::<T, _>(txn, &keys[i], statement).await?;
