@@ -215,6 +215,26 @@ async fn callers_transaction(db: &DatabaseConnection) {
     assert_eq!(rows_for(db, 50).await + rows_for(db, 51).await, 2);
 }
 
+/// A batch inside the `make_data` of a call that holds one of its keys would wait for that
+/// call, which waits for it: refused with `Error::Reentrant`, before any wait.
+async fn inside_make_data(db: &DatabaseConnection) {
+    let outer = PullRequest::create_once_with(db, 80, || {
+        let db = db.clone();
+        async move {
+            let inner = PullRequest::create_many_once(&db, items(&[81, 80])).await;
+            assert!(
+                matches!(inner, Err(Error::Reentrant { .. })),
+                "the batch must be refused, not wait: {inner:?}"
+            );
+            Ok::<_, std::io::Error>(new_pr(80))
+        }
+    })
+    .await
+    .unwrap();
+    assert!(outer.is_created());
+    assert_eq!(rows_for(db, 81).await, 0, "the refused batch wrote nothing");
+}
+
 const RACE_KEYS: i64 = 120;
 const RACE_TASKS: usize = 16;
 
@@ -342,6 +362,15 @@ on_each_server! {
         let Some(test_db) = server.database().await else { return };
         let db = test_db.connect(4).await;
         failed_chunk(&db).await;
+    }
+
+    /// A batch inside the `make_data` of a call holding one of its keys is refused
+    /// (PostgreSQL, MariaDB).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_inside_make_data_of_a_call_holding_its_key_is_refused(server: Server) {
+        let Some(test_db) = server.database().await else { return };
+        let db = test_db.connect(4).await;
+        inside_make_data(&db).await;
     }
 
     /// The update form, per item in input order (PostgreSQL, MariaDB).
@@ -504,6 +533,12 @@ mod sqlite_file {
     async fn the_update_form_runs_per_item_in_input_order() {
         let dir = TempDir::new("batch-update");
         update_form(&sqlite(&dir, 4).await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_inside_make_data_of_a_call_holding_its_key_is_refused() {
+        let dir = TempDir::new("batch-inside");
+        inside_make_data(&sqlite(&dir, 4).await).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -153,16 +153,33 @@ where
     let deadline = Deadline::starting_now(wait);
     // On a caller's transaction, calls on its session take turns (src/turns.rs), as single
     // calls do: interleaved savepoints would undo each other's work.
+    // A batch inside the `make_data` of a call that holds one of its keys (on another
+    // connection, or SQLite's write lock of the same file) would wait for that call, which
+    // waits for it: refused before any wait, as a single call is. On a pool the crate cannot
+    // know the enclosing call's database before taking a connection, so a key held by an
+    // enclosing call in another database is refused too.
+    let chain = Chain::current();
+    let refuse = |waits: &dyn Fn(LockKey) -> bool| match lock_keys.iter().find(|key| waits(**key)) {
+        Some(key) => Err(Error::Reentrant { key: *key }),
+        None => Ok(()),
+    };
     let _turn = match db {
         Handle::Transaction(txn) => {
             let session = backend.session_of(txn).await?;
+            refuse(&|key| backend.waits_in(&chain, key, session))?;
             let place = Place::Transaction {
                 session,
-                depth: Chain::current().depth_on(session),
+                depth: chain.depth_on(session),
             };
             turns::take(place, Wait::Forever).await
         }
-        Handle::Connection(_) => None,
+        Handle::Connection(conn) => {
+            refuse(&|key| match backend {
+                Backend::Sqlite => backend.waits_on_connection(&chain, key, conn),
+                Backend::Postgres | Backend::MySql => chain.holds(key),
+            })?;
+            None
+        }
     };
     let mut done: Vec<Done<T::Model>> = Vec::with_capacity(items);
     for (chunk, start) in (0..items).step_by(chunk_size).enumerate() {
