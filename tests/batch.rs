@@ -701,7 +701,21 @@ async fn leftovers_of_a_drop(observer: &DatabaseConnection, patience: Duration) 
                     .try_get::<i64>("", "n")
                     .unwrap();
                 if open > 0 {
-                    vec![format!("{open} InnoDB transactions open")]
+                    let what = observer
+                        .query_all_raw(Statement::from_string(
+                            DbBackend::MySql,
+                            "SELECT CONCAT_WS(' / ', t.trx_state, t.trx_started, \
+                             IFNULL(t.trx_query, '-'), p.COMMAND, IFNULL(p.STATE, '-')) AS what \
+                             FROM information_schema.INNODB_TRX t \
+                             JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id \
+                             WHERE p.DB = DATABASE() AND p.ID <> CONNECTION_ID()",
+                        ))
+                        .await
+                        .unwrap()
+                        .iter()
+                        .map(|row| row.try_get::<String>("", "what").unwrap_or_default())
+                        .collect::<Vec<_>>();
+                    vec![format!("{open} InnoDB transactions open: {what:?}")]
                 } else {
                     Vec::new()
                 }
@@ -733,7 +747,7 @@ async fn dropped_at_every_await_point(db: &DatabaseConnection, observer: &Databa
         let keys: Vec<i64> = (base..base + 6).collect();
         let batch = PullRequest::many(items(&keys)).chunk_size(3).exec(db);
         let finished = drop_at_await_point(batch, point).await;
-        let left = leftovers_of_a_drop(observer, Duration::from_secs(3)).await;
+        let left = leftovers_of_a_drop(observer, Duration::from_secs(10)).await;
         assert!(
             left.is_empty(),
             "after a batch dropped at await point {point}: {}",
