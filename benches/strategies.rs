@@ -12,6 +12,7 @@
 //! cargo bench --bench strategies -- --only new,storm       # scenarios: new, dup4, dup16, late, storm
 //! cargo bench --bench strategies -- --network none --no-sqlite --svg out.svg  # MariaDB alone
 //! cargo bench --bench strategies -- --per-call --network loopback  # one caller's CPU per call
+//! cargo bench --bench strategies -- --batch --network loopback   # the batch form vs single calls
 //! ```
 //!
 //! Results, the ratios against issue 25's targets and the run's settings: `BENCHMARKS.md`.
@@ -52,6 +53,8 @@ mod baseline_mysql;
 mod baseline_pg;
 #[path = "strategies/baseline_sqlite.rs"]
 mod baseline_sqlite;
+#[path = "strategies/batch.rs"]
+mod batch;
 #[path = "strategies/by_hand.rs"]
 mod by_hand;
 #[path = "strategies/chart.rs"]
@@ -115,6 +118,9 @@ async fn bench(options: Options) -> Result<(), Box<dyn std::error::Error>> {
     eprintln!("{machine}; pool {POOL} per place");
     if options.per_call {
         return per_call(&options, &opened, &machine).await;
+    }
+    if options.batch {
+        return batch(&options, &opened, &machine).await;
     }
 
     let mut runs = Vec::new();
@@ -224,6 +230,35 @@ async fn per_call(
         }
         warm_up(db).await?;
         let table = per_call::per_call(db, &options.ways, calls)
+            .await
+            .map_err(|e| e as Box<dyn std::error::Error>)?;
+        println!("### {}\n\n{described}\n\n{table}", db.place.name());
+    }
+    Ok(opened.close().await?)
+}
+
+/// `--batch`: issue 27's target for the batch form, one table per place but the proxy.
+async fn batch(
+    options: &Options,
+    opened: &setup::Opened,
+    machine: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let durability = if options.durable {
+        "durable commits (fsync on)"
+    } else {
+        "--fsync off"
+    };
+    println!(
+        "## The batch form (--batch)\n\nMachine: {machine}; {durability}; pool {POOL}. {} new keys \
+         per run, on an empty table.\n",
+        batch::KEYS
+    );
+    for (db, described) in &opened.places {
+        if db.place == place::Place::Hop {
+            continue;
+        }
+        warm_up(db).await?;
+        let table = batch::batch(db)
             .await
             .map_err(|e| e as Box<dyn std::error::Error>)?;
         println!("### {}\n\n{described}\n\n{table}", db.place.name());

@@ -30,7 +30,8 @@
 //! pull-request id (the run uses `ID..ID+N`; default 1, and with `--naive` the id after the
 //! highest one stored, so that the naive code meets new pull requests), `--seed S` for the
 //! synthetic payloads and the arrival order (default 42), `--naive` find-then-insert without a
-//! lock, `--json` one JSON object on stdout instead of the table, `--database-url URL`.
+//! lock, `--backfill N` import N pull requests in batches instead (`PullRequest::many`, 500 per
+//! chunk, with a progress bar), `--json` one JSON object on stdout instead of the table, `--database-url URL`.
 //!
 //! ## Poke it
 //!
@@ -57,6 +58,8 @@
 //! The crate's part is [`deliver`]; the flags, the synthetic burst, the workers and the report
 //! are in `examples/webhook_burst/`.
 
+#[path = "webhook_burst/backfill.rs"]
+mod backfill;
 #[path = "webhook_burst/cli.rs"]
 mod cli;
 mod common;
@@ -118,6 +121,35 @@ async fn run(mut args: Args) -> Result<Summary, common::BoxError> {
     let target = common::target(args.database_url.clone(), "webhook_burst.db")?;
     eprintln!("{}", target.description);
     let db = common::connect(&target.url, args.concurrency).await?;
+    if let Some(count) = args.backfill {
+        let done = backfill::backfill(&db, args.first_pr_id(), count).await?;
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "backfill": count,
+                    "created": done.created,
+                    "existing": done.existing,
+                    "seconds": done.elapsed.as_secs_f64(),
+                })
+            );
+        } else {
+            print!("{done}");
+        }
+        let summary = Summary {
+            backend: db.get_database_backend(),
+            args,
+            deliveries: 0,
+            created: done.created,
+            existing: done.existing,
+            errors_by_kind: Default::default(),
+            rows: done.created + done.existing,
+            elapsed: done.elapsed,
+            lock_waits_us: Vec::new(),
+        };
+        db.close().await?;
+        return Ok(summary);
+    }
     if args.naive && args.first_pr_id.is_none() {
         let first = above_stored(&db).await?;
         eprintln!(

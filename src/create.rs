@@ -546,6 +546,50 @@ pub trait IdempotentCreate: EntityTrait {
         Once::new(key, NewRow::Make(make_data))
     }
 
+    /// Creates the rows of many keys at once, each unless it exists: the batch form of
+    /// [`create_once`](Self::create_once) for backfills, in chunks of
+    /// [`DEFAULT_CHUNK_SIZE`](crate::DEFAULT_CHUNK_SIZE) items, each one transaction. One
+    /// [`Outcome`] per item, in input order. With options (chunk size, waits, an update
+    /// function): [`many`](Self::many). See [`Many`](crate::Many).
+    ///
+    /// # Errors
+    ///
+    /// As [`Many::exec`](crate::Many::exec).
+    ///
+    /// # Cancel Safety
+    ///
+    /// As [`Many::exec`](crate::Many::exec).
+    async fn create_many_once<C, Shape, I>(
+        db: &C,
+        items: I,
+    ) -> Result<Vec<Outcome<Self::Model>>, Error>
+    where
+        C: TransactionSource,
+        Self::Key: NaturalKey<Shape>,
+        I: IntoIterator<Item = (Self::Key, Self::Data)> + Send,
+    {
+        Self::many(items).exec(db).await
+    }
+
+    /// The batch of [`create_many_once`](Self::create_many_once), with options: `.chunk_size(n)`,
+    /// `.wait(..)`, `.update(..)`; `.exec(&db)` runs it. See [`Many`](crate::Many).
+    fn many<I>(items: I) -> crate::Many<Self, crate::batch::GivenData<Self>, KeepExisting>
+    where
+        I: IntoIterator<Item = (Self::Key, Self::Data)>,
+    {
+        crate::Many::given(items)
+    }
+
+    /// A batch whose data is made by `make_data` only for the keys found missing: one call
+    /// per chunk receives all of that chunk's missing keys (one API request for many rows)
+    /// and returns one datum per key, in the order given. See [`Many`](crate::Many).
+    fn many_with<I, F>(keys: I, make_data: F) -> crate::Many<Self, F, KeepExisting>
+    where
+        I: IntoIterator<Item = Self::Key>,
+    {
+        crate::Many::made(keys, make_data)
+    }
+
     /// The sessions holding or waiting for `key`'s lock right now: who a slow or timed-out
     /// `create_once` of that key is waiting for. See [`LockHolders`](crate::LockHolders).
     ///

@@ -297,6 +297,28 @@ pub enum Error {
     /// Any other database error (constraint violations, a missing table, a lost connection).
     #[error(transparent)]
     Database(#[from] DbErr),
+
+    /// A chunk of a batch ([`Many`](crate::Many)) failed with `source`. The chunk wrote
+    /// nothing (its transaction or savepoint was rolled back); the `done` items before it, in
+    /// input order, were stored by the chunks before it (committed, or on a caller's
+    /// transaction released into it). Running the whole batch again is safe: those items come
+    /// back `Existing`. Retryable when `source` is.
+    #[error(
+        "chunk {} of {chunks} of the batch failed after {done} items were done (they are stored; running the batch again returns them as existing): {source}",
+        .chunk + 1
+    )]
+    #[non_exhaustive]
+    Batch {
+        /// The failed chunk, counted from 0.
+        chunk: usize,
+        /// How many chunks the batch has.
+        chunks: usize,
+        /// How many items, from the first in input order, were done before the failed chunk.
+        done: usize,
+        /// Why the chunk failed.
+        #[source]
+        source: Box<Error>,
+    },
 }
 
 /// For handlers that already return SeaORM's error: `?` on a call's result works there. A
@@ -336,6 +358,7 @@ impl Error {
             Error::MakeData(_) => "make_data",
             Error::UpdateRefused(_) => "update_refused",
             Error::Database(_) => "database",
+            Error::Batch { .. } => "batch",
         }
     }
     /// Whether repeating the whole call may succeed: lock timeouts, busy locks, deadlocks,
@@ -353,6 +376,7 @@ impl Error {
             | Error::WrittenWithoutLock { .. }
             | Error::ReadOnly(_) => true,
             Error::Database(err) => is_transient(err),
+            Error::Batch { source, .. } => source.is_retryable(),
             Error::UnsafeIsolation { .. }
             | Error::UnsupportedBackend { .. }
             | Error::KeyColumns { .. }
@@ -375,7 +399,10 @@ impl Error {
     /// [`Error::TransactionAborted`]. On a connection (the crate's own transaction) retrying
     /// the call is retrying the transaction.
     pub fn needs_new_transaction(&self) -> bool {
-        matches!(self, Error::Deadlock { .. } | Error::TransactionAborted(_))
+        match self {
+            Error::Batch { source, .. } => source.needs_new_transaction(),
+            other => matches!(other, Error::Deadlock { .. } | Error::TransactionAborted(_)),
+        }
     }
 
     /// Turns SQLite's "busy" (its write lock was not granted in the `busy_timeout` the call

@@ -60,6 +60,13 @@
 //! lock, the function returns a [`Change`] for the existing row (update it, keep it, or refuse
 //! the call), and the [`UpsertOutcome`] says created, updated or unchanged. See [`Once`].
 //!
+//! For backfills, the batch form takes many keys at once and returns one outcome per item, in
+//! input order: `PullRequest::create_many_once(&db, items)`, or
+//! `PullRequest::many_with(keys, |missing| ..)` whose `make_data` receives, in one call per
+//! chunk, every key found missing. Each chunk of [`DEFAULT_CHUNK_SIZE`] items is one
+//! transaction that locks its keys in one statement, in one sorted order (so batches and
+//! single calls never deadlock one another), looks once and inserts once. See [`Many`].
+//!
 //! # The lock's scope
 //!
 //! The lock is **transaction-scoped**: PostgreSQL releases it at COMMIT or ROLLBACK, never
@@ -159,6 +166,7 @@
 
 mod advisory_lock;
 mod backend;
+mod batch;
 mod call;
 mod call_chain;
 mod classify;
@@ -186,6 +194,7 @@ pub use advisory_lock::{acquire_advisory_lock, acquire_shared_advisory_lock};
 pub use backend::mysql::lock_table::{MYSQL_LOCK_TABLE, mysql_lock_table};
 pub use backend::postgres::holders::{LockHolder, LockHolders, LockMode};
 pub use backend::postgres::probe::probe_advisory_locks;
+pub use batch::{DEFAULT_CHUNK_SIZE, GivenData, Many, UpdateEach};
 pub use create::IdempotentCreate;
 pub use error::{Error, LockedRow};
 pub use key::LockKey;

@@ -34,6 +34,9 @@ pub(crate) struct Options {
     /// `--per-call`: instead of the scenarios, one caller's late redeliveries, timed and
     /// costed per call (`per_call.rs`) at every place but the proxy.
     pub(crate) per_call: bool,
+    /// `--batch`: the batch form against single calls and hand-written multi-row statements
+    /// (`batch.rs`).
+    pub(crate) batch: bool,
     /// `--ways sqlx,seaorm,crate,recorded` (all by default): which ways `--per-call` measures.
     pub(crate) ways: Vec<Way>,
     /// `--calls N`: calls per way and round for `--per-call` (20,000; `--quick`: 2,000).
@@ -41,7 +44,7 @@ pub(crate) struct Options {
 }
 
 const USAGE: &str = "try --quick, --svg PATH, --only new,dup4,dup16,late,storm, --tasks 8,32, \
-     --network loopback|proxy|both|none, --no-sqlite, --no-mariadb, --delay-ms 1, --fsync on|off, --storm-every-ms 100, --per-call, --ways sqlx,seaorm,crate,recorded, --calls 20000";
+     --network loopback|proxy|both|none, --no-sqlite, --no-mariadb, --delay-ms 1, --fsync on|off, --storm-every-ms 100, --per-call, --batch, --ways sqlx,seaorm,crate,recorded, --calls 20000";
 
 impl Options {
     /// Parses the process's arguments. `cargo bench` passes `--bench`; anything else unknown
@@ -58,6 +61,7 @@ impl Options {
         let mut durable = true;
         let mut storm_every = None;
         let mut per_call = false;
+        let mut batch = false;
         let mut ways = Way::ALL.to_vec();
         let mut calls = None;
         let mut args = std::env::args().skip(1);
@@ -105,6 +109,7 @@ impl Options {
                     storm_every = (ms > 0).then(|| Duration::from_millis(ms));
                 }
                 "--per-call" => per_call = true,
+                "--batch" => batch = true,
                 "--ways" => ways = list(&value("--ways")?, Way::parse)?,
                 "--calls" => {
                     calls = Some(
@@ -149,6 +154,7 @@ impl Options {
             delay,
             durable,
             per_call,
+            batch,
             ways,
             calls: calls.unwrap_or(if quick { 2_000 } else { 20_000 }),
         })

@@ -71,13 +71,21 @@ pub enum Form {
     Update(WaitSpec),
     /// `once(key, data).update(|_, _| Change::refuse(..)).exec(db)`.
     UpdateRefuse,
+    /// An item of a batch: `many(items).chunk_size(n).wait(w).exec(db)` ([`Op::Batch`]).
+    Batch(WaitSpec),
+    /// An item of a batch with the update function (newer wins): `many(items).update(..)`.
+    BatchUpdate(WaitSpec),
 }
 
 impl Form {
     /// The wait the call asks for.
     pub fn wait(self) -> WaitSpec {
         match self {
-            Form::Once(w) | Form::OnceWith(w) | Form::Update(w) => w,
+            Form::Once(w)
+            | Form::OnceWith(w)
+            | Form::Update(w)
+            | Form::Batch(w)
+            | Form::BatchUpdate(w) => w,
             _ => WaitSpec::Forever,
         }
     }
@@ -156,6 +164,15 @@ pub enum Op {
         second: Key,
         /// The versions its calls write start here (four in all).
         v: i64,
+    },
+    /// A batch on the pool: its items (keys of one table, duplicates likely, every item of the
+    /// same form: [`Form::Batch`] or [`Form::BatchUpdate`]), in chunks of `chunk`, the whole
+    /// batch dropped after the first item's `drop_after_us`.
+    Batch {
+        /// The items.
+        items: Vec<CallSpec>,
+        /// Items per chunk.
+        chunk: usize,
     },
     /// Another session of the database is killed (PostgreSQL `pg_terminate_backend`, MariaDB
     /// `KILL CONNECTION`).
@@ -303,10 +320,41 @@ impl Generator {
         }
     }
 
+    fn batch(&mut self, rng: &mut Rng) -> Op {
+        let table = rng.pick(&[Table::Unique, Table::Loose, Table::Pairs]);
+        let wait = match self.backend {
+            // SQLite refuses bounded waits up front (its wait is the busy_timeout).
+            Backend::Sqlite => WaitSpec::Forever,
+            _ => self.wait(rng),
+        };
+        let form = if rng.chance(30) {
+            Form::BatchUpdate(wait)
+        } else {
+            Form::Batch(wait)
+        };
+        let drop_after_us = rng.chance(12).then(|| rng.below(8_000));
+        let items = (0..2 + rng.below(5))
+            .map(|_| {
+                self.next_v += 1;
+                CallSpec {
+                    key: self.key_of(rng, table),
+                    form,
+                    v: self.next_v,
+                    drop_after_us,
+                }
+            })
+            .collect();
+        Op::Batch {
+            items,
+            chunk: 1 + rng.below(4) as usize,
+        }
+    }
+
     fn op(&mut self, rng: &mut Rng) -> Op {
         let servers = self.backend != Backend::Sqlite;
         match rng.below(100) {
-            0..=39 => Op::Pool(self.call(rng, false)),
+            0..=29 => Op::Pool(self.call(rng, false)),
+            30..=39 => self.batch(rng),
             40..=69 => {
                 let setup = match rng.below(10) {
                     0 if self.backend == Backend::Postgres => {

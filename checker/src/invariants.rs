@@ -114,7 +114,9 @@ pub fn check(
     for event in events {
         let id = match (&event.answer, event.commit, event.place) {
             (Answer::Created { id, .. } | Answer::Updated { id, .. }, Commit::Yes, _)
-            | (Answer::Existing { id } | Answer::Unchanged { id }, _, Place::Pool) => *id,
+            | (Answer::Existing { id } | Answer::Unchanged { id }, _, Place::Pool | Place::Batch) => {
+                *id
+            }
             _ => continue,
         };
         let key = &event.call.key;

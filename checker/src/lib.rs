@@ -6,7 +6,8 @@
 //! operations on a small key space (so that they contend): every public form of the call, in
 //! every context (a pool, a caller's transaction that commits or rolls back, `join!` of calls on
 //! one transaction, a nested `begin()`, calls inside `make_data` on the same key, another key
-//! or another database), with faults (a future dropped at a random point, a writer that bypasses
+//! or another database; batches on the pool, `many(..)` with and without an update function,
+//! in chunks, their items' keys of one table and often repeated), with faults (a future dropped at a random point, a writer that bypasses
 //! the lock, a killed session, deadlocks between callers' transactions, `statement_timeout` and
 //! `lock_timeout` set by the caller, read-only transactions). It runs each history against a
 //! real server ([`runner`]), records every call's answer and whether its context committed,
@@ -369,6 +370,9 @@ fn faults_in(history: &History) -> usize {
                     + calls.iter().filter(|c| c.drop_after_us.is_some()).count()
             }
             Op::Pool(call) => usize::from(call.drop_after_us.is_some()),
+            Op::Batch { items, .. } => {
+                usize::from(items.first().is_some_and(|c| c.drop_after_us.is_some()))
+            }
             Op::Nested { outer, nested, .. } => {
                 usize::from(outer.drop_after_us.is_some())
                     + usize::from(nested.drop_after_us.is_some())

@@ -114,6 +114,8 @@ pub enum Place {
     Nested,
     /// In one of the two transactions of a deadlock.
     Deadlock,
+    /// An item of a batch on the pool.
+    Batch,
     /// A retry, after the history, of a call whose error was retryable.
     Retry,
 }
@@ -332,8 +334,128 @@ async fn run_form(
             .exec(db)
             .await
             .map(|o| (o.as_str(), o.model().id, o.model().v)),
+        Form::Batch(_) | Form::BatchUpdate(_) => unreachable!("a batch's items run in run_batch"),
     });
     Answer::of(result)
+}
+
+/// Newer wins: the update function of [`Form::Update`] and [`Form::BatchUpdate`].
+macro_rules! newer_wins {
+    ($m:ident) => {
+        |existing: &$m::Model, v: i64| {
+            if v > existing.v {
+                Change::Update($m::ActiveModel {
+                    v: Set(v),
+                    ..Default::default()
+                })
+            } else {
+                Change::Keep
+            }
+        }
+    };
+}
+
+/// Runs a batch on the pool (dropped after its first item's `drop_after_us`) and records one
+/// event per item: its outcome; after a failed chunk, the items done before it as of unknown
+/// outcome (stored, but the answer is lost with the error), the others with the chunk's error.
+async fn run_batch(recorder: &Recorder, world: &World, items: &[CallSpec], chunk: usize, at: At) {
+    let Some(first) = items.first() else {
+        return;
+    };
+    let started = Instant::now();
+    let (wait_spec, update) = match first.form {
+        Form::BatchUpdate(w) => (w, true),
+        other => (other.wait(), false),
+    };
+    let db = &world.pool;
+    // One table per batch: its entity, and each item's key as that entity takes it.
+    macro_rules! batch_on {
+        ($m:ident, |$item:ident| $key:expr) => {{
+            let pairs: Vec<_> = items.iter().map(|$item| ($key, $item.v)).collect();
+            let many = $m::Entity::many(pairs)
+                .chunk_size(chunk)
+                .wait(wait(wait_spec));
+            let result: Result<Vec<(&'static str, i64, i64)>, Error> = if update {
+                many.update(newer_wins!($m)).exec(db).await.map(|outcomes| {
+                    outcomes
+                        .iter()
+                        .map(|o| (o.as_str(), o.model().id, o.model().v))
+                        .collect()
+                })
+            } else {
+                many.exec(db).await.map(|outcomes| {
+                    outcomes
+                        .iter()
+                        .map(|o| (o.as_str(), o.model().id, o.model().v))
+                        .collect()
+                })
+            };
+            result
+        }};
+    }
+    let run = async {
+        match first.key.table {
+            Table::Unique => batch_on!(unique_rows, |item| item.key.k),
+            Table::Loose => batch_on!(loose_rows, |item| item.key.k),
+            Table::Pairs => batch_on!(pair_rows, |item| (
+                item.key.k,
+                Tag(item.key.tag.map(str::to_owned))
+            )),
+        }
+    };
+    let result = match first.drop_after_us {
+        Some(us) => tokio::time::timeout(Duration::from_micros(us), run)
+            .await
+            .ok(),
+        None => Some(run.await),
+    };
+    let answers: Vec<(Answer, Commit)> = match result {
+        None => items
+            .iter()
+            .map(|_| (Answer::Dropped, Commit::Unknown))
+            .collect(),
+        Some(Ok(outcomes)) => outcomes
+            .into_iter()
+            .map(|outcome| {
+                let answer = Answer::of(Ok(outcome));
+                let commit = match answer {
+                    Answer::Created { .. } | Answer::Updated { .. } => Commit::Yes,
+                    _ => Commit::No,
+                };
+                (answer, commit)
+            })
+            .collect(),
+        Some(Err(Error::Batch { done, source, .. })) => {
+            let failed = Answer::of(Err(*source));
+            (0..items.len())
+                .map(|i| {
+                    if i < done {
+                        (Answer::Dropped, Commit::Unknown)
+                    } else {
+                        (failed.clone(), Commit::No)
+                    }
+                })
+                .collect()
+        }
+        Some(Err(err)) => {
+            let failed = Answer::of(Err(err));
+            items.iter().map(|_| (failed.clone(), Commit::No)).collect()
+        }
+    };
+    let elapsed = started.elapsed();
+    for (item, (answer, commit)) in items.iter().zip(answers) {
+        recorder.push(Event {
+            client: at.client,
+            op: at.op,
+            database: 0,
+            place: Place::Batch,
+            call: item.clone(),
+            answer,
+            elapsed,
+            commit,
+            after_failure: false,
+        });
+    }
 }
 
 /// The call inside the `make_data` of `outer`: recorded as an event of its own.
@@ -592,6 +714,9 @@ async fn run_op(
                 second_round(b, first.clone(), b1),
             );
         }
+        Op::Batch { items, chunk } => {
+            run_batch(recorder, world, items, *chunk, at(Place::Batch)).await;
+        }
         Op::Kill => kill_a_session(world, client as u64 * 31 + index as u64).await,
     }
 }
@@ -690,7 +815,7 @@ pub async fn retry(world: &World, events: &[Event]) -> Vec<Event> {
                 ..
             }
         );
-        if !retryable || !matches!(event.place, Place::Pool | Place::Inner(_)) {
+        if !retryable || !matches!(event.place, Place::Pool | Place::Inner(_) | Place::Batch) {
             continue;
         }
         let db = if event.database == 1 {

@@ -444,6 +444,83 @@ impl Backend {
     }
 }
 
+/// What [`Backend::lock_many`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LockedMany {
+    /// Every key is held until the scope ends.
+    Locked,
+    /// Not yet, and nothing is held that the scope's rollback does not release: roll the scope
+    /// back, begin it again, and call again with the next attempt (a contended try on
+    /// PostgreSQL, a slice of [`Wait::Forever`] that ran out).
+    Again,
+}
+
+impl Backend {
+    /// Begins the crate's own transaction for a batch's chunk of `keys` (sorted, distinct):
+    /// on PostgreSQL a plain `BEGIN` whose isolation the lock's try checks, or after it refused
+    /// the server's default (`read_committed`) READ COMMITTED set explicitly; on SQLite IMMEDIATE (its write lock is the
+    /// chunk's lock), on MySQL READ COMMITTED after making every key's lock row exist
+    /// ([`mysql::batch::ensure_lock_rows`]).
+    pub(crate) async fn begin_many(
+        self,
+        db: &DatabaseConnection,
+        keys: &[LockKey],
+        read_committed: bool,
+        wait: Wait,
+        table: Table,
+    ) -> Result<Own, Error> {
+        match self {
+            Backend::Postgres if read_committed => postgres::begin_read_committed(db).await,
+            Backend::Postgres => postgres::begin(db).await,
+            Backend::Sqlite => sqlite::begin(db, wait, table).await,
+            Backend::MySql => mysql::batch::begin(db, keys).await,
+        }
+    }
+
+    /// Whether a verified unique index covers exactly `columns` of `table`, so that a batch's
+    /// insert can be the one statement that finds which keys exist (`ON CONFLICT DO NOTHING
+    /// RETURNING`, then a look for the rest only): asked of PostgreSQL's catalog, once per
+    /// batch. Never assumed: `false` on the other backends, whose batches look first.
+    pub(crate) async fn unique_index_covers<C: ConnectionTrait>(
+        self,
+        db: &C,
+        schema: Option<&str>,
+        table: &str,
+        columns: &[&str],
+    ) -> Result<bool, Error> {
+        match self {
+            Backend::Postgres => Ok(postgres::batch::unique_index_covers(
+                db, schema, table, columns,
+            )
+            .await
+            .map_err(Error::from_first_statement)?),
+            Backend::Sqlite | Backend::MySql => Ok(false),
+        }
+    }
+
+    /// Takes the locks of a batch's chunk, `keys` sorted and distinct, in that order, inside
+    /// `txn` (the crate's own transaction or a savepoint of a caller's): on PostgreSQL one
+    /// statement tries them all (`attempt` 0), and after a contended try one statement waits
+    /// for them in order ([`postgres::batch`]); on MySQL one locking read of their lock-table
+    /// rows ([`mysql::batch`]); on SQLite nothing (the write lock is held already, or inside a
+    /// caller's transaction taken by the chunk's first write).
+    pub(crate) async fn lock_many(
+        self,
+        txn: Txn<'_>,
+        keys: &[LockKey],
+        deadline: Deadline,
+        attempt: u32,
+    ) -> Result<LockedMany, Error> {
+        match self {
+            Backend::Postgres => {
+                postgres::batch::lock_many(txn.plain(), keys, deadline, attempt).await
+            }
+            Backend::MySql => mysql::batch::lock_many(txn, keys, deadline).await,
+            Backend::Sqlite => Ok(LockedMany::Locked),
+        }
+    }
+}
+
 /// The waits of the call's own statements on the entity table (the guarded insert, the update)
 /// under the key's lock: on MySQL/MariaDB InnoDB's gap locks and the table's AUTO-INC lock can
 /// still make them wait ([`mysql::entity_waits`]); PostgreSQL's and SQLite's lock keeps every

@@ -12,9 +12,12 @@
 //! 4. [`row`]: the statements it sends (the look, the guarded insert, the update), bound to
 //!    the key's columns ([`key`]).
 //!
+//! A batch of calls ([`crate::Many`]) runs the same steps per chunk of keys: [`batch`].
+//!
 //! What a call asks for (data in hand or made under the lock, an update function) is
 //! [`request`].
 
+pub(crate) mod batch;
 mod key;
 mod one_statement;
 mod request;

@@ -92,7 +92,7 @@ pub(super) fn created<T: IdempotentCreate>(
 pub(super) async fn insert_unless_exists<T, C>(
     txn: &C,
     key: &CallKey<T>,
-    new_row: RowValues<T>,
+    new_row: &RowValues<T>,
     wait: Wait,
 ) -> Result<Done<T::Model>, Error>
 where

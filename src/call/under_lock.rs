@@ -142,7 +142,7 @@ impl Call {
         new_row: RowValues<T>,
     ) -> Result<Done<T::Model>, Error> {
         let wait = self.deadline.left();
-        let created = insert_unless_exists::<T, _>(&scope.txn(), key, new_row, wait).await;
+        let created = insert_unless_exists::<T, _>(&scope.txn(), key, &new_row, wait).await;
         self.end(scope, created).await
     }
 
@@ -193,13 +193,14 @@ impl Call {
             // Data in hand and nothing to do with an existing row: one guarded statement.
             let data = self.data(new_row, frame).await?;
             let new_row = RowValues::of(key, T::new_active_model(&key.key, data))?;
-            return insert_unless_exists::<T, _>(txn, key, new_row, self.deadline.left()).await;
+            return insert_unless_exists::<T, _>(txn, key, &new_row, self.deadline.left()).await;
         }
         match (find::<T, _>(txn, key).await?, on_existing) {
             (None, on_existing) => {
                 let data = self.data(new_row, frame).await?;
                 let new_row = RowValues::of(key, T::new_active_model(&key.key, data))?;
-                match insert_unless_exists::<T, _>(txn, key, new_row, self.deadline.left()).await? {
+                match insert_unless_exists::<T, _>(txn, key, &new_row, self.deadline.left()).await?
+                {
                     // The row appeared after the look under the lock: only a writer that does
                     // not take the lock makes one, and the update function never saw it (its
                     // data went into the insert). A retry runs it on that row.

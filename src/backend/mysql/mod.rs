@@ -8,11 +8,13 @@
 //!   is dropped (sqlx-mysql cannot abandon a statement);
 //! - [`entity_waits`]: the call's statements on the entity table, their waits bounded and
 //!   typed as the lock's;
+//! - [`batch`]: the lock rows of a batch's chunk, locked in one statement, in key order;
 //! - [`codes`]: the error numbers the crate reacts to.
 //!
 //! sea-query renders no `RETURNING` for MySQL: MariaDB's (10.5 and later) is written here
 //! ([`insert_returning`]).
 
+pub(crate) mod batch;
 pub(crate) mod catalog;
 pub(crate) mod codes;
 pub(crate) mod entity_waits;

@@ -1,6 +1,7 @@
 //! PostgreSQL: a READ COMMITTED transaction and a transaction-scoped advisory lock on the key
 //! ([`lock`]). Only callers with the same key wait for each other.
 //!
+//! - [`batch`]: the locks of a batch's chunk, in one statement, in sorted order;
 //! - [`lock`]: taking an advisory lock, waiting as the caller said, and reading the answer;
 //! - [`lock_statements`]: the text of every statement that takes, tries or waits for one;
 //! - [`engine`]: which server answers (engines whose advisory locks do not lock are refused);
@@ -11,6 +12,7 @@
 //! - [`probe`]: a start-up check of another server's advisory locks;
 //! - [`codes`]: the SQLSTATEs the crate reacts to.
 
+pub(crate) mod batch;
 pub(crate) mod catalog;
 pub(crate) mod codes;
 pub(crate) mod engine;
