@@ -24,6 +24,9 @@ pub(crate) enum Kind {
     /// The guarded insert, for a row that sets the columns in this bit set (column `i` of
     /// `Column::iter()` is bit `i`).
     InsertUnlessExists { columns: u64 },
+    /// The one-statement path's statement for a row that sets these columns, binding this many
+    /// values of the lock key after the row's.
+    OneStatement { columns: u64, lock_values: usize },
 }
 
 type Entry = (TypeId, u8, Kind);

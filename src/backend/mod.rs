@@ -373,6 +373,32 @@ impl Backend {
         }
     }
 
+    /// The values the one statement binds after the insert's ([`one_statement`]): the lock
+    /// key's, where the backend takes one.
+    ///
+    /// [`one_statement`]: Backend::one_statement
+    pub(crate) fn one_statement_values(self, key: LockKey) -> Vec<sea_orm::Value> {
+        match self {
+            Backend::Postgres => postgres::one_statement::lock_values(key),
+            Backend::Sqlite | Backend::MySql => Vec::new(),
+        }
+    }
+
+    /// Runs the one statement on a connection of `conn`'s pool. PostgreSQL: through sqlx, so
+    /// that after an error the call returns only once the statement's transaction has ended
+    /// and released the lock ([`postgres::one_statement::run`]).
+    pub(crate) async fn run_one_statement(
+        self,
+        conn: &DatabaseConnection,
+        statement: Statement,
+    ) -> Result<Option<QueryResult>, DbErr> {
+        #[cfg(feature = "postgres")]
+        if let (Backend::Postgres, Some(pool)) = (self, postgres::fast_path::pool_of(conn)) {
+            return postgres::one_statement::run(pool, statement).await;
+        }
+        conn.query_one_raw(statement).await
+    }
+
     /// What the one statement answered.
     pub(crate) fn read_one_statement(self, row: Option<QueryResult>) -> Result<Answer, DbErr> {
         match self {

@@ -7,7 +7,7 @@
 //! update form (decisions under the lock) and callers' transactions (where `ON CONFLICT` meets
 //! serialization failures under REPEATABLE READ) keep the locked path.
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, IdenStatic};
+use sea_orm::{DatabaseConnection, IdenStatic};
 
 use super::Call;
 use super::key::CallKey;
@@ -86,9 +86,14 @@ impl Call {
         // Built before the next await: an active model need not be `Send`.
         let new_row = RowValues::of(key, T::new_active_model(&key.key, data))?;
         let backend = self.backend.db_backend();
-        let insert = new_row.insert_on_conflict(backend, key, condition);
-        let statement = self.backend.one_statement(insert, self.lock_key);
-        let answer = match conn.query_one_raw(statement).await {
+        let statement = new_row.one_statement(
+            backend,
+            key,
+            condition,
+            |insert| self.backend.one_statement(insert, self.lock_key),
+            self.backend.one_statement_values(self.lock_key),
+        );
+        let answer = match self.backend.run_one_statement(conn, statement).await {
             Ok(row) => self.backend.read_one_statement(row)?,
             Err(err) if self.backend.one_statement_fell_through(&err) => {
                 // The index is gone (or the default isolation refused the conflict): ask the

@@ -255,6 +255,30 @@ impl<T: IdempotentCreate> RowValues<T> {
         backend.build(&insert)
     }
 
+    /// The one-statement path's statement: [`insert_on_conflict`](Self::insert_on_conflict)
+    /// as `wrap` wraps it (PostgreSQL: with the try for the lock), whose values are this row's
+    /// then `lock_values`; its text kept per entity and set of columns ([`statements`]).
+    pub(super) fn one_statement(
+        &self,
+        backend: DbBackend,
+        key: &CallKey<T>,
+        condition: &'static str,
+        wrap: impl FnOnce(Statement) -> Statement,
+        lock_values: Vec<Value>,
+    ) -> Statement {
+        let build = || wrap(self.insert_on_conflict(backend, key, condition));
+        if T::Column::iter().count() > 64 || key.has_missing_part() {
+            return build();
+        }
+        let kind = Kind::OneStatement {
+            columns: self.set_columns,
+            lock_values: lock_values.len(),
+        };
+        let mut bound = self.values.clone();
+        bound.extend(lock_values);
+        statements::statement::<T>(backend, kind, bound, build)
+    }
+
     /// `INSERT INTO t (cols) SELECT vals WHERE NOT EXISTS (SELECT 1 FROM t WHERE k1 = $1 AND
     /// k2 = $2 ...) [ON CONFLICT DO NOTHING] RETURNING cols`, every value bound, with SeaORM's
     /// own per-column casts (enums); its text kept per entity and set of columns

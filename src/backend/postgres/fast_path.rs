@@ -207,12 +207,12 @@ impl Session {
 
 /// A statement's sqlx error as SeaORM reports it (`sqlx_error_to_query_err`), so that
 /// `src/classify.rs` reads it as it reads the same error from SeaORM.
-fn query_error(err: sqlx::Error) -> DbErr {
+pub(super) fn query_error(err: sqlx::Error) -> DbErr {
     DbErr::Query(RuntimeErr::SqlxError(Arc::new(err)))
 }
 
 /// A pool's sqlx error as SeaORM reports it (`sqlx_conn_acquire_err`).
-fn acquire_error(err: sqlx::Error) -> DbErr {
+pub(super) fn acquire_error(err: sqlx::Error) -> DbErr {
     match err {
         sqlx::Error::PoolTimedOut => DbErr::ConnectionAcquire(ConnAcquireErr::Timeout),
         sqlx::Error::PoolClosed => DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed),

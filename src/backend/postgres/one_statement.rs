@@ -21,9 +21,15 @@
 //! isolation: under REPEATABLE READ a conflict with a row committed after its snapshot is a
 //! serialization failure (40001), after which the call takes the locked path.
 
-use sea_orm::{DbBackend, DbErr, QueryResult, Statement};
+#[cfg(feature = "postgres")]
+use sea_orm::sqlx::{self, AssertSqlSafe, PgPool};
+use sea_orm::{DbBackend, DbErr, QueryResult, Statement, Value};
+#[cfg(feature = "postgres")]
+use sea_query_sqlx::SqlxValues;
 
-use super::lock_statements::try_lock_call;
+#[cfg(feature = "postgres")]
+use super::fast_path::{acquire_error, query_error};
+use super::lock_statements::{key_parameters, try_lock_call};
 use crate::LockKey;
 use crate::backend::one_statement::Answer;
 
@@ -46,6 +52,38 @@ pub(crate) fn wrap(insert: Statement, key: LockKey) -> Statement {
         insert = insert.sql
     );
     Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
+}
+
+/// The values [`wrap`] binds after the insert's: the key's integers.
+pub(crate) fn lock_values(key: LockKey) -> Vec<Value> {
+    key_parameters(key).0
+}
+
+/// Runs the statement on a connection of `pool`, as SeaORM would, and after an error waits
+/// until the connection is ready again (one more round trip, on errors only): PostgreSQL sends
+/// a statement's error before it ends the statement's transaction, which releases the lock, so
+/// a caller told of the error at once could still find the key held.
+///
+/// # Cancel Safety
+///
+/// Dropped, the statement's own transaction commits or rolls back on the server, and the
+/// connection goes back to the pool (sqlx waits for it to be ready before its next use).
+#[cfg(feature = "postgres")]
+pub(crate) async fn run(pool: &PgPool, statement: Statement) -> Result<Option<QueryResult>, DbErr> {
+    let mut conn = pool.acquire().await.map_err(acquire_error)?;
+    let values = statement.values.unwrap_or(sea_orm::Values(Vec::new()));
+    match sqlx::query_with(AssertSqlSafe(statement.sql), SqlxValues(values))
+        .fetch_optional(&mut *conn)
+        .await
+    {
+        Ok(row) => Ok(row.map(QueryResult::from)),
+        Err(err) => {
+            if sea_orm::sqlx::Connection::ping(&mut *conn).await.is_err() {
+                conn.close_on_drop();
+            }
+            Err(query_error(err))
+        }
+    }
 }
 
 /// What the statement's one row says.
