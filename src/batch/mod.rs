@@ -1,5 +1,5 @@
 //! [`Many`]: the batch form of a call, for backfills: many keys, one outcome per key, in
-//! chunks of one transaction each. Its path is in `src/call/batch.rs`.
+//! chunks of one transaction each. Its path is in `src/call/batch/`.
 
 use std::convert::Infallible;
 use std::fmt;
