@@ -1,4 +1,5 @@
-//! What the guarded insert did: the seam's answer for every backend.
+//! What an insert did: the guarded insert's and the one statement's answers, the words the seam
+//! shares with every backend.
 
 use sea_orm::QueryResult;
 
@@ -8,5 +9,16 @@ pub(crate) enum Inserted {
     Row(QueryResult),
     /// It inserted nothing: the guard found the row (or, on PostgreSQL, a conflict was
     /// absorbed).
+    Nothing,
+}
+
+/// The answer of the statement that tries the key's lock and inserts under it.
+pub(crate) enum Answer {
+    /// Another transaction holds the key: nothing was inserted (the call takes the locked path,
+    /// which waits).
+    KeyHeld,
+    /// The lock was granted and this row inserted (committed with the statement).
+    Inserted(QueryResult),
+    /// The lock was granted and nothing inserted: the key's row exists.
     Nothing,
 }

@@ -17,8 +17,11 @@
 //! method of [`Backend`] (and of [`Backend::of`], which the compiler then asks for everywhere
 //! else: every `match` on it is exhaustive).
 
+pub(crate) mod batch;
 pub(crate) mod inserted;
 pub(crate) mod key_columns;
+pub(crate) mod key_schema;
+pub(crate) mod locked_many;
 pub(crate) mod mode;
 pub(crate) mod mysql;
 pub(crate) mod one_statement;
@@ -34,11 +37,8 @@ use sea_orm::{
 };
 
 use self::inserted::Inserted;
-use self::key_columns::KeyColumns;
 use self::mode::Mode;
-use self::one_statement::Answer;
 use crate::call_chain::{self, At, Chain, Held};
-use crate::classify::{ErrorClass, classify};
 use crate::source::{PoolId, SessionId};
 use crate::transaction::{Own, Txn};
 use crate::wait::{CallId, Deadline};
@@ -69,6 +69,15 @@ pub(crate) enum Backend {
 }
 
 impl Backend {
+    /// SeaORM's name of this backend.
+    pub(crate) fn db_backend(self) -> DbBackend {
+        match self {
+            Backend::Postgres => DbBackend::Postgres,
+            Backend::Sqlite => DbBackend::Sqlite,
+            Backend::MySql => DbBackend::MySql,
+        }
+    }
+
     pub(crate) fn of(backend: DbBackend) -> Result<Backend, Error> {
         match backend {
             #[cfg(feature = "postgres")]
@@ -300,249 +309,6 @@ impl Backend {
             Backend::Postgres => postgres::session_of_row(row),
             Backend::Sqlite => sqlite::session_of_row(row),
             Backend::MySql => mysql::session_of_row(row),
-        }
-    }
-}
-
-/// The one-statement path ([`call::one_statement`](crate::call)): a new key in one statement
-/// where a unique index covers exactly the key's columns.
-impl Backend {
-    /// SeaORM's name of this backend.
-    pub(crate) fn db_backend(self) -> DbBackend {
-        match self {
-            Backend::Postgres => DbBackend::Postgres,
-            Backend::Sqlite => DbBackend::Sqlite,
-            Backend::MySql => DbBackend::MySql,
-        }
-    }
-
-    /// The condition the one statement's insert carries, on a backend that has the path for a
-    /// call that waits as `wait` says (PostgreSQL: the lock was granted; its try never waits).
-    /// SQLite: none, its write lock is the lock, waited for as long as the connection's
-    /// `busy_timeout`, so only for [`Wait::Forever`] (a bounded wait takes the locked path,
-    /// which bounds it). MySQL has no such path yet: `None`.
-    pub(crate) fn one_statement_condition(self, wait: Wait) -> Option<&'static str> {
-        match self {
-            Backend::Postgres => Some(postgres::one_statement::LOCK_GRANTED),
-            Backend::Sqlite if wait == Wait::Forever => Some(sqlite::one_statement::NO_CONDITION),
-            Backend::Sqlite | Backend::MySql => None,
-        }
-    }
-
-    /// Whether `table` (in `schema`) has a unique index over exactly `columns`, each of a type
-    /// that stores its part of the key (`values`) exactly, on a server whose locks are real:
-    /// the catalog's answer, one or two round trips.
-    pub(crate) async fn key_is_unique_indexed<C: ConnectionTrait>(
-        self,
-        db: &C,
-        schema: Option<&str>,
-        table: &str,
-        columns: &[&str],
-        values: &[sea_orm::Value],
-    ) -> Result<bool, DbErr> {
-        match self {
-            Backend::Postgres => {
-                let statement = postgres::catalog::statement(schema, table, columns);
-                match db.query_one_raw(statement).await? {
-                    Some(row) => postgres::catalog::read(&row, |part, column_type| {
-                        postgres::catalog::stores_exactly(&values[part], column_type)
-                    }),
-                    None => Ok(false),
-                }
-            }
-            // An attached database's tables are not looked up.
-            Backend::Sqlite if schema.is_some() => Ok(false),
-            Backend::Sqlite => {
-                sqlite::catalog::unique_index_covers(db, table, columns, |part, declared| {
-                    sqlite::catalog::stores_exactly(&values[part], declared)
-                })
-                .await
-            }
-            Backend::MySql => Ok(false),
-        }
-    }
-
-    /// The one statement: `insert` (built with [`one_statement_condition`]) with the try for
-    /// `key`'s lock around it where the backend takes one.
-    ///
-    /// [`one_statement_condition`]: Backend::one_statement_condition
-    pub(crate) fn one_statement(self, insert: Statement, key: LockKey) -> Statement {
-        match self {
-            Backend::Postgres => postgres::one_statement::wrap(insert, key),
-            Backend::Sqlite | Backend::MySql => insert,
-        }
-    }
-
-    /// The values the one statement binds after the insert's ([`one_statement`]): the lock
-    /// key's, where the backend takes one.
-    ///
-    /// [`one_statement`]: Backend::one_statement
-    pub(crate) fn one_statement_values(self, key: LockKey) -> Vec<sea_orm::Value> {
-        match self {
-            Backend::Postgres => postgres::one_statement::lock_values(key),
-            Backend::Sqlite | Backend::MySql => Vec::new(),
-        }
-    }
-
-    /// Runs the one statement on a connection of `conn`'s pool. PostgreSQL: through sqlx, so
-    /// that after an error the call returns only once the statement's transaction has ended
-    /// and released the lock ([`postgres::one_statement::run`]).
-    pub(crate) async fn run_one_statement(
-        self,
-        conn: &DatabaseConnection,
-        statement: Statement,
-    ) -> Result<Option<QueryResult>, DbErr> {
-        #[cfg(feature = "postgres")]
-        if let (Backend::Postgres, Some(pool)) = (self, postgres::fast_path::pool_of(conn)) {
-            return postgres::one_statement::run(pool, statement).await;
-        }
-        conn.query_one_raw(statement).await
-    }
-
-    /// What the one statement answered.
-    pub(crate) fn read_one_statement(self, row: Option<QueryResult>) -> Result<Answer, DbErr> {
-        match self {
-            Backend::Postgres => postgres::one_statement::read(row),
-            Backend::Sqlite | Backend::MySql => sqlite::one_statement::read(row),
-        }
-    }
-
-    /// Whether the one statement's error means the path does not apply any more, and the call
-    /// takes the locked path: PostgreSQL found no unique index for its `ON CONFLICT` (42P10,
-    /// the index was dropped) or a serialization failure (40001: a server whose default
-    /// isolation is REPEATABLE READ); SQLite's generic error (it has no code of its own for
-    /// an `ON CONFLICT` that matches no index; the locked path meets any other cause again).
-    pub(crate) fn one_statement_fell_through(self, err: &DbErr) -> bool {
-        matches!(
-            classify(err),
-            ErrorClass::NoArbiterIndex | ErrorClass::SerializationFailure | ErrorClass::SqliteError
-        )
-    }
-}
-
-/// What the schema says about an entity's key ([`key_schema`](crate::key_schema)): read from
-/// each backend's catalog, every name bound.
-impl Backend {
-    /// The key columns of `table` (in `schema`) as the catalog has them: each one's type as
-    /// the database writes it (`None`: the table has no such column), in the order of
-    /// `columns`, and whether a unique index (or the primary key) has only key columns, so
-    /// that no two rows share a key. `None` when the table is not found (on SQLite, in an
-    /// attached database: not looked up). One or two round trips (SQLite: pragmas).
-    pub(crate) async fn key_columns<C: ConnectionTrait>(
-        self,
-        db: &C,
-        schema: Option<&str>,
-        table: &str,
-        columns: &[&str],
-    ) -> Result<Option<KeyColumns>, DbErr> {
-        match self {
-            Backend::Postgres => {
-                let statement = postgres::catalog::key_columns_statement(schema, table, columns);
-                postgres::catalog::read_key_columns(&db.query_all_raw(statement).await?)
-            }
-            Backend::Sqlite if schema.is_some() => Ok(None),
-            Backend::Sqlite => sqlite::catalog::key_columns(db, table, columns).await,
-            Backend::MySql => mysql::catalog::key_columns(db, schema, table, columns).await,
-        }
-    }
-
-    /// Whether a column of `column_type` (as [`key_columns`](Backend::key_columns) wrote it)
-    /// holds a key part bound as `value`: `false` only for pairs the backend is known to
-    /// refuse or to compare as another type (text and integers); a type it does not know
-    /// fits.
-    pub(crate) fn key_part_fits(self, value: &sea_orm::Value, column_type: &str) -> bool {
-        match self {
-            Backend::Postgres => postgres::catalog::fits(value, column_type),
-            Backend::Sqlite => sqlite::catalog::fits(value, column_type),
-            Backend::MySql => mysql::catalog::fits(value, column_type),
-        }
-    }
-
-    /// MySQL/MariaDB: whether the crate's lock table exists (`None` on backends without one).
-    pub(crate) async fn lock_table_exists<C: ConnectionTrait>(
-        self,
-        db: &C,
-    ) -> Result<Option<bool>, DbErr> {
-        match self {
-            Backend::MySql => mysql::catalog::lock_table_exists(db).await.map(Some),
-            Backend::Postgres | Backend::Sqlite => Ok(None),
-        }
-    }
-}
-
-/// What [`Backend::lock_many`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum LockedMany {
-    /// Every key is held until the scope ends.
-    Locked,
-    /// Not yet, and nothing is held that the scope's rollback does not release: roll the scope
-    /// back, begin it again, and call again with the next attempt (a contended try on
-    /// PostgreSQL, a slice of [`Wait::Forever`] that ran out).
-    Again,
-}
-
-impl Backend {
-    /// Begins the crate's own transaction for a batch's chunk of `keys` (sorted, distinct):
-    /// on PostgreSQL a plain `BEGIN` whose isolation the lock's try checks, or after it refused
-    /// the server's default (`read_committed`) READ COMMITTED set explicitly; on SQLite IMMEDIATE (its write lock is the
-    /// chunk's lock), on MySQL READ COMMITTED after making every key's lock row exist
-    /// ([`mysql::batch::ensure_lock_rows`]).
-    pub(crate) async fn begin_many(
-        self,
-        db: &DatabaseConnection,
-        keys: &[LockKey],
-        read_committed: bool,
-        wait: Wait,
-        table: Table,
-    ) -> Result<Own, Error> {
-        match self {
-            Backend::Postgres if read_committed => postgres::begin_read_committed(db).await,
-            Backend::Postgres => postgres::begin(db).await,
-            Backend::Sqlite => sqlite::begin(db, wait, table).await,
-            Backend::MySql => mysql::batch::begin(db, keys).await,
-        }
-    }
-
-    /// Whether a verified unique index covers exactly `columns` of `table`, so that a batch's
-    /// insert can be the one statement that finds which keys exist (`ON CONFLICT DO NOTHING
-    /// RETURNING`, then a look for the rest only): asked of PostgreSQL's catalog, once per
-    /// batch. Never assumed: `false` on the other backends, whose batches look first.
-    pub(crate) async fn unique_index_covers<C: ConnectionTrait>(
-        self,
-        db: &C,
-        schema: Option<&str>,
-        table: &str,
-        columns: &[&str],
-    ) -> Result<bool, Error> {
-        match self {
-            Backend::Postgres => Ok(postgres::batch::unique_index_covers(
-                db, schema, table, columns,
-            )
-            .await
-            .map_err(Error::from_first_statement)?),
-            Backend::Sqlite | Backend::MySql => Ok(false),
-        }
-    }
-
-    /// Takes the locks of a batch's chunk, `keys` sorted and distinct, in that order, inside
-    /// `txn` (the crate's own transaction or a savepoint of a caller's): on PostgreSQL one
-    /// statement tries them all (`attempt` 0), and after a contended try one statement waits
-    /// for them in order ([`postgres::batch`]); on MySQL one locking read of their lock-table
-    /// rows ([`mysql::batch`]); on SQLite nothing (the write lock is held already, or inside a
-    /// caller's transaction taken by the chunk's first write).
-    pub(crate) async fn lock_many(
-        self,
-        txn: Txn<'_>,
-        keys: &[LockKey],
-        deadline: Deadline,
-        attempt: u32,
-    ) -> Result<LockedMany, Error> {
-        match self {
-            Backend::Postgres => {
-                postgres::batch::lock_many(txn.plain(), keys, deadline, attempt).await
-            }
-            Backend::MySql => mysql::batch::lock_many(txn, keys, deadline).await,
-            Backend::Sqlite => Ok(LockedMany::Locked),
         }
     }
 }

@@ -1,14 +1,116 @@
-//! What the one-statement path's statement answered, on every backend that has the path.
+//! The seam for the one-statement path ([`call::one_statement`](crate::call)): a new key in
+//! one statement where a unique index covers exactly the key's columns.
 
-use sea_orm::QueryResult;
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, QueryResult, Statement};
 
-/// The answer of the statement that tries the key's lock and inserts under it.
-pub(crate) enum Answer {
-    /// Another transaction holds the key: nothing was inserted (the call takes the locked path,
-    /// which waits).
-    KeyHeld,
-    /// The lock was granted and this row inserted (committed with the statement).
-    Inserted(QueryResult),
-    /// The lock was granted and nothing inserted: the key's row exists.
-    Nothing,
+use super::inserted::Answer;
+use super::{Backend, postgres, sqlite};
+use crate::classify::{ErrorClass, classify};
+use crate::{LockKey, Wait};
+
+/// The one-statement path ([`call::one_statement`](crate::call)): a new key in one statement
+/// where a unique index covers exactly the key's columns.
+impl Backend {
+    /// The condition the one statement's insert carries, on a backend that has the path for a
+    /// call that waits as `wait` says (PostgreSQL: the lock was granted; its try never waits).
+    /// SQLite: none, its write lock is the lock, waited for as long as the connection's
+    /// `busy_timeout`, so only for [`Wait::Forever`] (a bounded wait takes the locked path,
+    /// which bounds it). MySQL has no such path yet: `None`.
+    pub(crate) fn one_statement_condition(self, wait: Wait) -> Option<&'static str> {
+        match self {
+            Backend::Postgres => Some(postgres::one_statement::LOCK_GRANTED),
+            Backend::Sqlite if wait == Wait::Forever => Some(sqlite::one_statement::NO_CONDITION),
+            Backend::Sqlite | Backend::MySql => None,
+        }
+    }
+
+    /// Whether `table` (in `schema`) has a unique index over exactly `columns`, each of a type
+    /// that stores its part of the key (`values`) exactly, on a server whose locks are real:
+    /// the catalog's answer, one or two round trips.
+    pub(crate) async fn key_is_unique_indexed<C: ConnectionTrait>(
+        self,
+        db: &C,
+        schema: Option<&str>,
+        table: &str,
+        columns: &[&str],
+        values: &[sea_orm::Value],
+    ) -> Result<bool, DbErr> {
+        match self {
+            Backend::Postgres => {
+                let statement = postgres::catalog::statement(schema, table, columns);
+                match db.query_one_raw(statement).await? {
+                    Some(row) => postgres::catalog::read(&row, |part, column_type| {
+                        postgres::catalog::stores_exactly(&values[part], column_type)
+                    }),
+                    None => Ok(false),
+                }
+            }
+            // An attached database's tables are not looked up.
+            Backend::Sqlite if schema.is_some() => Ok(false),
+            Backend::Sqlite => {
+                sqlite::catalog::unique_index_covers(db, table, columns, |part, declared| {
+                    sqlite::catalog::stores_exactly(&values[part], declared)
+                })
+                .await
+            }
+            Backend::MySql => Ok(false),
+        }
+    }
+
+    /// The one statement: `insert` (built with [`one_statement_condition`]) with the try for
+    /// `key`'s lock around it where the backend takes one.
+    ///
+    /// [`one_statement_condition`]: Backend::one_statement_condition
+    pub(crate) fn one_statement(self, insert: Statement, key: LockKey) -> Statement {
+        match self {
+            Backend::Postgres => postgres::one_statement::wrap(insert, key),
+            Backend::Sqlite | Backend::MySql => insert,
+        }
+    }
+
+    /// The values the one statement binds after the insert's ([`one_statement`]): the lock
+    /// key's, where the backend takes one.
+    ///
+    /// [`one_statement`]: Backend::one_statement
+    pub(crate) fn one_statement_values(self, key: LockKey) -> Vec<sea_orm::Value> {
+        match self {
+            Backend::Postgres => postgres::one_statement::lock_values(key),
+            Backend::Sqlite | Backend::MySql => Vec::new(),
+        }
+    }
+
+    /// Runs the one statement on a connection of `conn`'s pool. PostgreSQL: through sqlx, so
+    /// that after an error the call returns only once the statement's transaction has ended
+    /// and released the lock ([`postgres::one_statement::run`]).
+    pub(crate) async fn run_one_statement(
+        self,
+        conn: &DatabaseConnection,
+        statement: Statement,
+    ) -> Result<Option<QueryResult>, DbErr> {
+        #[cfg(feature = "postgres")]
+        if let (Backend::Postgres, Some(pool)) = (self, postgres::fast_path::pool_of(conn)) {
+            return postgres::one_statement::run(pool, statement).await;
+        }
+        conn.query_one_raw(statement).await
+    }
+
+    /// What the one statement answered.
+    pub(crate) fn read_one_statement(self, row: Option<QueryResult>) -> Result<Answer, DbErr> {
+        match self {
+            Backend::Postgres => postgres::one_statement::read(row),
+            Backend::Sqlite | Backend::MySql => sqlite::one_statement::read(row),
+        }
+    }
+
+    /// Whether the one statement's error means the path does not apply any more, and the call
+    /// takes the locked path: PostgreSQL found no unique index for its `ON CONFLICT` (42P10,
+    /// the index was dropped) or a serialization failure (40001: a server whose default
+    /// isolation is REPEATABLE READ); SQLite's generic error (it has no code of its own for
+    /// an `ON CONFLICT` that matches no index; the locked path meets any other cause again).
+    pub(crate) fn one_statement_fell_through(self, err: &DbErr) -> bool {
+        matches!(
+            classify(err),
+            ErrorClass::NoArbiterIndex | ErrorClass::SerializationFailure | ErrorClass::SqliteError
+        )
+    }
 }

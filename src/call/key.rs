@@ -2,7 +2,10 @@
 
 use sea_orm::{ColumnTrait, Condition, IdenStatic, Value};
 
-use crate::{Error, IdempotentCreate};
+use crate::backend::Backend;
+use crate::key_schema;
+use crate::natural_key::{Key, NaturalKey};
+use crate::{Error, IdempotentCreate, LockKey};
 
 /// The text logged in place of a key whose entity keeps keys out of logs
 /// ([`IdempotentCreate::log_key`]).
@@ -40,6 +43,43 @@ pub(super) struct CallKey<T: IdempotentCreate> {
 }
 
 impl<T: IdempotentCreate> CallKey<T> {
+    /// The call's key, checked before anything is sent: as many parts as key columns, none
+    /// that no database finds again (NaN), and, in a caller's transaction, each part of a type
+    /// the entity's field takes (on a pool the catalog is read too, once per pool and entity,
+    /// after the call's reentry checks: `on_connection`); with its lock key.
+    pub(super) fn checked<S>(
+        key: T::Key,
+        backend: Backend,
+        in_callers_transaction: bool,
+    ) -> Result<(CallKey<T>, LockKey), Error>
+    where
+        T::Key: NaturalKey<S>,
+    {
+        let natural = Key::new(&key);
+        let lock_key = natural.lock_key(T::lock_namespace());
+        let values = natural.values();
+        let columns = T::key_columns();
+        if columns.len() != values.len() {
+            return Err(Error::KeyColumns {
+                table: T::default().table_name(),
+                columns: columns.len(),
+                parts: values.len(),
+            });
+        }
+        refuse_unstorable_parts::<T>(&columns, &values)?;
+        if in_callers_transaction {
+            key_schema::check_fields::<T>(backend, &columns, &values)?;
+        }
+        let shown = T::log_key().then(|| natural.to_string());
+        let key = CallKey {
+            key,
+            columns,
+            values,
+            shown,
+        };
+        Ok((key, lock_key))
+    }
+
     /// Every key column equal to its part of the key, each value bound.
     pub(super) fn condition(&self) -> Condition {
         self.columns

@@ -29,21 +29,21 @@ mod under_lock;
 #[cfg(feature = "postgres")]
 use self::three_round_trips::Fast;
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, Value};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, Value};
 use tracing::{Instrument, field};
 
-use self::key::{CallKey, refuse_unstorable_parts};
+use self::key::CallKey;
 use self::one_statement::OneStatement;
 pub(crate) use self::request::{
     BoxError, MakeData, NewRow, OnExisting, Request, UnusedMaker, UnusedUpdate,
 };
-use self::row::find;
+use self::row::{find, found_after_read_only};
 use self::under_lock::{Scope, table_of};
 use crate::backend::Backend;
 use crate::call_chain::{Chain, Frame, Learning, On};
 use crate::key_schema;
 use crate::metrics;
-use crate::natural_key::{Key, NaturalKey};
+use crate::natural_key::NaturalKey;
 use crate::outcome::Done;
 use crate::savepoint::Savepoint;
 use crate::source::{Handle, PoolId};
@@ -67,30 +67,8 @@ where
         Handle::Connection(conn) => conn.get_database_backend(),
         Handle::Transaction(txn) => txn.get_database_backend(),
     })?;
-    let natural = Key::new(&key);
-    let lock_key = natural.lock_key(T::lock_namespace());
-    let values = natural.values();
-    let columns = T::key_columns();
-    if columns.len() != values.len() {
-        return Err(Error::KeyColumns {
-            table: T::default().table_name(),
-            columns: columns.len(),
-            parts: values.len(),
-        });
-    }
-    refuse_unstorable_parts::<T>(&columns, &values)?;
-    // On a pool the check reads the catalog, once per pool and entity, after the call's
-    // reentry checks (`on_connection`); a caller's transaction is not read from.
-    if let Handle::Transaction(_) = db {
-        key_schema::check_fields::<T>(backend, &columns, &values)?;
-    }
-    let shown = T::log_key().then(|| natural.to_string());
-    let key = CallKey::<T> {
-        key,
-        columns,
-        values,
-        shown,
-    };
+    let (key, lock_key) =
+        CallKey::<T>::checked(key, backend, matches!(db, Handle::Transaction(_)))?;
     let keeps = matches!(request.on_existing, OnExisting::Keep);
     // `lock_wait_us`: everything between the call and holding the key, for calls that got
     // past the first look: taking turns, a connection, BEGIN (on SQLite, its write lock) and
@@ -152,23 +130,6 @@ where
     }
     metrics::count_call(T::default().table_name(), outcome, error_kind);
     result
-}
-
-/// After the database refused the write as read-only: the row, if it is stored, as
-/// [`Done::Existing`]; otherwise the read-only error.
-async fn found_after_read_only<T, C>(
-    db: &C,
-    key: &CallKey<T>,
-    read_only: DbErr,
-) -> Result<Done<T::Model>, Error>
-where
-    T: IdempotentCreate,
-    C: ConnectionTrait,
-{
-    match find::<T, _>(db, key).await {
-        Ok(Some(model)) => Ok(Done::Existing(model)),
-        Ok(None) | Err(_) => Err(Error::ReadOnly(read_only)),
-    }
 }
 
 /// One call of [`create`], and what every step of it needs.

@@ -13,7 +13,7 @@ use super::Call;
 use super::key::CallKey;
 use super::request::{NewRow, OnExisting, Request};
 use super::row::{RowValues, created, find};
-use crate::backend::one_statement::Answer;
+use crate::backend::inserted::Answer;
 use crate::outcome::Done;
 use crate::source::PoolId;
 use crate::{Error, IdempotentCreate, unique_index};

@@ -335,5 +335,22 @@ impl<T: IdempotentCreate> RowValues<T> {
     }
 }
 
+/// After the database refused the write as read-only: the row, if it is stored, as
+/// [`Done::Existing`]; otherwise the read-only error.
+pub(super) async fn found_after_read_only<T, C>(
+    db: &C,
+    key: &CallKey<T>,
+    read_only: DbErr,
+) -> Result<Done<T::Model>, Error>
+where
+    T: IdempotentCreate,
+    C: ConnectionTrait,
+{
+    match find::<T, _>(db, key).await {
+        Ok(Some(model)) => Ok(Done::Existing(model)),
+        Ok(None) | Err(_) => Err(Error::ReadOnly(read_only)),
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -29,7 +29,7 @@ use super::lock_table::{
     FOREVER_SLICE_SECS, MYSQL_LOCK_TABLE, ensure_lock_row, key_values, lock_table_error,
 };
 use super::shielded::Shielded;
-use crate::backend::LockedMany;
+use crate::backend::locked_many::LockedMany;
 use crate::classify::{MySqlError, mysql_error};
 use crate::transaction::{Own, Txn};
 use crate::wait::Deadline;

@@ -1,13 +1,13 @@
 //! PostgreSQL: the advisory locks of a batch's chunk (see [`crate::IdempotentCreate::many`]),
 //! all taken in one statement, in one sorted order.
 //!
-//! 1. **The try** ([`try_many`]): one statement checks the isolation level (refusing a level
+//! 1. **The try** (`try_many`): one statement checks the isolation level (refusing a level
 //!    whose snapshot predates the locks, before touching them), tries every key without
 //!    waiting (`pg_try_advisory_xact_lock`, in sorted order), and reads which server answers
 //!    (refusing one whose locks are fake). Uncontended, that is the only round trip.
 //! 2. **Contended**, the scope is rolled back (which releases what the try took: nothing is
 //!    held while waiting for a key out of order) and begun again, and **the wait**
-//!    ([`wait_many`]) takes every key with `pg_advisory_xact_lock` in sorted order, in one
+//!    (`wait_many`) takes every key with `pg_advisory_xact_lock` in sorted order, in one
 //!    statement, bounded by `SET LOCAL lock_timeout`: the caller's [`Wait::Timeout`], or one
 //!    slice of [`Wait::Forever`] (after which the scope is rolled back and the wait begins
 //!    again, so a dropped caller's connection stays busy for at most one slice).
@@ -30,7 +30,7 @@ use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement, Value};
 use super::codes;
 use super::engine::{DETECTION_COLUMNS, Server};
 use super::lock::{no_row, normalize};
-use crate::backend::LockedMany;
+use crate::backend::locked_many::LockedMany;
 use crate::wait::Deadline;
 use crate::{Error, LockKey, Wait};
 

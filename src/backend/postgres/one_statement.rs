@@ -31,7 +31,7 @@ use sea_query_sqlx::SqlxValues;
 use super::fast_path::{acquire_error, query_error};
 use super::lock_statements::{key_parameters, try_lock_call};
 use crate::LockKey;
-use crate::backend::one_statement::Answer;
+use crate::backend::inserted::Answer;
 
 /// The condition the insert's `SELECT` carries: the lock was granted.
 pub(crate) const LOCK_GRANTED: &str = "(SELECT locked FROM sea_orm_idempotent_lock)";

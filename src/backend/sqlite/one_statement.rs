@@ -5,7 +5,7 @@
 
 use sea_orm::{DbErr, QueryResult};
 
-use crate::backend::one_statement::Answer;
+use crate::backend::inserted::Answer;
 
 /// The condition the insert's `SELECT` carries: none, but SQLite needs a `WHERE` to parse an
 /// `INSERT ... SELECT ... ON CONFLICT` (its documented parsing ambiguity).

@@ -4,7 +4,7 @@
 //! 1. the chunk's lock keys, sorted and distinct, locked through the seam in one statement
 //!    ([`Backend::lock_many`]; SQLite: its IMMEDIATE transaction), so overlapping batches and
 //!    single calls never deadlock one another;
-//! 2. one look for every distinct key ([`look`]);
+//! 2. one look for every distinct key (`rows::look`);
 //! 3. the data of the keys found missing, given or made by one `make_data` call that receives
 //!    all of those keys;
 //! 4. one multi-row insert of the missing rows (PostgreSQL and SQLite: `ON CONFLICT DO NOTHING
@@ -28,7 +28,8 @@ use tracing::Instrument;
 use super::key::{CallKey, refuse_unstorable_parts};
 use super::request::BoxError;
 use super::under_lock::{Scope, table_of};
-use crate::backend::{Backend, LockedMany, Table};
+use crate::backend::locked_many::LockedMany;
+use crate::backend::{Backend, Table};
 use crate::call_chain::Chain;
 use crate::natural_key::{Key, NaturalKey};
 use crate::outcome::Done;
