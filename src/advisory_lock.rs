@@ -3,7 +3,7 @@
 //! ([`postgres::lock`](crate::backend::postgres::lock)), on MySQL/MariaDB a row lock of the
 //! crate's lock table ([`mysql::lock`](crate::backend::mysql::lock)); SQLite has none.
 
-use sea_orm::{ConnectionTrait, DatabaseTransaction};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend};
 
 use crate::backend::Backend;
 pub(crate) use crate::backend::mode::Mode;
@@ -104,9 +104,13 @@ pub(crate) async fn acquire(
     let backend = txn.get_database_backend();
     match Backend::of(backend) {
         Ok(served) => served.advisory_lock(txn, key, mode, deadline).await,
+        // SQLite has none whether its feature is on or not: say so, and point to what it has.
         Err(_) => Err(Error::UnsupportedBackend {
             backend,
-            what: NO_ADVISORY_LOCKS,
+            what: match backend {
+                DbBackend::Sqlite => crate::backend::sqlite::NO_ADVISORY_LOCKS,
+                _ => NO_ADVISORY_LOCKS,
+            },
         }),
     }
 }
