@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement, Value};
 
 use super::lock_table::MYSQL_LOCK_TABLE;
-use crate::backend::key_columns::KeyColumns;
+use crate::backend::key_columns::{KeyColumns, KeyPart};
 
 /// Each key column's type, in the order of `columns` (`COLUMN_TYPE`, e.g. `bigint(20)`;
 /// `None`: the table has no such column), and whether a unique index (the primary key
@@ -102,17 +102,9 @@ pub(crate) fn fits(value: &Value, column_type: &str) -> bool {
         column.as_str(),
         "char" | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext"
     );
-    match value {
-        Value::TinyInt(_)
-        | Value::SmallInt(_)
-        | Value::Int(_)
-        | Value::BigInt(_)
-        | Value::TinyUnsigned(_)
-        | Value::SmallUnsigned(_)
-        | Value::Unsigned(_)
-        | Value::BigUnsigned(_) => !text,
-        Value::String(_) | Value::Char(_) => !integer,
-        #[allow(unreachable_patterns)]
+    match KeyPart::of(value) {
+        KeyPart::Integer | KeyPart::BigUnsigned => !text,
+        KeyPart::String | KeyPart::Char => !integer,
         _ => true,
     }
 }

@@ -7,7 +7,7 @@ use sea_orm::{DbBackend, DbErr, QueryResult, Statement, Value};
 
 use super::engine::{DETECTION_COLUMNS, Server};
 use crate::Wait;
-use crate::backend::key_columns::KeyColumns;
+use crate::backend::key_columns::{KeyColumns, KeyPart};
 
 /// The statement: `guarded`, whether a unique index that is valid, immediate (not
 /// deferrable: `ON CONFLICT` cannot use a deferrable one), without a predicate or expressions,
@@ -73,18 +73,10 @@ pub(crate) fn read(row: &QueryResult, exact: impl Fn(usize, &str) -> bool) -> Re
 /// their keys take the locked path, which refuses a key the column rounds.
 pub(crate) fn stores_exactly(value: &Value, column_type: &str) -> bool {
     let integer = matches!(column_type, "smallint" | "integer" | "bigint");
-    match value {
-        Value::TinyInt(_)
-        | Value::SmallInt(_)
-        | Value::Int(_)
-        | Value::BigInt(_)
-        | Value::TinyUnsigned(_)
-        | Value::SmallUnsigned(_)
-        | Value::Unsigned(_)
-        | Value::BigUnsigned(_) => integer,
-        Value::String(_) => column_type == "text" || column_type.starts_with("character varying"),
-        Value::Bool(_) => column_type == "boolean",
-        #[allow(unreachable_patterns)]
+    match KeyPart::of(value) {
+        KeyPart::Integer | KeyPart::BigUnsigned => integer,
+        KeyPart::String => column_type == "text" || column_type.starts_with("character varying"),
+        KeyPart::Bool => column_type == "boolean",
         _ => false,
     }
 }
@@ -166,22 +158,12 @@ pub(crate) fn fits(value: &Value, column_type: &str) -> bool {
     if !known {
         return true;
     }
-    match value {
-        Value::TinyInt(_)
-        | Value::SmallInt(_)
-        | Value::Int(_)
-        | Value::BigInt(_)
-        | Value::TinyUnsigned(_)
-        | Value::SmallUnsigned(_)
-        | Value::Unsigned(_)
-        | Value::BigUnsigned(_)
-        | Value::Float(_)
-        | Value::Double(_) => number,
-        Value::String(_) | Value::Char(_) => text,
-        Value::Bool(_) => column == "boolean",
-        Value::Bytes(_) => column == "bytea",
-        #[allow(unreachable_patterns)]
-        _ => true,
+    match KeyPart::of(value) {
+        KeyPart::Integer | KeyPart::BigUnsigned | KeyPart::Float => number,
+        KeyPart::String | KeyPart::Char => text,
+        KeyPart::Bool => column == "boolean",
+        KeyPart::Bytes => column == "bytea",
+        KeyPart::Other => true,
     }
 }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement, Value};
 
-use crate::backend::key_columns::KeyColumns;
+use crate::backend::key_columns::{KeyColumns, KeyPart};
 
 /// Whether `table` has a unique index, without a predicate or expressions, over exactly
 /// `columns`, each of a declared type that stores its part of the key exactly
@@ -70,20 +70,10 @@ pub(crate) async fn unique_index_covers<C: ConnectionTrait>(
 /// "INT"), text in a TEXT column ("CHAR", "CLOB" or "TEXT", without "INT"). Anything else
 /// (a NUMERIC or REAL column converts text and floats) takes the locked path.
 pub(crate) fn stores_exactly(value: &Value, declared_type: &str) -> bool {
-    let declared = declared_type.to_ascii_uppercase();
-    let integer = declared.contains("INT");
-    let text = !integer
-        && (declared.contains("CHAR") || declared.contains("CLOB") || declared.contains("TEXT"));
-    match value {
-        Value::TinyInt(_)
-        | Value::SmallInt(_)
-        | Value::Int(_)
-        | Value::BigInt(_)
-        | Value::TinyUnsigned(_)
-        | Value::SmallUnsigned(_)
-        | Value::Unsigned(_) => integer,
-        Value::String(_) => text,
-        #[allow(unreachable_patterns)]
+    let (integer, text) = affinity(declared_type);
+    match KeyPart::of(value) {
+        KeyPart::Integer => integer,
+        KeyPart::String => text,
         _ => false,
     }
 }
@@ -156,23 +146,22 @@ pub(crate) async fn key_columns<C: ConnectionTrait>(
 /// column (each is converted or compared as the other type, so the key found is not the key
 /// given). Any other affinity (NUMERIC, REAL, BLOB) fits.
 pub(crate) fn fits(value: &Value, declared_type: &str) -> bool {
+    let (integer, text) = affinity(declared_type);
+    match KeyPart::of(value) {
+        KeyPart::Integer | KeyPart::BigUnsigned => !text,
+        KeyPart::String | KeyPart::Char => !integer,
+        _ => true,
+    }
+}
+
+/// Whether a declared type has INTEGER affinity (it contains "INT") or TEXT affinity ("CHAR",
+/// "CLOB" or "TEXT", without "INT"), by the rules of SQLite.
+fn affinity(declared_type: &str) -> (bool, bool) {
     let declared = declared_type.to_ascii_uppercase();
     let integer = declared.contains("INT");
     let text = !integer
         && (declared.contains("CHAR") || declared.contains("CLOB") || declared.contains("TEXT"));
-    match value {
-        Value::TinyInt(_)
-        | Value::SmallInt(_)
-        | Value::Int(_)
-        | Value::BigInt(_)
-        | Value::TinyUnsigned(_)
-        | Value::SmallUnsigned(_)
-        | Value::Unsigned(_)
-        | Value::BigUnsigned(_) => !text,
-        Value::String(_) | Value::Char(_) => !integer,
-        #[allow(unreachable_patterns)]
-        _ => true,
-    }
+    (integer, text)
 }
 
 #[cfg(test)]
