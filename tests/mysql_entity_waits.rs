@@ -173,26 +173,7 @@ async fn a_call_waiting_for_the_auto_increment_lock_honours_its_bound() {
     });
     // Until key 15's insert runs, i.e. waits (PROCESSLIST: InnoDB's INNODB_TRX is a cache
     // that a poller keeps stale, see tests/common/mysql.rs).
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let waiting = observer
-            .query_one_raw(Statement::from_string(
-                DbBackend::MySql,
-                "SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST \
-                 WHERE DB = DATABASE() AND ID <> CONNECTION_ID() \
-                 AND INFO LIKE '%INSERT INTO `pull_requests`%'",
-            ))
-            .await
-            .unwrap()
-            .unwrap()
-            .try_get::<i64>("", "n")
-            .unwrap();
-        if waiting > 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "key 15's insert never waited");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_an_insert_waits(&observer, "key 15").await;
 
     let second = Duration::from_secs(1);
     let (bounded, took) = timed(
@@ -305,26 +286,7 @@ async fn a_deadlock_on_the_auto_increment_lock_is_a_deadlock() {
             .await;
         (b, result)
     });
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let waiting = observer
-            .query_one_raw(Statement::from_string(
-                DbBackend::MySql,
-                "SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST \
-                 WHERE DB = DATABASE() AND ID <> CONNECTION_ID() \
-                 AND INFO LIKE '%INSERT INTO `pull_requests`%'",
-            ))
-            .await
-            .unwrap()
-            .unwrap()
-            .try_get::<i64>("", "n")
-            .unwrap();
-        if waiting > 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "key 15's insert never waited");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_an_insert_waits(&observer, "key 15").await;
 
     go_tx.send(()).unwrap();
     let (c, _) = timed("C, key 50", c).await;
@@ -347,6 +309,31 @@ async fn a_deadlock_on_the_auto_increment_lock_is_a_deadlock() {
     );
     b.rollback().await.unwrap();
     purge_blocker.rollback().await.unwrap();
+}
+
+/// Polls the server until another session's insert into `pull_requests` is running (waiting
+/// for a lock), failing the test after [`PATIENCE`].
+async fn until_an_insert_waits(observer: &DatabaseConnection, what: &str) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let waiting = observer
+            .query_one_raw(Statement::from_string(
+                DbBackend::MySql,
+                "SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST \
+                 WHERE DB = DATABASE() AND ID <> CONNECTION_ID() \
+                 AND INFO LIKE '%INSERT INTO `pull_requests`%'",
+            ))
+            .await
+            .unwrap()
+            .unwrap()
+            .try_get::<i64>("", "n")
+            .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{what}'s insert never waited");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Makes `txn` heavier in InnoDB's eyes (200 rows written): not a deadlock's victim.

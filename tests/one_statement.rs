@@ -19,59 +19,10 @@
 
 mod common;
 
-/// Entities of keyed rows, with and without `ids_without_gaps`, for the gaps test.
-macro_rules! gap_rows {
-    ($module:ident, $table:literal, $gapless:literal) => {
-        #[allow(unreachable_pub, dead_code)]
-        mod $module {
-            use sea_orm::ActiveValue::Set;
-            use sea_orm::entity::prelude::*;
-
-            #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
-            #[sea_orm(table_name = $table)]
-            pub struct Model {
-                #[sea_orm(primary_key)]
-                pub id: i64,
-                #[sea_orm(unique)]
-                pub k: i64,
-                pub v: String,
-            }
-
-            #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-            pub enum Relation {}
-
-            impl ActiveModelBehavior for ActiveModel {}
-
-            impl sea_orm_idempotent::IdempotentCreate for Entity {
-                type Key = i64;
-                type Data = String;
-
-                fn key_column() -> Column {
-                    Column::K
-                }
-
-                fn new_active_model(_: &i64, v: String) -> ActiveModel {
-                    ActiveModel {
-                        v: Set(v),
-                        ..Default::default()
-                    }
-                }
-
-                // Every duplicate reaches the insert: what the gaps come from.
-                fn look_first() -> sea_orm_idempotent::LookFirst {
-                    sea_orm_idempotent::LookFirst::Never
-                }
-
-                fn ids_without_gaps() -> bool {
-                    $gapless
-                }
-            }
-        }
-    };
-}
-
-gap_rows!(with_gaps, "with_gaps", false);
-gap_rows!(without_gaps, "without_gaps", true);
+// Entities of keyed rows whose every duplicate reaches the insert (no look first), with and
+// without `ids_without_gaps`, for the gaps test.
+common::keyed_rows::keyed_rows!(with_gaps, "with_gaps", Never);
+common::keyed_rows::keyed_rows!(without_gaps, "without_gaps", Never, ids_without_gaps: true);
 
 #[cfg(feature = "postgres")]
 mod postgres {

@@ -4,10 +4,11 @@
 
 /// `keyed_rows!(module, "table", Always | Never | Adaptive)`: module `module` holds the entity
 /// of `table`, keyed by `k` (an `i64`), its data the text `v`, and its `look_first()` the
-/// [`LookFirst`](sea_orm_idempotent::LookFirst) variant named.
+/// [`LookFirst`](sea_orm_idempotent::LookFirst) variant named; with
+/// `, ids_without_gaps: true` its `ids_without_gaps()` too (`tests/one_statement.rs`).
 macro_rules! keyed_rows {
-    ($module:ident, $table:literal, $look:ident) => {
-        #[allow(unreachable_pub)]
+    ($module:ident, $table:literal, $look:ident $(, ids_without_gaps: $gapless:literal)?) => {
+        #[allow(unreachable_pub, dead_code)]
         mod $module {
             use sea_orm::ActiveValue::Set;
             use sea_orm::entity::prelude::*;
@@ -45,6 +46,12 @@ macro_rules! keyed_rows {
                 fn look_first() -> sea_orm_idempotent::LookFirst {
                     sea_orm_idempotent::LookFirst::$look
                 }
+
+                $(
+                    fn ids_without_gaps() -> bool {
+                        $gapless
+                    }
+                )?
             }
         }
     };
