@@ -1,5 +1,9 @@
 //! `IdempotentCreate`: the trait an entity implements to be created once per natural key; the
 //! path of one call is in [`call`](crate::call).
+//!
+//! (Over 450 lines: most of it is the trait's rustdoc, the crate's user guide for an entity
+//! (what a call does, composite keys, callers' transactions, generic code), kept on the trait
+//! a user implements, where docs.rs shows it.)
 
 use std::fmt;
 use std::future::Future;

@@ -1,5 +1,8 @@
 //! The expansion of `#[derive(IdempotentCreate)]`: read `#[idempotent(key = ..)]`, find the
 //! key's fields, and write the impl a user would write by hand for `Data = ActiveModel`.
+//!
+//! (Near 500 lines with its unit tests: one expansion, its every error pointing at the
+//! attribute, and the tests of each error beside the code that makes it.)
 
 use heck::ToUpperCamelCase;
 use proc_macro2::{Span, TokenStream};
