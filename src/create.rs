@@ -571,13 +571,18 @@ pub trait IdempotentCreate: EntityTrait {
         C: TransactionSource,
         Self::Key: NaturalKey<Shape>,
         I: IntoIterator<Item = (Self::Key, Self::Data)> + Send,
+        I::IntoIter: Send,
     {
         Self::many(items).exec(db).await
     }
 
     /// The batch of [`create_many_once`](Self::create_many_once), with options: `.chunk_size(n)`,
-    /// `.wait(..)`, `.update(..)`; `.exec(&db)` runs it. See [`Many`](crate::Many).
-    fn many<I>(items: I) -> crate::Many<Self, crate::batch::GivenData<Self>, KeepExisting>
+    /// `.wait(..)`, `.update(..)`; `.exec(&db)` runs it, `.for_each_chunk(&db, ..)` runs it
+    /// with memory bounded by the chunk size. `items` is pulled one chunk at a time, as each
+    /// chunk starts. See [`Many`](crate::Many).
+    fn many<I>(
+        items: I,
+    ) -> crate::Many<Self, crate::GivenItems<I::IntoIter>, crate::GivenData<Self>, KeepExisting>
     where
         I: IntoIterator<Item = (Self::Key, Self::Data)>,
     {
@@ -586,8 +591,12 @@ pub trait IdempotentCreate: EntityTrait {
 
     /// A batch whose data is made by `make_data` only for the keys found missing: one call
     /// per chunk receives all of that chunk's missing keys (one API request for many rows)
-    /// and returns one datum per key, in the order given. See [`Many`](crate::Many).
-    fn many_with<I, F>(keys: I, make_data: F) -> crate::Many<Self, F, KeepExisting>
+    /// and returns one datum per key, in the order given. `keys` is pulled one chunk at a
+    /// time, as each chunk starts. See [`Many`](crate::Many).
+    fn many_with<I, F>(
+        keys: I,
+        make_data: F,
+    ) -> crate::Many<Self, crate::MadeItems<I::IntoIter, Self::Data>, F, KeepExisting>
     where
         I: IntoIterator<Item = Self::Key>,
     {

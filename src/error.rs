@@ -303,26 +303,37 @@ pub enum Error {
     Database(#[from] DbErr),
 
     /// A chunk of a batch ([`Many`](crate::Many)) failed with `source`. The chunk wrote
-    /// nothing (its transaction or savepoint was rolled back); the `done` items before it, in
-    /// input order, were stored by the chunks before it (committed, or on a caller's
+    /// nothing (its transaction or savepoint was rolled back; a key it could not take, such as
+    /// [`Error::KeyNotStorable`], fails it before it sends anything); the `done` items before
+    /// it, in input order, were stored by the chunks before it (committed, or on a caller's
     /// transaction released into it). Running the whole batch again is safe: those items come
     /// back `Existing`. Retryable when `source` is.
     #[error(
-        "chunk {} of {chunks} of the batch failed after {done} items were done (they are stored; running the batch again returns them as existing): {source}",
-        .chunk + 1
+        "chunk {}{} of the batch failed after {done} items were done (they are stored; running the batch again returns them as existing): {source}",
+        .chunk + 1,
+        of_chunks(*.chunks)
     )]
     #[non_exhaustive]
     Batch {
         /// The failed chunk, counted from 0.
         chunk: usize,
-        /// How many chunks the batch has.
-        chunks: usize,
+        /// How many chunks the batch has, when its input said how many items it holds (an
+        /// iterator whose `size_hint` is exact, as a `Vec`'s is); `None` otherwise (the batch
+        /// pulls its items one chunk at a time and does not count them ahead).
+        chunks: Option<usize>,
         /// How many items, from the first in input order, were done before the failed chunk.
         done: usize,
         /// Why the chunk failed.
         #[source]
         source: Box<Error>,
     },
+}
+
+/// " of N" after a failed chunk's number, when the batch's number of chunks is known.
+fn of_chunks(chunks: Option<usize>) -> String {
+    chunks
+        .map(|chunks| format!(" of {chunks}"))
+        .unwrap_or_default()
 }
 
 /// For handlers that already return SeaORM's error: `?` on a call's result works there. A

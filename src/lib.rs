@@ -194,7 +194,7 @@ pub use advisory_lock::{acquire_advisory_lock, acquire_shared_advisory_lock};
 pub use backend::mysql::lock_table::{MYSQL_LOCK_TABLE, mysql_lock_table};
 pub use backend::postgres::holders::{LockHolder, LockHolders, LockMode};
 pub use backend::postgres::probe::probe_advisory_locks;
-pub use batch::{DEFAULT_CHUNK_SIZE, GivenData, Many, UpdateEach};
+pub use batch::{DEFAULT_CHUNK_SIZE, GivenData, GivenItems, MadeItems, Many, UpdateEach};
 pub use create::IdempotentCreate;
 pub use error::{Error, LockedRow};
 pub use key::LockKey;

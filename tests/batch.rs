@@ -133,7 +133,7 @@ async fn failed_chunk(db: &DatabaseConnection) {
     match &err {
         Error::Batch {
             chunk: 1,
-            chunks: 3,
+            chunks: Some(3),
             done: 2,
             source,
             ..
@@ -223,14 +223,19 @@ async fn callers_transaction(db: &DatabaseConnection) {
 }
 
 /// A batch inside the `make_data` of a call that holds one of its keys would wait for that
-/// call, which waits for it: refused with `Error::Reentrant`, before any wait.
+/// call, which waits for it: the chunk with that key is refused with `Error::Reentrant`, before
+/// any wait.
 async fn inside_make_data(db: &DatabaseConnection) {
     let outer = PullRequest::create_once_with(db, 80, || {
         let db = db.clone();
         async move {
             let inner = PullRequest::create_many_once(&db, items(&[81, 80])).await;
             assert!(
-                matches!(inner, Err(Error::Reentrant { .. })),
+                matches!(
+                    &inner,
+                    Err(Error::Batch { chunk: 0, done: 0, source, .. })
+                        if matches!(**source, Error::Reentrant { .. })
+                ),
                 "the batch must be refused, not wait: {inner:?}"
             );
             Ok::<_, std::io::Error>(new_pr(80))

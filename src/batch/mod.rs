@@ -4,9 +4,11 @@
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
 
 use crate::call::BoxError;
-use crate::call::batch::{self, Batch, Source};
+use crate::call::batch::{self, Batch};
+use crate::outcome::Done;
 use crate::{
     Change, Error, IdempotentCreate, KeepExisting, NaturalKey, Outcome, TransactionSource,
     UpsertOutcome, Wait,
@@ -26,12 +28,46 @@ pub type GivenData<T> =
 /// [`Many`] with an update function ([`Many::update`]).
 pub struct UpdateEach<U>(U);
 
+/// The items of [`IdempotentCreate::many`] as [`Many`] pulls them, one chunk at a time: the
+/// caller's iterator of `(key, data)`, each datum in hand.
+pub struct GivenItems<I>(I);
+
+impl<K, D, I: Iterator<Item = (K, D)>> Iterator for GivenItems<I> {
+    type Item = (K, Option<D>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0.next().map(|(key, data)| (key, Some(data)))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.0.size_hint()
+    }
+}
+
+/// The items of [`IdempotentCreate::many_with`] as [`Many`] pulls them, one chunk at a time:
+/// the caller's iterator of keys, whose data `make_data` makes for the missing ones.
+pub struct MadeItems<I, D>(I, PhantomData<fn() -> D>);
+
+impl<K, D, I: Iterator<Item = K>> Iterator for MadeItems<I, D> {
+    type Item = (K, Option<D>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0.next().map(|key| (key, None))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.0.size_hint()
+    }
+}
+
 /// A batch of calls, built up: [`IdempotentCreate::many`] (data in hand) or
 /// [`IdempotentCreate::many_with`] (data made only for the keys found missing, by one call per
 /// chunk), then any of [`chunk_size`](Many::chunk_size), [`wait`](Many::wait) and
-/// [`update`](Many::update), then [`exec`](Many::exec). It returns one outcome per item, in
-/// input order, with the promise of single calls: for each key, one row and one `Created`
-/// among all the answers of all the batches and single calls that race for it.
+/// [`update`](Many::update), then [`exec`](Many::exec) (every outcome in one `Vec`) or
+/// [`for_each_chunk`](Many::for_each_chunk) (each chunk's outcomes handed over as it is done).
+/// One outcome per item, in input order, with the promise of single calls: for each key, one
+/// row and one `Created` among all the answers of all the batches and single calls that race
+/// for it.
 ///
 /// ```no_run
 /// # mod subscribers {
@@ -85,6 +121,14 @@ pub struct UpdateEach<U>(U);
 /// batch stops with [`Error::Batch`], which says which chunk failed and how many items were
 /// done before it (stored: run the batch again, they come back `Existing`).
 ///
+/// # Memory
+///
+/// The batch pulls a chunk's items from the input iterator only when it starts that chunk, and
+/// keeps nothing of a chunk once its outcomes are handed over: with
+/// [`for_each_chunk`](Many::for_each_chunk), memory is bounded by the chunk size, not by the
+/// batch (10 million keys read lazily from a file or a cursor take one chunk's room at a time).
+/// [`exec`](Many::exec) keeps every outcome, with its row, for the `Vec` it returns.
+///
 /// Items with the same key collapse into one creation: the first is `Created`, the others
 /// `Existing` (with an update function, the others run it on the row the first made).
 ///
@@ -93,78 +137,86 @@ pub struct UpdateEach<U>(U);
 /// As single calls: [`Wait::Forever`] by default, [`Wait::Timeout`] bounding the wait for the
 /// whole chunk's locks (counted from the batch's start), [`Wait::No`] failing a chunk whose
 /// keys are not all free at once; SQLite takes [`Wait::Forever`] only.
-#[must_use = "nothing happens until `.exec(&db)` is awaited"]
-pub struct Many<T: IdempotentCreate, F, U> {
-    keys: Vec<T::Key>,
-    source: Source<T::Data, F>,
+#[must_use = "nothing happens until `.exec(&db)` or `.for_each_chunk(&db, ..)` is awaited"]
+pub struct Many<T: IdempotentCreate, I, F, U> {
+    items: I,
+    make_data: Option<F>,
     on_existing: U,
     wait: Wait,
     chunk_size: usize,
+    entity: PhantomData<fn() -> T>,
 }
 
-impl<T: IdempotentCreate> Many<T, GivenData<T>, KeepExisting> {
-    pub(crate) fn given(items: impl IntoIterator<Item = (T::Key, T::Data)>) -> Self {
-        let (keys, data): (Vec<T::Key>, Vec<Option<T::Data>>) = items
-            .into_iter()
-            .map(|(key, data)| (key, Some(data)))
-            .unzip();
+impl<T: IdempotentCreate, I> Many<T, GivenItems<I>, GivenData<T>, KeepExisting>
+where
+    I: Iterator<Item = (T::Key, T::Data)>,
+{
+    pub(crate) fn given(items: impl IntoIterator<IntoIter = I>) -> Self {
         Many {
-            keys,
-            source: Source::Ready(data),
+            items: GivenItems(items.into_iter()),
+            make_data: None,
             on_existing: KeepExisting,
             wait: Wait::Forever,
             chunk_size: DEFAULT_CHUNK_SIZE,
+            entity: PhantomData,
         }
     }
 }
 
-impl<T: IdempotentCreate, F> Many<T, F, KeepExisting> {
-    pub(crate) fn made(keys: impl IntoIterator<Item = T::Key>, make_data: F) -> Self {
+impl<T: IdempotentCreate, I, F> Many<T, MadeItems<I, T::Data>, F, KeepExisting>
+where
+    I: Iterator<Item = T::Key>,
+{
+    pub(crate) fn made(keys: impl IntoIterator<IntoIter = I>, make_data: F) -> Self {
         Many {
-            keys: keys.into_iter().collect(),
-            source: Source::Make(make_data),
+            items: MadeItems(keys.into_iter(), PhantomData),
+            make_data: Some(make_data),
             on_existing: KeepExisting,
             wait: Wait::Forever,
             chunk_size: DEFAULT_CHUNK_SIZE,
+            entity: PhantomData,
         }
     }
+}
 
+impl<T: IdempotentCreate, I, F> Many<T, I, F, KeepExisting> {
     /// For each item whose row exists, run `update` on it and the item's data, under the
     /// chunk's locks, and write the [`Change`] it returns. `exec` then returns an
     /// [`UpsertOutcome`] per item. With [`many_with`](IdempotentCreate::many_with),
     /// `make_data` then receives every key of the chunk: the function needs the new data.
-    pub fn update<U>(self, update: U) -> Many<T, F, UpdateEach<U>>
+    pub fn update<U>(self, update: U) -> Many<T, I, F, UpdateEach<U>>
     where
         U: FnMut(&T::Model, T::Data) -> Change<T::ActiveModel> + Send,
     {
         Many {
-            keys: self.keys,
-            source: self.source,
+            items: self.items,
+            make_data: self.make_data,
             on_existing: UpdateEach(update),
             wait: self.wait,
             chunk_size: self.chunk_size,
+            entity: PhantomData,
         }
     }
+}
 
+impl<T, I, F> Many<T, I, F, KeepExisting>
+where
+    T: IdempotentCreate,
+    I: Iterator<Item = (T::Key, Option<T::Data>)> + Send,
+{
     /// Runs the batch on `db` (a pool: a transaction per chunk; a caller's transaction: a
     /// savepoint per chunk, the caller's commit decides): one [`Outcome`] per item, in input
-    /// order.
+    /// order, all kept for the `Vec` it returns ([`for_each_chunk`](Many::for_each_chunk)
+    /// collecting them).
     ///
     /// # Errors
     ///
-    /// [`Error::Batch`] for a failed chunk, with the chunk's own error (as
-    /// [`IdempotentCreate::create_once_with`]'s; [`Error::MakeData`] also when `make_data`
-    /// returns another number of rows than it was given keys). A key whose parts do not match
-    /// the key columns ([`Error::KeyColumns`]) or cannot be stored
-    /// ([`Error::KeyNotStorable`]), an unsupported backend or wait, fail the whole batch
-    /// before anything is sent.
+    /// As [`for_each_chunk`](Many::for_each_chunk).
     ///
     /// # Cancel Safety
     ///
-    /// Dropped, the chunk in progress writes nothing and releases its locks (its transaction
-    /// is rolled back, as a single call's is); the chunks before it are stored. Dropped after a
-    /// chunk's COMMIT was sent, that chunk may be stored without the caller seeing it: running
-    /// the batch again returns its items as `Existing`.
+    /// As [`for_each_chunk`](Many::for_each_chunk): dropped, the outcomes of the chunks done
+    /// are lost with the future, not their rows.
     pub async fn exec<C, S, Fut, E>(self, db: &C) -> Result<Vec<Outcome<T::Model>>, Error>
     where
         C: TransactionSource,
@@ -173,15 +225,77 @@ impl<T: IdempotentCreate, F> Many<T, F, KeepExisting> {
         Fut: Future<Output = Result<Vec<T::Data>, E>> + Send,
         E: Into<BoxError>,
     {
-        let batch = Batch::<T, F, UnusedUpdate<T>> {
-            keys: self.keys,
-            source: self.source,
-            update: None,
+        let mut all = Vec::with_capacity(self.items.size_hint().0);
+        self.for_each_chunk(db, |_, outcomes| all.extend(outcomes))
+            .await?;
+        Ok(all)
+    }
+
+    /// Runs the batch on `db` as [`exec`](Many::exec) does, but hands each chunk's outcomes
+    /// to `each` as soon as the chunk is done (committed, or on a caller's transaction
+    /// released into it), with the index of the chunk's first item in the input: one
+    /// [`Outcome`] per item of the chunk, in input order, the chunks in order. The batch pulls
+    /// the next chunk's items only after that and keeps nothing of a chunk it handed over, so
+    /// memory is bounded by the chunk size, however many items the input yields. Returns how
+    /// many items were done (all of them).
+    ///
+    /// ```no_run
+    /// # fn new_pr(pr_id: i64) -> entity::NewPullRequest { test_support::new_pr(pr_id) }
+    /// # async fn run(db: sea_orm::DatabaseConnection) -> Result<(), sea_orm_idempotent::Error> {
+    /// use entity::PullRequest;
+    /// use sea_orm_idempotent::IdempotentCreate;
+    ///
+    /// // Ten million keys, never all in memory: made lazily, pulled 500 (a chunk) at a time.
+    /// let items = (1..=10_000_000_i64).map(|pr_id| (pr_id, new_pr(pr_id)));
+    /// let mut created = 0;
+    /// let done = PullRequest::many(items)
+    ///     .for_each_chunk(&db, |first, outcomes| {
+    ///         created += outcomes.iter().filter(|outcome| outcome.is_created()).count();
+    ///         eprintln!("items {first}..{} stored", first + outcomes.len());
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Batch`] for a failed chunk, with the chunk's own error (as
+    /// [`IdempotentCreate::create_once_with`]'s; [`Error::MakeData`] also when `make_data`
+    /// returns another number of rows than it was given keys; [`Error::KeyColumns`] or
+    /// [`Error::KeyNotStorable`] for a key of the chunk whose parts do not match the key
+    /// columns or cannot be stored, and [`Error::Reentrant`] for one an enclosing call holds:
+    /// checked as the chunk's items are pulled, before it sends anything). The chunks before
+    /// it are stored, and their outcomes were handed over (`done` items). An unsupported
+    /// backend fails the batch before anything is sent; an unsupported wait fails the first
+    /// chunk.
+    ///
+    /// # Cancel Safety
+    ///
+    /// Dropped, the chunk in progress writes nothing and releases its locks (its transaction
+    /// is rolled back, as a single call's is); the chunks before it are stored, and each one's
+    /// outcomes were handed over. Dropped after a chunk's COMMIT was sent, that chunk may be
+    /// stored without its outcomes being handed over: running the batch again returns its
+    /// items as `Existing`.
+    pub async fn for_each_chunk<C, S, Fut, E, H>(self, db: &C, mut each: H) -> Result<usize, Error>
+    where
+        C: TransactionSource,
+        T::Key: NaturalKey<S>,
+        F: FnMut(Vec<T::Key>) -> Fut + Send,
+        Fut: Future<Output = Result<Vec<T::Data>, E>> + Send,
+        E: Into<BoxError>,
+        H: FnMut(usize, Vec<Outcome<T::Model>>) + Send,
+    {
+        let batch = Batch {
+            items: self.items,
+            make_data: self.make_data,
+            update: None::<UnusedUpdate<T>>,
             wait: self.wait,
             chunk_size: self.chunk_size,
         };
-        let done = batch::create_many::<T, S, F, Fut, E, _>(db.handle(), batch).await?;
-        Ok(done.into_iter().map(|done| done.into_outcome()).collect())
+        batch::create_many::<T, S, I, F, Fut, E, _, _>(db.handle(), batch, |first, done| {
+            each(first, done.into_iter().map(Done::into_outcome).collect())
+        })
+        .await
     }
 }
 
@@ -191,20 +305,22 @@ type UnusedUpdate<T> = fn(
     <T as IdempotentCreate>::Data,
 ) -> Change<<T as sea_orm::EntityTrait>::ActiveModel>;
 
-impl<T: IdempotentCreate, F, U> Many<T, F, UpdateEach<U>>
+impl<T, I, F, U> Many<T, I, F, UpdateEach<U>>
 where
+    T: IdempotentCreate,
+    I: Iterator<Item = (T::Key, Option<T::Data>)> + Send,
     U: FnMut(&T::Model, T::Data) -> Change<T::ActiveModel> + Send,
 {
-    /// Runs the batch on `db`: one [`UpsertOutcome`] per item, in input order.
+    /// Runs the batch on `db`: one [`UpsertOutcome`] per item, in input order, all kept for
+    /// the `Vec` it returns ([`for_each_chunk`](Many::for_each_chunk) collecting them).
     ///
     /// # Errors
     ///
-    /// As [`Many::exec`] for a create-only batch; a chunk whose update function returned
-    /// [`Change::Refuse`] fails with [`Error::Batch`] around [`Error::UpdateRefused`].
+    /// As [`for_each_chunk`](Many::for_each_chunk) of this form.
     ///
     /// # Cancel Safety
     ///
-    /// As [`Many::exec`] for a create-only batch.
+    /// As [`for_each_chunk`](Many::for_each_chunk) of this form.
     pub async fn exec<C, S, Fut, E>(self, db: &C) -> Result<Vec<UpsertOutcome<T::Model>>, Error>
     where
         C: TransactionSource,
@@ -213,19 +329,50 @@ where
         Fut: Future<Output = Result<Vec<T::Data>, E>> + Send,
         E: Into<BoxError>,
     {
-        let batch = Batch::<T, F, U> {
-            keys: self.keys,
-            source: self.source,
+        let mut all = Vec::with_capacity(self.items.size_hint().0);
+        self.for_each_chunk(db, |_, outcomes| all.extend(outcomes))
+            .await?;
+        Ok(all)
+    }
+
+    /// Runs the batch on `db`, handing each chunk's [`UpsertOutcome`]s to `each` as soon as
+    /// the chunk is done, with the index of its first item, as the create-only
+    /// [`for_each_chunk`](Many::for_each_chunk) does (memory bounded by the chunk size).
+    /// Returns how many items were done.
+    ///
+    /// # Errors
+    ///
+    /// As the create-only [`for_each_chunk`](Many::for_each_chunk); a chunk whose update
+    /// function returned [`Change::Refuse`] fails with [`Error::Batch`] around
+    /// [`Error::UpdateRefused`].
+    ///
+    /// # Cancel Safety
+    ///
+    /// As the create-only [`for_each_chunk`](Many::for_each_chunk).
+    pub async fn for_each_chunk<C, S, Fut, E, H>(self, db: &C, mut each: H) -> Result<usize, Error>
+    where
+        C: TransactionSource,
+        T::Key: NaturalKey<S>,
+        F: FnMut(Vec<T::Key>) -> Fut + Send,
+        Fut: Future<Output = Result<Vec<T::Data>, E>> + Send,
+        E: Into<BoxError>,
+        H: FnMut(usize, Vec<UpsertOutcome<T::Model>>) + Send,
+    {
+        let batch = Batch {
+            items: self.items,
+            make_data: self.make_data,
             update: Some(self.on_existing.0),
             wait: self.wait,
             chunk_size: self.chunk_size,
         };
-        let done = batch::create_many::<T, S, F, Fut, E, U>(db.handle(), batch).await?;
-        Ok(done.into_iter().map(|done| done.into_upsert()).collect())
+        batch::create_many::<T, S, I, F, Fut, E, U, _>(db.handle(), batch, |first, done| {
+            each(first, done.into_iter().map(Done::into_upsert).collect())
+        })
+        .await
     }
 }
 
-impl<T: IdempotentCreate, F, U> Many<T, F, U> {
+impl<T: IdempotentCreate, I, F, U> Many<T, I, F, U> {
     /// How long each chunk waits for its keys' locks (by default [`Wait::Forever`]).
     pub fn wait(mut self, wait: Wait) -> Self {
         self.wait = wait;
@@ -240,18 +387,29 @@ impl<T: IdempotentCreate, F, U> Many<T, F, U> {
     }
 }
 
-impl<T: IdempotentCreate, F, U> fmt::Debug for Many<T, F, U> {
+impl<T: IdempotentCreate, I, F, U> fmt::Debug for Many<T, I, F, U> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let data = match self.source {
-            Source::Ready(_) => "given",
-            Source::Make(_) => "made for the missing keys",
+        let data = match self.make_data {
+            None => "given",
+            Some(_) => "made for the missing keys",
         };
         f.debug_struct("Many")
             .field("entity", &T::default().table_name())
-            .field("items", &self.keys.len())
             .field("chunk_size", &self.chunk_size)
             .field("wait", &self.wait)
             .field("data", &data)
             .finish_non_exhaustive()
+    }
+}
+
+impl<I> fmt::Debug for GivenItems<I> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GivenItems").finish_non_exhaustive()
+    }
+}
+
+impl<I, D> fmt::Debug for MadeItems<I, D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MadeItems").finish_non_exhaustive()
     }
 }

@@ -1,6 +1,12 @@
 //! A batch of calls ([`crate::Many`]): the items split into chunks in input order, each chunk
-//! its own transaction (or, on a caller's transaction, its own savepoint). Per chunk:
+//! its own transaction (or, on a caller's transaction, its own savepoint). The items are pulled
+//! from the caller's iterator one chunk at a time, and each chunk's outcomes are handed to the
+//! caller before the next chunk is pulled: a batch holds one chunk, however long its input.
+//! Per chunk:
 //!
+//! 0. its items pulled, and their keys checked (as many parts as key columns, none that cannot
+//!    be stored, none held by an enclosing call): a bad key fails the chunk before it sends
+//!    anything;
 //! 1. the chunk's lock keys, sorted and distinct, locked through the seam in one statement
 //!    ([`Backend::lock_many`]; SQLite: its IMMEDIATE transaction), so overlapping batches and
 //!    single calls never deadlock one another;
@@ -12,7 +18,8 @@
 //! 5. with an update function, the function on each existing row, in input order, under the
 //!    lock;
 //! 6. COMMIT (or RELEASE), or after an error ROLLBACK: a failed chunk writes nothing, and the
-//!    error ([`Error::Batch`]) says which chunk failed and how many items were done before it.
+//!    error ([`Error::Batch`]) says which chunk failed and how many items were done before it;
+//! 7. the chunk's outcomes handed over, in input order, with the index of its first item.
 //!
 //! Items with the same natural key collapse into one creation: the first creates, the others
 //! are `Existing` (with an update function: the others run it on the row the first made).
@@ -39,162 +46,189 @@ use crate::turns::{self, Place};
 use crate::wait::Deadline;
 use crate::{Change, Error, IdempotentCreate, LockKey, Wait};
 
-/// How the data of a batch's new rows comes.
-pub(crate) enum Source<D, F> {
-    /// One datum per item, in input order.
-    Ready(Vec<Option<D>>),
-    /// `make_data`: called once per chunk with the keys that need data.
-    Make(F),
-}
-
 /// A batch, as [`crate::Many`] runs it.
-pub(crate) struct Batch<T: IdempotentCreate, F, U> {
-    pub(crate) keys: Vec<T::Key>,
-    pub(crate) source: Source<T::Data, F>,
+pub(crate) struct Batch<I, F, U> {
+    /// The caller's items, each key with its data (`None` with `make_data`), pulled one chunk
+    /// at a time.
+    pub(crate) items: I,
+    /// `make_data`: called once per chunk with the keys that need data.
+    pub(crate) make_data: Option<F>,
     pub(crate) update: Option<U>,
     pub(crate) wait: Wait,
     pub(crate) chunk_size: usize,
 }
 
-/// Runs `batch` on `db`: one [`Done`] per item, in input order.
-pub(crate) async fn create_many<T, S, F, Fut, E, U>(
+/// Runs `batch` on `db`, a chunk at a time: pulls the chunk's items from the caller's iterator,
+/// checks their keys, runs the chunk, and hands its outcomes, in input order, to `hand_over`
+/// with the index of the chunk's first item, before pulling the next chunk. Nothing of a chunk
+/// is kept after it is handed over, so the batch holds one chunk's items and outcomes at a
+/// time, however long the input. Returns how many items were done.
+pub(crate) async fn create_many<T, S, I, F, Fut, E, U, H>(
     db: Handle<'_>,
-    batch: Batch<T, F, U>,
-) -> Result<Vec<Done<T::Model>>, Error>
+    batch: Batch<I, F, U>,
+    mut hand_over: H,
+) -> Result<usize, Error>
 where
     T: IdempotentCreate,
     T::Key: NaturalKey<S>,
+    I: Iterator<Item = (T::Key, Option<T::Data>)> + Send,
     F: FnMut(Vec<T::Key>) -> Fut + Send,
     Fut: Future<Output = Result<Vec<T::Data>, E>> + Send,
     E: Into<BoxError>,
     U: FnMut(&T::Model, T::Data) -> Change<T::ActiveModel> + Send,
+    H: FnMut(usize, Vec<Done<T::Model>>) + Send,
 {
     let backend = Backend::of(match db {
         Handle::Connection(conn) => conn.get_database_backend(),
         Handle::Transaction(txn) => txn.get_database_backend(),
     })?;
     let Batch {
-        keys,
-        mut source,
+        mut items,
+        mut make_data,
         mut update,
         wait,
         chunk_size,
     } = batch;
     let chunk_size = chunk_size.max(1);
-    // Every key checked before anything is sent: a bad key fails the batch, not a chunk.
-    let columns = T::key_columns();
-    let mut call_keys = Vec::with_capacity(keys.len());
-    let mut lock_keys = Vec::with_capacity(keys.len());
-    for key in keys {
-        let natural = Key::new(&key);
-        let values = natural.values();
-        if columns.len() != values.len() {
-            return Err(Error::KeyColumns {
-                table: T::default().table_name(),
-                columns: columns.len(),
-                parts: values.len(),
-            });
-        }
-        refuse_unstorable_parts::<T>(&columns, &values)?;
-        lock_keys.push(natural.lock_key(T::lock_namespace()));
-        let shown = T::log_key().then(|| natural.to_string());
-        call_keys.push(CallKey::<T> {
-            key,
-            columns: columns.clone(),
-            values,
-            shown,
-        });
-    }
-    let items = call_keys.len();
-    let chunks = items.div_ceil(chunk_size);
-    // Data in hand, nothing to update, and a verified unique index on the key: the insert is
-    // the look (`ON CONFLICT DO NOTHING RETURNING`, then a look for the rest only).
-    let inserts_first = matches!(source, Source::Ready(_))
-        && update.is_none()
-        && !call_keys.iter().any(CallKey::has_missing_part)
-        && {
-            let entity = T::default();
-            let names: Vec<&str> = columns.iter().map(|column| column.as_str()).collect();
-            let (schema, table) = (entity.schema_name(), entity.table_name());
-            match db {
-                Handle::Connection(conn) => {
-                    backend
-                        .unique_index_covers(conn, schema, table, &names)
-                        .await?
-                }
-                Handle::Transaction(txn) => {
-                    backend
-                        .unique_index_covers(txn, schema, table, &names)
-                        .await?
-                }
-            }
-        };
+    // How many chunks there will be, when the input says how many items it holds (a `Vec`'s
+    // iterator does); for errors and the span only.
+    let hinted_items = match items.size_hint() {
+        (low, Some(high)) if low == high => Some(low),
+        _ => None,
+    };
+    let hinted_chunks = hinted_items.map(|items| items.div_ceil(chunk_size));
     let span = tracing::info_span!(
         "create_many_once",
         entity = T::default().table_name(),
-        items,
-        chunks,
+        items = hinted_items,
+        chunks = hinted_chunks,
     );
     let deadline = Deadline::starting_now(wait);
     // On a caller's transaction, calls on its session take turns (src/turns.rs), as single
-    // calls do: interleaved savepoints would undo each other's work.
-    // A batch inside the `make_data` of a call that holds one of its keys (on another
-    // connection, or SQLite's write lock of the same file) would wait for that call, which
-    // waits for it: refused before any wait, as a single call is. On a pool the crate cannot
-    // know the enclosing call's database before taking a connection, so a key held by an
-    // enclosing call in another database is refused too.
-    let chain = Chain::current();
-    let refuse = |waits: &dyn Fn(LockKey) -> bool| match lock_keys.iter().find(|key| waits(**key)) {
-        Some(key) => Err(Error::Reentrant { key: *key }),
-        None => Ok(()),
+    // calls do: interleaved savepoints would undo each other's work. The turn is taken once,
+    // for the whole batch, after the first chunk's keys passed the checks below.
+    let session = match db {
+        Handle::Transaction(txn) => Some(backend.session_of(txn).await?),
+        Handle::Connection(_) => None,
     };
-    let _turn = match db {
-        Handle::Transaction(txn) => {
-            let session = backend.session_of(txn).await?;
-            refuse(&|key| backend.waits_in(&chain, key, session))?;
-            let place = Place::Transaction {
-                session,
-                depth: chain.depth_on(session),
+    let chain = Chain::current();
+    let mut turn = None;
+    // Whether a verified unique index covers the key columns: asked of the catalog once per
+    // batch, by the first chunk that could use it.
+    let mut index_covers: Option<bool> = None;
+    let columns = T::key_columns();
+    let mut done = 0;
+    for chunk in 0.. {
+        let fail = |err: Error| {
+            let err = if T::log_key() {
+                err
+            } else {
+                err.without_values()
             };
-            turns::take(place, Wait::Forever).await
+            tracing::debug!(parent: &span, chunk, done, error = %err, "chunk failed");
+            Error::Batch {
+                chunk,
+                chunks: hinted_chunks.filter(|&chunks| chunk < chunks),
+                done,
+                source: Box::new(err),
+            }
+        };
+        // The chunk's items, and their keys checked: a bad key fails its chunk, which has
+        // sent nothing yet (the chunks before it are stored).
+        let mut keys: Vec<CallKey<T>> = Vec::with_capacity(chunk_size);
+        let mut lock_keys: Vec<LockKey> = Vec::with_capacity(chunk_size);
+        let mut data: Vec<Option<T::Data>> = Vec::new();
+        for (key, datum) in items.by_ref().take(chunk_size) {
+            let natural = Key::new(&key);
+            let values = natural.values();
+            if columns.len() != values.len() {
+                return Err(fail(Error::KeyColumns {
+                    table: T::default().table_name(),
+                    columns: columns.len(),
+                    parts: values.len(),
+                }));
+            }
+            refuse_unstorable_parts::<T>(&columns, &values).map_err(fail)?;
+            lock_keys.push(natural.lock_key(T::lock_namespace()));
+            let shown = T::log_key().then(|| natural.to_string());
+            keys.push(CallKey::<T> {
+                key,
+                columns: columns.clone(),
+                values,
+                shown,
+            });
+            if make_data.is_none() {
+                data.push(datum);
+            }
         }
-        Handle::Connection(conn) => {
-            refuse(&|key| match backend {
+        if keys.is_empty() {
+            break;
+        }
+        // A batch inside the `make_data` of a call that holds one of its keys (on another
+        // connection, or SQLite's write lock of the same file) would wait for that call, which
+        // waits for it: refused before its chunk waits, as a single call is. On a pool the
+        // crate cannot know the enclosing call's database before taking a connection, so a key
+        // held by an enclosing call in another database is refused too.
+        let reentrant = lock_keys.iter().copied().find(|&key| match (db, session) {
+            (Handle::Transaction(_), Some(session)) => backend.waits_in(&chain, key, session),
+            (Handle::Connection(conn), _) => match backend {
                 Backend::Sqlite => backend.waits_on_connection(&chain, key, conn),
                 Backend::Postgres | Backend::MySql => chain.holds(key),
-            })?;
-            None
+            },
+            (Handle::Transaction(_), None) => false,
+        });
+        if let Some(key) = reentrant {
+            return Err(fail(Error::Reentrant { key }));
         }
-    };
-    let mut done: Vec<Done<T::Model>> = Vec::with_capacity(items);
-    for (chunk, start) in (0..items).step_by(chunk_size).enumerate() {
-        let end = (start + chunk_size).min(items);
-        let data: Vec<Option<T::Data>> = match &mut source {
-            Source::Ready(all) => all[start..end].iter_mut().map(Option::take).collect(),
-            Source::Make(_) => Vec::new(),
-        };
-        let maker = match &mut source {
-            Source::Ready(_) => None,
-            Source::Make(make) => Some(make),
-        };
-        let chunk_keys = &call_keys[start..end];
-        let chunk_locks = &lock_keys[start..end];
-        let first = chunk_locks.first().copied();
+        if turn.is_none() {
+            turn = Some(match session {
+                Some(session) => {
+                    let place = Place::Transaction {
+                        session,
+                        depth: chain.depth_on(session),
+                    };
+                    turns::take(place, Wait::Forever).await
+                }
+                None => None,
+            });
+        }
+        // Data in hand, nothing to update, and a verified unique index on the key: the insert
+        // is the look (`ON CONFLICT DO NOTHING RETURNING`, then a look for the rest only).
+        let inserts_first =
+            make_data.is_none() && update.is_none() && !keys.iter().any(CallKey::has_missing_part);
+        let inserts_first = inserts_first
+            && match index_covers {
+                Some(covers) => covers,
+                None => {
+                    let covers = unique_index_covers::<T>(backend, db, &columns)
+                        .await
+                        .map_err(fail)?;
+                    *index_covers.insert(covers)
+                }
+            };
+        let first = lock_keys.first().copied();
         let result = run_chunk::<T, F, Fut, E, U>(
             backend,
             db,
             inserts_first,
-            chunk_keys,
-            chunk_locks,
+            &keys,
+            &lock_keys,
             data,
-            maker,
+            make_data.as_mut(),
             update.as_mut(),
             deadline,
         )
         .instrument(span.clone())
         .await;
         match result {
-            Ok(outcomes) => done.extend(outcomes),
+            Ok(outcomes) => {
+                // The chunk's keys go before its outcomes are handed over: the caller's
+                // callback may keep the outcomes, the batch keeps nothing of the chunk.
+                drop((keys, lock_keys));
+                let first_item = done;
+                done += outcomes.len();
+                hand_over(first_item, outcomes);
+            }
             Err(err) => {
                 let err = match (backend, first) {
                     (Backend::Sqlite, Some(key)) => err.sqlite_busy_as_lock_error(key, wait),
@@ -204,22 +238,36 @@ where
                     Some(key) => err.named(key),
                     None => err,
                 };
-                let err = if T::log_key() {
-                    err
-                } else {
-                    err.without_values()
-                };
-                tracing::debug!(parent: &span, chunk, done = done.len(), error = %err, "chunk failed");
-                return Err(Error::Batch {
-                    chunk,
-                    chunks,
-                    done: done.len(),
-                    source: Box::new(err),
-                });
+                return Err(fail(err));
             }
         }
     }
+    span.record("items", done);
+    span.record("chunks", done.div_ceil(chunk_size));
     Ok(done)
+}
+
+/// Whether a verified unique index (or primary key) covers exactly `columns` of `T`'s table.
+async fn unique_index_covers<T: IdempotentCreate>(
+    backend: Backend,
+    db: Handle<'_>,
+    columns: &[T::Column],
+) -> Result<bool, Error> {
+    let entity = T::default();
+    let names: Vec<&str> = columns.iter().map(|column| column.as_str()).collect();
+    let (schema, table) = (entity.schema_name(), entity.table_name());
+    match db {
+        Handle::Connection(conn) => {
+            backend
+                .unique_index_covers(conn, schema, table, &names)
+                .await
+        }
+        Handle::Transaction(txn) => {
+            backend
+                .unique_index_covers(txn, schema, table, &names)
+                .await
+        }
+    }
 }
 
 /// One chunk: lock, look, make, insert (update), end.
