@@ -30,8 +30,8 @@
 //! pull-request id (the run uses `ID..ID+N`; default 1, and with `--naive` the id after the
 //! highest one stored, so that the naive code meets new pull requests), `--seed S` for the
 //! synthetic payloads and the arrival order (default 42), `--naive` find-then-insert without a
-//! lock, `--backfill N` import N pull requests in batches instead (`PullRequest::many`, 500 per
-//! chunk, with a progress bar), `--json` one JSON object on stdout instead of the table, `--database-url URL`.
+//! lock, `--backfill N` import N pull requests in one batch instead (`PullRequest::many`, 500 per
+//! chunk, each chunk's outcomes handed to the progress bar as it is done), `--json` one JSON object on stdout instead of the table, `--database-url URL`.
 //!
 //! ## Poke it
 //!

@@ -65,7 +65,9 @@
 //! `PullRequest::many_with(keys, |missing| ..)` whose `make_data` receives, in one call per
 //! chunk, every key found missing. Each chunk of [`DEFAULT_CHUNK_SIZE`] items is one
 //! transaction that locks its keys in one statement, in one sorted order (so batches and
-//! single calls never deadlock one another), looks once and inserts once. See [`Many`].
+//! single calls never deadlock one another), looks once and inserts once; with
+//! `.for_each_chunk(&db, |first, outcomes| ..)` the items are pulled and the outcomes handed
+//! over one chunk at a time, so memory is bounded by the chunk size. See [`Many`].
 //!
 //! # The lock's scope
 //!

@@ -157,20 +157,27 @@ async fn memory_is_bounded_by_the_chunk(db: &DatabaseConnection) {
     assert_eq!(created, items);
     one_row_each(db, 0..items as i64).await;
 
-    // `make_data`'s form, over the same keys and one chunk more: 500 found, 50 created.
+    // `make_data`'s form, over the same keys and one chunk more: 500 found, 50 created; in a
+    // spawned task (the future, lazy input and callback included, is `Send`).
     let flow = Arc::new(Flow::default());
     let keys = {
         let flow = flow.clone();
         (0..(items + CHUNK) as i64).inspect(move |_| flow.pull())
     };
-    let mut created = 0;
-    let done = PullRequest::many_with(keys, |missing: Vec<i64>| async move {
-        Ok::<_, std::io::Error>(missing.into_iter().map(new_pr).collect())
-    })
-    .chunk_size(CHUNK)
-    .for_each_chunk(db, |first, outcomes| {
-        flow.hand_back(first, outcomes.len());
-        created += outcomes.iter().filter(|o| o.is_created()).count();
+    let (pool, handed) = (db.clone(), flow.clone());
+    let (done, created) = tokio::spawn(async move {
+        let mut created = 0;
+        let done = PullRequest::many_with(keys, |missing: Vec<i64>| async move {
+            Ok::<_, std::io::Error>(missing.into_iter().map(new_pr).collect())
+        })
+        .chunk_size(CHUNK)
+        .for_each_chunk(&pool, |first, outcomes| {
+            handed.hand_back(first, outcomes.len());
+            created += outcomes.iter().filter(|o| o.is_created()).count();
+        })
+        .await
+        .unwrap();
+        (done, created)
     })
     .await
     .unwrap();

@@ -1,5 +1,6 @@
-//! `--backfill N`: import N pull requests in batches (the batch form, `PullRequest::many`),
-//! with a progress bar, instead of the burst of single deliveries.
+//! `--backfill N`: import N pull requests in one batch (the batch form, `PullRequest::many`,
+//! its chunks' outcomes handed over one at a time), with a progress bar, instead of the burst of
+//! single deliveries.
 
 use std::fmt;
 use std::io::IsTerminal;
@@ -10,8 +11,8 @@ use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 use sea_orm::DatabaseConnection;
 use sea_orm_idempotent::{Error, IdempotentCreate, Outcome};
 
-/// Items per batch, and per chunk (one transaction) of each batch.
-const BATCH: usize = 500;
+/// Items per chunk (one transaction) of the batch.
+const CHUNK: usize = 500;
 
 /// What a backfill did.
 pub(crate) struct Backfilled {
@@ -34,9 +35,11 @@ impl fmt::Display for Backfilled {
     }
 }
 
-/// Imports pull requests `first..first + count` in batches of [`BATCH`], each one
-/// `PullRequest::many(items).exec(&db)`: per chunk the keys' locks in one statement, one look
-/// and one multi-row insert.
+/// Imports pull requests `first..first + count` in one batch,
+/// `PullRequest::many(items).for_each_chunk(&db, ..)`: per chunk of [`CHUNK`] the keys' locks
+/// in one statement, one look and one multi-row insert. The items are made as the batch pulls
+/// them and each chunk's outcomes are counted and dropped as it hands them over, so memory
+/// stays that of one chunk however large `count` is.
 pub(crate) async fn backfill(
     db: &DatabaseConnection,
     first: i64,
@@ -45,20 +48,19 @@ pub(crate) async fn backfill(
     let started = Instant::now();
     let bar = progress_bar(count as u64);
     let (mut created, mut existing) = (0, 0);
-    let ids: Vec<i64> = (0..i64::from(count)).map(|i| first + i).collect();
-    for batch in ids.chunks(BATCH) {
-        let items = batch
-            .iter()
-            .map(|&pr_id| (pr_id, test_support::new_pr(pr_id)));
-        let outcomes = PullRequest::many(items).chunk_size(BATCH).exec(db).await?;
-        for outcome in &outcomes {
-            match outcome {
-                Outcome::Created(_) => created += 1,
-                Outcome::Existing(_) => existing += 1,
+    let items = (0..i64::from(count)).map(|i| (first + i, test_support::new_pr(first + i)));
+    PullRequest::many(items)
+        .chunk_size(CHUNK)
+        .for_each_chunk(db, |_, outcomes| {
+            for outcome in &outcomes {
+                match outcome {
+                    Outcome::Created(_) => created += 1,
+                    Outcome::Existing(_) => existing += 1,
+                }
             }
-        }
-        bar.inc(outcomes.len() as u64);
-    }
+            bar.inc(outcomes.len() as u64);
+        })
+        .await?;
     bar.finish_and_clear();
     Ok(Backfilled {
         created,

@@ -30,9 +30,9 @@ pub(crate) struct Args {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub(crate) json: bool,
-    /// Import N pull requests (from --first-pr-id) in batches instead of the burst: one
-    /// `PullRequest::many(..)` batch of 500 per step, with a progress bar; stored ones come back
-    /// existing.
+    /// Import N pull requests (from --first-pr-id) in one batch instead of the burst:
+    /// `PullRequest::many(..)` in chunks of 500, with a progress bar moved by each chunk; stored
+    /// ones come back existing.
     #[arg(long, value_name = "N")]
     pub(crate) backfill: Option<u32>,
     /// Database URL (default: DATABASE_URL, else an embedded SQLite file).
