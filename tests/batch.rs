@@ -486,6 +486,69 @@ on_each_server! {
         }
     }
 
+    /// A bound is each chunk's: a batch that has run longer than its `Wait::Timeout` still
+    /// gives a later chunk the whole bound to wait for a held key (PostgreSQL, MariaDB).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_later_chunk_waits_the_whole_bound_however_long_the_batch_ran(server: Server) {
+        let Some(test_db) = server.database().await else { return };
+        let db = test_db.connect(4).await;
+        let observer = test_db.connect(1).await;
+        let bound = Duration::from_secs(4);
+        // Every key's lock taken once before (on MariaDB their lock-table rows then exist).
+        let first = db.begin().await.unwrap();
+        for k in 70..=73 {
+            acquire_advisory_lock(&first, key_of(k), Wait::Forever).await.unwrap();
+        }
+        first.commit().await.unwrap();
+        // The first chunk's `make_data` takes key 72 (of the second chunk only) in another
+        // transaction, handed out to be committed later, and outlasts the bound (time passing
+        // is the case here).
+        let (held, holder) = tokio::sync::oneshot::channel();
+        let mut held = Some(held);
+        let batch = tokio::spawn({
+            let db = db.clone();
+            async move {
+                let maker_db = db.clone();
+                PullRequest::many_with(vec![70, 71, 72, 73], move |missing: Vec<i64>| {
+                    let (held, db) = (held.take(), maker_db.clone());
+                    async move {
+                        if let Some(held) = held {
+                            let txn = db.begin().await.unwrap();
+                            acquire_advisory_lock(&txn, key_of(72), Wait::Forever)
+                                .await
+                                .unwrap();
+                            held.send(txn).unwrap();
+                            tokio::time::sleep(bound + Duration::from_millis(300)).await;
+                        }
+                        Ok::<_, std::io::Error>(missing.into_iter().map(new_pr).collect())
+                    }
+                })
+                .chunk_size(2)
+                .wait(Wait::Timeout(bound))
+                .exec(&db)
+                .await
+            }
+        });
+        let holder = holder.await.unwrap();
+        let mut batch = batch;
+        // The second chunk waits for the held key (before the fix it failed at once: its
+        // bound was counted from the batch's start, and had run out).
+        tokio::select! {
+            () = until_someone_waits(&observer, key_of(72)) => {}
+            early = &mut batch => {
+                panic!("the batch ended without waiting for the held key: {early:?}")
+            }
+        }
+        // Held 2.5 s more, then released: the chunk goes on. (Before the fix, MariaDB, whose
+        // lock wait counts whole seconds, turned the spent bound into 1 s.)
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        assert!(!batch.is_finished(), "the second chunk waits for the holder");
+        holder.commit().await.unwrap();
+        let outcomes = batch.await.unwrap().unwrap();
+        assert!(outcomes.iter().all(Outcome::is_created));
+        assert_eq!(outcomes.len(), 4);
+    }
+
     /// Batches and single calls racing over overlapping keys, 16 tasks over two pools: one
     /// row and one `Created` per key (PostgreSQL, MariaDB).
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -135,8 +135,10 @@ impl<K, D, I: Iterator<Item = K>> Iterator for MadeItems<I, D> {
 /// # Waits
 ///
 /// As single calls: [`Wait::Forever`] by default, [`Wait::Timeout`] bounding the wait for the
-/// whole chunk's locks (counted from the batch's start), [`Wait::No`] failing a chunk whose
-/// keys are not all free at once; SQLite takes [`Wait::Forever`] only.
+/// whole chunk's locks (counted from the chunk's start: each chunk of a long batch has the
+/// whole bound), [`Wait::No`] failing a chunk whose
+/// keys are not all free at once; on SQLite each bounds the wait for its write lock, as a
+/// single call's does.
 #[must_use = "nothing happens until `.exec(&db)` or `.for_each_chunk(&db, ..)` is awaited"]
 pub struct Many<T: IdempotentCreate, I, F, U> {
     items: I,
@@ -266,8 +268,7 @@ where
     /// columns or cannot be stored, and [`Error::Reentrant`] for one an enclosing call holds:
     /// checked as the chunk's items are pulled, before it sends anything). The chunks before
     /// it are stored, and their outcomes were handed over (`done` items). An unsupported
-    /// backend fails the batch before anything is sent; an unsupported wait fails the first
-    /// chunk.
+    /// backend fails the batch before anything is sent.
     ///
     /// # Cancel Safety
     ///

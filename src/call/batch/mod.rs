@@ -103,6 +103,8 @@ where
         items = hinted_items,
         chunks = hinted_chunks,
     );
+    // One call (for the span's wait and the reports), its bound counted per chunk below: a
+    // long batch gives each chunk the whole bound, as `Many::wait` promises.
     let deadline = Deadline::starting_now(wait);
     // On a caller's transaction, calls on its session take turns (src/turns.rs), as single
     // calls do: interleaved savepoints would undo each other's work. The turn is taken once,
@@ -216,7 +218,7 @@ where
             data,
             make_data.as_mut(),
             update.as_mut(),
-            deadline,
+            deadline.counting_from_now(),
         )
         .instrument(span.clone())
         .await;
