@@ -136,9 +136,8 @@ impl<K, D, I: Iterator<Item = K>> Iterator for MadeItems<I, D> {
 ///
 /// As single calls: [`Wait::Forever`] by default, [`Wait::Timeout`] bounding the wait for the
 /// whole chunk's locks (counted from the chunk's start: each chunk of a long batch has the
-/// whole bound), [`Wait::No`] failing a chunk whose
-/// keys are not all free at once; on SQLite each bounds the wait for its write lock, as a
-/// single call's does.
+/// whole bound), [`Wait::No`] failing a chunk whose keys are not all free at once; on SQLite
+/// each bounds the wait for its write lock, as a single call's does.
 #[must_use = "nothing happens until `.exec(&db)` or `.for_each_chunk(&db, ..)` is awaited"]
 pub struct Many<T: IdempotentCreate, I, F, U> {
     items: I,
