@@ -237,7 +237,7 @@ async fn per_call(
     Ok(opened.close().await?)
 }
 
-/// `--batch`: issue 27's target for the batch form, one table per place but the proxy.
+/// `--batch`: issue 27's target for the batch form, one table per place.
 async fn batch(
     options: &Options,
     opened: &setup::Opened,
@@ -254,9 +254,6 @@ async fn batch(
         batch::KEYS
     );
     for (db, described) in &opened.places {
-        if db.place == place::Place::Hop {
-            continue;
-        }
         warm_up(db).await?;
         let table = batch::batch(db)
             .await

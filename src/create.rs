@@ -384,7 +384,8 @@ pub trait IdempotentCreate: EntityTrait {
     /// keep ids without gaps: every call then takes the locked path, which inserts only a row
     /// it knows to be missing. (Calls with `make_data`, the update form and calls on a
     /// caller's transaction always take the locked path: data made once, decisions under the
-    /// lock, and no `ON CONFLICT` serialization failures under REPEATABLE READ.)
+    /// lock, and no `ON CONFLICT` serialization failures under REPEATABLE READ.) The same holds
+    /// for a batch's chunks ([`Many`](crate::Many)): `true` keeps them on the locked path.
     fn ids_without_gaps() -> bool {
         false
     }

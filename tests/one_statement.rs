@@ -9,6 +9,8 @@
 //!   `true`, so the insert no longer waits for the lock), the raw lock-takers met unique
 //!   violations (`left: 23, right: 0` in one run; the count varies, it was never 0 in five
 //!   runs).
+//! - A batch's chunk of new keys is one statement too, with the same guarantees (the last two
+//!   PostgreSQL tests).
 //! - Dropping the index while calls run never fails a call: the statement's error (42P10 on
 //!   PostgreSQL, SQLite's generic error) sends the call to the locked path, and the catalog is
 //!   asked again. With that fallback removed, calls failed with "there is no unique or
@@ -179,6 +181,134 @@ mod postgres {
         }
     }
 
+    /// A batch's chunk of new keys is one statement too (src/call/batch/one_statement.rs): it
+    /// tries every key's lock and inserts only if all are granted. Raced against raw
+    /// lock-takers and single calls of the locked path, each key gets one row and one
+    /// `Created` among all the answers, and no raw lock-taker meets a unique violation. With
+    /// the locks taken out of the chunk's statement (the try in
+    /// src/backend/postgres/chunk_statement.rs made `true OR pg_try_advisory_xact_lock(n, k)
+    /// IS NULL`, which never calls it), a raw lock-taker met a unique violation in each of
+    /// three runs (`left: 1, right: 0`).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_chunk_in_one_statement_excludes_raw_lock_takers_and_the_locked_path() {
+        let test_db = TestDb::new().await;
+        let pools = [test_db.connect(8).await, test_db.connect(8).await];
+        const KEYS: i64 = 40;
+        // Each round's batch covers its key and the next ones: new keys and stored ones.
+        const AHEAD: i64 = 4;
+        const TASKS: usize = 24;
+        let created = Arc::new(AtomicUsize::new(0));
+        let violations = Arc::new(AtomicUsize::new(0));
+        let barrier = Arc::new(Barrier::new(TASKS));
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|task| {
+                let db = pools[task % 2].clone();
+                let (created, violations, barrier) =
+                    (created.clone(), violations.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    for pr_id in 1..=KEYS {
+                        barrier.wait().await;
+                        let made = match task % 3 {
+                            // A batch of new and stored keys, in chunks of two (data in hand,
+                            // a unique index on pr_id: each chunk one statement).
+                            0 => PullRequest::many((pr_id..pr_id + AHEAD).map(|k| (k, new_pr(k))))
+                                .chunk_size(2)
+                                .exec(&db)
+                                .await
+                                .unwrap()
+                                .iter()
+                                .filter(|outcome| outcome.is_created())
+                                .count(),
+                            1 => PullRequest::create_once_with(&db, pr_id, || async move {
+                                Ok::<_, std::io::Error>(new_pr(pr_id))
+                            })
+                            .await
+                            .map(|outcome| usize::from(outcome.is_created()))
+                            .unwrap(),
+                            _ => match raw_lock_taker(&db, pr_id).await {
+                                Ok(made) => usize::from(made),
+                                Err(err) if is_unique_violation(&err) => {
+                                    violations.fetch_add(1, Ordering::Relaxed);
+                                    0
+                                }
+                                Err(err) => panic!("raw lock-taker: {err}"),
+                            },
+                        };
+                        created.fetch_add(made, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        assert_eq!(
+            violations.load(Ordering::Relaxed),
+            0,
+            "raw lock-takers met unique violations"
+        );
+        let keys = (KEYS + AHEAD - 1) as usize;
+        assert_eq!(created.load(Ordering::Relaxed), keys, "creators");
+        assert_eq!(total_rows(&pools[0]).await, keys as u64);
+        for pr_id in 1..=keys as i64 {
+            assert_eq!(rows_for(&pools[0], pr_id).await, 1, "pr_id {pr_id}");
+        }
+    }
+
+    /// Dropping the index while batches run fails no batch and lets no row in twice: the
+    /// chunk's statement fails with 42P10, and the chunk takes the locked path with the rows
+    /// it built, where a look under the lock, not the index, tells which rows exist. With the
+    /// locked path inserting those rows with `ON CONFLICT DO NOTHING` and no look (as a batch
+    /// did before, trusting an index it had found at its start), 610 rows were stored for 600
+    /// keys.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn dropping_the_index_while_batches_run_fails_no_batch() {
+        let test_db = TestDb::new().await;
+        let db = test_db.connect(8).await;
+        let admin = test_db.connect(1).await;
+        const TASKS: i64 = 4;
+        const BATCHES: i64 = 30;
+        const SIZE: i64 = 10;
+        let done = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|task| {
+                let (db, done) = (db.clone(), done.clone());
+                tokio::spawn(async move {
+                    for batch in 0..BATCHES {
+                        // Each batch twice, by neighbouring tasks: new keys and stored ones.
+                        let start = ((task / 2) * BATCHES + batch) * SIZE + 1;
+                        PullRequest::many((start..start + SIZE).map(|k| (k, new_pr(k))))
+                            .chunk_size(5)
+                            .exec(&db)
+                            .await
+                            .unwrap_or_else(|err| panic!("batch from {start}: {err}"));
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        while done.load(Ordering::Relaxed) < 10 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        admin
+            .execute_unprepared("ALTER TABLE pull_requests DROP CONSTRAINT pull_requests_pr_id_key")
+            .await
+            .unwrap();
+        let dropped_at = done.load(Ordering::Relaxed);
+        for task in tasks {
+            task.await.unwrap();
+        }
+        assert!(
+            dropped_at < (TASKS * BATCHES) as usize,
+            "the index was dropped after every batch ended ({dropped_at})"
+        );
+        let keys = TASKS / 2 * BATCHES * SIZE;
+        assert_eq!(total_rows(&db).await, keys as u64);
+        for pr_id in 1..=keys {
+            assert_eq!(rows_for(&db, pr_id).await, 1, "pr_id {pr_id}");
+        }
+    }
+
     const GAP_TABLES: &str = "
         CREATE TABLE with_gaps (id bigserial PRIMARY KEY, k bigint NOT NULL UNIQUE,
             v text NOT NULL);
@@ -209,8 +339,19 @@ mod postgres {
         let gapless = without_gaps::Entity::find().all(&db).await.unwrap();
         let gapless: Vec<_> = gapless.into_iter().map(|m| (m.k, m.id)).collect();
         // Two duplicates of key 1 reached `ON CONFLICT DO NOTHING`: two ids consumed.
-        assert_eq!(id_of(gaps, 2), 4);
-        assert_eq!(id_of(gapless, 2), 2);
+        assert_eq!(id_of(gaps.clone(), 2), 4);
+        assert_eq!(id_of(gapless.clone(), 2), 2);
+        // A batch of two stored keys and a new one: its chunk in one statement consumes an
+        // id per row it offers; the locked path, only the new row's.
+        let batch = || (1..=3).map(|k| (k, "v".to_owned()));
+        with_gaps::Entity::many(batch()).exec(&db).await.unwrap();
+        without_gaps::Entity::many(batch()).exec(&db).await.unwrap();
+        let gaps = with_gaps::Entity::find().all(&db).await.unwrap();
+        let gaps: Vec<_> = gaps.into_iter().map(|m| (m.k, m.id)).collect();
+        let gapless = without_gaps::Entity::find().all(&db).await.unwrap();
+        let gapless: Vec<_> = gapless.into_iter().map(|m| (m.k, m.id)).collect();
+        assert_eq!(id_of(gaps, 3), 7);
+        assert_eq!(id_of(gapless, 3), 3);
     }
 }
 

@@ -267,6 +267,26 @@ async fn every_path_costs_its_round_trips_on_postgres() {
         trips(&wire, contended_indexed(8), contended_indexed(9)).await,
         9
     );
+
+    // A batch's chunk (src/call/batch/): where a unique index covers the key, new keys are one
+    // statement that tries every key's lock and inserts `ON CONFLICT (k) DO NOTHING`.
+    let batch = |keys: std::ops::Range<i64>| {
+        indexed_always::Entity::many(keys.map(|k| (k, "v".to_owned()))).exec(&db)
+    };
+    assert_eq!(trips(&wire, batch(100..103), batch(200..203)).await, 1);
+    // Stored keys: the statement (nothing inserted), then one look for all of them.
+    assert_eq!(trips(&wire, batch(100..103), batch(200..203)).await, 2);
+    // Without the index, the locked path: BEGIN, the try of every lock, the look, the insert,
+    // COMMIT.
+    let unindexed = |keys: std::ops::Range<i64>| {
+        always_looks::Entity::many(keys.map(|k| (k, "v".to_owned()))).exec(&db)
+    };
+    // (Keys no earlier call of this test stored: a chunk that inserts fewer rows than its
+    // warm-up sends an insert text sqlx prepares first, a round trip of its own.)
+    assert_eq!(
+        trips(&wire, unindexed(1000..1003), unindexed(1100..1103)).await,
+        5
+    );
 }
 
 fn stored(pr_id: i64) -> pull_requests::Model {

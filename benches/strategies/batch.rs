@@ -1,5 +1,5 @@
-//! `--batch`: issue 27's target for the batch form. On each place but the proxy: 10,000 new
-//! keys stored by
+//! `--batch`: issue 27's target for the batch form. On each place (PostgreSQL on loopback and
+//! through the proxy, SQLite, MariaDB): 10,000 new keys stored by
 //!
 //! 1. the crate's batch, `PullRequest::many(items).chunk_size(500).exec(&db)`, one task;
 //! 2. single `create_once` calls from 8 tasks over the same pool;

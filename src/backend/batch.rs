@@ -1,8 +1,9 @@
 //! The seam for a batch's chunk ([`call::batch`](crate::call)): its own transaction and its
 //! keys' locks in one statement, in one sorted order.
 
-use sea_orm::{ConnectionTrait, DatabaseConnection};
+use sea_orm::{DatabaseConnection, DbErr, Statement, Value};
 
+use super::inserted::ChunkAnswer;
 use super::locked_many::LockedMany;
 use super::{Backend, Table, mysql, postgres, sqlite};
 use crate::transaction::{Own, Txn};
@@ -31,27 +32,6 @@ impl Backend {
         }
     }
 
-    /// Whether a verified unique index covers exactly `columns` of `table`, so that a batch's
-    /// insert can be the one statement that finds which keys exist (`ON CONFLICT DO NOTHING
-    /// RETURNING`, then a look for the rest only): asked of PostgreSQL's catalog, once per
-    /// batch. Never assumed: `false` on the other backends, whose batches look first.
-    pub(crate) async fn unique_index_covers<C: ConnectionTrait>(
-        self,
-        db: &C,
-        schema: Option<&str>,
-        table: &str,
-        columns: &[&str],
-    ) -> Result<bool, Error> {
-        match self {
-            Backend::Postgres => Ok(postgres::batch::unique_index_covers(
-                db, schema, table, columns,
-            )
-            .await
-            .map_err(Error::from_first_statement)?),
-            Backend::Sqlite | Backend::MySql => Ok(false),
-        }
-    }
-
     /// Takes the locks of a batch's chunk, `keys` sorted and distinct, in that order, inside
     /// `txn` (the crate's own transaction or a savepoint of a caller's): on PostgreSQL one
     /// statement tries them all (`attempt` 0), and after a contended try one statement waits
@@ -72,5 +52,55 @@ impl Backend {
             Backend::MySql => mysql::batch::lock_many(txn, keys, deadline).await,
             Backend::Sqlite => Ok(LockedMany::Locked),
         }
+    }
+
+    /// Whether a batch's chunk of new keys can be one statement on `conn`
+    /// ([`postgres::chunk_statement`]): PostgreSQL, on a pool. The other backends' chunks
+    /// take the locked path.
+    pub(crate) fn has_chunk_statement(self, conn: &DatabaseConnection) -> bool {
+        #[cfg(feature = "postgres")]
+        if self == Backend::Postgres {
+            return postgres::fast_path::pool_of(conn).is_some();
+        }
+        let _ = conn;
+        false
+    }
+
+    /// The chunk's one statement ([`postgres::chunk_statement::statement`]), from `one_row`
+    /// (SeaORM's insert of the chunk's first row with its `ON CONFLICT` and `RETURNING`), for
+    /// `rows` rows of `width` `values` each and the chunk's `keys` (sorted, distinct); `None`
+    /// when the row's values are not plain placeholders.
+    pub(crate) fn chunk_statement(
+        self,
+        one_row: &Statement,
+        width: usize,
+        rows: usize,
+        values: Vec<Value>,
+        keys: &[LockKey],
+    ) -> Option<Statement> {
+        match self {
+            Backend::Postgres => {
+                postgres::chunk_statement::statement(one_row, width, rows, values, keys)
+            }
+            Backend::Sqlite | Backend::MySql => None,
+        }
+    }
+
+    /// Runs the chunk's one statement on a connection of `conn`'s pool, returning only once
+    /// its transaction has ended, after an error too ([`postgres::one_statement::run_all`]).
+    pub(crate) async fn run_chunk_statement(
+        self,
+        conn: &DatabaseConnection,
+        statement: Statement,
+    ) -> Result<ChunkAnswer, DbErr> {
+        #[cfg(feature = "postgres")]
+        if let (Backend::Postgres, Some(pool)) = (self, postgres::fast_path::pool_of(conn)) {
+            let rows = postgres::one_statement::run_all(pool, statement).await?;
+            return postgres::chunk_statement::read(rows);
+        }
+        let _ = (conn, statement);
+        Err(DbErr::Custom(
+            "a batch's chunk in one statement on a backend without that path".to_owned(),
+        ))
     }
 }

@@ -22,3 +22,15 @@ pub(crate) enum Answer {
     /// The lock was granted and nothing inserted: the key's row exists.
     Nothing,
 }
+
+/// The answer of the statement that tries every key of a batch's chunk and inserts its rows
+/// under their locks (PostgreSQL's only: without its feature, never answered).
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+pub(crate) enum ChunkAnswer {
+    /// Another transaction holds one of the keys: nothing was inserted (the chunk takes the
+    /// locked path, which waits).
+    KeysHeld,
+    /// Every lock was granted, and these rows inserted (committed with the statement); a key
+    /// without its row here exists already.
+    Inserted(Vec<QueryResult>),
+}

@@ -13,6 +13,7 @@ use super::Call;
 use super::key::CallKey;
 use super::request::{NewRow, OnExisting, Request};
 use super::row::{RowValues, created, find};
+use crate::backend::Backend;
 use crate::backend::inserted::Answer;
 use crate::outcome::Done;
 use crate::source::PoolId;
@@ -56,28 +57,7 @@ impl Call {
         ) else {
             return Ok(OneStatement::NotTaken(request));
         };
-        let guarded = match unique_index::known::<T>(pool) {
-            Some(guarded) => guarded,
-            None => {
-                let entity = T::default();
-                let columns: Vec<&str> = key.columns.iter().map(|column| column.as_str()).collect();
-                // A catalog that cannot be read (a server too old, no privilege) says no.
-                let guarded = self
-                    .backend
-                    .key_is_unique_indexed(
-                        conn,
-                        entity.schema_name(),
-                        entity.table_name(),
-                        &columns,
-                        &key.values,
-                    )
-                    .await
-                    .unwrap_or(false);
-                unique_index::learn::<T>(pool, guarded);
-                guarded
-            }
-        };
-        if !guarded {
+        if !key_is_guarded(self.backend, conn, pool, key).await {
             return Ok(OneStatement::NotTaken(request));
         }
         let NewRow::Ready(data) = request.new_row else {
@@ -119,4 +99,33 @@ impl Call {
             }
         }
     }
+}
+
+/// Whether a unique index covers exactly the key's columns, each of a type that stores its
+/// part exactly, on `pool`'s database: known, never guessed (the catalog is asked once per
+/// pool and entity, [`unique_index`]). A catalog that cannot be read (a server too old, no
+/// privilege) says no.
+pub(super) async fn key_is_guarded<T: IdempotentCreate>(
+    backend: Backend,
+    conn: &DatabaseConnection,
+    pool: PoolId,
+    key: &CallKey<T>,
+) -> bool {
+    if let Some(guarded) = unique_index::known::<T>(pool) {
+        return guarded;
+    }
+    let entity = T::default();
+    let columns: Vec<&str> = key.columns.iter().map(|column| column.as_str()).collect();
+    let guarded = backend
+        .key_is_unique_indexed(
+            conn,
+            entity.schema_name(),
+            entity.table_name(),
+            &columns,
+            &key.values,
+        )
+        .await
+        .unwrap_or(false);
+    unique_index::learn::<T>(pool, guarded);
+    guarded
 }

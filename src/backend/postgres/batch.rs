@@ -39,7 +39,7 @@ const FOREVER_SLICE: Duration = Duration::from_secs(2);
 
 /// The sorted keys as the statements bind them: the two halves of each pair, as texts. A
 /// [`LockKey::BigInt`] (never an entity's key) is refused by the caller before this.
-fn key_texts(keys: &[LockKey]) -> (Value, Value) {
+pub(super) fn key_texts(keys: &[LockKey]) -> (Value, Value) {
     let mut namespaces = String::new();
     let mut rest = String::new();
     for key in keys {
@@ -57,9 +57,15 @@ fn key_texts(keys: &[LockKey]) -> (Value, Value) {
 }
 
 /// The keys, one row each, in sorted order, as a subquery (`OFFSET 0` keeps the planner from
-/// pulling it up, so the function of the outer query runs row by row in this order).
-const SORTED_KEYS: &str = "(SELECT n, k FROM unnest(string_to_array($1, ',')::int4[], \
-     string_to_array($2, ',')::int4[]) AS keys(n, k) ORDER BY n, k OFFSET 0) AS sorted";
+/// pulling it up, so the function of the outer query runs row by row in this order); their
+/// two texts ([`key_texts`]) bound as `$first` and the parameter after it.
+pub(super) fn sorted_keys(first: usize) -> String {
+    let second = first + 1;
+    format!(
+        "(SELECT n, k FROM unnest(string_to_array(${first}, ',')::int4[], \
+         string_to_array(${second}, ',')::int4[]) AS keys(n, k) ORDER BY n, k OFFSET 0) AS sorted"
+    )
+}
 
 /// Step 1: the isolation check, the try of every key and the server's identity, one statement.
 fn try_statement(keys: &[LockKey]) -> Statement {
@@ -69,9 +75,10 @@ fn try_statement(keys: &[LockKey]) -> Statement {
         format!(
             "SELECT CASE \
              WHEN current_setting('transaction_isolation') NOT IN ('read committed', 'read uncommitted') THEN NULL \
-             ELSE (SELECT bool_and(pg_try_advisory_xact_lock(n, k)) FROM {SORTED_KEYS}) END AS acquired, \
+             ELSE (SELECT bool_and(pg_try_advisory_xact_lock(n, k)) FROM {sorted}) END AS acquired, \
              current_setting('transaction_isolation') AS isolation, \
-             current_setting('lock_timeout') AS saved_lock_timeout, {DETECTION_COLUMNS}"
+             current_setting('lock_timeout') AS saved_lock_timeout, {DETECTION_COLUMNS}",
+            sorted = sorted_keys(1)
         ),
         [namespaces, rest],
     )
@@ -82,7 +89,10 @@ fn wait_statement(keys: &[LockKey]) -> Statement {
     let (namespaces, rest) = key_texts(keys);
     Statement::from_sql_and_values(
         DbBackend::Postgres,
-        format!("SELECT count(pg_advisory_xact_lock(n, k)) AS locked FROM {SORTED_KEYS}"),
+        format!(
+            "SELECT count(pg_advisory_xact_lock(n, k)) AS locked FROM {}",
+            sorted_keys(1)
+        ),
         [namespaces, rest],
     )
 }
@@ -176,46 +186,6 @@ pub(crate) async fn lock_many<C: ConnectionTrait>(
     }
     txn.execute_raw(set_lock_timeout(saved)).await?;
     Ok(LockedMany::Locked)
-}
-
-/// Whether a unique index of `table` (in `schema`, else the search path) covers exactly
-/// `columns`, and can arbitrate `ON CONFLICT`: unique, immediate, valid, not partial, no
-/// expressions, no `INCLUDE` columns, its columns those of `columns` in any order (in every
-/// version the crate accepts: `indnatts` counts `INCLUDE` columns since PostgreSQL 11, so an
-/// index with them is not used). The names are bound, never formatted in.
-pub(crate) async fn unique_index_covers<C: ConnectionTrait>(
-    db: &C,
-    schema: Option<&str>,
-    table: &str,
-    columns: &[&str],
-) -> Result<bool, DbErr> {
-    let mut sorted: Vec<&str> = columns.to_vec();
-    sorted.sort_unstable();
-    let statement = Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        "SELECT EXISTS (SELECT 1 FROM pg_index i \
-         WHERE i.indrelid = to_regclass(CASE WHEN $1::text IS NULL THEN quote_ident($2) \
-             ELSE quote_ident($1) || '.' || quote_ident($2) END) \
-           AND i.indisunique AND i.indimmediate AND i.indisvalid \
-           AND i.indpred IS NULL AND i.indexprs IS NULL \
-           AND i.indnatts = $3 \
-           AND (SELECT string_agg(a.attname::text, ',' ORDER BY a.attname::text) \
-                FROM pg_attribute a \
-                WHERE a.attrelid = i.indrelid \
-                  AND a.attnum = ANY (i.indkey::int2[])) = $4) AS covered",
-        [
-            Value::from(schema.map(str::to_owned)),
-            Value::from(table.to_owned()),
-            Value::from(columns.len() as i32),
-            Value::from(sorted.join(",")),
-        ],
-    );
-    Ok(db
-        .query_one_raw(statement)
-        .await?
-        .map(|row| row.try_get::<bool>("", "covered"))
-        .transpose()?
-        .unwrap_or(false))
 }
 
 /// The SQLSTATE of a PostgreSQL error, if it is one.

@@ -14,6 +14,7 @@
 
 pub(crate) mod batch;
 pub(crate) mod catalog;
+pub(crate) mod chunk_statement;
 pub(crate) mod codes;
 pub(crate) mod engine;
 #[cfg(feature = "postgres")]

@@ -77,13 +77,43 @@ pub(crate) async fn run(pool: &PgPool, statement: Statement) -> Result<Option<Qu
         .await
     {
         Ok(row) => Ok(row.map(QueryResult::from)),
-        Err(err) => {
-            if sea_orm::sqlx::Connection::ping(&mut *conn).await.is_err() {
-                conn.close_on_drop();
-            }
-            Err(query_error(err))
-        }
+        Err(err) => Err(after_error(conn, err).await),
     }
+}
+
+/// [`run`] for a statement of many rows (a batch's chunk,
+/// [`chunk_statement`](super::chunk_statement)): all of them.
+///
+/// # Cancel Safety
+///
+/// As [`run`].
+#[cfg(feature = "postgres")]
+pub(crate) async fn run_all(
+    pool: &PgPool,
+    statement: Statement,
+) -> Result<Vec<QueryResult>, DbErr> {
+    let mut conn = pool.acquire().await.map_err(acquire_error)?;
+    let values = statement.values.unwrap_or(sea_orm::Values(Vec::new()));
+    match sqlx::query_with(AssertSqlSafe(statement.sql), SqlxValues(values))
+        .fetch_all(&mut *conn)
+        .await
+    {
+        Ok(rows) => Ok(rows.into_iter().map(QueryResult::from).collect()),
+        Err(err) => Err(after_error(conn, err).await),
+    }
+}
+
+/// After a statement's error: waits until the connection is ready again (its transaction
+/// ended, the locks released), or has it closed when it does not answer.
+#[cfg(feature = "postgres")]
+async fn after_error(
+    mut conn: sea_orm::sqlx::pool::PoolConnection<sea_orm::sqlx::Postgres>,
+    err: sqlx::Error,
+) -> DbErr {
+    if sea_orm::sqlx::Connection::ping(&mut *conn).await.is_err() {
+        conn.close_on_drop();
+    }
+    query_error(err)
 }
 
 /// What the statement's one row says.

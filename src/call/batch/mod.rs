@@ -7,19 +7,25 @@
 //! 0. its items pulled, and their keys checked (as many parts as key columns, none that cannot
 //!    be stored, none held by an enclosing call): a bad key fails the chunk before it sends
 //!    anything;
-//! 1. the chunk's lock keys, sorted and distinct, locked through the seam in one statement
+//! 1. where a unique index guards the key (known from the catalog once per pool and entity, as
+//!    for single calls), the chunk's data in hand and nothing to update, on a pool: the chunk
+//!    in one statement (`one_statement`: every key's lock tried and the rows inserted with
+//!    `ON CONFLICT (key) DO NOTHING RETURNING`, in autocommit), then one look for the keys it
+//!    skipped; the rows it did not decide go on to the locked path, with their data;
+//! 2. the chunk's lock keys, sorted and distinct, locked through the seam in one statement
 //!    ([`Backend::lock_many`]; SQLite: its IMMEDIATE transaction), so overlapping batches and
 //!    single calls never deadlock one another;
-//! 2. one look for every distinct key (`rows::look`);
-//! 3. the data of the keys found missing, given or made by one `make_data` call that receives
+//! 3. one look for every distinct key (`rows::look`): under the lock the look, not an index,
+//!    tells which rows exist, so a dropped index never lets a row in twice;
+//! 4. the data of the keys found missing, given or made by one `make_data` call that receives
 //!    all of those keys;
-//! 4. one multi-row insert of the missing rows (PostgreSQL and SQLite: `ON CONFLICT DO NOTHING
+//! 5. one multi-row insert of the missing rows (PostgreSQL and SQLite: `ON CONFLICT DO NOTHING
 //!    RETURNING`; MySQL: the insert, then one look for what it inserted);
-//! 5. with an update function, the function on each existing row, in input order, under the
+//! 6. with an update function, the function on each existing row, in input order, under the
 //!    lock;
-//! 6. COMMIT (or RELEASE), or after an error ROLLBACK: a failed chunk writes nothing, and the
+//! 7. COMMIT (or RELEASE), or after an error ROLLBACK: a failed chunk writes nothing, and the
 //!    error ([`Error::Batch`]) says which chunk failed and how many items were done before it;
-//! 7. the chunk's outcomes handed over, in input order, with the index of its first item.
+//! 8. the chunk's outcomes handed over, in input order, with the index of its first item.
 //!
 //! Items with the same natural key collapse into one creation: the first creates, the others
 //! are `Existing` (with an update function: the others run it on the row the first made).
@@ -29,9 +35,10 @@
 
 use std::future::Future;
 
-use sea_orm::{ConnectionTrait, IdenStatic};
+use sea_orm::ConnectionTrait;
 use tracing::Instrument;
 
+use self::one_statement::InOneStatement;
 use super::key::{CallKey, refuse_unstorable_parts};
 use super::request::BoxError;
 use super::under_lock::{Scope, table_of};
@@ -115,9 +122,6 @@ where
     };
     let chain = Chain::current();
     let mut turn = None;
-    // Whether a verified unique index covers the key columns: asked of the catalog once per
-    // batch, by the first chunk that could use it.
-    let mut index_covers: Option<bool> = None;
     let columns = T::key_columns();
     let mut done = 0;
     for chunk in 0.. {
@@ -194,25 +198,15 @@ where
                 None => None,
             });
         }
-        // Data in hand, nothing to update, and a verified unique index on the key: the insert
-        // is the look (`ON CONFLICT DO NOTHING RETURNING`, then a look for the rest only).
-        let inserts_first =
+        // Data in hand and nothing to update: on a pool, where a unique index guards the key,
+        // the chunk may be one statement (`one_statement`).
+        let in_one_statement =
             make_data.is_none() && update.is_none() && !keys.iter().any(CallKey::has_missing_part);
-        let inserts_first = inserts_first
-            && match index_covers {
-                Some(covers) => covers,
-                None => {
-                    let covers = unique_index_covers::<T>(backend, db, &columns)
-                        .await
-                        .map_err(fail)?;
-                    *index_covers.insert(covers)
-                }
-            };
         let first = lock_keys.first().copied();
         let result = run_chunk::<T, F, Fut, E, U>(
             backend,
             db,
-            inserts_first,
+            in_one_statement,
             &keys,
             &lock_keys,
             data,
@@ -249,35 +243,12 @@ where
     Ok(done)
 }
 
-/// Whether a verified unique index (or primary key) covers exactly `columns` of `T`'s table.
-async fn unique_index_covers<T: IdempotentCreate>(
-    backend: Backend,
-    db: Handle<'_>,
-    columns: &[T::Column],
-) -> Result<bool, Error> {
-    let entity = T::default();
-    let names: Vec<&str> = columns.iter().map(|column| column.as_str()).collect();
-    let (schema, table) = (entity.schema_name(), entity.table_name());
-    match db {
-        Handle::Connection(conn) => {
-            backend
-                .unique_index_covers(conn, schema, table, &names)
-                .await
-        }
-        Handle::Transaction(txn) => {
-            backend
-                .unique_index_covers(txn, schema, table, &names)
-                .await
-        }
-    }
-}
-
 /// One chunk: lock, look, make, insert (update), end.
 #[allow(clippy::too_many_arguments)]
 async fn run_chunk<T, F, Fut, E, U>(
     backend: Backend,
     db: Handle<'_>,
-    inserts_first: bool,
+    in_one_statement: bool,
     keys: &[CallKey<T>],
     lock_keys: &[LockKey],
     data: Vec<Option<T::Data>>,
@@ -296,6 +267,19 @@ where
     sorted.sort_unstable_by_key(|key| order(*key));
     sorted.dedup();
     debug_assert!(sorted.iter().all(|key| matches!(key, LockKey::Pair(..))));
+    // New keys where a unique index guards them: the chunk in one statement, if it applies.
+    let mut data = data;
+    let mut pending = None;
+    if let (true, Handle::Connection(conn)) = (in_one_statement, db) {
+        match one_statement::chunk::<T>(backend, conn, keys, lock_keys, &sorted, data).await? {
+            InOneStatement::Done(done) => return Ok(done),
+            InOneStatement::NotTaken(given) => data = given,
+            InOneStatement::Locked(rows) => {
+                pending = Some(rows);
+                data = Vec::new();
+            }
+        }
+    }
     // On SQLite, this pool's writers take turns for the write lock, as single calls do.
     let _writer = match (backend, db) {
         (Backend::Sqlite, Handle::Connection(conn)) => match PoolId::of(conn) {
@@ -308,16 +292,13 @@ where
     };
     let scope = locked_scope(backend, db, &sorted, deadline, table_of::<T>).await?;
     let txn = scope.txn();
-    let work = steps::under_lock::<T, F, Fut, E, U>(
-        &txn,
-        keys,
-        lock_keys,
-        data,
-        maker,
-        update,
-        inserts_first,
-    );
-    match work.await {
+    let work = match pending {
+        Some(pending) => steps::insert_pending(&txn, keys, pending).await,
+        None => {
+            steps::under_lock::<T, F, Fut, E, U>(&txn, keys, lock_keys, data, maker, update).await
+        }
+    };
+    match work {
         Ok(done) => {
             scope.commit().await?;
             Ok(done)
@@ -381,5 +362,6 @@ async fn locked_scope<'a>(
     }
 }
 
+mod one_statement;
 mod rows;
 mod steps;

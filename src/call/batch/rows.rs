@@ -17,7 +17,7 @@ use crate::transaction::Txn;
 use crate::{Error, IdempotentCreate, Wait};
 
 /// At most this many bound values in one insert (SQLite's limit is 32766, PostgreSQL's 65535).
-const MAX_VALUES: usize = 30_000;
+pub(super) const MAX_VALUES: usize = 30_000;
 
 /// The key values of `model`, in the order of `key`'s columns.
 pub(super) fn model_key<T: IdempotentCreate>(model: &T::Model, key: &CallKey<T>) -> Vec<Value> {
@@ -69,8 +69,8 @@ pub(super) struct Distinct<M> {
 
 /// One statement that looks for the rows of the `items` of `keys`: `k IN (...)` for a
 /// one-column key, `(k1 = ? AND k2 = ?) OR ...` otherwise; every value bound.
-pub(super) async fn look<T: IdempotentCreate>(
-    txn: &Txn<'_>,
+pub(super) async fn look<T: IdempotentCreate, C: ConnectionTrait>(
+    txn: &C,
     keys: &[CallKey<T>],
     items: &[usize],
 ) -> Result<Vec<T::Model>, DbErr> {
@@ -152,7 +152,6 @@ pub(super) async fn insert_rows<T: IdempotentCreate>(
     by_key: &HashMap<Vec<Value>, usize>,
     distinct: &mut [Option<Distinct<T::Model>>],
     mut rows: Vec<NewRow<T>>,
-    inserts_first: bool,
 ) -> Result<(), Error> {
     rows.sort_by(|a, b| a.set_columns.cmp(&b.set_columns).then(a.item.cmp(&b.item)));
     let mut start = 0;
@@ -182,13 +181,17 @@ pub(super) async fn insert_rows<T: IdempotentCreate>(
                 .map_err(|err| DbErr::Custom(err.to_string()))?;
         }
         let items: Vec<usize> = group.iter().map(|row| row.item).collect();
+        let mut in_group = vec![false; keys.len()];
+        for &i in &items {
+            in_group[i] = true;
+        }
         // MySQL: whether the multi-row insert stored every row of the group.
         let mut stored = false;
         let inserted: Vec<T::Model> = match backend {
             DbBackend::MySql => match txn.execute_raw(backend.build(&insert)).await {
                 Ok(_) => {
                     stored = true;
-                    look::<T>(txn, keys, &items).await?
+                    look::<T, _>(txn, keys, &items).await?
                 }
                 // A row committed meanwhile by a writer that does not take the lock: the
                 // statement is undone; every row goes the single call's way.
@@ -213,7 +216,7 @@ pub(super) async fn insert_rows<T: IdempotentCreate>(
             match by_key
                 .get(&canonical(&model_key::<T>(&model, &keys[0])))
                 .copied()
-                .filter(|i| items.contains(i))
+                .filter(|&i| in_group[i])
             {
                 Some(i) => {
                     let entry = distinct[i].as_mut().expect("a first item");
@@ -236,27 +239,6 @@ pub(super) async fn insert_rows<T: IdempotentCreate>(
                     .join(", "),
                 cause: "is stored with less precision than it was given (the column rounds or truncates it)",
             });
-        }
-        if inserts_first {
-            // No look before: the rows the insert skipped exist; one look finds them.
-            let skipped: Vec<usize> = group
-                .iter()
-                .map(|row| row.item)
-                .filter(|&i| {
-                    distinct[i]
-                        .as_ref()
-                        .is_some_and(|entry| entry.row.is_none())
-                })
-                .collect();
-            for model in look::<T>(txn, keys, &skipped).await? {
-                if let Some(i) = by_key
-                    .get(&canonical(&model_key::<T>(&model, &keys[0])))
-                    .copied()
-                    .filter(|i| skipped.contains(i))
-                {
-                    distinct[i].as_mut().expect("a first item").row = Some(model);
-                }
-            }
         }
         for row in group {
             let key = &keys[row.item];

@@ -1,4 +1,4 @@
-//! Steps 2 to 5 of a batch's chunk, with its locks held: the look, the data of the missing
+//! Steps 3 to 6 of a batch's chunk, with its locks held: the look, the data of the missing
 //! keys, the insert, the update function; and how the chunk tells its keys apart.
 
 use std::collections::HashMap;
@@ -14,9 +14,130 @@ use crate::outcome::Done;
 use crate::transaction::Txn;
 use crate::{Change, Error, IdempotentCreate, LockKey, Wait};
 
+use super::one_statement::Pending;
 use super::rows::{Distinct, NewRow, canonical, insert_one, insert_rows, look, model_key};
 
-/// Steps 2 to 5 with the chunk's locks held.
+/// A chunk's items by natural key: the first item of each key stands for the others.
+pub(super) struct ChunkKeys<M> {
+    /// For each item, the first item of its key.
+    pub(super) first_of: Vec<usize>,
+    /// The first items, in input order.
+    pub(super) firsts: Vec<usize>,
+    /// Each key (as [`canonical`]) to its first item.
+    pub(super) by_key: HashMap<Vec<Value>, usize>,
+    /// For each first item, what the chunk learns of its key; `None` for the others.
+    pub(super) distinct: Vec<Option<Distinct<M>>>,
+}
+
+impl<M> ChunkKeys<M> {
+    pub(super) fn of<T: IdempotentCreate>(keys: &[CallKey<T>], lock_keys: &[LockKey]) -> Self {
+        let n = keys.len();
+        let mut first_of = vec![0_usize; n];
+        let mut firsts: Vec<usize> = Vec::new();
+        let mut by_key: HashMap<Vec<Value>, usize> = HashMap::with_capacity(n);
+        for i in 0..n {
+            first_of[i] = *by_key.entry(canonical(&keys[i].values)).or_insert(i);
+            if first_of[i] == i {
+                firsts.push(i);
+            }
+        }
+        let mut per_lock: HashMap<LockKey, usize> = HashMap::with_capacity(firsts.len());
+        for &i in &firsts {
+            *per_lock.entry(lock_keys[i]).or_default() += 1;
+        }
+        let mut distinct: Vec<Option<Distinct<M>>> = (0..n).map(|_| None).collect();
+        for &i in &firsts {
+            distinct[i] = Some(Distinct {
+                row: None,
+                created: false,
+                alone: per_lock[&lock_keys[i]] > 1,
+            });
+        }
+        ChunkKeys {
+            first_of,
+            firsts,
+            by_key,
+            distinct,
+        }
+    }
+
+    /// A create-only chunk's answers, in input order, once every key has its row: `Created`
+    /// for the first item of a key the chunk created, `Existing` for every other.
+    pub(super) fn answers(self) -> Vec<Done<M>>
+    where
+        M: Clone,
+    {
+        let ChunkKeys {
+            first_of,
+            mut distinct,
+            ..
+        } = self;
+        // Each key's last item takes its row; the items before it, a copy.
+        let mut last_of = vec![0_usize; first_of.len()];
+        for (i, &first) in first_of.iter().enumerate() {
+            last_of[first] = i;
+        }
+        (0..first_of.len())
+            .map(|i| {
+                let first = first_of[i];
+                let entry = distinct[first].as_mut().expect("a first item");
+                let row = if last_of[first] == i {
+                    entry.row.take()
+                } else {
+                    entry.row.clone()
+                };
+                let row = row.expect("every key has its row now");
+                if i == first && entry.created {
+                    Done::Created(row)
+                } else {
+                    Done::Existing(row)
+                }
+            })
+            .collect()
+    }
+}
+
+/// The rows the [one statement](super::one_statement) left to the locked path (every lock of
+/// the chunk held): looked for, and those missing inserted, as steps 3 and 5 do; then the
+/// chunk's answers.
+pub(super) async fn insert_pending<T: IdempotentCreate>(
+    txn: &Txn<'_>,
+    keys: &[CallKey<T>],
+    pending: Pending<T>,
+) -> Result<Vec<Done<T::Model>>, Error> {
+    let Pending {
+        mut chunk,
+        mut rows,
+    } = pending;
+    // Under the lock the look tells which rows exist (not an index, which may be gone).
+    let items: Vec<usize> = rows.iter().map(|row| row.item).collect();
+    let first = &keys[items[0]];
+    for model in look::<T, _>(txn, keys, &items).await? {
+        if let Some(&i) = chunk.by_key.get(&canonical(&model_key::<T>(&model, first))) {
+            let entry = chunk.distinct[i].as_mut().expect("a first item");
+            if entry.row.is_none() {
+                entry.row = Some(model);
+            }
+        }
+    }
+    rows.retain(|row| {
+        chunk.distinct[row.item]
+            .as_ref()
+            .is_some_and(|entry| entry.row.is_none())
+    });
+    insert_rows::<T>(
+        txn,
+        txn.get_database_backend(),
+        keys,
+        &chunk.by_key,
+        &mut chunk.distinct,
+        rows,
+    )
+    .await?;
+    Ok(chunk.answers())
+}
+
+/// Steps 3 to 6 with the chunk's locks held.
 pub(super) async fn under_lock<T, F, Fut, E, U>(
     txn: &Txn<'_>,
     keys: &[CallKey<T>],
@@ -24,7 +145,6 @@ pub(super) async fn under_lock<T, F, Fut, E, U>(
     mut data: Vec<Option<T::Data>>,
     maker: Option<&mut F>,
     mut update: Option<&mut U>,
-    inserts_first: bool,
 ) -> Result<Vec<Done<T::Model>>, Error>
 where
     T: IdempotentCreate,
@@ -35,34 +155,14 @@ where
 {
     let backend = txn.get_database_backend();
     let n = keys.len();
-    // The first item of each natural key stands for the others.
-    let mut first_of = vec![0_usize; n];
-    let mut firsts: Vec<usize> = Vec::new();
-    let mut by_key: HashMap<Vec<Value>, usize> = HashMap::with_capacity(n);
-    for i in 0..n {
-        first_of[i] = *by_key.entry(canonical(&keys[i].values)).or_insert(i);
-        if first_of[i] == i {
-            firsts.push(i);
-        }
-    }
-    let mut per_lock: HashMap<LockKey, usize> = HashMap::with_capacity(firsts.len());
-    for &i in &firsts {
-        *per_lock.entry(lock_keys[i]).or_default() += 1;
-    }
-    let mut distinct: Vec<Option<Distinct<T::Model>>> = (0..n).map(|_| None).collect();
-    for &i in &firsts {
-        distinct[i] = Some(Distinct {
-            row: None,
-            created: false,
-            alone: per_lock[&lock_keys[i]] > 1,
-        });
-    }
-    // 2. The look, one statement (unless the insert is the look).
-    let rows = if inserts_first {
-        Vec::new()
-    } else {
-        look::<T>(txn, keys, &firsts).await?
-    };
+    let ChunkKeys {
+        first_of,
+        firsts,
+        by_key,
+        mut distinct,
+    } = ChunkKeys::of(keys, lock_keys);
+    // 3. The look, one statement.
+    let rows = look::<T, _>(txn, keys, &firsts).await?;
     let mut orphans = false;
     for model in rows {
         match by_key
@@ -81,7 +181,7 @@ where
             entry.row = find::<T, _>(txn, &keys[i]).await?;
         }
     }
-    // 3. The data: for the missing keys' first items, and with an update function for every
+    // 4. The data: for the missing keys' first items, and with an update function for every
     // item whose key has a row (or is a later item of a missing key).
     let updating = update.is_some();
     let needs: Vec<usize> = (0..n)
@@ -112,7 +212,7 @@ where
             data[i] = Some(datum);
         }
     }
-    // 4. The missing rows, inserted.
+    // 5. The missing rows, inserted.
     let mut new_rows: Vec<NewRow<T>> = Vec::new();
     let mut one_by_one: Vec<(usize, RowValues<T>)> = Vec::new();
     for &i in &firsts {
@@ -132,16 +232,7 @@ where
             new_rows.push(NewRow::of(i, &keys[i], model)?);
         }
     }
-    insert_rows::<T>(
-        txn,
-        backend,
-        keys,
-        &by_key,
-        &mut distinct,
-        new_rows,
-        inserts_first,
-    )
-    .await?;
+    insert_rows::<T>(txn, backend, keys, &by_key, &mut distinct, new_rows).await?;
     for (i, row) in one_by_one {
         match insert_one::<T>(txn, &keys[i], &row, Wait::Forever).await? {
             Done::Created(model) => {
@@ -152,7 +243,7 @@ where
             done => distinct[i].as_mut().expect("a first item").row = Some(done.model().clone()),
         }
     }
-    // 5. The answers, in input order; with an update function, each item's change.
+    // 6. The answers, in input order; with an update function, each item's change.
     let mut done = Vec::with_capacity(n);
     for i in 0..n {
         let first = first_of[i];
