@@ -9,7 +9,9 @@
 //!    on a *committed* row, which can never vanish. (A batch's chunk makes its rows exist
 //!    before `BEGIN` instead, in one autocommit `INSERT IGNORE` told not to wait:
 //!    [`ensure_lock_row`](super::lock_table::ensure_lock_row).)
-//! 2. **Inside the transaction, the lock** is a locking read of the row by its primary key:
+//! 2. **Inside the transaction, the lock** is a record lock on the row, by its primary key.
+//!    (The crate's own transaction takes it in its own way, see below: an insert that does
+//!    not wait, then an `UPDATE` that waits.) It waits with a locking read:
 //!    `SET STATEMENT innodb_lock_wait_timeout = n FOR SELECT ... FOR UPDATE` (shared: `LOCK IN
 //!    SHARE MODE`). On an existing row InnoDB takes a *record* lock, never a gap lock, at any
 //!    isolation level. A missing row is inserted inside the transaction (`INSERT ... ON
