@@ -44,8 +44,10 @@ use crate::{Error, LockKey, Wait};
 /// Two round trips, `SET TRANSACTION ISOLATION LEVEL READ COMMITTED` and `BEGIN`: SeaORM 2
 /// sends them so (`DatabaseTransaction::begin`, whose MySQL arm awaits its `SET TRANSACTION`,
 /// then sqlx's plain `BEGIN`), and a `DatabaseTransaction` has no other constructor. sqlx
-/// would take a `BEGIN` of the crate's own text, SeaORM passes none; the level cannot be set
-/// after `BEGIN`, and a session default would outlive the call on a pooled connection.
+/// would take a `BEGIN` of the crate's own text, SeaORM passes none. MariaDB 10.11 has no
+/// one-statement form: `SET TRANSACTION` after `BEGIN` fails with 1568, `SET STATEMENT
+/// tx_isolation = ..` with 1971, `START TRANSACTION ISOLATION LEVEL ..` with 1064; and a
+/// session default would outlive the call on a pooled connection.
 pub(crate) async fn begin(db: &DatabaseConnection, _key: LockKey) -> Result<Own, Error> {
     let options = TransactionOptions {
         isolation_level: Some(IsolationLevel::ReadCommitted),
