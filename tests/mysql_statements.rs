@@ -1,7 +1,9 @@
 //! MariaDB only: what each path of a call costs, in statements the server counted for the
-//! session (`Questions`) and in commits that write (each flushed at COMMIT with
-//! `innodb_flush_log_at_trx_commit = 1`, InnoDB's default): the autocommit insert of a new
-//! key's lock row, and the transaction's `COMMIT`. As `tests/round_trips.rs` counts
+//! session (`Questions`), in `COMMIT`s, and in commits that write (each flushed with
+//! `innodb_flush_log_at_trx_commit = 1`, InnoDB's default): a transaction's `COMMIT` after a
+//! write, and every write sent in autocommit. The statements themselves are read from the
+//! server's general query log (`mysql.general_log`, switched on around the measured call
+//! only), so the test names each one and where it ran. As `tests/round_trips.rs` counts
 //! PostgreSQL's round trips. Over a pool of one connection, so that every statement of the
 //! call is the session's.
 #![cfg(feature = "mysql")]
@@ -14,14 +16,12 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use sea_orm_idempotent::IdempotentCreate;
 use test_support::TestDb;
 
-/// The session's counters: statements and `COMMIT`s; and, read on another connection, the lock
-/// table's rows (a new one is an autocommit insert: a commit that writes).
-async fn counters(db: &DatabaseConnection, observer: &DatabaseConnection) -> [i64; 3] {
+/// The session's counters: statements and `COMMIT`s.
+async fn counters(db: &DatabaseConnection) -> [i64; 2] {
     let rows = db
         .query_all_raw(Statement::from_string(
             DbBackend::MySql,
-            "SHOW SESSION STATUS WHERE Variable_name IN \
-             ('Questions', 'Com_commit')",
+            "SHOW SESSION STATUS WHERE Variable_name IN ('Questions', 'Com_commit')",
         ))
         .await
         .unwrap();
@@ -31,32 +31,100 @@ async fn counters(db: &DatabaseConnection, observer: &DatabaseConnection) -> [i6
             .map(|row| row.try_get::<String>("", "Value").unwrap().parse().unwrap())
             .unwrap_or(0)
     };
-    let lock_rows: i64 = observer
+    [value("Questions"), value("Com_commit")]
+}
+
+async fn run(observer: &DatabaseConnection, sql: &str) {
+    observer
+        .execute_unprepared(sql)
+        .await
+        .unwrap_or_else(|err| panic!("{sql}: {err}"));
+}
+
+/// What one call cost.
+#[derive(Debug, PartialEq, Eq)]
+struct Cost {
+    /// Statements (without the `SHOW` that counts).
+    statements: i64,
+    /// `COMMIT`s.
+    commits: i64,
+    /// Commits that write: `COMMIT`s after a write, and writes in autocommit.
+    flushed: usize,
+    /// The statements, each as its kind: the first word after any `SET STATEMENT ... FOR`,
+    /// with `(lock row)` for those on the lock table.
+    kinds: Vec<String>,
+}
+
+/// What `create_once(pr_id)` on `db` cost; `observer` reads the general log.
+async fn cost(db: &DatabaseConnection, observer: &DatabaseConnection, pr_id: i64) -> Cost {
+    let session: u64 = db
         .query_one_raw(Statement::from_string(
             DbBackend::MySql,
-            "SELECT COUNT(*) AS n FROM sea_orm_idempotent_locks",
+            "SELECT CAST(CONNECTION_ID() AS UNSIGNED) AS id",
         ))
         .await
         .unwrap()
         .unwrap()
-        .try_get("", "n")
+        .try_get("", "id")
         .unwrap();
-    [value("Questions"), value("Com_commit"), lock_rows]
-}
-
-/// What one call cost: statements (without the `SHOW` that counts), `COMMIT`s, lock rows
-/// inserted (each in a commit of its own).
-async fn cost(db: &DatabaseConnection, observer: &DatabaseConnection, pr_id: i64) -> [i64; 3] {
-    let before = counters(db, observer).await;
+    run(observer, "SET GLOBAL general_log = 0").await;
+    run(observer, "TRUNCATE TABLE mysql.general_log").await;
+    run(observer, "SET GLOBAL log_output = 'TABLE'").await;
+    let before = counters(db).await;
+    run(observer, "SET GLOBAL general_log = 1").await;
     PullRequest::create_once(db, pr_id, new_pr(pr_id))
         .await
         .unwrap();
-    let after = counters(db, observer).await;
-    [
-        after[0] - before[0] - 1,
-        after[1] - before[1],
-        after[2] - before[2],
-    ]
+    run(observer, "SET GLOBAL general_log = 0").await;
+    let after = counters(db).await;
+    let logged = observer
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::MySql,
+            "SELECT CAST(argument AS CHAR) AS statement FROM mysql.general_log \
+             WHERE thread_id = ? AND command_type IN ('Query', 'Execute')",
+            [session.into()],
+        ))
+        .await
+        .unwrap();
+    let mut kinds = Vec::new();
+    let (mut in_transaction, mut wrote, mut flushed) = (false, false, 0);
+    for row in logged {
+        let statement: String = row.try_get("", "statement").unwrap();
+        let upper = statement.trim().to_uppercase();
+        let body = match upper.strip_prefix("SET STATEMENT") {
+            Some(rest) => rest[rest.find(" FOR ").expect("SET STATEMENT ... FOR") + 5..].trim(),
+            None => upper.as_str(),
+        };
+        let kind = body.split_whitespace().next().unwrap_or("").to_owned();
+        let lock_row = upper.contains("SEA_ORM_IDEMPOTENT_LOCKS");
+        let writes = matches!(kind.as_str(), "INSERT" | "UPDATE" | "DELETE" | "REPLACE");
+        match kind.as_str() {
+            "BEGIN" | "START" => (in_transaction, wrote) = (true, false),
+            "COMMIT" => {
+                flushed += usize::from(wrote);
+                in_transaction = false;
+            }
+            "ROLLBACK" => in_transaction = false,
+            _ if writes && in_transaction => wrote = true,
+            _ if writes => flushed += 1,
+            _ => {}
+        }
+        let kind = match (kind.as_str(), body.split_whitespace().nth(1)) {
+            ("SET", Some(second)) => format!("SET {second}"),
+            _ => kind,
+        };
+        kinds.push(if lock_row {
+            format!("{kind} (lock row)")
+        } else {
+            kind
+        });
+    }
+    Cost {
+        statements: after[0] - before[0] - 1,
+        commits: after[1] - before[1],
+        flushed,
+        kinds,
+    }
 }
 
 #[tokio::test]
@@ -71,13 +139,40 @@ async fn every_path_costs_its_statements_on_mariadb() {
     PullRequest::create_once(&db, 2, new_pr(2)).await.unwrap();
     let new = cost(&db, &observer, 3).await;
     let existing = cost(&db, &observer, 3).await;
-    println!("new {new:?} existing {existing:?}");
+    println!("new {new:?}\nexisting {existing:?}");
     // A redelivery: the look.
-    assert_eq!(existing, [1, 0, 0], "a redelivery");
-    // A new key: the look; the lock row's insert (autocommit: a commit that writes); SET
-    // TRANSACTION and BEGIN; the lock's locking read; the holder counted (`generation`); the
-    // guarded insert with MariaDB's RETURNING; COMMIT: 8 statements, 2 commits that write.
-    // Was 10 (the snapshot check, needed only in a caller's transaction, and the read of the
-    // inserted row, now MariaDB's RETURNING).
-    assert_eq!(new, [8, 1, 1], "a new key");
+    assert_eq!(
+        existing,
+        Cost {
+            statements: 1,
+            commits: 0,
+            flushed: 0,
+            kinds: vec!["SELECT".to_owned()],
+        },
+        "a redelivery"
+    );
+    // A new key: the look; SET TRANSACTION and BEGIN; the lock, which makes the key's lock row
+    // inside the transaction (counted: `generation` 1); the guarded insert with MariaDB's
+    // RETURNING; COMMIT: 6 statements, 1 commit that writes. Was 8 and 2: the lock row's own
+    // autocommit insert before BEGIN (a flushed commit of its own), then the locking read and
+    // the `UPDATE` that counted the holder.
+    assert_eq!(
+        new,
+        Cost {
+            statements: 6,
+            commits: 1,
+            flushed: 1,
+            kinds: [
+                "SELECT",
+                "SET TRANSACTION",
+                "BEGIN",
+                "INSERT (lock row)",
+                "INSERT",
+                "COMMIT"
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+        },
+        "a new key"
+    );
 }

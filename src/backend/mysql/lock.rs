@@ -4,12 +4,14 @@
 //!
 //! # How a key is locked
 //!
-//! 1. **The row is made to exist first**, on the crate's own path in a statement of its own
-//!    before `BEGIN` (autocommit): `INSERT IGNORE` of `(space, k1, k2)`, told not to wait (a
-//!    row held by another transaction fails it at once with 1205, ignored: step 2 copes with a
-//!    missing row anyway). Rows are never deleted, so the lock is almost always taken on a
-//!    *committed* row, which can never vanish.
-//! 2. **Inside the transaction, the lock** is a locking read of the row by its primary key:
+//! 1. **The row is made to exist**, inside the transaction, by the lock itself (step 2): rows
+//!    are never deleted, so once the first holder of a key commits, every later lock is taken
+//!    on a *committed* row, which can never vanish. (A batch's chunk makes its rows exist
+//!    before `BEGIN` instead, in one autocommit `INSERT IGNORE` told not to wait:
+//!    [`ensure_lock_row`](super::lock_table::ensure_lock_row).)
+//! 2. **Inside the transaction, the lock** is a record lock on the row, by its primary key.
+//!    (The crate's own transaction takes it in its own way, see below: an insert that does
+//!    not wait, then an `UPDATE` that waits.) It waits with a locking read:
 //!    `SET STATEMENT innodb_lock_wait_timeout = n FOR SELECT ... FOR UPDATE` (shared: `LOCK IN
 //!    SHARE MODE`). On an existing row InnoDB takes a *record* lock, never a gap lock, at any
 //!    isolation level. A missing row is inserted inside the transaction (`INSERT ... ON
@@ -51,12 +53,22 @@
 //!    `BEGIN`, which does not change it; `information_schema.INNODB_TRX` is a cache refreshed
 //!    only after 0.1 s without readers. So the check tests the hazard itself.)
 //! 4. `UPDATE ... SET generation = generation + 1` (exclusive locks only), so that step 3 of
-//!    later holders can see this one.
+//!    later holders can see this one. It is needed in the crate's own transaction too: a
+//!    caller's REPEATABLE READ transaction that read before the crate's own call committed
+//!    sees that only by the count.
 //!
 //! The crate's own transaction is READ COMMITTED (`SET TRANSACTION ISOLATION LEVEL READ
 //! COMMITTED` before `BEGIN`, as SeaORM sends it): every statement after the lock reads a fresh
-//! snapshot, and InnoDB takes no gap locks for its reads; so step 3 is skipped there. The
-//! guarded insert is then `INSERT ... SELECT ... WHERE NOT EXISTS (...)` as on the other
+//! snapshot, and InnoDB takes no gap locks for its reads; so step 3 is skipped there. Steps
+//! 1, 2 and 4 are one statement when nobody else holds the key ([`acquire_own`]): an insert
+//! that does not wait, makes the row with `generation` 1 or, on a committed row, locks it and
+//! counts this holder (`ON DUPLICATE KEY UPDATE generation = generation + 1`); a row another
+//! transaction holds or is inserting (1205 at once) is waited for by `UPDATE ... SET
+//! generation = generation + 1` by primary key, which locks and counts in one statement. Under
+//! READ COMMITTED InnoDB does not turn an `UPDATE`'s wait into a gap lock when the row
+//! vanishes (as for `FOR UPDATE`, unlike the waits of `INSERT ... ON DUPLICATE KEY UPDATE`):
+//! the `UPDATE` then changes nothing and the insert is tried again
+//! (`tests/mysql_new_key_races.rs`). So a new key costs no commit of its own. The guarded insert is then `INSERT ... SELECT ... WHERE NOT EXISTS (...)` as on the other
 //! backends, returning its row with MariaDB's `RETURNING`
 //! ([`insert_returning`](super::insert_returning)).
 //!
@@ -97,8 +109,8 @@
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
 
 use super::lock_table::{
-    MYSQL_LOCK_TABLE, WHERE_KEY, insert_statement, lock_statement, lock_table_error,
-    read_statement, statement,
+    MYSQL_LOCK_TABLE, WHERE_KEY, count_statement, insert_statement, lock_statement,
+    lock_table_error, own_insert_statement, read_statement, statement,
 };
 use crate::backend::mode::Mode;
 use crate::classify::{MySqlError, mysql_error};
@@ -157,12 +169,13 @@ pub(crate) async fn acquire_in(
     deadline: Deadline,
     whose: Whose,
 ) -> Result<(), Error> {
-    // The crate's own transaction (READ COMMITTED, its row committed before `BEGIN`) locks
-    // with the locking read first. A caller's transaction may be REPEATABLE READ, where a
-    // locking read of a *missing* row locks the gap around it (next-key locks, which also
-    // wait for the holder of a neighbouring key's row): there the lock starts with the insert
-    // that finds or makes the row, without waiting, and only a row found held is waited for
-    // with the locking read.
+    if whose == Whose::Own && mode == Mode::Exclusive {
+        return acquire_own(txn, key, deadline).await;
+    }
+    // A caller's transaction may be REPEATABLE READ, where a locking read of a *missing* row
+    // locks the gap around it (next-key locks, which also wait for the holder of a
+    // neighbouring key's row): there the lock starts with the insert that finds or makes the
+    // row, without waiting, and only a row found held is waited for with the locking read.
     let mut step = match whose {
         Whose::Own => Step::Read,
         Whose::Callers => Step::Insert,
@@ -258,6 +271,48 @@ pub(crate) async fn acquire_in(
         .await?;
     }
     Ok(())
+}
+
+/// Steps 1, 2 and 4 in the crate's own transaction (READ COMMITTED, begun by this call; its
+/// locks are exclusive): the insert that makes the key's row or locks the committed one, and
+/// counts this holder, without waiting ([`own_insert_statement`]); a row another transaction
+/// holds or is inserting is waited for by an `UPDATE` that locks and counts
+/// ([`count_statement`]), whose wait leaves no gap lock behind; a row that vanished meanwhile
+/// (its inserter rolled back) is inserted again. Uncontended, one statement, new key or not,
+/// and no commit of its own. No snapshot check: every statement of a READ COMMITTED
+/// transaction reads a fresh snapshot.
+///
+/// Both statements affect no row in autocommit: a transaction the server rolled back (a
+/// deadlock, or a lock wait timeout under `innodb_rollback_on_timeout`, which the insert's
+/// 1205 is too) ends the call with [`Error::LockTimeout`] before anything is written.
+async fn acquire_own(
+    txn: &impl ConnectionTrait,
+    key: LockKey,
+    deadline: Deadline,
+) -> Result<(), Error> {
+    loop {
+        match txn.execute_raw(own_insert_statement(key)).await {
+            Ok(done) if done.rows_affected() > 0 => return Ok(()),
+            Ok(_) => return Err(rolled_back(Whose::Own, key)),
+            // Held, or being inserted, by another transaction: wait for it, unless the caller
+            // would not wait.
+            Err(err) if timed_out(&err) && normalize(deadline.left()) != Wait::No => {}
+            Err(err) => return Err(wait_error(err, key, deadline)),
+        }
+        loop {
+            let wait = normalize(deadline.left());
+            match txn.execute_raw(count_statement(key, wait)).await {
+                Ok(done) if done.rows_affected() > 0 => return Ok(()),
+                // The row vanished (its inserter rolled back): insert it. (In autocommit the
+                // insert affects no row either, and says so.)
+                Ok(_) => break,
+                // Another slice of a wait without a bound (in autocommit the next `UPDATE`
+                // affects no row).
+                Err(err) if wait == Wait::Forever && timed_out(&err) => {}
+                Err(err) => return Err(wait_error(err, key, deadline)),
+            }
+        }
+    }
 }
 
 /// The error for a transaction found no longer open (`@@in_transaction = 0`) before the call

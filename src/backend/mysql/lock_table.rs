@@ -91,7 +91,10 @@ pub(super) fn statement(sql: String, key: LockKey) -> Statement {
     Statement::from_sql_and_values(DbBackend::MySql, sql, key_values(key))
 }
 
-/// Before the crate's own `BEGIN`, on the pool (autocommit): makes `key`'s lock row exist. It
+/// Before a batch chunk's `BEGIN`, on the pool (autocommit), when the chunk's one `INSERT
+/// IGNORE` met a held row ([`ensure_lock_rows`](super::batch::ensure_lock_rows)): makes
+/// `key`'s lock row exist. (A single call makes it inside its transaction, by the lock
+/// itself: [`own_insert_statement`].) It
 /// never waits: a row held by another transaction makes it fail at once with 1205, and then the
 /// row exists, or another transaction is inserting it (the lock's locking read waits for that
 /// one, see [`acquire_in`](super::lock::acquire_in)).
@@ -157,6 +160,45 @@ pub(super) fn insert_statement(key: LockKey, mode: Mode, wait: Wait) -> Statemen
             "SET STATEMENT innodb_lock_wait_timeout = {} FOR \
              INSERT{ignore} INTO `{MYSQL_LOCK_TABLE}` (`space`, `k1`, `k2`) \
              SELECT ?, ?, ? FROM DUAL WHERE @@in_transaction = 1{on_duplicate}",
+            wait_seconds(wait)
+        ),
+        key,
+    )
+}
+
+/// The crate's own transaction's first lock statement (READ COMMITTED, exclusive): makes the
+/// key's row, counted (`generation` 1: its creator is its first holder), and holds it; or, on
+/// a committed row nobody holds, locks it (a record lock: `ON DUPLICATE KEY UPDATE` locks the
+/// duplicate only) and counts this holder. It never waits: a row another transaction holds, or
+/// is inserting, fails it at once with 1205 (no lock is queued), and the locking
+/// [`count_statement`] waits instead, whose wait never becomes a gap lock. It writes only
+/// inside a transaction (`WHERE @@in_transaction`): in a session the server has put back in
+/// autocommit it affects no row, which tells the caller so.
+pub(super) fn own_insert_statement(key: LockKey) -> Statement {
+    statement(
+        format!(
+            "SET STATEMENT innodb_lock_wait_timeout = 0 FOR \
+             INSERT INTO `{MYSQL_LOCK_TABLE}` (`space`, `k1`, `k2`, `generation`) \
+             SELECT ?, ?, ?, 1 FROM DUAL WHERE @@in_transaction = 1 \
+             ON DUPLICATE KEY UPDATE `generation` = `generation` + 1"
+        ),
+        key,
+    )
+}
+
+/// The crate's own transaction, the key's row held by another transaction (or being inserted
+/// by one): the lock and step 4 in one statement, an `UPDATE` of the row by its primary key
+/// that waits for it, bounded by `wait`, and counts this holder. Under READ COMMITTED an
+/// `UPDATE`'s wait, like `FOR UPDATE`'s, is an exclusive lock that InnoDB does not turn into a
+/// gap lock when the row vanishes (its inserter rolled back): the `UPDATE` then affects no row,
+/// and [`own_insert_statement`] makes the row. It affects no row in autocommit either
+/// (`AND @@in_transaction = 1`).
+pub(super) fn count_statement(key: LockKey, wait: Wait) -> Statement {
+    statement(
+        format!(
+            "SET STATEMENT innodb_lock_wait_timeout = {} FOR \
+             UPDATE `{MYSQL_LOCK_TABLE}` SET `generation` = `generation` + 1 \
+             {WHERE_KEY} AND @@in_transaction = 1",
             wait_seconds(wait)
         ),
         key,
@@ -287,6 +329,25 @@ mod tests {
             lock.sql
         );
         assert!(!lock.sql.contains("31337"));
+        let own = own_insert_statement(LockKey::Pair(31337, -90210));
+        assert!(!own.sql.contains("31337") && !own.sql.contains("90210"));
+        assert!(
+            own.sql
+                .starts_with("SET STATEMENT innodb_lock_wait_timeout = 0 FOR INSERT INTO")
+                && own.sql.contains("WHERE @@in_transaction = 1"),
+            "{}",
+            own.sql
+        );
+        let count = count_statement(LockKey::Pair(31337, -90210), Wait::Forever);
+        assert!(!count.sql.contains("31337") && !count.sql.contains("90210"));
+        assert!(
+            count.sql.starts_with(&format!(
+                "SET STATEMENT innodb_lock_wait_timeout = {FOREVER_SLICE_SECS} FOR UPDATE"
+            )) && count.sql.ends_with("AND @@in_transaction = 1"),
+            "{}",
+            count.sql
+        );
+        assert_eq!(count.values.expect("bound values").0.len(), 3);
         let read = read_statement(LockKey::BigInt(-3), Mode::Shared);
         assert!(read.sql.ends_with("LOCK IN SHARE MODE"), "{}", read.sql);
         assert_eq!(read.values.expect("bound values").0.len(), 6);

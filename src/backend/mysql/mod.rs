@@ -2,7 +2,7 @@
 //! the key's row of the crate's lock table. Only callers with the same key wait for each other.
 //!
 //! - [`lock_table`]: the table (its DDL is public: [`mysql_lock_table`](crate::mysql_lock_table)),
-//!   why a table and not `GET_LOCK`, and making a key's row exist before `BEGIN`;
+//!   why a table and not `GET_LOCK`, and the text of every statement on it;
 //! - [`lock`]: taking the row lock inside a transaction, its waits, and the snapshot check;
 //! - [`shielded`]: the crate's own transaction, whose statements run to their end when a call
 //!   is dropped (sqlx-mysql cannot abandon a statement);
@@ -36,12 +36,19 @@ use crate::transaction::{Own, Txn};
 use crate::wait::Deadline;
 use crate::{Error, LockKey, Wait};
 
-/// The crate's own transaction: READ COMMITTED, after making `key`'s row in the lock table
-/// exist in a statement of its own ([`lock_table::ensure_lock_row`]), shielded from a dropped
-/// call ([`Shielded`]: sqlx-mysql cannot abandon a statement, nor count a `BEGIN` dropped
-/// before its answer).
-pub(crate) async fn begin(db: &DatabaseConnection, key: LockKey) -> Result<Own, Error> {
-    lock_table::ensure_lock_row(db, key).await?;
+/// The crate's own transaction: READ COMMITTED, shielded from a dropped call ([`Shielded`]:
+/// sqlx-mysql cannot abandon a statement, nor count a `BEGIN` dropped before its answer). The
+/// key's lock row is made inside it, by the lock itself ([`lock::acquire_in`]): no commit of
+/// its own. (`_key` is that lock's, taken after `BEGIN`.)
+///
+/// Two round trips, `SET TRANSACTION ISOLATION LEVEL READ COMMITTED` and `BEGIN`: SeaORM 2
+/// sends them so (`DatabaseTransaction::begin`, whose MySQL arm awaits its `SET TRANSACTION`,
+/// then sqlx's plain `BEGIN`), and a `DatabaseTransaction` has no other constructor. sqlx
+/// would take a `BEGIN` of the crate's own text, SeaORM passes none. MariaDB 10.11 has no
+/// one-statement form: `SET TRANSACTION` after `BEGIN` fails with 1568, `SET STATEMENT
+/// tx_isolation = ..` with 1971, `START TRANSACTION ISOLATION LEVEL ..` with 1064; and a
+/// session default would outlive the call on a pooled connection.
+pub(crate) async fn begin(db: &DatabaseConnection, _key: LockKey) -> Result<Own, Error> {
     let options = TransactionOptions {
         isolation_level: Some(IsolationLevel::ReadCommitted),
         access_mode: None,
