@@ -7,7 +7,8 @@
 //!   key) across connections and processes.
 //! - MySQL/MariaDB ([`mysql`]): a READ COMMITTED transaction and a transaction-scoped InnoDB
 //!   row lock on the key's row of the crate's lock table. Only callers with the same key wait
-//!   for each other. The row is made to exist before `BEGIN`.
+//!   for each other. A single call's lock makes the row inside its transaction; a batch's
+//!   chunk makes its rows exist before `BEGIN`.
 //! - Anything else, or a backend whose feature (`postgres`, `sqlite`, `mysql`) is off:
 //!   [`Error::UnsupportedBackend`], never a wrong answer.
 //!
@@ -161,22 +162,21 @@ impl Backend {
         }
     }
 
-    /// Begins the crate's own transaction on `db` for a call on `key` of `table`: on
+    /// Begins the crate's own transaction on `db` for a call on `table`: on
     /// PostgreSQL a plain `BEGIN` whose isolation the lock checks ([`postgres::begin`]), on
     /// SQLite one that takes the write lock here, waiting as `deadline` has left
-    /// ([`sqlite::begin`]), on MySQL READ COMMITTED after making the key's lock row exist
-    /// ([`mysql::begin`]).
+    /// ([`sqlite::begin`]), on MySQL READ COMMITTED ([`mysql::begin`]; the lock makes the
+    /// key's lock row).
     pub(crate) async fn begin(
         self,
         db: &DatabaseConnection,
-        key: LockKey,
         deadline: Deadline,
         table: Table,
     ) -> Result<Own, Error> {
         match self {
             Backend::Postgres => postgres::begin(db).await,
             Backend::Sqlite => sqlite::begin(db, deadline.left(), table).await,
-            Backend::MySql => mysql::begin(db, key).await,
+            Backend::MySql => mysql::begin(db).await,
         }
     }
 

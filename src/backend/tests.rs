@@ -47,12 +47,7 @@ mod dropped_postgres_begin {
             for point in 0.. {
                 let begin = async {
                     let txn = Backend::Postgres
-                        .begin(
-                            &db,
-                            LockKey::Pair(7, key),
-                            Deadline::starting_now(Wait::Forever),
-                            table,
-                        )
+                        .begin(&db, Deadline::starting_now(Wait::Forever), table)
                         .await?;
                     Ok::<_, Error>(txn.commit().await?)
                 };
@@ -127,12 +122,7 @@ mod dropped_begin {
             for point in 0.. {
                 let begin = async {
                     let txn = Backend::MySql
-                        .begin(
-                            &db,
-                            LockKey::Pair(7, key),
-                            Deadline::starting_now(Wait::Forever),
-                            table,
-                        )
+                        .begin(&db, Deadline::starting_now(Wait::Forever), table)
                         .await?;
                     Ok::<_, Error>(txn.commit().await?)
                 };

@@ -81,10 +81,7 @@ impl Call {
         conn: &DatabaseConnection,
         table: Table,
     ) -> Result<Scope<'a>, Error> {
-        let txn = self
-            .backend
-            .begin(conn, self.lock_key, self.deadline, table)
-            .await?;
+        let txn = self.backend.begin(conn, self.deadline, table).await?;
         match self.lock(Scope::Own(txn)).await {
             Err(err @ Error::UnsafeIsolation { .. }) => {
                 match self.backend.begin_read_committed(conn).await {

@@ -39,7 +39,7 @@ use crate::{Error, LockKey, Wait};
 /// The crate's own transaction: READ COMMITTED, shielded from a dropped call ([`Shielded`]:
 /// sqlx-mysql cannot abandon a statement, nor count a `BEGIN` dropped before its answer). The
 /// key's lock row is made inside it, by the lock itself ([`lock::acquire_in`]): no commit of
-/// its own. (`_key` is that lock's, taken after `BEGIN`.)
+/// its own.
 ///
 /// Two round trips, `SET TRANSACTION ISOLATION LEVEL READ COMMITTED` and `BEGIN`: SeaORM 2
 /// sends them so (`DatabaseTransaction::begin`, whose MySQL arm awaits its `SET TRANSACTION`,
@@ -48,7 +48,7 @@ use crate::{Error, LockKey, Wait};
 /// one-statement form: `SET TRANSACTION` after `BEGIN` fails with 1568, `SET STATEMENT
 /// tx_isolation = ..` with 1971, `START TRANSACTION ISOLATION LEVEL ..` with 1064; and a
 /// session default would outlive the call on a pooled connection.
-pub(crate) async fn begin(db: &DatabaseConnection, _key: LockKey) -> Result<Own, Error> {
+pub(crate) async fn begin(db: &DatabaseConnection) -> Result<Own, Error> {
     let options = TransactionOptions {
         isolation_level: Some(IsolationLevel::ReadCommitted),
         access_mode: None,
