@@ -813,44 +813,66 @@ async fn leftovers_of_a_drop(observer: &DatabaseConnection, patience: Duration) 
 /// A batch of two chunks of three, dropped at every await point in turn on a pool of one
 /// connection: after each drop nothing is left (see [`leftovers_of_a_drop`]), and each chunk's
 /// keys have all their rows or none (a chunk is all or nothing); the pool still serves the
-/// batch that finally completes.
+/// batch that finally completes. Swept twice: with the data in hand (on PostgreSQL, where
+/// `pr_id` is unique, each chunk of new keys is one statement, so the batch may have as few
+/// await points as chunks: how many return `Pending` depends on timing) and with `make_data`
+/// (the locked path on every backend: a transaction of several statements per chunk).
 async fn dropped_at_every_await_point(db: &DatabaseConnection, observer: &DatabaseConnection) {
-    let mut point = 0;
-    let mut dropped = 0;
-    loop {
-        let base = 10_000 + point as i64 * 10;
-        let keys: Vec<i64> = (base..base + 6).collect();
-        let batch = PullRequest::many(items(&keys)).chunk_size(3).exec(db);
-        let finished = drop_at_await_point(batch, point).await;
-        let left = leftovers_of_a_drop(observer, Duration::from_secs(10)).await;
-        assert!(
-            left.is_empty(),
-            "after a batch dropped at await point {point}: {}",
-            left.join(", ")
-        );
-        for chunk in keys.chunks(3) {
-            let mut stored = 0;
-            for &k in chunk {
-                stored += rows_for(observer, k).await;
-            }
+    let mut base = 10_000;
+    for made in [false, true] {
+        let mut point = 0;
+        let mut dropped = 0;
+        loop {
+            let keys: Vec<i64> = (base..base + 6).collect();
+            base += 10;
+            let batch = async {
+                if made {
+                    PullRequest::many_with(keys.clone(), |missing: Vec<i64>| async move {
+                        Ok::<_, std::io::Error>(missing.into_iter().map(new_pr).collect())
+                    })
+                    .chunk_size(3)
+                    .exec(db)
+                    .await
+                } else {
+                    PullRequest::many(items(&keys)).chunk_size(3).exec(db).await
+                }
+            };
+            let finished = drop_at_await_point(batch, point).await;
+            let left = leftovers_of_a_drop(observer, Duration::from_secs(10)).await;
             assert!(
-                stored == 0 || stored == 3,
-                "after a drop at await point {point}: {stored} of a chunk's 3 rows stored"
+                left.is_empty(),
+                "after a batch (make_data: {made}) dropped at await point {point}: {}",
+                left.join(", ")
             );
-        }
-        match finished {
-            Some(outcomes) => {
-                assert_eq!(outcomes.unwrap().len(), 6);
-                break;
+            for chunk in keys.chunks(3) {
+                let mut stored = 0;
+                for &k in chunk {
+                    stored += rows_for(observer, k).await;
+                }
+                assert!(
+                    stored == 0 || stored == 3,
+                    "after a drop at await point {point} (make_data: {made}): {stored} of a \
+                     chunk's 3 rows stored"
+                );
             }
-            None => dropped += 1,
+            match finished {
+                Some(outcomes) => {
+                    assert_eq!(outcomes.unwrap().len(), 6);
+                    break;
+                }
+                None => dropped += 1,
+            }
+            point += 1;
+            assert!(point < 2_000, "the batch never completed");
         }
-        point += 1;
-        assert!(point < 2_000, "the batch never completed");
+        let least = if made { 4 } else { 1 };
+        assert!(
+            dropped >= least,
+            "only {dropped} await points swept (make_data: {made})"
+        );
     }
-    assert!(dropped >= 4, "only {dropped} await points swept");
     // The connection still serves, and what the dropped batches stored is found.
-    let keys: Vec<i64> = (10_000..10_000 + point as i64 * 10 + 6).collect();
+    let keys: Vec<i64> = (10_000..base).collect();
     let outcomes = PullRequest::create_many_once(db, items(&keys))
         .await
         .unwrap();

@@ -19,7 +19,7 @@ use sea_orm::{
 };
 
 use super::rows::{MAX_VALUES, NewRow, canonical, look, model_key};
-use super::steps::ChunkKeys;
+use super::steps::{ChunkKeys, Pending};
 use crate::backend::Backend;
 use crate::backend::inserted::ChunkAnswer;
 use crate::call::key::CallKey;
@@ -36,13 +36,6 @@ pub(super) enum InOneStatement<T: IdempotentCreate> {
     NotTaken(Vec<Option<T::Data>>),
     /// Rows the statement did not decide, for the locked path.
     Locked(Pending<T>),
-}
-
-/// A chunk's rows left to the locked path ([`steps::insert_pending`](super::steps)), with what
-/// the chunk knows of its keys so far.
-pub(super) struct Pending<T: IdempotentCreate> {
-    pub(super) chunk: ChunkKeys<T::Model>,
-    pub(super) rows: Vec<NewRow<T>>,
 }
 
 /// The chunk of `keys` (with their `lock_keys`, and `sorted`: those sorted and distinct) in one

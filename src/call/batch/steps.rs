@@ -14,7 +14,6 @@ use crate::outcome::Done;
 use crate::transaction::Txn;
 use crate::{Change, Error, IdempotentCreate, LockKey, Wait};
 
-use super::one_statement::Pending;
 use super::rows::{Distinct, NewRow, canonical, insert_one, insert_rows, look, model_key};
 
 /// A chunk's items by natural key: the first item of each key stands for the others.
@@ -95,6 +94,13 @@ impl<M> ChunkKeys<M> {
             })
             .collect()
     }
+}
+
+/// A chunk's rows the [one statement](super::one_statement) left to the locked path
+/// ([`insert_pending`]), with what the chunk knows of its keys so far.
+pub(super) struct Pending<T: IdempotentCreate> {
+    pub(super) chunk: ChunkKeys<T::Model>,
+    pub(super) rows: Vec<NewRow<T>>,
 }
 
 /// The rows the [one statement](super::one_statement) left to the locked path (every lock of
