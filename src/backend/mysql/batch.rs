@@ -4,16 +4,29 @@
 //! 1. Before `BEGIN` (autocommit), one `INSERT IGNORE` makes every key's row exist, told not to
 //!    wait; if a row is held by another transaction (error 1205 at once) each key's row is made
 //!    by a statement of its own, as a single call does ([`ensure_lock_row`]).
-//! 2. Inside the READ COMMITTED transaction, one locking read takes them all:
-//!    `SET STATEMENT innodb_lock_wait_timeout = n FOR SELECT ... WHERE (space = ? AND k1 = ?
-//!    AND k2 IN (?, ...)) ... ORDER BY space, k1, k2 FOR UPDATE`. InnoDB reads the primary
-//!    key's ranges in order, so the rows are locked in one sorted order in every transaction
-//!    (record locks only: every row exists). [`Wait::Forever`] waits in slices: when one runs
-//!    out the transaction is rolled back and begun again ([`LockedMany::Again`]).
+//! 2. Inside the READ COMMITTED transaction, one locking read takes them all: one point
+//!    lookup per key by the whole primary key, in key order, joined by `UNION ALL`:
+//!    `SET STATEMENT innodb_lock_wait_timeout = n FOR (SELECT ... WHERE space = ? AND k1 = ?
+//!    AND k2 = ? FOR UPDATE) UNION ALL (...) ...`. Each lookup is a `const` read of one row
+//!    (or of none: no lock), whatever the table's size and statistics, and MariaDB reads the
+//!    parts in order, so the rows are locked in one sorted order in every transaction (record
+//!    locks only), and no row of another key is read. InnoDB locks every row a locking read
+//!    reads, before the `WHERE` is evaluated: a plan that reads more rows than the chunk's
+//!    waits for other keys' holders. An `IN` list did: MariaDB 10.11 planned `space = ? AND
+//!    k1 = ? AND k2 IN (...)` on a small table as a scan of the whole `(space, k1)` prefix,
+//!    every key of the namespace (`EXPLAIN`: `ref`, key length 5); and it turns the row form
+//!    `(space, k1, k2) IN (...)` of a 500-key chunk (over 1000 values) into a join that scans
+//!    the table. [`Wait::Forever`] waits in slices: when one runs out the transaction is rolled
+//!    back and begun again ([`LockedMany::Again`]).
 //! 3. A key whose row is still missing (its first inserter rolled back while we waited) is
 //!    locked as a single call locks it ([`lock_in`](super::lock_in)).
-//! 4. One `UPDATE` counts this holder in every row's `generation`, as a single call does, so
-//!    a caller's REPEATABLE READ transaction that read before us is refused by its own call.
+//! 4. One `INSERT ... VALUES (?, ?, ?), ... ON DUPLICATE KEY UPDATE generation =
+//!    generation + 1` counts this holder in every row's `generation`, as a single call does, so a
+//!    caller's REPEATABLE READ transaction that read before us is refused by its own call.
+//!    Every row exists and is ours by now; each is written by its primary key, whatever the
+//!    plan (an `UPDATE ... WHERE ... IN` may be planned as a scan).
+//!
+//! Step 1's multi-row insert is a point write per row too; it reads no other key's row.
 //!
 //! In a caller's transaction the keys are locked one by one in sorted order, each as a single
 //! call locks it: InnoDB keeps every row lock to the end of the transaction
@@ -26,7 +39,7 @@ use sea_orm::{
 };
 
 use super::lock_table::{
-    FOREVER_SLICE_SECS, MYSQL_LOCK_TABLE, ensure_lock_row, key_values, lock_table_error,
+    FOREVER_SLICE_SECS, MYSQL_LOCK_TABLE, WHERE_KEY, ensure_lock_row, key_values, lock_table_error,
 };
 use super::shielded::Shielded;
 use crate::backend::locked_many::LockedMany;
@@ -86,28 +99,41 @@ pub(crate) async fn ensure_lock_rows(
     }
 }
 
-/// `(space = ? AND k1 = ? AND k2 IN (?, ...)) OR ...`, grouped by `(space, k1)`, and its values.
-fn keys_condition(keys: &[LockKey]) -> (String, Vec<Value>) {
-    let mut groups: Vec<(Value, Value, Vec<Value>)> = Vec::new();
-    for key in keys {
-        let [space, k1, k2] = key_values(*key);
-        match groups.last_mut() {
-            Some((s, k, rest)) if *s == space && *k == k1 => rest.push(k2),
-            _ => groups.push((space, k1, vec![k2])),
-        }
-    }
-    let mut sql = Vec::new();
-    let mut values = Vec::new();
-    for (space, k1, rest) in groups {
-        sql.push(format!(
-            "(`space` = ? AND `k1` = ? AND `k2` IN ({}))",
-            vec!["?"; rest.len()].join(", ")
-        ));
-        values.push(space);
-        values.push(k1);
-        values.extend(rest);
-    }
-    (sql.join(" OR "), values)
+/// Step 2's locking read of `keys` (sorted): one point lookup per key, by the whole primary
+/// key, in key order, `UNION ALL`ed into one statement. A lookup of every primary-key column
+/// by constants is a `const` read, whatever the table's size and statistics, so the statement
+/// reads (and locks) these rows and no others, one after the other.
+fn lock_statement(keys: &[LockKey], wait: Wait) -> Statement {
+    let one =
+        format!("(SELECT `space`, `k1`, `k2` FROM `{MYSQL_LOCK_TABLE}` {WHERE_KEY} FOR UPDATE)");
+    Statement::from_sql_and_values(
+        DbBackend::MySql,
+        format!(
+            "SET STATEMENT innodb_lock_wait_timeout = {} FOR {}",
+            seconds(wait),
+            vec![one; keys.len()].join(" UNION ALL ")
+        ),
+        keys.iter()
+            .flat_map(|key| key_values(*key))
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// Step 4, on rows this transaction holds: every key's `generation` counted, row by row by
+/// primary key (`ON DUPLICATE KEY UPDATE`: each row a point write whatever the plan; every
+/// row exists, so nothing is inserted).
+fn count_statement(keys: &[LockKey]) -> Statement {
+    let rows = vec!["(?, ?, ?)"; keys.len()].join(", ");
+    Statement::from_sql_and_values(
+        DbBackend::MySql,
+        format!(
+            "INSERT INTO `{MYSQL_LOCK_TABLE}` (`space`, `k1`, `k2`) VALUES {rows} \
+             ON DUPLICATE KEY UPDATE `generation` = `generation` + 1"
+        ),
+        keys.iter()
+            .flat_map(|key| key_values(*key))
+            .collect::<Vec<_>>(),
+    )
 }
 
 /// The whole seconds a wait is given (see the lock table's `wait_seconds`).
@@ -138,17 +164,7 @@ pub(crate) async fn lock_many(
         return Ok(LockedMany::Locked);
     }
     let wait = super::lock::normalize(deadline.left());
-    let (condition, values) = keys_condition(keys);
-    let lock = Statement::from_sql_and_values(
-        DbBackend::MySql,
-        format!(
-            "SET STATEMENT innodb_lock_wait_timeout = {} FOR \
-             SELECT `space`, `k1`, `k2` FROM `{MYSQL_LOCK_TABLE}` WHERE {condition} \
-             ORDER BY `space`, `k1`, `k2` FOR UPDATE",
-            seconds(wait)
-        ),
-        values.clone(),
-    );
+    let lock = lock_statement(keys, wait);
     let rows = match txn.query_all_raw(lock).await {
         Ok(rows) => rows,
         Err(err) => {
@@ -189,14 +205,7 @@ pub(crate) async fn lock_many(
             }
         }
     }
-    txn.execute_raw(Statement::from_sql_and_values(
-        DbBackend::MySql,
-        format!(
-            "UPDATE `{MYSQL_LOCK_TABLE}` SET `generation` = `generation` + 1 WHERE {condition}"
-        ),
-        values,
-    ))
-    .await?;
+    txn.execute_raw(count_statement(keys)).await?;
     Ok(LockedMany::Locked)
 }
 
@@ -205,17 +214,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_of_one_namespace_are_one_range_list() {
+    fn each_key_is_looked_up_by_its_whole_primary_key_in_key_order() {
         let keys = [
             LockKey::Pair(5, 1),
             LockKey::Pair(5, 2),
             LockKey::Pair(6, 0),
         ];
-        let (sql, values) = keys_condition(&keys);
-        assert_eq!(
-            sql,
-            "(`space` = ? AND `k1` = ? AND `k2` IN (?, ?)) OR (`space` = ? AND `k1` = ? AND `k2` IN (?))"
+        let lock = lock_statement(&keys, Wait::No);
+        assert!(
+            lock.sql.starts_with(
+                "SET STATEMENT innodb_lock_wait_timeout = 0 FOR (SELECT `space`, `k1`, `k2` \
+                 FROM `sea_orm_idempotent_locks` WHERE `space` = ? AND `k1` = ? AND `k2` = ? \
+                 FOR UPDATE) UNION ALL (SELECT"
+            ),
+            "{}",
+            lock.sql
         );
-        assert_eq!(values.len(), 7);
+        assert_eq!(lock.sql.matches(" UNION ALL ").count(), 2, "{}", lock.sql);
+        let bound: Vec<Value> = keys.iter().flat_map(|key| key_values(*key)).collect();
+        assert_eq!(lock.values.expect("bound values").0, bound);
+        let count = count_statement(&keys);
+        assert!(
+            count
+                .sql
+                .contains("VALUES (?, ?, ?), (?, ?, ?), (?, ?, ?) ON DUPLICATE KEY UPDATE"),
+            "{}",
+            count.sql
+        );
+        assert_eq!(count.values.expect("bound values").0, bound);
     }
 }
