@@ -3,10 +3,11 @@
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 
+use migration::MigratorTrait;
 use sea_orm::{ConnectionTrait, DatabaseConnection};
 
 use crate::pool::connect;
-use crate::server::server;
+use crate::server::{Server, server};
 
 /// One test's own database, created empty and migrated.
 pub struct TestDb {
@@ -236,6 +237,53 @@ fn fnv1a(bytes: &[u8]) -> u32 {
     bytes.iter().fold(0x811c_9dc5, |hash, byte| {
         (hash ^ u32::from(*byte)).wrapping_mul(0x0100_0193)
     })
+}
+
+/// A server's test databases.
+impl Server {
+    /// A fresh database on this server named after `label`, migrated. Dropped with the
+    /// returned [`TestDb`] as [`TestDb::new`]'s are.
+    ///
+    /// # Panics
+    ///
+    /// When this process already has a live database of that name on this server: give each
+    /// database of a test its own label.
+    pub async fn database(&self, label: &str) -> TestDb {
+        let db = self.empty_database(label).await;
+        let conn = db.connect(1).await;
+        migration::Migrator::up(&conn, None)
+            .await
+            .expect("migrate the test database");
+        conn.close().await.expect("close the migration connection");
+        db
+    }
+
+    /// A fresh database on this server named after `label`, without the migrations.
+    ///
+    /// # Panics
+    ///
+    /// As [`Server::database`].
+    pub async fn empty_database(&self, label: &str) -> TestDb {
+        let name = database_name(label);
+        let url = self.url(&name);
+        // Claimed before anything is dropped: a second claim of a live name panics here,
+        // before it could drop the first holder's database.
+        let claim = TestDb::claim(&url);
+        let admin_url = self.url("postgres");
+        let admin = connect(&admin_url, 1).await;
+        // Names are derived here from test names ([a-z0-9_] only), never from test data.
+        admin
+            .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+            .await
+            .expect("drop a leftover test database");
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .expect("create the test database");
+        admin.close().await.expect("close the admin connection");
+        // A cluster of our own disappears whole; on a shared server, clean up.
+        TestDb::claimed(claim, name, self.cluster().is_none().then_some(admin_url))
+    }
 }
 
 #[cfg(test)]
