@@ -364,6 +364,60 @@ mod sqlite {
 
     use super::common::{TempDir, new_pr, rows_for, total_rows};
 
+    /// The table made again without its unique column, rows and all.
+    async fn drop_the_unique_index(db: &sea_orm::DatabaseConnection) {
+        let table: String = db
+            .query_one_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Sqlite,
+                "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'pull_requests'",
+            ))
+            .await
+            .unwrap()
+            .unwrap()
+            .try_get("", "sql")
+            .unwrap();
+        assert!(table.contains("UNIQUE"), "{table}");
+        let copy = table
+            .replacen("\"pull_requests\"", "\"pr_copy\"", 1)
+            .replace("UNIQUE", "");
+        db.execute_unprepared(&format!(
+            "{copy}; INSERT INTO pr_copy SELECT * FROM pull_requests; \
+             DROP TABLE pull_requests; ALTER TABLE pr_copy RENAME TO pull_requests;"
+        ))
+        .await
+        .unwrap();
+    }
+
+    /// A batch's chunk is one statement on SQLite too (the multi-row insert with `ON CONFLICT
+    /// (pr_id) DO NOTHING RETURNING`, in autocommit). After the index is dropped, the next
+    /// chunk's statement fails with SQLite's generic error, and the chunk takes the locked path
+    /// with the rows it built, where the look decides: no batch fails, no key is stored twice.
+    #[tokio::test]
+    async fn dropping_the_index_between_batches_fails_no_batch() {
+        let dir = TempDir::new("one-statement-sqlite-batch");
+        let db = test_support::connect(&dir.sqlite_url("one.db"), 2).await;
+        migration::Migrator::up(&db, None).await.expect("migrate");
+        let batch = |keys: std::ops::RangeInclusive<i64>| {
+            PullRequest::many(keys.map(|k| (k, new_pr(k))))
+                .chunk_size(4)
+                .exec(&db)
+        };
+        let created = |outcomes: Vec<sea_orm_idempotent::Outcome<_>>| {
+            outcomes
+                .iter()
+                .filter(|outcome| outcome.is_created())
+                .count()
+        };
+        assert_eq!(created(batch(1..=5).await.unwrap()), 5);
+        drop_the_unique_index(&db).await;
+        assert_eq!(created(batch(1..=10).await.unwrap()), 5);
+        assert_eq!(created(batch(1..=12).await.unwrap()), 2);
+        assert_eq!(total_rows(&db).await, 12);
+        for pr_id in 1..=12 {
+            assert_eq!(rows_for(&db, pr_id).await, 1, "pr_id {pr_id}");
+        }
+    }
+
     /// SQLite has no code of its own for an `ON CONFLICT` target that matches no index: after
     /// the index is dropped, the next call's statement fails with SQLite's generic error, and
     /// the call takes the locked path.
@@ -380,28 +434,9 @@ mod sqlite {
                     .is_created()
             );
         }
-        let table: String = db
-            .query_one_raw(sea_orm::Statement::from_string(
-                sea_orm::DbBackend::Sqlite,
-                "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'pull_requests'",
-            ))
-            .await
-            .unwrap()
-            .unwrap()
-            .try_get("", "sql")
-            .unwrap();
-        assert!(table.contains("UNIQUE"), "{table}");
         // The unique column's index is automatic and cannot be dropped: the table is made
         // again without it, rows and all.
-        let copy = table
-            .replacen("\"pull_requests\"", "\"pr_copy\"", 1)
-            .replace("UNIQUE", "");
-        db.execute_unprepared(&format!(
-            "{copy}; INSERT INTO pr_copy SELECT * FROM pull_requests; \
-             DROP TABLE pull_requests; ALTER TABLE pr_copy RENAME TO pull_requests;"
-        ))
-        .await
-        .unwrap();
+        drop_the_unique_index(&db).await;
         for pr_id in 1..=10 {
             let outcome = PullRequest::create_once(&db, pr_id, new_pr(pr_id))
                 .await

@@ -506,4 +506,27 @@ async fn every_path_costs_its_statements_on_sqlite() {
         statements_of(&log, indexed_never(1), indexed_never(2)).await,
         ["INSERT ON CONFLICT", "SELECT"]
     );
+
+    // A batch's chunk of new keys where the index covers the key: one multi-row
+    // `INSERT ... ON CONFLICT (k) DO NOTHING RETURNING` in autocommit; stored keys add one
+    // look for all of them. Without the index: BEGIN IMMEDIATE (not reported), the look, the
+    // insert, COMMIT.
+    let batch = |keys: std::ops::Range<i64>| {
+        indexed_always::Entity::many(keys.map(|k| (k, "v".to_owned()))).exec(db)
+    };
+    assert_eq!(
+        statements_of(&log, batch(100..103), batch(200..203)).await,
+        ["INSERT ON CONFLICT"]
+    );
+    assert_eq!(
+        statements_of(&log, batch(100..103), batch(200..203)).await,
+        ["INSERT ON CONFLICT", "SELECT"]
+    );
+    let unindexed = |keys: std::ops::Range<i64>| {
+        always_looks::Entity::many(keys.map(|k| (k, "v".to_owned()))).exec(db)
+    };
+    assert_eq!(
+        statements_of(&log, unindexed(1000..1003), unindexed(1100..1103)).await,
+        ["SELECT", "INSERT"]
+    );
 }

@@ -1,7 +1,7 @@
 //! The seam for a batch's chunk ([`call::batch`](crate::call)): its own transaction and its
 //! keys' locks in one statement, in one sorted order.
 
-use sea_orm::{DatabaseConnection, DbErr, Statement, Value};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, Statement, Value};
 
 use super::inserted::ChunkAnswer;
 use super::locked_many::LockedMany;
@@ -54,22 +54,29 @@ impl Backend {
         }
     }
 
-    /// Whether a batch's chunk of new keys can be one statement on `conn`
-    /// ([`postgres::chunk_statement`]): PostgreSQL, on a pool. The other backends' chunks
-    /// take the locked path.
-    pub(crate) fn has_chunk_statement(self, conn: &DatabaseConnection) -> bool {
-        #[cfg(feature = "postgres")]
-        if self == Backend::Postgres {
-            return postgres::fast_path::pool_of(conn).is_some();
+    /// Whether a batch's chunk of new keys can be one statement on `conn` for a batch that
+    /// waits as `wait` says: PostgreSQL on a pool ([`postgres::chunk_statement`]); SQLite for
+    /// [`Wait::Forever`] (its write lock is the lock, waited for as long as the connection's
+    /// `busy_timeout`, as a single call's one statement: [`sqlite::one_statement`]). MySQL's
+    /// chunks take the locked path.
+    pub(crate) fn has_chunk_statement(self, conn: &DatabaseConnection, wait: Wait) -> bool {
+        match self {
+            #[cfg(feature = "postgres")]
+            Backend::Postgres => postgres::fast_path::pool_of(conn).is_some(),
+            Backend::Sqlite => wait == Wait::Forever,
+            _ => {
+                let _ = conn;
+                false
+            }
         }
-        let _ = conn;
-        false
     }
 
-    /// The chunk's one statement ([`postgres::chunk_statement::statement`]), from `one_row`
-    /// (SeaORM's insert of the chunk's first row with its `ON CONFLICT` and `RETURNING`), for
-    /// `rows` rows of `width` `values` each and the chunk's `keys` (sorted, distinct); `None`
-    /// when the row's values are not plain placeholders.
+    /// The chunk's one statement, from `one_row` (SeaORM's insert of the chunk's first row
+    /// with its `ON CONFLICT` and `RETURNING`), for `rows` rows of `width` `values` each and
+    /// the chunk's `keys` (sorted, distinct): PostgreSQL's tries every key's lock
+    /// ([`postgres::chunk_statement::statement`]), SQLite's is the multi-row insert
+    /// ([`sqlite::one_statement::chunk_statement`]). `None` when the row's values are not
+    /// plain placeholders.
     pub(crate) fn chunk_statement(
         self,
         one_row: &Statement,
@@ -82,12 +89,14 @@ impl Backend {
             Backend::Postgres => {
                 postgres::chunk_statement::statement(one_row, width, rows, values, keys)
             }
-            Backend::Sqlite | Backend::MySql => None,
+            Backend::Sqlite => sqlite::one_statement::chunk_statement(one_row, width, rows, values),
+            Backend::MySql => None,
         }
     }
 
     /// Runs the chunk's one statement on a connection of `conn`'s pool, returning only once
-    /// its transaction has ended, after an error too ([`postgres::one_statement::run_all`]).
+    /// its transaction has ended, after an error too (PostgreSQL:
+    /// [`postgres::one_statement::run_all`]; SQLite's statement is its own transaction).
     pub(crate) async fn run_chunk_statement(
         self,
         conn: &DatabaseConnection,
@@ -98,9 +107,11 @@ impl Backend {
             let rows = postgres::one_statement::run_all(pool, statement).await?;
             return postgres::chunk_statement::read(rows);
         }
-        let _ = (conn, statement);
-        Err(DbErr::Custom(
-            "a batch's chunk in one statement on a backend without that path".to_owned(),
-        ))
+        match self {
+            Backend::Sqlite => Ok(ChunkAnswer::Inserted(conn.query_all_raw(statement).await?)),
+            Backend::Postgres | Backend::MySql => Err(DbErr::Custom(
+                "a batch's chunk in one statement on a backend without that path".to_owned(),
+            )),
+        }
     }
 }

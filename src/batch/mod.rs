@@ -121,12 +121,13 @@ impl<K, D, I: Iterator<Item = K>> Iterator for MadeItems<I, D> {
 /// batch stops with [`Error::Batch`], which says which chunk failed and how many items were
 /// done before it (stored: run the batch again, they come back `Existing`).
 ///
-/// On PostgreSQL, where a unique index covers exactly the key's columns (known from the
-/// catalog, never guessed: see [`ids_without_gaps`](IdempotentCreate::ids_without_gaps) for
-/// when not to rely on it), a chunk with its data in hand and no update function, run on a pool,
-/// is one statement in autocommit: it tries every key's lock, never waiting, and only if all
-/// are granted inserts the rows with `ON CONFLICT (key) DO NOTHING RETURNING`; one more
-/// statement then reads the rows of the keys it skipped. The locks still exclude every other
+/// Where a unique index covers exactly the key's columns (known from the catalog, never
+/// guessed: see [`ids_without_gaps`](IdempotentCreate::ids_without_gaps) for when not to rely
+/// on it), a chunk with its data in hand and no update function, run on a pool, is one
+/// statement in autocommit: on PostgreSQL it tries every key's lock, never waiting, and only
+/// if all are granted inserts the rows with `ON CONFLICT (key) DO NOTHING RETURNING`; on
+/// SQLite (for [`Wait::Forever`]) the insert takes the write lock, every key's lock there. One
+/// more statement then reads the rows of the keys it skipped. The locks still exclude every other
 /// taker of those keys while the rows are written. A key held elsewhere, or the index gone,
 /// sends the chunk to the transaction above, which waits. A chunk whose statement stored rows
 /// and that then needs the transaction (a skipped key's row deleted before the read: rare) is

@@ -8,10 +8,11 @@
 //!    be stored, none held by an enclosing call): a bad key fails the chunk before it sends
 //!    anything;
 //! 1. where a unique index guards the key (known from the catalog once per pool and entity, as
-//!    for single calls), the chunk's data in hand and nothing to update, on a pool: the chunk
-//!    in one statement (`one_statement`: every key's lock tried and the rows inserted with
-//!    `ON CONFLICT (key) DO NOTHING RETURNING`, in autocommit), then one look for the keys it
-//!    skipped; the rows it did not decide go on to the locked path, with their data;
+//!    for single calls), the chunk's data in hand and nothing to update, on a PostgreSQL or
+//!    SQLite pool: the chunk in one statement (`one_statement`: the rows inserted with
+//!    `ON CONFLICT (key) DO NOTHING RETURNING` in autocommit, under every key's lock), then
+//!    one look for the keys it skipped; the rows it did not decide go on to the locked path,
+//!    with their data;
 //! 2. the chunk's lock keys, sorted and distinct, locked through the seam in one statement
 //!    ([`Backend::lock_many`]; SQLite: its IMMEDIATE transaction), so overlapping batches and
 //!    single calls never deadlock one another;
@@ -267,19 +268,6 @@ where
     sorted.sort_unstable_by_key(|key| order(*key));
     sorted.dedup();
     debug_assert!(sorted.iter().all(|key| matches!(key, LockKey::Pair(..))));
-    // New keys where a unique index guards them: the chunk in one statement, if it applies.
-    let mut data = data;
-    let mut pending = None;
-    if let (true, Handle::Connection(conn)) = (in_one_statement, db) {
-        match one_statement::chunk::<T>(backend, conn, keys, lock_keys, &sorted, data).await? {
-            InOneStatement::Done(done) => return Ok(done),
-            InOneStatement::NotTaken(given) => data = given,
-            InOneStatement::Locked(rows) => {
-                pending = Some(rows);
-                data = Vec::new();
-            }
-        }
-    }
     // On SQLite, this pool's writers take turns for the write lock, as single calls do.
     let _writer = match (backend, db) {
         (Backend::Sqlite, Handle::Connection(conn)) => match PoolId::of(conn) {
@@ -290,6 +278,29 @@ where
         },
         _ => None,
     };
+    // New keys where a unique index guards them: the chunk in one statement, if it applies.
+    let mut data = data;
+    let mut pending = None;
+    if let (true, Handle::Connection(conn)) = (in_one_statement, db) {
+        match one_statement::chunk::<T>(
+            backend,
+            conn,
+            keys,
+            lock_keys,
+            &sorted,
+            deadline.asked(),
+            data,
+        )
+        .await?
+        {
+            InOneStatement::Done(done) => return Ok(done),
+            InOneStatement::NotTaken(given) => data = given,
+            InOneStatement::Locked(rows) => {
+                pending = Some(rows);
+                data = Vec::new();
+            }
+        }
+    }
     let scope = locked_scope(backend, db, &sorted, deadline, table_of::<T>).await?;
     let txn = scope.txn();
     let work = match pending {

@@ -1,15 +1,20 @@
 //! A chunk of new keys in one statement, where a unique index covers exactly the key's
-//! columns: every key's lock tried and the rows inserted with `ON CONFLICT DO NOTHING
-//! RETURNING` in one statement in autocommit (PostgreSQL:
-//! [`chunk_statement`](crate::backend::postgres::chunk_statement)), then one look for the keys
-//! it skipped, whose rows exist. The batch's form of a single call's
-//! [one-statement path](crate::call::one_statement), with the same conditions: data in hand,
-//! no update function, a pool, a verified index, an entity that allows gaps in its ids; and
-//! here also every key of the chunk a lock of its own.
+//! columns, in autocommit, then one look for the keys it skipped, whose rows exist:
+//!
+//! - PostgreSQL ([`chunk_statement`](crate::backend::postgres::chunk_statement)): the
+//!   statement tries every key's lock and inserts the rows with `ON CONFLICT (key) DO NOTHING
+//!   RETURNING` only if all are granted;
+//! - SQLite ([`one_statement`](crate::backend::sqlite::one_statement)): the multi-row insert
+//!   with `ON CONFLICT (key) DO NOTHING RETURNING`, whose write lock is every key's lock; only
+//!   for a batch that waits [`Wait::Forever`], as a single call's one statement.
+//!
+//! The batch's form of a single call's [one-statement path](crate::call::one_statement), with
+//! the same conditions: data in hand, no update function, a pool, a verified index, an entity
+//! that allows gaps in its ids; and here also every key of the chunk a lock of its own.
 //!
 //! Keys not all free, an index gone, or a skipped key's row deleted before the look: those
-//! rows are left to the locked path ([`Pending`]), which takes every lock of the chunk and
-//! inserts them as it inserts any. A chunk that goes there after its statement inserted rows
+//! rows are left to the locked path ([`Pending`]), which takes every lock of the chunk, looks,
+//! and inserts those still missing. A chunk that goes there after its statement inserted rows
 //! is two transactions: if the second fails, the first's rows stay (their items come back
 //! `Existing` when the batch runs again).
 
@@ -26,7 +31,7 @@ use crate::call::key::CallKey;
 use crate::call::one_statement::key_is_guarded;
 use crate::outcome::Done;
 use crate::source::PoolId;
-use crate::{Error, IdempotentCreate, LockKey, unique_index};
+use crate::{Error, IdempotentCreate, LockKey, Wait, unique_index};
 
 /// What [`chunk`] did.
 pub(super) enum InOneStatement<T: IdempotentCreate> {
@@ -46,12 +51,13 @@ pub(super) async fn chunk<T: IdempotentCreate>(
     keys: &[CallKey<T>],
     lock_keys: &[LockKey],
     sorted: &[LockKey],
+    wait: Wait,
     mut data: Vec<Option<T::Data>>,
 ) -> Result<InOneStatement<T>, Error> {
     let (Some(pool), false, true, Some(first)) = (
         PoolId::of(conn),
         T::ids_without_gaps(),
-        backend.has_chunk_statement(conn),
+        backend.has_chunk_statement(conn, wait),
         keys.first(),
     ) else {
         return Ok(InOneStatement::NotTaken(data));
