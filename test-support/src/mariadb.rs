@@ -208,8 +208,15 @@ impl MariaDb {
         let dir = unique_dir("mariadb");
         let data = dir.join("data");
         let user: &[&str] = if as_root { &["--user=mysql"] } else { &[] };
+        // Temporary tables in a directory of this server's own, not the shared /tmp: a
+        // bootstrap there failed once while other servers started (its temporary table's file
+        // was gone, "Could not remove temporary table ... error: 2").
+        let tmp = dir.join("tmp");
+        std::fs::create_dir(&tmp).expect("make the server's temporary directory");
+        let tmpdir = format!("--tmpdir={}", tmp.display());
         if as_root {
             give_to(&dir, "mysql");
+            give_to(&tmp, "mysql");
         }
         let install = mariadbd.with_file_name("mariadb-install-db");
         let install = if install.is_file() {
@@ -223,6 +230,7 @@ impl MariaDb {
                 .arg(format!("--datadir={}", data.display()))
                 .args(user)
                 .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
+                .arg(&tmpdir)
                 .current_dir(&dir),
             "mariadb-install-db",
         );
@@ -235,6 +243,7 @@ impl MariaDb {
             .arg(format!("--pid-file={}", dir.join("mariadbd.pid").display()))
             .arg(format!("--log-error={}", log.display()))
             .arg(format!("--port={port}"))
+            .arg(&tmpdir)
             .args(user)
             .args([
                 "--bind-address=127.0.0.1",
