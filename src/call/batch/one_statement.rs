@@ -62,15 +62,17 @@ pub(super) async fn chunk<T: IdempotentCreate>(
     ) else {
         return Ok(InOneStatement::NotTaken(data));
     };
+    if keys.iter().any(CallKey::has_missing_part)
+        || !key_is_guarded(backend, conn, pool, first).await
+    {
+        return Ok(InOneStatement::NotTaken(data));
+    }
     let mut chunk = ChunkKeys::<T::Model>::of(keys, lock_keys);
     let alone = chunk
         .firsts
         .iter()
         .any(|&i| chunk.distinct[i].as_ref().is_some_and(|entry| entry.alone));
-    if alone
-        || keys.iter().any(CallKey::has_missing_part)
-        || !key_is_guarded(backend, conn, pool, first).await
-    {
+    if alone {
         return Ok(InOneStatement::NotTaken(data));
     }
     let mut rows = Vec::with_capacity(chunk.firsts.len());
