@@ -57,6 +57,25 @@ struct Cost {
 
 /// What `create_once(pr_id)` on `db` cost; `observer` reads the general log.
 async fn cost(db: &DatabaseConnection, observer: &DatabaseConnection, pr_id: i64) -> Cost {
+    cost_of(db, observer, async {
+        PullRequest::create_once(db, pr_id, new_pr(pr_id))
+            .await
+            .unwrap();
+    })
+    .await
+}
+
+/// The general log is the server's: one test at a time switches it on (the tests share one
+/// throwaway server).
+static GENERAL_LOG: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// What `call` (on `db`) cost; `observer` reads the general log.
+async fn cost_of(
+    db: &DatabaseConnection,
+    observer: &DatabaseConnection,
+    call: impl Future<Output = ()>,
+) -> Cost {
+    let _log = GENERAL_LOG.lock().await;
     let session: u64 = db
         .query_one_raw(Statement::from_string(
             DbBackend::MySql,
@@ -72,9 +91,7 @@ async fn cost(db: &DatabaseConnection, observer: &DatabaseConnection, pr_id: i64
     run(observer, "SET GLOBAL log_output = 'TABLE'").await;
     let before = counters(db).await;
     run(observer, "SET GLOBAL general_log = 1").await;
-    PullRequest::create_once(db, pr_id, new_pr(pr_id))
-        .await
-        .unwrap();
+    call.await;
     run(observer, "SET GLOBAL general_log = 0").await;
     let after = counters(db).await;
     let logged = observer
@@ -174,5 +191,53 @@ async fn every_path_costs_its_statements_on_mariadb() {
             .to_vec(),
         },
         "a new key"
+    );
+}
+
+/// A batch's chunk of new keys: its statements and flushed commits, whatever the chunk's size.
+#[tokio::test]
+async fn a_batch_chunk_of_new_keys_costs_its_statements_on_mariadb() {
+    let Some(test_db) = TestDb::mysql().await else {
+        return;
+    };
+    let db = test_db.connect(1).await;
+    let observer = test_db.connect(1).await;
+    let batch = |keys: std::ops::Range<i64>| {
+        let db = &db;
+        async move {
+            let outcomes = PullRequest::many(keys.map(|k| (k, new_pr(k))).collect::<Vec<_>>())
+                .exec(db)
+                .await
+                .unwrap();
+            assert!(outcomes.iter().all(|outcome| outcome.is_created()));
+        }
+    };
+    // Warm up: the chunk's statements prepared on the connection.
+    batch(1..11).await;
+    let chunk = cost_of(&db, &observer, batch(11..21)).await;
+    println!("a chunk of 10 new keys {chunk:?}");
+    // SET TRANSACTION and BEGIN; the lock rows made, locked and counted inside the
+    // transaction by one insert that does not wait; the look; the multi-row insert, with
+    // MariaDB's RETURNING; COMMIT: 6 statements, 1 commit that writes. Was 9 and 2: the lock
+    // rows' own autocommit insert before BEGIN (a flushed commit of its own), a locking read
+    // of them, then the count; and a look after the insert to read back what it inserted.
+    assert_eq!(
+        chunk,
+        Cost {
+            statements: 6,
+            commits: 1,
+            flushed: 1,
+            kinds: [
+                "SET TRANSACTION",
+                "BEGIN",
+                "INSERT (lock row)",
+                "SELECT",
+                "INSERT",
+                "COMMIT"
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+        },
+        "a chunk of new keys"
     );
 }

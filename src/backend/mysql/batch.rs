@@ -1,32 +1,41 @@
 //! MySQL/MariaDB: the lock-table rows of a batch's chunk (see
-//! [`crate::IdempotentCreate::many`]), locked in one statement, in primary-key order.
+//! [`crate::IdempotentCreate::many`]), made, locked and counted inside the crate's own READ
+//! COMMITTED transaction, in primary-key order, as a single call's lock is
+//! ([`acquire_own`](super::lock)): no commit of their own.
 //!
-//! 1. Before `BEGIN` (autocommit), one `INSERT IGNORE` makes every key's row exist, told not to
-//!    wait; if a row is held by another transaction (error 1205 at once) each key's row is made
-//!    by a statement of its own, as a single call does ([`ensure_lock_row`]).
-//! 2. Inside the READ COMMITTED transaction, one locking read takes them all: one point
-//!    lookup per key by the whole primary key, in key order, joined by `UNION ALL`:
-//!    `SET STATEMENT innodb_lock_wait_timeout = n FOR (SELECT ... WHERE space = ? AND k1 = ?
-//!    AND k2 = ? FOR UPDATE) UNION ALL (...) ...`. Each lookup is a `const` read of one row
-//!    (or of none: no lock), whatever the table's size and statistics, and MariaDB reads the
-//!    parts in order, so the rows are locked in one sorted order in every transaction (record
-//!    locks only), and no row of another key is read. InnoDB locks every row a locking read
-//!    reads, before the `WHERE` is evaluated: a plan that reads more rows than the chunk's
-//!    waits for other keys' holders. An `IN` list did: MariaDB 10.11 planned `space = ? AND
-//!    k1 = ? AND k2 IN (...)` on a small table as a scan of the whole `(space, k1)` prefix,
-//!    every key of the namespace (`EXPLAIN`: `ref`, key length 5); and it turns the row form
-//!    `(space, k1, k2) IN (...)` of a 500-key chunk (over 1000 values) into a join that scans
-//!    the table. [`Wait::Forever`] waits in slices: when one runs out the transaction is rolled
-//!    back and begun again ([`LockedMany::Again`]).
-//! 3. A key whose row is still missing (its first inserter rolled back while we waited) is
-//!    locked as a single call locks it ([`lock_in`](super::lock_in)).
-//! 4. One `INSERT ... VALUES (?, ?, ?), ... ON DUPLICATE KEY UPDATE generation =
-//!    generation + 1` counts this holder in every row's `generation`, as a single call does, so a
-//!    caller's REPEATABLE READ transaction that read before us is refused by its own call.
-//!    Every row exists and is ours by now; each is written by its primary key, whatever the
-//!    plan (an `UPDATE ... WHERE ... IN` may be planned as a scan).
-//!
-//! Step 1's multi-row insert is a point write per row too; it reads no other key's row.
+//! 1. One insert that never waits, in key order: `SET STATEMENT innodb_lock_wait_timeout = 0
+//!    FOR INSERT INTO ... (space, k1, k2, generation) VALUES (?, ?, ?, 1), ... ON DUPLICATE
+//!    KEY UPDATE generation = generation + 1` ([`own_insert_statement`]). It makes every new
+//!    key's row (counted: its creator is its first holder) and holds it, and locks every
+//!    committed row nobody holds (a record lock: the duplicate only) and counts this holder,
+//!    so a caller's REPEATABLE READ transaction that read before us is refused by its own
+//!    call. Each row is a point write by its whole primary key, in order; it reads no other
+//!    key's row. Uncontended, the chunk's locks are this one statement.
+//! 2. A row another transaction holds or is inserting fails it at once with 1205 (no lock
+//!    is queued: nothing waits, so nothing deadlocks and no wait becomes a gap lock). The
+//!    statement is undone (InnoDB keeps the record locks it took on the committed rows before
+//!    the held one, a prefix of the sorted keys), and the chunk waits in key order, with one
+//!    locking read of every key's row: one point lookup per key by the whole primary key,
+//!    joined by `UNION ALL`: `SET STATEMENT innodb_lock_wait_timeout = n FOR (SELECT ...
+//!    WHERE space = ? AND k1 = ? AND k2 = ? FOR UPDATE) UNION ALL (...) ...`. Each lookup is
+//!    a `const` read of one row (or of none: no lock), whatever the table's size and
+//!    statistics, and MariaDB reads the parts in order, so the rows are locked in one sorted
+//!    order in every transaction (record locks only), and no row of another key is read.
+//!    InnoDB locks every row a locking read reads, before the `WHERE` is evaluated: a plan
+//!    that reads more rows than the chunk's waits for other keys' holders. An `IN` list did:
+//!    MariaDB 10.11 planned `space = ? AND k1 = ? AND k2 IN (...)` on a small table as a scan
+//!    of the whole `(space, k1)` prefix, every key of the namespace (`EXPLAIN`: `ref`, key
+//!    length 5); and it turns the row form `(space, k1, k2) IN (...)` of a 500-key chunk
+//!    (over 1000 values) into a join that scans the table. A `FOR UPDATE` wait on a row whose
+//!    inserter rolls back leaves no gap lock under READ COMMITTED. [`Wait::Forever`] waits in
+//!    slices: when one runs out the transaction is rolled back and begun again
+//!    ([`LockedMany::Again`]).
+//! 3. Then step 1's insert again, which now finds every row it read held by this
+//!    transaction, and makes the rows still missing (new keys, whose rows step 1's undone
+//!    statement took back, or whose first inserter rolled back). It still never waits: a
+//!    missing row another transaction made meanwhile fails it with 1205, and the chunk's
+//!    transaction is rolled back and begun again ([`LockedMany::Again`]; the next attempt's
+//!    locking read waits for that row in order). So every wait is taken in key order.
 //!
 //! In a caller's transaction the keys are locked one by one in sorted order, each as a single
 //! call locks it: InnoDB keeps every row lock to the end of the transaction
@@ -34,12 +43,12 @@
 //! out of order behind.
 
 use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DbBackend, IsolationLevel, Statement, TransactionOptions,
-    Value,
+    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, IsolationLevel, Statement,
+    TransactionOptions,
 };
 
 use super::lock_table::{
-    FOREVER_SLICE_SECS, MYSQL_LOCK_TABLE, WHERE_KEY, ensure_lock_row, key_values, lock_table_error,
+    FOREVER_SLICE_SECS, MYSQL_LOCK_TABLE, WHERE_KEY, key_values, lock_table_error,
 };
 use super::shielded::Shielded;
 use crate::backend::locked_many::LockedMany;
@@ -48,10 +57,9 @@ use crate::transaction::{Own, Txn};
 use crate::wait::Deadline;
 use crate::{Error, LockKey, Wait};
 
-/// The crate's own transaction for a chunk: step 1, then READ COMMITTED, run to its end as a
-/// single call's is ([`Shielded`]).
-pub(crate) async fn begin(db: &DatabaseConnection, keys: &[LockKey]) -> Result<Own, Error> {
-    ensure_lock_rows(db, keys).await?;
+/// The crate's own transaction for a chunk: READ COMMITTED, run to its end as a single call's
+/// is ([`Shielded`]). The keys' lock rows are made inside it ([`lock_many`]).
+pub(crate) async fn begin(db: &DatabaseConnection, _keys: &[LockKey]) -> Result<Own, Error> {
     let options = TransactionOptions {
         isolation_level: Some(IsolationLevel::ReadCommitted),
         access_mode: None,
@@ -60,43 +68,21 @@ pub(crate) async fn begin(db: &DatabaseConnection, keys: &[LockKey]) -> Result<O
     Ok(Own::Shielded(Shielded::begin(db, options).await?))
 }
 
-/// Step 1: makes every key's lock row exist, before `BEGIN`.
-///
-/// # Cancel Safety
-///
-/// Dropped, some rows may have been made (committed at once); nothing is held.
-pub(crate) async fn ensure_lock_rows(
-    db: &DatabaseConnection,
-    keys: &[LockKey],
-) -> Result<(), Error> {
-    if keys.is_empty() {
-        return Ok(());
-    }
-    let rows = vec!["(?, ?, ?)"; keys.len()].join(", ");
-    let sql = format!(
-        "SET STATEMENT innodb_lock_wait_timeout = 0 FOR \
-         INSERT IGNORE INTO `{MYSQL_LOCK_TABLE}` (`space`, `k1`, `k2`) VALUES {rows}"
-    );
-    let values: Vec<Value> = keys.iter().flat_map(|key| key_values(*key)).collect();
-    match db
-        .execute_raw(Statement::from_sql_and_values(
-            DbBackend::MySql,
-            sql,
-            values,
-        ))
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(err) => match mysql_error(&err) {
-            Some(MySqlError::LockWaitTimeout) => {
-                for key in keys {
-                    ensure_lock_row(db, *key).await?;
-                }
-                Ok(())
-            }
-            _ => Err(lock_table_error(err)),
-        },
-    }
+/// Steps 1 and 3: every key's row made (counted) or, committed and held by nobody, locked and
+/// counted, in key order, without waiting (a held row: 1205 at once, the statement undone).
+fn own_insert_statement(keys: &[LockKey]) -> Statement {
+    let rows = vec!["(?, ?, ?, 1)"; keys.len()].join(", ");
+    Statement::from_sql_and_values(
+        DbBackend::MySql,
+        format!(
+            "SET STATEMENT innodb_lock_wait_timeout = 0 FOR \
+             INSERT INTO `{MYSQL_LOCK_TABLE}` (`space`, `k1`, `k2`, `generation`) VALUES {rows} \
+             ON DUPLICATE KEY UPDATE `generation` = `generation` + 1"
+        ),
+        keys.iter()
+            .flat_map(|key| key_values(*key))
+            .collect::<Vec<_>>(),
+    )
 }
 
 /// Step 2's locking read of `keys` (sorted): one point lookup per key, by the whole primary
@@ -119,23 +105,6 @@ fn lock_statement(keys: &[LockKey], wait: Wait) -> Statement {
     )
 }
 
-/// Step 4, on rows this transaction holds: every key's `generation` counted, row by row by
-/// primary key (`ON DUPLICATE KEY UPDATE`: each row a point write whatever the plan; every
-/// row exists, so nothing is inserted).
-fn count_statement(keys: &[LockKey]) -> Statement {
-    let rows = vec!["(?, ?, ?)"; keys.len()].join(", ");
-    Statement::from_sql_and_values(
-        DbBackend::MySql,
-        format!(
-            "INSERT INTO `{MYSQL_LOCK_TABLE}` (`space`, `k1`, `k2`) VALUES {rows} \
-             ON DUPLICATE KEY UPDATE `generation` = `generation` + 1"
-        ),
-        keys.iter()
-            .flat_map(|key| key_values(*key))
-            .collect::<Vec<_>>(),
-    )
-}
-
 /// The whole seconds a wait is given (see the lock table's `wait_seconds`).
 fn seconds(wait: Wait) -> u64 {
     match wait {
@@ -147,7 +116,7 @@ fn seconds(wait: Wait) -> u64 {
     }
 }
 
-/// Steps 2 to 4 in `txn`, for `keys` sorted and distinct.
+/// Steps 1 to 3 in `txn`, for `keys` sorted and distinct.
 pub(crate) async fn lock_many(
     txn: Txn<'_>,
     keys: &[LockKey],
@@ -163,55 +132,77 @@ pub(crate) async fn lock_many(
         }
         return Ok(LockedMany::Locked);
     }
+    // Step 1: the first statement of a transaction just begun (so it runs inside it).
+    match txn.execute_raw(own_insert_statement(keys)).await {
+        Ok(_) => return Ok(LockedMany::Locked),
+        Err(err) if held(&err) && super::lock::normalize(deadline.left()) != Wait::No => {}
+        Err(err) => return Err(lock_error(err, keys, deadline)),
+    }
+    // Step 2: a row is held, or being inserted, by another transaction: wait in key order.
     let wait = super::lock::normalize(deadline.left());
-    let lock = lock_statement(keys, wait);
-    let rows = match txn.query_all_raw(lock).await {
+    let rows = match txn.query_all_raw(lock_statement(keys, wait)).await {
         Ok(rows) => rows,
-        Err(err) => {
-            return match mysql_error(&err) {
-                Some(MySqlError::LockWaitTimeout | MySqlError::LockNowait) => match wait {
-                    Wait::Forever => Ok(LockedMany::Again),
-                    Wait::No => Err(Error::LockBusy {
-                        key: keys[0],
-                        row: None,
-                    }),
-                    Wait::Timeout(_) => Err(Error::LockTimeout {
-                        key: keys[0],
-                        row: None,
-                        timeout: deadline.reported_bound(),
-                        source: Some(err),
-                    }),
-                },
-                Some(MySqlError::Deadlock) => Err(Error::Deadlock {
+        Err(err) if wait == Wait::Forever && held(&err) => return Ok(LockedMany::Again),
+        Err(err) => return Err(lock_error(err, keys, deadline)),
+    };
+    // Rows missing: new keys whose rows step 1's undone statement took back (or whose first
+    // inserter rolled back). Making them now would ask for locks out of key order while this
+    // transaction holds later keys (a transaction that made one of them meanwhile and waits
+    // for a later key would close a cycle): begin again, where step 1 makes them in order.
+    if rows.len() < keys.len() {
+        return Ok(LockedMany::Again);
+    }
+    // Step 3: every row is held by this transaction, so it counts them without waiting for
+    // anyone. (Under `innodb_rollback_on_timeout` step 1's 1205 rolled the transaction back
+    // and the session runs in autocommit, where nothing stays locked: begin again.)
+    txn.execute_raw(own_insert_statement(keys))
+        .await
+        .map_err(|err| lock_error(err, keys, deadline))?;
+    if !super::lock::in_transaction(&txn).await? {
+        return Ok(LockedMany::Again);
+    }
+    Ok(LockedMany::Locked)
+}
+
+/// Whether a lock statement failed because a row it needed is held (its wait ran out, or it
+/// was told not to wait).
+fn held(err: &DbErr) -> bool {
+    matches!(
+        mysql_error(err),
+        Some(MySqlError::LockWaitTimeout | MySqlError::LockNowait)
+    )
+}
+
+/// A chunk's lock statement's error, typed by MySQL error number.
+fn lock_error(err: DbErr, keys: &[LockKey], deadline: Deadline) -> Error {
+    match mysql_error(&err) {
+        Some(MySqlError::LockWaitTimeout | MySqlError::LockNowait) => {
+            match super::lock::normalize(deadline.asked()) {
+                Wait::No => Error::LockBusy {
                     key: keys[0],
                     row: None,
-                }),
-                _ => Err(lock_table_error(err)),
-            };
-        }
-    };
-    if rows.len() < keys.len() {
-        // Rows whose first inserter rolled back while we waited: each as a single call.
-        let mut found = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let space: i32 = row.try_get("", "space")?;
-            let k1: i32 = row.try_get("", "k1")?;
-            let k2: i32 = row.try_get("", "k2")?;
-            found.push([Value::from(space), Value::from(k1), Value::from(k2)]);
-        }
-        for key in keys {
-            if !found.contains(&key_values(*key)) {
-                super::lock_in(txn, *key, deadline).await?;
+                },
+                _ => Error::LockTimeout {
+                    key: keys[0],
+                    row: None,
+                    timeout: deadline.reported_bound(),
+                    source: Some(err),
+                },
             }
         }
+        Some(MySqlError::Deadlock) => Error::Deadlock {
+            key: keys[0],
+            row: None,
+        },
+        _ => lock_table_error(err),
     }
-    txn.execute_raw(count_statement(keys)).await?;
-    Ok(LockedMany::Locked)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use sea_orm::Value;
 
     #[test]
     fn each_key_is_looked_up_by_its_whole_primary_key_in_key_order() {
@@ -233,14 +224,17 @@ mod tests {
         assert_eq!(lock.sql.matches(" UNION ALL ").count(), 2, "{}", lock.sql);
         let bound: Vec<Value> = keys.iter().flat_map(|key| key_values(*key)).collect();
         assert_eq!(lock.values.expect("bound values").0, bound);
-        let count = count_statement(&keys);
+        let own = own_insert_statement(&keys);
         assert!(
-            count
-                .sql
-                .contains("VALUES (?, ?, ?), (?, ?, ?), (?, ?, ?) ON DUPLICATE KEY UPDATE"),
+            own.sql
+                .starts_with("SET STATEMENT innodb_lock_wait_timeout = 0 FOR INSERT INTO")
+                && own.sql.contains(
+                    "VALUES (?, ?, ?, 1), (?, ?, ?, 1), (?, ?, ?, 1) ON DUPLICATE KEY UPDATE \
+                     `generation` = `generation` + 1"
+                ),
             "{}",
-            count.sql
+            own.sql
         );
-        assert_eq!(count.values.expect("bound values").0, bound);
+        assert_eq!(own.values.expect("bound values").0, bound);
     }
 }

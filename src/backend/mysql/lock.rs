@@ -6,9 +6,8 @@
 //!
 //! 1. **The row is made to exist**, inside the transaction, by the lock itself (step 2): rows
 //!    are never deleted, so once the first holder of a key commits, every later lock is taken
-//!    on a *committed* row, which can never vanish. (A batch's chunk makes its rows exist
-//!    before `BEGIN` instead, in one autocommit `INSERT IGNORE` told not to wait:
-//!    [`ensure_lock_row`](super::lock_table::ensure_lock_row).)
+//!    on a *committed* row, which can never vanish. (A batch's chunk makes its rows so too,
+//!    in one insert in key order that does not wait: [`batch`](super::batch).)
 //! 2. **Inside the transaction, the lock** is a record lock on the row, by its primary key.
 //!    (The crate's own transaction takes it in its own way, see below: an insert that does
 //!    not wait, then an `UPDATE` that waits.) It waits with a locking read:
@@ -372,7 +371,7 @@ fn wait_error(err: DbErr, key: LockKey, deadline: Deadline) -> Error {
 /// Whether `txn`'s session is in a transaction: after a deadlock, or a lock wait timeout
 /// under `innodb_rollback_on_timeout`, the server has rolled the transaction back and the
 /// session runs in autocommit.
-async fn in_transaction(txn: &impl ConnectionTrait) -> Result<bool, Error> {
+pub(super) async fn in_transaction(txn: &impl ConnectionTrait) -> Result<bool, Error> {
     let row = txn
         .query_one_raw(Statement::from_string(
             DbBackend::MySql,

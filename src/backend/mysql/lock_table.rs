@@ -20,7 +20,7 @@
 #![cfg_attr(not(feature = "mysql"), allow(dead_code))]
 
 use sea_orm::sea_query::{ColumnDef, Index, Table, TableCreateStatement};
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, Value};
+use sea_orm::{DbBackend, DbErr, Statement, Value};
 
 use crate::backend::mode::Mode;
 use crate::classify::{MySqlError, mysql_error};
@@ -89,32 +89,6 @@ pub(super) const WHERE_KEY: &str = "WHERE `space` = ? AND `k1` = ? AND `k2` = ?"
 
 pub(super) fn statement(sql: String, key: LockKey) -> Statement {
     Statement::from_sql_and_values(DbBackend::MySql, sql, key_values(key))
-}
-
-/// Before a batch chunk's `BEGIN`, on the pool (autocommit), when the chunk's one `INSERT
-/// IGNORE` met a held row ([`ensure_lock_rows`](super::batch::ensure_lock_rows)): makes
-/// `key`'s lock row exist. (A single call makes it inside its transaction, by the lock
-/// itself: [`own_insert_statement`].) It
-/// never waits: a row held by another transaction makes it fail at once with 1205, and then the
-/// row exists, or another transaction is inserting it (the lock's locking read waits for that
-/// one, see [`acquire_in`](super::lock::acquire_in)).
-///
-/// # Cancel Safety
-///
-/// Dropped, the row may or may not have been inserted (committed at once if it was); nothing is
-/// held.
-pub(crate) async fn ensure_lock_row(db: &DatabaseConnection, key: LockKey) -> Result<(), Error> {
-    let sql = format!(
-        "SET STATEMENT innodb_lock_wait_timeout = 0 FOR \
-         INSERT IGNORE INTO `{MYSQL_LOCK_TABLE}` (`space`, `k1`, `k2`) VALUES (?, ?, ?)"
-    );
-    match db.execute_raw(statement(sql, key)).await {
-        Ok(_) => Ok(()),
-        Err(err) => match mysql_error(&err) {
-            Some(MySqlError::LockWaitTimeout) => Ok(()),
-            _ => Err(lock_table_error(err)),
-        },
-    }
 }
 
 /// Slices of [`Wait::Forever`], in seconds: a dropped call's wait ends within one.

@@ -12,7 +12,8 @@
 //! - [`codes`]: the error numbers the crate reacts to.
 //!
 //! sea-query renders no `RETURNING` for MySQL: MariaDB's (10.5 and later) is written here
-//! ([`insert_returning`]).
+//! ([`returning`]), for the guarded insert ([`insert_returning`]) and a batch chunk's
+//! multi-row insert.
 
 pub(crate) mod batch;
 pub(crate) mod catalog;
@@ -94,22 +95,27 @@ pub(crate) async fn insert_returning<C: ConnectionTrait>(
     columns: &[&str],
     wait: Wait,
 ) -> Result<Inserted, DbErr> {
-    let returning = columns
-        .iter()
-        .map(|column| format!("`{}`", column.replace('`', "``")))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let insert = Statement {
-        sql: format!("{} RETURNING {returning}", insert.sql),
-        ..insert
-    };
     Ok(
         match db
-            .query_one_raw(entity_waits::bounded(insert, wait))
+            .query_one_raw(entity_waits::bounded(returning(insert, columns), wait))
             .await?
         {
             Some(row) => Inserted::Row(row),
             None => Inserted::Nothing,
         },
     )
+}
+
+/// `insert` (one row or many) with MariaDB's (10.5+) `RETURNING` of `columns` (the entity's,
+/// never user input), each quoted: sea-query renders none for MySQL.
+pub(crate) fn returning(insert: Statement, columns: &[&str]) -> Statement {
+    let returning = columns
+        .iter()
+        .map(|column| format!("`{}`", column.replace('`', "``")))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Statement {
+        sql: format!("{} RETURNING {returning}", insert.sql),
+        ..insert
+    }
 }

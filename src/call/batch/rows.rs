@@ -142,7 +142,7 @@ impl<T: IdempotentCreate> NewRow<T> {
 }
 
 /// Inserts `rows`: one statement per set of columns (usually one), at most [`MAX_VALUES`]
-/// values each. The rows it returns (MySQL: the rows a look then finds) are the created rows;
+/// values each. The rows it returns (MySQL: with MariaDB's `RETURNING`) are the created rows;
 /// a row that a writer which does not take the lock committed meanwhile, or that conflicts
 /// otherwise, is handled as a single call's guarded insert handles it.
 pub(super) async fn insert_rows<T: IdempotentCreate>(
@@ -188,16 +188,25 @@ pub(super) async fn insert_rows<T: IdempotentCreate>(
         // MySQL: whether the multi-row insert stored every row of the group.
         let mut stored = false;
         let inserted: Vec<T::Model> = match backend {
-            DbBackend::MySql => match txn.execute_raw(backend.build(&insert)).await {
-                Ok(_) => {
-                    stored = true;
-                    look::<T, _>(txn, keys, &items).await?
+            // MariaDB's `RETURNING` (10.5+, as the guarded insert's): the rows it stored, read
+            // back by the insert itself.
+            DbBackend::MySql => {
+                let columns: Vec<&str> = T::Column::iter().map(|column| column.as_str()).collect();
+                let insert = crate::backend::mysql::returning(backend.build(&insert), &columns);
+                match txn.query_all_raw(insert).await {
+                    Ok(returned) => {
+                        stored = true;
+                        returned
+                            .iter()
+                            .map(|row| T::Model::from_query_result(row, ""))
+                            .collect::<Result<_, _>>()?
+                    }
+                    // A row committed meanwhile by a writer that does not take the lock: the
+                    // statement is undone; every row goes the single call's way.
+                    Err(err) if classify(&err) == ErrorClass::UniqueViolation => Vec::new(),
+                    Err(err) => return Err(err.into()),
                 }
-                // A row committed meanwhile by a writer that does not take the lock: the
-                // statement is undone; every row goes the single call's way.
-                Err(err) if classify(&err) == ErrorClass::UniqueViolation => Vec::new(),
-                Err(err) => return Err(err.into()),
-            },
+            }
             _ => {
                 insert
                     .on_conflict(OnConflict::new().do_nothing().to_owned())
@@ -247,8 +256,8 @@ pub(super) async fn insert_rows<T: IdempotentCreate>(
                 continue;
             }
             if stored {
-                // MySQL stored it, and its values did not find it: the database's own
-                // equality does, or the column keeps less than the key's value.
+                // MySQL stored it, and the key of no returned row is its key: the database's
+                // own equality finds it, or the column keeps less than the key's value.
                 entry.row = Some(
                     find::<T, _>(txn, key)
                         .await?
@@ -270,8 +279,8 @@ pub(super) async fn insert_rows<T: IdempotentCreate>(
     Ok(())
 }
 
-/// MySQL, whose multi-row insert returns no rows: a row the chunk inserted that a read by its
-/// key does not find, so a key column stores less than the key's value.
+/// MySQL: a row the chunk inserted whose returned key matches none given and that a read by
+/// its key does not find, so a key column stores less than the key's value.
 pub(super) fn not_found_by_key<T: IdempotentCreate>(key: &CallKey<T>) -> Error {
     let columns: Vec<&str> = key.columns.iter().map(|column| column.as_str()).collect();
     Error::KeyNotStorable {
