@@ -13,9 +13,9 @@ use crate::{Error, LockKey, Wait};
 impl Backend {
     /// Begins the crate's own transaction for a batch's chunk of `keys` (sorted, distinct):
     /// on PostgreSQL a plain `BEGIN` whose isolation the lock's try checks, or after it refused
-    /// the server's default (`read_committed`) READ COMMITTED set explicitly; on SQLite IMMEDIATE (its write lock is the
-    /// chunk's lock), on MySQL READ COMMITTED after making every key's lock row exist
-    /// ([`mysql::batch::ensure_lock_rows`]).
+    /// the server's default (`read_committed`) READ COMMITTED set explicitly; on SQLite
+    /// IMMEDIATE (its write lock is the chunk's lock), on MySQL READ COMMITTED (the lock rows
+    /// are made inside it, by the lock: [`mysql::batch`]).
     pub(crate) async fn begin_many(
         self,
         db: &DatabaseConnection,

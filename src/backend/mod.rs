@@ -7,8 +7,8 @@
 //!   key) across connections and processes.
 //! - MySQL/MariaDB ([`mysql`]): a READ COMMITTED transaction and a transaction-scoped InnoDB
 //!   row lock on the key's row of the crate's lock table. Only callers with the same key wait
-//!   for each other. A single call's lock makes the row inside its transaction; a batch's
-//!   chunk makes its rows exist before `BEGIN`.
+//!   for each other. The lock makes the key's row inside the transaction (a batch's chunk:
+//!   all its rows, in one statement in key order).
 //! - Anything else, or a backend whose feature (`postgres`, `sqlite`, `mysql`) is off:
 //!   [`Error::UnsupportedBackend`], never a wrong answer.
 //!
