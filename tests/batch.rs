@@ -813,10 +813,14 @@ async fn leftovers_of_a_drop(observer: &DatabaseConnection, patience: Duration) 
 /// A batch of two chunks of three, dropped at every await point in turn on a pool of one
 /// connection: after each drop nothing is left (see [`leftovers_of_a_drop`]), and each chunk's
 /// keys have all their rows or none (a chunk is all or nothing); the pool still serves the
-/// batch that finally completes. Swept twice: with the data in hand (on PostgreSQL, where
-/// `pr_id` is unique, each chunk of new keys is one statement, so the batch may have as few
-/// await points as chunks: how many return `Pending` depends on timing) and with `make_data`
-/// (the locked path on every backend: a transaction of several statements per chunk).
+/// batch that finally completes. Swept twice: with the data in hand (on PostgreSQL and SQLite,
+/// where `pr_id` is unique, each chunk of new keys is one statement) and with `make_data` (the
+/// locked path on every backend: a transaction of several statements per chunk). How many
+/// polls return `Pending` depends on timing, not only on the statements: on a loaded machine
+/// a statement's answer can be in before the call awaits it (sqlx's connection reads on
+/// another thread), and under two CPU hogs the `make_data` sweep once found a single `Pending`
+/// where it usually finds ten. So the sweep asserts only that it dropped the batch somewhere
+/// in each form, not how often.
 async fn dropped_at_every_await_point(db: &DatabaseConnection, observer: &DatabaseConnection) {
     let mut base = 10_000;
     for made in [false, true] {
@@ -865,10 +869,9 @@ async fn dropped_at_every_await_point(db: &DatabaseConnection, observer: &Databa
             point += 1;
             assert!(point < 2_000, "the batch never completed");
         }
-        let least = if made { 4 } else { 1 };
         assert!(
-            dropped >= least,
-            "only {dropped} await points swept (make_data: {made})"
+            dropped >= 1,
+            "no await point swept (make_data: {made}): the batch never returned Pending"
         );
     }
     // The connection still serves, and what the dropped batches stored is found.
