@@ -2,7 +2,7 @@
 //! ([`insert_unless_exists`]) and the update ([`update_existing`]), each text kept per entity
 //! ([`statements`]).
 
-use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query, ReturningClause};
 use sea_orm::{
     ActiveModelTrait, ActiveValue, ColumnTrait, ConnectionTrait, DbBackend, DbErr, FromQueryResult,
     IdenStatic, Iterable, ModelTrait, QueryFilter, QueryResult, QueryTrait, Statement, UpdateMany,
@@ -67,14 +67,25 @@ pub(super) fn created<T: IdempotentCreate>(
     for (column, given) in key.columns.iter().zip(&key.values) {
         let stored = model.get(*column);
         if std::mem::discriminant(&stored) == std::mem::discriminant(given) && stored != *given {
-            return Err(Error::KeyNotStorable {
-                table: T::default().table_name(),
-                column: column.as_str().to_owned(),
-                cause: "is stored with less precision than it was given (the column rounds or truncates it)",
-            });
+            return Err(stored_with_less_precision::<T>(column.as_str().to_owned()));
         }
     }
     Ok(Done::Created(model))
+}
+
+/// A key column (or the key's columns, named together) that stored a created row's key with
+/// less precision than it was given: the row can never be found by its key again.
+pub(super) fn stored_with_less_precision<T: IdempotentCreate>(column: String) -> Error {
+    Error::KeyNotStorable {
+        table: T::default().table_name(),
+        column,
+        cause: "is stored with less precision than it was given (the column rounds or truncates it)",
+    }
+}
+
+/// `RETURNING` every column of `T`, each as SeaORM reads it into a model.
+pub(super) fn every_column<T: IdempotentCreate>() -> ReturningClause {
+    Query::returning().exprs(T::Column::iter().map(|column| column.select_as(Expr::col(column))))
 }
 
 /// Inserts the row with a guard (`INSERT ... SELECT ... WHERE NOT EXISTS`), then, only if
@@ -248,10 +259,7 @@ impl<T: IdempotentCreate> RowValues<T> {
                     .do_nothing()
                     .to_owned(),
             )
-            .returning(
-                Query::returning()
-                    .exprs(T::Column::iter().map(|column| column.select_as(Expr::col(column)))),
-            );
+            .returning(every_column::<T>());
         backend.build(&insert)
     }
 
@@ -310,10 +318,7 @@ impl<T: IdempotentCreate> RowValues<T> {
                 .columns(self.columns.iter().copied())
                 .select_from(source)
                 .expect("columns and values are built pairwise, so their counts match")
-                .returning(
-                    Query::returning()
-                        .exprs(T::Column::iter().map(|column| column.select_as(Expr::col(column)))),
-                );
+                .returning(every_column::<T>());
             if conflicts == Conflicts::Absorb && backend == DbBackend::Postgres {
                 // No conflict target: the key's columns need no unique index of their own.
                 insert.on_conflict(OnConflict::new().do_nothing().to_owned());

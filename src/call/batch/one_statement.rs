@@ -19,16 +19,15 @@
 //! `Existing` when the batch runs again).
 
 use sea_orm::sea_query::{Expr, OnConflict, Query};
-use sea_orm::{
-    ColumnTrait, DatabaseConnection, DbBackend, DbErr, FromQueryResult, IdenStatic, Iterable, Value,
-};
+use sea_orm::{ColumnTrait, DatabaseConnection, DbBackend, DbErr, FromQueryResult, Value};
 
-use super::rows::{MAX_VALUES, NewRow, canonical, look, model_key};
+use super::rows::{MAX_VALUES, NewRow, canonical, key_column_names, look, model_key};
 use super::steps::{ChunkKeys, Pending};
 use crate::backend::Backend;
 use crate::backend::inserted::ChunkAnswer;
 use crate::call::key::CallKey;
 use crate::call::one_statement::key_is_guarded;
+use crate::call::row::{every_column, stored_with_less_precision};
 use crate::outcome::Done;
 use crate::source::PoolId;
 use crate::{Error, IdempotentCreate, LockKey, Wait, unique_index};
@@ -127,16 +126,7 @@ pub(super) async fn chunk<T: IdempotentCreate>(
         }
     }
     if unmatched > 0 {
-        return Err(Error::KeyNotStorable {
-            table: T::default().table_name(),
-            column: first
-                .columns
-                .iter()
-                .map(|column| column.as_str().to_owned())
-                .collect::<Vec<_>>()
-                .join(", "),
-            cause: "is stored with less precision than it was given (the column rounds or truncates it)",
-        });
+        return Err(stored_with_less_precision::<T>(key_column_names(first)));
     }
     // The skipped keys' rows exist: one look finds them.
     let without_row = |chunk: &ChunkKeys<T::Model>, i: usize| {
@@ -188,9 +178,6 @@ fn one_row<T: IdempotentCreate>(
                 .do_nothing()
                 .to_owned(),
         )
-        .returning(
-            Query::returning()
-                .exprs(T::Column::iter().map(|column| column.select_as(Expr::col(column)))),
-        );
+        .returning(every_column::<T>());
     backend.build(&insert)
 }

@@ -10,7 +10,9 @@ use sea_orm::{
 };
 
 use crate::call::key::CallKey;
-use crate::call::row::{RowValues, find, insert_unless_exists};
+use crate::call::row::{
+    RowValues, every_column, find, insert_unless_exists, stored_with_less_precision,
+};
 use crate::classify::{ErrorClass, classify};
 use crate::outcome::Done;
 use crate::transaction::Txn;
@@ -210,9 +212,7 @@ pub(super) async fn insert_rows<T: IdempotentCreate>(
             _ => {
                 insert
                     .on_conflict(OnConflict::new().do_nothing().to_owned())
-                    .returning(Query::returning().exprs(
-                        T::Column::iter().map(|column| column.select_as(Expr::col(column))),
-                    ));
+                    .returning(every_column::<T>());
                 let returned = txn.query_all_raw(backend.build(&insert)).await?;
                 returned
                     .iter()
@@ -238,16 +238,9 @@ pub(super) async fn insert_rows<T: IdempotentCreate>(
         if unmatched > 0 && backend != DbBackend::MySql {
             // A returned row whose key matches none given: the column stores less than the
             // key's value (`created` tells which).
-            return Err(Error::KeyNotStorable {
-                table: T::default().table_name(),
-                column: keys[items[0]]
-                    .columns
-                    .iter()
-                    .map(|column| column.as_str().to_owned())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                cause: "is stored with less precision than it was given (the column rounds or truncates it)",
-            });
+            return Err(stored_with_less_precision::<T>(key_column_names(
+                &keys[items[0]],
+            )));
         }
         for row in group {
             let key = &keys[row.item];
@@ -279,13 +272,18 @@ pub(super) async fn insert_rows<T: IdempotentCreate>(
     Ok(())
 }
 
+/// The key's columns, named together for an error.
+pub(super) fn key_column_names<T: IdempotentCreate>(key: &CallKey<T>) -> String {
+    let columns: Vec<&str> = key.columns.iter().map(|column| column.as_str()).collect();
+    columns.join(", ")
+}
+
 /// MySQL: a row the chunk inserted whose returned key matches none given and that a read by
 /// its key does not find, so a key column stores less than the key's value.
 pub(super) fn not_found_by_key<T: IdempotentCreate>(key: &CallKey<T>) -> Error {
-    let columns: Vec<&str> = key.columns.iter().map(|column| column.as_str()).collect();
     Error::KeyNotStorable {
         table: T::default().table_name(),
-        column: columns.join(", "),
+        column: key_column_names(key),
         cause: "is stored differently from how it was given (the column rounds or truncates it), so the row is not found by its key",
     }
 }
