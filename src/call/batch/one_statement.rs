@@ -129,25 +129,14 @@ pub(super) async fn chunk<T: IdempotentCreate>(
         return Err(stored_with_less_precision::<T>(key_column_names(first)));
     }
     // The skipped keys' rows exist: one look finds them.
-    let without_row = |chunk: &ChunkKeys<T::Model>, i: usize| {
-        chunk.distinct[i]
-            .as_ref()
-            .is_some_and(|entry| entry.row.is_none())
-    };
     let skipped: Vec<usize> = chunk
         .firsts
         .iter()
         .copied()
-        .filter(|&i| without_row(&chunk, i))
+        .filter(|&i| chunk.missing(i))
         .collect();
-    for model in look::<T, _>(conn, keys, &skipped).await? {
-        if let Some(&i) = chunk.by_key.get(&canonical(&model_key::<T>(&model, first)))
-            && without_row(&chunk, i)
-        {
-            chunk.distinct[i].as_mut().expect("a first item").row = Some(model);
-        }
-    }
-    rows.retain(|row| without_row(&chunk, row.item));
+    chunk.found(look::<T, _>(conn, keys, &skipped).await?, first);
+    rows.retain(|row| chunk.missing(row.item));
     if rows.is_empty() {
         Ok(InOneStatement::Done(chunk.answers()))
     } else {

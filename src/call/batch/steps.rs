@@ -60,6 +60,25 @@ impl<M> ChunkKeys<M> {
         }
     }
 
+    /// Whether first item `i`'s key has no row yet.
+    pub(super) fn missing(&self, i: usize) -> bool {
+        self.distinct[i]
+            .as_ref()
+            .is_some_and(|entry| entry.row.is_none())
+    }
+
+    /// The rows a look returned, each given to its key if that key has none yet (`key`: any
+    /// key of the chunk, for its columns).
+    pub(super) fn found<T: IdempotentCreate<Model = M>>(&mut self, rows: Vec<M>, key: &CallKey<T>) {
+        for model in rows {
+            if let Some(&i) = self.by_key.get(&canonical(&model_key::<T>(&model, key)))
+                && self.missing(i)
+            {
+                self.distinct[i].as_mut().expect("a first item").row = Some(model);
+            }
+        }
+    }
+
     /// A create-only chunk's answers, in input order, once every key has its row: `Created`
     /// for the first item of a key the chunk created, `Existing` for every other.
     pub(super) fn answers(self) -> Vec<Done<M>>
@@ -117,20 +136,8 @@ pub(super) async fn insert_pending<T: IdempotentCreate>(
     } = pending;
     // Under the lock the look tells which rows exist (not an index, which may be gone).
     let items: Vec<usize> = rows.iter().map(|row| row.item).collect();
-    let first = &keys[items[0]];
-    for model in look::<T, _>(txn, keys, &items).await? {
-        if let Some(&i) = chunk.by_key.get(&canonical(&model_key::<T>(&model, first))) {
-            let entry = chunk.distinct[i].as_mut().expect("a first item");
-            if entry.row.is_none() {
-                entry.row = Some(model);
-            }
-        }
-    }
-    rows.retain(|row| {
-        chunk.distinct[row.item]
-            .as_ref()
-            .is_some_and(|entry| entry.row.is_none())
-    });
+    chunk.found(look::<T, _>(txn, keys, &items).await?, &keys[items[0]]);
+    rows.retain(|row| chunk.missing(row.item));
     insert_rows::<T>(
         txn,
         txn.get_database_backend(),
