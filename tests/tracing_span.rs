@@ -67,6 +67,18 @@ impl Subscriber for Recorder {
 }
 
 impl Recorder {
+    /// A recorder, as this thread's subscriber. Every test of this binary runs under one,
+    /// even a test that looks at no span: tracing caches whether a callsite is wanted when it
+    /// is first reached, and while only one thread-local subscriber exists it asks the
+    /// subscriber of the thread that got there first. A test thread without one would have
+    /// `create_once`'s callsite cached as unwanted, and the tests that read spans would find
+    /// none (CI did, with two test threads: `left: 0, right: 2`).
+    fn installed() -> (Self, tracing::subscriber::DefaultGuard) {
+        let recorder = Self::default();
+        let guard = tracing::subscriber::set_default(recorder.clone());
+        (recorder, guard)
+    }
+
     fn create_once_spans(&self) -> Vec<Fields> {
         let spans = self.spans.lock().unwrap();
         let mut ids: Vec<_> = spans
@@ -81,8 +93,7 @@ impl Recorder {
 
 #[tokio::test(flavor = "current_thread")]
 async fn each_call_records_one_span_with_its_story() {
-    let recorder = Recorder::default();
-    let _guard = tracing::subscriber::set_default(recorder.clone());
+    let (recorder, _guard) = Recorder::installed();
     let test_db = TestDb::new().await;
     let db = test_db.connect(1).await;
 
@@ -148,8 +159,7 @@ mod subscribers {
 #[tokio::test(flavor = "current_thread")]
 async fn keys_kept_out_of_logs_appear_in_no_span_field_and_no_error() {
     const EMAIL: &str = "mona@example.com";
-    let recorder = Recorder::default();
-    let _guard = tracing::subscriber::set_default(recorder.clone());
+    let (recorder, _guard) = Recorder::installed();
     let test_db = TestDb::new().await;
     let db = test_db.connect(2).await;
     db.execute_unprepared(
@@ -216,6 +226,8 @@ async fn keys_kept_out_of_logs_appear_in_no_span_field_and_no_error() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_database_error_of_a_key_kept_out_of_logs_holds_no_key() {
     const EMAIL: &str = "mona-has-a-long-address@example.com";
+    // Not read: see [`Recorder::installed`].
+    let _recorder = Recorder::installed();
     let test_db = TestDb::new().await;
     let db = test_db.connect(2).await;
     db.execute_unprepared(
