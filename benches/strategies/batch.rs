@@ -19,6 +19,7 @@ use sea_orm::sqlx::QueryBuilder;
 use sea_orm_idempotent::IdempotentCreate;
 use test_support::new_pr;
 
+use crate::per_call::cpu;
 use crate::place::{Db, Place, Raw};
 use crate::row::model;
 use crate::strategy::BoxError;
@@ -54,9 +55,18 @@ fn items(keys: std::ops::Range<i64>) -> Vec<(i64, NewPullRequest)> {
     keys.map(|k| (k, new_pr(k))).collect()
 }
 
-/// One run of `way` on an empty table: its duration, after checking every key has its row.
-async fn run(db: &Db, way: Way) -> Result<Duration, BoxError> {
+/// What one run of a way took: wall time, and this process's user + system CPU (the client's
+/// alone where the server is another process: PostgreSQL and MariaDB).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Spent {
+    wall: Duration,
+    client_cpu: Duration,
+}
+
+/// One run of `way` on an empty table: what it took, after checking every key has its row.
+async fn run(db: &Db, way: Way) -> Result<Spent, BoxError> {
     table::empty(db).await?;
+    let cpu_before = cpu().1;
     let started = Instant::now();
     match way {
         Way::Batch => {
@@ -90,12 +100,15 @@ async fn run(db: &Db, way: Way) -> Result<Duration, BoxError> {
         }
         Way::ByHand => by_hand(&db.raw).await?,
     }
-    let elapsed = started.elapsed();
+    let spent = Spent {
+        wall: started.elapsed(),
+        client_cpu: cpu().1 - cpu_before,
+    };
     let (rows, _) = table::count(db).await?;
     if rows != KEYS {
         return Err(format!("{} stored {rows} rows of {KEYS}", way.name()).into());
     }
-    Ok(elapsed)
+    Ok(spent)
 }
 
 /// Way 3 on PostgreSQL or SQLite.
@@ -165,22 +178,33 @@ pub(crate) async fn batch(db: &Db) -> Result<String, BoxError> {
     if db.place != Place::MariaDb {
         ways.push(Way::ByHand);
     }
-    let mut times: Vec<Vec<Duration>> = ways.iter().map(|_| Vec::new()).collect();
+    let mut runs: Vec<Vec<Spent>> = ways.iter().map(|_| Vec::new()).collect();
     for _ in 0..ROUNDS {
         for (i, &way) in ways.iter().enumerate() {
-            times[i].push(run(db, way).await?);
+            runs[i].push(run(db, way).await?);
         }
     }
-    let rates: Vec<f64> = times
+    // The median run by wall time, and its client CPU.
+    let medians: Vec<Spent> = runs
         .iter_mut()
         .map(|runs| {
             runs.sort();
-            KEYS as f64 / runs[runs.len() / 2].as_secs_f64()
+            runs[runs.len() / 2]
         })
         .collect();
-    let mut out = String::from("| way | keys/s (median of 3) |\n| --- | ---: |\n");
-    for (way, rate) in ways.iter().zip(&rates) {
-        out.push_str(&format!("| {} | {rate:.0} |\n", way.name()));
+    let rates: Vec<f64> = medians
+        .iter()
+        .map(|spent| KEYS as f64 / spent.wall.as_secs_f64())
+        .collect();
+    let mut out = String::from(
+        "| way | keys/s (median of 3) | client CPU, µs per key |\n| --- | ---: | ---: |\n",
+    );
+    for ((way, rate), spent) in ways.iter().zip(&rates).zip(&medians) {
+        let cpu_per_key = spent.client_cpu.as_secs_f64() * 1e6 / KEYS as f64;
+        out.push_str(&format!(
+            "| {} | {rate:.0} | {cpu_per_key:.1} |\n",
+            way.name()
+        ));
     }
     out.push_str(&format!(
         "\nbatch / single calls: {:.1}x (target >= 10x)",

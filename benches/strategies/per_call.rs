@@ -151,7 +151,7 @@ async fn measure(db: &Db, way: Way, calls: usize) -> Result<Cost, BoxError> {
 }
 
 /// The process's CPU time so far: user, and user + system.
-fn cpu() -> (Duration, Duration) {
+pub(crate) fn cpu() -> (Duration, Duration) {
     use nix::sys::resource::{UsageWho, getrusage};
     let usage = getrusage(UsageWho::RUSAGE_SELF).expect("getrusage of this process");
     let duration = |time: nix::sys::time::TimeVal| {
