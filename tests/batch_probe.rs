@@ -236,3 +236,178 @@ async fn large_composite_chunk(db: &DatabaseConnection) {
         .unwrap_or_else(|e| panic!("stored keys: {e}"));
     assert!(found.iter().all(|o| !o.is_created()));
 }
+
+/// A caller's `statement_timeout` on the pool's sessions (here 200ms) is meant for the
+/// application's queries: a single call turns it off for its lock wait (`src/backend/postgres/
+/// lock.rs`), so a batch that waits `Wait::Forever` for a held key must wait too, not fail
+/// when the server cancels its wait statement (PostgreSQL).
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callers_statement_timeout_does_not_cut_a_forever_batch_wait_short() {
+    use common::{key_of, until_someone_waits};
+    use sea_orm_idempotent::{Wait, acquire_advisory_lock};
+
+    let test_db = test_support::TestDb::new().await;
+    let db = test_db.connect(2).await;
+    let observer = test_db.connect(1).await;
+    // One connection, whose session cancels any statement after 200ms.
+    let timed = test_db.connect(1).await;
+    timed
+        .execute_unprepared("SET statement_timeout = '200ms'")
+        .await
+        .unwrap();
+    let holder = db.begin().await.unwrap();
+    acquire_advisory_lock(&holder, key_of(61), Wait::Forever)
+        .await
+        .unwrap();
+    let single = tokio::spawn({
+        let timed = timed.clone();
+        async move { PullRequest::create_once(&timed, 61, new_pr(61)).await }
+    });
+    until_someone_waits(&observer, key_of(61)).await;
+    // Past the statement timeout, the single call still waits (the reference behaviour).
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(!single.is_finished(), "{:?}", single.await);
+    holder.commit().await.unwrap();
+    assert!(single.await.unwrap().unwrap().is_created());
+
+    let holder = db.begin().await.unwrap();
+    acquire_advisory_lock(&holder, key_of(71), Wait::Forever)
+        .await
+        .unwrap();
+    let batch = tokio::spawn({
+        let timed = timed.clone();
+        async move { PullRequest::create_many_once(&timed, items([70, 71])).await }
+    });
+    until_someone_waits(&observer, key_of(71)).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(
+        !batch.is_finished(),
+        "the batch stopped waiting: {:?}",
+        batch.await
+    );
+    holder.commit().await.unwrap();
+    let outcomes = batch.await.unwrap().unwrap();
+    assert!(outcomes.iter().all(Outcome::is_created));
+}
+
+#[allow(unreachable_pub)]
+mod defaulted {
+    use sea_orm::ActiveValue::Set;
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "defaulted")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        #[sea_orm(unique)]
+        pub k: i64,
+        pub v: String,
+        pub note: Option<String>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+
+    impl sea_orm_idempotent::IdempotentCreate for Entity {
+        type Key = i64;
+        /// `v` when given (else the column's default), and `note`.
+        type Data = (Option<String>, Option<String>);
+
+        fn key_column() -> Column {
+            Column::K
+        }
+
+        fn new_active_model(_: &i64, (v, note): Self::Data) -> ActiveModel {
+            let mut row = ActiveModel {
+                note: Set(note),
+                ..Default::default()
+            };
+            if let Some(v) = v {
+                row.v = Set(v);
+            }
+            row
+        }
+    }
+}
+
+/// Rows whose columns differ (a column `NotSet` in some rows, taking its default) and an
+/// `Option` column NULL in every row of a chunk: every row stored as given, one `Created` per
+/// key, in input order, on the one-statement and the locked path.
+async fn columns_differ_per_row(db: &DatabaseConnection) {
+    let data = |k: i64| -> (Option<String>, Option<String>) {
+        (
+            (k % 2 == 0).then(|| format!("v{k}")),
+            None, // NULL in every row
+        )
+    };
+    let keys = [1_i64, 2, 3, 4, 2, 5];
+    let outcomes = defaulted::Entity::many(keys.iter().map(|&k| (k, data(k))))
+        .chunk_size(3)
+        .exec(db)
+        .await
+        .unwrap();
+    let shape: Vec<(i64, bool, String)> = outcomes
+        .iter()
+        .map(|o| (o.model().k, o.is_created(), o.model().v.clone()))
+        .collect();
+    assert_eq!(
+        shape,
+        vec![
+            (1, true, "dflt".to_owned()),
+            (2, true, "v2".to_owned()),
+            (3, true, "dflt".to_owned()),
+            (4, true, "v4".to_owned()),
+            (2, false, "v2".to_owned()),
+            (5, true, "dflt".to_owned()),
+        ]
+    );
+    assert!(outcomes.iter().all(|o| o.model().note.is_none()));
+    let again = defaulted::Entity::many(keys.iter().map(|&k| (k, data(k))))
+        .exec(db)
+        .await
+        .unwrap();
+    assert!(again.iter().all(|o| !o.is_created()));
+}
+
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn rows_whose_columns_differ_are_each_stored_as_given_on_sqlite() {
+    let dir = TempDir::new("batch-defaulted");
+    let db = test_support::connect(&dir.sqlite_url("d.db"), 2).await;
+    db.execute_unprepared(
+        "CREATE TABLE defaulted (id INTEGER PRIMARY KEY AUTOINCREMENT, k INTEGER NOT NULL UNIQUE, \
+         v TEXT NOT NULL DEFAULT 'dflt', note TEXT)",
+    )
+    .await
+    .unwrap();
+    columns_differ_per_row(&db).await;
+}
+
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+mod defaulted_on_servers {
+    use super::common::{Server, on_each_server};
+    use super::*;
+
+    on_each_server! {
+        #[tokio::test]
+        async fn rows_whose_columns_differ_are_each_stored_as_given(server: Server) {
+            let Some(test_db) = server.database().await else {
+                return;
+            };
+            let db = test_db.connect(2).await;
+            db.execute_unprepared(server.sql(
+                "CREATE TABLE defaulted (id bigserial PRIMARY KEY, k bigint NOT NULL UNIQUE, \
+                 v text NOT NULL DEFAULT 'dflt', note text)",
+                "CREATE TABLE defaulted (id BIGINT AUTO_INCREMENT PRIMARY KEY, \
+                 k BIGINT NOT NULL UNIQUE, v VARCHAR(50) NOT NULL DEFAULT 'dflt', note TEXT)",
+            ))
+            .await
+            .unwrap();
+            columns_differ_per_row(&db).await;
+        }
+    }
+}
