@@ -10,7 +10,9 @@
 //!    (`wait_many`) takes every key with `pg_advisory_xact_lock` in sorted order, in one
 //!    statement, bounded by `SET LOCAL lock_timeout`: the caller's [`Wait::Timeout`], or one
 //!    slice of [`Wait::Forever`] (after which the scope is rolled back and the wait begins
-//!    again, so a dropped caller's connection stays busy for at most one slice).
+//!    again, so a dropped caller's connection stays busy for at most one slice). The caller's
+//!    `statement_timeout` is turned off for the wait (`SET LOCAL`), as single calls do: it is
+//!    meant for the application's queries, not for a lock wait.
 //!
 //! Taking the keys in one sorted order in every transaction (a batch's chunk holds the lower
 //! keys while it waits for a higher one, never the other way round, and a single call holds
@@ -97,12 +99,12 @@ fn wait_statement(keys: &[LockKey]) -> Statement {
     )
 }
 
-/// `SET LOCAL lock_timeout`, bound.
-fn set_lock_timeout(value: String) -> Statement {
+/// `SET LOCAL lock_timeout` and `SET LOCAL statement_timeout`, bound.
+fn set_timeouts(lock_timeout: String, statement_timeout: String) -> Statement {
     Statement::from_sql_and_values(
         DbBackend::Postgres,
-        "SELECT set_config('lock_timeout', $1, true)",
-        [Value::from(value)],
+        "SELECT set_config('lock_timeout', $1, true), set_config('statement_timeout', $2, true)",
+        [Value::from(lock_timeout), Value::from(statement_timeout)],
     )
 }
 
@@ -139,14 +141,16 @@ pub(crate) async fn lock_many<C: ConnectionTrait>(
             }),
         };
     }
-    let saved: String = txn
+    let settings = txn
         .query_one_raw(Statement::from_string(
             DbBackend::Postgres,
-            "SELECT current_setting('lock_timeout') AS saved",
+            "SELECT current_setting('lock_timeout') AS saved, \
+             current_setting('statement_timeout') AS saved_statement",
         ))
         .await?
-        .ok_or_else(|| no_row("batch setting"))?
-        .try_get("", "saved")?;
+        .ok_or_else(|| no_row("batch setting"))?;
+    let saved: String = settings.try_get("", "saved")?;
+    let saved_statement: String = settings.try_get("", "saved_statement")?;
     let (bound, slice) = match normalize(deadline.left()) {
         Wait::No => {
             return Err(Error::LockTimeout {
@@ -161,7 +165,10 @@ pub(crate) async fn lock_many<C: ConnectionTrait>(
     };
     // Whole milliseconds, at least one (0 would mean no timeout).
     let millis = bound.as_millis().clamp(1, i32::MAX as u128);
-    txn.execute_raw(set_lock_timeout(format!("{millis}ms")))
+    // The caller's `statement_timeout` is meant for the application's queries, not for a
+    // lock wait (as for single calls): off for the wait, which `lock_timeout` bounds. Both are
+    // local to the scope, and its rollback restores them when the wait fails or is dropped.
+    txn.execute_raw(set_timeouts(format!("{millis}ms"), "0".to_owned()))
         .await?;
     match txn.query_one_raw(wait_statement(keys)).await {
         Ok(_) => {}
@@ -184,7 +191,8 @@ pub(crate) async fn lock_many<C: ConnectionTrait>(
             };
         }
     }
-    txn.execute_raw(set_lock_timeout(saved)).await?;
+    txn.execute_raw(set_timeouts(saved, saved_statement))
+        .await?;
     Ok(LockedMany::Locked)
 }
 

@@ -25,7 +25,9 @@
 //! 6. with an update function, the function on each existing row, in input order, under the
 //!    lock;
 //! 7. COMMIT (or RELEASE), or after an error ROLLBACK: a failed chunk writes nothing, and the
-//!    error ([`Error::Batch`]) says which chunk failed and how many items were done before it;
+//!    error ([`Error::Batch`]) says which chunk failed and how many items were done before it
+//!    (a create-only chunk that a read-only database refused, whose keys all have rows, is
+//!    answered `Existing` from one look, as single calls are: `steps::found_after_read_only`);
 //! 8. the chunk's outcomes handed over, in input order, with the index of its first item.
 //!
 //! Items with the same natural key collapse into one creation: the first creates, the others
@@ -217,15 +219,8 @@ where
         )
         .instrument(span.clone())
         .await;
-        match result {
-            Ok(outcomes) => {
-                // The chunk's keys go before its outcomes are handed over: the caller's
-                // callback may keep the outcomes, the batch keeps nothing of the chunk.
-                drop((keys, lock_keys));
-                let first_item = done;
-                done += outcomes.len();
-                hand_over(first_item, outcomes);
-            }
+        let result = match result {
+            Ok(outcomes) => Ok(outcomes),
             Err(err) => {
                 let err = match (backend, first) {
                     (Backend::Sqlite, Some(key)) => err.sqlite_busy_as_lock_error(key, wait),
@@ -235,8 +230,35 @@ where
                     Some(key) => err.named(key),
                     None => err,
                 };
-                return Err(fail(err));
+                // A read-only database refuses the chunk's lock or insert even when every row
+                // is stored: stored rows are still the answer, as for single calls.
+                match err {
+                    Error::ReadOnly(read_only) if update.is_none() => match db {
+                        Handle::Connection(conn) => {
+                            steps::found_after_read_only(conn, &keys, &lock_keys, read_only)
+                                .instrument(span.clone())
+                                .await
+                        }
+                        Handle::Transaction(txn) => {
+                            steps::found_after_read_only(txn, &keys, &lock_keys, read_only)
+                                .instrument(span.clone())
+                                .await
+                        }
+                    },
+                    err => Err(err),
+                }
             }
+        };
+        match result {
+            Ok(outcomes) => {
+                // The chunk's keys go before its outcomes are handed over: the caller's
+                // callback may keep the outcomes, the batch keeps nothing of the chunk.
+                drop((keys, lock_keys));
+                let first_item = done;
+                done += outcomes.len();
+                hand_over(first_item, outcomes);
+            }
+            Err(err) => return Err(fail(err)),
         }
     }
     span.record("items", done);

@@ -69,30 +69,45 @@ pub(super) struct Distinct<M> {
     pub(super) alone: bool,
 }
 
-/// One statement that looks for the rows of the `items` of `keys`: `k IN (...)` for a
-/// one-column key, `(k1 = ? AND k2 = ?) OR ...` otherwise; every value bound.
+/// At most this many keys in one `(k1 = ? AND k2 = ?) OR ...` look: SQLite refuses an
+/// expression deeper than 1000 ("Expression tree is too large"), and SeaQuery writes the `OR`s
+/// as a nested expression, recursively (over 1000 overflowed a 2 MiB stack).
+const KEYS_PER_OR: usize = 200;
+
+/// Looks for the rows of the `items` of `keys`: `k IN (...)` for a one-column key,
+/// `(k1 = ? AND k2 = ?) OR ...` otherwise; every value bound. One statement per
+/// [`MAX_VALUES`] bound values (a one-column key) or [`KEYS_PER_OR`] keys (otherwise), so a
+/// chunk of any size stays within every database's limits.
 pub(super) async fn look<T: IdempotentCreate, C: ConnectionTrait>(
     txn: &C,
     keys: &[CallKey<T>],
     items: &[usize],
 ) -> Result<Vec<T::Model>, DbErr> {
-    if items.is_empty() {
-        return Ok(Vec::new());
-    }
     let columns = T::key_columns();
-    let condition = match columns.as_slice() {
-        [column] if items.iter().all(|&i| !keys[i].has_missing_part()) => Condition::all().add(
-            Expr::col(*column).is_in(
-                items
-                    .iter()
-                    .map(|&i| column.save_as(Expr::val(keys[i].values[0].clone()))),
-            ),
-        ),
-        _ => items
-            .iter()
-            .fold(Condition::any(), |any, &i| any.add(keys[i].condition())),
+    let in_list =
+        |items: &[usize]| columns.len() == 1 && items.iter().all(|&i| !keys[i].has_missing_part());
+    let per_statement = if in_list(items) {
+        MAX_VALUES
+    } else {
+        KEYS_PER_OR.min(MAX_VALUES / columns.len().max(1))
     };
-    T::find().filter(condition).all(txn).await
+    let mut rows = Vec::new();
+    for piece in items.chunks(per_statement.max(1)) {
+        let condition = match columns.as_slice() {
+            [column] if in_list(piece) => Condition::all().add(
+                Expr::col(*column).is_in(
+                    piece
+                        .iter()
+                        .map(|&i| column.save_as(Expr::val(keys[i].values[0].clone()))),
+                ),
+            ),
+            _ => piece
+                .iter()
+                .fold(Condition::any(), |any, &i| any.add(keys[i].condition())),
+        };
+        rows.extend(T::find().filter(condition).all(txn).await?);
+    }
+    Ok(rows)
 }
 
 /// A new row of the multi-row insert: which item it is for, its columns and values, and the

@@ -115,6 +115,34 @@ impl<M> ChunkKeys<M> {
     }
 }
 
+/// After the database refused a create-only chunk's write as read-only (a read-only
+/// transaction, server or file, or a hot standby, which refuses the lock statement or the
+/// insert even when every row is stored): the chunk's answers, all `Existing`, if every key
+/// has its row (found by the batch's look, then by the database's own equality, as a single
+/// call finds it); otherwise the read-only error.
+pub(super) async fn found_after_read_only<T: IdempotentCreate, C: ConnectionTrait>(
+    db: &C,
+    keys: &[CallKey<T>],
+    lock_keys: &[LockKey],
+    read_only: DbErr,
+) -> Result<Vec<Done<T::Model>>, Error> {
+    let mut chunk = ChunkKeys::<T::Model>::of(keys, lock_keys);
+    let Ok(rows) = look::<T, _>(db, keys, &chunk.firsts).await else {
+        return Err(Error::ReadOnly(read_only));
+    };
+    chunk.found(rows, &keys[0]);
+    for i in chunk.firsts.clone() {
+        if !chunk.missing(i) {
+            continue;
+        }
+        match find::<T, _>(db, &keys[i]).await {
+            Ok(Some(model)) => chunk.distinct[i].as_mut().expect("a first item").row = Some(model),
+            Ok(None) | Err(_) => return Err(Error::ReadOnly(read_only)),
+        }
+    }
+    Ok(chunk.answers())
+}
+
 /// A chunk's rows the [one statement](super::one_statement) left to the locked path
 /// ([`insert_pending`]), with what the chunk knows of its keys so far.
 pub(super) struct Pending<T: IdempotentCreate> {
