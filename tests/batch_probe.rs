@@ -136,28 +136,38 @@ mod on_servers {
         }
 
         /// A chunk of 21846 keys, whose lock statements on MariaDB bind 3 values per key
-        /// (65538, over the 65535 a prepared statement takes), and a chunk exactly at the
-        /// limit (21845): every key created once.
+        /// (65538, over the 65535 a prepared statement takes: error 1390 "Prepared statement
+        /// contains too many placeholders" before the statements were split), and a chunk
+        /// exactly at the limit (21845): every key created once, then found. PostgreSQL binds
+        /// a chunk's lock keys as two texts, but takes one advisory lock per key: on a private
+        /// cluster, so that no other test meets a lock table this full.
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn chunks_at_and_over_the_bind_limit_of_the_lock_statements(server: Server) {
-            let Some(test_db) = server.database().await else {
-                return;
+            let private;
+            let test_db = if server == Server::Postgres {
+                private = test_support::Server::private();
+                private.database("bind_limit").await
+            } else {
+                let Some(test_db) = server.database().await else {
+                    return;
+                };
+                test_db
             };
-            if server == Server::Postgres {
-                // One advisory lock per key: 21846 locks outgrow PostgreSQL's shared lock
-                // table (`max_locks_per_transaction` x connections), documented on
-                // `DEFAULT_CHUNK_SIZE`.
-                return;
-            }
             let db = test_db.connect(2).await;
             for (first, n) in [(1_i64, 21_845_i64), (100_001, 21_846)] {
-                let created = PullRequest::many(items(first..first + n))
-                    .chunk_size(n as usize)
+                let batch = || PullRequest::many(items(first..first + n)).chunk_size(n as usize);
+                let created = batch()
                     .exec(&db)
                     .await
                     .unwrap_or_else(|e| panic!("a chunk of {n} new keys: {e}"));
                 assert!(created.iter().all(Outcome::is_created), "{n}");
+                let found = batch()
+                    .exec(&db)
+                    .await
+                    .unwrap_or_else(|e| panic!("a chunk of {n} stored keys: {e}"));
+                assert!(found.iter().all(|o| !o.is_created()), "{n}");
             }
+            assert_eq!(total_rows(&db).await, 21_845 + 21_846);
         }
     }
 }
@@ -410,4 +420,60 @@ mod defaulted_on_servers {
             columns_differ_per_row(&db).await;
         }
     }
+}
+
+/// MariaDB: a chunk of 21846 keys, whose lock statements go in pieces of 10000 keys, one of
+/// which (in the third piece, in key order) another transaction holds. The chunk's no-wait
+/// insert fails at that piece; the chunk waits, piece by piece in key order, for the held row
+/// (seen in the process list); once the holder commits, every key is created once. With the
+/// pieces joined back into one statement (`KEYS_PER_STATEMENT` above 21846) the chunk fails
+/// with error 1390 ("Prepared statement contains too many placeholders") instead.
+#[cfg(feature = "mysql")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_in_pieces_waits_for_a_held_key_then_creates_every_key() {
+    use common::{key_of, until_someone_waits};
+    use sea_orm_idempotent::{LockKey, Wait, acquire_advisory_lock};
+
+    const N: i64 = 21_846;
+    let Some(test_db) = test_support::TestDb::mysql().await else {
+        return;
+    };
+    let db = test_db.connect(3).await;
+    let k2 = |pr_id: i64| match key_of(pr_id) {
+        LockKey::Pair(_, k2) => k2,
+        other => panic!("an entity key is a pair: {other:?}"),
+    };
+    let mut sorted: Vec<i64> = (1..=N).collect();
+    sorted.sort_by_key(|&k| k2(k));
+    let held = sorted[20_500];
+    // The held key's lock row, committed; then held by an open transaction.
+    PullRequest::create_once(&db, held, new_pr(held))
+        .await
+        .unwrap();
+    let holder = db.begin().await.unwrap();
+    acquire_advisory_lock(&holder, key_of(held), Wait::Forever)
+        .await
+        .unwrap();
+    let batch = tokio::spawn({
+        let db = db.clone();
+        async move {
+            PullRequest::many(items(1..=N))
+                .chunk_size(N as usize)
+                .exec(&db)
+                .await
+        }
+    });
+    until_someone_waits(&db, key_of(held)).await;
+    holder.commit().await.unwrap();
+    let outcomes = batch
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("the chunk of {N} keys: {e}"));
+    assert_eq!(outcomes.len(), N as usize);
+    for (i, outcome) in outcomes.iter().enumerate() {
+        let key = i as i64 + 1;
+        assert_eq!(outcome.model().pr_id, key);
+        assert_eq!(outcome.is_created(), key != held, "{key}");
+    }
+    assert_eq!(total_rows(&db).await, N as u64);
 }

@@ -37,6 +37,9 @@
 //!    transaction is rolled back and begun again ([`LockedMany::Again`]; the next attempt's
 //!    locking read waits for that row in order). So every wait is taken in key order.
 //!
+//! A chunk of more keys than one statement can bind sends each step in pieces, in key order
+//! ([`KEYS_PER_STATEMENT`]).
+//!
 //! In a caller's transaction the keys are locked one by one in sorted order, each as a single
 //! call locks it: InnoDB keeps every row lock to the end of the transaction
 //! (`ROLLBACK TO SAVEPOINT` releases none), so a wait that runs out must not leave locks taken
@@ -66,6 +69,23 @@ pub(crate) async fn begin(db: &DatabaseConnection, _keys: &[LockKey]) -> Result<
         sqlite_transaction_mode: None,
     };
     Ok(Own::Shielded(Shielded::begin(db, options).await?))
+}
+
+/// At most this many keys in one lock statement: each binds 3 values, and MariaDB takes at
+/// most 65535 in a prepared statement (error 1390 above it). A chunk of more keys sends each
+/// step as several statements, one after the other in key order: the transaction still asks
+/// for its locks in one ascending order, and a piece that fails leaves what a single
+/// statement failing at the same key would (the locks before it held, the chunk then waits or
+/// ends as below).
+const KEYS_PER_STATEMENT: usize = 10_000;
+
+/// Step 1 or 3 for every key, in pieces of [`KEYS_PER_STATEMENT`], in key order; the first
+/// piece that fails ends it.
+async fn own_insert(txn: Txn<'_>, keys: &[LockKey]) -> Result<(), DbErr> {
+    for piece in keys.chunks(KEYS_PER_STATEMENT) {
+        txn.execute_raw(own_insert_statement(piece)).await?;
+    }
+    Ok(())
 }
 
 /// Steps 1 and 3: every key's row made (counted) or, committed and held by nobody, locked and
@@ -133,29 +153,32 @@ pub(crate) async fn lock_many(
         return Ok(LockedMany::Locked);
     }
     // Step 1: the first statement of a transaction just begun (so it runs inside it).
-    match txn.execute_raw(own_insert_statement(keys)).await {
+    match own_insert(txn, keys).await {
         Ok(_) => return Ok(LockedMany::Locked),
         Err(err) if held(&err) && super::lock::normalize(deadline.left()) != Wait::No => {}
         Err(err) => return Err(lock_error(err, keys, deadline)),
     }
     // Step 2: a row is held, or being inserted, by another transaction: wait in key order.
-    let wait = super::lock::normalize(deadline.left());
-    let rows = match txn.query_all_raw(lock_statement(keys, wait)).await {
-        Ok(rows) => rows,
-        Err(err) if wait == Wait::Forever && held(&err) => return Ok(LockedMany::Again),
-        Err(err) => return Err(lock_error(err, keys, deadline)),
-    };
+    let mut rows = 0;
+    for piece in keys.chunks(KEYS_PER_STATEMENT) {
+        let wait = super::lock::normalize(deadline.left());
+        match txn.query_all_raw(lock_statement(piece, wait)).await {
+            Ok(locked) => rows += locked.len(),
+            Err(err) if wait == Wait::Forever && held(&err) => return Ok(LockedMany::Again),
+            Err(err) => return Err(lock_error(err, keys, deadline)),
+        }
+    }
     // Rows missing: new keys whose rows step 1's undone statement took back (or whose first
     // inserter rolled back). Making them now would ask for locks out of key order while this
     // transaction holds later keys (a transaction that made one of them meanwhile and waits
     // for a later key would close a cycle): begin again, where step 1 makes them in order.
-    if rows.len() < keys.len() {
+    if rows < keys.len() {
         return Ok(LockedMany::Again);
     }
     // Step 3: every row is held by this transaction, so it counts them without waiting for
     // anyone. (Under `innodb_rollback_on_timeout` step 1's 1205 rolled the transaction back
     // and the session runs in autocommit, where nothing stays locked: begin again.)
-    txn.execute_raw(own_insert_statement(keys))
+    own_insert(txn, keys)
         .await
         .map_err(|err| lock_error(err, keys, deadline))?;
     if !super::lock::in_transaction(&txn).await? {
