@@ -286,9 +286,10 @@ where
     ///
     /// Dropped, the chunk in progress writes nothing and releases its locks (its transaction
     /// is rolled back, as a single call's is); the chunks before it are stored, and each one's
-    /// outcomes were handed over. Dropped after a chunk's COMMIT was sent, that chunk may be
-    /// stored without its outcomes being handed over: running the batch again returns its
-    /// items as `Existing`.
+    /// outcomes were handed over. Dropped after a chunk's COMMIT was sent, or while a chunk's
+    /// one statement runs (see [Chunks](Many#chunks): it runs in autocommit, so once it is
+    /// sent the server finishes and commits it), that chunk may be stored without its
+    /// outcomes being handed over: running the batch again returns its items as `Existing`.
     pub async fn for_each_chunk<C, S, Fut, E, H>(self, db: &C, mut each: H) -> Result<usize, Error>
     where
         C: TransactionSource,
