@@ -95,7 +95,7 @@ fn own_insert_statement(keys: &[LockKey]) -> Statement {
     Statement::from_sql_and_values(
         DbBackend::MySql,
         format!(
-            "SET STATEMENT innodb_lock_wait_timeout = 0 FOR \
+            "SET STATEMENT innodb_lock_wait_timeout = 0, max_statement_time = 0 FOR \
              INSERT INTO `{MYSQL_LOCK_TABLE}` (`space`, `k1`, `k2`, `generation`) VALUES {rows} \
              ON DUPLICATE KEY UPDATE `generation` = `generation` + 1"
         ),
@@ -115,7 +115,7 @@ fn lock_statement(keys: &[LockKey], wait: Wait) -> Statement {
     Statement::from_sql_and_values(
         DbBackend::MySql,
         format!(
-            "SET STATEMENT innodb_lock_wait_timeout = {} FOR {}",
+            "SET STATEMENT innodb_lock_wait_timeout = {}, max_statement_time = 0 FOR {}",
             seconds(wait),
             vec![one; keys.len()].join(" UNION ALL ")
         ),
@@ -237,7 +237,7 @@ mod tests {
         let lock = lock_statement(&keys, Wait::No);
         assert!(
             lock.sql.starts_with(
-                "SET STATEMENT innodb_lock_wait_timeout = 0 FOR (SELECT `space`, `k1`, `k2` \
+                "SET STATEMENT innodb_lock_wait_timeout = 0, max_statement_time = 0 FOR (SELECT `space`, `k1`, `k2` \
                  FROM `sea_orm_idempotent_locks` WHERE `space` = ? AND `k1` = ? AND `k2` = ? \
                  FOR UPDATE) UNION ALL (SELECT"
             ),
@@ -249,12 +249,12 @@ mod tests {
         assert_eq!(lock.values.expect("bound values").0, bound);
         let own = own_insert_statement(&keys);
         assert!(
-            own.sql
-                .starts_with("SET STATEMENT innodb_lock_wait_timeout = 0 FOR INSERT INTO")
-                && own.sql.contains(
-                    "VALUES (?, ?, ?, 1), (?, ?, ?, 1), (?, ?, ?, 1) ON DUPLICATE KEY UPDATE \
+            own.sql.starts_with(
+                "SET STATEMENT innodb_lock_wait_timeout = 0, max_statement_time = 0 FOR INSERT INTO"
+            ) && own.sql.contains(
+                "VALUES (?, ?, ?, 1), (?, ?, ?, 1), (?, ?, ?, 1) ON DUPLICATE KEY UPDATE \
                      `generation` = `generation` + 1"
-                ),
+            ),
             "{}",
             own.sql
         );

@@ -28,7 +28,7 @@ pub(crate) fn bounded(statement: Statement, wait: Wait) -> Statement {
         Wait::Forever => statement,
         wait => Statement {
             sql: format!(
-                "SET STATEMENT innodb_lock_wait_timeout = {} FOR {}",
+                "SET STATEMENT innodb_lock_wait_timeout = {}, max_statement_time = 0 FOR {}",
                 wait_seconds(wait),
                 statement.sql
             ),

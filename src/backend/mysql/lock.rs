@@ -87,6 +87,12 @@
 //! `@@in_transaction` and returns [`Error::TransactionAborted`]; so does a caller's
 //! transaction that a lock wait timeout rolled back under `innodb_rollback_on_timeout`.
 //!
+//! Every lock statement also sets `max_statement_time = 0` for itself: a session's or the
+//! server's `max_statement_time` is meant for the application's queries, and it would end a
+//! lock wait the caller asked to last longer with error 1969, as PostgreSQL's
+//! `statement_timeout` would (which the crate turns off for its waits there too); the wait is
+//! bounded by `innodb_lock_wait_timeout` instead (`tests/mysql_statement_time.rs`).
+//!
 //! The number of seconds is the one value written into the SQL: `SET STATEMENT` takes no
 //! parameters. It is an integer the crate computes from a [`Duration`](std::time::Duration); the key and
 //! everything else are bound.

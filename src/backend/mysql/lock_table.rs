@@ -109,7 +109,7 @@ pub(super) fn lock_statement(key: LockKey, mode: Mode, wait: Wait) -> Statement 
     };
     statement(
         format!(
-            "SET STATEMENT innodb_lock_wait_timeout = {} FOR \
+            "SET STATEMENT innodb_lock_wait_timeout = {}, max_statement_time = 0 FOR \
              SELECT 1 AS locked FROM `{MYSQL_LOCK_TABLE}` {WHERE_KEY} {lock}",
             wait_seconds(wait)
         ),
@@ -131,7 +131,7 @@ pub(super) fn insert_statement(key: LockKey, mode: Mode, wait: Wait) -> Statemen
     };
     statement(
         format!(
-            "SET STATEMENT innodb_lock_wait_timeout = {} FOR \
+            "SET STATEMENT innodb_lock_wait_timeout = {}, max_statement_time = 0 FOR \
              INSERT{ignore} INTO `{MYSQL_LOCK_TABLE}` (`space`, `k1`, `k2`) \
              SELECT ?, ?, ? FROM DUAL WHERE @@in_transaction = 1{on_duplicate}",
             wait_seconds(wait)
@@ -151,7 +151,7 @@ pub(super) fn insert_statement(key: LockKey, mode: Mode, wait: Wait) -> Statemen
 pub(super) fn own_insert_statement(key: LockKey) -> Statement {
     statement(
         format!(
-            "SET STATEMENT innodb_lock_wait_timeout = 0 FOR \
+            "SET STATEMENT innodb_lock_wait_timeout = 0, max_statement_time = 0 FOR \
              INSERT INTO `{MYSQL_LOCK_TABLE}` (`space`, `k1`, `k2`, `generation`) \
              SELECT ?, ?, ?, 1 FROM DUAL WHERE @@in_transaction = 1 \
              ON DUPLICATE KEY UPDATE `generation` = `generation` + 1"
@@ -170,7 +170,7 @@ pub(super) fn own_insert_statement(key: LockKey) -> Statement {
 pub(super) fn count_statement(key: LockKey, wait: Wait) -> Statement {
     statement(
         format!(
-            "SET STATEMENT innodb_lock_wait_timeout = {} FOR \
+            "SET STATEMENT innodb_lock_wait_timeout = {}, max_statement_time = 0 FOR \
              UPDATE `{MYSQL_LOCK_TABLE}` SET `generation` = `generation` + 1 \
              {WHERE_KEY} AND @@in_transaction = 1",
             wait_seconds(wait)
@@ -273,9 +273,9 @@ mod tests {
         );
         assert!(!statement.sql.contains("31337") && !statement.sql.contains("90210"));
         assert!(
-            statement
-                .sql
-                .starts_with("SET STATEMENT innodb_lock_wait_timeout = 2 FOR INSERT INTO"),
+            statement.sql.starts_with(
+                "SET STATEMENT innodb_lock_wait_timeout = 2, max_statement_time = 0 FOR INSERT INTO"
+            ),
             "{}",
             statement.sql
         );
@@ -297,7 +297,7 @@ mod tests {
         let lock = lock_statement(LockKey::Pair(31337, -90210), Mode::Exclusive, Wait::Forever);
         assert!(
             lock.sql.starts_with(&format!(
-                "SET STATEMENT innodb_lock_wait_timeout = {FOREVER_SLICE_SECS} FOR SELECT"
+                "SET STATEMENT innodb_lock_wait_timeout = {FOREVER_SLICE_SECS}, max_statement_time = 0 FOR SELECT"
             )) && lock.sql.ends_with("FOR UPDATE"),
             "{}",
             lock.sql
@@ -306,9 +306,9 @@ mod tests {
         let own = own_insert_statement(LockKey::Pair(31337, -90210));
         assert!(!own.sql.contains("31337") && !own.sql.contains("90210"));
         assert!(
-            own.sql
-                .starts_with("SET STATEMENT innodb_lock_wait_timeout = 0 FOR INSERT INTO")
-                && own.sql.contains("WHERE @@in_transaction = 1"),
+            own.sql.starts_with(
+                "SET STATEMENT innodb_lock_wait_timeout = 0, max_statement_time = 0 FOR INSERT INTO"
+            ) && own.sql.contains("WHERE @@in_transaction = 1"),
             "{}",
             own.sql
         );
@@ -316,7 +316,7 @@ mod tests {
         assert!(!count.sql.contains("31337") && !count.sql.contains("90210"));
         assert!(
             count.sql.starts_with(&format!(
-                "SET STATEMENT innodb_lock_wait_timeout = {FOREVER_SLICE_SECS} FOR UPDATE"
+                "SET STATEMENT innodb_lock_wait_timeout = {FOREVER_SLICE_SECS}, max_statement_time = 0 FOR UPDATE"
             )) && count.sql.ends_with("AND @@in_transaction = 1"),
             "{}",
             count.sql
