@@ -6,20 +6,28 @@
 //!   PostgreSQL's `idle_in_transaction_session_timeout` gets its session closed (FATAL 25P03):
 //!   nothing is written, and a retry on the same pool succeeds. Before the fix the error was a
 //!   non-retryable `Error::Database` (25P03 was not counted among lost sessions, as 57P01 is).
+//! - `a_bounded_wait_behind_a_bypassing_writer_ends_in_time_*` (FAIL on PostgreSQL, pass on
+//!   MariaDB): see the doc comment of `bounded_waits_behind_a_bypassing_writer`.
+//! - `a_call_inside_make_data_on_a_pool_of_one_does_not_hang` (FAILS on both servers): see its
+//!   doc comment.
 //!
 //! The sleeps here are what is tested (outlasting a server's timeout, a bound that must end a
 //! wait), never coordination.
 
 mod common;
 
-#[cfg(feature = "postgres")]
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 mod on_servers {
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
-    use super::common::{new_pr, rows_for};
+    use super::common::{Server, new_pr, on_each_server, rows_for};
     use entity::PullRequest;
-    use sea_orm::TransactionTrait;
-    use sea_orm_idempotent::IdempotentCreate;
+    use sea_orm::{ActiveModelTrait, DatabaseConnection, TransactionTrait};
+    use sea_orm_idempotent::{Error, IdempotentCreate, Wait};
+
+    /// How long a bounded call may take here: far above the bounds asked for (1 s, or none),
+    /// far below a writer that never ends.
+    const PATIENCE: Duration = Duration::from_secs(10);
 
     /// A PostgreSQL `make_data` that outlasts the server's `idle_in_transaction_session_timeout`:
     /// the server closes the session (FATAL 25P03) and rolls its transaction back. The call
@@ -66,5 +74,179 @@ mod on_servers {
         assert!(err.is_retryable(), "in a caller's transaction: {err:?}");
         drop(txn);
         assert_eq!(rows_for(&db, 2).await, 0);
+    }
+
+    /// Which path a call takes.
+    #[derive(Debug, Clone, Copy)]
+    enum Path {
+        /// Data in hand on a pool: PostgreSQL's one statement (MariaDB: its own transaction).
+        OneStatement,
+        /// `make_data` on a pool: the crate's own transaction.
+        Locked,
+        /// Data in hand in a caller's READ COMMITTED transaction: a savepoint.
+        CallersTransaction,
+    }
+
+    /// A writer that bypasses the lock has inserted key `k` and not committed. A call for `k`
+    /// with `Wait::No` must answer `LockBusy` at once and one with `Wait::Timeout(1 s)`
+    /// `LockTimeout` after about a second: the writer is another transaction holding the key
+    /// (DESIGN 5: "every lock wait is bounded when the caller asks for it"; DESIGN 11: the
+    /// same promise on every backend). MariaDB does (`src/backend/mysql/entity_waits.rs`
+    /// bounds the insert's wait with `SET STATEMENT innodb_lock_wait_timeout`).
+    ///
+    /// FAILS on PostgreSQL, on every path: the call waits for as long as the writer's
+    /// transaction lasts, whatever its `Wait`. Root cause: only the advisory-lock wait is
+    /// bounded on PostgreSQL (`lock_timeout` set inside the wait block); the insert that follows
+    /// (the one statement's `INSERT ... ON CONFLICT (k) DO NOTHING`, the guarded insert's
+    /// `ON CONFLICT DO NOTHING` in `src/call/row.rs`) waits on the unique index for the
+    /// writer's transaction with no bound (`Backend::bound_entity_wait` and
+    /// `Backend::entity_wait_error` leave PostgreSQL's statements as they are). Worse, a caller
+    /// that gives up (its own timeout drops the future) leaves the one statement running on the
+    /// server, holding the key's advisory lock until the writer ends: every later call for the
+    /// key meets `LockBusy`/`LockTimeout` though no call holds it. (With a session
+    /// `lock_timeout` set by the caller, the same wait ends with a raw `Error::Database` 55P03
+    /// instead of `Error::LockTimeout { timeout: None, .. }`, as MariaDB types its server-bound
+    /// entity waits.) A fix: bound the insert's wait as the lock's (`set_config('lock_timeout',
+    /// .., true)` in the one statement's lock CTE; `SET LOCAL lock_timeout` around the guarded
+    /// insert, restored in a caller's transaction) and type 55P03 from it as the lock's error.
+    async fn bounded_waits_behind_a_bypassing_writer(server: Server, path: Path) {
+        let Some(test_db) = server.database().await else {
+            return;
+        };
+        let writer = test_db.connect(1).await;
+        let written = writer.begin().await.unwrap();
+        for key in [100, 101] {
+            PullRequest::new_active_model(&key, new_pr(key))
+                .insert(&written)
+                .await
+                .unwrap();
+        }
+        let db = test_db.connect(3).await;
+        let cases = [
+            (100, Wait::No),
+            (101, Wait::Timeout(Duration::from_secs(1))),
+        ];
+        for (key, wait) in cases {
+            let started = Instant::now();
+            let answer = tokio::time::timeout(PATIENCE, call(&db, path, key, wait)).await;
+            let took = started.elapsed();
+            let answer = answer.unwrap_or_else(|_| {
+                panic!(
+                    "{path:?}, {wait:?}, key {key} behind the writer's uncommitted row: still \
+                     waiting after {PATIENCE:?}, its wait is not bounded"
+                )
+            });
+            match (wait, &answer) {
+                (Wait::No, Err(Error::LockBusy { .. })) => {}
+                (Wait::Timeout(_), Err(Error::LockTimeout { .. })) => {
+                    assert!(took < Duration::from_secs(4), "{path:?}: took {took:?}");
+                }
+                _ => panic!("{path:?}, {wait:?}, key {key}: {answer:?}"),
+            }
+        }
+        written.rollback().await.unwrap();
+    }
+
+    async fn call(
+        db: &DatabaseConnection,
+        path: Path,
+        key: i64,
+        wait: Wait,
+    ) -> Result<sea_orm_idempotent::Outcome<entity::pull_requests::Model>, Error> {
+        match path {
+            Path::OneStatement => {
+                PullRequest::once(key, new_pr(key))
+                    .wait(wait)
+                    .exec(db)
+                    .await
+            }
+            Path::Locked => {
+                PullRequest::once_with(key, || async { Ok::<_, std::io::Error>(new_pr(key)) })
+                    .wait(wait)
+                    .exec(db)
+                    .await
+            }
+            Path::CallersTransaction => {
+                let txn = db
+                    .begin_with_config(Some(sea_orm::IsolationLevel::ReadCommitted), None)
+                    .await
+                    .unwrap();
+                let answer = PullRequest::once(key, new_pr(key))
+                    .wait(wait)
+                    .exec(&txn)
+                    .await;
+                txn.rollback().await.unwrap();
+                answer
+            }
+        }
+    }
+
+    on_each_server! {
+        /// [`bounded_waits_behind_a_bypassing_writer`] on the one-statement path.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_bounded_wait_behind_a_bypassing_writer_ends_in_time_one_statement(
+            server: Server,
+        ) {
+            bounded_waits_behind_a_bypassing_writer(server, Path::OneStatement).await;
+        }
+
+        /// [`bounded_waits_behind_a_bypassing_writer`] on the locked path (`make_data`).
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_bounded_wait_behind_a_bypassing_writer_ends_in_time_locked(server: Server) {
+            bounded_waits_behind_a_bypassing_writer(server, Path::Locked).await;
+        }
+
+        /// [`bounded_waits_behind_a_bypassing_writer`] in a caller's transaction.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_bounded_wait_behind_a_bypassing_writer_ends_in_time_in_a_transaction(
+            server: Server,
+        ) {
+            bounded_waits_behind_a_bypassing_writer(server, Path::CallersTransaction).await;
+        }
+
+        /// A call made inside `make_data` for ANOTHER key, on the same pool of one connection:
+        /// it must work or fail with a typed error at once, never hang.
+        ///
+        /// FAILS on both servers: the inner call waits for a pooled connection that the
+        /// enclosing call holds (its own transaction, open while its `make_data` runs) until
+        /// the pool's `acquire_timeout` (30 s here, SeaORM's default too), then fails with
+        /// `Error::Database(ConnectionAcquire(Timeout))`, and the enclosing call goes on
+        /// (`Created`). Root cause: the call chain (`src/call_chain.rs`) refuses only a wait
+        /// for the enclosing call's *key* (`Backend::waits_on_connection`:
+        /// `chain.holds_turn_on(key, pool)`); it does not count the pool's connections that
+        /// enclosing calls hold, so a pool all of whose connections are held by the chain
+        /// (certain with a pool of one) is waited for until the pool gives up. A fix: refuse
+        /// at once, typed, when the enclosing calls on this pool hold as many connections as
+        /// the pool's `max_connections`.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_call_inside_make_data_on_a_pool_of_one_does_not_hang(server: Server) {
+            let Some(test_db) = server.database().await else {
+                return;
+            };
+            let db = test_db.connect(1).await;
+            let inner_db = db.clone();
+            let outer = PullRequest::create_once_with(&db, 10, || async move {
+                let started = Instant::now();
+                let inner = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    PullRequest::create_once(&inner_db, 11, new_pr(11)),
+                )
+                .await;
+                let took = started.elapsed();
+                match inner {
+                    Ok(Ok(outcome)) => assert!(outcome.is_created()),
+                    Ok(Err(err)) => assert!(
+                        !matches!(err, Error::Database(_)),
+                        "an untyped error after {took:?}: {err:?}"
+                    ),
+                    Err(_) => panic!(
+                        "the inner call (key 11, same pool of one) still waits after {took:?}"
+                    ),
+                }
+                Ok::<_, std::io::Error>(new_pr(10))
+            })
+            .await;
+            assert!(outer.is_ok_and(|o| o.is_created()));
+        }
     }
 }
