@@ -10,6 +10,9 @@
 //!   MariaDB): see the doc comment of `bounded_waits_behind_a_bypassing_writer`.
 //! - `a_call_inside_make_data_on_a_pool_of_one_does_not_hang` (FAILS on both servers): see its
 //!   doc comment.
+//! - `wait_no_on_a_free_key_behind_another_keys_auto_inc_lock_is_lock_busy` (MariaDB, passes):
+//!   pins the documented answer (`Error::LockBusy`: "or a lock the row's insert needs on the
+//!   entity table") for a free key whose insert meets the table's AUTO-INC lock.
 //!
 //! The sleeps here are what is tested (outlasting a server's timeout, a bound that must end a
 //! wait), never coordination.
@@ -249,4 +252,76 @@ mod on_servers {
             assert!(outer.is_ok_and(|o| o.is_created()));
         }
     }
+}
+
+/// MariaDB: a slow `INSERT ... SELECT` of other keys into `pull_requests` holds the table's
+/// AUTO-INC lock (`innodb_autoinc_lock_mode = 1`, bulk inserts hold it to the statement's end)
+/// while it sleeps between its two rows. A call for a free key with `Wait::No` then gets
+/// `Error::LockBusy` at once, though no transaction holds its key: its guarded insert (also an
+/// `INSERT ... SELECT`) needs the AUTO-INC lock, and InnoDB makes every insert of the table
+/// wait for it. That is the documented answer (`Error::LockBusy`, `docs/backends.md` "Waits on
+/// the entity table"), and InnoDB's, not the crate's, to change: pinned here. The same key
+/// with `Wait::Timeout(5 s)` waits for the bulk insert and creates its row.
+#[cfg(feature = "mysql")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_no_on_a_free_key_behind_another_keys_auto_inc_lock_is_lock_busy() {
+    use std::time::{Duration, Instant};
+
+    use common::new_pr;
+    use entity::PullRequest;
+    use sea_orm::{ConnectionTrait, DbBackend, Statement};
+    use sea_orm_idempotent::{Error, IdempotentCreate, Wait};
+
+    let Some(test_db) = test_support::TestDb::mysql().await else {
+        return;
+    };
+    let bulk_db = test_db.connect(1).await;
+    let pool = test_db.connect(2).await;
+    let observer = test_db.connect(1).await;
+    // Rows 901 and 902; the second is delayed by SLEEP(3) in its select list, after the first
+    // was inserted (and the AUTO-INC lock taken). Constants only: a source reading the table
+    // itself would be buffered whole before the first insert.
+    let bulk = tokio::spawn(async move {
+        bulk_db
+            .execute_unprepared(
+                "INSERT INTO pull_requests (pr_id, repository, number, title, author, state, \
+                 head_sha, first_delivery_id, created_at) \
+                 SELECT 900 + n + SLEEP(IF(n = 2, 3, 0)), 'r', n, 't', 'a', 'open', 'sha', 'd', \
+                 NOW() FROM (SELECT 1 AS n UNION ALL SELECT 2) AS t",
+            )
+            .await
+    });
+    // Until the bulk insert sleeps (its PROCESSLIST state), i.e. holds the AUTO-INC lock.
+    let sleeping = Statement::from_string(
+        DbBackend::MySql,
+        "SELECT 1 FROM information_schema.PROCESSLIST \
+         WHERE INFO LIKE 'INSERT INTO pull_requests%' AND STATE LIKE '%sleep%'",
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while observer
+        .query_one_raw(sleeping.clone())
+        .await
+        .unwrap()
+        .is_none()
+    {
+        assert!(Instant::now() < deadline, "the bulk insert never slept");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let busy = PullRequest::once(500, new_pr(500))
+        .wait(Wait::No)
+        .exec(&pool)
+        .await;
+    assert!(
+        matches!(busy, Err(Error::LockBusy { .. })),
+        "Wait::No, a free key behind the AUTO-INC lock: {busy:?}"
+    );
+    let created = PullRequest::once(500, new_pr(500))
+        .wait(Wait::Timeout(Duration::from_secs(5)))
+        .exec(&pool)
+        .await;
+    assert!(
+        created.as_ref().is_ok_and(|o| o.is_created()),
+        "Wait::Timeout(5 s): {created:?}"
+    );
+    bulk.await.unwrap().unwrap();
 }
