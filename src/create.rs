@@ -303,7 +303,8 @@ use crate::{Error, KeepExisting, LookFirst, NaturalKey, Once, Outcome, Transacti
 /// Lock waits are not cut short by `statement_timeout` (see [`Wait`]). But the transaction is
 /// idle while `make_data` runs, so keep `make_data` shorter than the server's
 /// `idle_in_transaction_session_timeout`: past it, PostgreSQL closes the connection (FATAL
-/// 25P03) and nothing is written.
+/// 25P03) and nothing is written; the error is an [`Error::Database`] that
+/// [`is_retryable`](Error::is_retryable), as for any lost connection.
 #[async_trait::async_trait]
 pub trait IdempotentCreate: EntityTrait {
     /// The natural key: what makes two events "the same" (e.g. GitHub's pull-request id), a

@@ -16,6 +16,13 @@ pub(crate) const SERIALIZATION_FAILURE: &str = "40001";
 pub(crate) const IN_FAILED_TRANSACTION: &str = "25P02";
 /// `unique_violation`.
 pub(crate) const UNIQUE_VIOLATION: &str = "23505";
+/// `idle_in_transaction_session_timeout` (FATAL): the server closed a session whose transaction
+/// sat idle too long (a `make_data` that outlasted it): the transaction is rolled back and
+/// nothing was written, as after `pg_terminate_backend`.
+pub(crate) const IDLE_IN_TRANSACTION_SESSION_TIMEOUT: &str = "25P03";
+/// `transaction_timeout` (PostgreSQL 17, FATAL): the server closed a session whose transaction
+/// lasted too long; rolled back, as above.
+pub(crate) const TRANSACTION_TIMEOUT: &str = "25P04";
 /// `read_only_sql_transaction`: a write in a read-only transaction or on a hot standby.
 pub(crate) const READ_ONLY_TRANSACTION: &str = "25006";
 /// `query_canceled`: a `statement_timeout` (the caller's) or a cancel request
@@ -43,6 +50,8 @@ pub(crate) fn is_transient(state: &str) -> bool {
             | SERIALIZATION_FAILURE
             | QUERY_CANCELED
             | READ_ONLY_TRANSACTION
+            | IDLE_IN_TRANSACTION_SESSION_TIMEOUT
+            | TRANSACTION_TIMEOUT
     ) || (state.starts_with(CONNECTION_EXCEPTION_CLASS) && state != PROTOCOL_VIOLATION)
         || state.starts_with(OPERATOR_INTERVENTION_CLASS)
 }
