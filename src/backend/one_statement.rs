@@ -61,22 +61,34 @@ impl Backend {
     /// `key`'s lock around it where the backend takes one.
     ///
     /// [`one_statement_condition`]: Backend::one_statement_condition
-    pub(crate) fn one_statement(self, insert: Statement, key: LockKey) -> Statement {
+    /// PostgreSQL, for a call that waits `wait`: also the bound of the insert's own waits
+    /// ([`postgres::entity_waits`]).
+    pub(crate) fn one_statement(self, insert: Statement, key: LockKey, wait: Wait) -> Statement {
         match self {
-            Backend::Postgres => postgres::one_statement::wrap(insert, key),
+            Backend::Postgres => {
+                postgres::one_statement::wrap(insert, key, postgres::entity_waits::bound(wait))
+            }
             Backend::Sqlite | Backend::MySql => insert,
         }
     }
 
     /// The values the one statement binds after the insert's ([`one_statement`]): the lock
-    /// key's, where the backend takes one.
+    /// key's, where the backend takes one, and PostgreSQL's bound for a bounded `wait`.
     ///
     /// [`one_statement`]: Backend::one_statement
-    pub(crate) fn one_statement_values(self, key: LockKey) -> Vec<sea_orm::Value> {
+    pub(crate) fn one_statement_values(self, key: LockKey, wait: Wait) -> Vec<sea_orm::Value> {
         match self {
-            Backend::Postgres => postgres::one_statement::lock_values(key),
+            Backend::Postgres => {
+                postgres::one_statement::lock_values(key, postgres::entity_waits::bound(wait))
+            }
             Backend::Sqlite | Backend::MySql => Vec::new(),
         }
+    }
+
+    /// Whether the one statement for a call that waits `wait` binds a bound for its insert's
+    /// waits (PostgreSQL, a bounded wait): its text differs.
+    pub(crate) fn one_statement_is_bounded(self, wait: Wait) -> bool {
+        self == Backend::Postgres && postgres::entity_waits::bound(wait).is_some()
     }
 
     /// Runs the one statement on a connection of `conn`'s pool. PostgreSQL: through sqlx, so

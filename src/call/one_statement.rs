@@ -66,12 +66,14 @@ impl Call {
         // Built before the next await: an active model need not be `Send`.
         let new_row = RowValues::of(key, T::new_active_model(&key.key, data))?;
         let backend = self.backend.db_backend();
+        let wait = self.deadline.left();
         let statement = new_row.one_statement(
             backend,
             key,
             condition,
-            |insert| self.backend.one_statement(insert, self.lock_key),
-            self.backend.one_statement_values(self.lock_key),
+            |insert| self.backend.one_statement(insert, self.lock_key, wait),
+            self.backend.one_statement_values(self.lock_key, wait),
+            self.backend.one_statement_is_bounded(wait),
         );
         let answer = match self.backend.run_one_statement(conn, statement).await {
             Ok(row) => self.backend.read_one_statement(row)?,
@@ -81,7 +83,14 @@ impl Call {
                 unique_index::forget::<T>(pool);
                 return Ok(OneStatement::Locked(new_row));
             }
-            Err(err) => return Err(err.into()),
+            // The insert's wait behind a writer that bypasses the lock, ended by its bound.
+            Err(err) => {
+                return Err(self.backend.statement_wait_error(
+                    err.into(),
+                    self.lock_key,
+                    self.deadline,
+                ));
+            }
         };
         match answer {
             Answer::Inserted(row) => {

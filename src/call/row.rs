@@ -175,7 +175,12 @@ where
     C: ConnectionTrait,
 {
     let updated = if txn.support_returning() {
-        update.exec_with_returning(txn).await?.into_iter().next()
+        // A writer that bypasses the lock may hold the row: bounded as the lock's wait.
+        backend
+            .entity_waits_bounded(txn, wait, update.exec_with_returning(txn))
+            .await?
+            .into_iter()
+            .next()
     } else {
         let statement = backend.bound_entity_wait(update.build(backend.db_backend()), wait);
         txn.execute_raw(statement).await?;
@@ -273,6 +278,7 @@ impl<T: IdempotentCreate> RowValues<T> {
         condition: &'static str,
         wrap: impl FnOnce(Statement) -> Statement,
         lock_values: Vec<Value>,
+        bounded: bool,
     ) -> Statement {
         let build = || wrap(self.insert_on_conflict(backend, key, condition));
         if T::Column::iter().count() > 64 || key.has_missing_part() {
@@ -281,6 +287,7 @@ impl<T: IdempotentCreate> RowValues<T> {
         let kind = Kind::OneStatement {
             columns: self.set_columns,
             lock_values: lock_values.len(),
+            bounded,
         };
         let mut bound = self.values.clone();
         bound.extend(lock_values);

@@ -8,6 +8,8 @@
 //! - [`one_statement`]: a new key in one statement where a unique index covers the key
 //!   ([`catalog`] knows);
 //! - [`fast_path`]: a new key in three round trips on a connection of the crate's own;
+//! - [`entity_waits`]: the insert's and the update's waits behind a writer that bypasses the
+//!   lock, bounded as the lock's;
 //! - [`holders`]: who holds and who waits for a key ([`LockHolders`](crate::LockHolders));
 //! - [`probe`]: a start-up check of another server's advisory locks;
 //! - [`codes`]: the SQLSTATEs the crate reacts to.
@@ -17,6 +19,7 @@ pub(crate) mod catalog;
 pub(crate) mod chunk_statement;
 pub(crate) mod codes;
 pub(crate) mod engine;
+pub(crate) mod entity_waits;
 #[cfg(feature = "postgres")]
 pub(crate) mod fast_path;
 pub(crate) mod holders;

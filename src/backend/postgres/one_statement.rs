@@ -37,13 +37,26 @@ use crate::backend::inserted::Answer;
 pub(crate) const LOCK_GRANTED: &str = "(SELECT locked FROM sea_orm_idempotent_lock)";
 
 /// `insert` (built with [`LOCK_GRANTED`] as its condition, its values bound as `$1..$n`)
-/// wrapped with the try for `key`'s lock, whose integers are bound after them.
-pub(crate) fn wrap(insert: Statement, key: LockKey) -> Statement {
+/// wrapped with the try for `key`'s lock, whose integers are bound after them; with `bound`
+/// (a call's bounded wait), the lock's CTE also sets `lock_timeout` to it, bound last, so that
+/// the insert's wait behind a writer that bypasses the lock ends in time
+/// ([`entity_waits`](super::entity_waits)).
+pub(crate) fn wrap(insert: Statement, key: LockKey, bound: Option<String>) -> Statement {
     let mut values = insert.values.map(|values| values.0).unwrap_or_default();
     let (try_lock, key_values) = try_lock_call(key, values.len() + 1);
     values.extend(key_values);
+    let set_bound = match bound {
+        Some(bound) => {
+            values.push(Value::from(bound));
+            format!(
+                ", set_config('lock_timeout', ${}, true) AS bound",
+                values.len()
+            )
+        }
+        None => String::new(),
+    };
     let sql = format!(
-        "WITH sea_orm_idempotent_lock AS (SELECT {try_lock} AS locked), \
+        "WITH sea_orm_idempotent_lock AS (SELECT {try_lock} AS locked{set_bound}), \
          sea_orm_idempotent_row AS ({insert}) \
          SELECT (SELECT locked FROM sea_orm_idempotent_lock) AS sea_orm_idempotent_locked, \
          (SELECT count(*) FROM sea_orm_idempotent_row) > 0 AS sea_orm_idempotent_inserted, r.* \
@@ -54,9 +67,11 @@ pub(crate) fn wrap(insert: Statement, key: LockKey) -> Statement {
     Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
 }
 
-/// The values [`wrap`] binds after the insert's: the key's integers.
-pub(crate) fn lock_values(key: LockKey) -> Vec<Value> {
-    key_parameters(key).0
+/// The values [`wrap`] binds after the insert's: the key's integers, then the `bound`.
+pub(crate) fn lock_values(key: LockKey, bound: Option<String>) -> Vec<Value> {
+    let mut values = key_parameters(key).0;
+    values.extend(bound.map(Value::from));
+    values
 }
 
 /// Runs the statement on a connection of `pool`, as SeaORM would, and after an error waits
