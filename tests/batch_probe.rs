@@ -135,6 +135,82 @@ mod on_servers {
             large_composite_chunk(&db).await;
         }
 
+        /// A writer that bypasses the lock has inserted key 100 and not committed. A batch of
+        /// keys 99, 100 and 101 with `Wait::No` fails its chunk with `LockBusy` at once, and
+        /// with `Wait::Timeout(1 s)` with `LockTimeout` in about a second, writing nothing: its
+        /// insert's wait behind the writer is bounded as its locks' are, on the one statement
+        /// (data in hand), the locked path (`make_data`) and a caller's transaction. Before,
+        /// every such batch waited for as long as the writer's transaction lasted ("still
+        /// waiting after 10s"), on PostgreSQL and on MariaDB alike.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_bounded_batch_behind_a_bypassing_writer_ends_in_time(server: Server) {
+            use sea_orm::ActiveModelTrait;
+            use sea_orm_idempotent::Wait;
+            use std::time::Instant;
+
+            let Some(test_db) = server.database().await else {
+                return;
+            };
+            let writer = test_db.connect(1).await;
+            let written = writer.begin().await.unwrap();
+            PullRequest::new_active_model(&100, new_pr(100))
+                .insert(&written)
+                .await
+                .unwrap();
+            let db = test_db.connect(3).await;
+            for form in ["one statement", "make_data", "caller's transaction"] {
+                for wait in [Wait::No, Wait::Timeout(Duration::from_secs(1))] {
+                    let started = Instant::now();
+                    let batch = async {
+                        match form {
+                            "one statement" => {
+                                PullRequest::many(items([99, 100, 101])).wait(wait).exec(&db).await
+                            }
+                            "make_data" => {
+                                PullRequest::many_with([99_i64, 100, 101], |keys: Vec<i64>| async move {
+                                    Ok::<_, std::io::Error>(keys.into_iter().map(new_pr).collect())
+                                })
+                                .wait(wait)
+                                .exec(&db)
+                                .await
+                            }
+                            _ => {
+                                let txn = db
+                                    .begin_with_config(Some(sea_orm::IsolationLevel::ReadCommitted), None)
+                                    .await
+                                    .unwrap();
+                                let answer = PullRequest::many(items([99, 100, 101]))
+                                    .wait(wait)
+                                    .exec(&txn)
+                                    .await;
+                                txn.rollback().await.unwrap();
+                                answer
+                            }
+                        }
+                    };
+                    let answer = tokio::time::timeout(Duration::from_secs(10), batch)
+                        .await
+                        .unwrap_or_else(|_| {
+                            panic!("{form}, {wait:?}: still waiting after 10s behind the writer")
+                        });
+                    let took = started.elapsed();
+                    let err = answer.expect_err("the writer holds key 100");
+                    let Error::Batch { chunk: 0, done: 0, source, .. } = &err else {
+                        panic!("{form}, {wait:?}: {err:?}");
+                    };
+                    match (wait, &**source) {
+                        (Wait::No, Error::LockBusy { .. }) => {}
+                        (Wait::Timeout(_), Error::LockTimeout { .. }) => {
+                            assert!(took < Duration::from_secs(4), "{form}: took {took:?}");
+                        }
+                        _ => panic!("{form}, {wait:?}: {err:?}"),
+                    }
+                    assert_eq!(total_rows(&db).await, 0, "{form}, {wait:?}: nothing written");
+                }
+            }
+            written.rollback().await.unwrap();
+        }
+
         /// A chunk of 21846 keys, whose lock statements on MariaDB bind 3 values per key
         /// (65538, over the 65535 a prepared statement takes: error 1390 "Prepared statement
         /// contains too many placeholders" before the statements were split), and a chunk

@@ -84,11 +84,17 @@ impl Backend {
         rows: usize,
         values: Vec<Value>,
         keys: &[LockKey],
+        wait: Wait,
     ) -> Option<Statement> {
         match self {
-            Backend::Postgres => {
-                postgres::chunk_statement::statement(one_row, width, rows, values, keys)
-            }
+            Backend::Postgres => postgres::chunk_statement::statement(
+                one_row,
+                width,
+                rows,
+                values,
+                keys,
+                postgres::entity_waits::bound(wait),
+            ),
             Backend::Sqlite => sqlite::one_statement::chunk_statement(one_row, width, rows, values),
             Backend::MySql => None,
         }

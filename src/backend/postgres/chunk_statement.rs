@@ -42,7 +42,9 @@ use crate::backend::inserted::ChunkAnswer;
 
 /// The chunk's statement, from `one_row` (SeaORM's insert of the chunk's first row, `width`
 /// values bound as `$1..$width`, with its `ON CONFLICT` and `RETURNING`), for `rows` rows of
-/// `width` values: `values` (all the rows', in order) and the `keys` (sorted, distinct). `None`
+/// `width` values: `values` (all the rows', in order) and the `keys` (sorted, distinct); with
+/// `bound` (a bounded wait) the lock's CTE also sets `lock_timeout` for the insert's waits
+/// behind a writer that bypasses the lock ([`entity_waits`](super::entity_waits)). `None`
 /// when `one_row`'s values are not plain placeholders.
 pub(crate) fn statement(
     one_row: &Statement,
@@ -50,6 +52,7 @@ pub(crate) fn statement(
     rows: usize,
     mut values: Vec<Value>,
     keys: &[LockKey],
+    bound: Option<String>,
 ) -> Option<Statement> {
     let placeholders: Vec<String> = (1..=width).map(|i| format!("${i}")).collect();
     let row_of_one = format!(" VALUES ({}) ", placeholders.join(", "));
@@ -68,9 +71,16 @@ pub(crate) fn statement(
         list.push(')');
     }
     let sorted = sorted_keys(width * rows + 1);
+    let set_bound = match bound {
+        Some(_) => format!(
+            ", (SELECT set_config('lock_timeout', ${}, true)) AS bound",
+            width * rows + 3
+        ),
+        None => String::new(),
+    };
     let sql = format!(
         "WITH sea_orm_idempotent_lock AS \
-         (SELECT bool_and(pg_try_advisory_xact_lock(n, k)) AS locked FROM {sorted}), \
+         (SELECT bool_and(pg_try_advisory_xact_lock(n, k)) AS locked{set_bound} FROM {sorted}), \
          sea_orm_idempotent_row AS ({head} SELECT * FROM (VALUES {list}) AS sea_orm_idempotent_values \
          WHERE (SELECT locked FROM sea_orm_idempotent_lock) {tail}) \
          SELECT (SELECT locked FROM sea_orm_idempotent_lock) AS sea_orm_idempotent_locked, \
@@ -81,6 +91,7 @@ pub(crate) fn statement(
     let (namespaces, rest) = key_texts(keys);
     values.push(namespaces);
     values.push(rest);
+    values.extend(bound.map(Value::from));
     Some(Statement::from_sql_and_values(
         DbBackend::Postgres,
         sql,
@@ -126,7 +137,7 @@ mod tests {
             Value::from("y".to_owned()),
         ];
         let keys = [LockKey::Pair(-3, 7), LockKey::Pair(-3, 9)];
-        let statement = statement(&one_row(), 2, 2, values, &keys).unwrap();
+        let statement = statement(&one_row(), 2, 2, values, &keys, None).unwrap();
         assert!(statement.sql.contains(
             r#"INSERT INTO "t" ("a", "b") SELECT * FROM (VALUES ($1, $2), ($3, $4)) AS sea_orm_idempotent_values WHERE (SELECT locked FROM sea_orm_idempotent_lock) ON CONFLICT ("a") DO NOTHING RETURNING "id", "a", "b")"#
         ));
@@ -144,6 +155,6 @@ mod tests {
             [Value::from(1_i64), Value::from("x".to_owned())],
         );
         let values = vec![Value::from(1_i64), Value::from("x".to_owned())];
-        assert!(statement(&cast, 2, 1, values, &[LockKey::Pair(1, 2)]).is_none());
+        assert!(statement(&cast, 2, 1, values, &[LockKey::Pair(1, 2)], None).is_none());
     }
 }

@@ -304,16 +304,8 @@ where
     let mut data = data;
     let mut pending = None;
     if let (true, Handle::Connection(conn)) = (in_one_statement, db) {
-        match one_statement::chunk::<T>(
-            backend,
-            conn,
-            keys,
-            lock_keys,
-            &sorted,
-            deadline.asked(),
-            data,
-        )
-        .await?
+        match one_statement::chunk::<T>(backend, conn, keys, lock_keys, &sorted, deadline, data)
+            .await?
         {
             InOneStatement::Done(done) => return Ok(done),
             InOneStatement::NotTaken(given) => data = given,
@@ -326,9 +318,12 @@ where
     let scope = locked_scope(backend, db, &sorted, deadline, table_of::<T>).await?;
     let txn = scope.txn();
     let work = match pending {
-        Some(pending) => steps::insert_pending(&txn, keys, pending).await,
+        Some(pending) => steps::insert_pending(&txn, keys, pending, deadline).await,
         None => {
-            steps::under_lock::<T, F, Fut, E, U>(&txn, keys, lock_keys, data, maker, update).await
+            steps::under_lock::<T, F, Fut, E, U>(
+                &txn, keys, lock_keys, data, maker, update, deadline,
+            )
+            .await
         }
     };
     match work {
@@ -336,7 +331,13 @@ where
             scope.commit().await?;
             Ok(done)
         }
-        Err(err) => Err(scope.roll_back_after(err).await),
+        Err(err) => {
+            // A wait of the inserts or updates on the entity table, typed as the lock's.
+            let err = backend
+                .entity_wait_error(&txn, err, sorted[0], deadline)
+                .await;
+            Err(scope.roll_back_after(err).await)
+        }
     }
 }
 

@@ -6,7 +6,7 @@
 //!   RETURNING` only if all are granted;
 //! - SQLite ([`one_statement`](crate::backend::sqlite::one_statement)): the multi-row insert
 //!   with `ON CONFLICT (key) DO NOTHING RETURNING`, whose write lock is every key's lock; only
-//!   for a batch that waits [`Wait::Forever`], as a single call's one statement.
+//!   for a batch that waits [`Wait::Forever`](crate::Wait::Forever), as a single call's one statement.
 //!
 //! The batch's form of a single call's [one-statement path](crate::call::one_statement), with
 //! the same conditions: data in hand, no update function, a pool, a verified index, an entity
@@ -30,7 +30,8 @@ use crate::call::one_statement::key_is_guarded;
 use crate::call::row::{every_column, stored_with_less_precision};
 use crate::outcome::Done;
 use crate::source::PoolId;
-use crate::{Error, IdempotentCreate, LockKey, Wait, unique_index};
+use crate::wait::Deadline;
+use crate::{Error, IdempotentCreate, LockKey, unique_index};
 
 /// What [`chunk`] did.
 pub(super) enum InOneStatement<T: IdempotentCreate> {
@@ -50,9 +51,10 @@ pub(super) async fn chunk<T: IdempotentCreate>(
     keys: &[CallKey<T>],
     lock_keys: &[LockKey],
     sorted: &[LockKey],
-    wait: Wait,
+    deadline: Deadline,
     mut data: Vec<Option<T::Data>>,
 ) -> Result<InOneStatement<T>, Error> {
+    let wait = deadline.asked();
     let (Some(pool), false, true, Some(first)) = (
         PoolId::of(conn),
         T::ids_without_gaps(),
@@ -95,7 +97,7 @@ pub(super) async fn chunk<T: IdempotentCreate>(
     {
         let values: Vec<Value> = rows.iter().flat_map(|row| row.values.clone()).collect();
         let one_row = one_row(backend.db_backend(), &rows[0], first);
-        backend.chunk_statement(&one_row, width, rows.len(), values, sorted)
+        backend.chunk_statement(&one_row, width, rows.len(), values, sorted, deadline.left())
     } else {
         None
     };
@@ -111,7 +113,8 @@ pub(super) async fn chunk<T: IdempotentCreate>(
             unique_index::forget::<T>(pool);
             return Ok(InOneStatement::Locked(Pending { chunk, rows }));
         }
-        Err(err) => return Err(err.into()),
+        // The insert's wait behind a writer that bypasses the lock, ended by its bound.
+        Err(err) => return Err(backend.statement_wait_error(err.into(), sorted[0], deadline)),
     };
     let mut unmatched = 0;
     for row in &returned {

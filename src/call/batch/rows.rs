@@ -9,6 +9,7 @@ use sea_orm::{
     FromQueryResult, IdenStatic, Iterable, ModelTrait, QueryFilter, Value,
 };
 
+use crate::backend::Backend;
 use crate::call::key::CallKey;
 use crate::call::row::{
     RowValues, every_column, find, insert_unless_exists, stored_with_less_precision,
@@ -16,6 +17,7 @@ use crate::call::row::{
 use crate::classify::{ErrorClass, classify};
 use crate::outcome::Done;
 use crate::transaction::Txn;
+use crate::wait::Deadline;
 use crate::{Error, IdempotentCreate, Wait};
 
 /// At most this many bound values in one insert (SQLite's limit is 32766, PostgreSQL's 65535).
@@ -169,7 +171,11 @@ pub(super) async fn insert_rows<T: IdempotentCreate>(
     by_key: &HashMap<Vec<Value>, usize>,
     distinct: &mut [Option<Distinct<T::Model>>],
     mut rows: Vec<NewRow<T>>,
+    deadline: Deadline,
 ) -> Result<(), Error> {
+    // Each statement's waits on the entity table (behind a writer that bypasses the lock, or
+    // InnoDB's gap and AUTO-INC locks) bounded by what is left of the chunk's wait.
+    let bounds = Backend::of(backend)?;
     rows.sort_by(|a, b| a.set_columns.cmp(&b.set_columns).then(a.item.cmp(&b.item)));
     let mut start = 0;
     while start < rows.len() {
@@ -210,6 +216,7 @@ pub(super) async fn insert_rows<T: IdempotentCreate>(
             DbBackend::MySql => {
                 let columns: Vec<&str> = T::Column::iter().map(|column| column.as_str()).collect();
                 let insert = crate::backend::mysql::returning(backend.build(&insert), &columns);
+                let insert = bounds.bound_entity_wait(insert, deadline.left());
                 match txn.query_all_raw(insert).await {
                     Ok(returned) => {
                         stored = true;
@@ -228,7 +235,13 @@ pub(super) async fn insert_rows<T: IdempotentCreate>(
                 insert
                     .on_conflict(OnConflict::new().do_nothing().to_owned())
                     .returning(every_column::<T>());
-                let returned = txn.query_all_raw(backend.build(&insert)).await?;
+                let returned = bounds
+                    .entity_waits_bounded(
+                        txn,
+                        deadline.left(),
+                        txn.query_all_raw(backend.build(&insert)),
+                    )
+                    .await?;
                 returned
                     .iter()
                     .map(|row| T::Model::from_query_result(row, ""))
@@ -274,7 +287,7 @@ pub(super) async fn insert_rows<T: IdempotentCreate>(
                 entry.created = true;
                 continue;
             }
-            match insert_one::<T>(txn, key, &row.guarded(key)?, Wait::Forever).await? {
+            match insert_one::<T>(txn, key, &row.guarded(key)?, deadline.left()).await? {
                 Done::Created(model) => {
                     entry.row = Some(model);
                     entry.created = true;

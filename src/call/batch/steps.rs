@@ -12,7 +12,8 @@ use crate::call::request::BoxError;
 use crate::call::row::{RowValues, find, update_existing, update_statement, written_without_lock};
 use crate::outcome::Done;
 use crate::transaction::Txn;
-use crate::{Change, Error, IdempotentCreate, LockKey, Wait};
+use crate::wait::Deadline;
+use crate::{Change, Error, IdempotentCreate, LockKey};
 
 use super::rows::{Distinct, NewRow, canonical, insert_one, insert_rows, look, model_key};
 
@@ -157,6 +158,7 @@ pub(super) async fn insert_pending<T: IdempotentCreate>(
     txn: &Txn<'_>,
     keys: &[CallKey<T>],
     pending: Pending<T>,
+    deadline: Deadline,
 ) -> Result<Vec<Done<T::Model>>, Error> {
     let Pending {
         mut chunk,
@@ -173,6 +175,7 @@ pub(super) async fn insert_pending<T: IdempotentCreate>(
         &chunk.by_key,
         &mut chunk.distinct,
         rows,
+        deadline,
     )
     .await?;
     Ok(chunk.answers())
@@ -186,6 +189,7 @@ pub(super) async fn under_lock<T, F, Fut, E, U>(
     mut data: Vec<Option<T::Data>>,
     maker: Option<&mut F>,
     mut update: Option<&mut U>,
+    deadline: Deadline,
 ) -> Result<Vec<Done<T::Model>>, Error>
 where
     T: IdempotentCreate,
@@ -273,9 +277,18 @@ where
             new_rows.push(NewRow::of(i, &keys[i], model)?);
         }
     }
-    insert_rows::<T>(txn, backend, keys, &by_key, &mut distinct, new_rows).await?;
+    insert_rows::<T>(
+        txn,
+        backend,
+        keys,
+        &by_key,
+        &mut distinct,
+        new_rows,
+        deadline,
+    )
+    .await?;
     for (i, row) in one_by_one {
-        match insert_one::<T>(txn, &keys[i], &row, Wait::Forever).await? {
+        match insert_one::<T>(txn, &keys[i], &row, deadline.left()).await? {
             Done::Created(model) => {
                 let entry = distinct[i].as_mut().expect("a first item");
                 entry.row = Some(model);
@@ -310,7 +323,7 @@ where
                             Backend::of(backend)?,
                             &keys[i],
                             statement,
-                            Wait::Forever,
+                            deadline.left(),
                         )
                         .await?;
                         entry.row = Some(updated.model().clone());
