@@ -55,8 +55,9 @@ pub enum Error {
         /// `None` when it was not the caller's (the connection's `busy_timeout` on SQLite, a
         /// cancel request on PostgreSQL).
         timeout: Option<Duration>,
-        /// The database's own report, when the wait failed with an error (SQLite, MySQL). A
-        /// PostgreSQL wait never fails: it records why it ended (see the lock module).
+        /// The database's own report, when the wait failed with an error (SQLite, MySQL; on
+        /// PostgreSQL the insert's or update's wait behind a writer that bypasses the lock).
+        /// A PostgreSQL lock wait never fails: it records why it ended (see the lock module).
         #[source]
         source: Option<DbErr>,
     },
