@@ -49,7 +49,7 @@ impl Backend {
             Backend::Postgres => {
                 postgres::batch::lock_many(txn.plain(), keys, deadline, attempt).await
             }
-            Backend::MySql => mysql::batch::lock_many(txn, keys, deadline).await,
+            Backend::MySql => mysql::batch::lock_many(txn, keys, deadline, attempt).await,
             Backend::Sqlite => Ok(LockedMany::Locked),
         }
     }

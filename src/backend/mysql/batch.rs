@@ -13,29 +13,29 @@
 //!    key's row. Uncontended, the chunk's locks are this one statement.
 //! 2. A row another transaction holds or is inserting fails it at once with 1205 (no lock
 //!    is queued: nothing waits, so nothing deadlocks and no wait becomes a gap lock). The
-//!    statement is undone (InnoDB keeps the record locks it took on the committed rows before
-//!    the held one, a prefix of the sorted keys), and the chunk waits in key order, with one
-//!    locking read of every key's row: one point lookup per key by the whole primary key,
-//!    joined by `UNION ALL`: `SET STATEMENT innodb_lock_wait_timeout = n FOR (SELECT ...
-//!    WHERE space = ? AND k1 = ? AND k2 = ? FOR UPDATE) UNION ALL (...) ...`. Each lookup is
-//!    a `const` read of one row (or of none: no lock), whatever the table's size and
-//!    statistics, and MariaDB reads the parts in order, so the rows are locked in one sorted
-//!    order in every transaction (record locks only), and no row of another key is read.
-//!    InnoDB locks every row a locking read reads, before the `WHERE` is evaluated: a plan
-//!    that reads more rows than the chunk's waits for other keys' holders. An `IN` list did:
-//!    MariaDB 10.11 planned `space = ? AND k1 = ? AND k2 IN (...)` on a small table as a scan
-//!    of the whole `(space, k1)` prefix, every key of the namespace (`EXPLAIN`: `ref`, key
-//!    length 5); and it turns the row form `(space, k1, k2) IN (...)` of a 500-key chunk
-//!    (over 1000 values) into a join that scans the table. A `FOR UPDATE` wait on a row whose
-//!    inserter rolls back leaves no gap lock under READ COMMITTED. [`Wait::Forever`] waits in
-//!    slices: when one runs out the transaction is rolled back and begun again
-//!    ([`LockedMany::Again`]).
-//! 3. Then step 1's insert again, which now finds every row it read held by this
-//!    transaction, and makes the rows still missing (new keys, whose rows step 1's undone
-//!    statement took back, or whose first inserter rolled back). It still never waits: a
+//!    transaction is then rolled back and begun again ([`LockedMany::Again`]), because what
+//!    the undone statement keeps is not a prefix of the sorted keys (see [`lock_many`]); the
+//!    new transaction holds nothing and waits in key order, with one locking read of every
+//!    key's row: one point lookup per key by the whole primary key, joined by `UNION ALL`:
+//!    `SET STATEMENT innodb_lock_wait_timeout = n FOR (SELECT ... WHERE space = ? AND k1 = ?
+//!    AND k2 = ? FOR UPDATE) UNION ALL (...) ...`. Each lookup is a `const` read of one row
+//!    (or of none: no lock), whatever the table's size and statistics, and MariaDB reads the
+//!    parts in order, so the rows are locked in one sorted order in every transaction (record
+//!    locks only), and no row of another key is read. InnoDB locks every row a locking read
+//!    reads, before the `WHERE` is evaluated: a plan that reads more rows than the chunk's
+//!    waits for other keys' holders. An `IN` list did: MariaDB 10.11 planned `space = ? AND
+//!    k1 = ? AND k2 IN (...)` on a small table as a scan of the whole `(space, k1)` prefix,
+//!    every key of the namespace (`EXPLAIN`: `ref`, key length 5); and it turns the row form
+//!    `(space, k1, k2) IN (...)` of a 500-key chunk (over 1000 values) into a join that scans
+//!    the table. A `FOR UPDATE` wait on a row whose inserter rolls back leaves no gap lock
+//!    under READ COMMITTED. [`Wait::Forever`] waits in slices: when one runs out the
+//!    transaction is rolled back and begun again.
+//! 3. Then step 1's insert again, which finds every existing row held by this transaction
+//!    (counts them) and makes the rows still missing (new keys). It still never waits: a
 //!    missing row another transaction made meanwhile fails it with 1205, and the chunk's
-//!    transaction is rolled back and begun again ([`LockedMany::Again`]; the next attempt's
-//!    locking read waits for that row in order). So every wait is taken in key order.
+//!    transaction is rolled back and begun again (the next attempt's locking read waits for
+//!    that row in order). So every wait is taken in key order, by a transaction that holds
+//!    only lower keys.
 //!
 //! A chunk of more keys than one statement can bind sends each step in pieces, in key order
 //! ([`KEYS_PER_STATEMENT`]).
@@ -136,11 +136,24 @@ fn seconds(wait: Wait) -> u64 {
     }
 }
 
-/// Steps 1 to 3 in `txn`, for `keys` sorted and distinct.
+/// Steps 1 to 3 in `txn`, for `keys` sorted and distinct. `attempt` 0 begins with step 1;
+/// every later attempt (a transaction begun again after [`LockedMany::Again`]) begins with
+/// step 2, the wait.
+///
+/// Why a held row ends the transaction instead of waiting in it: step 1's undone statement
+/// keeps the locks it took on committed rows, but not the rows it made for new keys (the undo
+/// removes them). What it keeps is then not a prefix of the sorted keys: new keys below a kept
+/// one are not held. Waiting in that transaction for such a key, which another chunk made and
+/// holds meanwhile, while holding a later key that chunk waits for, closed a deadlock
+/// (`tests/batch.rs` `batches_and_single_calls_race_to_one_row_and_one_created_per_key`
+/// failed so about once in 30 runs: InnoDB's report showed each chunk in step 2, one holding a
+/// key above the one it waited for). A transaction begun again holds nothing: its step 2
+/// takes every lock in key order, and step 3 never waits.
 pub(crate) async fn lock_many(
     txn: Txn<'_>,
     keys: &[LockKey],
     deadline: Deadline,
+    attempt: u32,
 ) -> Result<LockedMany, Error> {
     if keys.is_empty() {
         return Ok(LockedMany::Locked);
@@ -153,34 +166,34 @@ pub(crate) async fn lock_many(
         return Ok(LockedMany::Locked);
     }
     // Step 1: the first statement of a transaction just begun (so it runs inside it).
-    match own_insert(txn, keys).await {
-        Ok(_) => return Ok(LockedMany::Locked),
-        Err(err) if held(&err) && super::lock::normalize(deadline.left()) != Wait::No => {}
-        Err(err) => return Err(lock_error(err, keys, deadline)),
+    if attempt == 0 {
+        match own_insert(txn, keys).await {
+            Ok(_) => return Ok(LockedMany::Locked),
+            // Wait in a transaction begun again, which holds nothing (see above).
+            Err(err) if held(&err) && super::lock::normalize(deadline.left()) != Wait::No => {
+                return Ok(LockedMany::Again);
+            }
+            Err(err) => return Err(lock_error(err, keys, deadline)),
+        }
     }
     // Step 2: a row is held, or being inserted, by another transaction: wait in key order.
-    let mut rows = 0;
     for piece in keys.chunks(KEYS_PER_STATEMENT) {
         let wait = super::lock::normalize(deadline.left());
         match txn.query_all_raw(lock_statement(piece, wait)).await {
-            Ok(locked) => rows += locked.len(),
+            Ok(_) => {}
             Err(err) if wait == Wait::Forever && held(&err) => return Ok(LockedMany::Again),
             Err(err) => return Err(lock_error(err, keys, deadline)),
         }
     }
-    // Rows missing: new keys whose rows step 1's undone statement took back (or whose first
-    // inserter rolled back). Making them now would ask for locks out of key order while this
-    // transaction holds later keys (a transaction that made one of them meanwhile and waits
-    // for a later key would close a cycle): begin again, where step 1 makes them in order.
-    if rows < keys.len() {
-        return Ok(LockedMany::Again);
+    // Step 3: every existing row is held by this transaction, so it counts them without
+    // waiting for anyone, and makes the missing ones (new keys). It never waits: a missing row
+    // another transaction made meanwhile fails it with 1205 at once, and the transaction is
+    // begun again (so no lock is ever waited for out of key order).
+    match own_insert(txn, keys).await {
+        Ok(()) => {}
+        Err(err) if held(&err) => return Ok(LockedMany::Again),
+        Err(err) => return Err(lock_error(err, keys, deadline)),
     }
-    // Step 3: every row is held by this transaction, so it counts them without waiting for
-    // anyone. (Under `innodb_rollback_on_timeout` step 1's 1205 rolled the transaction back
-    // and the session runs in autocommit, where nothing stays locked: begin again.)
-    own_insert(txn, keys)
-        .await
-        .map_err(|err| lock_error(err, keys, deadline))?;
     if !super::lock::in_transaction(&txn).await? {
         return Ok(LockedMany::Again);
     }
