@@ -16,8 +16,9 @@ const NO_ADVISORY_LOCKS: &str = "take an advisory lock: advisory locks need Post
 
 /// Takes an exclusive transaction-scoped advisory lock on `key`
 /// (`pg_advisory_xact_lock`), waiting as `wait` says. On MySQL/MariaDB the same lock is a row
-/// lock on the key's row of the crate's lock table ([`mysql_lock_table`](crate::mysql_lock_table),
-/// see `docs/backends.md` in the repository), also released only at the end of `txn`.
+/// lock on the key's slot in the crate's lock table ([`mysql_lock_slots`](crate::mysql_lock_slots),
+/// see `docs/backends.md` in the repository), also released only at the end of `txn`; which
+/// table the database uses is asked of the catalog on every call (one more statement).
 ///
 /// The lock is **transaction-scoped**: it is released only when `txn` commits or rolls back,
 /// and cannot be released earlier. Every other transaction that asks for the same key (through

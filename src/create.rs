@@ -126,13 +126,13 @@ use crate::{Error, KeepExisting, LookFirst, NaturalKey, Once, Outcome, Transacti
 ///    kept finding nothing: see [`look_first`](Self::look_first).)
 /// 2. Otherwise begins a transaction (READ COMMITTED on PostgreSQL, checked by the lock's
 ///    first statement; IMMEDIATE on SQLite, after waiting in this process behind the pool's
-///    other writers rather than in SQLite's busy handler; READ COMMITTED on MySQL/MariaDB,
-///    after making the key's row of the lock table exist) or a savepoint in the caller's
+///    other writers rather than in SQLite's busy handler; READ COMMITTED on MySQL/MariaDB)
+///    or a savepoint in the caller's
 ///    transaction, and
 ///    takes the key's lock: PostgreSQL's
 ///    transaction-scoped advisory lock on [`LockKey::for_entity`](crate::LockKey::for_entity)`(lock_namespace(), key)`
 ///    ([`LockKey::for_composite`](crate::LockKey::for_composite) for a tuple key); on
-///    MySQL/MariaDB a row lock on that key's row of the lock table; on SQLite the write lock
+///    MySQL/MariaDB a row lock on that key's slot in the lock table; on SQLite the write lock
 ///    the transaction took.
 ///    On a PostgreSQL pool, with the data in hand and no update function, the transaction
 ///    is the crate's own on a connection taken from SeaORM's pool: `BEGIN ISOLATION LEVEL
@@ -506,7 +506,7 @@ pub trait IdempotentCreate: EntityTrait {
     ///   transaction; returned before any write;
     /// - [`Error::UnsupportedBackend`]: a backend whose feature is off; nothing is written;
     /// - [`Error::MissingLockTable`]: MySQL/MariaDB without the crate's lock table
-    ///   ([`mysql_lock_table`](crate::mysql_lock_table)); nothing is written;
+    ///   ([`mysql_lock_slots`](crate::mysql_lock_slots)); nothing is written;
     /// - [`Error::KeyColumns`]: the key's parts and [`key_columns`](Self::key_columns)
     ///   disagree; nothing is sent;
     /// - [`Error::KeyType`]: a key column is missing, or a part of the key has a type its

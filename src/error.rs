@@ -221,10 +221,11 @@ pub enum Error {
     },
 
     /// MySQL/MariaDB: the crate's lock table (named in `table`) does not exist (error 1146).
-    /// Create it in a migration with [`mysql_lock_table`](crate::mysql_lock_table). Returned
-    /// by the first lock of a call, before anything is written; not retryable.
+    /// Create it in a migration with [`mysql_lock_slots`](crate::mysql_lock_slots) and fill
+    /// it with [`mysql_lock_slots_fill`](crate::mysql_lock_slots_fill). Returned by the first
+    /// lock of a call, before anything is written; not retryable.
     #[error(
-        "the lock table `{table}` does not exist: MySQL and MariaDB lock keys in it; create it in a migration with sea_orm_idempotent::mysql_lock_table()"
+        "the lock table `{table}` does not exist: MySQL and MariaDB lock keys in it; create it in a migration with sea_orm_idempotent::mysql_lock_slots() and fill it with sea_orm_idempotent::mysql_lock_slots_fill()"
     )]
     #[non_exhaustive]
     MissingLockTable {

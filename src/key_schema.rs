@@ -45,8 +45,9 @@ pub struct Verified {
     /// logs a warning unless the entity opts out
     /// ([`IdempotentCreate::warn_without_unique_index`]).
     pub unique_index: bool,
-    /// MySQL/MariaDB: whether the crate's lock table exists (create it with
-    /// [`mysql_lock_table`](crate::mysql_lock_table); without it every call fails with
+    /// MySQL/MariaDB: whether a lock table of the crate's exists, the slots
+    /// ([`mysql_lock_slots`](crate::mysql_lock_slots)) or the per-key table of earlier
+    /// versions ([`mysql_lock_table`](crate::mysql_lock_table)); without either every call fails with
     /// [`Error::MissingLockTable`]). `None` on the other backends, which need none.
     pub lock_table: Option<bool>,
 }

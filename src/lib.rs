@@ -132,8 +132,8 @@
 //! PostgreSQL uses advisory locks. SQLite has none: an IMMEDIATE transaction takes its write
 //! lock before the look, serialising creators across connections and processes (one pool's
 //! callers queue for it in the process, in arrival order). MySQL and MariaDB lock the key's
-//! row in the crate's lock table (add it with [`mysql_lock_table`]; tested on MariaDB 10.11,
-//! MySQL 8 is refused). The differences, in one place, are in the README's "Backends" table and, in full, in the
+//! slot, one of the fixed rows of the crate's lock table (add it with [`mysql_lock_slots`];
+//! tested on MariaDB 10.11, MySQL 8 is refused). The differences, in one place, are in the README's "Backends" table and, in full, in the
 //! repository's `docs/backends.md`.
 //! A server that speaks PostgreSQL's protocol but whose advisory locks are known not to lock
 //! (CockroachDB before v26.2, old YugabyteDB) is refused with [`Error::UnsupportedServer`]
@@ -193,7 +193,10 @@ mod unique_index;
 mod wait;
 
 pub use advisory_lock::{acquire_advisory_lock, acquire_shared_advisory_lock};
-pub use backend::mysql::lock_table::{MYSQL_LOCK_TABLE, mysql_lock_table};
+pub use backend::mysql::lock_table::{
+    MYSQL_LOCK_SLOTS, MYSQL_LOCK_SLOTS_TABLE, MYSQL_LOCK_TABLE, mysql_lock_slot, mysql_lock_slots,
+    mysql_lock_slots_fill, mysql_lock_table,
+};
 pub use backend::postgres::holders::{LockHolder, LockHolders, LockMode};
 pub use backend::postgres::probe::probe_advisory_locks;
 pub use batch::{DEFAULT_CHUNK_SIZE, GivenData, GivenItems, MadeItems, Many, UpdateEach};

@@ -635,14 +635,14 @@ async fn a_missing_lock_table_is_a_typed_error_naming_it_on_mariadb() {
         return;
     };
     let db = test_db.connect(1).await;
-    db.execute_unprepared("DROP TABLE sea_orm_idempotent_locks")
+    db.execute_unprepared("DROP TABLE sea_orm_idempotent_lock_slots")
         .await
         .unwrap();
     let err = PullRequest::create_once(&db, 1, new_pr(1))
         .await
         .unwrap_err();
     assert!(matches!(err, Error::MissingLockTable { .. }), "{err:?}");
-    assert!(err.to_string().contains("mysql_lock_table()"), "{err}");
+    assert!(err.to_string().contains("mysql_lock_slots()"), "{err}");
     assert!(!err.is_retryable());
     assert_eq!(rows_for(&db, 1).await, 0);
 }

@@ -15,6 +15,9 @@
 //!   deadlock, no lock timeout, no unique violation), every key ends with one row, and a key
 //!   nobody else asks for is locked at once meanwhile. (Its windows are too short to catch
 //!   a gap lock reliably: the test above is the one that does.)
+//!
+//! On the per-key table of 0.1 and 0.2, whose rows the locks make: the slots (0.3) are made by
+//! the migration.
 #![cfg(feature = "mysql")]
 
 mod common;
@@ -33,6 +36,8 @@ async fn a_pool_creators_rollback_leaves_its_waiter_no_gap_lock() {
     let Some(test_db) = TestDb::mysql().await else {
         return;
     };
+    // Rows made by a lock: the per-key table's (the slots exist from the migration on).
+    common::mysql::with_the_per_key_table(&test_db).await;
     let (db_a, db_b) = (test_db.connect(1).await, test_db.connect(1).await);
     let (db_c, observer) = (test_db.connect(1).await, test_db.connect(1).await);
 
@@ -120,6 +125,7 @@ async fn new_keys_race_with_failing_and_dropped_creators() {
     let Some(test_db) = TestDb::mysql().await else {
         return;
     };
+    common::mysql::with_the_per_key_table(&test_db).await;
     let db = test_db.connect(8).await;
     let observer = test_db.connect(1).await;
     const ROUNDS: i64 = 100;

@@ -113,7 +113,8 @@ async fn cost_of(
             None => upper.as_str(),
         };
         let kind = body.split_whitespace().next().unwrap_or("").to_owned();
-        let lock_row = upper.contains("SEA_ORM_IDEMPOTENT_LOCKS");
+        // Both lock tables: `sea_orm_idempotent_lock_slots` and the per-key `..._locks`.
+        let lock_row = upper.contains("SEA_ORM_IDEMPOTENT_LOCK");
         let writes = matches!(kind.as_str(), "INSERT" | "UPDATE" | "DELETE" | "REPLACE");
         match kind.as_str() {
             "BEGIN" | "START" => (in_transaction, wrote) = (true, false),
@@ -168,8 +169,9 @@ async fn every_path_costs_its_statements_on_mariadb() {
         },
         "a redelivery"
     );
-    // A new key: the look; SET TRANSACTION and BEGIN; the lock, which makes the key's lock row
-    // inside the transaction (counted: `generation` 1); the guarded insert with MariaDB's
+    // A new key: the look; SET TRANSACTION and BEGIN; the lock, an insert that locks the key's
+    // slot (made by the migration: `ON DUPLICATE KEY UPDATE` counts this holder) inside the
+    // transaction; the guarded insert with MariaDB's
     // RETURNING; COMMIT: 6 statements, 1 commit that writes. Was 8 and 2: the lock row's own
     // autocommit insert before BEGIN (a flushed commit of its own), then the locking read and
     // the `UPDATE` that counted the holder.

@@ -6,6 +6,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, Statement, Value};
 use super::inserted::ChunkAnswer;
 use super::locked_many::LockedMany;
 use super::{Backend, Table, mysql, postgres, sqlite};
+use crate::source::SessionId;
 use crate::transaction::{Own, Txn};
 use crate::wait::Deadline;
 use crate::{Error, LockKey, Wait};
@@ -38,18 +39,20 @@ impl Backend {
     /// for them in order ([`postgres::batch`]); on MySQL one locking read of their lock-table
     /// rows ([`mysql::batch`]); on SQLite nothing (the write lock is held already, or inside a
     /// caller's transaction taken by the chunk's first write).
+    /// `session` is a caller's transaction's (`None` for the crate's own).
     pub(crate) async fn lock_many(
         self,
         txn: Txn<'_>,
         keys: &[LockKey],
         deadline: Deadline,
         attempt: u32,
+        session: Option<SessionId>,
     ) -> Result<LockedMany, Error> {
         match self {
             Backend::Postgres => {
                 postgres::batch::lock_many(txn.plain(), keys, deadline, attempt).await
             }
-            Backend::MySql => mysql::batch::lock_many(txn, keys, deadline, attempt).await,
+            Backend::MySql => mysql::batch::lock_many(txn, keys, deadline, attempt, session).await,
             Backend::Sqlite => Ok(LockedMany::Locked),
         }
     }

@@ -205,11 +205,15 @@ impl Backend {
     /// [`Error::Reentrant`] before any wait. On PostgreSQL the statement that tries the lock
     /// names the session (no extra round trip); on MySQL/MariaDB one more statement asks,
     /// only when an enclosing call holds the key or this call's `make_data` may run.
+    ///
+    /// `session` is the caller's transaction's, when `txn` is one (MySQL keeps which lock table
+    /// the database uses per database: [`mysql::lock_tables`]).
     pub(crate) async fn lock(
         self,
         txn: Txn<'_>,
         key: LockKey,
         deadline: Deadline,
+        session: Option<SessionId>,
     ) -> Result<(), Error> {
         let chain = Chain::current();
         let refuse = |session: SessionId| {
@@ -219,24 +223,27 @@ impl Backend {
                 Ok(())
             }
         };
-        let session = match self {
+        let learnt = match self {
             Backend::Postgres => Some(postgres::lock_in(txn, key, deadline, refuse).await?),
             Backend::Sqlite => None,
             Backend::MySql => {
                 // MySQL's lock statements cannot name the session: one more statement asks,
                 // only when an enclosing call holds the key or this call's `make_data` may run.
-                let session = if chain.holds(key) || call_chain::is_learning(deadline.call()) {
-                    let session = self.session_of(&txn).await?;
-                    refuse(session)?;
-                    Some(session)
+                let learnt = if chain.holds(key) || call_chain::is_learning(deadline.call()) {
+                    let learnt = match session {
+                        Some(session) => session,
+                        None => self.session_of(&txn).await?,
+                    };
+                    refuse(learnt)?;
+                    Some(learnt)
                 } else {
                     None
                 };
-                mysql::lock_in(txn, key, deadline).await?;
-                session
+                mysql::lock_in(txn, key, deadline, session.or(learnt)).await?;
+                learnt
             }
         };
-        if let Some(session) = session {
+        if let Some(session) = learnt {
             call_chain::learnt(deadline.call(), session);
         }
         Ok(())

@@ -46,7 +46,7 @@ use crate::metrics;
 use crate::natural_key::NaturalKey;
 use crate::outcome::Done;
 use crate::savepoint::Savepoint;
-use crate::source::{Handle, PoolId};
+use crate::source::{Handle, PoolId, SessionId};
 use crate::turns::{self, Arrivals, Place, Turn};
 use crate::wait::Deadline;
 use crate::{Change, Error, IdempotentCreate, LockKey, Wait};
@@ -89,6 +89,7 @@ where
         chain: Chain::current(),
         span: span.clone(),
         entity: T::default().table_name(),
+        session: None,
     };
     let result = match db {
         Handle::Connection(conn) => call.on_connection::<T, F, U>(conn, &key, request).await,
@@ -143,6 +144,8 @@ pub(super) struct Call {
     pub(super) span: tracing::Span,
     /// The entity's table, for the lock-wait metric.
     pub(super) entity: &'static str,
+    /// The session of the caller's transaction the call runs in (`None`: on a connection).
+    pub(super) session: Option<SessionId>,
 }
 
 impl Call {
@@ -363,6 +366,7 @@ impl Call {
                 deadline: self.deadline.counting_from_now(),
                 chain: self.chain.clone(),
                 span: self.span.clone(),
+                session: Some(session),
                 ..*self
             };
             // No look before the savepoint: the connection is held already (nothing to save),

@@ -97,7 +97,7 @@ impl Call {
     pub(super) async fn lock<'a>(&self, scope: Scope<'a>) -> Result<Scope<'a>, Error> {
         match self
             .backend
-            .lock(scope.txn(), self.lock_key, self.deadline)
+            .lock(scope.txn(), self.lock_key, self.deadline, self.session)
             .await
         {
             Ok(()) => {

@@ -50,12 +50,14 @@ use sea_orm::{
     TransactionOptions,
 };
 
-use super::lock_table::{
-    FOREVER_SLICE_SECS, MYSQL_LOCK_TABLE, WHERE_KEY, key_values, lock_table_error,
-};
+use super::lock::{self, Whose};
+use super::lock_table::{FOREVER_SLICE_SECS, LockRow, LockTable, lock_table_error};
+use super::lock_tables;
 use super::shielded::Shielded;
 use crate::backend::locked_many::LockedMany;
+use crate::backend::mode::Mode;
 use crate::classify::{MySqlError, mysql_error};
+use crate::source::SessionId;
 use crate::transaction::{Own, Txn};
 use crate::wait::Deadline;
 use crate::{Error, LockKey, Wait};
@@ -81,8 +83,8 @@ const KEYS_PER_STATEMENT: usize = 10_000;
 
 /// Step 1 or 3 for every key, in pieces of [`KEYS_PER_STATEMENT`], in key order; the first
 /// piece that fails ends it.
-async fn own_insert(txn: Txn<'_>, keys: &[LockKey]) -> Result<(), DbErr> {
-    for piece in keys.chunks(KEYS_PER_STATEMENT) {
+async fn own_insert(txn: Txn<'_>, rows: &[LockRow]) -> Result<(), DbErr> {
+    for piece in rows.chunks(KEYS_PER_STATEMENT) {
         txn.execute_raw(own_insert_statement(piece)).await?;
     }
     Ok(())
@@ -90,18 +92,19 @@ async fn own_insert(txn: Txn<'_>, keys: &[LockKey]) -> Result<(), DbErr> {
 
 /// Steps 1 and 3: every key's row made (counted) or, committed and held by nobody, locked and
 /// counted, in key order, without waiting (a held row: 1205 at once, the statement undone).
-fn own_insert_statement(keys: &[LockKey]) -> Statement {
-    let rows = vec!["(?, ?, ?, 1)"; keys.len()].join(", ");
+fn own_insert_statement(rows: &[LockRow]) -> Statement {
+    let first = rows[0];
+    let values = vec![format!("({}, 1)", first.placeholders()); rows.len()].join(", ");
     Statement::from_sql_and_values(
         DbBackend::MySql,
         format!(
             "SET STATEMENT innodb_lock_wait_timeout = 0, max_statement_time = 0 FOR \
-             INSERT INTO `{MYSQL_LOCK_TABLE}` (`space`, `k1`, `k2`, `generation`) VALUES {rows} \
-             ON DUPLICATE KEY UPDATE `generation` = `generation` + 1"
+             INSERT INTO `{}` ({}, `generation`) VALUES {values} \
+             ON DUPLICATE KEY UPDATE `generation` = `generation` + 1",
+            first.table(),
+            first.columns(),
         ),
-        keys.iter()
-            .flat_map(|key| key_values(*key))
-            .collect::<Vec<_>>(),
+        rows.iter().flat_map(|row| row.values()).collect::<Vec<_>>(),
     )
 }
 
@@ -109,19 +112,22 @@ fn own_insert_statement(keys: &[LockKey]) -> Statement {
 /// key, in key order, `UNION ALL`ed into one statement. A lookup of every primary-key column
 /// by constants is a `const` read, whatever the table's size and statistics, so the statement
 /// reads (and locks) these rows and no others, one after the other.
-fn lock_statement(keys: &[LockKey], wait: Wait) -> Statement {
-    let one =
-        format!("(SELECT `space`, `k1`, `k2` FROM `{MYSQL_LOCK_TABLE}` {WHERE_KEY} FOR UPDATE)");
+fn lock_statement(rows: &[LockRow], wait: Wait) -> Statement {
+    let first = rows[0];
+    let one = format!(
+        "(SELECT {} FROM `{}` {} FOR UPDATE)",
+        first.columns(),
+        first.table(),
+        first.where_key()
+    );
     Statement::from_sql_and_values(
         DbBackend::MySql,
         format!(
             "SET STATEMENT innodb_lock_wait_timeout = {}, max_statement_time = 0 FOR {}",
             seconds(wait),
-            vec![one; keys.len()].join(" UNION ALL ")
+            vec![one; rows.len()].join(" UNION ALL ")
         ),
-        keys.iter()
-            .flat_map(|key| key_values(*key))
-            .collect::<Vec<_>>(),
+        rows.iter().flat_map(|row| row.values()).collect::<Vec<_>>(),
     )
 }
 
@@ -149,36 +155,86 @@ fn seconds(wait: Wait) -> u64 {
 /// failed so about once in 30 runs: InnoDB's report showed each chunk in step 2, one holding a
 /// key above the one it waited for). A transaction begun again holds nothing: its step 2
 /// takes every lock in key order, and step 3 never waits.
+///
+/// The rows are those of the lock table the database uses ([`lock_tables`]; `session` is a
+/// caller's transaction's): the keys' own rows, or their slots, sorted and each once (two keys
+/// of one slot lock it once). A lock table found gone (the per-key table dropped) is asked for
+/// again, and the chunk begun again ([`LockedMany::Again`]).
 pub(crate) async fn lock_many(
     txn: Txn<'_>,
     keys: &[LockKey],
     deadline: Deadline,
     attempt: u32,
+    session: Option<SessionId>,
 ) -> Result<LockedMany, Error> {
     if keys.is_empty() {
         return Ok(LockedMany::Locked);
     }
+    let asked_for = super::asked_for(&txn, session);
+    let table = lock_tables::lock_table(&txn, asked_for).await?;
     if let Txn::Plain(_) = txn {
-        // A caller's transaction: one key at a time, in sorted order.
-        for key in keys {
-            super::lock_in(txn, *key, deadline).await?;
+        // A caller's transaction: one row at a time, in row order, each locked as a single
+        // call locks it (for the first of its keys).
+        for (key, _) in rows_of(table, keys) {
+            lock::acquire_in(
+                &txn,
+                key,
+                Mode::Exclusive,
+                deadline,
+                Whose::Callers,
+                asked_for,
+            )
+            .await?;
         }
         return Ok(LockedMany::Locked);
     }
+    let rows: Vec<LockRow> = rows_of(table, keys)
+        .into_iter()
+        .map(|(_, row)| row)
+        .collect();
+    match lock_rows(txn, keys, &rows, deadline, attempt).await {
+        Err(Error::MissingLockTable { .. })
+            if lock_tables::after_missing(&txn, asked_for, table)
+                .await?
+                .is_some() =>
+        {
+            Ok(LockedMany::Again)
+        }
+        locked => locked,
+    }
+}
+
+/// The rows `keys` lock in `table`, sorted, each once, with the first key that locks it.
+fn rows_of(table: LockTable, keys: &[LockKey]) -> Vec<(LockKey, LockRow)> {
+    let mut rows: Vec<(LockKey, LockRow)> =
+        keys.iter().map(|key| (*key, table.row(*key))).collect();
+    rows.sort_by_key(|(_, row)| *row);
+    rows.dedup_by_key(|(_, row)| *row);
+    rows
+}
+
+/// Steps 1 to 3 (see [`lock_many`]) on `rows`, the rows of `keys`.
+async fn lock_rows(
+    txn: Txn<'_>,
+    keys: &[LockKey],
+    rows: &[LockRow],
+    deadline: Deadline,
+    attempt: u32,
+) -> Result<LockedMany, Error> {
     // Step 1: the first statement of a transaction just begun (so it runs inside it).
     if attempt == 0 {
-        match own_insert(txn, keys).await {
+        match own_insert(txn, rows).await {
             Ok(_) => return Ok(LockedMany::Locked),
             // Wait in a transaction begun again, which holds nothing (see above).
-            Err(err) if held(&err) && super::lock::normalize(deadline.left()) != Wait::No => {
+            Err(err) if held(&err) && lock::normalize(deadline.left()) != Wait::No => {
                 return Ok(LockedMany::Again);
             }
             Err(err) => return Err(lock_error(err, keys, deadline)),
         }
     }
     // Step 2: a row is held, or being inserted, by another transaction: wait in key order.
-    for piece in keys.chunks(KEYS_PER_STATEMENT) {
-        let wait = super::lock::normalize(deadline.left());
+    for piece in rows.chunks(KEYS_PER_STATEMENT) {
+        let wait = lock::normalize(deadline.left());
         match txn.query_all_raw(lock_statement(piece, wait)).await {
             Ok(_) => {}
             Err(err) if wait == Wait::Forever && held(&err) => return Ok(LockedMany::Again),
@@ -189,12 +245,12 @@ pub(crate) async fn lock_many(
     // waiting for anyone, and makes the missing ones (new keys). It never waits: a missing row
     // another transaction made meanwhile fails it with 1205 at once, and the transaction is
     // begun again (so no lock is ever waited for out of key order).
-    match own_insert(txn, keys).await {
+    match own_insert(txn, rows).await {
         Ok(()) => {}
         Err(err) if held(&err) => return Ok(LockedMany::Again),
         Err(err) => return Err(lock_error(err, keys, deadline)),
     }
-    if !super::lock::in_transaction(&txn).await? {
+    if !lock::in_transaction(&txn).await? {
         return Ok(LockedMany::Again);
     }
     Ok(LockedMany::Locked)
@@ -213,7 +269,7 @@ fn held(err: &DbErr) -> bool {
 fn lock_error(err: DbErr, keys: &[LockKey], deadline: Deadline) -> Error {
     match mysql_error(&err) {
         Some(MySqlError::LockWaitTimeout | MySqlError::LockNowait) => {
-            match super::lock::normalize(deadline.asked()) {
+            match lock::normalize(deadline.asked()) {
                 Wait::No => Error::LockBusy {
                     key: keys[0],
                     row: None,
@@ -241,13 +297,17 @@ mod tests {
     use sea_orm::Value;
 
     #[test]
-    fn each_key_is_looked_up_by_its_whole_primary_key_in_key_order() {
+    fn each_row_is_looked_up_by_its_whole_primary_key_in_row_order() {
         let keys = [
             LockKey::Pair(5, 1),
             LockKey::Pair(5, 2),
             LockKey::Pair(6, 0),
         ];
-        let lock = lock_statement(&keys, Wait::No);
+        let rows: Vec<LockRow> = rows_of(LockTable::PerKey, &keys)
+            .into_iter()
+            .map(|(_, row)| row)
+            .collect();
+        let lock = lock_statement(&rows, Wait::No);
         assert!(
             lock.sql.starts_with(
                 "SET STATEMENT innodb_lock_wait_timeout = 0, max_statement_time = 0 FOR (SELECT `space`, `k1`, `k2` \
@@ -258,9 +318,12 @@ mod tests {
             lock.sql
         );
         assert_eq!(lock.sql.matches(" UNION ALL ").count(), 2, "{}", lock.sql);
-        let bound: Vec<Value> = keys.iter().flat_map(|key| key_values(*key)).collect();
+        let bound: Vec<Value> = [(2, 5, 1), (2, 5, 2), (2, 6, 0)]
+            .into_iter()
+            .flat_map(|(space, k1, k2): (i32, i32, i32)| [space.into(), k1.into(), k2.into()])
+            .collect();
         assert_eq!(lock.values.expect("bound values").0, bound);
-        let own = own_insert_statement(&keys);
+        let own = own_insert_statement(&rows);
         assert!(
             own.sql.starts_with(
                 "SET STATEMENT innodb_lock_wait_timeout = 0, max_statement_time = 0 FOR INSERT INTO"
@@ -272,5 +335,44 @@ mod tests {
             own.sql
         );
         assert_eq!(own.values.expect("bound values").0, bound);
+    }
+
+    #[test]
+    fn keys_of_one_slot_lock_it_once_and_slots_in_ascending_order() {
+        // `slot` is pinned by golden vectors in `lock_table`; these keys share none.
+        let keys = [LockKey::BigInt(0), LockKey::BigInt(1), LockKey::BigInt(2)];
+        let mut with_twin = keys.to_vec();
+        with_twin.push(LockKey::BigInt(0));
+        let rows = rows_of(LockTable::Slots, &with_twin);
+        let slots: Vec<LockRow> = rows.iter().map(|(_, row)| *row).collect();
+        // 57888, 37130, 38744 (see the golden vectors).
+        assert_eq!(
+            slots,
+            vec![
+                LockRow::Slot(37130),
+                LockRow::Slot(38744),
+                LockRow::Slot(57888)
+            ]
+        );
+        let lock = lock_statement(&slots, Wait::Forever);
+        assert!(
+            lock.sql.contains(
+                "(SELECT `slot` FROM `sea_orm_idempotent_lock_slots` WHERE `slot` = ? FOR UPDATE) UNION ALL"
+            ),
+            "{}",
+            lock.sql
+        );
+        assert_eq!(
+            lock.values.expect("bound values").0,
+            vec![Value::from(37130), Value::from(38744), Value::from(57888)]
+        );
+        let own = own_insert_statement(&slots);
+        assert!(
+            own.sql.contains(
+                "INSERT INTO `sea_orm_idempotent_lock_slots` (`slot`, `generation`) VALUES (?, 1), (?, 1), (?, 1) ON DUPLICATE KEY UPDATE"
+            ),
+            "{}",
+            own.sql
+        );
     }
 }

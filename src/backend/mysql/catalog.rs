@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement, Value};
 
-use super::lock_table::MYSQL_LOCK_TABLE;
+use super::lock_table::{MYSQL_LOCK_SLOTS_TABLE, MYSQL_LOCK_TABLE};
 use crate::backend::key_columns::{KeyColumns, KeyPart};
 
 /// Each key column's type, in the order of `columns` (`COLUMN_TYPE`, e.g. `bigint(20)`;
@@ -68,14 +68,18 @@ pub(crate) async fn key_columns<C: ConnectionTrait>(
     Ok(Some(KeyColumns { types, covered }))
 }
 
-/// Whether the crate's lock table ([`MYSQL_LOCK_TABLE`]) exists in the connection's database.
+/// Whether a lock table of the crate's ([`MYSQL_LOCK_SLOTS_TABLE`], or the per-key
+/// [`MYSQL_LOCK_TABLE`] of earlier versions) exists in the connection's database.
 pub(crate) async fn lock_table_exists<C: ConnectionTrait>(db: &C) -> Result<bool, DbErr> {
     let row = db
         .query_one_raw(Statement::from_sql_and_values(
             DbBackend::MySql,
             "SELECT COUNT(*) AS n FROM information_schema.TABLES \
-             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
-            [Value::from(MYSQL_LOCK_TABLE)],
+             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN (?, ?)",
+            [
+                Value::from(MYSQL_LOCK_SLOTS_TABLE),
+                Value::from(MYSQL_LOCK_TABLE),
+            ],
         ))
         .await?;
     Ok(match row {

@@ -1,13 +1,16 @@
 //! MySQL and MariaDB: the key's lock is a row lock of the crate's lock table
-//! ([`lock_table`](super::lock_table)), taken inside the transaction and released by InnoDB at
-//! COMMIT or ROLLBACK, never earlier.
+//! ([`lock_table`](super::lock_table): the key's slot, or on a database that still has the
+//! per-key table of 0.1 and 0.2 the key's own row; [`lock_tables`](super::lock_tables) says
+//! which), taken inside the transaction and released by InnoDB at COMMIT or ROLLBACK, never
+//! earlier. The statements are the same on both tables; only the row differs.
 //!
 //! # How a key is locked
 //!
-//! 1. **The row is made to exist**, inside the transaction, by the lock itself (step 2): rows
-//!    are never deleted, so once the first holder of a key commits, every later lock is taken
-//!    on a *committed* row, which can never vanish. (A batch's chunk makes its rows so too,
-//!    in one insert in key order that does not wait: [`batch`](super::batch).)
+//! 1. **The row exists**: a slot's, made by the migration. A per-key row (or a slot the
+//!    migration did not fill) is made inside the transaction by the lock itself (step 2):
+//!    rows are never deleted, so once the first holder of a key commits, every later lock is
+//!    taken on a *committed* row, which can never vanish. (A batch's chunk makes its rows so
+//!    too, in one insert in key order that does not wait: [`batch`](super::batch).)
 //! 2. **Inside the transaction, the lock** is a record lock on the row, by its primary key.
 //!    (The crate's own transaction takes it in its own way, see below: an insert that does
 //!    not wait, then an `UPDATE` that waits.) It waits with a locking read:
@@ -114,9 +117,10 @@
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
 
 use super::lock_table::{
-    MYSQL_LOCK_TABLE, WHERE_KEY, count_statement, insert_statement, lock_statement,
-    lock_table_error, own_insert_statement, read_statement, statement,
+    LockRow, count_statement, insert_statement, lock_statement, lock_table_error,
+    own_insert_statement, read_statement, statement,
 };
+use super::lock_tables::{self, AskedFor};
 use crate::backend::mode::Mode;
 use crate::classify::{MySqlError, mysql_error};
 use crate::wait::Deadline;
@@ -142,17 +146,44 @@ pub(crate) enum Whose {
     Callers,
 }
 
-/// Takes `key`'s row lock inside a caller's transaction `txn` (see [`acquire_in`]).
+/// Takes `key`'s row lock inside a caller's transaction `txn` (see [`acquire_in`]), the lock
+/// table asked for each time.
 pub(crate) async fn acquire(
     txn: &impl ConnectionTrait,
     key: LockKey,
     mode: Mode,
     deadline: Deadline,
 ) -> Result<(), Error> {
-    acquire_in(txn, key, mode, deadline, Whose::Callers).await
+    acquire_in(txn, key, mode, deadline, Whose::Callers, None).await
 }
 
-/// Takes `key`'s row lock inside `txn` (the crate's own transaction or a caller's), waiting as
+/// Takes `key`'s row lock inside `txn` in the lock table its database uses
+/// ([`lock_tables`], the answer kept for `asked_for`), then as [`acquire_row`] says. A lock
+/// table found gone (the per-key table dropped: the switch to the slots) is asked for again,
+/// and the lock taken in the table there is now.
+pub(crate) async fn acquire_in(
+    txn: &impl ConnectionTrait,
+    key: LockKey,
+    mode: Mode,
+    deadline: Deadline,
+    whose: Whose,
+    asked_for: Option<AskedFor>,
+) -> Result<(), Error> {
+    let mut table = lock_tables::lock_table(txn, asked_for).await?;
+    loop {
+        match acquire_row(txn, key, table.row(key), mode, deadline, whose).await {
+            Err(err @ Error::MissingLockTable { .. }) => {
+                match lock_tables::after_missing(txn, asked_for, table).await? {
+                    Some(now) => table = now,
+                    None => return Err(err),
+                }
+            }
+            locked => return locked,
+        }
+    }
+}
+
+/// Takes `key`'s row lock (on `row`) inside `txn` (the crate's own transaction or a caller's), waiting as
 /// `deadline` says, then checks the snapshot and, for an exclusive lock, counts this holder
 /// (see the module docs, steps 2 to 4).
 ///
@@ -167,15 +198,16 @@ pub(crate) async fn acquire(
 /// Dropped while waiting, the wait goes on on the server for at most one slice of
 /// [`Wait::Forever`] or the caller's [`Wait::Timeout`]; a lock granted meanwhile belongs to
 /// `txn` and ends with it (the crate's own transaction is dropped, which rolls it back).
-pub(crate) async fn acquire_in(
+async fn acquire_row(
     txn: &impl ConnectionTrait,
     key: LockKey,
+    row: LockRow,
     mode: Mode,
     deadline: Deadline,
     whose: Whose,
 ) -> Result<(), Error> {
     if whose == Whose::Own && mode == Mode::Exclusive {
-        return acquire_own(txn, key, deadline).await;
+        return acquire_own(txn, key, row, deadline).await;
     }
     // A caller's transaction may be REPEATABLE READ, where a locking read of a *missing* row
     // locks the gap around it (next-key locks, which also wait for the holder of a
@@ -190,7 +222,7 @@ pub(crate) async fn acquire_in(
     loop {
         let wait = normalize(deadline.left());
         let (err, statement_wait) = match step {
-            Step::Read => match txn.query_one_raw(lock_statement(key, mode, wait)).await {
+            Step::Read => match txn.query_one_raw(lock_statement(row, mode, wait)).await {
                 Ok(Some(_)) => break,
                 // No row: a key first locked in a caller's transaction, or one whose first
                 // inserter rolled back while this one waited.
@@ -204,7 +236,7 @@ pub(crate) async fn acquire_in(
                 let insert_wait = if inserts == 0 { Wait::No } else { wait };
                 inserts += 1;
                 match txn
-                    .execute_raw(insert_statement(key, mode, insert_wait))
+                    .execute_raw(insert_statement(row, mode, insert_wait))
                     .await
                 {
                     // Inserted, or found and locked; in autocommit nothing (step 3 finds out).
@@ -241,13 +273,14 @@ pub(crate) async fn acquire_in(
     // server that rolled it back (a deadlock, a timeout under `innodb_rollback_on_timeout`)
     // answered the lock statement with that error already.
     if whose == Whose::Callers {
-        let row = match txn.query_one_raw(read_statement(key, mode)).await? {
+        let row = match txn.query_one_raw(read_statement(row, mode)).await? {
             Some(row) => row,
             // In autocommit the lock statement inserted nothing: the row may be missing.
             None if !in_transaction(txn).await? => return Err(rolled_back(whose, key)),
             None => {
                 return Err(Error::Database(DbErr::RecordNotFound(format!(
-                    "the lock row of {key} in {MYSQL_LOCK_TABLE} is missing while it is locked"
+                    "the lock row of {key} in {} is missing while it is locked",
+                    row.table()
                 ))));
             }
         };
@@ -270,8 +303,12 @@ pub(crate) async fn acquire_in(
     }
     if mode == Mode::Exclusive {
         txn.execute_raw(statement(
-            format!("UPDATE `{MYSQL_LOCK_TABLE}` SET `generation` = `generation` + 1 {WHERE_KEY}"),
-            key,
+            format!(
+                "UPDATE `{}` SET `generation` = `generation` + 1 {}",
+                row.table(),
+                row.where_key()
+            ),
+            row,
         ))
         .await?;
     }
@@ -293,10 +330,11 @@ pub(crate) async fn acquire_in(
 async fn acquire_own(
     txn: &impl ConnectionTrait,
     key: LockKey,
+    row: LockRow,
     deadline: Deadline,
 ) -> Result<(), Error> {
     loop {
-        match txn.execute_raw(own_insert_statement(key)).await {
+        match txn.execute_raw(own_insert_statement(row)).await {
             Ok(done) if done.rows_affected() > 0 => return Ok(()),
             Ok(_) => return Err(rolled_back(Whose::Own, key)),
             // Held, or being inserted, by another transaction: wait for it, unless the caller
@@ -306,7 +344,7 @@ async fn acquire_own(
         }
         loop {
             let wait = normalize(deadline.left());
-            match txn.execute_raw(count_statement(key, wait)).await {
+            match txn.execute_raw(count_statement(row, wait)).await {
                 Ok(done) if done.rows_affected() > 0 => return Ok(()),
                 // The row vanished (its inserter rolled back): insert it. (In autocommit the
                 // insert affects no row either, and says so.)

@@ -1,5 +1,6 @@
-//! The lock table: one row per key, whose row lock is the key's lock on MySQL and MariaDB, and
-//! the text of every statement on it ([`lock`](super::lock) sends them in order).
+//! The lock tables: the rows whose InnoDB row locks are the keys' locks on MySQL and MariaDB,
+//! which of the two tables a database uses, and the text of every statement on them
+//! ([`lock`](super::lock) sends them in order).
 //!
 //! # Why a lock table, not `GET_LOCK`
 //!
@@ -9,13 +10,35 @@
 //! whoever is handed that connection next; and a lock taken in a caller's transaction cannot be
 //! made to last exactly as long as that transaction. InnoDB's row locks have the scope the crate
 //! needs: they belong to the transaction, so a dropped call (its transaction rolls back), a
-//! killed connection and a caller's COMMIT all release them, and nothing else can. So each key
-//! is a row of one small table, [`mysql_lock_table`] (created by a migration of yours), and the
-//! lock is a row lock on it. The price: a table to migrate, and one row (17 bytes of key) per
-//! key ever locked.
+//! killed connection and a caller's COMMIT all release them, and nothing else can.
 //!
+//! # Two tables: slots, or a row per key
+//!
+//! - **[`mysql_lock_slots`]** (from 0.3): [`MYSQL_LOCK_SLOTS`] rows made by the migration, and
+//!   a key locks the row of its slot ([`mysql_lock_slot`], a pinned mapping that never changes). The table
+//!   never grows. Two keys that share a slot wait for each other, as two keys whose PostgreSQL
+//!   lock keys collide do; they never share a row of the entity. In a caller's REPEATABLE READ
+//!   transaction the snapshot check (step 3 in [`lock`](super::lock)) counts every key of the
+//!   slot, so it may refuse a call because *another* key of the slot was committed after the
+//!   snapshot: rarely ([`MYSQL_LOCK_SLOTS`] slots), and never wrongly let one through.
+//! - **[`mysql_lock_table`]** (0.1 and 0.2): one row per key ever locked, made by the first
+//!   lock of the key, never deleted: it grows by 17 bytes of key for every key.
+//!
+//! **Which one a database uses is decided by the database, never by a setting**, so that every
+//! process and every version agrees: while the per-key table exists, every version locks its
+//! rows (older versions know no other), the slots unused; once it is dropped, the slots. Each
+//! pool (and a caller's transaction, per database) asks the catalog once
+//! ([`LockTables`](super::lock_tables)), and asks again when a statement finds the per-key
+//! table gone. Dropping it is the switch, and it is atomic for the lock: `DROP TABLE` waits
+//! until every transaction that used the table has ended (its metadata lock), so no
+//! transaction still holds a per-key row when the first one locks a slot; and a statement on
+//! the dropped table fails (error 1146), so a process that still thinks it has per-key rows
+//! finds out before it locks anything. Upgrading: create and fill the slots while older
+//! versions run, drop the per-key table once none does (`docs/backends.md`). Never create the
+//! per-key table again while a process of 0.3 runs: those that decided on slots would not
+//! see it.
 
-// Compiled in every build: `mysql_lock_table` is public (a migration crate may build the crate
+// Compiled in every build: the tables' DDL is public (a migration crate may build the crate
 // without the feature); the rest is reached only through `Backend::MySql`, which needs it.
 #![cfg_attr(not(feature = "mysql"), allow(dead_code))]
 
@@ -26,11 +49,19 @@ use crate::backend::mode::Mode;
 use crate::classify::{MySqlError, mysql_error};
 use crate::{Error, LockKey, ServerRefusal, Wait};
 
-/// The name of the lock table ([`mysql_lock_table`]).
+/// The name of the per-key lock table ([`mysql_lock_table`]).
 pub const MYSQL_LOCK_TABLE: &str = "sea_orm_idempotent_locks";
 
-/// The lock table MySQL and MariaDB lock keys in: create it in a migration (it is `IF NOT
-/// EXISTS`, InnoDB). Without it every call on MySQL fails with [`Error::MissingLockTable`].
+/// The name of the slot table ([`mysql_lock_slots`]).
+pub const MYSQL_LOCK_SLOTS_TABLE: &str = "sea_orm_idempotent_lock_slots";
+
+/// How many slots [`mysql_lock_slots`] has: keys lock one of this many rows. Pinned, as the
+/// mapping ([`mysql_lock_slot`]) is: every process must map a key to the same row.
+pub const MYSQL_LOCK_SLOTS: u32 = 65_536;
+
+/// The per-key lock table, for databases that have it already (0.1 and 0.2 created it): new
+/// databases take [`mysql_lock_slots`], which never grows, and a database switches to the
+/// slots when this table is dropped (see [`mysql_lock_slots`], "Upgrading").
 ///
 /// ```sql
 /// CREATE TABLE IF NOT EXISTS `sea_orm_idempotent_locks` (
@@ -43,20 +74,7 @@ pub const MYSQL_LOCK_TABLE: &str = "sea_orm_idempotent_locks";
 /// ```
 ///
 /// One row per key ever locked (17 bytes of key), never deleted; the crate only inserts rows
-/// and locks and updates them. In a sea-orm-migration migration, `up` runs
-/// `manager.create_table(sea_orm_idempotent::mysql_lock_table())` when
-/// `manager.get_database_backend()` is MySQL (the workspace's sample migration
-/// `m20261126_000003_create_idempotent_locks` does exactly that); on a bare connection:
-///
-/// ```no_run
-/// use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend};
-///
-/// # async fn up(db: &DatabaseConnection) -> Result<(), sea_orm::DbErr> {
-/// if db.get_database_backend() == DbBackend::MySql {
-///     db.execute(&sea_orm_idempotent::mysql_lock_table()).await?;
-/// }
-/// # Ok(()) }
-/// ```
+/// and locks and updates them.
 pub fn mysql_lock_table() -> TableCreateStatement {
     Table::create()
         .table(MYSQL_LOCK_TABLE)
@@ -75,20 +93,184 @@ pub fn mysql_lock_table() -> TableCreateStatement {
         .to_owned()
 }
 
-/// The key as the lock table's primary key: `(space, k1, k2)`, all bound.
-pub(super) fn key_values(key: LockKey) -> [Value; 3] {
-    let (space, k1, k2): (i32, i32, i32) = match key {
-        LockKey::Pair(namespace, key) => (2, namespace, key),
-        // High and low 32 bits, each bit-cast: every i64 has its own pair.
-        LockKey::BigInt(key) => (1, (key >> 32) as i32, key as i32),
-    };
-    [space.into(), k1.into(), k2.into()]
+/// The table MySQL and MariaDB lock keys in: [`MYSQL_LOCK_SLOTS`] rows, whose row locks are
+/// the keys' locks (a key locks the row of its slot, [`mysql_lock_slot`]). Create it in a migration, then fill
+/// it with [`mysql_lock_slots_fill`]; both are idempotent (`IF NOT EXISTS`, `INSERT IGNORE`).
+/// Without it (or [`mysql_lock_table`]) every call on MySQL fails with
+/// [`Error::MissingLockTable`].
+///
+/// ```sql
+/// CREATE TABLE IF NOT EXISTS `sea_orm_idempotent_lock_slots` (
+///   `slot` int NOT NULL PRIMARY KEY,          -- 0 to 65535
+///   `generation` bigint NOT NULL DEFAULT 0    -- exclusive holders so far
+/// ) ENGINE=InnoDB
+/// ```
+///
+/// About 3 MiB, whatever the number of keys. In a sea-orm-migration migration, `up` runs
+/// both when `manager.get_database_backend()` is MySQL (through `manager.get_connection()`);
+/// on a bare connection:
+///
+/// ```no_run
+/// use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend};
+///
+/// # async fn up(db: &DatabaseConnection) -> Result<(), sea_orm::DbErr> {
+/// if db.get_database_backend() == DbBackend::MySql {
+///     db.execute(&sea_orm_idempotent::mysql_lock_slots()).await?;
+///     db.execute_raw(sea_orm_idempotent::mysql_lock_slots_fill()).await?;
+/// }
+/// # Ok(()) }
+/// ```
+///
+/// (the workspace's sample migration `m20261207_000004_create_idempotent_lock_slots` does
+/// exactly that.)
+///
+/// # Upgrading from the per-key table (0.1 and 0.2)
+///
+/// A database that has [`mysql_lock_table`]'s table keeps locking its rows, with every
+/// version, until it is dropped; then every process switches to the slots, atomically (see
+/// the [module docs](self#two-tables-slots-or-a-row-per-key)). So:
+///
+/// 1. deploy 0.3 with a migration that creates and fills the slots (nothing changes yet);
+/// 2. once no process of 0.1 or 0.2 runs, a migration drops `sea_orm_idempotent_locks`. The
+///    `DROP TABLE` waits for the transactions holding its rows, and new locks wait behind it
+///    for that long: drop it at a quiet moment, with a short `lock_wait_timeout`, and try
+///    again if it runs out.
+///
+/// An older version that still runs after the drop fails with its own missing-table error;
+/// it never goes on without a lock.
+pub fn mysql_lock_slots() -> TableCreateStatement {
+    Table::create()
+        .table(MYSQL_LOCK_SLOTS_TABLE)
+        .if_not_exists()
+        .col(ColumnDef::new("slot").integer().not_null().primary_key())
+        .col(
+            ColumnDef::new("generation")
+                .big_integer()
+                .not_null()
+                .default(0),
+        )
+        .engine("InnoDB")
+        .to_owned()
 }
 
-pub(super) const WHERE_KEY: &str = "WHERE `space` = ? AND `k1` = ? AND `k2` = ?";
+/// Makes every row of [`mysql_lock_slots`]'s table that is missing (all of them, the first
+/// time): one `INSERT IGNORE ... SELECT` of the numbers 0 to 65535, no bound values. A
+/// missing slot still works (its first lock makes it, as the per-key table's rows are
+/// made), so filling is what keeps every lock a lock on a committed row.
+pub fn mysql_lock_slots_fill() -> Statement {
+    let digits = (0..16)
+        .map(|digit| format!("SELECT {digit} AS d"))
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    Statement::from_string(
+        DbBackend::MySql,
+        format!(
+            "INSERT IGNORE INTO `{MYSQL_LOCK_SLOTS_TABLE}` (`slot`) \
+             SELECT a.d + 16 * b.d + 256 * c.d + 4096 * e.d \
+             FROM ({digits}) a, ({digits}) b, ({digits}) c, ({digits}) e"
+        ),
+    )
+}
 
-pub(super) fn statement(sql: String, key: LockKey) -> Statement {
-    Statement::from_sql_and_values(DbBackend::MySql, sql, key_values(key))
+/// The slot of `key` in [`mysql_lock_slots`]' table (MySQL and MariaDB): the row whose lock
+/// is the key's lock. Two keys of one slot wait for each other. It is the top 16 bits of SplitMix64 of the key's 64 bits (`LockKey::BigInt`
+/// as they are, `LockKey::Pair` as its halves high and low), the state advanced by the key's
+/// `space` (1 for `BigInt`, 2 for `Pair`) golden gammas. Pinned: golden vectors, computed
+/// outside Rust, are in the tests below; changing it would let two versions lock different
+/// rows for one key.
+pub fn mysql_lock_slot(key: LockKey) -> u32 {
+    let (space, bits): (u64, u64) = match key {
+        LockKey::BigInt(key) => (1, key as u64),
+        LockKey::Pair(high, low) => (2, (u64::from(high as u32) << 32) | u64::from(low as u32)),
+    };
+    let mut z = bits.wrapping_add(space.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 48) as u32
+}
+
+/// Which table a database's keys lock rows of (see the
+/// [module docs](self#two-tables-slots-or-a-row-per-key)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LockTable {
+    /// [`mysql_lock_table`]: a row per key.
+    PerKey,
+    /// [`mysql_lock_slots`]: the row of the key's slot.
+    Slots,
+}
+
+impl LockTable {
+    /// The row `key` locks in this table.
+    pub(crate) fn row(self, key: LockKey) -> LockRow {
+        match self {
+            LockTable::PerKey => {
+                let (space, k1, k2): (i32, i32, i32) = match key {
+                    LockKey::Pair(namespace, key) => (2, namespace, key),
+                    // High and low 32 bits, each bit-cast: every i64 has its own pair.
+                    LockKey::BigInt(key) => (1, (key >> 32) as i32, key as i32),
+                };
+                LockRow::Key(space, k1, k2)
+            }
+            LockTable::Slots => LockRow::Slot(mysql_lock_slot(key) as i32),
+        }
+    }
+}
+
+/// A row of a lock table, by its whole primary key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum LockRow {
+    /// `(space, k1, k2)` of [`MYSQL_LOCK_TABLE`].
+    Key(i32, i32, i32),
+    /// `slot` of [`MYSQL_LOCK_SLOTS_TABLE`].
+    Slot(i32),
+}
+
+impl LockRow {
+    /// The table the row is in.
+    pub(crate) fn table(self) -> &'static str {
+        match self {
+            LockRow::Key(..) => MYSQL_LOCK_TABLE,
+            LockRow::Slot(_) => MYSQL_LOCK_SLOTS_TABLE,
+        }
+    }
+
+    /// The primary key's columns, as an insert names them.
+    pub(super) fn columns(self) -> &'static str {
+        match self {
+            LockRow::Key(..) => "`space`, `k1`, `k2`",
+            LockRow::Slot(_) => "`slot`",
+        }
+    }
+
+    /// A placeholder for each of [`LockRow::columns`].
+    pub(super) fn placeholders(self) -> &'static str {
+        match self {
+            LockRow::Key(..) => "?, ?, ?",
+            LockRow::Slot(_) => "?",
+        }
+    }
+
+    /// The `WHERE` clause that finds the row by its whole primary key, every part bound.
+    pub(super) fn where_key(self) -> &'static str {
+        match self {
+            LockRow::Key(..) => "WHERE `space` = ? AND `k1` = ? AND `k2` = ?",
+            LockRow::Slot(_) => "WHERE `slot` = ?",
+        }
+    }
+
+    /// The primary key's values, in the order of [`LockRow::columns`].
+    pub(super) fn values(self) -> Vec<Value> {
+        match self {
+            LockRow::Key(space, k1, k2) => vec![space.into(), k1.into(), k2.into()],
+            LockRow::Slot(slot) => vec![slot.into()],
+        }
+    }
+}
+
+/// `sql` (naming the row's table and its `WHERE` clause) with the row's key bound.
+pub(super) fn statement(sql: String, row: LockRow) -> Statement {
+    Statement::from_sql_and_values(DbBackend::MySql, sql, row.values())
 }
 
 /// Slices of [`Wait::Forever`], in seconds: a dropped call's wait ends within one.
@@ -102,7 +284,7 @@ pub(crate) const FOREVER_SLICE_SECS: u64 = 2;
 /// vanished row into no lock at all, unlike the waiting locks of `INSERT ... ON DUPLICATE KEY
 /// UPDATE`, `INSERT IGNORE` or `LOCK IN SHARE MODE`, which it turns into gap locks). No row:
 /// [`insert_statement`].
-pub(super) fn lock_statement(key: LockKey, mode: Mode, wait: Wait) -> Statement {
+pub(super) fn lock_statement(row: LockRow, mode: Mode, wait: Wait) -> Statement {
     let lock = match mode {
         Mode::Exclusive => "FOR UPDATE",
         Mode::Shared => "LOCK IN SHARE MODE",
@@ -110,10 +292,12 @@ pub(super) fn lock_statement(key: LockKey, mode: Mode, wait: Wait) -> Statement 
     statement(
         format!(
             "SET STATEMENT innodb_lock_wait_timeout = {}, max_statement_time = 0 FOR \
-             SELECT 1 AS locked FROM `{MYSQL_LOCK_TABLE}` {WHERE_KEY} {lock}",
-            wait_seconds(wait)
+             SELECT 1 AS locked FROM `{}` {} {lock}",
+            wait_seconds(wait),
+            row.table(),
+            row.where_key(),
         ),
-        key,
+        row,
     )
 }
 
@@ -124,7 +308,7 @@ pub(super) fn lock_statement(key: LockKey, mode: Mode, wait: Wait) -> Statement 
 /// waited for by the locking read instead, whose wait leaves no gap lock behind. It inserts
 /// only inside a transaction (`WHERE @@in_transaction`), so in a session the server has put
 /// back in autocommit it writes nothing.
-pub(super) fn insert_statement(key: LockKey, mode: Mode, wait: Wait) -> Statement {
+pub(super) fn insert_statement(row: LockRow, mode: Mode, wait: Wait) -> Statement {
     let (ignore, on_duplicate) = match mode {
         Mode::Exclusive => ("", " ON DUPLICATE KEY UPDATE `generation` = `generation`"),
         Mode::Shared => (" IGNORE", ""),
@@ -132,11 +316,14 @@ pub(super) fn insert_statement(key: LockKey, mode: Mode, wait: Wait) -> Statemen
     statement(
         format!(
             "SET STATEMENT innodb_lock_wait_timeout = {}, max_statement_time = 0 FOR \
-             INSERT{ignore} INTO `{MYSQL_LOCK_TABLE}` (`space`, `k1`, `k2`) \
-             SELECT ?, ?, ? FROM DUAL WHERE @@in_transaction = 1{on_duplicate}",
-            wait_seconds(wait)
+             INSERT{ignore} INTO `{}` ({}) \
+             SELECT {} FROM DUAL WHERE @@in_transaction = 1{on_duplicate}",
+            wait_seconds(wait),
+            row.table(),
+            row.columns(),
+            row.placeholders(),
         ),
-        key,
+        row,
     )
 }
 
@@ -148,15 +335,18 @@ pub(super) fn insert_statement(key: LockKey, mode: Mode, wait: Wait) -> Statemen
 /// [`count_statement`] waits instead, whose wait never becomes a gap lock. It writes only
 /// inside a transaction (`WHERE @@in_transaction`): in a session the server has put back in
 /// autocommit it affects no row, which tells the caller so.
-pub(super) fn own_insert_statement(key: LockKey) -> Statement {
+pub(super) fn own_insert_statement(row: LockRow) -> Statement {
     statement(
         format!(
             "SET STATEMENT innodb_lock_wait_timeout = 0, max_statement_time = 0 FOR \
-             INSERT INTO `{MYSQL_LOCK_TABLE}` (`space`, `k1`, `k2`, `generation`) \
-             SELECT ?, ?, ?, 1 FROM DUAL WHERE @@in_transaction = 1 \
-             ON DUPLICATE KEY UPDATE `generation` = `generation` + 1"
+             INSERT INTO `{}` ({}, `generation`) \
+             SELECT {}, 1 FROM DUAL WHERE @@in_transaction = 1 \
+             ON DUPLICATE KEY UPDATE `generation` = `generation` + 1",
+            row.table(),
+            row.columns(),
+            row.placeholders(),
         ),
-        key,
+        row,
     )
 }
 
@@ -167,34 +357,37 @@ pub(super) fn own_insert_statement(key: LockKey) -> Statement {
 /// gap lock when the row vanishes (its inserter rolled back): the `UPDATE` then affects no row,
 /// and [`own_insert_statement`] makes the row. It affects no row in autocommit either
 /// (`AND @@in_transaction = 1`).
-pub(super) fn count_statement(key: LockKey, wait: Wait) -> Statement {
+pub(super) fn count_statement(row: LockRow, wait: Wait) -> Statement {
     statement(
         format!(
             "SET STATEMENT innodb_lock_wait_timeout = {}, max_statement_time = 0 FOR \
-             UPDATE `{MYSQL_LOCK_TABLE}` SET `generation` = `generation` + 1 \
-             {WHERE_KEY} AND @@in_transaction = 1",
-            wait_seconds(wait)
+             UPDATE `{}` SET `generation` = `generation` + 1 \
+             {} AND @@in_transaction = 1",
+            wait_seconds(wait),
+            row.table(),
+            row.where_key(),
         ),
-        key,
+        row,
     )
 }
 
 /// Step 3, one statement on the row this transaction now holds (no wait): the latest committed
 /// `generation` (a locking read) and the one this transaction's snapshot sees (the subquery: a
 /// locking clause does not reach into subqueries, which stay consistent reads).
-pub(super) fn read_statement(key: LockKey, mode: Mode) -> Statement {
+pub(super) fn read_statement(row: LockRow, mode: Mode) -> Statement {
     let lock = match mode {
         Mode::Exclusive => "FOR UPDATE",
         Mode::Shared => "LOCK IN SHARE MODE",
     };
-    let mut values = key_values(key).to_vec();
-    values.extend(key_values(key));
+    let mut values = row.values();
+    values.extend(row.values());
+    let (table, where_key) = (row.table(), row.where_key());
     Statement::from_sql_and_values(
         DbBackend::MySql,
         format!(
             "SELECT @@in_transaction AS in_txn, `generation` AS latest, \
-             (SELECT `generation` FROM `{MYSQL_LOCK_TABLE}` {WHERE_KEY}) AS seen \
-             FROM `{MYSQL_LOCK_TABLE}` {WHERE_KEY} {lock}"
+             (SELECT `generation` FROM `{table}` {where_key}) AS seen \
+             FROM `{table}` {where_key} {lock}"
         ),
         values,
     )
@@ -217,7 +410,7 @@ pub(super) fn wait_seconds(wait: Wait) -> u64 {
 pub(super) fn lock_table_error(err: DbErr) -> Error {
     match mysql_error(&err) {
         Some(MySqlError::NoSuchTable) => Error::MissingLockTable {
-            table: MYSQL_LOCK_TABLE,
+            table: MYSQL_LOCK_SLOTS_TABLE,
             source: err,
         },
         Some(MySqlError::Syntax) => Error::UnsupportedServer {
@@ -241,14 +434,82 @@ mod tests {
 
     #[test]
     fn big_int_keys_keep_all_64_bits() {
-        let pair = |key| match &key_values(key)[1..] {
-            [k1, k2] => (k1.clone(), k2.clone()),
-            _ => unreachable!(),
-        };
-        assert_ne!(pair(LockKey::BigInt(1)), pair(LockKey::BigInt(1 << 32)));
+        let row = |key| LockTable::PerKey.row(key);
+        assert_ne!(row(LockKey::BigInt(1)), row(LockKey::BigInt(1 << 32)));
+        assert_eq!(row(LockKey::BigInt(i64::MIN)), LockRow::Key(1, i32::MIN, 0));
+        assert_eq!(row(LockKey::Pair(7, -8)), LockRow::Key(2, 7, -8));
+    }
+
+    /// The slot mapping is pinned: these values were computed outside Rust, in Python:
+    ///
+    /// ```python
+    /// M = (1 << 64) - 1
+    /// def slot(space, bits):
+    ///     z = (bits + space * 0x9E3779B97F4A7C15) & M
+    ///     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M
+    ///     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M
+    ///     return (z ^ (z >> 31)) >> 48
+    /// big = lambda k: slot(1, k & M)
+    /// pair = lambda a, b: slot(2, ((a & 0xFFFFFFFF) << 32) | (b & 0xFFFFFFFF))
+    /// ```
+    ///
+    /// A change here makes two versions lock different rows for one key: never change it.
+    #[test]
+    fn slots_match_the_golden_vectors() {
+        let big = [
+            (0, 57888),
+            (1, 37130),
+            (2, 38744),
+            (-1, 58585),
+            (42, 48599),
+            (1 << 32, 50220),
+            (i64::MIN, 18462),
+            (i64::MAX, 10855),
+        ];
+        for (key, expected) in big {
+            assert_eq!(
+                mysql_lock_slot(LockKey::BigInt(key)),
+                expected,
+                "BigInt({key})"
+            );
+        }
+        let pairs = [
+            ((0, 0), 28280),
+            ((1, 2), 44208),
+            ((-1, -1), 59807),
+            ((31337, -90210), 2108),
+            ((i32::MAX, i32::MIN), 21196),
+        ];
+        for ((high, low), expected) in pairs {
+            assert_eq!(
+                mysql_lock_slot(LockKey::Pair(high, low)),
+                expected,
+                "Pair({high}, {low})"
+            );
+        }
         assert_eq!(
-            pair(LockKey::BigInt(i64::MIN)),
-            (Value::from(i32::MIN), Value::from(0))
+            LockTable::Slots.row(LockKey::BigInt(42)),
+            LockRow::Slot(48599)
+        );
+    }
+
+    #[test]
+    fn the_slot_table_is_innodb_and_its_fill_makes_every_slot_once() {
+        use sea_orm::sea_query::MysqlQueryBuilder;
+        let sql = mysql_lock_slots().to_string(MysqlQueryBuilder);
+        assert!(
+            sql.contains("CREATE TABLE IF NOT EXISTS `sea_orm_idempotent_lock_slots`"),
+            "{sql}"
+        );
+        assert!(sql.contains("`slot` int NOT NULL PRIMARY KEY"), "{sql}");
+        assert!(sql.contains("ENGINE=InnoDB"), "{sql}");
+        let fill = mysql_lock_slots_fill();
+        assert!(fill.values.is_none());
+        // 16^4 numbers: 0 to 65535, each once (the server test counts them too).
+        assert_eq!(16_u32.pow(4), MYSQL_LOCK_SLOTS);
+        assert!(
+            fill.sql
+                .starts_with("INSERT IGNORE INTO `sea_orm_idempotent_lock_slots` (`slot`)")
         );
     }
 
@@ -266,8 +527,9 @@ mod tests {
 
     #[test]
     fn keys_are_bound_and_only_whole_seconds_are_written() {
+        let per_key = |key| LockTable::PerKey.row(key);
         let statement = insert_statement(
-            LockKey::Pair(31337, -90210),
+            per_key(LockKey::Pair(31337, -90210)),
             Mode::Exclusive,
             Wait::Timeout(Duration::from_millis(1500)),
         );
@@ -284,7 +546,7 @@ mod tests {
             statement.values.expect("bound values").0,
             vec![Value::from(2), Value::from(31337), Value::from(-90210)]
         );
-        let shared = insert_statement(LockKey::BigInt(-3), Mode::Shared, Wait::No);
+        let shared = insert_statement(per_key(LockKey::BigInt(-3)), Mode::Shared, Wait::No);
         assert!(
             shared.sql.contains("= 0 FOR INSERT IGNORE INTO"),
             "{}",
@@ -294,7 +556,11 @@ mod tests {
             shared.values.expect("bound values").0,
             vec![Value::from(1), Value::from(-1), Value::from(-3)]
         );
-        let lock = lock_statement(LockKey::Pair(31337, -90210), Mode::Exclusive, Wait::Forever);
+        let lock = lock_statement(
+            per_key(LockKey::Pair(31337, -90210)),
+            Mode::Exclusive,
+            Wait::Forever,
+        );
         assert!(
             lock.sql.starts_with(&format!(
                 "SET STATEMENT innodb_lock_wait_timeout = {FOREVER_SLICE_SECS}, max_statement_time = 0 FOR SELECT"
@@ -303,7 +569,7 @@ mod tests {
             lock.sql
         );
         assert!(!lock.sql.contains("31337"));
-        let own = own_insert_statement(LockKey::Pair(31337, -90210));
+        let own = own_insert_statement(per_key(LockKey::Pair(31337, -90210)));
         assert!(!own.sql.contains("31337") && !own.sql.contains("90210"));
         assert!(
             own.sql.starts_with(
@@ -312,7 +578,7 @@ mod tests {
             "{}",
             own.sql
         );
-        let count = count_statement(LockKey::Pair(31337, -90210), Wait::Forever);
+        let count = count_statement(per_key(LockKey::Pair(31337, -90210)), Wait::Forever);
         assert!(!count.sql.contains("31337") && !count.sql.contains("90210"));
         assert!(
             count.sql.starts_with(&format!(
@@ -322,7 +588,16 @@ mod tests {
             count.sql
         );
         assert_eq!(count.values.expect("bound values").0.len(), 3);
-        let read = read_statement(LockKey::BigInt(-3), Mode::Shared);
+        let read = read_statement(per_key(LockKey::BigInt(-3)), Mode::Shared);
+        let slot_read = read_statement(LockTable::Slots.row(LockKey::BigInt(-3)), Mode::Exclusive);
+        assert!(
+            slot_read
+                .sql
+                .contains("FROM `sea_orm_idempotent_lock_slots` WHERE `slot` = ? FOR UPDATE"),
+            "{}",
+            slot_read.sql
+        );
+        assert_eq!(slot_read.values.expect("bound values").0.len(), 2);
         assert!(read.sql.ends_with("LOCK IN SHARE MODE"), "{}", read.sql);
         assert_eq!(read.values.expect("bound values").0.len(), 6);
     }

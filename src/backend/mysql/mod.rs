@@ -1,8 +1,10 @@
 //! MySQL and MariaDB: a READ COMMITTED transaction and a transaction-scoped InnoDB row lock on
 //! the key's row of the crate's lock table. Only callers with the same key wait for each other.
 //!
-//! - [`lock_table`]: the table (its DDL is public: [`mysql_lock_table`](crate::mysql_lock_table)),
-//!   why a table and not `GET_LOCK`, and the text of every statement on it;
+//! - [`lock_table`]: the tables (their DDL is public: [`mysql_lock_slots`](crate::mysql_lock_slots),
+//!   and the per-key [`mysql_lock_table`](crate::mysql_lock_table) of earlier versions), why a
+//!   table and not `GET_LOCK`, and the text of every statement on them;
+//! - [`lock_tables`]: which of the two a database uses, asked once per pool;
 //! - [`lock`]: taking the row lock inside a transaction, its waits, and the snapshot check;
 //! - [`shielded`]: the crate's own transaction, whose statements run to their end when a call
 //!   is dropped (sqlx-mysql cannot abandon a statement);
@@ -21,6 +23,7 @@ pub(crate) mod codes;
 pub(crate) mod entity_waits;
 pub(crate) mod lock;
 pub(crate) mod lock_table;
+pub(crate) mod lock_tables;
 pub(crate) mod shielded;
 
 use sea_orm::{
@@ -29,6 +32,7 @@ use sea_orm::{
 };
 
 use self::lock::Whose;
+use self::lock_tables::AskedFor;
 use self::shielded::Shielded;
 use crate::backend::inserted::Inserted;
 use crate::backend::mode::Mode;
@@ -58,10 +62,25 @@ pub(crate) async fn begin(db: &DatabaseConnection) -> Result<Own, Error> {
     Ok(Own::Shielded(Shielded::begin(db, options).await?))
 }
 
-/// Takes `key`'s row lock in `txn`, the crate's own transaction or a caller's.
-pub(crate) async fn lock_in(txn: Txn<'_>, key: LockKey, deadline: Deadline) -> Result<(), Error> {
+/// Takes `key`'s row lock in `txn`, the crate's own transaction or a caller's on `session`.
+pub(crate) async fn lock_in(
+    txn: Txn<'_>,
+    key: LockKey,
+    deadline: Deadline,
+    session: Option<SessionId>,
+) -> Result<(), Error> {
     let whose = whose(&txn);
-    lock::acquire_in(&txn, key, Mode::Exclusive, deadline, whose).await
+    let asked_for = asked_for(&txn, session);
+    lock::acquire_in(&txn, key, Mode::Exclusive, deadline, whose, asked_for).await
+}
+
+/// What the lock table's choice is kept for ([`lock_tables`]): the pool of the crate's own
+/// transaction, or the database of the caller's `session`.
+pub(crate) fn asked_for(txn: &Txn<'_>, session: Option<SessionId>) -> Option<AskedFor> {
+    match txn {
+        Txn::Shielded(shielded) => AskedFor::of(shielded.pool(), None),
+        Txn::Plain(_) => AskedFor::of(None, session),
+    }
 }
 
 /// Whose transaction `txn` is: the crate's own (shielded) or a caller's.

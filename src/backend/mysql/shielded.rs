@@ -25,11 +25,12 @@ use sea_orm::{
     QueryResult, Statement, TransactionOptions, TransactionTrait,
 };
 
+use crate::source::PoolId;
 use crate::to_the_end::to_the_end;
 
 /// A transaction of the crate's own whose statements run to their end (see the
-/// [module docs](self)).
-pub(crate) struct Shielded(Arc<DatabaseTransaction>);
+/// [module docs](self)), and the pool it was begun on.
+pub(crate) struct Shielded(Arc<DatabaseTransaction>, Option<PoolId>);
 
 impl Shielded {
     /// Begins a transaction on `db` with `options`.
@@ -42,9 +43,10 @@ impl Shielded {
         db: &DatabaseConnection,
         options: TransactionOptions,
     ) -> Result<Shielded, DbErr> {
+        let pool = PoolId::of(db);
         let db = db.clone();
         let txn = to_the_end(async move { db.begin_with_options(options).await }).await?;
-        Ok(Shielded(Arc::new(txn)))
+        Ok(Shielded(Arc::new(txn), pool))
     }
 
     /// `COMMIT`.
@@ -74,6 +76,11 @@ impl Shielded {
         Arc::try_unwrap(self.0).map_err(|_| {
             DbErr::Custom("a statement of the transaction is still running".to_owned())
         })
+    }
+
+    /// The pool the transaction was begun on (`None`: not a pool).
+    pub(crate) fn pool(&self) -> Option<PoolId> {
+        self.1
     }
 
     /// The SeaORM transaction itself, for statements that need its type.

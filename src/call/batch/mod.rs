@@ -51,7 +51,7 @@ use crate::call_chain::Chain;
 use crate::natural_key::{Key, NaturalKey};
 use crate::outcome::Done;
 use crate::savepoint::Savepoint;
-use crate::source::{Handle, PoolId};
+use crate::source::{Handle, PoolId, SessionId};
 use crate::turns::{self, Place};
 use crate::wait::Deadline;
 use crate::{Change, Error, IdempotentCreate, LockKey, Wait};
@@ -209,6 +209,7 @@ where
         let result = run_chunk::<T, F, Fut, E, U>(
             backend,
             db,
+            session,
             in_one_statement,
             &keys,
             &lock_keys,
@@ -271,6 +272,7 @@ where
 async fn run_chunk<T, F, Fut, E, U>(
     backend: Backend,
     db: Handle<'_>,
+    session: Option<SessionId>,
     in_one_statement: bool,
     keys: &[CallKey<T>],
     lock_keys: &[LockKey],
@@ -315,7 +317,7 @@ where
             }
         }
     }
-    let scope = locked_scope(backend, db, &sorted, deadline, table_of::<T>).await?;
+    let scope = locked_scope(backend, db, session, &sorted, deadline, table_of::<T>).await?;
     let txn = scope.txn();
     let work = match pending {
         Some(pending) => steps::insert_pending(&txn, keys, pending, deadline).await,
@@ -355,6 +357,7 @@ fn order(key: LockKey) -> (u8, i32, i32) {
 async fn locked_scope<'a>(
     backend: Backend,
     db: Handle<'a>,
+    session: Option<SessionId>,
     keys: &[LockKey],
     deadline: Deadline,
     table: Table,
@@ -371,7 +374,7 @@ async fn locked_scope<'a>(
             Handle::Transaction(txn) => Scope::Savepoint(Savepoint::begin(txn).await?),
         };
         match backend
-            .lock_many(scope.txn(), keys, deadline, attempt)
+            .lock_many(scope.txn(), keys, deadline, attempt, session)
             .await
         {
             Ok(LockedMany::Locked) => return Ok(scope),

@@ -1,0 +1,116 @@
+//! Which lock table a database's keys lock rows of, the per-key table or the slots (see
+//! [`lock_table`](super::lock_table#two-tables-slots-or-a-row-per-key), which says why the
+//! database decides): the catalog is asked once per pool, and once per database for callers'
+//! transactions, and asked again when a lock statement finds its table gone.
+
+use std::collections::HashMap;
+use std::sync::{LazyLock, PoisonError, RwLock};
+
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement, Value};
+
+use super::lock_table::{LockTable, MYSQL_LOCK_SLOTS_TABLE, MYSQL_LOCK_TABLE};
+use crate::Error;
+use crate::source::{DbId, PoolId, SessionId};
+
+/// What the answer is kept for: a pool (the crate's own transactions), or the database of a
+/// caller's session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum AskedFor {
+    Pool(PoolId),
+    Database(DbId),
+}
+
+impl AskedFor {
+    /// For the crate's own transaction on `pool`, or for a caller's on `session`; `None` when
+    /// neither is known (the answer is then asked for every time).
+    pub(crate) fn of(pool: Option<PoolId>, session: Option<SessionId>) -> Option<AskedFor> {
+        match (pool, session) {
+            (Some(pool), _) => Some(AskedFor::Pool(pool)),
+            (None, Some(session)) => Some(AskedFor::Database(session.db)),
+            (None, None) => None,
+        }
+    }
+}
+
+/// What the catalog said.
+static KNOWN: LazyLock<RwLock<HashMap<AskedFor, LockTable>>> =
+    LazyLock::new(|| RwLock::new(HashMap::new()));
+
+/// The table `db`'s keys lock rows of, as kept for `asked_for`, or asked (one statement).
+///
+/// # Errors
+///
+/// [`Error::MissingLockTable`] when the database has neither table.
+pub(crate) async fn lock_table(
+    db: &impl ConnectionTrait,
+    asked_for: Option<AskedFor>,
+) -> Result<LockTable, Error> {
+    if let Some(known) = asked_for.and_then(|asked_for| {
+        KNOWN
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&asked_for)
+            .copied()
+    }) {
+        return Ok(known);
+    }
+    let table = ask(db).await?;
+    if let Some(asked_for) = asked_for {
+        KNOWN
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(asked_for, table);
+    }
+    Ok(table)
+}
+
+/// After a lock statement found `used` gone (error 1146): forgets what was kept and asks
+/// again. `Some` with the table to lock in now, `None` when the answer is the same (the error
+/// stands).
+pub(crate) async fn after_missing(
+    db: &impl ConnectionTrait,
+    asked_for: Option<AskedFor>,
+    used: LockTable,
+) -> Result<Option<LockTable>, Error> {
+    if let Some(asked_for) = asked_for {
+        KNOWN
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&asked_for);
+    }
+    let now = lock_table(db, asked_for).await?;
+    Ok((now != used).then_some(now))
+}
+
+/// One statement on the catalog: the per-key table while it exists (every version locks its
+/// rows), else the slots.
+async fn ask(db: &impl ConnectionTrait) -> Result<LockTable, Error> {
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::MySql,
+            "SELECT TABLE_NAME AS name FROM information_schema.TABLES \
+             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN (?, ?)",
+            [
+                Value::from(MYSQL_LOCK_TABLE),
+                Value::from(MYSQL_LOCK_SLOTS_TABLE),
+            ],
+        ))
+        .await?;
+    let names = rows
+        .iter()
+        .map(|row| row.try_get::<String>("", "name"))
+        .collect::<Result<Vec<_>, DbErr>>()?;
+    if names.iter().any(|name| name == MYSQL_LOCK_TABLE) {
+        Ok(LockTable::PerKey)
+    } else if names.iter().any(|name| name == MYSQL_LOCK_SLOTS_TABLE) {
+        Ok(LockTable::Slots)
+    } else {
+        Err(Error::MissingLockTable {
+            table: MYSQL_LOCK_SLOTS_TABLE,
+            source: DbErr::Custom(format!(
+                "neither `{MYSQL_LOCK_SLOTS_TABLE}` nor `{MYSQL_LOCK_TABLE}` is in the \
+                 connection's database"
+            )),
+        })
+    }
+}
