@@ -12,20 +12,32 @@ use super::lock_table::{LockTable, MYSQL_LOCK_SLOTS_TABLE, MYSQL_LOCK_TABLE};
 use crate::Error;
 use crate::source::{DbId, PoolId, SessionId};
 
-/// What the answer is kept for: a pool (the crate's own transactions), or the database of a
-/// caller's session.
+/// What the answer is kept for: a pool (the crate's own transactions) with the database its
+/// options name, or the database of a caller's session.
+///
+/// A pool is known by its address ([`PoolId`]), which a pool made after it is gone may get
+/// again, on another database: kept for the address alone, the answer for a database that has
+/// only the slots would be used for one that still has the per-key table, whose keys older
+/// versions lock by their own rows (`tests/mysql_slots_probe.rs`
+/// `a_pools_choice_of_lock_table_does_not_outlive_the_pool`). So the pool's database is part
+/// of the key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum AskedFor {
-    Pool(PoolId),
+    Pool(PoolId, Option<DbId>),
     Database(DbId),
 }
 
 impl AskedFor {
-    /// For the crate's own transaction on `pool`, or for a caller's on `session`; `None` when
-    /// neither is known (the answer is then asked for every time).
-    pub(crate) fn of(pool: Option<PoolId>, session: Option<SessionId>) -> Option<AskedFor> {
+    /// For the crate's own transaction on `pool` (to the database `target`), or for a
+    /// caller's on `session`; `None` when neither is known (the answer is then asked for
+    /// every time).
+    pub(crate) fn of(
+        pool: Option<PoolId>,
+        target: Option<DbId>,
+        session: Option<SessionId>,
+    ) -> Option<AskedFor> {
         match (pool, session) {
-            (Some(pool), _) => Some(AskedFor::Pool(pool)),
+            (Some(pool), _) => Some(AskedFor::Pool(pool, target)),
             (None, Some(session)) => Some(AskedFor::Database(session.db)),
             (None, None) => None,
         }

@@ -78,8 +78,8 @@ pub(crate) async fn lock_in(
 /// transaction, or the database of the caller's `session`.
 pub(crate) fn asked_for(txn: &Txn<'_>, session: Option<SessionId>) -> Option<AskedFor> {
     match txn {
-        Txn::Shielded(shielded) => AskedFor::of(shielded.pool(), None),
-        Txn::Plain(_) => AskedFor::of(None, session),
+        Txn::Shielded(shielded) => AskedFor::of(shielded.pool(), shielded.target(), None),
+        Txn::Plain(_) => AskedFor::of(None, None, session),
     }
 }
 

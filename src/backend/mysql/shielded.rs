@@ -25,12 +25,12 @@ use sea_orm::{
     QueryResult, Statement, TransactionOptions, TransactionTrait,
 };
 
-use crate::source::PoolId;
+use crate::source::{DbId, PoolId};
 use crate::to_the_end::to_the_end;
 
 /// A transaction of the crate's own whose statements run to their end (see the
-/// [module docs](self)), and the pool it was begun on.
-pub(crate) struct Shielded(Arc<DatabaseTransaction>, Option<PoolId>);
+/// [module docs](self)), the pool it was begun on, and the database that pool's options name.
+pub(crate) struct Shielded(Arc<DatabaseTransaction>, Option<PoolId>, Option<DbId>);
 
 impl Shielded {
     /// Begins a transaction on `db` with `options`.
@@ -44,9 +44,10 @@ impl Shielded {
         options: TransactionOptions,
     ) -> Result<Shielded, DbErr> {
         let pool = PoolId::of(db);
+        let target = pool.and_then(|_| pool_database(db));
         let db = db.clone();
         let txn = to_the_end(async move { db.begin_with_options(options).await }).await?;
-        Ok(Shielded(Arc::new(txn), pool))
+        Ok(Shielded(Arc::new(txn), pool, target))
     }
 
     /// `COMMIT`.
@@ -81,6 +82,13 @@ impl Shielded {
     /// The pool the transaction was begun on (`None`: not a pool).
     pub(crate) fn pool(&self) -> Option<PoolId> {
         self.1
+    }
+
+    /// The database the pool's options name (host, port, socket, database; `None`: not a
+    /// MySQL pool). A [`PoolId`] is an address, reused by a pool made after its pool is
+    /// gone, possibly on another database: what is kept for a pool is kept for both.
+    pub(crate) fn target(&self) -> Option<DbId> {
+        self.2
     }
 
     /// The SeaORM transaction itself, for statements that need its type.
@@ -144,4 +152,34 @@ impl ConnectionTrait for Shielded {
         })
         .await
     }
+}
+
+/// The database a MySQL pool connects to, as its options name it (see [`Shielded::target`]).
+#[cfg(feature = "mysql")]
+fn pool_database(db: &DatabaseConnection) -> Option<DbId> {
+    if !matches!(
+        &db.inner,
+        sea_orm::DatabaseConnectionType::SqlxMySqlPoolConnection(_)
+    ) {
+        return None;
+    }
+    let options = db.get_mysql_connection_pool().connect_options();
+    let port = options.get_port().to_string();
+    let socket = options
+        .get_socket()
+        .map(|socket| socket.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Some(DbId::of(&[
+        "mysql pool",
+        options.get_host(),
+        &port,
+        &socket,
+        options.get_database().unwrap_or(""),
+    ]))
+}
+
+/// Without the `mysql` feature no transaction is shielded.
+#[cfg(not(feature = "mysql"))]
+fn pool_database(_: &DatabaseConnection) -> Option<DbId> {
+    None
 }
