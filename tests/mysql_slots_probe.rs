@@ -851,3 +851,79 @@ async fn dropping_the_per_key_table_while_calls_race() {
         keys.len() as i64
     );
 }
+
+/// A call made inside `make_data` for *another* key of the slot the enclosing call holds, on
+/// another connection of the pool (or a caller's transaction on another connection): it would
+/// wait for its own caller, whose lock is the slot's row, a deadlock the server cannot see
+/// (both transactions idle but one). The promise for the same key is a fast
+/// `Error::Reentrant` (`tests/namespaces.rs`); a key of the same slot is the same lock. It
+/// must fail fast or be served, never hang: the test bounds it at 20 s.
+async fn a_call_inside_make_data_for_another_key_of_the_held_slot(inner_on: Inner) {
+    let Some(test_db) = TestDb::mysql().await else {
+        return;
+    };
+    let db = test_db.connect(3).await;
+    let other = test_db.connect(1).await;
+    let (ids, _) = ids_of_one_slot(1, 2);
+    let (a, b) = (ids[0], ids[1]);
+    let outer = |inner_on: Inner| {
+        let db = db.clone();
+        let other = other.clone();
+        async move {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let outer = tokio::time::timeout(
+                Duration::from_secs(20),
+                PullRequest::create_once_with(&db, a, || async {
+                    let inner = match inner_on {
+                        Inner::Pool => PullRequest::create_once(&db, b, new_pr(b)).await,
+                        Inner::CallersTransaction => {
+                            let txn = other.begin().await.unwrap();
+                            let inner = PullRequest::create_once(&txn, b, new_pr(b)).await;
+                            txn.rollback().await.unwrap();
+                            inner
+                        }
+                    };
+                    tx.send(inner.map(|outcome| outcome.is_created())).unwrap();
+                    Ok::<_, Error>(new_pr(a))
+                }),
+            )
+            .await;
+            (outer, rx.await)
+        }
+    };
+    {
+        let (outer, inner) = outer(inner_on).await;
+        let outer = outer.unwrap_or_else(|_| {
+            panic!("{inner_on:?}: the inner call for another key of the held slot hung")
+        });
+        assert!(outer.is_ok(), "{inner_on:?}: {outer:?}");
+        let inner = inner.unwrap();
+        assert!(
+            matches!(inner, Err(Error::Reentrant { .. }) | Ok(true)),
+            "{inner_on:?}: {inner:?}"
+        );
+        db.execute_unprepared("DELETE FROM pull_requests")
+            .await
+            .unwrap();
+    }
+}
+
+/// The inner call on another connection of the pool: today it hangs (no `Reentrant`: the call chain
+/// compares keys, not slots).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_inside_make_data_for_another_key_of_the_held_slot_on_the_pool() {
+    a_call_inside_make_data_for_another_key_of_the_held_slot(Inner::Pool).await;
+}
+
+/// The inner call in a caller's transaction on another connection: today it hangs too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_inside_make_data_for_another_key_of_the_held_slot_in_a_callers_transaction() {
+    a_call_inside_make_data_for_another_key_of_the_held_slot(Inner::CallersTransaction).await;
+}
+
+/// Where the inner call of `a_call_inside_make_data_for_another_key_of_the_held_slot` runs.
+#[derive(Debug, Clone, Copy)]
+enum Inner {
+    Pool,
+    CallersTransaction,
+}
