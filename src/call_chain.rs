@@ -16,12 +16,17 @@
 //!
 //! The chain is a tokio task-local value, set around each `make_data`. It follows the code
 //! `make_data` awaits, not tasks it spawns: a call in a spawned task does not see its parent.
+//!
+//! A lock is compared as the call's backend takes it ([`Lock`]): by its key, and on a
+//! MySQL/MariaDB database that locks slots by the key's slot, which is every key of the slot's
+//! lock.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Mutex, PoisonError};
 
 use crate::LockKey;
+use crate::backend::mysql::lock_table::mysql_lock_slot;
 use crate::source::{DbId, PoolId, SessionId};
 use crate::wait::CallId;
 
@@ -41,6 +46,32 @@ pub(crate) enum Held {
         pool: Option<PoolId>,
         file: Option<DbId>,
     },
+}
+
+/// A call's lock, as compared with what its enclosing calls hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lock {
+    /// The key's own lock (PostgreSQL; MySQL/MariaDB on the per-key table).
+    Key(LockKey),
+    /// MySQL/MariaDB on the slots: the row of the key's slot, which every key of the slot
+    /// locks ([`mysql_lock_slot`]).
+    SlotOf(LockKey),
+}
+
+impl Lock {
+    /// Whether an enclosing call that holds `held` holds this lock.
+    fn is_held_by(self, held: LockKey) -> bool {
+        match self {
+            Lock::Key(key) => held == key,
+            Lock::SlotOf(key) => held == key || mysql_lock_slot(held) == mysql_lock_slot(key),
+        }
+    }
+}
+
+impl From<LockKey> for Lock {
+    fn from(key: LockKey) -> Lock {
+        Lock::Key(key)
+    }
 }
 
 /// Where an enclosing call holds its key.
@@ -91,17 +122,18 @@ impl Chain {
         CHAIN.try_with(Chain::clone).unwrap_or_default()
     }
 
-    /// The places where enclosing calls hold `key`.
-    fn holding(&self, key: LockKey) -> impl Iterator<Item = At> + '_ {
+    /// The places where enclosing calls hold `lock`.
+    fn holding(&self, lock: impl Into<Lock>) -> impl Iterator<Item = At> + '_ {
+        let lock = lock.into();
         self.0.iter().filter_map(move |frame| match frame.held {
-            Some(Held::Key { key: held, at }) if held == key => Some(at),
+            Some(Held::Key { key: held, at }) if lock.is_held_by(held) => Some(at),
             _ => None,
         })
     }
 
-    /// Whether an enclosing call holds `key` (in any database).
-    pub(crate) fn holds(&self, key: LockKey) -> bool {
-        self.holding(key).next().is_some()
+    /// Whether an enclosing call holds `lock` (in any database).
+    pub(crate) fn holds(&self, lock: impl Into<Lock>) -> bool {
+        self.holding(lock).next().is_some()
     }
 
     /// Whether a call for `key` on a connection of `pool` would wait for an enclosing call
@@ -118,8 +150,8 @@ impl Chain {
     /// holds the key in the same database, in another session. (In the same session the lock
     /// is already this session's, and the server grants it again at once.) An enclosing
     /// call whose session is not known counts as one that would be waited for.
-    pub(crate) fn would_wait_for_itself(&self, key: LockKey, session: SessionId) -> bool {
-        self.holding(key).any(|at| match at.session() {
+    pub(crate) fn would_wait_for_itself(&self, lock: impl Into<Lock>, session: SessionId) -> bool {
+        self.holding(lock).any(|at| match at.session() {
             Some(held) => held.db == session.db && held != session,
             None => true,
         })
@@ -245,6 +277,19 @@ mod tests {
         assert!(!chain.would_wait_for_itself(KEY, session));
         assert!(!chain.would_wait_for_itself(KEY, SessionId::in_other_db_for_tests(10)));
         assert!(!chain.would_wait_for_itself(LockKey::Pair(1, 3), SessionId::for_tests(10)));
+        // On MariaDB's slots another key of the slot is the same lock; of another slot not.
+        let twin = (0..)
+            .map(|k| LockKey::Pair(1, k))
+            .find(|&k| k != KEY && mysql_lock_slot(k) == mysql_lock_slot(KEY))
+            .expect("a key of the same slot");
+        assert!(!chain.would_wait_for_itself(twin, SessionId::for_tests(10)));
+        assert!(chain.would_wait_for_itself(Lock::SlotOf(twin), SessionId::for_tests(10)));
+        assert!(!chain.would_wait_for_itself(Lock::SlotOf(twin), session));
+        assert!(
+            !chain
+                .would_wait_for_itself(Lock::SlotOf(LockKey::Pair(1, 3)), SessionId::for_tests(10))
+        );
+        assert!(chain.holds(Lock::SlotOf(twin)) && !chain.holds(twin));
         assert!(
             Chain::current().0.is_empty(),
             "the frame ends with make_data"

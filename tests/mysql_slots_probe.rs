@@ -876,6 +876,19 @@ async fn a_call_inside_make_data_for_another_key_of_the_held_slot(inner_on: Inne
                 PullRequest::create_once_with(&db, a, || async {
                     let inner = match inner_on {
                         Inner::Pool => PullRequest::create_once(&db, b, new_pr(b)).await,
+                        Inner::BatchOnThePool => PullRequest::many([(b, new_pr(b))])
+                            .exec(&db)
+                            .await
+                            .map(|mut outcomes| outcomes.remove(0)),
+                        Inner::BatchInACallersTransaction => {
+                            let txn = other.begin().await.unwrap();
+                            let inner = PullRequest::many([(b, new_pr(b))])
+                                .exec(&txn)
+                                .await
+                                .map(|mut outcomes| outcomes.remove(0));
+                            txn.rollback().await.unwrap();
+                            inner
+                        }
                         Inner::CallersTransaction => {
                             let txn = other.begin().await.unwrap();
                             let inner = PullRequest::create_once(&txn, b, new_pr(b)).await;
@@ -898,8 +911,13 @@ async fn a_call_inside_make_data_for_another_key_of_the_held_slot(inner_on: Inne
         });
         assert!(outer.is_ok(), "{inner_on:?}: {outer:?}");
         let inner = inner.unwrap();
+        let reentrant = |err: &Error| match err {
+            Error::Reentrant { .. } => true,
+            Error::Batch { source, .. } => matches!(**source, Error::Reentrant { .. }),
+            _ => false,
+        };
         assert!(
-            matches!(inner, Err(Error::Reentrant { .. }) | Ok(true)),
+            matches!(&inner, Ok(true)) || inner.as_ref().is_err_and(reentrant),
             "{inner_on:?}: {inner:?}"
         );
         db.execute_unprepared("DELETE FROM pull_requests")
@@ -908,17 +926,33 @@ async fn a_call_inside_make_data_for_another_key_of_the_held_slot(inner_on: Inne
     }
 }
 
-/// The inner call on another connection of the pool: today it hangs (no `Reentrant`: the call chain
-/// compares keys, not slots).
+/// The inner call on another connection of the pool. It hung before the call chain compared
+/// slots on MariaDB (it compared keys): 'Pool: the inner call for another key of the held slot
+/// hung'.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_inside_make_data_for_another_key_of_the_held_slot_on_the_pool() {
     a_call_inside_make_data_for_another_key_of_the_held_slot(Inner::Pool).await;
 }
 
-/// The inner call in a caller's transaction on another connection: today it hangs too.
+/// The inner call in a caller's transaction on another connection; it hung too before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_inside_make_data_for_another_key_of_the_held_slot_in_a_callers_transaction() {
     a_call_inside_make_data_for_another_key_of_the_held_slot(Inner::CallersTransaction).await;
+}
+
+/// A batch inside `make_data` for another key of the held slot, on the pool: its chunk would
+/// wait for the enclosing call (it hung, 'BatchOnThePool: ...', before the chunk's lock
+/// compared slots with the call chain's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_inside_make_data_for_another_key_of_the_held_slot_on_the_pool() {
+    a_call_inside_make_data_for_another_key_of_the_held_slot(Inner::BatchOnThePool).await;
+}
+
+/// The same batch in a caller's transaction on another connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_inside_make_data_for_another_key_of_the_held_slot_in_a_callers_transaction() {
+    a_call_inside_make_data_for_another_key_of_the_held_slot(Inner::BatchInACallersTransaction)
+        .await;
 }
 
 /// Where the inner call of `a_call_inside_make_data_for_another_key_of_the_held_slot` runs.
@@ -926,4 +960,6 @@ async fn a_call_inside_make_data_for_another_key_of_the_held_slot_in_a_callers_t
 enum Inner {
     Pool,
     CallersTransaction,
+    BatchOnThePool,
+    BatchInACallersTransaction,
 }

@@ -227,14 +227,19 @@ impl Backend {
             Backend::Postgres => Some(postgres::lock_in(txn, key, deadline, refuse).await?),
             Backend::Sqlite => None,
             Backend::MySql => {
+                // The lock is the key's slot on a database that locks slots: an enclosing call
+                // that holds another key of the slot holds it too.
+                let lock = mysql::lock_of(&txn, key, session).await?;
                 // MySQL's lock statements cannot name the session: one more statement asks,
-                // only when an enclosing call holds the key or this call's `make_data` may run.
-                let learnt = if chain.holds(key) || call_chain::is_learning(deadline.call()) {
+                // only when an enclosing call holds the lock or this call's `make_data` may run.
+                let learnt = if chain.holds(lock) || call_chain::is_learning(deadline.call()) {
                     let learnt = match session {
                         Some(session) => session,
                         None => self.session_of(&txn).await?,
                     };
-                    refuse(learnt)?;
+                    if chain.would_wait_for_itself(lock, learnt) {
+                        return Err(Error::Reentrant { key });
+                    }
                     Some(learnt)
                 } else {
                     None

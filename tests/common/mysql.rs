@@ -22,7 +22,7 @@ pub(crate) async fn lock_threads(db: &DatabaseConnection, key: LockKey, granted:
         "SELECT CAST(ID AS SIGNED) AS id FROM information_schema.PROCESSLIST \
          WHERE DB = DATABASE() AND ID <> CONNECTION_ID() \
            AND INFO LIKE 'SET STATEMENT innodb_lock_wait_timeout%sea_orm_idempotent_lock%' \
-         ORDER BY id"
+         ORDER BY id",
     );
     db.query_all_raw(Statement::from_string(DbBackend::MySql, sql))
         .await

@@ -56,6 +56,7 @@ use super::lock_tables;
 use super::shielded::Shielded;
 use crate::backend::locked_many::LockedMany;
 use crate::backend::mode::Mode;
+use crate::call_chain::{Chain, Lock};
 use crate::classify::{MySqlError, mysql_error};
 use crate::source::SessionId;
 use crate::transaction::{Own, Txn};
@@ -172,6 +173,22 @@ pub(crate) async fn lock_many(
     }
     let asked_for = super::asked_for(&txn, session);
     let table = lock_tables::lock_table(&txn, asked_for).await?;
+    // On the slots, a key whose slot an enclosing call holds (another key of it: the batch
+    // refused the keys themselves already) would wait for that call, which waits for this
+    // batch. On a pool the batch's session is a new one; in a caller's transaction it may be
+    // the enclosing call's, whose lock is the session's already.
+    if table == LockTable::Slots {
+        let chain = Chain::current();
+        let held = keys.iter().copied().find(|&key| match (txn, session) {
+            (Txn::Plain(_), Some(session)) => {
+                chain.would_wait_for_itself(Lock::SlotOf(key), session)
+            }
+            _ => chain.holds(Lock::SlotOf(key)),
+        });
+        if let Some(key) = held {
+            return Err(Error::Reentrant { key });
+        }
+    }
     if let Txn::Plain(_) = txn {
         // A caller's transaction: one row at a time, in row order, each locked as a single
         // call locks it (for the first of its keys).

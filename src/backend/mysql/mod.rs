@@ -32,10 +32,12 @@ use sea_orm::{
 };
 
 use self::lock::Whose;
+use self::lock_table::LockTable;
 use self::lock_tables::AskedFor;
 use self::shielded::Shielded;
 use crate::backend::inserted::Inserted;
 use crate::backend::mode::Mode;
+use crate::call_chain::Lock;
 use crate::source::{DbId, SessionId};
 use crate::transaction::{Own, Txn};
 use crate::wait::Deadline;
@@ -72,6 +74,21 @@ pub(crate) async fn lock_in(
     let whose = whose(&txn);
     let asked_for = asked_for(&txn, session);
     lock::acquire_in(&txn, key, Mode::Exclusive, deadline, whose, asked_for).await
+}
+
+/// `key`'s lock as the call chain compares it ([`Lock`]): on a database that locks slots, the
+/// key's slot (every key of the slot's lock); on the per-key table the key.
+pub(crate) async fn lock_of(
+    txn: &Txn<'_>,
+    key: LockKey,
+    session: Option<SessionId>,
+) -> Result<Lock, Error> {
+    Ok(
+        match lock_tables::lock_table(txn, asked_for(txn, session)).await? {
+            LockTable::Slots => Lock::SlotOf(key),
+            LockTable::PerKey => Lock::Key(key),
+        },
+    )
 }
 
 /// What the lock table's choice is kept for ([`lock_tables`]): the pool of the crate's own
