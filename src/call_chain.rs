@@ -26,7 +26,7 @@ use std::future::Future;
 use std::sync::{Mutex, PoisonError};
 
 use crate::LockKey;
-use crate::backend::mysql::lock_table::mysql_lock_slot;
+use crate::backend::mysql::slots::mysql_lock_slot;
 use crate::source::{DbId, PoolId, SessionId};
 use crate::wait::CallId;
 

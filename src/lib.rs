@@ -193,9 +193,10 @@ mod unique_index;
 mod wait;
 
 pub use advisory_lock::{acquire_advisory_lock, acquire_shared_advisory_lock};
-pub use backend::mysql::lock_table::{
-    MYSQL_LOCK_SLOTS, MYSQL_LOCK_SLOTS_TABLE, MYSQL_LOCK_TABLE, mysql_lock_slot, mysql_lock_slots,
-    mysql_lock_slots_fill, mysql_lock_table,
+pub use backend::mysql::lock_table::{MYSQL_LOCK_TABLE, mysql_lock_table};
+pub use backend::mysql::slots::{
+    MYSQL_LOCK_SLOTS, MYSQL_LOCK_SLOTS_TABLE, mysql_lock_slot, mysql_lock_slots,
+    mysql_lock_slots_fill,
 };
 pub use backend::postgres::holders::{LockHolder, LockHolders, LockMode};
 pub use backend::postgres::probe::probe_advisory_locks;

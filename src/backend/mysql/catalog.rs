@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement, Value};
 
-use super::lock_table::{MYSQL_LOCK_SLOTS_TABLE, MYSQL_LOCK_TABLE};
+use super::lock_table::MYSQL_LOCK_TABLE;
+use super::slots::MYSQL_LOCK_SLOTS_TABLE;
 use crate::backend::key_columns::{KeyColumns, KeyPart};
 
 /// Each key column's type, in the order of `columns` (`COLUMN_TYPE`, e.g. `bigint(20)`;

@@ -8,7 +8,8 @@ use std::sync::{LazyLock, PoisonError, RwLock};
 
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement, Value};
 
-use super::lock_table::{LockTable, MYSQL_LOCK_SLOTS_TABLE, MYSQL_LOCK_TABLE};
+use super::lock_table::{LockTable, MYSQL_LOCK_TABLE};
+use super::slots::MYSQL_LOCK_SLOTS_TABLE;
 use crate::Error;
 use crate::source::{DbId, PoolId, SessionId};
 

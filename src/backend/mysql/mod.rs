@@ -4,7 +4,8 @@
 //! - [`lock_table`]: the tables (their DDL is public: [`mysql_lock_slots`](crate::mysql_lock_slots),
 //!   and the per-key [`mysql_lock_table`](crate::mysql_lock_table) of earlier versions), why a
 //!   table and not `GET_LOCK`, and the text of every statement on them;
-//! - [`lock_tables`]: which of the two a database uses, asked once per pool;
+//! - [`slots`]: the fixed rows keys lock from 0.3, their DDL and the pinned mapping;
+//! - [`lock_tables`]: which of the two tables a database uses, asked once per pool;
 //! - [`lock`]: taking the row lock inside a transaction, its waits, and the snapshot check;
 //! - [`shielded`]: the crate's own transaction, whose statements run to their end when a call
 //!   is dropped (sqlx-mysql cannot abandon a statement);
@@ -25,6 +26,7 @@ pub(crate) mod lock;
 pub(crate) mod lock_table;
 pub(crate) mod lock_tables;
 pub(crate) mod shielded;
+pub(crate) mod slots;
 
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DbErr, IsolationLevel, QueryResult, Statement,
