@@ -200,6 +200,30 @@ async fn mismatched_keys_are_named(db: &DatabaseConnection, dialect: Dialect) {
             .await
             .expect_err(&case);
         assert_key_type(&err, "absent", missing, "i64", &format!("{case}, absent"));
+        // The batch form checks the key as the call does (before, it sent the statements and
+        // met the database's own type error, or on SQLite and MariaDB a converted key).
+        let err = stringly::Entity::create_many_once(db, [("7".to_owned(), "v".to_owned())])
+            .await
+            .expect_err(&case);
+        let source = batch_source(&err, &case);
+        assert_key_type(
+            source,
+            "stringly",
+            bigint,
+            "String",
+            &format!("{case}, stringly batch"),
+        );
+        let err = absent::Entity::create_many_once(db, [(7, "v".to_owned())])
+            .await
+            .expect_err(&case);
+        let source = batch_source(&err, &case);
+        assert_key_type(
+            source,
+            "absent",
+            missing,
+            "i64",
+            &format!("{case}, absent batch"),
+        );
     }
     assert_eq!(count(db, "stringly").await, 0, "{dialect:?}");
     assert_eq!(count(db, "drifted").await, 0, "{dialect:?}");
@@ -226,8 +250,31 @@ async fn mismatched_keys_are_named(db: &DatabaseConnection, dialect: Dialect) {
         "String",
         &case,
     );
+    let err = stringly::Entity::create_many_once(&txn, [("7".to_owned(), "v".to_owned())])
+        .await
+        .expect_err(&case);
+    assert_key_type(
+        batch_source(&err, &case),
+        "stringly",
+        |t| t == Some("BigInteger"),
+        "String",
+        &format!("{case}, batch"),
+    );
     txn.rollback().await.unwrap();
     assert_eq!(count(db, "stringly").await, 0, "{case}");
+}
+
+/// The error of a batch's first chunk, which wrote nothing.
+fn batch_source<'a>(err: &'a Error, case: &str) -> &'a Error {
+    match err {
+        Error::Batch {
+            chunk: 0,
+            done: 0,
+            source,
+            ..
+        } => source,
+        other => panic!("{case}: not the first chunk's error: {other:?}"),
+    }
 }
 
 /// The warning once per pool for `unindexed`, never for `keyed` (unique index) or `quiet`

@@ -48,6 +48,7 @@ use super::under_lock::{Scope, table_of};
 use crate::backend::locked_many::LockedMany;
 use crate::backend::{Backend, Table};
 use crate::call_chain::Chain;
+use crate::key_schema;
 use crate::natural_key::{Key, NaturalKey};
 use crate::outcome::Done;
 use crate::savepoint::Savepoint;
@@ -172,6 +173,27 @@ where
         }
         if keys.is_empty() {
             break;
+        }
+        // The key against the table, before the chunk's first statement, as a single call
+        // checks it (src/key_schema.rs): on a pool once per pool and entity, from the catalog;
+        // on a caller's transaction from the entity's fields. A key that does not fit fails
+        // its chunk with `Error::KeyType`, instead of the database's own type error.
+        match db {
+            Handle::Connection(conn) if !key_schema::checked_on::<T>(conn) => {
+                Box::pin(key_schema::check_first_call::<T>(
+                    backend,
+                    conn,
+                    &keys[0].columns,
+                    &keys[0].values,
+                ))
+                .await
+                .map_err(fail)?;
+            }
+            Handle::Connection(_) => {}
+            Handle::Transaction(_) => {
+                key_schema::check_fields::<T>(backend, &keys[0].columns, &keys[0].values)
+                    .map_err(fail)?;
+            }
         }
         // A batch inside the `make_data` of a call that holds one of its keys (on another
         // connection, or SQLite's write lock of the same file) would wait for that call, which
