@@ -50,7 +50,7 @@ impl Backend {
         db: &C,
     ) -> Result<Option<bool>, DbErr> {
         match self {
-            Backend::MySql => mysql::catalog::lock_table_exists(db).await.map(Some),
+            Backend::MySql => Ok(Some(mysql::lock_tables::present(db).await?.is_some())),
             Backend::Postgres | Backend::Sqlite => Ok(None),
         }
     }

@@ -229,7 +229,8 @@ impl Backend {
             Backend::MySql => {
                 // The lock is the key's slot on a database that locks slots: an enclosing call
                 // that holds another key of the slot holds it too.
-                let lock = mysql::lock_of(&txn, key, session).await?;
+                let table = mysql::lock_table_of(&txn, session).await?;
+                let lock = mysql::chain_lock(table, key);
                 // MySQL's lock statements cannot name the session: one more statement asks,
                 // only when an enclosing call holds the lock or this call's `make_data` may run.
                 let learnt = if chain.holds(lock) || call_chain::is_learning(deadline.call()) {
@@ -244,7 +245,7 @@ impl Backend {
                 } else {
                     None
                 };
-                mysql::lock_in(txn, key, deadline, session.or(learnt)).await?;
+                mysql::lock_in(txn, key, table, deadline, session.or(learnt)).await?;
                 learnt
             }
         };

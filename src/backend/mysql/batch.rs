@@ -51,7 +51,7 @@ use sea_orm::{
 };
 
 use super::lock::{self, Whose};
-use super::lock_table::{FOREVER_SLICE_SECS, LockRow, LockTable, lock_table_error};
+use super::lock_table::{LockRow, LockTable, lock_table_error, wait_seconds};
 use super::lock_tables;
 use super::shielded::Shielded;
 use crate::backend::locked_many::LockedMany;
@@ -125,22 +125,11 @@ fn lock_statement(rows: &[LockRow], wait: Wait) -> Statement {
         DbBackend::MySql,
         format!(
             "SET STATEMENT innodb_lock_wait_timeout = {}, max_statement_time = 0 FOR {}",
-            seconds(wait),
+            wait_seconds(wait),
             vec![one; rows.len()].join(" UNION ALL ")
         ),
         rows.iter().flat_map(|row| row.values()).collect::<Vec<_>>(),
     )
-}
-
-/// The whole seconds a wait is given (see the lock table's `wait_seconds`).
-fn seconds(wait: Wait) -> u64 {
-    match wait {
-        Wait::No => 0,
-        Wait::Timeout(timeout) => {
-            timeout.as_nanos().div_ceil(1_000_000_000).min(100_000_000) as u64
-        }
-        Wait::Forever => FOREVER_SLICE_SECS,
-    }
 }
 
 /// Steps 1 to 3 in `txn`, for `keys` sorted and distinct. `attempt` 0 begins with step 1;
@@ -196,6 +185,7 @@ pub(crate) async fn lock_many(
             lock::acquire_in(
                 &txn,
                 key,
+                table,
                 Mode::Exclusive,
                 deadline,
                 Whose::Callers,

@@ -1,14 +1,11 @@
 //! What MySQL's and MariaDB's `information_schema` says about an entity's table (its key
-//! columns, their types, the unique indexes over them) and whether the crate's lock table
-//! exists: read once per pool and entity before a first call
+//! columns, their types, the unique indexes over them): read once per pool and entity before a first call
 //! ([`key_schema`](crate::key_schema)), and by `verify`.
 
 use std::collections::BTreeMap;
 
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement, Value};
 
-use super::lock_table::MYSQL_LOCK_TABLE;
-use super::slots::MYSQL_LOCK_SLOTS_TABLE;
 use crate::backend::key_columns::{KeyColumns, KeyPart};
 
 /// Each key column's type, in the order of `columns` (`COLUMN_TYPE`, e.g. `bigint(20)`;
@@ -67,26 +64,6 @@ pub(crate) async fn key_columns<C: ConnectionTrait>(
         .map(|column| types.get(*column).cloned())
         .collect();
     Ok(Some(KeyColumns { types, covered }))
-}
-
-/// Whether a lock table of the crate's ([`MYSQL_LOCK_SLOTS_TABLE`], or the per-key
-/// [`MYSQL_LOCK_TABLE`] of earlier versions) exists in the connection's database.
-pub(crate) async fn lock_table_exists<C: ConnectionTrait>(db: &C) -> Result<bool, DbErr> {
-    let row = db
-        .query_one_raw(Statement::from_sql_and_values(
-            DbBackend::MySql,
-            "SELECT COUNT(*) AS n FROM information_schema.TABLES \
-             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN (?, ?)",
-            [
-                Value::from(MYSQL_LOCK_SLOTS_TABLE),
-                Value::from(MYSQL_LOCK_TABLE),
-            ],
-        ))
-        .await?;
-    Ok(match row {
-        Some(row) => row.try_get::<i64>("", "n")? > 0,
-        None => false,
-    })
 }
 
 /// Whether a MySQL/MariaDB column of `column_type` (`COLUMN_TYPE`) holds a key part bound as

@@ -117,7 +117,7 @@
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
 
 use super::lock_table::{
-    LockRow, count_statement, insert_statement, lock_statement, lock_table_error,
+    LockRow, LockTable, count_statement, insert_statement, lock_statement, lock_table_error,
     own_insert_statement, read_statement, statement,
 };
 use super::lock_tables::{self, AskedFor};
@@ -154,22 +154,23 @@ pub(crate) async fn acquire(
     mode: Mode,
     deadline: Deadline,
 ) -> Result<(), Error> {
-    acquire_in(txn, key, mode, deadline, Whose::Callers, None).await
+    let table = lock_tables::lock_table(txn, None).await?;
+    acquire_in(txn, key, table, mode, deadline, Whose::Callers, None).await
 }
 
-/// Takes `key`'s row lock inside `txn` in the lock table its database uses
+/// Takes `key`'s row lock inside `txn` in `table`, the lock table its database uses
 /// ([`lock_tables`], the answer kept for `asked_for`), then as [`acquire_row`] says. A lock
 /// table found gone (the per-key table dropped: the switch to the slots) is asked for again,
 /// and the lock taken in the table there is now.
 pub(crate) async fn acquire_in(
     txn: &impl ConnectionTrait,
     key: LockKey,
+    mut table: LockTable,
     mode: Mode,
     deadline: Deadline,
     whose: Whose,
     asked_for: Option<AskedFor>,
 ) -> Result<(), Error> {
-    let mut table = lock_tables::lock_table(txn, asked_for).await?;
     loop {
         match acquire_row(txn, key, table.row(key), mode, deadline, whose).await {
             Err(err @ Error::MissingLockTable { .. }) => {

@@ -95,9 +95,21 @@ pub(crate) async fn after_missing(
     Ok((now != used).then_some(now))
 }
 
-/// One statement on the catalog: the per-key table while it exists (every version locks its
-/// rows), else the slots.
+/// The catalog's answer, or [`Error::MissingLockTable`] when the database has neither table.
 async fn ask(db: &impl ConnectionTrait) -> Result<LockTable, Error> {
+    present(db).await?.ok_or_else(|| Error::MissingLockTable {
+        table: MYSQL_LOCK_SLOTS_TABLE,
+        source: DbErr::Custom(format!(
+            "neither `{MYSQL_LOCK_SLOTS_TABLE}` nor `{MYSQL_LOCK_TABLE}` is in the \
+             connection's database"
+        )),
+    })
+}
+
+/// One statement on the catalog: the per-key table while it exists (every version locks its
+/// rows), else the slots; `None` when neither is in the connection's database (also what
+/// `verify` reports).
+pub(crate) async fn present(db: &impl ConnectionTrait) -> Result<Option<LockTable>, DbErr> {
     let rows = db
         .query_all_raw(Statement::from_sql_and_values(
             DbBackend::MySql,
@@ -113,17 +125,11 @@ async fn ask(db: &impl ConnectionTrait) -> Result<LockTable, Error> {
         .iter()
         .map(|row| row.try_get::<String>("", "name"))
         .collect::<Result<Vec<_>, DbErr>>()?;
-    if names.iter().any(|name| name == MYSQL_LOCK_TABLE) {
-        Ok(LockTable::PerKey)
+    Ok(if names.iter().any(|name| name == MYSQL_LOCK_TABLE) {
+        Some(LockTable::PerKey)
     } else if names.iter().any(|name| name == MYSQL_LOCK_SLOTS_TABLE) {
-        Ok(LockTable::Slots)
+        Some(LockTable::Slots)
     } else {
-        Err(Error::MissingLockTable {
-            table: MYSQL_LOCK_SLOTS_TABLE,
-            source: DbErr::Custom(format!(
-                "neither `{MYSQL_LOCK_SLOTS_TABLE}` nor `{MYSQL_LOCK_TABLE}` is in the \
-                 connection's database"
-            )),
-        })
-    }
+        None
+    })
 }

@@ -66,31 +66,45 @@ pub(crate) async fn begin(db: &DatabaseConnection) -> Result<Own, Error> {
     Ok(Own::Shielded(Shielded::begin(db, options).await?))
 }
 
-/// Takes `key`'s row lock in `txn`, the crate's own transaction or a caller's on `session`.
+/// Takes `key`'s row lock in `table` ([`lock_table_of`]) in `txn`, the crate's own
+/// transaction or a caller's on `session`.
 pub(crate) async fn lock_in(
     txn: Txn<'_>,
     key: LockKey,
+    table: LockTable,
     deadline: Deadline,
     session: Option<SessionId>,
 ) -> Result<(), Error> {
     let whose = whose(&txn);
     let asked_for = asked_for(&txn, session);
-    lock::acquire_in(&txn, key, Mode::Exclusive, deadline, whose, asked_for).await
+    lock::acquire_in(
+        &txn,
+        key,
+        table,
+        Mode::Exclusive,
+        deadline,
+        whose,
+        asked_for,
+    )
+    .await
 }
 
-/// `key`'s lock as the call chain compares it ([`Lock`]): on a database that locks slots, the
-/// key's slot (every key of the slot's lock); on the per-key table the key.
-pub(crate) async fn lock_of(
+/// The lock table `txn`'s database uses (the caller's `session`, or the crate's own
+/// transaction's pool): kept, or asked ([`lock_tables`]).
+pub(crate) async fn lock_table_of(
     txn: &Txn<'_>,
-    key: LockKey,
     session: Option<SessionId>,
-) -> Result<Lock, Error> {
-    Ok(
-        match lock_tables::lock_table(txn, asked_for(txn, session)).await? {
-            LockTable::Slots => Lock::SlotOf(key),
-            LockTable::PerKey => Lock::Key(key),
-        },
-    )
+) -> Result<LockTable, Error> {
+    lock_tables::lock_table(txn, asked_for(txn, session)).await
+}
+
+/// `key`'s lock in `table` as the call chain compares it ([`Lock`]): on the slots, the key's
+/// slot (every key of the slot's lock); on the per-key table the key.
+pub(crate) fn chain_lock(table: LockTable, key: LockKey) -> Lock {
+    match table {
+        LockTable::Slots => Lock::SlotOf(key),
+        LockTable::PerKey => Lock::Key(key),
+    }
 }
 
 /// What the lock table's choice is kept for ([`lock_tables`]): the pool of the crate's own
