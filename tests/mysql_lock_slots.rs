@@ -25,68 +25,15 @@ mod common;
 
 use std::time::Duration;
 
+use common::mysql::{create_unguarded, ids_of_one_slot, number, read_committed, unguarded};
 use common::{key_of, new_pr, rows_for, total_rows};
 use entity::PullRequest;
-use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DbBackend, IsolationLevel, Statement, TransactionTrait,
-};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait};
 use sea_orm_idempotent::{
     Error, IdempotentCreate, LockKey, MYSQL_LOCK_SLOTS, MYSQL_LOCK_SLOTS_TABLE, MYSQL_LOCK_TABLE,
     Wait, mysql_lock_slot,
 };
 use test_support::TestDb;
-
-/// Events keyed by `k` with no unique index: the key's lock is all that keeps one row per key,
-/// so a call that does not wait for an older version's holder stores a second row.
-#[allow(unreachable_pub, dead_code)]
-mod unguarded {
-    use sea_orm::ActiveValue::Set;
-    use sea_orm::entity::prelude::*;
-
-    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
-    #[sea_orm(table_name = "unguarded")]
-    pub struct Model {
-        #[sea_orm(primary_key)]
-        pub id: i64,
-        pub k: i64,
-        pub v: String,
-    }
-
-    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
-
-    impl ActiveModelBehavior for ActiveModel {}
-
-    impl sea_orm_idempotent::IdempotentCreate for Entity {
-        type Key = i64;
-        type Data = String;
-
-        fn key_column() -> Column {
-            Column::K
-        }
-
-        fn new_active_model(_: &i64, v: String) -> ActiveModel {
-            ActiveModel {
-                v: Set(v),
-                ..Default::default()
-            }
-        }
-    }
-}
-
-fn read_committed() -> Option<IsolationLevel> {
-    Some(IsolationLevel::ReadCommitted)
-}
-
-/// One number from `sql`.
-async fn number(db: &DatabaseConnection, sql: &str) -> i64 {
-    let row = db
-        .query_one_raw(Statement::from_string(DbBackend::MySql, sql.to_owned()))
-        .await
-        .unwrap()
-        .expect("a row");
-    row.try_get_by_index::<i64>(0).unwrap()
-}
 
 /// `[rows, distinct slots, lowest, highest, sum of generation]` of the slot table.
 async fn slots(db: &DatabaseConnection) -> [i64; 5] {
@@ -116,22 +63,6 @@ async fn table_exists(db: &DatabaseConnection, table: &str) -> bool {
     )
     .await
         > 0
-}
-
-/// Two pull-request ids whose keys share a slot, and one of another slot.
-fn two_of_one_slot_and_one_other() -> (i64, i64, i64) {
-    let mut seen = std::collections::HashMap::new();
-    for id in 1_i64.. {
-        let slot = mysql_lock_slot(key_of(id));
-        if let Some(&twin) = seen.get(&slot) {
-            let other = (1..)
-                .find(|&k| mysql_lock_slot(key_of(k)) != slot)
-                .expect("another slot");
-            return (twin, id, other);
-        }
-        seen.insert(slot, id);
-    }
-    unreachable!()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,7 +107,13 @@ async fn keys_of_one_slot_wait_for_each_other_and_each_gets_its_row() {
     let Some(test_db) = TestDb::mysql().await else {
         return;
     };
-    let (a, b, other) = two_of_one_slot_and_one_other();
+    let (a, b) = match ids_of_one_slot(1, 2).0[..] {
+        [a, b] => (a, b),
+        _ => unreachable!(),
+    };
+    let other = (1..)
+        .find(|&id| mysql_lock_slot(key_of(id)) != mysql_lock_slot(key_of(a)))
+        .expect("another slot");
     let holder_db = test_db.connect(1).await;
     let db = test_db.connect(2).await;
     // READ COMMITTED: a REPEATABLE READ holder's insert would also lock the gaps of the
@@ -213,43 +150,27 @@ async fn keys_of_one_slot_wait_for_each_other_and_each_gets_its_row() {
         let db = db.clone();
         async move { PullRequest::create_once(&db, b, new_pr(b)).await }
     });
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // Seen waiting in the process list, then still unanswered.
+    common::until_someone_waits(&db, key_of(b)).await;
     assert!(!waiter.is_finished(), "b did not wait for its slot");
     holder.commit().await.unwrap();
     assert!(waiter.await.unwrap().unwrap().is_created());
     assert_eq!((rows_for(&db, a).await, rows_for(&db, b).await), (1, 1));
     // A batch of two keys of one slot (and a third) locks the slot once: all created.
-    let (c, d, e) = {
-        let mut seen = std::collections::HashMap::new();
-        let mut found = None;
-        for id in 10_000_i64.. {
-            let slot = mysql_lock_slot(key_of(id));
-            if let Some(&twin) = seen.get(&slot) {
-                found = Some((twin, id, id + 1));
-                break;
-            }
-            seen.insert(slot, id);
-        }
-        found.expect("two ids of one slot")
+    let (c, d) = match ids_of_one_slot(10_000, 2).0[..] {
+        [c, d] => (c, d),
+        _ => unreachable!(),
     };
+    let e = d + 1;
     let outcomes = PullRequest::many([c, d, e].map(|id| (id, new_pr(id))))
         .exec(&db)
         .await
         .unwrap();
     assert!(outcomes.iter().all(|outcome| outcome.is_created()));
     // And in a caller's transaction.
-    let (f, g) = {
-        let mut seen = std::collections::HashMap::new();
-        let mut found = None;
-        for id in 20_000_i64.. {
-            let slot = mysql_lock_slot(key_of(id));
-            if let Some(&twin) = seen.get(&slot) {
-                found = Some((twin, id));
-                break;
-            }
-            seen.insert(slot, id);
-        }
-        found.expect("two ids of one slot")
+    let (f, g) = match ids_of_one_slot(20_000, 2).0[..] {
+        [f, g] => (f, g),
+        _ => unreachable!(),
     };
     let txn = db.begin().await.unwrap();
     let outcomes = PullRequest::many([f, g].map(|id| (id, new_pr(id))))
@@ -360,13 +281,7 @@ async fn dropping_the_per_key_table_switches_to_the_slots_with_no_gap_in_the_loc
     };
     common::mysql::with_the_per_key_table(&test_db).await;
     let observer = test_db.connect(1).await;
-    observer
-        .execute_unprepared(
-            "CREATE TABLE unguarded (id bigint NOT NULL AUTO_INCREMENT PRIMARY KEY, \
-             k bigint NOT NULL, v text NOT NULL) ENGINE=InnoDB",
-        )
-        .await
-        .unwrap();
+    create_unguarded(&observer).await;
     let rows_of = |k: i64| {
         let observer = observer.clone();
         async move {
@@ -442,7 +357,17 @@ async fn dropping_the_per_key_table_switches_to_the_slots_with_no_gap_in_the_loc
             }
         }),
     ];
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // All three seen waiting in their lock statement (behind the DROP's metadata lock); with
+    // the choice mutated to prefer the slots they never wait, and this times out.
+    common::poll_locks_until(
+        &observer,
+        LockKey::for_entity("unguarded", &7_i64),
+        false,
+        Duration::from_secs(30),
+        "the three calls on key 7 wait",
+        |waiting| waiting.len() >= 3,
+    )
+    .await;
     for (i, call) in calls.iter().enumerate() {
         assert!(!call.is_finished(), "call {i} did not wait for the holder");
     }

@@ -13,6 +13,10 @@
 //! - A killed holder, and a dropped waiter.
 //! - A call inside `make_data` for another key of the held slot, and the pool's cached choice
 //!   of lock table outliving the pool.
+//!
+//! (Over 450 lines: one probe of one feature, the slots, walked across contexts and faults;
+//! each case is short and its helpers are shared with `tests/mysql_lock_slots.rs` through
+//! `tests/common/mysql.rs`.)
 #![cfg(feature = "mysql")]
 
 mod common;
@@ -21,6 +25,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::mysql::{
+    create_unguarded, ids_of_one_slot, number, read_committed, unguarded, unguarded_ids_of_one_slot,
+};
 use common::{Server, key_of, lock_is_free, new_pr, rows_for, total_rows};
 use entity::{PullRequest, pull_requests};
 use sea_orm::ActiveValue::Set;
@@ -29,58 +36,10 @@ use sea_orm::{
     QueryFilter, Statement, TransactionTrait,
 };
 use sea_orm_idempotent::{
-    Change, Error, IdempotentCreate, LockKey, MYSQL_LOCK_SLOTS_TABLE, MYSQL_LOCK_TABLE,
-    UpsertOutcome, Wait, acquire_advisory_lock, acquire_shared_advisory_lock, mysql_lock_slot,
+    Change, Error, IdempotentCreate, MYSQL_LOCK_SLOTS_TABLE, MYSQL_LOCK_TABLE, UpsertOutcome, Wait,
+    acquire_advisory_lock, acquire_shared_advisory_lock, mysql_lock_slot,
 };
 use test_support::TestDb;
-
-/// Events keyed by `k` with no unique index: the key's lock is all that keeps one row per key,
-/// so a call that runs alongside another holder of its key stores a second row.
-#[allow(unreachable_pub, dead_code)]
-mod unguarded {
-    use sea_orm::ActiveValue::Set;
-    use sea_orm::entity::prelude::*;
-
-    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
-    #[sea_orm(table_name = "unguarded")]
-    pub struct Model {
-        #[sea_orm(primary_key)]
-        pub id: i64,
-        pub k: i64,
-        pub v: String,
-    }
-
-    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
-
-    impl ActiveModelBehavior for ActiveModel {}
-
-    impl sea_orm_idempotent::IdempotentCreate for Entity {
-        type Key = i64;
-        type Data = String;
-
-        fn key_column() -> Column {
-            Column::K
-        }
-
-        fn new_active_model(_: &i64, v: String) -> ActiveModel {
-            ActiveModel {
-                v: Set(v),
-                ..Default::default()
-            }
-        }
-    }
-}
-
-/// The `unguarded` table, in `db`'s database.
-async fn create_unguarded(db: &DatabaseConnection) {
-    db.execute_unprepared(
-        "CREATE TABLE unguarded (id bigint NOT NULL AUTO_INCREMENT PRIMARY KEY, \
-         k bigint NOT NULL, v text NOT NULL) ENGINE=InnoDB",
-    )
-    .await
-    .unwrap();
-}
 
 /// Keys of `unguarded` with more than one row.
 async fn unguarded_duplicates(db: &DatabaseConnection) -> Vec<(i64, i64)> {
@@ -100,50 +59,8 @@ async fn unguarded_duplicates(db: &DatabaseConnection) -> Vec<(i64, i64)> {
     .collect()
 }
 
-fn read_committed() -> Option<IsolationLevel> {
-    Some(IsolationLevel::ReadCommitted)
-}
-
 fn repeatable_read() -> Option<IsolationLevel> {
     Some(IsolationLevel::RepeatableRead)
-}
-
-/// One number from `sql`.
-async fn number(db: &impl ConnectionTrait, sql: &str) -> i64 {
-    let row = db
-        .query_one_raw(Statement::from_string(DbBackend::MySql, sql.to_owned()))
-        .await
-        .unwrap()
-        .expect("a row");
-    row.try_get_by_index::<i64>(0).unwrap()
-}
-
-/// `n` pull-request ids from `from` on whose keys share one slot, and that slot.
-fn ids_of_one_slot(from: i64, n: usize) -> (Vec<i64>, u32) {
-    let mut seen: HashMap<u32, Vec<i64>> = HashMap::new();
-    for id in from.. {
-        let slot = mysql_lock_slot(key_of(id));
-        let ids = seen.entry(slot).or_default();
-        ids.push(id);
-        if ids.len() == n {
-            return (ids.clone(), slot);
-        }
-    }
-    unreachable!()
-}
-
-/// The ids of `unguarded` `k` whose key share one slot, `n` of them, from `from` on.
-fn unguarded_ids_of_one_slot(from: i64, n: usize) -> Vec<i64> {
-    let mut seen: HashMap<u32, Vec<i64>> = HashMap::new();
-    for id in from.. {
-        let slot = mysql_lock_slot(LockKey::for_entity("unguarded", &id));
-        let ids = seen.entry(slot).or_default();
-        ids.push(id);
-        if ids.len() == n {
-            return ids.clone();
-        }
-    }
-    unreachable!()
 }
 
 /// `per_slot` ids of each of `slots` slots (the slots of the first ids from `from`), every
