@@ -43,7 +43,14 @@ mod dropped_postgres_begin {
         let db = test_support::connect(&test_db.url, 1).await;
         let observer = test_support::connect(&test_db.url, 1).await;
         let mut dropped = 0;
-        for key in 0..50 {
+        // Until 50 begins were dropped: a whole begin and commit can finish within one poll
+        // (the test's thread preempted after each write, on a loaded machine: 42 drops in 50
+        // keys on a CI run), so a key is not always dropped.
+        for key in 0.. {
+            if dropped >= 50 {
+                break;
+            }
+            assert!(key < 5_000, "only {dropped} begins dropped in {key} keys");
             for point in 0.. {
                 let begin = async {
                     let txn = Backend::Postgres
@@ -93,7 +100,6 @@ mod dropped_postgres_begin {
                 }
             }
         }
-        assert!(dropped >= 50, "{dropped} begins dropped");
     }
 }
 
@@ -118,7 +124,13 @@ mod dropped_begin {
         };
         let db = test_support::connect(&test_db.url, 1).await;
         let mut dropped = 0;
-        for key in 0..100 {
+        // Until 100 begins were dropped: a key is not always dropped (as in the PostgreSQL
+        // test above).
+        for key in 0.. {
+            if dropped >= 100 {
+                break;
+            }
+            assert!(key < 10_000, "only {dropped} begins dropped in {key} keys");
             for point in 0.. {
                 let begin = async {
                     let txn = Backend::MySql
@@ -147,6 +159,5 @@ mod dropped_begin {
                 );
             }
         }
-        assert!(dropped >= 100, "{dropped} begins dropped");
     }
 }
