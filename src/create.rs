@@ -395,6 +395,9 @@ pub trait IdempotentCreate: EntityTrait {
     /// caller's transaction always take the locked path: data made once, decisions under the
     /// lock, and no `ON CONFLICT` serialization failures under REPEATABLE READ.) The same holds
     /// for a batch's chunks ([`Many`](crate::Many)): `true` keeps them on the locked path.
+    /// MariaDB's one statement (integer keys) is a guarded insert that locks the key's slot:
+    /// only a duplicate its guard misses (one committed in the same instant) consumes an
+    /// `AUTO_INCREMENT` value.
     fn ids_without_gaps() -> bool {
         false
     }

@@ -138,44 +138,74 @@ on_each_server! {
 }
 
 /// Over a pool of ONE connection, for a new key and then its redelivery, calls are dropped
-/// after their 1st, 2nd, 3rd, ... wait (the look, the lock row, `SET TRANSACTION`, `BEGIN`, the
-/// lock, the guarded insert, its reread, `COMMIT`, and every socket wait inside them) until one
-/// completes. After every dropped call the pool's connection (the one a dropped call had) is
+/// after their 1st, 2nd, 3rd, ... wait until one completes: on the one-statement path
+/// (`pull_requests`, a unique index over the key: the look, the statement that locks the slot
+/// and inserts, and every socket wait inside them) and on the locked path (`unguarded`, no
+/// unique index: the look, `SET TRANSACTION`, `BEGIN`, the lock, the guarded insert,
+/// `COMMIT`). After every dropped call the pool's connection (the one a dropped call had) is
 /// back, usable and outside any transaction, and in the end every key has one row.
 #[cfg(feature = "mysql")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_mariadb_a_call_dropped_at_any_await_point_leaves_its_connection_usable() {
-    use common::drop_at_await_point;
-    use sea_orm::{ConnectionTrait, DbBackend, Statement};
+    use common::mysql::{create_unguarded, number, unguarded};
 
-    const SWEPT_KEYS: i64 = 4;
     let Some(test_db) = test_support::TestDb::mysql().await else {
         return;
     };
     let db = small_pool(&test_db.url, 1).await;
-    let in_transaction = || async {
-        let row = db
-            .query_one_raw(Statement::from_string(
-                DbBackend::MySql,
-                "SELECT @@in_transaction AS n",
-            ))
+    create_unguarded(&db).await;
+    let pool = &db;
+    let deepest = drop_sweep(pool, |k| async move {
+        PullRequest::create_once(pool, k, new_pr(k)).await.map(drop)
+    })
+    .await;
+    assert!(
+        deepest >= 3,
+        "one-statement calls completed after {deepest} waits at most"
+    );
+    let deepest = drop_sweep(pool, |k| async move {
+        unguarded::Entity::create_once(pool, k, format!("v{k}"))
             .await
-            .unwrap()
-            .unwrap();
-        row.try_get::<u64>("", "n").unwrap()
-    };
+            .map(drop)
+    })
+    .await;
+    assert!(
+        deepest >= 4,
+        "locked-path calls completed after {deepest} waits at most"
+    );
+    for k in 0..MARIADB_SWEPT_KEYS {
+        assert_eq!(rows_for(&db, k).await, 1, "pull_requests key {k}");
+        let sql = format!("SELECT COUNT(*) FROM unguarded WHERE k = {k}");
+        assert_eq!(number(&db, &sql).await, 1, "unguarded key {k}");
+    }
+}
+
+#[cfg(feature = "mysql")]
+const MARIADB_SWEPT_KEYS: i64 = 4;
+
+/// Drops `call(k)` (for a new key, then its redelivery, for each swept key) at each of its
+/// await points in turn until one completes; after each drop, `db`'s one connection must be
+/// outside any transaction. The most waits a call completed after.
+#[cfg(feature = "mysql")]
+async fn drop_sweep<F, Fut>(db: &sea_orm::DatabaseConnection, call: F) -> usize
+where
+    F: Fn(i64) -> Fut,
+    Fut: std::future::Future<Output = Result<(), sea_orm_idempotent::Error>>,
+{
+    use common::drop_at_await_point;
+    use common::mysql::number;
+
     let mut deepest = 0;
-    for k in 0..SWEPT_KEYS {
+    for k in 0..MARIADB_SWEPT_KEYS {
         for path in ["new key", "redelivery"] {
             let mut point = 0;
             loop {
-                let call = PullRequest::create_once(&db, k, new_pr(k));
-                if let Some(result) = drop_at_await_point(call, point).await {
+                if let Some(result) = drop_at_await_point(call(k), point).await {
                     result.unwrap();
                     break;
                 }
                 assert_eq!(
-                    in_transaction().await,
+                    number(db, "SELECT CAST(@@in_transaction AS SIGNED)").await,
                     0,
                     "after a call dropped at await point {point} for key {k} ({path}), the \
                      pool's connection is in a transaction"
@@ -185,11 +215,5 @@ async fn on_mariadb_a_call_dropped_at_any_await_point_leaves_its_connection_usab
             deepest = deepest.max(point);
         }
     }
-    assert!(
-        deepest >= 4,
-        "calls completed after {deepest} waits at most"
-    );
-    for k in 0..SWEPT_KEYS {
-        assert_eq!(rows_for(&db, k).await, 1, "key {k}");
-    }
+    deepest
 }

@@ -269,15 +269,23 @@ async fn a_repeatable_read_snapshot_older_than_a_commit_of_another_key_of_the_sl
             .is_created()
     );
     txn.commit().await.unwrap();
-    // Another key of the slot committed after the snapshot: refused, typed, nothing written.
+    // Another key of the slot committed after the snapshot, on the locked path (in a
+    // transaction: the one statement on a pool counts no holder, see
+    // `a_repeatable_read_snapshot_older_than_a_one_statement_commit`): refused, typed, nothing
+    // written.
     let txn = db.begin_with_config(repeatable_read(), None).await.unwrap();
     assert_eq!(total_rows(&txn).await, 1);
+    let locked_path = other
+        .begin_with_config(read_committed(), None)
+        .await
+        .unwrap();
     assert!(
-        PullRequest::create_once(&other, a, new_pr(a))
+        PullRequest::create_once(&locked_path, a, new_pr(a))
             .await
             .unwrap()
             .is_created()
     );
+    locked_path.commit().await.unwrap();
     let err = PullRequest::create_once(&txn, b, new_pr(b))
         .await
         .unwrap_err();
@@ -315,6 +323,54 @@ async fn a_repeatable_read_snapshot_older_than_a_commit_of_another_key_of_the_sl
     for (id, rows) in [(a, 1), (b, 0), (c, 1), (d, 1), (e, 1)] {
         assert_eq!(rows_for(&db, id).await, rows, "{id}");
     }
+}
+
+/// A caller's REPEATABLE READ transaction that read before a call of the one-statement path
+/// (a pool, a unique index over the key) committed a key: that statement counts no holder on
+/// the slot, so the snapshot check does not see it. Another key of the slot is served (nothing
+/// of *its* key is hidden); the key itself is refused with the typed `UnsafeIsolation`, found
+/// by the guarded insert, whose locking read sees the row the snapshot cannot: no second row,
+/// no unique violation; a batch of the key too. (Before the guard's finding was read so, this call failed with
+/// `WrittenWithoutLock`, retryable, though a retry in the same transaction fails the same way.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeatable_read_snapshot_older_than_a_one_statement_commit() {
+    let Some(test_db) = TestDb::mysql().await else {
+        return;
+    };
+    let db = test_db.connect(2).await;
+    let other = test_db.connect(1).await;
+    let (ids, _) = ids_of_one_slot(1, 2);
+    let [a, b] = ids[..] else { unreachable!() };
+    let txn = db.begin_with_config(repeatable_read(), None).await.unwrap();
+    assert_eq!(total_rows(&txn).await, 0); // the snapshot
+    assert!(
+        PullRequest::create_once(&other, a, new_pr(a))
+            .await
+            .unwrap()
+            .is_created()
+    );
+    assert!(
+        PullRequest::create_once(&txn, b, new_pr(b))
+            .await
+            .unwrap()
+            .is_created()
+    );
+    let err = PullRequest::create_once(&txn, a, new_pr(a))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::UnsafeIsolation { .. }), "{err:?}");
+    // A batch of the key, refused the same way.
+    let err = PullRequest::many([(a, new_pr(a))])
+        .exec(&txn)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Batch { source, .. } if matches!(**source, Error::UnsafeIsolation { .. })),
+        "{err:?}"
+    );
+    txn.commit().await.unwrap();
+    assert_eq!(rows_for(&db, a).await, 1);
+    assert_eq!(rows_for(&db, b).await, 1);
 }
 
 /// Shared and exclusive advisory locks on two keys of one slot, in two transactions: two

@@ -10,6 +10,7 @@
 
 mod common;
 
+use common::mysql::{create_unguarded, unguarded};
 use common::new_pr;
 use entity::PullRequest;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
@@ -51,7 +52,8 @@ struct Cost {
     /// Commits that write: `COMMIT`s after a write, and writes in autocommit.
     flushed: usize,
     /// The statements, each as its kind: the first word after any `SET STATEMENT ... FOR`,
-    /// with `(lock row)` for those on the lock table.
+    /// with `(lock row)` for those on the lock table, `(slot locked)` for the one statement's
+    /// insert, which locks the key's slot.
     kinds: Vec<String>,
 }
 
@@ -113,8 +115,13 @@ async fn cost_of(
             None => upper.as_str(),
         };
         let kind = body.split_whitespace().next().unwrap_or("").to_owned();
-        // Both lock tables: `sea_orm_idempotent_lock_slots` and the per-key `..._locks`.
-        let lock_row = upper.contains("SEA_ORM_IDEMPOTENT_LOCK");
+        // Both lock tables: `sea_orm_idempotent_lock_slots` and the per-key `..._locks`. The
+        // one statement inserts the entity's row and names the slots only to lock one.
+        let names_lock_table = upper.contains("SEA_ORM_IDEMPOTENT_LOCK");
+        let on_the_slot = names_lock_table
+            && kind == "INSERT"
+            && !upper.contains("INTO `SEA_ORM_IDEMPOTENT_LOCK");
+        let lock_row = names_lock_table && !on_the_slot;
         let writes = matches!(kind.as_str(), "INSERT" | "UPDATE" | "DELETE" | "REPLACE");
         match kind.as_str() {
             "BEGIN" | "START" => (in_transaction, wrote) = (true, false),
@@ -133,6 +140,8 @@ async fn cost_of(
         };
         kinds.push(if lock_row {
             format!("{kind} (lock row)")
+        } else if on_the_slot {
+            format!("{kind} (slot locked)")
         } else {
             kind
         });
@@ -169,12 +178,51 @@ async fn every_path_costs_its_statements_on_mariadb() {
         },
         "a redelivery"
     );
-    // A new key: the look; SET TRANSACTION and BEGIN; the lock, an insert that locks the key's
-    // slot (made by the migration: `ON DUPLICATE KEY UPDATE` counts this holder) inside the
-    // transaction; the guarded insert with MariaDB's
-    // RETURNING; COMMIT: 6 statements, 1 commit that writes. Was 8 and 2: the lock row's own
-    // autocommit insert before BEGIN (a flushed commit of its own), then the locking read and
-    // the `UPDATE` that counted the holder.
+    // A new key, where a unique index covers the key (`pr_id`): the look; the one statement,
+    // which locks the key's slot and inserts, in autocommit: 2 statements, 1 commit that
+    // writes, as `INSERT IGNORE`, then `SELECT`. Was 6 (the locked path, below).
+    assert_eq!(
+        new,
+        Cost {
+            statements: 2,
+            commits: 0,
+            flushed: 1,
+            kinds: ["SELECT", "INSERT (slot locked)"]
+                .map(str::to_owned)
+                .to_vec(),
+        },
+        "a new key, one statement"
+    );
+}
+
+/// A new key on the locked path: an entity without a unique index over its key (`unguarded`).
+#[tokio::test]
+async fn a_new_key_without_a_unique_index_costs_its_statements_on_mariadb() {
+    let Some(test_db) = TestDb::mysql().await else {
+        return;
+    };
+    let db = test_db.connect(1).await;
+    let observer = test_db.connect(1).await;
+    create_unguarded(&db).await;
+    let create = |k: i64| {
+        let db = &db;
+        async move {
+            let outcome = unguarded::Entity::create_once(db, k, format!("v{k}"))
+                .await
+                .unwrap();
+            assert!(outcome.is_created());
+        }
+    };
+    // Warm up: the entity's statements prepared on the connection.
+    create(1).await;
+    create(2).await;
+    let new = cost_of(&db, &observer, create(3)).await;
+    println!("new {new:?}");
+    // The look; SET TRANSACTION and BEGIN; the lock, an insert that locks the key's slot
+    // (made by the migration: `ON DUPLICATE KEY UPDATE` counts this holder) inside the
+    // transaction; the guarded insert with MariaDB's RETURNING; COMMIT: 6 statements, 1 commit
+    // that writes. Was 8 and 2: the lock row's own autocommit insert before BEGIN (a flushed
+    // commit of its own), then the locking read and the `UPDATE` that counted the holder.
     assert_eq!(
         new,
         Cost {
@@ -192,7 +240,7 @@ async fn every_path_costs_its_statements_on_mariadb() {
             .map(str::to_owned)
             .to_vec(),
         },
-        "a new key"
+        "a new key, locked path"
     );
 }
 

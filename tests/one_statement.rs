@@ -26,159 +26,187 @@ mod common;
 common::keyed_rows::keyed_rows!(with_gaps, "with_gaps", Never);
 common::keyed_rows::keyed_rows!(without_gaps, "without_gaps", Never, ids_without_gaps: true);
 
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+use std::sync::Arc;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+use common::{is_unique_violation, new_pr, rows_for, total_rows};
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+use entity::{PullRequest, pull_requests};
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, IsolationLevel,
+    QueryFilter, TransactionTrait,
+};
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+use sea_orm_idempotent::{IdempotentCreate, LockKey, Wait, acquire_advisory_lock};
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+use tokio::sync::Barrier;
+
+/// The Python recipe, by hand: in a READ COMMITTED transaction, the key's advisory lock,
+/// a look, and a plain `INSERT` (no `ON CONFLICT`) when the look missed, with a pause
+/// between the look and the insert that widens the window a taker without the lock would
+/// slip into. `Ok(true)`: it inserted.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+async fn raw_lock_taker(db: &DatabaseConnection, pr_id: i64) -> Result<bool, sea_orm::DbErr> {
+    let txn = db
+        .begin_with_config(Some(IsolationLevel::ReadCommitted), None)
+        .await?;
+    acquire_advisory_lock(
+        &txn,
+        LockKey::for_entity("pull_requests", &pr_id),
+        Wait::Forever,
+    )
+    .await
+    .map_err(sea_orm::DbErr::from)?;
+    let found = PullRequest::find()
+        .filter(pull_requests::Column::PrId.eq(pr_id))
+        .one(&txn)
+        .await?;
+    if found.is_some() {
+        txn.commit().await?;
+        return Ok(false);
+    }
+    let pause = match txn.get_database_backend() {
+        DbBackend::Postgres => "SELECT pg_sleep(0.01)",
+        _ => "SELECT SLEEP(0.01)",
+    };
+    txn.execute_unprepared(pause).await?;
+    let row = PullRequest::new_active_model(&pr_id, new_pr(pr_id));
+    PullRequest::insert(row).exec(&txn).await?;
+    txn.commit().await?;
+    Ok(true)
+}
+
+/// The one-statement path, the locked path (`create_once_with`) and raw lock-takers, every
+/// caller of a key at once, over two pools: no unique violation, one row and one creator per
+/// key.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+async fn one_statement_race(pools: [DatabaseConnection; 2]) {
+    const KEYS: i64 = 40;
+    const TASKS: usize = 24;
+    let created = Arc::new(AtomicUsize::new(0));
+    let violations = Arc::new(AtomicUsize::new(0));
+    let barrier = Arc::new(Barrier::new(TASKS));
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|task| {
+            let db = pools[task % 2].clone();
+            let (created, violations, barrier) =
+                (created.clone(), violations.clone(), barrier.clone());
+            tokio::spawn(async move {
+                for pr_id in 1..=KEYS {
+                    // Every caller of the key at once.
+                    barrier.wait().await;
+                    let made = match task % 3 {
+                        // The one-statement path (data in hand, a unique index on pr_id).
+                        0 => PullRequest::create_once(&db, pr_id, new_pr(pr_id))
+                            .await
+                            .map(|outcome| outcome.is_created())
+                            .unwrap(),
+                        // The locked path.
+                        1 => PullRequest::create_once_with(&db, pr_id, || async move {
+                            Ok::<_, std::io::Error>(new_pr(pr_id))
+                        })
+                        .await
+                        .map(|outcome| outcome.is_created())
+                        .unwrap(),
+                        _ => match raw_lock_taker(&db, pr_id).await {
+                            Ok(made) => made,
+                            Err(err) if is_unique_violation(&err) => {
+                                violations.fetch_add(1, Ordering::Relaxed);
+                                false
+                            }
+                            Err(err) => panic!("raw lock-taker: {err}"),
+                        },
+                    };
+                    if made {
+                        created.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(
+        violations.load(Ordering::Relaxed),
+        0,
+        "raw lock-takers met unique violations"
+    );
+    assert_eq!(created.load(Ordering::Relaxed), KEYS as usize, "creators");
+    assert_eq!(total_rows(&pools[0]).await, KEYS as u64);
+    for pr_id in 1..=KEYS {
+        assert_eq!(rows_for(&pools[0], pr_id).await, 1, "pr_id {pr_id}");
+    }
+}
+
+/// Calls of the one-statement path on `db` (new keys and duplicates) while `admin` runs
+/// `drop_index`, the unique index's drop: no call fails, one row per key.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+async fn drop_index_race(db: DatabaseConnection, admin: DatabaseConnection, drop_index: &str) {
+    const TASKS: i64 = 8;
+    const KEYS_EACH: i64 = 60;
+    let done = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|task| {
+            let (db, done) = (db.clone(), done.clone());
+            tokio::spawn(async move {
+                for n in 0..KEYS_EACH {
+                    // Each key twice, by neighbouring tasks: new keys and duplicates.
+                    let pr_id = (task / 2) * KEYS_EACH + n + 1;
+                    PullRequest::create_once(&db, pr_id, new_pr(pr_id))
+                        .await
+                        .unwrap_or_else(|err| panic!("pr_id {pr_id}: {err}"));
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    // Drop the index once calls are under way (and before they end).
+    while done.load(Ordering::Relaxed) < 40 {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    admin.execute_unprepared(drop_index).await.unwrap();
+    let dropped_at = done.load(Ordering::Relaxed);
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert!(
+        dropped_at < (TASKS * KEYS_EACH) as usize,
+        "the index was dropped after every call ended ({dropped_at})"
+    );
+    let keys = TASKS / 2 * KEYS_EACH;
+    assert_eq!(total_rows(&db).await, keys as u64);
+    for pr_id in 1..=keys {
+        assert_eq!(rows_for(&db, pr_id).await, 1, "pr_id {pr_id}");
+    }
+}
+
 #[cfg(feature = "postgres")]
 mod postgres {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    use entity::{PullRequest, pull_requests};
-    use sea_orm::{
-        ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, IsolationLevel, QueryFilter,
-        TransactionTrait,
-    };
-    use sea_orm_idempotent::{IdempotentCreate, LockKey, Wait, acquire_advisory_lock};
     use test_support::TestDb;
-    use tokio::sync::Barrier;
 
-    use super::common::{is_unique_violation, new_pr, rows_for, total_rows};
+    use super::*;
     use super::{with_gaps, without_gaps};
-
-    /// The Python recipe, by hand: in a READ COMMITTED transaction, the key's advisory lock,
-    /// a look, and a plain `INSERT` (no `ON CONFLICT`) when the look missed, with a pause
-    /// between the look and the insert that widens the window a taker without the lock would
-    /// slip into. `Ok(true)`: it inserted.
-    async fn raw_lock_taker(db: &DatabaseConnection, pr_id: i64) -> Result<bool, sea_orm::DbErr> {
-        let txn = db
-            .begin_with_config(Some(IsolationLevel::ReadCommitted), None)
-            .await?;
-        acquire_advisory_lock(
-            &txn,
-            LockKey::for_entity("pull_requests", &pr_id),
-            Wait::Forever,
-        )
-        .await
-        .map_err(sea_orm::DbErr::from)?;
-        let found = PullRequest::find()
-            .filter(pull_requests::Column::PrId.eq(pr_id))
-            .one(&txn)
-            .await?;
-        if found.is_some() {
-            txn.commit().await?;
-            return Ok(false);
-        }
-        txn.execute_unprepared("SELECT pg_sleep(0.01)").await?;
-        let row = PullRequest::new_active_model(&pr_id, new_pr(pr_id));
-        PullRequest::insert(row).exec(&txn).await?;
-        txn.commit().await?;
-        Ok(true)
-    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn the_one_statement_excludes_raw_lock_takers_and_the_locked_path() {
         let test_db = TestDb::new().await;
-        let pools = [test_db.connect(8).await, test_db.connect(8).await];
-        const KEYS: i64 = 40;
-        const TASKS: usize = 24;
-        let created = Arc::new(AtomicUsize::new(0));
-        let violations = Arc::new(AtomicUsize::new(0));
-        let barrier = Arc::new(Barrier::new(TASKS));
-        let tasks: Vec<_> = (0..TASKS)
-            .map(|task| {
-                let db = pools[task % 2].clone();
-                let (created, violations, barrier) =
-                    (created.clone(), violations.clone(), barrier.clone());
-                tokio::spawn(async move {
-                    for pr_id in 1..=KEYS {
-                        // Every caller of the key at once.
-                        barrier.wait().await;
-                        let made = match task % 3 {
-                            // The one-statement path (data in hand, a unique index on pr_id).
-                            0 => PullRequest::create_once(&db, pr_id, new_pr(pr_id))
-                                .await
-                                .map(|outcome| outcome.is_created())
-                                .unwrap(),
-                            // The locked path.
-                            1 => PullRequest::create_once_with(&db, pr_id, || async move {
-                                Ok::<_, std::io::Error>(new_pr(pr_id))
-                            })
-                            .await
-                            .map(|outcome| outcome.is_created())
-                            .unwrap(),
-                            _ => match raw_lock_taker(&db, pr_id).await {
-                                Ok(made) => made,
-                                Err(err) if is_unique_violation(&err) => {
-                                    violations.fetch_add(1, Ordering::Relaxed);
-                                    false
-                                }
-                                Err(err) => panic!("raw lock-taker: {err}"),
-                            },
-                        };
-                        if made {
-                            created.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                })
-            })
-            .collect();
-        for task in tasks {
-            task.await.unwrap();
-        }
-        assert_eq!(
-            violations.load(Ordering::Relaxed),
-            0,
-            "raw lock-takers met unique violations"
-        );
-        assert_eq!(created.load(Ordering::Relaxed), KEYS as usize, "creators");
-        assert_eq!(total_rows(&pools[0]).await, KEYS as u64);
-        for pr_id in 1..=KEYS {
-            assert_eq!(rows_for(&pools[0], pr_id).await, 1, "pr_id {pr_id}");
-        }
+        super::one_statement_race([test_db.connect(8).await, test_db.connect(8).await]).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn dropping_the_index_while_calls_run_fails_no_call() {
         let test_db = TestDb::new().await;
-        let db = test_db.connect(8).await;
-        let admin = test_db.connect(1).await;
-        const TASKS: i64 = 8;
-        const KEYS_EACH: i64 = 60;
-        let done = Arc::new(AtomicUsize::new(0));
-        let tasks: Vec<_> = (0..TASKS)
-            .map(|task| {
-                let (db, done) = (db.clone(), done.clone());
-                tokio::spawn(async move {
-                    for n in 0..KEYS_EACH {
-                        // Each key twice, by neighbouring tasks: new keys and duplicates.
-                        let pr_id = (task / 2) * KEYS_EACH + n + 1;
-                        PullRequest::create_once(&db, pr_id, new_pr(pr_id))
-                            .await
-                            .unwrap_or_else(|err| panic!("pr_id {pr_id}: {err}"));
-                        done.fetch_add(1, Ordering::Relaxed);
-                    }
-                })
-            })
-            .collect();
-        // Drop the index once calls are under way (and before they end).
-        while done.load(Ordering::Relaxed) < 40 {
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-        }
-        admin
-            .execute_unprepared("ALTER TABLE pull_requests DROP CONSTRAINT pull_requests_pr_id_key")
-            .await
-            .unwrap();
-        let dropped_at = done.load(Ordering::Relaxed);
-        for task in tasks {
-            task.await.unwrap();
-        }
-        assert!(
-            dropped_at < (TASKS * KEYS_EACH) as usize,
-            "the index was dropped after every call ended ({dropped_at})"
-        );
-        let keys = TASKS / 2 * KEYS_EACH;
-        assert_eq!(total_rows(&db).await, keys as u64);
-        for pr_id in 1..=keys {
-            assert_eq!(rows_for(&db, pr_id).await, 1, "pr_id {pr_id}");
-        }
+        super::drop_index_race(
+            test_db.connect(8).await,
+            test_db.connect(1).await,
+            "ALTER TABLE pull_requests DROP CONSTRAINT pull_requests_pr_id_key",
+        )
+        .await;
     }
 
     /// A batch's chunk of new keys is one statement too (src/call/batch/one_statement.rs): it
@@ -352,6 +380,50 @@ mod postgres {
         let gapless: Vec<_> = gapless.into_iter().map(|m| (m.k, m.id)).collect();
         assert_eq!(id_of(gaps, 3), 7);
         assert_eq!(id_of(gapless, 3), 3);
+    }
+}
+
+/// MariaDB's one statement (src/backend/mysql/one_statement.rs): a guarded insert that locks
+/// the key's slot `FOR UPDATE NOWAIT`, in autocommit; the same races as PostgreSQL's.
+#[cfg(feature = "mysql")]
+mod mariadb {
+    use sea_orm::{ConnectionTrait, DbBackend, Statement};
+    use test_support::TestDb;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn the_one_statement_excludes_raw_lock_takers_and_the_locked_path() {
+        let Some(test_db) = TestDb::mysql().await else {
+            return;
+        };
+        super::one_statement_race([test_db.connect(8).await, test_db.connect(8).await]).await;
+    }
+
+    /// Without the index, the statement still takes the slot's lock and its guard still
+    /// looks: the lock, not the index, keeps one row per key.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn dropping_the_index_while_calls_run_fails_no_call() {
+        let Some(test_db) = TestDb::mysql().await else {
+            return;
+        };
+        let admin = test_db.connect(1).await;
+        let index: String = admin
+            .query_one_raw(Statement::from_string(
+                DbBackend::MySql,
+                "SELECT INDEX_NAME AS name FROM information_schema.STATISTICS \
+                 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'pull_requests' \
+                   AND COLUMN_NAME = 'pr_id' AND NON_UNIQUE = 0",
+            ))
+            .await
+            .unwrap()
+            .expect("pr_id's unique index")
+            .try_get("", "name")
+            .unwrap();
+        super::drop_index_race(
+            test_db.connect(8).await,
+            admin,
+            &format!("ALTER TABLE pull_requests DROP INDEX `{index}`"),
+        )
+        .await;
     }
 }
 

@@ -4,23 +4,39 @@
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, QueryResult, Statement};
 
 use super::inserted::Answer;
-use super::{Backend, postgres, sqlite};
+use super::{Backend, mysql, postgres, sqlite};
 use crate::classify::{ErrorClass, classify};
 use crate::{LockKey, Wait};
+
+/// How a backend's one statement is built ([`Backend::one_statement_shape`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shape {
+    /// `INSERT ... SELECT vals WHERE condition ON CONFLICT (key columns) DO NOTHING RETURNING
+    /// cols` (PostgreSQL: the condition that the key's lock was granted, the statement wrapped
+    /// by [`Backend::one_statement`]; SQLite: no condition).
+    OnConflict(&'static str),
+    /// MariaDB: the guarded insert whose `SELECT` locks the key's slot `FOR UPDATE NOWAIT`
+    /// ([`mysql::one_statement`]).
+    OnTheSlot,
+}
 
 /// The one-statement path ([`call::one_statement`](crate::call)): a new key in one statement
 /// where a unique index covers exactly the key's columns.
 impl Backend {
-    /// The condition the one statement's insert carries, on a backend that has the path for a
-    /// call that waits as `wait` says (PostgreSQL: the lock was granted; its try never waits).
-    /// SQLite: none, its write lock is the lock, waited for as long as the connection's
-    /// `busy_timeout`, so only for [`Wait::Forever`] (a bounded wait takes the locked path,
-    /// which bounds it). MySQL has no such path yet: `None`.
-    pub(crate) fn one_statement_condition(self, wait: Wait) -> Option<&'static str> {
+    /// How this backend builds the one statement for a call that waits as `wait` says, if it
+    /// has the path: PostgreSQL's insert carries the condition that the lock was granted (its
+    /// try never waits). SQLite's carries none, its write lock is the lock, waited for as long
+    /// as the connection's `busy_timeout`, so only for [`Wait::Forever`] (a bounded wait takes
+    /// the locked path, which bounds it). MySQL's locks the key's slot without waiting
+    /// ([`mysql::one_statement`]), for any wait: the locked path waits as asked.
+    pub(crate) fn one_statement_shape(self, wait: Wait) -> Option<Shape> {
         match self {
-            Backend::Postgres => Some(postgres::one_statement::LOCK_GRANTED),
-            Backend::Sqlite if wait == Wait::Forever => Some(sqlite::one_statement::NO_CONDITION),
-            Backend::Sqlite | Backend::MySql => None,
+            Backend::Postgres => Some(Shape::OnConflict(postgres::one_statement::LOCK_GRANTED)),
+            Backend::Sqlite if wait == Wait::Forever => {
+                Some(Shape::OnConflict(sqlite::one_statement::NO_CONDITION))
+            }
+            Backend::Sqlite => None,
+            Backend::MySql => Some(Shape::OnTheSlot),
         }
     }
 
@@ -53,14 +69,31 @@ impl Backend {
                 })
                 .await
             }
-            Backend::MySql => Ok(false),
+            Backend::MySql => {
+                Ok(
+                    match mysql::catalog::key_columns(db, schema, table, columns).await? {
+                        Some(key_columns) => {
+                            key_columns.covered
+                                && key_columns.types.iter().enumerate().all(
+                                    |(part, column_type)| {
+                                        column_type.as_deref().is_some_and(|column_type| {
+                                            mysql::one_statement::stores_exactly(
+                                                &values[part],
+                                                column_type,
+                                            )
+                                        })
+                                    },
+                                )
+                        }
+                        None => false,
+                    },
+                )
+            }
         }
     }
 
-    /// The one statement: `insert` (built with [`one_statement_condition`]) with the try for
-    /// `key`'s lock around it where the backend takes one.
-    ///
-    /// [`one_statement_condition`]: Backend::one_statement_condition
+    /// The one statement of [`Shape::OnConflict`]: `insert` with the try for `key`'s lock
+    /// around it where the backend takes one.
     /// PostgreSQL, for a call that waits `wait`: also the bound of the insert's own waits
     /// ([`postgres::entity_waits`]).
     pub(crate) fn one_statement(self, insert: Statement, key: LockKey, wait: Wait) -> Statement {
@@ -93,7 +126,8 @@ impl Backend {
 
     /// Runs the one statement on a connection of `conn`'s pool. PostgreSQL: through sqlx, so
     /// that after an error the call returns only once the statement's transaction has ended
-    /// and released the lock ([`postgres::one_statement::run`]).
+    /// and released the lock ([`postgres::one_statement::run`]); MySQL: to its end even when
+    /// the call is dropped ([`mysql::one_statement::run`]).
     pub(crate) async fn run_one_statement(
         self,
         conn: &DatabaseConnection,
@@ -102,6 +136,9 @@ impl Backend {
         #[cfg(feature = "postgres")]
         if let (Backend::Postgres, Some(pool)) = (self, postgres::fast_path::pool_of(conn)) {
             return postgres::one_statement::run(pool, statement).await;
+        }
+        if self == Backend::MySql {
+            return mysql::one_statement::run(conn, statement).await;
         }
         conn.query_one_raw(statement).await
     }
@@ -124,5 +161,11 @@ impl Backend {
             classify(err),
             ErrorClass::NoArbiterIndex | ErrorClass::SerializationFailure | ErrorClass::SqliteError
         )
+    }
+
+    /// Whether the one statement's error leaves the call to the locked path (the index still
+    /// known): MySQL's [`defers`](mysql::one_statement::defers).
+    pub(crate) fn one_statement_defers(self, err: &DbErr) -> bool {
+        self == Backend::MySql && mysql::one_statement::defers(err)
     }
 }

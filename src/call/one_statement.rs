@@ -1,7 +1,8 @@
 //! A new key in one statement, where a unique index covers exactly the key's columns: the
 //! statement tries the key's lock and, granted, inserts with `ON CONFLICT (key columns) DO
 //! NOTHING`, in autocommit (PostgreSQL: [`one_statement`](crate::backend::postgres::one_statement);
-//! SQLite: its write lock is the lock). Only for a create-only call with data in hand on a
+//! SQLite: its write lock is the lock; MariaDB: a guarded insert that locks the key's slot
+//! without waiting, [`one_statement`](crate::backend::mysql::one_statement)). Only for a create-only call with data in hand on a
 //! pool, whose key has no NULL part, and whose entity allows gaps in its ids
 //! ([`IdempotentCreate::ids_without_gaps`]): `make_data` (data made once, under the lock), the
 //! update form (decisions under the lock) and callers' transactions (where `ON CONFLICT` meets
@@ -15,6 +16,8 @@ use super::request::{NewRow, OnExisting, Request};
 use super::row::{RowValues, created, find};
 use crate::backend::Backend;
 use crate::backend::inserted::Answer;
+use crate::backend::mysql;
+use crate::backend::one_statement::Shape;
 use crate::outcome::Done;
 use crate::source::PoolId;
 use crate::{Error, IdempotentCreate, unique_index};
@@ -50,14 +53,17 @@ impl Call {
             }
         ) && !T::ids_without_gaps()
             && !key.has_missing_part();
-        let (Some(pool), Some(condition), true) = (
+        let (Some(pool), Some(shape), true) = (
             pool,
-            self.backend.one_statement_condition(self.deadline.asked()),
+            self.backend.one_statement_shape(self.deadline.asked()),
             applies,
         ) else {
             return Ok(OneStatement::NotTaken(request));
         };
         if !key_is_guarded(self.backend, conn, pool, key).await {
+            return Ok(OneStatement::NotTaken(request));
+        }
+        if shape == Shape::OnTheSlot && !mysql::one_statement::locks_the_slots(conn, pool).await {
             return Ok(OneStatement::NotTaken(request));
         }
         let NewRow::Ready(data) = request.new_row else {
@@ -67,20 +73,28 @@ impl Call {
         let new_row = RowValues::of(key, T::new_active_model(&key.key, data))?;
         let backend = self.backend.db_backend();
         let wait = self.deadline.left();
-        let statement = new_row.one_statement(
-            backend,
-            key,
-            condition,
-            |insert| self.backend.one_statement(insert, self.lock_key, wait),
-            self.backend.one_statement_values(self.lock_key, wait),
-            self.backend.one_statement_is_bounded(wait),
-        );
+        let statement = match shape {
+            Shape::OnConflict(condition) => new_row.one_statement(
+                backend,
+                key,
+                condition,
+                |insert| self.backend.one_statement(insert, self.lock_key, wait),
+                self.backend.one_statement_values(self.lock_key, wait),
+                self.backend.one_statement_is_bounded(wait),
+            ),
+            Shape::OnTheSlot => new_row.insert_on_the_slot(key, self.lock_key),
+        };
         let answer = match self.backend.run_one_statement(conn, statement).await {
             Ok(row) => self.backend.read_one_statement(row)?,
             Err(err) if self.backend.one_statement_fell_through(&err) => {
                 // The index is gone (or the default isolation refused the conflict): ask the
                 // catalog again next time; this call takes the locked path.
                 unique_index::forget::<T>(pool);
+                return Ok(OneStatement::Locked(new_row));
+            }
+            // The key is not free now, or the server refused (MySQL): the locked path waits
+            // for the key, or meets the cause again.
+            Err(err) if self.backend.one_statement_defers(&err) => {
                 return Ok(OneStatement::Locked(new_row));
             }
             // The insert's wait behind a writer that bypasses the lock, ended by its bound.

@@ -11,12 +11,12 @@ use sea_orm::{
 
 use super::key::CallKey;
 use crate::backend::inserted::Inserted;
-use crate::backend::{self, Backend};
+use crate::backend::{self, Backend, mysql};
 use crate::classify::{ErrorClass, classify};
 use crate::error::LockedRow;
 use crate::outcome::Done;
 use crate::statements::{self, Kind};
-use crate::{Change, Error, IdempotentCreate, Wait};
+use crate::{Change, Error, IdempotentCreate, LockKey, Wait};
 
 /// The row with this key, if any: `SELECT cols FROM t WHERE k1 = $1 AND ...` (its text kept
 /// per entity: [`statements`]), the first row it returns.
@@ -135,6 +135,22 @@ where
     let insert = new_row.insert_unless_exists(backend, key, Conflicts::Raise);
     match backend::insert_returning(txn, insert, &columns, wait).await? {
         Inserted::Row(row) => created::<T>(key, &row),
+        // MySQL's guard reads the latest row (a locking read, in a REPEATABLE READ
+        // transaction), the look this transaction's snapshot: a row the guard keeps finding
+        // and the look never does was committed after the snapshot, by a writer that did not
+        // count itself on the lock row (MariaDB's one statement, or one that bypasses the
+        // lock), which the lock's own snapshot check cannot see.
+        Inserted::Nothing
+            if backend == DbBackend::MySql
+                && mysql::one_statement::snapshot_misses_row(txn, new_row.existing(key))
+                    .await? =>
+        {
+            Err(Error::UnsafeIsolation {
+                level: "REPEATABLE READ and read before this call: its snapshot is older than \
+                        the key's row, which another writer committed"
+                    .to_owned(),
+            })
+        }
         Inserted::Nothing => Err(written_without_lock::<T>(key)),
     }
 }
@@ -236,7 +252,7 @@ impl<T: IdempotentCreate> RowValues<T> {
 
     /// `INSERT INTO t (cols) SELECT vals WHERE condition ON CONFLICT (key columns) DO NOTHING
     /// RETURNING cols`, for the one-statement path (`condition`: the backend's, see
-    /// [`Backend::one_statement_condition`](crate::backend::Backend::one_statement_condition)).
+    /// [`Backend::one_statement_shape`](crate::backend::Backend::one_statement_shape)).
     /// Built every time, as SeaORM builds its own `on_conflict` insert.
     pub(super) fn insert_on_conflict(
         &self,
@@ -294,6 +310,54 @@ impl<T: IdempotentCreate> RowValues<T> {
         statements::statement::<T>(backend, kind, bound, build)
     }
 
+    /// MariaDB's one statement ([`mysql::one_statement`]):
+    /// `INSERT INTO t (cols) SELECT vals FROM slots WHERE slot = ? AND NOT EXISTS (SELECT 1
+    /// FROM t WHERE key) FOR UPDATE NOWAIT RETURNING cols`, every value bound (the row's, the
+    /// slot of `lock_key`, the key's); its text kept per entity and set of columns
+    /// ([`statements`]).
+    pub(super) fn insert_on_the_slot(&self, key: &CallKey<T>, lock_key: LockKey) -> Statement {
+        let build = || {
+            let mut source = Query::select();
+            source.exprs(
+                self.columns
+                    .iter()
+                    .zip(&self.values)
+                    .map(|(column, value)| column.save_as(Expr::val(value.clone()))),
+            );
+            mysql::one_statement::on_the_slot(&mut source, lock_key);
+            source.and_where(Expr::exists(self.existing(key)).not());
+            let mut insert = Query::insert();
+            insert
+                .into_table(T::default().table_ref())
+                .columns(self.columns.iter().copied())
+                .select_from(source)
+                .expect("columns and values are built pairwise, so their counts match");
+            let columns: Vec<&str> = T::Column::iter().map(|column| column.as_str()).collect();
+            mysql::returning(DbBackend::MySql.build(&insert), &columns)
+        };
+        if T::Column::iter().count() > 64 {
+            return build();
+        }
+        let mut bound = self.values.clone();
+        bound.push(mysql::one_statement::slot_value(lock_key));
+        bound.extend(key.values.iter().cloned());
+        let kind = Kind::OneStatement {
+            columns: self.set_columns,
+            lock_values: 1,
+            bounded: false,
+        };
+        statements::statement::<T>(DbBackend::MySql, kind, bound, build)
+    }
+
+    /// The key's rows: `SELECT 1 FROM t WHERE key`, the guard's subquery.
+    fn existing(&self, key: &CallKey<T>) -> sea_orm::sea_query::SelectStatement {
+        Query::select()
+            .expr(Expr::cust("1"))
+            .from(T::default().table_ref())
+            .cond_where(key.condition())
+            .to_owned()
+    }
+
     /// `INSERT INTO t (cols) SELECT vals WHERE NOT EXISTS (SELECT 1 FROM t WHERE k1 = $1 AND
     /// k2 = $2 ...) [ON CONFLICT DO NOTHING] RETURNING cols`, every value bound, with SeaORM's
     /// own per-column casts (enums); its text kept per entity and set of columns
@@ -305,11 +369,7 @@ impl<T: IdempotentCreate> RowValues<T> {
         conflicts: Conflicts,
     ) -> Statement {
         let build = || {
-            let existing = Query::select()
-                .expr(Expr::cust("1"))
-                .from(T::default().table_ref())
-                .cond_where(key.condition())
-                .to_owned();
+            let existing = self.existing(key);
             let source = Query::select()
                 .exprs(
                     self.columns

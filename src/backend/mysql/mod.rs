@@ -12,6 +12,7 @@
 //! - [`entity_waits`]: the call's statements on the entity table, their waits bounded and
 //!   typed as the lock's;
 //! - [`batch`]: the lock rows of a batch's chunk, locked in one statement, in key order;
+//! - [`one_statement`]: a new key in one statement where a unique index covers the key;
 //! - [`codes`]: the error numbers the crate reacts to.
 //!
 //! sea-query renders no `RETURNING` for MySQL: MariaDB's (10.5 and later) is written here
@@ -25,6 +26,7 @@ pub(crate) mod entity_waits;
 pub(crate) mod lock;
 pub(crate) mod lock_table;
 pub(crate) mod lock_tables;
+pub(crate) mod one_statement;
 pub(crate) mod shielded;
 pub(crate) mod slots;
 

@@ -156,7 +156,7 @@ impl ConnectionTrait for Shielded {
 
 /// The database a MySQL pool connects to, as its options name it (see [`Shielded::target`]).
 #[cfg(feature = "mysql")]
-fn pool_database(db: &DatabaseConnection) -> Option<DbId> {
+pub(crate) fn pool_database(db: &DatabaseConnection) -> Option<DbId> {
     if !matches!(
         &db.inner,
         sea_orm::DatabaseConnectionType::SqlxMySqlPoolConnection(_)
@@ -180,6 +180,6 @@ fn pool_database(db: &DatabaseConnection) -> Option<DbId> {
 
 /// Without the `mysql` feature no transaction is shielded.
 #[cfg(not(feature = "mysql"))]
-fn pool_database(_: &DatabaseConnection) -> Option<DbId> {
+pub(crate) fn pool_database(_: &DatabaseConnection) -> Option<DbId> {
     None
 }
