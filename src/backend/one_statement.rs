@@ -6,6 +6,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, QueryResult, Statement
 use super::inserted::Answer;
 use super::{Backend, mysql, postgres, sqlite};
 use crate::classify::{ErrorClass, classify};
+use crate::source::PoolId;
 use crate::{LockKey, Wait};
 
 /// How a backend's one statement is built ([`Backend::one_statement_shape`]).
@@ -70,24 +71,8 @@ impl Backend {
                 .await
             }
             Backend::MySql => {
-                Ok(
-                    match mysql::catalog::key_columns(db, schema, table, columns).await? {
-                        Some(key_columns) => {
-                            key_columns.covered
-                                && key_columns.types.iter().enumerate().all(
-                                    |(part, column_type)| {
-                                        column_type.as_deref().is_some_and(|column_type| {
-                                            mysql::one_statement::stores_exactly(
-                                                &values[part],
-                                                column_type,
-                                            )
-                                        })
-                                    },
-                                )
-                        }
-                        None => false,
-                    },
-                )
+                mysql::one_statement::key_is_unique_indexed(db, schema, table, columns, values)
+                    .await
             }
         }
     }
@@ -161,6 +146,19 @@ impl Backend {
             classify(err),
             ErrorClass::NoArbiterIndex | ErrorClass::SerializationFailure | ErrorClass::SqliteError
         )
+    }
+
+    /// Whether the path applies on `conn`'s database (kept per `pool`): on MySQL only where the
+    /// keys lock the slots ([`mysql::one_statement::locks_the_slots`]).
+    pub(crate) async fn one_statement_applies(
+        self,
+        conn: &DatabaseConnection,
+        pool: PoolId,
+    ) -> bool {
+        match self {
+            Backend::MySql => mysql::one_statement::locks_the_slots(conn, pool).await,
+            Backend::Postgres | Backend::Sqlite => true,
+        }
     }
 
     /// Whether the one statement's error leaves the call to the locked path (the index still

@@ -2,11 +2,12 @@
 //! statement tries the key's lock and, granted, inserts with `ON CONFLICT (key columns) DO
 //! NOTHING`, in autocommit (PostgreSQL: [`one_statement`](crate::backend::postgres::one_statement);
 //! SQLite: its write lock is the lock; MariaDB: a guarded insert that locks the key's slot
-//! without waiting, [`one_statement`](crate::backend::mysql::one_statement)). Only for a create-only call with data in hand on a
-//! pool, whose key has no NULL part, and whose entity allows gaps in its ids
-//! ([`IdempotentCreate::ids_without_gaps`]): `make_data` (data made once, under the lock), the
-//! update form (decisions under the lock) and callers' transactions (where `ON CONFLICT` meets
-//! serialization failures under REPEATABLE READ) keep the locked path.
+//! without waiting, [`one_statement`](crate::backend::mysql::one_statement)). Only for a
+//! create-only call with data in hand on a pool, whose key has no NULL part, and whose entity
+//! allows gaps in its ids ([`IdempotentCreate::ids_without_gaps`]): `make_data` (data made
+//! once, under the lock), the update form (decisions under the lock) and callers'
+//! transactions (where `ON CONFLICT` meets serialization failures under REPEATABLE READ) keep
+//! the locked path.
 
 use sea_orm::{DatabaseConnection, IdenStatic};
 
@@ -16,7 +17,6 @@ use super::request::{NewRow, OnExisting, Request};
 use super::row::{RowValues, created, find};
 use crate::backend::Backend;
 use crate::backend::inserted::Answer;
-use crate::backend::mysql;
 use crate::backend::one_statement::Shape;
 use crate::outcome::Done;
 use crate::source::PoolId;
@@ -63,7 +63,7 @@ impl Call {
         if !key_is_guarded(self.backend, conn, pool, key).await {
             return Ok(OneStatement::NotTaken(request));
         }
-        if shape == Shape::OnTheSlot && !mysql::one_statement::locks_the_slots(conn, pool).await {
+        if !self.backend.one_statement_applies(conn, pool).await {
             return Ok(OneStatement::NotTaken(request));
         }
         let NewRow::Ready(data) = request.new_row else {

@@ -51,6 +51,7 @@ use sea_orm::sea_query::{
 };
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, Statement, Value};
 
+use super::catalog;
 use super::lock_table::LockTable;
 use super::lock_tables::{self, AskedFor};
 use super::shielded::pool_database;
@@ -120,6 +121,31 @@ pub(crate) async fn run(
 ) -> Result<Option<sea_orm::QueryResult>, DbErr> {
     let conn = conn.clone();
     to_the_end(async move { conn.query_one_raw(statement).await }).await
+}
+
+/// Whether a unique index (or the primary key) of `table` (in `schema`) has only key columns
+/// (`columns`), each of a type that stores its part of the key (`values`) exactly
+/// ([`stores_exactly`]): the catalog's answer ([`catalog::key_columns`]), two statements.
+pub(crate) async fn key_is_unique_indexed<C: ConnectionTrait>(
+    db: &C,
+    schema: Option<&str>,
+    table: &str,
+    columns: &[&str],
+    values: &[Value],
+) -> Result<bool, DbErr> {
+    let Some(key_columns) = catalog::key_columns(db, schema, table, columns).await? else {
+        return Ok(false);
+    };
+    Ok(key_columns.covered
+        && key_columns
+            .types
+            .iter()
+            .zip(values)
+            .all(|(column_type, value)| {
+                column_type
+                    .as_deref()
+                    .is_some_and(|column_type| stores_exactly(value, column_type))
+            }))
 }
 
 /// Whether a key part bound as `value` is stored exactly as given in a column of
