@@ -147,12 +147,13 @@ on_each_server! {
 #[cfg(feature = "mysql")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_mariadb_a_call_dropped_at_any_await_point_leaves_its_connection_usable() {
-    use common::mysql::{create_unguarded, number, unguarded};
+    use common::mysql::{create_unguarded, number, read_committed_pool, unguarded};
 
     let Some(test_db) = test_support::TestDb::mysql().await else {
         return;
     };
-    let db = small_pool(&test_db.url, 1).await;
+    // READ COMMITTED sessions, where the one statement applies.
+    let db = read_committed_pool(&test_db, 1).await;
     create_unguarded(&db).await;
     let pool = &db;
     let deepest = drop_sweep(pool, |k| async move {

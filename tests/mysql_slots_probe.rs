@@ -26,7 +26,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::mysql::{
-    create_unguarded, ids_of_one_slot, number, read_committed, unguarded, unguarded_ids_of_one_slot,
+    create_unguarded, ids_of_one_slot, number, read_committed, read_committed_pool, unguarded,
+    unguarded_ids_of_one_slot,
 };
 use common::{Server, key_of, lock_is_free, new_pr, rows_for, total_rows};
 use entity::{PullRequest, pull_requests};
@@ -338,7 +339,8 @@ async fn a_repeatable_read_snapshot_older_than_a_one_statement_commit() {
         return;
     };
     let db = test_db.connect(2).await;
-    let other = test_db.connect(1).await;
+    // READ COMMITTED sessions: the one statement applies.
+    let other = read_committed_pool(&test_db, 1).await;
     let (ids, _) = ids_of_one_slot(1, 2);
     let [a, b] = ids[..] else { unreachable!() };
     let txn = db.begin_with_config(repeatable_read(), None).await.unwrap();

@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::mysql::{create_unguarded, unguarded};
+use common::mysql::{create_unguarded, read_committed_pool, unguarded};
 use common::new_pr;
 use entity::PullRequest;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
@@ -159,7 +159,8 @@ async fn every_path_costs_its_statements_on_mariadb() {
     let Some(test_db) = TestDb::mysql().await else {
         return;
     };
-    let db = test_db.connect(1).await;
+    // READ COMMITTED sessions, where MariaDB's one statement applies.
+    let db = read_committed_pool(&test_db, 1).await;
     let observer = test_db.connect(1).await;
     // Warm up: the entity's statements prepared on the connection.
     PullRequest::create_once(&db, 1, new_pr(1)).await.unwrap();
@@ -193,15 +194,49 @@ async fn every_path_costs_its_statements_on_mariadb() {
         },
         "a new key, one statement"
     );
+    // The server's default sessions, REPEATABLE READ: the locked path.
+    let db = test_db.connect(1).await;
+    PullRequest::create_once(&db, 11, new_pr(11)).await.unwrap();
+    PullRequest::create_once(&db, 12, new_pr(12)).await.unwrap();
+    assert_eq!(
+        cost(&db, &observer, 13).await,
+        locked_path_new_key(),
+        "a new key, REPEATABLE READ sessions"
+    );
 }
 
-/// A new key on the locked path: an entity without a unique index over its key (`unguarded`).
+/// A new key on the locked path: the look; SET TRANSACTION and BEGIN; the lock, an insert
+/// that locks the key's slot (made by the migration: `ON DUPLICATE KEY UPDATE` counts this
+/// holder) inside the transaction; the guarded insert with MariaDB's RETURNING; COMMIT: 6
+/// statements, 1 commit that writes. Was 8 and 2: the lock row's own autocommit insert before
+/// BEGIN (a flushed commit of its own), then the locking read and the `UPDATE` that counted
+/// the holder.
+fn locked_path_new_key() -> Cost {
+    Cost {
+        statements: 6,
+        commits: 1,
+        flushed: 1,
+        kinds: [
+            "SELECT",
+            "SET TRANSACTION",
+            "BEGIN",
+            "INSERT (lock row)",
+            "INSERT",
+            "COMMIT",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+    }
+}
+
+/// A new key on the locked path in READ COMMITTED sessions: an entity without a unique index
+/// over its key (`unguarded`).
 #[tokio::test]
 async fn a_new_key_without_a_unique_index_costs_its_statements_on_mariadb() {
     let Some(test_db) = TestDb::mysql().await else {
         return;
     };
-    let db = test_db.connect(1).await;
+    let db = read_committed_pool(&test_db, 1).await;
     let observer = test_db.connect(1).await;
     create_unguarded(&db).await;
     let create = |k: i64| {
@@ -217,31 +252,7 @@ async fn a_new_key_without_a_unique_index_costs_its_statements_on_mariadb() {
     create(1).await;
     create(2).await;
     let new = cost_of(&db, &observer, create(3)).await;
-    println!("new {new:?}");
-    // The look; SET TRANSACTION and BEGIN; the lock, an insert that locks the key's slot
-    // (made by the migration: `ON DUPLICATE KEY UPDATE` counts this holder) inside the
-    // transaction; the guarded insert with MariaDB's RETURNING; COMMIT: 6 statements, 1 commit
-    // that writes. Was 8 and 2: the lock row's own autocommit insert before BEGIN (a flushed
-    // commit of its own), then the locking read and the `UPDATE` that counted the holder.
-    assert_eq!(
-        new,
-        Cost {
-            statements: 6,
-            commits: 1,
-            flushed: 1,
-            kinds: [
-                "SELECT",
-                "SET TRANSACTION",
-                "BEGIN",
-                "INSERT (lock row)",
-                "INSERT",
-                "COMMIT"
-            ]
-            .map(str::to_owned)
-            .to_vec(),
-        },
-        "a new key, locked path"
-    );
+    assert_eq!(new, locked_path_new_key(), "a new key, no unique index");
 }
 
 /// A batch's chunk of new keys: its statements and flushed commits, whatever the chunk's size.

@@ -70,8 +70,8 @@ async fn raw_lock_taker(db: &DatabaseConnection, pr_id: i64) -> Result<bool, sea
         return Ok(false);
     }
     let pause = match txn.get_database_backend() {
-        DbBackend::Postgres => "SELECT pg_sleep(0.01)",
-        _ => "SELECT SLEEP(0.01)",
+        DbBackend::Postgres => "SELECT pg_sleep(0.03)",
+        _ => "SELECT SLEEP(0.03)",
     };
     txn.execute_unprepared(pause).await?;
     let row = PullRequest::new_active_model(&pr_id, new_pr(pr_id));
@@ -92,7 +92,15 @@ async fn one_statement_race(pools: [DatabaseConnection; 2]) {
     let barrier = Arc::new(Barrier::new(TASKS));
     let tasks: Vec<_> = (0..TASKS)
         .map(|task| {
-            let db = pools[task % 2].clone();
+            // The one-statement calls on one pool, the locked path's on the other: calls of a
+            // key on one pool take turns in the process (src/turns.rs), which would keep the
+            // one statement out of the race with the locked path's holders. The raw
+            // lock-takers on both.
+            let db = match task % 3 {
+                0 => pools[0].clone(),
+                1 => pools[1].clone(),
+                _ => pools[task % 2].clone(),
+            };
             let (created, violations, barrier) =
                 (created.clone(), violations.clone(), barrier.clone());
             tokio::spawn(async move {
@@ -100,11 +108,19 @@ async fn one_statement_race(pools: [DatabaseConnection; 2]) {
                     // Every caller of the key at once.
                     barrier.wait().await;
                     let made = match task % 3 {
-                        // The one-statement path (data in hand, a unique index on pr_id).
-                        0 => PullRequest::create_once(&db, pr_id, new_pr(pr_id))
-                            .await
-                            .map(|outcome| outcome.is_created())
-                            .unwrap(),
+                        // The one-statement path (data in hand, a unique index on pr_id),
+                        // every other round a moment late: then the raw lock-takers have
+                        // looked and hold the lock through their pause, the window a
+                        // statement without the lock would insert into.
+                        0 => {
+                            if pr_id % 2 == 0 {
+                                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                            }
+                            PullRequest::create_once(&db, pr_id, new_pr(pr_id))
+                                .await
+                                .map(|outcome| outcome.is_created())
+                                .unwrap()
+                        }
                         // The locked path.
                         1 => PullRequest::create_once_with(&db, pr_id, || async move {
                             Ok::<_, std::io::Error>(new_pr(pr_id))
@@ -384,18 +400,29 @@ mod postgres {
 }
 
 /// MariaDB's one statement (src/backend/mysql/one_statement.rs): a guarded insert that locks
-/// the key's slot `FOR UPDATE NOWAIT`, in autocommit; the same races as PostgreSQL's.
+/// the key's slot `FOR UPDATE NOWAIT`, in autocommit, on pools whose sessions are READ
+/// COMMITTED (on REPEATABLE READ ones every call takes the locked path); the same races as
+/// PostgreSQL's. With the slot's lock taken out of the statement (`FOR UPDATE` removed, or
+/// the slots not read at all), raw lock-takers met unique violations.
 #[cfg(feature = "mysql")]
 mod mariadb {
     use sea_orm::{ConnectionTrait, DbBackend, Statement};
     use test_support::TestDb;
+
+    use super::common::mysql::read_committed_pool;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn the_one_statement_excludes_raw_lock_takers_and_the_locked_path() {
         let Some(test_db) = TestDb::mysql().await else {
             return;
         };
-        super::one_statement_race([test_db.connect(8).await, test_db.connect(8).await]).await;
+        // A connection for every task: lock-takers waiting on a key hold theirs, and a pool
+        // they filled would hold the one-statement calls back until the key is free.
+        super::one_statement_race([
+            read_committed_pool(&test_db, 12).await,
+            read_committed_pool(&test_db, 12).await,
+        ])
+        .await;
     }
 
     /// Without the index, the statement still takes the slot's lock and its guard still
@@ -419,7 +446,7 @@ mod mariadb {
             .try_get("", "name")
             .unwrap();
         super::drop_index_race(
-            test_db.connect(8).await,
+            read_committed_pool(&test_db, 8).await,
             admin,
             &format!("ALTER TABLE pull_requests DROP INDEX `{index}`"),
         )

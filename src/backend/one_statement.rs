@@ -149,14 +149,14 @@ impl Backend {
     }
 
     /// Whether the path applies on `conn`'s database (kept per `pool`): on MySQL only where the
-    /// keys lock the slots ([`mysql::one_statement::locks_the_slots`]).
+    /// keys lock the slots and the sessions are READ COMMITTED ([`mysql::one_statement::applies`]).
     pub(crate) async fn one_statement_applies(
         self,
         conn: &DatabaseConnection,
         pool: PoolId,
     ) -> bool {
         match self {
-            Backend::MySql => mysql::one_statement::locks_the_slots(conn, pool).await,
+            Backend::MySql => mysql::one_statement::applies(conn, pool).await,
             Backend::Postgres | Backend::Sqlite => true,
         }
     }

@@ -3,8 +3,9 @@
 //!
 //! ```sql
 //! INSERT INTO `t` (cols) SELECT ?, ... FROM `sea_orm_idempotent_lock_slots`
-//!   WHERE `slot` = ? AND NOT EXISTS (SELECT 1 FROM `t` WHERE key) FOR UPDATE NOWAIT
-//!   RETURNING cols
+//!   WHERE @@tx_isolation = 'READ-COMMITTED' AND `slot` = ?
+//!     AND NOT EXISTS (SELECT 1 FROM `t` WHERE key)
+//!   FOR UPDATE NOWAIT RETURNING cols
 //! ```
 //!
 //! A new key then costs what `INSERT IGNORE` costs: one statement, one flushed commit
@@ -16,40 +17,59 @@
 //!   error 1205, and the call takes the locked path, which waits as the caller asked
 //!   ([`defers`]): the slot held by another transaction (a call on the locked path, the
 //!   update form, a raw lock-taker, another key of the slot), the key's row inserted and not
-//!   yet committed by a writer that bypasses the lock, the table's AUTO-INC lock, and on a
-//!   server whose default isolation is REPEATABLE READ the gap lock the guard of a concurrent
-//!   statement holds on the unique index. A statement that waited could close a deadlock
-//!   with those (a caller then met `Error::Deadlock`, in a trial); one that never waits is
-//!   never part of one. (On 8 tasks creating consecutive keys, 4% of the statements fell back
-//!   under READ COMMITTED, 8% under REPEATABLE READ.)
+//!   yet committed by a writer that bypasses the lock, the table's AUTO-INC lock.
 //! - **The row.** The guard (`NOT EXISTS`) inserts nothing when the key's row exists; the call
 //!   then looks, as the other backends' one statement does. The unique index is the backstop:
 //!   a row the guard did not see fails the insert (1062), and the locked path decides. (The
-//!   guard does see the slot's previous holder's row: under REPEATABLE READ the reads of
-//!   `INSERT ... SELECT` are locking reads, which read the latest committed rows; under READ
-//!   COMMITTED InnoDB opens a statement's read view at its first consistent read, the guard,
-//!   after the slot's locking read: InnoDB's behaviour, not a documented promise, so keep the
-//!   index. A dropped index fails no call and stores no second row, `tests/one_statement.rs`;
-//!   the catalog is not asked again, as MariaDB's statement names no index.) A slot the migration did not make selects no row and inserts nothing: the look
-//!   misses, and the locked path makes it. Only on a database that locks the slots
-//!   ([`lock_tables`]): the per-key table of earlier versions has no row
-//!   for a key never locked.
+//!   guard does see the slot's previous holder's row: InnoDB opens a READ COMMITTED
+//!   statement's read view at its first consistent read, the guard, after the slot's locking
+//!   read. That is InnoDB's behaviour, not a documented promise, so keep the index. A dropped
+//!   index fails no call and stores no second row, `tests/one_statement.rs`; the catalog is
+//!   not asked again, as MariaDB's statement names no index.) A slot the migration did not
+//!   make selects no row and inserts nothing: the look misses, and the locked path makes it.
+//!   Only on a database that locks the slots ([`lock_tables`]): the per-key table of earlier
+//!   versions has no row for a key never locked.
 //! - **Not `INSERT IGNORE`.** It would also turn data errors into warnings (a string cut to
 //!   the column's length, a value clamped to its range) and commit the altered row.
 //! - **What it does not count.** The statement does not increment the slot's `generation`
 //!   (one statement cannot write two tables), by which a caller's REPEATABLE READ transaction
 //!   detects a snapshot older than the key's last holder (step 3 in [`lock`](super::lock)).
-//!   Such a transaction still never stores a second row (the guard's locking read finds the
-//!   row), and its call is refused with [`Error::UnsafeIsolation`](crate::Error::UnsafeIsolation)
-//!   when its guarded insert finds a row its snapshot cannot see ([`snapshot_misses_row`]).
+//!   Such a transaction still never stores a second row (its guard is a locking read there,
+//!   which finds the row), and its call is refused with
+//!   [`Error::UnsafeIsolation`](crate::Error::UnsafeIsolation) when its guarded insert finds a
+//!   row its snapshot cannot see ([`snapshot_misses_row`]).
 //! - **Only integer keys**, each in an integer column that holds every value of its type
 //!   ([`stores_exactly`]): the statement commits before the call can compare the row it
 //!   returns with the key, so the key must be stored as given. Other keys take the locked path.
+//!
+//! # Only in READ COMMITTED sessions
+//!
+//! An autocommit statement runs at its session's isolation level, which is the server's
+//! default unless the application sets it (MariaDB's default is REPEATABLE READ, and `SET
+//! STATEMENT` cannot set it: error 1971). Under REPEATABLE READ the reads of `INSERT ...
+//! SELECT` are locking reads: the guard's look for a missing key takes a gap lock on the
+//! unique index, which the inserts of neighbouring keys must wait for, while `INSERT ...
+//! SELECT` holds the table's AUTO-INC lock (`innodb_autoinc_lock_mode` 1, MariaDB's default).
+//! A transaction of the locked path that waits for such a gap lock while it holds the AUTO-INC
+//! lock closes a cycle with the statement that asks for it; `NOWAIT` does not keep InnoDB from
+//! choosing that *other* transaction as the deadlock's victim. With the index dropped (the
+//! guard then scans the table), 3 of 12 runs of `tests/one_statement.rs`'s drop test ended in
+//! `Error::Deadlock` on REPEATABLE READ sessions, 0 of 12 on READ COMMITTED ones. So the path
+//! is taken only on a pool whose sessions are READ COMMITTED (asked once per pool,
+//! [`applies`]; the statement's `WHERE` checks the session too), the level the crate's own
+//! transactions use for the same reason. Elsewhere every call takes the locked path, as
+//! before. To have the path on a server whose default is REPEATABLE READ, set the server's
+//! `transaction_isolation`, or the pool's sessions as each connection opens (sqlx's
+//! `after_connect` through SeaORM's `ConnectOptions::map_sqlx_mysql_pool_opts`: SeaORM's own
+//! `after_connect` runs once per pool), as `docs/backends.md` shows.
+
+use std::collections::HashMap;
+use std::sync::{LazyLock, PoisonError, RwLock};
 
 use sea_orm::sea_query::{
     Alias, Expr, ExprTrait, IntoIden, LockBehavior, LockType, SelectStatement, SubQueryStatement,
 };
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, Statement, Value};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, Value};
 
 use super::catalog;
 use super::lock_table::LockTable;
@@ -61,12 +81,19 @@ use crate::classify::{ErrorClass, MySqlError, classify, mysql_error};
 use crate::source::PoolId;
 use crate::to_the_end::to_the_end;
 
-/// Makes `source` (the insert's `SELECT` of the row's values, with its guard) read `key`'s
-/// slot `FOR UPDATE NOWAIT`. The slot is bound after the `SELECT`'s values and before the
-/// guard's.
+/// The condition that the statement's session is READ COMMITTED: otherwise it inserts nothing
+/// (MariaDB finds the `WHERE` impossible before it reads anything), the look misses, and the
+/// call takes the locked path. (A pool is asked once, [`applies`]; this covers a session
+/// changed since.) `tx_isolation`: MariaDB 10.11 knows no `transaction_isolation`.
+const SESSION_READ_COMMITTED: &str = "@@tx_isolation = 'READ-COMMITTED'";
+
+/// Makes `source` (the insert's `SELECT` of the row's values, before its guard) read `key`'s
+/// slot `FOR UPDATE NOWAIT`, in a READ COMMITTED session only. The slot is bound after the
+/// `SELECT`'s values and before the guard's.
 pub(crate) fn on_the_slot(source: &mut SelectStatement, key: LockKey) {
     source
         .from(Alias::new(MYSQL_LOCK_SLOTS_TABLE).into_iden())
+        .and_where(Expr::cust(SESSION_READ_COMMITTED))
         .and_where(Expr::col(Alias::new("slot")).eq(slot_value(key)))
         .lock_with_behavior(LockType::Update, LockBehavior::Nowait);
 }
@@ -103,14 +130,50 @@ pub(crate) fn defers(err: &DbErr) -> bool {
     )
 }
 
-/// Whether `pool`'s database locks the slots (the path's condition): kept per pool, asked
-/// once ([`lock_tables`]).
-pub(crate) async fn locks_the_slots(conn: &DatabaseConnection, pool: PoolId) -> bool {
+/// Whether the path applies on `pool` (to `conn`'s database): its keys lock the slots
+/// ([`lock_tables`]), and its sessions are READ COMMITTED (see the
+/// [module docs](self#only-in-read-committed-sessions)). Each asked once per pool.
+pub(crate) async fn applies(conn: &DatabaseConnection, pool: PoolId) -> bool {
     let asked_for = AskedFor::of(Some(pool), pool_database(conn), None);
     matches!(
         lock_tables::lock_table(conn, asked_for).await,
         Ok(LockTable::Slots)
-    )
+    ) && sessions_read_committed(conn, asked_for).await
+}
+
+/// Whether `conn`'s sessions are READ COMMITTED (`@@tx_isolation`, the session's default for
+/// its statements and transactions), kept for `asked_for`; `false` when it cannot be asked.
+async fn sessions_read_committed(conn: &DatabaseConnection, asked_for: Option<AskedFor>) -> bool {
+    static KNOWN: LazyLock<RwLock<HashMap<AskedFor, bool>>> =
+        LazyLock::new(|| RwLock::new(HashMap::new()));
+    if let Some(known) = asked_for.and_then(|asked_for| {
+        KNOWN
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&asked_for)
+            .copied()
+    }) {
+        return known;
+    }
+    let asked = conn
+        .query_one_raw(Statement::from_string(
+            DbBackend::MySql,
+            "SELECT @@tx_isolation AS level",
+        ))
+        .await;
+    let Ok(Some(row)) = asked else {
+        return false;
+    };
+    let read_committed = row
+        .try_get::<String>("", "level")
+        .is_ok_and(|level| level == "READ-COMMITTED");
+    if let Some(asked_for) = asked_for {
+        KNOWN
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(asked_for, read_committed);
+    }
+    read_committed
 }
 
 /// Runs the statement in autocommit, to its end even when the call is dropped (sqlx-mysql
