@@ -11,6 +11,7 @@
 //! cargo bench --bench strategies -- --delay-ms 1 --no-sqlite --tasks 8,32 --svg out.svg
 //! cargo bench --bench strategies -- --only new,storm       # scenarios: new, dup4, dup16, late, storm
 //! cargo bench --bench strategies -- --network none --no-sqlite --svg out.svg  # MariaDB alone
+//! cargo bench --bench strategies -- --network none --no-sqlite --mariadb-isolation read-committed
 //! cargo bench --bench strategies -- --per-call --network loopback  # one caller's CPU per call
 //! cargo bench --bench strategies -- --batch --network loopback   # the batch form vs single calls
 //! ```

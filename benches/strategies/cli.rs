@@ -31,6 +31,10 @@ pub(crate) struct Options {
     /// `full_page_writes=off`), SQLite's `synchronous` (FULL or OFF), and the throwaway
     /// MariaDB's `innodb_flush_log_at_trx_commit` (1, InnoDB's default; or the tests' 0).
     pub(crate) durable: bool,
+    /// `--mariadb-isolation read-committed|repeatable-read`: the throwaway MariaDB's default
+    /// isolation, for every strategy's sessions (REPEATABLE READ, MariaDB's default; the
+    /// crate's one statement applies only on READ COMMITTED sessions).
+    pub(crate) mariadb_read_committed: bool,
     /// `--per-call`: instead of the scenarios, one caller's late redeliveries, timed and
     /// costed per call (`per_call.rs`) at every place but the proxy.
     pub(crate) per_call: bool,
@@ -44,7 +48,7 @@ pub(crate) struct Options {
 }
 
 const USAGE: &str = "try --quick, --svg PATH, --only new,dup4,dup16,late,storm, --tasks 8,32, \
-     --network loopback|proxy|both|none, --no-sqlite, --no-mariadb, --delay-ms 1, --fsync on|off, --storm-every-ms 100, --per-call, --batch, --ways sqlx,seaorm,crate,recorded, --calls 20000";
+     --network loopback|proxy|both|none, --no-sqlite, --no-mariadb, --delay-ms 1, --fsync on|off, --mariadb-isolation read-committed|repeatable-read, --storm-every-ms 100, --per-call, --batch, --ways sqlx,seaorm,crate,recorded, --calls 20000";
 
 impl Options {
     /// Parses the process's arguments. `cargo bench` passes `--bench`; anything else unknown
@@ -59,6 +63,7 @@ impl Options {
         let mut mariadb = true;
         let mut delay = Duration::from_millis(1);
         let mut durable = true;
+        let mut mariadb_read_committed = false;
         let mut storm_every = None;
         let mut per_call = false;
         let mut batch = false;
@@ -100,6 +105,15 @@ impl Options {
                         "on" => true,
                         "off" => false,
                         other => return Err(format!("unknown --fsync {other:?} ({USAGE})")),
+                    }
+                }
+                "--mariadb-isolation" => {
+                    mariadb_read_committed = match value("--mariadb-isolation")?.as_str() {
+                        "read-committed" => true,
+                        "repeatable-read" => false,
+                        other => {
+                            return Err(format!("unknown --mariadb-isolation {other:?} ({USAGE})"));
+                        }
                     }
                 }
                 "--storm-every-ms" => {
@@ -153,6 +167,7 @@ impl Options {
             places,
             delay,
             durable,
+            mariadb_read_committed,
             per_call,
             batch,
             ways,

@@ -125,7 +125,8 @@ pub(crate) async fn open(options: &Options) -> Result<Opened, BoxError> {
 /// A migrated database (`pull_requests` and the crate's lock table) on `MYSQL_DATABASE_URL`'s
 /// server, or on the test support's throwaway MariaDB, which it starts with the tests'
 /// `innodb_flush_log_at_trx_commit=0`: set here to 1, InnoDB's default (every commit
-/// flushed), unless `--fsync off`.
+/// flushed), unless `--fsync off`; its default isolation is set as `--mariadb-isolation` says
+/// (before any of the places' pools connects).
 async fn mariadb(options: &Options) -> Result<(Db, String, TestDb), BoxError> {
     let own = std::env::var(MYSQL_URL).map_or(true, |url| url.is_empty());
     let server = MySqlServer::get().ok_or(
@@ -146,11 +147,17 @@ async fn mariadb(options: &Options) -> Result<(Db, String, TestDb), BoxError> {
             "SET GLOBAL innodb_flush_log_at_trx_commit = 0"
         };
         sqlx::raw_sql(sql).execute(&admin).await?;
+        let isolation = if options.mariadb_read_committed {
+            "SET GLOBAL tx_isolation = 'READ-COMMITTED'"
+        } else {
+            "SET GLOBAL tx_isolation = 'REPEATABLE-READ'"
+        };
+        sqlx::raw_sql(isolation).execute(&admin).await?;
     }
     let (version, flush, log_bin, buffer_pool, isolation): (String, String, String, i64, String) =
         sqlx::query_as(
             "SELECT @@version, CAST(@@innodb_flush_log_at_trx_commit AS CHAR), \
-             CAST(@@log_bin AS CHAR), CAST(@@innodb_buffer_pool_size AS SIGNED), @@tx_isolation",
+             CAST(@@log_bin AS CHAR), CAST(@@innodb_buffer_pool_size AS SIGNED), @@GLOBAL.tx_isolation",
         )
         .fetch_one(&admin)
         .await?;
