@@ -124,7 +124,26 @@ impl From<DbErr> for HarnessError {
 /// The databases of a run, kept alive (and removed) with it.
 struct Databases {
     world: World,
+    /// MariaDB: a pool of the main database whose sessions are READ COMMITTED, where a new key
+    /// of a unique-indexed integer key is one statement (on the server's REPEATABLE READ every
+    /// call takes the locked path): every other history's calls run on it.
+    read_committed: Option<DatabaseConnection>,
     _keep: Vec<Box<dyn std::any::Any + Send>>,
+}
+
+impl Databases {
+    /// The worlds histories take turns in: the main one, and on MariaDB the same with its
+    /// calls on READ COMMITTED sessions.
+    fn worlds(&self) -> Vec<World> {
+        let mut worlds = vec![self.world.clone()];
+        if let Some(pool) = &self.read_committed {
+            worlds.push(World {
+                pool: pool.clone(),
+                ..self.world.clone()
+            });
+        }
+        worlds
+    }
 }
 
 /// Process-wide counter for database names.
@@ -132,6 +151,7 @@ static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0)
 
 async fn databases(backend: Backend) -> Result<Databases, HarnessError> {
     let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut read_committed = None;
     let label = |part: &str| format!("checker_{}_{run}_{part}", backend.name());
     let (pool, other, admin, keep): (_, _, _, Vec<Box<dyn std::any::Any + Send>>) = match backend {
         Backend::Postgres | Backend::MariaDb => {
@@ -165,6 +185,9 @@ async fn databases(backend: Backend) -> Result<Databases, HarnessError> {
                 second.connect(4).await,
                 main.connect(2).await,
             );
+            if backend == Backend::MariaDb {
+                read_committed = Some(test_support::connect_read_committed(&main.url, 10).await);
+            }
             (
                 pools.0,
                 pools.1,
@@ -192,6 +215,7 @@ async fn databases(backend: Backend) -> Result<Databases, HarnessError> {
             other,
             admin,
         },
+        read_committed,
         _keep: keep,
     })
 }
@@ -385,7 +409,7 @@ fn faults_in(history: &History) -> usize {
 /// violation (shrunk).
 pub async fn run(config: &Config) -> Result<Report, HarnessError> {
     let dbs = databases(config.backend).await?;
-    let world = &dbs.world;
+    let worlds = dbs.worlds();
     let mut generator = Generator::new(config.seed, config.backend);
     if config.without_cross_waits {
         generator = generator.without_cross_waits();
@@ -395,6 +419,7 @@ pub async fn run(config: &Config) -> Result<Report, HarnessError> {
     let mut last_progress = Instant::now();
     while started.elapsed() < config.duration {
         let history = generator.history();
+        let world = &worlds[report.histories % worlds.len()];
         let (events, broken) = run_and_check(world, &history).await?;
         report.histories += 1;
         report.calls += events.len();

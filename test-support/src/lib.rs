@@ -46,7 +46,7 @@ pub use database::TestDb;
 pub use mariadb::{MYSQL_URL, MariaDb, MySqlServer};
 pub use naive::naive_find_then_insert;
 pub use pgbouncer::{PgBouncer, PoolMode, REQUIRE_PGBOUNCER};
-pub use pool::{ACQUIRE_TIMEOUT, connect, connect_with, pool_options};
+pub use pool::{ACQUIRE_TIMEOUT, connect, connect_read_committed, connect_with, pool_options};
 pub use sample::new_pr;
 pub use server::{Server, server};
 pub use temp::TempDir;

@@ -52,3 +52,27 @@ pub async fn connect_with(options: ConnectOptions) -> DatabaseConnection {
         .await
         .unwrap_or_else(|e| panic!("connect to {url}: {e}"))
 }
+
+/// A pool of at most `max_connections` to the MySQL/MariaDB `url` whose sessions are READ
+/// COMMITTED, set by sqlx as each connection opens (SeaORM's own `after_connect` runs once per
+/// pool, on one connection). On such sessions MariaDB's one statement applies; on the
+/// throwaway server's default, REPEATABLE READ, every call takes the locked path.
+///
+/// # Panics
+///
+/// When the database cannot be reached.
+pub async fn connect_read_committed(url: &str, max_connections: u32) -> DatabaseConnection {
+    use sea_orm::sqlx::Executor;
+
+    let mut options = pool_options(url, max_connections);
+    options.map_sqlx_mysql_pool_opts(|pool| {
+        pool.after_connect(|conn, _| {
+            Box::pin(async move {
+                conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                    .await
+                    .map(drop)
+            })
+        })
+    });
+    connect_with(options).await
+}

@@ -68,27 +68,13 @@ pub(crate) fn unguarded_ids_of_one_slot(from: i64, n: usize) -> Vec<i64> {
     ids_sharing_a_slot(|id| LockKey::for_entity("unguarded", &id), from, n).0
 }
 
-/// A pool of `max_connections` to `test_db` whose sessions are READ COMMITTED (set by sqlx as
-/// each connection opens: SeaORM's own `after_connect` runs once per pool, on one connection),
-/// where MariaDB's one statement applies (the throwaway server's default is REPEATABLE READ,
-/// where every call takes the locked path).
+/// A pool of `max_connections` to `test_db` whose sessions are READ COMMITTED, where MariaDB's
+/// one statement applies ([`test_support::connect_read_committed`]).
 pub(crate) async fn read_committed_pool(
     test_db: &test_support::TestDb,
     max_connections: u32,
 ) -> DatabaseConnection {
-    use sea_orm::sqlx::Executor;
-
-    let mut options = test_support::pool_options(&test_db.url, max_connections);
-    options.map_sqlx_mysql_pool_opts(|pool| {
-        pool.after_connect(|conn, _| {
-            Box::pin(async move {
-                conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
-                    .await
-                    .map(drop)
-            })
-        })
-    });
-    test_support::connect_with(options).await
+    test_support::connect_read_committed(&test_db.url, max_connections).await
 }
 
 pub(crate) fn read_committed() -> Option<sea_orm::IsolationLevel> {
