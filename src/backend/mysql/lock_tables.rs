@@ -45,9 +45,50 @@ impl AskedFor {
     }
 }
 
+/// Answers kept per [`AskedFor`] (a pool, or a caller's database): what the catalog said here,
+/// and whether a pool's sessions are READ COMMITTED
+/// ([`one_statement`](super::one_statement::applies)). Nothing is kept for `None`.
+pub(crate) struct Kept<V>(LazyLock<RwLock<HashMap<AskedFor, V>>>);
+
+impl<V: Copy> Kept<V> {
+    /// Nothing kept yet.
+    pub(crate) const fn new() -> Kept<V> {
+        Kept(LazyLock::new(|| RwLock::new(HashMap::new())))
+    }
+
+    /// The answer kept for `asked_for`.
+    pub(crate) fn get(&self, asked_for: Option<AskedFor>) -> Option<V> {
+        let asked_for = asked_for?;
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&asked_for)
+            .copied()
+    }
+
+    /// Keeps `answer` for `asked_for`.
+    pub(crate) fn keep(&self, asked_for: Option<AskedFor>, answer: V) {
+        if let Some(asked_for) = asked_for {
+            self.0
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(asked_for, answer);
+        }
+    }
+
+    /// Forgets what was kept for `asked_for`.
+    pub(crate) fn forget(&self, asked_for: Option<AskedFor>) {
+        if let Some(asked_for) = asked_for {
+            self.0
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&asked_for);
+        }
+    }
+}
+
 /// What the catalog said.
-static KNOWN: LazyLock<RwLock<HashMap<AskedFor, LockTable>>> =
-    LazyLock::new(|| RwLock::new(HashMap::new()));
+static KNOWN: Kept<LockTable> = Kept::new();
 
 /// The table `db`'s keys lock rows of, as kept for `asked_for`, or asked (one statement).
 ///
@@ -58,22 +99,11 @@ pub(crate) async fn lock_table(
     db: &impl ConnectionTrait,
     asked_for: Option<AskedFor>,
 ) -> Result<LockTable, Error> {
-    if let Some(known) = asked_for.and_then(|asked_for| {
-        KNOWN
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&asked_for)
-            .copied()
-    }) {
+    if let Some(known) = KNOWN.get(asked_for) {
         return Ok(known);
     }
     let table = ask(db).await?;
-    if let Some(asked_for) = asked_for {
-        KNOWN
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(asked_for, table);
-    }
+    KNOWN.keep(asked_for, table);
     Ok(table)
 }
 
@@ -85,12 +115,7 @@ pub(crate) async fn after_missing(
     asked_for: Option<AskedFor>,
     used: LockTable,
 ) -> Result<Option<LockTable>, Error> {
-    if let Some(asked_for) = asked_for {
-        KNOWN
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&asked_for);
-    }
+    KNOWN.forget(asked_for);
     let now = lock_table(db, asked_for).await?;
     Ok((now != used).then_some(now))
 }

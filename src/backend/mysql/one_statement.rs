@@ -63,9 +63,6 @@
 //! `after_connect` through SeaORM's `ConnectOptions::map_sqlx_mysql_pool_opts`: SeaORM's own
 //! `after_connect` runs once per pool), as `docs/backends.md` shows.
 
-use std::collections::HashMap;
-use std::sync::{LazyLock, PoisonError, RwLock};
-
 use sea_orm::sea_query::{
     Alias, Expr, ExprTrait, IntoIden, LockBehavior, LockType, SelectStatement, SubQueryStatement,
 };
@@ -73,7 +70,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, 
 
 use super::catalog;
 use super::lock_table::LockTable;
-use super::lock_tables::{self, AskedFor};
+use super::lock_tables::{self, AskedFor, Kept};
 use super::shielded::pool_database;
 use super::slots::{MYSQL_LOCK_SLOTS_TABLE, mysql_lock_slot};
 use crate::LockKey;
@@ -144,15 +141,8 @@ pub(crate) async fn applies(conn: &DatabaseConnection, pool: PoolId) -> bool {
 /// Whether `conn`'s sessions are READ COMMITTED (`@@tx_isolation`, the session's default for
 /// its statements and transactions), kept for `asked_for`; `false` when it cannot be asked.
 async fn sessions_read_committed(conn: &DatabaseConnection, asked_for: Option<AskedFor>) -> bool {
-    static KNOWN: LazyLock<RwLock<HashMap<AskedFor, bool>>> =
-        LazyLock::new(|| RwLock::new(HashMap::new()));
-    if let Some(known) = asked_for.and_then(|asked_for| {
-        KNOWN
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&asked_for)
-            .copied()
-    }) {
+    static KNOWN: Kept<bool> = Kept::new();
+    if let Some(known) = KNOWN.get(asked_for) {
         return known;
     }
     let asked = conn
@@ -167,12 +157,7 @@ async fn sessions_read_committed(conn: &DatabaseConnection, asked_for: Option<As
     let read_committed = row
         .try_get::<String>("", "level")
         .is_ok_and(|level| level == "READ-COMMITTED");
-    if let Some(asked_for) = asked_for {
-        KNOWN
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(asked_for, read_committed);
-    }
+    KNOWN.keep(asked_for, read_committed);
     read_committed
 }
 
