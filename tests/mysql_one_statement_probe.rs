@@ -635,6 +635,60 @@ async fn a_session_switched_to_repeatable_read_after_the_pool_learnt_its_level()
     }
 }
 
+/// A pooled session with `autocommit = 0` (a pool whose `after_connect` sets it, or a
+/// `SET autocommit = 0` left on a connection), before the pool's first call and after it.
+/// The locked path either commits its own transaction there or fails whole (MariaDB 10.11: its
+/// `SET TRANSACTION ISOLATION LEVEL` meets the session's implicit transaction, error 1568, and
+/// nothing is written); the one statement is not taken there (it asks `@@autocommit` with the
+/// pool's isolation, and its `WHERE` checks the session). Catches: the one statement's implicit
+/// transaction left open on the idle pooled connection: a `Created` answer for a row never
+/// committed (invisible to every other session, and rolled back when the connection closes),
+/// the key's slot still locked, so another pool's call of the key times out. It did, before
+/// the statement checked autocommit: "the one statement's Created row: 0 committed rows, 2
+/// open transactions; another pool's call of the key: Err(LockTimeout { .. })".
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_session_with_autocommit_off() {
+    let Some(test_db) = TestDb::mysql().await else {
+        return;
+    };
+    let committed = test_db.connect(1).await;
+    let other = read_committed_pool(&test_db, 2).await;
+    // The locked path (a REPEATABLE READ pool), a READ COMMITTED pool switched before its
+    // first call, and one switched after it.
+    let locked = test_db.connect(1).await;
+    let before = read_committed_pool(&test_db, 1).await;
+    let after = read_committed_pool(&test_db, 1).await;
+    assert!(
+        PullRequest::create_once(&after, 100, new_pr(100))
+            .await
+            .unwrap()
+            .is_created()
+    );
+    for (pr_id, db) in [(1, &locked), (2, &before), (3, &after)] {
+        db.execute_unprepared("SET SESSION autocommit = 0")
+            .await
+            .unwrap();
+        // Committed, or refused whole.
+        let outcome = PullRequest::create_once(db, pr_id, new_pr(pr_id)).await;
+        let rows = rows_for(&committed, pr_id).await;
+        match &outcome {
+            Ok(outcome) => assert!(
+                outcome.is_created() && rows == 1,
+                "pr_id {pr_id}: {outcome:?} with {rows} committed rows"
+            ),
+            Err(_) => assert_eq!(rows, 0, "pr_id {pr_id}: {outcome:?}"),
+        }
+        // The key is free for another pool's call, which finds what committed.
+        let again = PullRequest::once(pr_id, new_pr(pr_id))
+            .wait(Wait::Timeout(Duration::from_secs(2)))
+            .exec(&other)
+            .await
+            .unwrap_or_else(|err| panic!("pr_id {pr_id}: another pool's call: {err:?}"));
+        assert_eq!(again.is_created(), outcome.is_err(), "pr_id {pr_id}");
+        assert_eq!(rows_for(&committed, pr_id).await, 1, "pr_id {pr_id}");
+    }
+}
+
 /// Connections of the one-statement pool killed (`KILL CONNECTION`) by an admin while calls
 /// of new and stored keys run. A call may fail with the lost connection; then its retry
 /// answers. Catches: a key stored twice, two `Created` for one key (a `Created` beside a

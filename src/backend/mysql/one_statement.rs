@@ -3,7 +3,7 @@
 //!
 //! ```sql
 //! INSERT INTO `t` (cols) SELECT ?, ... FROM `sea_orm_idempotent_lock_slots`
-//!   WHERE @@tx_isolation = 'READ-COMMITTED' AND `slot` = ?
+//!   WHERE @@tx_isolation = 'READ-COMMITTED' AND @@autocommit = 1 AND `slot` = ?
 //!     AND NOT EXISTS (SELECT 1 FROM `t` WHERE key)
 //!   FOR UPDATE NOWAIT RETURNING cols
 //! ```
@@ -41,6 +41,11 @@
 //! - **Only integer keys**, each in an integer column that holds every value of its type
 //!   ([`stores_exactly`]): the statement commits before the call can compare the row it
 //!   returns with the key, so the key must be stored as given. Other keys take the locked path.
+//!   For the same reason a returned row the entity cannot decode (an entity out of step with
+//!   its table) fails the call with the row stored, where the locked path would roll it back;
+//!   PostgreSQL's one statement is the same.
+//! - **Only in autocommit**: on a session with `autocommit = 0` the statement would open a
+//!   transaction that nobody commits ([`SESSION_READ_COMMITTED`]).
 //!
 //! # Only in READ COMMITTED sessions
 //!
@@ -78,11 +83,15 @@ use crate::classify::{ErrorClass, MySqlError, classify, mysql_error};
 use crate::source::PoolId;
 use crate::to_the_end::to_the_end;
 
-/// The condition that the statement's session is READ COMMITTED: otherwise it inserts nothing
-/// (MariaDB finds the `WHERE` impossible before it reads anything), the look misses, and the
-/// call takes the locked path. (A pool is asked once, [`applies`]; this covers a session
-/// changed since.) `tx_isolation`: MariaDB 10.11 knows no `transaction_isolation`.
-const SESSION_READ_COMMITTED: &str = "@@tx_isolation = 'READ-COMMITTED'";
+/// The condition that the statement's session is READ COMMITTED and in autocommit: otherwise
+/// it inserts nothing (MariaDB finds the `WHERE` impossible before it reads anything), the
+/// look misses, and the call takes the locked path. (A pool is asked once, [`applies`]; this
+/// covers a session changed since.) `tx_isolation`: MariaDB 10.11 knows no
+/// `transaction_isolation`. Without autocommit the statement would open a transaction that
+/// nobody commits: a `Created` answer for a row never committed, and the key's slot held on an
+/// idle pooled connection (`tests/mysql_one_statement_probe.rs`
+/// `a_session_with_autocommit_off`).
+const SESSION_READ_COMMITTED: &str = "@@tx_isolation = 'READ-COMMITTED' AND @@autocommit = 1";
 
 /// Makes `source` (the insert's `SELECT` of the row's values, before its guard) read `key`'s
 /// slot `FOR UPDATE NOWAIT`, in a READ COMMITTED session only. The slot is bound after the
@@ -139,7 +148,8 @@ pub(crate) async fn applies(conn: &DatabaseConnection, pool: PoolId) -> bool {
 }
 
 /// Whether `conn`'s sessions are READ COMMITTED (`@@tx_isolation`, the session's default for
-/// its statements and transactions), kept for `asked_for`; `false` when it cannot be asked.
+/// its statements and transactions) and in autocommit ([`SESSION_READ_COMMITTED`]), kept for
+/// `asked_for`; `false` when it cannot be asked.
 async fn sessions_read_committed(conn: &DatabaseConnection, asked_for: Option<AskedFor>) -> bool {
     static KNOWN: Kept<bool> = Kept::new();
     if let Some(known) = KNOWN.get(asked_for) {
@@ -148,7 +158,7 @@ async fn sessions_read_committed(conn: &DatabaseConnection, asked_for: Option<As
     let asked = conn
         .query_one_raw(Statement::from_string(
             DbBackend::MySql,
-            "SELECT @@tx_isolation AS level",
+            "SELECT @@tx_isolation AS level, CAST(@@autocommit AS SIGNED) AS autocommit",
         ))
         .await;
     let Ok(Some(row)) = asked else {
@@ -156,7 +166,10 @@ async fn sessions_read_committed(conn: &DatabaseConnection, asked_for: Option<As
     };
     let read_committed = row
         .try_get::<String>("", "level")
-        .is_ok_and(|level| level == "READ-COMMITTED");
+        .is_ok_and(|level| level == "READ-COMMITTED")
+        && row
+            .try_get::<i64>("", "autocommit")
+            .is_ok_and(|autocommit| autocommit == 1);
     KNOWN.keep(asked_for, read_committed);
     read_committed
 }
