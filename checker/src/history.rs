@@ -156,6 +156,18 @@ pub enum Op {
         /// The version it writes.
         v: i64,
     },
+    /// A taker of the key's lock that is not a call of the crate (the Python recipe): in a
+    /// READ COMMITTED transaction it takes the lock of a key of `chk_unique`
+    /// (`acquire_advisory_lock`, the key as the crate derives it, in the entity's namespace),
+    /// looks, and on a miss
+    /// pauses, then inserts with a plain INSERT. Its insert meets a unique violation only if
+    /// a writer of the key did not take the lock: a `Bypass`, or a broken path of the crate.
+    LockTaker {
+        /// The key.
+        k: i64,
+        /// The version it writes.
+        v: i64,
+    },
     /// Two callers' transactions each take two keys, in opposite orders.
     Deadlock {
         /// The first key.
@@ -383,9 +395,16 @@ impl Generator {
                 nested_commit: rng.chance(80),
                 commit: rng.chance(75),
             },
-            80..=89 if servers => {
+            80..=84 if servers => {
                 self.next_v += 1;
                 Op::Bypass {
+                    k: rng.pick(&ONE_COLUMN_KEYS),
+                    v: self.next_v,
+                }
+            }
+            85..=89 if servers => {
+                self.next_v += 1;
+                Op::LockTaker {
                     k: rng.pick(&ONE_COLUMN_KEYS),
                     v: self.next_v,
                 }

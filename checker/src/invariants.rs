@@ -214,7 +214,10 @@ fn allowed(
         "UpdateRefused" => event.call.form == Form::UpdateRefuse,
         "WrittenWithoutLock" => faults.bypass && event.call.key.table == Table::Unique,
         "UnsupportedBackend" => backend == Backend::Sqlite && wait != WaitSpec::Forever,
-        "Database" => retryable && (faults.kill || timeouts),
+        "Database" => (retryable || event.place == Place::LockTaker) && (faults.kill || timeouts),
+        // A lock-taker that is not the crate: a unique violation only behind a writer that
+        // took no lock.
+        "UniqueViolation" => event.place == Place::LockTaker && faults.bypass,
         _ => false,
     }
 }

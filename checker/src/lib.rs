@@ -388,7 +388,7 @@ fn faults_in(history: &History) -> usize {
         .iter()
         .flatten()
         .map(|op| match op {
-            Op::Bypass { .. } | Op::Kill | Op::Deadlock { .. } => 1,
+            Op::Bypass { .. } | Op::LockTaker { .. } | Op::Kill | Op::Deadlock { .. } => 1,
             Op::Txn { setup, calls, .. } => {
                 usize::from(*setup != history::Setup::Plain)
                     + calls.iter().filter(|c| c.drop_after_us.is_some()).count()

@@ -118,6 +118,8 @@ pub enum Place {
     Batch,
     /// A retry, after the history, of a call whose error was retryable.
     Retry,
+    /// A taker of the key's lock that is not a call of the crate ([`Op::LockTaker`]).
+    LockTaker,
 }
 
 /// One call of a history and what came of it.
@@ -641,6 +643,34 @@ async fn run_op(
             };
             recorder.set_commit(&[o, n], both);
         }
+        Op::LockTaker { k, v } => {
+            let started = Instant::now();
+            let answer = lock_taker(world, *k, *v).await;
+            recorder.push(Event {
+                client,
+                op: index,
+                database: 0,
+                place: Place::LockTaker,
+                call: CallSpec {
+                    key: Key {
+                        table: Table::Unique,
+                        k: *k,
+                        tag: None,
+                    },
+                    form: Form::Create,
+                    v: *v,
+                    drop_after_us: None,
+                },
+                commit: match answer {
+                    Answer::Created { .. } => Commit::Yes,
+                    _ if killed => Commit::Unknown,
+                    _ => Commit::No,
+                },
+                answer,
+                elapsed: started.elapsed(),
+                after_failure: false,
+            });
+        }
         Op::Bypass { k, v } => {
             let backend = world.admin.get_database_backend();
             let sql = match backend {
@@ -838,4 +868,85 @@ pub async fn retry(world: &World, events: &[Event]) -> Vec<Event> {
         });
     }
     retries
+}
+
+/// [`Op::LockTaker`]: the key's lock in a READ COMMITTED transaction on the calls' pool, a
+/// look, and on a miss a pause and a plain INSERT. `Created` when it inserted (and committed),
+/// `Existing` when the look found the row; a failure as `Failed`, not retryable (a unique
+/// violation is `UniqueViolation`, a deadlock `Deadlock`, the lock's errors the crate's).
+async fn lock_taker(world: &World, k: i64, v: i64) -> Answer {
+    let failed = |variant: &str, err: &dyn std::fmt::Display| Answer::Failed {
+        variant: variant.to_owned(),
+        retryable: false,
+        text: err.to_string(),
+    };
+    let db_failed = |err: sea_orm::DbErr| {
+        let text = err.to_string();
+        let variant = match err.sql_err() {
+            Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => "UniqueViolation",
+            _ if text.contains("1213") || text.contains("40P01") => "Deadlock",
+            _ => "Database",
+        };
+        failed(variant, &text)
+    };
+    let txn = match world
+        .pool
+        .begin_with_config(Some(IsolationLevel::ReadCommitted), None)
+        .await
+    {
+        Ok(txn) => txn,
+        Err(err) => return db_failed(err),
+    };
+    // The key as the crate derives it for `chk_unique` (whose namespace is the sample's).
+    let key = sea_orm_idempotent::LockKey::for_entity(unique_rows::Entity::lock_namespace(), &k);
+    if let Err(err) = sea_orm_idempotent::acquire_advisory_lock(&txn, key, Wait::Forever).await {
+        return Answer::of(Err(err));
+    }
+    let backend = txn.get_database_backend();
+    let (look, insert, pause) = match backend {
+        DbBackend::Postgres => (
+            "SELECT id FROM chk_unique WHERE k = $1",
+            "INSERT INTO chk_unique (k, v) VALUES ($1, $2) RETURNING id",
+            "SELECT pg_sleep(0.02)",
+        ),
+        _ => (
+            "SELECT id FROM chk_unique WHERE k = ?",
+            "INSERT INTO chk_unique (k, v) VALUES (?, ?) RETURNING id",
+            "SELECT SLEEP(0.02)",
+        ),
+    };
+    let found = txn
+        .query_one_raw(Statement::from_sql_and_values(backend, look, [k.into()]))
+        .await;
+    match found {
+        Ok(Some(row)) => {
+            let _ = txn.commit().await;
+            return match row.try_get::<i64>("", "id") {
+                Ok(id) => Answer::Existing { id },
+                Err(err) => failed("Read", &err),
+            };
+        }
+        Ok(None) => {}
+        Err(err) => return db_failed(err),
+    }
+    let _ = txn.execute_unprepared(pause).await;
+    let inserted = txn
+        .query_one_raw(Statement::from_sql_and_values(
+            backend,
+            insert,
+            [k.into(), v.into()],
+        ))
+        .await;
+    let id = match inserted {
+        Ok(Some(row)) => match row.try_get::<i64>("", "id") {
+            Ok(id) => id,
+            Err(err) => return failed("Read", &err),
+        },
+        Ok(None) => return failed("Insert", &"no row returned"),
+        Err(err) => return db_failed(err),
+    };
+    match txn.commit().await {
+        Ok(()) => Answer::Created { id, v },
+        Err(err) => db_failed(err),
+    }
 }
