@@ -1155,3 +1155,71 @@ async fn writers_that_bypass_the_lock_race_the_one_statement() {
         assert_eq!(rows_for(&writers, pr_id).await, 1, "pr_id {pr_id}");
     }
 }
+
+/// A session holds the entity table's metadata lock (`LOCK TABLES pull_requests READ`: reads
+/// go on, writes wait) while `Wait::Timeout(1 s)` calls of new keys run, on a READ COMMITTED
+/// pool (the one statement: `NOWAIT` ends its metadata wait at once, and the call takes the
+/// locked path) and on a REPEATABLE READ one (the locked path). Catches: a wait not bounded
+/// as the caller asked. Seen: on both pools the locked path's guarded insert (`SET STATEMENT
+/// innodb_lock_wait_timeout = 1, max_statement_time = 0 FOR INSERT INTO pull_requests ...`)
+/// waits "Waiting for table metadata lock" past 5 s, bounded only by `lock_wait_timeout`
+/// (MariaDB's default: a year), which the call does not set, while its transaction holds the
+/// key's slot (every other caller of the slot's keys waits too). The locked path's, not the
+/// one statement's, which fails at once and defers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_metadata_lock_on_the_table_bounds_no_wait_past_the_callers() {
+    let Some(test_db) = TestDb::mysql().await else {
+        return;
+    };
+    let rc = read_committed_pool(&test_db, 2).await;
+    let rr = test_db.connect(2).await;
+    // The pools have looked at the catalog and the lock table before the table is locked.
+    for (db, pr_id) in [(&rc, 1i64), (&rr, 2)] {
+        assert!(
+            PullRequest::create_once(db, pr_id, new_pr(pr_id))
+                .await
+                .unwrap()
+                .is_created()
+        );
+    }
+    let holder = test_db.connect(1).await;
+    holder
+        .execute_unprepared("LOCK TABLES pull_requests READ")
+        .await
+        .unwrap();
+    let mut answers = Vec::new();
+    for (name, db, pr_id) in [("read committed", &rc, 3i64), ("repeatable read", &rr, 4)] {
+        let started = std::time::Instant::now();
+        let call = PullRequest::once(pr_id, new_pr(pr_id))
+            .wait(Wait::Timeout(Duration::from_secs(1)))
+            .exec(db);
+        let answer = tokio::time::timeout(Duration::from_secs(5), call).await;
+        // What waits, and for what.
+        let waiting: Vec<String> = holder
+            .query_all_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::MySql,
+                "SELECT CONCAT_WS(' | ', STATE, LEFT(INFO, 150)) AS d \
+                 FROM information_schema.PROCESSLIST \
+                 WHERE DB = DATABASE() AND ID <> CONNECTION_ID() AND COMMAND <> 'Sleep'",
+            ))
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.try_get::<String>("", "d").unwrap())
+            .collect();
+        answers.push(format!(
+            "{name}: {} after {:?}: {answer:?}; waiting: {waiting:?}",
+            if answer.is_ok() {
+                "answered"
+            } else {
+                "still waiting"
+            },
+            started.elapsed()
+        ));
+    }
+    holder.execute_unprepared("UNLOCK TABLES").await.unwrap();
+    assert!(
+        answers.iter().all(|a| !a.contains("still waiting")),
+        "{answers:#?}"
+    );
+}

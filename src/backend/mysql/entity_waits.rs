@@ -12,8 +12,12 @@ use crate::{Error, LockKey, Wait};
 
 /// A statement of the call on the *entity* table (the guarded insert, the update form's
 /// `UPDATE`), its lock waits bounded by what is left of the call's wait: `SET STATEMENT
-/// innodb_lock_wait_timeout = n FOR ...` for [`Wait::Timeout`] (whole seconds, rounded up) and
-/// [`Wait::No`] (0); [`Wait::Forever`] is left to the server's own `innodb_lock_wait_timeout`.
+/// innodb_lock_wait_timeout = n, lock_wait_timeout = n FOR ...` for [`Wait::Timeout`] (whole
+/// seconds, rounded up) and [`Wait::No`] (0); [`Wait::Forever`] is left to the server's own
+/// timeouts. `lock_wait_timeout` bounds the wait for the table's metadata lock (a `LOCK
+/// TABLES`, a DDL statement), which is a year by default: both fail with error 1205
+/// (`tests/mysql_one_statement_probe.rs`
+/// `a_metadata_lock_on_the_table_bounds_no_wait_past_the_callers`).
 ///
 /// The key's lock does not keep such waits away: under READ COMMITTED InnoDB's duplicate check
 /// on a UNIQUE index that meets delete-marked records of the key (a deleted row not yet purged)
@@ -28,9 +32,10 @@ pub(crate) fn bounded(statement: Statement, wait: Wait) -> Statement {
         Wait::Forever => statement,
         wait => Statement {
             sql: format!(
-                "SET STATEMENT innodb_lock_wait_timeout = {}, max_statement_time = 0 FOR {}",
-                wait_seconds(wait),
-                statement.sql
+                "SET STATEMENT innodb_lock_wait_timeout = {seconds}, lock_wait_timeout = {seconds}, \
+                 max_statement_time = 0 FOR {}",
+                statement.sql,
+                seconds = wait_seconds(wait),
             ),
             ..statement
         },
