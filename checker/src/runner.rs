@@ -884,7 +884,14 @@ async fn lock_taker(world: &World, k: i64, v: i64) -> Answer {
         let text = err.to_string();
         let variant = match err.sql_err() {
             Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => "UniqueViolation",
-            _ if text.contains("1213") || text.contains("40P01") => "Deadlock",
+            // 1467: MariaDB's failed wait for the table's AUTO-INC lock, a deadlock it
+            // detected when the wait began (as the crate types it, `entity_wait_error`).
+            _ if ["1213", "1467", "40P01"]
+                .iter()
+                .any(|code| text.contains(code)) =>
+            {
+                "Deadlock"
+            }
             _ => "Database",
         };
         failed(variant, &text)
