@@ -6,6 +6,9 @@
 //! violation reaching a caller, `LockBusy`/`LockTimeout` only where the key is really held,
 //! and no connection left inside a transaction. The comment on each test says which break it
 //! catches.
+//!
+//! (Over 450 lines, one file: the probes are one matrix of the path against every other taker
+//! of its keys, on the same pools and checks; read together they show what was tried.)
 
 #![cfg(feature = "mysql")]
 
@@ -16,15 +19,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::mysql::{ids_of_one_slot, number, read_committed_pool};
-use common::{is_unique_violation, new_pr, rows_for, total_rows};
-use entity::{PullRequest, pull_requests};
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, IsolationLevel, QueryFilter,
-    TransactionTrait,
-};
-use sea_orm_idempotent::{
-    Change, Error, IdempotentCreate, LockKey, Wait, acquire_advisory_lock, mysql_lock_slot,
-};
+use common::{is_unique_violation, new_pr, raw_lock_taker, rows_for, total_rows};
+use entity::PullRequest;
+use sea_orm::{ConnectionTrait, DatabaseConnection, EntityTrait, IsolationLevel, TransactionTrait};
+use sea_orm_idempotent::{Change, Error, IdempotentCreate, Wait, mysql_lock_slot};
 use test_support::TestDb;
 use tokio::sync::Barrier;
 
@@ -45,36 +43,6 @@ enum Role {
     Raw(IsolationLevel),
     /// `create_once` in the caller's fresh transaction at this level, then commit.
     InTxn(IsolationLevel),
-}
-
-/// A raw lock-taker: the key's advisory lock in a transaction at `level`, a look, a pause,
-/// and a plain `INSERT` when the look missed. `Ok(true)`: it inserted.
-async fn raw_lock_taker(
-    db: &DatabaseConnection,
-    level: IsolationLevel,
-    pr_id: i64,
-) -> Result<bool, sea_orm::DbErr> {
-    let txn = db.begin_with_config(Some(level), None).await?;
-    acquire_advisory_lock(
-        &txn,
-        LockKey::for_entity("pull_requests", &pr_id),
-        Wait::Forever,
-    )
-    .await
-    .map_err(sea_orm::DbErr::from)?;
-    let found = PullRequest::find()
-        .filter(pull_requests::Column::PrId.eq(pr_id))
-        .one(&txn)
-        .await?;
-    if found.is_some() {
-        txn.commit().await?;
-        return Ok(false);
-    }
-    txn.execute_unprepared("SELECT SLEEP(0.01)").await?;
-    let row = PullRequest::new_active_model(&pr_id, new_pr(pr_id));
-    PullRequest::insert(row).exec(&txn).await?;
-    txn.commit().await?;
-    Ok(true)
 }
 
 /// What a race saw.
@@ -136,7 +104,7 @@ async fn race(keys: Vec<i64>, takers: Vec<(DatabaseConnection, Role)>) -> Arc<Se
                                 other => other.map(|o| o.is_created()),
                             }
                         }
-                        Role::Raw(level) => match raw_lock_taker(&db, level, pr_id).await {
+                        Role::Raw(level) => match raw_lock_taker(&db, level, pr_id, 10).await {
                             Ok(made) => Ok(made),
                             Err(err) if is_unique_violation(&err) => {
                                 seen.violations.fetch_add(1, Ordering::Relaxed);
@@ -416,7 +384,7 @@ async fn colliding_keys_of_one_slot_race() {
                     barrier.wait().await;
                     let pr_id = ids[(round / 3 + task) % ids.len()];
                     let made = match task % 4 {
-                        3 => raw_lock_taker(&db, IsolationLevel::ReadCommitted, pr_id)
+                        3 => raw_lock_taker(&db, IsolationLevel::ReadCommitted, pr_id, 10)
                             .await
                             .unwrap_or_else(|err| {
                                 assert!(!is_unique_violation(&err), "pr_id {pr_id}: {err}");

@@ -45,7 +45,7 @@ pub(crate) use locks::{
     until_a_statement_waits_for_a_table, until_someone_waits,
 };
 pub(crate) use pools::open_pools;
-pub(crate) use race::{Strategy, Tally, Workload, is_unique_violation};
+pub(crate) use race::{Strategy, Tally, Workload, is_unique_violation, raw_lock_taker};
 pub(crate) use rows::{rows_for, total_rows};
 pub(crate) use servers::{Server, on_each_server};
 /// A pool of `size` connections to `url`: [`test_support::connect`], under the name the

@@ -3,9 +3,12 @@
 
 use std::sync::Arc;
 
-use entity::PullRequest;
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, SqlErr};
-use sea_orm_idempotent::{Error, IdempotentCreate, Outcome};
+use entity::{PullRequest, pull_requests};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait,
+    IsolationLevel, QueryFilter, SqlErr, TransactionTrait,
+};
+use sea_orm_idempotent::{Error, IdempotentCreate, LockKey, Outcome, Wait, acquire_advisory_lock};
 use tokio::sync::Barrier;
 
 use super::{naive_find_then_insert, new_pr, rows_for, total_rows};
@@ -174,4 +177,43 @@ impl Workload {
             assert_eq!(rows_for(db, pr_id).await, 1, "pr_id {pr_id}");
         }
     }
+}
+
+/// The Python recipe, by hand (a taker of the key's lock that is not the crate): in a
+/// transaction at `level`, the key's advisory lock, a look, and a plain `INSERT` (no `ON
+/// CONFLICT`) when the look missed, after a pause of `pause_ms` between the look and the
+/// insert that widens the window a writer without the lock would slip into. `Ok(true)`: it
+/// inserted.
+pub(crate) async fn raw_lock_taker(
+    db: &DatabaseConnection,
+    level: IsolationLevel,
+    pr_id: i64,
+    pause_ms: u32,
+) -> Result<bool, DbErr> {
+    let txn = db.begin_with_config(Some(level), None).await?;
+    acquire_advisory_lock(
+        &txn,
+        LockKey::for_entity("pull_requests", &pr_id),
+        Wait::Forever,
+    )
+    .await
+    .map_err(DbErr::from)?;
+    let found = PullRequest::find()
+        .filter(pull_requests::Column::PrId.eq(pr_id))
+        .one(&txn)
+        .await?;
+    if found.is_some() {
+        txn.commit().await?;
+        return Ok(false);
+    }
+    let seconds = f64::from(pause_ms) / 1000.0;
+    let pause = match txn.get_database_backend() {
+        DbBackend::Postgres => format!("SELECT pg_sleep({seconds})"),
+        _ => format!("SELECT SLEEP({seconds})"),
+    };
+    txn.execute_unprepared(&pause).await?;
+    let row = PullRequest::new_active_model(&pr_id, new_pr(pr_id));
+    PullRequest::insert(row).exec(&txn).await?;
+    txn.commit().await?;
+    Ok(true)
 }
